@@ -1,0 +1,193 @@
+package merkle
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files in testdata")
+
+// naiveRoot is RFC 6962 section 2.1 written out: split at the largest power of two below n.
+func naiveRoot(leaves []Hash) Hash {
+	if len(leaves) == 1 {
+		return leaves[0]
+	}
+	k := 1
+	for k*2 < len(leaves) {
+		k *= 2
+	}
+	return NodeHash(naiveRoot(leaves[:k]), naiveRoot(leaves[k:]))
+}
+
+func leavesN(n int) []Hash {
+	out := make([]Hash, n)
+	for i := range out {
+		out[i] = LeafHash([]byte(fmt.Sprintf("leaf %d", i)))
+	}
+	return out
+}
+
+func TestRootTreeAndProofs(t *testing.T) {
+	all := leavesN(70)
+	var tree Tree
+	for n := 1; n <= len(all); n++ {
+		tree.Append(all[n-1])
+		want := naiveRoot(all[:n])
+		got, err := Root(all[:n])
+		if err != nil || got != want {
+			t.Fatalf("Root(%d) = %s, %v; want %s", n, got, err, want)
+		}
+		if r := tree.Root(); r != want {
+			t.Fatalf("Tree.Root at %d = %s, want %s", n, r, want)
+		}
+	}
+	for size := uint64(1); size <= tree.Size(); size++ {
+		root, err := tree.RootAt(size)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := uint64(0); i < size; i++ {
+			path, err := tree.InclusionProof(i, size)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := VerifyInclusion(i, size, all[i], path, root); err != nil {
+				t.Fatalf("inclusion %d/%d: %v", i, size, err)
+			}
+			if size > 1 { // a wrong leaf must fail with evidence
+				err := VerifyInclusion(i, size, all[(i+1)%size], path, root)
+				var rm *RootMismatchError
+				if !errors.As(err, &rm) || !errors.Is(err, ErrProof) || rm.Expected != root {
+					t.Fatalf("wrong leaf %d/%d: %v", i, size, err)
+				}
+			}
+		}
+		for s1 := uint64(1); s1 <= size; s1++ {
+			r1, _ := tree.RootAt(s1)
+			p, err := tree.ConsistencyProof(s1, size)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := VerifyConsistency(s1, size, p, r1, root); err != nil {
+				t.Fatalf("consistency %d→%d: %v", s1, size, err)
+			}
+		}
+	}
+	if _, err := Root(nil); !errors.Is(err, ErrEmptyTree) {
+		t.Fatalf("empty Root: %v", err)
+	}
+	if r, _ := (&Tree{}).RootAt(0); r != sha256.Sum256(nil) {
+		t.Fatalf("empty tree root %s", r)
+	}
+	if _, err := RootFromInclusion(0, 4, all[0], all[:1]); !errors.Is(err, ErrProof) {
+		t.Fatalf("short path: %v", err)
+	}
+}
+
+// vectors is testdata/hashes.json: fixed inputs and the hashes of DESIGN 2.2 over them.
+type vectors struct {
+	Leaves []struct {
+		Data string `json:"data"`
+		Leaf string `json:"leaf"`
+	} `json:"leaves"`
+	Roots []struct {
+		Size int    `json:"size"`
+		Root string `json:"root"`
+	} `json:"roots"`
+	AnchorLeaf struct {
+		BatchID   string `json:"batch_id"`
+		Size      uint64 `json:"size"`
+		BatchRoot string `json:"batch_root"`
+		Leaf      string `json:"leaf"`
+	} `json:"anchor_leaf"`
+	AppHash struct {
+		LogSize      uint64 `json:"log_size"`
+		LogRoot      string `json:"log_root"`
+		RegistryRoot string `json:"registry_root"`
+		AppHash      string `json:"app_hash"`
+	} `json:"app_hash"`
+}
+
+func TestGoldenHashes(t *testing.T) {
+	path := filepath.Join("testdata", "hashes.json")
+	data := [][]byte{{}, {0}, []byte("anchorline"), {0xd2, 0x84}}
+	var leaves []Hash
+	for _, d := range data {
+		leaves = append(leaves, LeafHash(d))
+	}
+	if *update {
+		var v vectors
+		for i, d := range data {
+			v.Leaves = append(v.Leaves, struct {
+				Data string `json:"data"`
+				Leaf string `json:"leaf"`
+			}{hex.EncodeToString(d), leaves[i].String()})
+		}
+		for n := 1; n <= len(leaves); n++ {
+			r, _ := Root(leaves[:n])
+			v.Roots = append(v.Roots, struct {
+				Size int    `json:"size"`
+				Root string `json:"root"`
+			}{n, r.String()})
+		}
+		id := [16]byte{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}
+		v.AnchorLeaf.BatchID = hex.EncodeToString(id[:])
+		v.AnchorLeaf.Size = 1000
+		v.AnchorLeaf.BatchRoot = leaves[2].String()
+		v.AnchorLeaf.Leaf = AnchorLeaf(id, 1000, leaves[2]).String()
+		v.AppHash.LogSize = 15
+		v.AppHash.LogRoot = leaves[1].String()
+		v.AppHash.RegistryRoot = EmptyRoot().String()
+		v.AppHash.AppHash = AppHash(15, leaves[1], EmptyRoot()).String()
+		b, _ := json.MarshalIndent(v, "", "  ")
+		if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v vectors
+	if err := json.Unmarshal(b, &v); err != nil {
+		t.Fatal(err)
+	}
+	if len(v.Leaves) != len(data) || len(v.Roots) != len(data) {
+		t.Fatalf("golden file has %d leaves, %d roots", len(v.Leaves), len(v.Roots))
+	}
+	for i, l := range v.Leaves {
+		d, _ := hex.DecodeString(l.Data)
+		if got := ReadingLeaf(d).String(); got != l.Leaf {
+			t.Errorf("leaf %d = %s, want %s", i, got, l.Leaf)
+		}
+		if EntryLeaf(d).String() != l.Leaf {
+			t.Errorf("entry leaf %d differs from reading leaf", i)
+		}
+	}
+	for _, r := range v.Roots {
+		got, err := Root(leaves[:r.Size])
+		if err != nil || got.String() != r.Root {
+			t.Errorf("root of %d = %s, %v; want %s", r.Size, got, err, r.Root)
+		}
+	}
+	id, _ := hex.DecodeString(v.AnchorLeaf.BatchID)
+	br, _ := ParseHash(v.AnchorLeaf.BatchRoot)
+	// Written out by hand from DESIGN 2.2 to catch a change of byte order in AnchorLeaf.
+	manual := sha256.Sum256(append(append(append([]byte{0}, id...), 0, 0, 0, 0, 0, 0, 0x03, 0xe8), br[:]...))
+	if got := AnchorLeaf([16]byte(id), v.AnchorLeaf.Size, br); got.String() != v.AnchorLeaf.Leaf || got != manual {
+		t.Errorf("anchor leaf = %s, want %s (manual %x)", got, v.AnchorLeaf.Leaf, manual)
+	}
+	lr, _ := ParseHash(v.AppHash.LogRoot)
+	rr, _ := ParseHash(v.AppHash.RegistryRoot)
+	manualApp := sha256.Sum256(append(append(append([]byte("anchorline/ledger/v1"), 0, 0, 0, 0, 0, 0, 0, 15), lr[:]...), rr[:]...))
+	if got := AppHash(v.AppHash.LogSize, lr, rr); got.String() != v.AppHash.AppHash || got != manualApp {
+		t.Errorf("app hash = %s, want %s", got, v.AppHash.AppHash)
+	}
+}
