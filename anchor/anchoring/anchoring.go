@@ -1,0 +1,376 @@
+package anchoring
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/anchorline/anchorline/anchor/ledger"
+	"github.com/anchorline/anchorline/anchor/merkle"
+	"github.com/anchorline/anchorline/schemas/entry"
+)
+
+// BatchRecord is the JSON record ingest publishes per flushed batch (docs/architecture.md).
+// Only the fields the anchor needs are read; others are ignored.
+type BatchRecord struct {
+	ID   string `json:"id"`   // 16 bytes, hex
+	Root string `json:"root"` // 32 bytes, hex
+	Size uint64 `json:"size"`
+}
+
+// Batch is a parsed batch record.
+type Batch struct {
+	ID   [16]byte
+	Root merkle.Hash
+	Size uint64
+}
+
+// ErrBadRecord marks a batch record that cannot be anchored (malformed JSON or fields).
+var ErrBadRecord = errors.New("anchoring: bad batch record")
+
+// ParseRecord parses and checks one batch record.
+func ParseRecord(data []byte) (Batch, error) {
+	var r BatchRecord
+	if err := json.Unmarshal(data, &r); err != nil {
+		return Batch{}, fmt.Errorf("%w: %w", ErrBadRecord, err)
+	}
+	var b Batch
+	id, err := hex.DecodeString(r.ID)
+	if err != nil || len(id) != len(b.ID) {
+		return Batch{}, fmt.Errorf("%w: id %q is not 16 bytes of hex", ErrBadRecord, r.ID)
+	}
+	copy(b.ID[:], id)
+	if b.Root, err = merkle.ParseHash(r.Root); err != nil {
+		return Batch{}, fmt.Errorf("%w: root: %w", ErrBadRecord, err)
+	}
+	if r.Size == 0 {
+		return Batch{}, fmt.Errorf("%w: size 0", ErrBadRecord)
+	}
+	b.Size = r.Size
+	return b, nil
+}
+
+// Ledger commits entries; *ledger.Client implements it.
+type Ledger interface {
+	Submit(ctx context.Context, entry []byte) (ledger.Receipt, error)
+}
+
+// Anchor is one committed anchor, as recorded for analysts and proofs.
+type Anchor struct {
+	ID       [16]byte
+	Root     merkle.Hash
+	Batches  []Batch // in anchor order: batch_index is the position
+	Readings uint64
+	Entry    []byte
+	Time     time.Time
+	Height   int64 // block that included the entry
+	LogIndex uint64
+	TxHash   []byte
+}
+
+// Recorder stores a committed anchor (ClickHouse `anchors` and `batch_anchors`); it must be
+// idempotent, since a crash between recording and acknowledging repeats it.
+type Recorder interface {
+	RecordAnchor(ctx context.Context, a Anchor) error
+}
+
+// Config tunes the service.
+type Config struct {
+	Stream, Consumer string        // JetStream stream and durable consumer of batch records
+	Interval         time.Duration // how often an anchor is committed (if anything is pending)
+	MaxBatches       int           // most batches in one anchor; more wait for the next interval
+}
+
+// Stats are the service's counters.
+type Stats struct {
+	Anchors       uint64    `json:"anchors"`
+	Batches       uint64    `json:"batches"`
+	Readings      uint64    `json:"readings"`
+	Pending       int       `json:"pending_batches"`
+	BadRecords    uint64    `json:"bad_records"`
+	LastHeight    int64     `json:"last_height"`
+	LastAnchorID  string    `json:"last_anchor_id,omitempty"`
+	LastAnchorAt  time.Time `json:"last_anchor_at,omitzero"`
+	LastError     string    `json:"last_error,omitempty"`
+	LastErrorTime time.Time `json:"last_error_at,omitzero"`
+}
+
+// Service is the anchor service.
+type Service struct {
+	js     jetstream.JetStream
+	ledger Ledger
+	rec    Recorder
+	cfg    Config
+	log    *slog.Logger
+
+	mu    sync.Mutex
+	stats Stats
+	// done remembers recently anchored batch ids, so a redelivered record is acked, not
+	// anchored twice. Bounded: the oldest generation is dropped.
+	done, doneOld map[[16]byte]struct{}
+}
+
+// New returns a service; call Run.
+func New(js jetstream.JetStream, l Ledger, rec Recorder, cfg Config, log *slog.Logger) (*Service, error) {
+	if cfg.Stream == "" || cfg.Consumer == "" {
+		return nil, errors.New("anchoring: stream and consumer must be named")
+	}
+	if cfg.Interval <= 0 {
+		return nil, fmt.Errorf("anchoring: interval %v must be positive", cfg.Interval)
+	}
+	if cfg.MaxBatches <= 0 {
+		cfg.MaxBatches = 10_000
+	}
+	return &Service{js: js, ledger: l, rec: rec, cfg: cfg, log: log,
+		done: map[[16]byte]struct{}{}, doneOld: map[[16]byte]struct{}{}}, nil
+}
+
+// Stats returns a snapshot of the counters.
+func (s *Service) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stats
+}
+
+// Ready reports nil, or why the last anchoring attempt failed (cleared on success).
+func (s *Service) Ready() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stats.LastError != "" {
+		return errors.New("anchoring: " + s.stats.LastError)
+	}
+	return nil
+}
+
+type pending struct {
+	batch Batch
+	msgs  []jetstream.Msg
+}
+
+// Run anchors until ctx ends. Pending batch records that were not anchored stay unacknowledged
+// in JetStream and are anchored by the next run.
+func (s *Service) Run(ctx context.Context) error {
+	cons, err := s.consumer(ctx)
+	if err != nil {
+		return err
+	}
+	var queue []*pending
+	byID := map[[16]byte]*pending{}
+	tick := time.NewTicker(s.cfg.Interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+		queue = s.collect(ctx, cons, queue, byID)
+		s.mu.Lock()
+		s.stats.Pending = len(queue)
+		s.mu.Unlock()
+		if len(queue) == 0 {
+			continue
+		}
+		n := min(len(queue), s.cfg.MaxBatches)
+		if err := s.anchor(ctx, queue[:n]); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			s.failed(err)
+			continue // the same batches are tried again next interval
+		}
+		for _, p := range queue[:n] {
+			delete(byID, p.batch.ID)
+			s.remember(p.batch.ID)
+		}
+		queue = append(queue[:0], queue[n:]...)
+	}
+}
+
+// consumer finds the durable consumer, retrying while JetStream is not reachable.
+func (s *Service) consumer(ctx context.Context) (jetstream.Consumer, error) {
+	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
+		cons, err := s.js.Consumer(ctx, s.cfg.Stream, s.cfg.Consumer)
+		if err == nil {
+			return cons, nil
+		}
+		s.log.Warn("anchoring: batch consumer not available, retrying", "stream", s.cfg.Stream, "consumer", s.cfg.Consumer, "err", err, "retry_in", wait)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(wait):
+		}
+	}
+}
+
+// collect fetches every batch record that is waiting, adds new batches to queue and keeps
+// redeliveries with the batch they repeat.
+func (s *Service) collect(ctx context.Context, cons jetstream.Consumer, queue []*pending, byID map[[16]byte]*pending) []*pending {
+	for ctx.Err() == nil {
+		batch, err := cons.FetchNoWait(1000)
+		if err != nil {
+			s.failed(fmt.Errorf("fetch batch records: %w", err))
+			return queue
+		}
+		n := 0
+		for msg := range batch.Messages() {
+			n++
+			b, err := ParseRecord(msg.Data())
+			if err != nil {
+				// Not anchorable and never will be: keep it out of the way but visible.
+				s.log.Error("anchoring: batch record cannot be anchored; terminated", "subject", msg.Subject(), "err", err, "data", string(msg.Data()))
+				s.mu.Lock()
+				s.stats.BadRecords++
+				s.mu.Unlock()
+				_ = msg.Term()
+				continue
+			}
+			if s.anchored(b.ID) {
+				_ = msg.Ack()
+				continue
+			}
+			if p, ok := byID[b.ID]; ok {
+				p.msgs = append(p.msgs, msg)
+				continue
+			}
+			p := &pending{batch: b, msgs: []jetstream.Msg{msg}}
+			byID[b.ID] = p
+			queue = append(queue, p)
+		}
+		if err := batch.Error(); err != nil {
+			s.failed(fmt.Errorf("fetch batch records: %w", err))
+			return queue
+		}
+		if n < 1000 {
+			return queue
+		}
+	}
+	return queue
+}
+
+// anchor commits one anchor over ps, records it and acknowledges the batch records.
+func (s *Service) anchor(ctx context.Context, ps []*pending) error {
+	// Keep the records ours while the ledger works: tell JetStream they are in progress.
+	stop := s.keepAlive(ps)
+	defer stop()
+
+	a := Anchor{Batches: make([]Batch, len(ps)), Time: time.Now()}
+	leaves := make([]merkle.Hash, len(ps))
+	for i, p := range ps {
+		a.Batches[i] = p.batch
+		a.Readings += p.batch.Size
+		leaves[i] = merkle.AnchorLeaf(p.batch.ID, p.batch.Size, p.batch.Root)
+	}
+	var err error
+	if a.Root, err = merkle.Root(leaves); err != nil {
+		return err
+	}
+	a.ID = NewID(a.Time)
+	if a.Entry, err = entry.NewAnchor(a.ID, a.Root, uint64(len(ps)), a.Readings, a.Time); err != nil {
+		return fmt.Errorf("encode anchor entry: %w", err)
+	}
+	rc, err := s.ledger.Submit(ctx, a.Entry)
+	if err != nil {
+		return fmt.Errorf("commit anchor %x: %w", a.ID, err)
+	}
+	a.Height, a.LogIndex, a.TxHash = rc.Height, rc.LogIndex, rc.TxHash
+	// The entry is on the ledger: record it, however long that takes.
+	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
+		err := s.rec.RecordAnchor(ctx, a)
+		if err == nil {
+			break
+		}
+		s.failed(fmt.Errorf("record anchor %x (committed at height %d): %w", a.ID, a.Height, err))
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+	}
+	for _, p := range ps {
+		for _, m := range p.msgs {
+			if err := m.DoubleAck(ctx); err != nil {
+				// The record comes back after AckWait and is acked then as already anchored.
+				s.log.Warn("anchoring: ack of batch record failed; it will be redelivered", "batch", hex.EncodeToString(p.batch.ID[:]), "err", err)
+			}
+		}
+	}
+	s.mu.Lock()
+	s.stats.Anchors++
+	s.stats.Batches += uint64(len(ps))
+	s.stats.Readings += a.Readings
+	s.stats.LastHeight = a.Height
+	s.stats.LastAnchorID = hex.EncodeToString(a.ID[:])
+	s.stats.LastAnchorAt = a.Time
+	s.stats.LastError = ""
+	s.mu.Unlock()
+	s.log.Info("anchor committed", "anchor", hex.EncodeToString(a.ID[:]), "batches", len(ps), "readings", a.Readings, "height", a.Height, "log_index", a.LogIndex)
+	return nil
+}
+
+// keepAlive marks the records in progress every few seconds until stop is called.
+func (s *Service) keepAlive(ps []*pending) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(5 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				for _, p := range ps {
+					for _, m := range p.msgs {
+						_ = m.InProgress() // best effort: a redelivery is recognised and merged
+					}
+				}
+			}
+		}
+	}()
+	return func() { close(done); wg.Wait() }
+}
+
+func (s *Service) failed(err error) {
+	s.log.Warn("anchoring: will retry", "err", err)
+	s.mu.Lock()
+	s.stats.LastError = err.Error()
+	s.stats.LastErrorTime = time.Now()
+	s.mu.Unlock()
+}
+
+const rememberBatches = 100_000
+
+func (s *Service) remember(id [16]byte) {
+	if len(s.done) >= rememberBatches {
+		s.doneOld, s.done = s.done, map[[16]byte]struct{}{}
+	}
+	s.done[id] = struct{}{}
+}
+
+func (s *Service) anchored(id [16]byte) bool {
+	_, a := s.done[id]
+	_, b := s.doneOld[id]
+	return a || b
+}
+
+// NewID returns a time-ordered 16-byte id: 6 bytes of Unix milliseconds, then 10 random bytes.
+func NewID(t time.Time) [16]byte {
+	var id [16]byte
+	var ms [8]byte
+	binary.BigEndian.PutUint64(ms[:], uint64(t.UnixMilli()))
+	copy(id[:6], ms[2:])
+	_, _ = rand.Read(id[6:]) // crypto/rand.Read never fails
+	return id
+}

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The whole test suite: unit, golden, integration (real NATS, ClickHouse, CometBFT) and a short
+# run of every fuzz target. Installs ClickHouse from apt when it is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-clickhouse.sh
+
+echo "== go vet"
+go vet ./...
+echo "== go test"
+go test -count=1 -timeout 20m ./...
+echo "== fuzz (short)"
+fuzztime=${FUZZTIME:-10s}
+for target in $(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname | sort -u); do
+	for fn in $(grep -h '^func Fuzz' "$target"/*_test.go | sed -E 's/^func (Fuzz[A-Za-z0-9_]*).*/\1/'); do
+		echo "-- $target $fn"
+		go test -run '^$' -fuzz "^$fn\$" -fuzztime "$fuzztime" "$target"
+	done
+done

@@ -1,0 +1,196 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/anchorline/anchorline/anchor/proof"
+	"github.com/anchorline/anchorline/services/api"
+)
+
+func proofCmd() *cobra.Command {
+	var device, out string
+	var seq uint64
+	var wait time.Duration
+	c := &cobra.Command{
+		Use:   "proof --device ID --seq N [--out FILE] [--wait D]",
+		Short: "Fetch the proof bundle of one reading from the API",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, _, err := load(cmd)
+			if err != nil {
+				return err
+			}
+			if device == "" {
+				return errors.New("--device: name the device")
+			}
+			client := api.NewClient(apiURL(cfg))
+			b, err := retry(cmd.Context(), wait, func(ctx context.Context) ([]byte, error) {
+				return client.Proof(ctx, device, seq)
+			}, api.ErrNotAnchored, api.ErrNotFound)
+			if err != nil {
+				return err
+			}
+			if out == "" {
+				_, err := cmd.OutOrStdout().Write(b)
+				return err
+			}
+			if err := os.WriteFile(out, b, 0o644); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "proof bundle of %s seq %d written to %s (%d bytes)\n", device, seq, out, len(b))
+			return nil
+		},
+	}
+	c.Flags().StringVar(&device, "device", "", "device id")
+	c.Flags().Uint64Var(&seq, "seq", 0, "reading sequence number")
+	c.Flags().StringVar(&out, "out", "", "file to write (default standard output)")
+	c.Flags().DurationVar(&wait, "wait", 0, "keep asking this long while the reading is not stored or not anchored yet")
+	return c
+}
+
+// retry calls f until it succeeds, fails with an error that is none of again, or wait passes.
+func retry[T any](ctx context.Context, wait time.Duration, f func(context.Context) (T, error), again ...error) (T, error) {
+	deadline := time.Now().Add(wait)
+	for {
+		v, err := f(ctx)
+		if err == nil {
+			return v, nil
+		}
+		retryable := false
+		for _, a := range again {
+			retryable = retryable || errors.Is(err, a)
+		}
+		if !retryable || time.Now().After(deadline) {
+			return v, err
+		}
+		select {
+		case <-ctx.Done():
+			return v, ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+func verifyCmd() *cobra.Command {
+	var trustPath string
+	c := &cobra.Command{
+		Use:   "verify FILE --trust TRUSTFILE",
+		Short: "Verify a proof bundle offline; exit 0 only if every step holds",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if trustPath == "" {
+				return exitError{2, errors.New("--trust: name the trust file (from `anchorline trust export`)")}
+			}
+			b, err := os.ReadFile(args[0])
+			if err != nil {
+				return exitError{2, err}
+			}
+			trust, err := os.ReadFile(trustPath)
+			if err != nil {
+				return exitError{2, err}
+			}
+			report, err := proof.Verify(b, trust)
+			report.Print(cmd.OutOrStdout())
+			if err != nil {
+				return exitError{1, fmt.Errorf("verification failed: %w", err)}
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), "bundle verified: every step holds")
+			return nil
+		},
+	}
+	c.Flags().StringVar(&trustPath, "trust", "", "trust file: chain id and validator set")
+	return c
+}
+
+func trustCmd() *cobra.Command {
+	c := &cobra.Command{Use: "trust", Short: "The auditor's trust anchor"}
+	var out string
+	export := &cobra.Command{
+		Use:   "export --out TRUSTFILE",
+		Short: "Write the ledger's chain id and validator set for auditors",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, _, err := load(cmd)
+			if err != nil {
+				return err
+			}
+			b, err := api.NewClient(apiURL(cfg)).Trust(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if out == "" {
+				_, err := cmd.OutOrStdout().Write(b)
+				return err
+			}
+			if err := os.WriteFile(out, b, 0o644); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "trust file written to %s\n", out)
+			return nil
+		},
+	}
+	export.Flags().StringVar(&out, "out", "", "file to write (default standard output)")
+	c.AddCommand(export)
+	return c
+}
+
+func statusCmd() *cobra.Command {
+	var wait time.Duration
+	c := &cobra.Command{
+		Use:   "status [--wait D]",
+		Short: "Ledger height, last anchor, ingest and anchoring state",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, _, err := load(cmd)
+			if err != nil {
+				return err
+			}
+			client := api.NewClient(apiURL(cfg))
+			if wait > 0 {
+				deadline := time.Now().Add(wait)
+				for {
+					err := client.Ready(cmd.Context())
+					if err == nil {
+						break
+					}
+					if time.Now().After(deadline) {
+						return fmt.Errorf("not ready after %s: %w", wait, err)
+					}
+					select {
+					case <-cmd.Context().Done():
+						return cmd.Context().Err()
+					case <-time.After(500 * time.Millisecond):
+					}
+				}
+			}
+			st, err := client.Status(cmd.Context())
+			if err != nil {
+				return err
+			}
+			w := cmd.OutOrStdout()
+			fmt.Fprintf(w, "ready:        %s\n", st.Ready)
+			fmt.Fprintf(w, "ledger:       chain %s, height %d, log size %d\n", st.Ledger.ChainID, st.Ledger.Height, st.Ledger.LogSize)
+			if a := st.LastAnchor; a != nil {
+				fmt.Fprintf(w, "last anchor:  %s at height %d (log index %d): %d batches, %d readings, %s ago\n",
+					a.ID, a.Height, a.LogIndex, a.Batches, a.Readings, time.Since(time.UnixMilli(int64(a.TimeMs))).Round(time.Millisecond))
+			} else {
+				fmt.Fprintln(w, "last anchor:  none yet")
+			}
+			if st.Ingest != nil {
+				fmt.Fprintf(w, "ingest:       %v\n", st.Ingest)
+			}
+			if st.Anchoring != nil {
+				fmt.Fprintf(w, "anchoring:    %v\n", st.Anchoring)
+			}
+			return nil
+		},
+	}
+	c.Flags().DurationVar(&wait, "wait", 0, "first wait this long for the system to be ready")
+	return c
+}

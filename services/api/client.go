@@ -1,0 +1,130 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+)
+
+// Errors a Client returns for API answers that callers act on.
+var (
+	ErrNotFound    = errors.New("api: not found")
+	ErrNotAnchored = errors.New("api: reading not anchored yet")
+	ErrRejected    = errors.New("api: request rejected")
+)
+
+// Client talks to the HTTP API; client commands (device, proof, status, trust) use it.
+type Client struct {
+	Base string // http://host:port
+	HTTP *http.Client
+}
+
+// NewClient returns a client for the API at base.
+func NewClient(base string) *Client {
+	return &Client{Base: base, HTTP: &http.Client{Timeout: 60 * time.Second}}
+}
+
+// errorBody is the JSON shape of every API error.
+type errorBody struct {
+	Error string `json:"error"`
+}
+
+func (c *Client) do(ctx context.Context, method, path, contentType string, body []byte) ([]byte, error) {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.Base+path, rd)
+	if err != nil {
+		return nil, fmt.Errorf("api: %w", err)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("api: %s %s: %w (is `anchorline dev` or `anchorline api` running at %s?)", method, path, err, c.Base)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return nil, fmt.Errorf("api: %s %s: read: %w", method, path, err)
+	}
+	if resp.StatusCode/100 == 2 {
+		return b, nil
+	}
+	var eb errorBody
+	msg := string(b)
+	if json.Unmarshal(b, &eb) == nil && eb.Error != "" {
+		msg = eb.Error
+	}
+	switch resp.StatusCode {
+	case http.StatusNotFound:
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, msg)
+	case http.StatusConflict:
+		return nil, fmt.Errorf("%w: %s", ErrNotAnchored, msg)
+	case http.StatusBadRequest, http.StatusUnprocessableEntity:
+		return nil, fmt.Errorf("%w: %s", ErrRejected, msg)
+	}
+	return nil, fmt.Errorf("api: %s %s: %s: %s", method, path, resp.Status, msg)
+}
+
+func (c *Client) getJSON(ctx context.Context, path string, out any) error {
+	b, err := c.do(ctx, http.MethodGet, path, "", nil)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, out); err != nil {
+		return fmt.Errorf("api: GET %s: %w", path, err)
+	}
+	return nil
+}
+
+// SubmitDeviceEvent posts a signed register or revoke entry (deterministic CBOR) and waits
+// until the ledger has committed it.
+func (c *Client) SubmitDeviceEvent(ctx context.Context, entry []byte) (Inclusion, error) {
+	b, err := c.do(ctx, http.MethodPost, "/v1/devices", "application/cbor", entry)
+	if err != nil {
+		return Inclusion{}, err
+	}
+	var inc Inclusion
+	if err := json.Unmarshal(b, &inc); err != nil {
+		return Inclusion{}, fmt.Errorf("api: POST /v1/devices: %w", err)
+	}
+	return inc, nil
+}
+
+// Proof fetches the proof bundle of a reading, exactly as the server encoded it.
+func (c *Client) Proof(ctx context.Context, device string, seq uint64) ([]byte, error) {
+	return c.do(ctx, http.MethodGet, "/v1/readings/"+url.PathEscape(device)+"/"+strconv.FormatUint(seq, 10)+"/proof", "", nil)
+}
+
+// Trust fetches the trust file (chain id and validator set).
+func (c *Client) Trust(ctx context.Context) ([]byte, error) {
+	return c.do(ctx, http.MethodGet, "/v1/trust", "", nil)
+}
+
+// Status fetches the system status.
+func (c *Client) Status(ctx context.Context) (Status, error) {
+	var s Status
+	return s, c.getJSON(ctx, "/v1/status", &s)
+}
+
+// Device fetches a device's registry record.
+func (c *Client) Device(ctx context.Context, id string) (DeviceInfo, error) {
+	var d DeviceInfo
+	return d, c.getJSON(ctx, "/v1/devices/"+url.PathEscape(id), &d)
+}
+
+// Ready returns nil when /readyz answers 200.
+func (c *Client) Ready(ctx context.Context) error {
+	_, err := c.do(ctx, http.MethodGet, "/readyz", "", nil)
+	return err
+}

@@ -1,0 +1,49 @@
+package stack
+
+import (
+	"context"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/anchorline/anchorline/anchor/anchoring"
+	"github.com/anchorline/anchorline/anchor/ledger"
+	"github.com/anchorline/anchorline/pipeline/consume"
+	"github.com/anchorline/anchorline/services/config"
+	"github.com/anchorline/anchorline/services/store"
+)
+
+// recorder stores committed anchors in ClickHouse.
+type recorder struct{ s *store.Store }
+
+func (r recorder) RecordAnchor(ctx context.Context, a anchoring.Anchor) error {
+	ids := make([][16]byte, len(a.Batches))
+	for i, b := range a.Batches {
+		ids[i] = b.ID
+	}
+	return r.s.WriteAnchor(ctx, store.AnchorRow{
+		ID:         a.ID,
+		Root:       a.Root,
+		Batches:    uint32(len(a.Batches)),
+		Readings:   a.Readings,
+		Height:     uint64(a.Height),
+		LogIndex:   a.LogIndex,
+		TxHash:     hex.EncodeToString(a.TxHash),
+		Entry:      a.Entry,
+		AnchoredAt: a.Time,
+	}, ids)
+}
+
+// NewAnchoring builds the anchor service; streams and consumers are created if missing.
+func NewAnchoring(ctx context.Context, cfg config.Config, js jetstream.JetStream, st *store.Store, l *ledger.Client, log *slog.Logger) (*anchoring.Service, error) {
+	if err := consume.EnsureStreams(ctx, js, int32(cfg.Ingest.MaxSize), cfg.Ingest.MaxAckPending); err != nil {
+		return nil, fmt.Errorf("anchoring: streams: %w", err)
+	}
+	return anchoring.New(js, l, recorder{st}, anchoring.Config{
+		Stream:   consume.BatchesStream,
+		Consumer: consume.AnchorConsumer,
+		Interval: cfg.Anchor.Interval,
+	}, log)
+}

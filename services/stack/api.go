@@ -1,0 +1,296 @@
+package stack
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/anchorline/anchorline/anchor/ledger"
+	"github.com/anchorline/anchorline/anchor/merkle"
+	"github.com/anchorline/anchorline/anchor/node"
+	"github.com/anchorline/anchorline/anchor/proof"
+	"github.com/anchorline/anchorline/services/api"
+	"github.com/anchorline/anchorline/services/store"
+)
+
+// Backend answers the HTTP API from ClickHouse and the ledger.
+type Backend struct {
+	Store  *store.Store
+	Ledger *ledger.Client
+	// Optional views of the services running in this process.
+	IngestStats    func() any
+	AnchoringStats func() any
+	Checks         []func(context.Context) error // readiness checks besides ClickHouse and the ledger
+	Metrics        http.Handler
+}
+
+// Deps returns the API server's dependencies.
+func (b *Backend) Deps() api.Deps {
+	return api.Deps{
+		Reading:     b.reading,
+		Batch:       b.batch,
+		Anchor:      b.anchor,
+		Device:      b.device,
+		Proof:       b.Proof,
+		Trust:       b.trust,
+		SubmitEvent: b.submit,
+		Status:      b.status,
+		Ready:       b.ready,
+		Metrics:     b.Metrics,
+	}
+}
+
+// apiErr maps storage and ledger errors onto the API's.
+func apiErr(err error) error {
+	switch {
+	case errors.Is(err, store.ErrNotFound), errors.Is(err, ledger.ErrUnknownDevice), errors.Is(err, ledger.ErrNotFound):
+		return fmt.Errorf("%w: %w", api.ErrNotFound, err)
+	case errors.Is(err, store.ErrNotAnchored):
+		return fmt.Errorf("%w: %w", api.ErrNotAnchored, err)
+	case errors.Is(err, ledger.ErrRejected):
+		return fmt.Errorf("%w: %w", api.ErrRejected, err)
+	}
+	return err
+}
+
+func parseID(s string) ([16]byte, error) {
+	var id [16]byte
+	b, err := hex.DecodeString(s)
+	if err != nil || len(b) != len(id) {
+		return id, fmt.Errorf("%w: id %q is not 16 bytes of hex", api.ErrBadRequest, s)
+	}
+	copy(id[:], b)
+	return id, nil
+}
+
+type readingView struct {
+	Device     string `json:"device"`
+	Seq        uint64 `json:"seq"`
+	TS         uint64 `json:"ts"`
+	ReceivedAt string `json:"received_at"`
+	Raw        string `json:"raw"`
+	Leaf       string `json:"leaf"`
+	BatchID    string `json:"batch_id"`
+	LeafIndex  uint32 `json:"leaf_index"`
+	AnchorID   string `json:"anchor_id,omitempty"`
+}
+
+func (b *Backend) reading(ctx context.Context, dev string, seq uint64) (any, error) {
+	r, err := b.Store.Reading(ctx, dev, seq)
+	if err != nil {
+		return nil, apiErr(err)
+	}
+	v := readingView{Device: r.Device, Seq: r.Seq, TS: r.TS, ReceivedAt: r.ReceivedAt.UTC().Format(time.RFC3339),
+		Raw: hex.EncodeToString(r.Raw), Leaf: hex.EncodeToString(r.Leaf[:]), BatchID: hex.EncodeToString(r.BatchID[:]), LeafIndex: r.LeafIndex}
+	if aid, _, err := b.Store.BatchAnchor(ctx, r.BatchID); err == nil {
+		v.AnchorID = hex.EncodeToString(aid[:])
+	} else if !errors.Is(err, store.ErrNotAnchored) {
+		return nil, err
+	}
+	return v, nil
+}
+
+func (b *Backend) batch(ctx context.Context, s string) (any, error) {
+	id, err := parseID(s)
+	if err != nil {
+		return nil, err
+	}
+	r, err := b.Store.Batch(ctx, id)
+	if err != nil {
+		return nil, apiErr(err)
+	}
+	v := map[string]any{"id": s, "root": hex.EncodeToString(r.Root[:]), "size": r.Size,
+		"created_at": r.CreatedAt.UTC().Format(time.RFC3339), "worker": r.Worker}
+	if aid, idx, err := b.Store.BatchAnchor(ctx, id); err == nil {
+		v["anchor_id"], v["batch_index"] = hex.EncodeToString(aid[:]), idx
+	} else if !errors.Is(err, store.ErrNotAnchored) {
+		return nil, err
+	}
+	return v, nil
+}
+
+func (b *Backend) anchor(ctx context.Context, s string) (any, error) {
+	id, err := parseID(s)
+	if err != nil {
+		return nil, err
+	}
+	a, err := b.Store.Anchor(ctx, id)
+	if err != nil {
+		return nil, apiErr(err)
+	}
+	bs, err := b.Store.AnchorBatches(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	ids := make([]string, len(bs))
+	for i, x := range bs {
+		ids[i] = hex.EncodeToString(x.ID[:])
+	}
+	return anchorInfo(a, ids), nil
+}
+
+type anchorView struct {
+	api.AnchorInfo
+	TxHash  string   `json:"tx_hash"`
+	Entry   string   `json:"entry"`
+	BatchID []string `json:"batch_ids"`
+}
+
+func anchorInfo(a store.AnchorRow, batchIDs []string) anchorView {
+	return anchorView{AnchorInfo: api.AnchorInfo{ID: hex.EncodeToString(a.ID[:]), Root: hex.EncodeToString(a.Root[:]),
+		Height: a.Height, LogIndex: a.LogIndex, Batches: uint64(a.Batches), Readings: a.Readings, TimeMs: uint64(a.AnchoredAt.UnixMilli())},
+		TxHash: a.TxHash, Entry: hex.EncodeToString(a.Entry), BatchID: batchIDs}
+}
+
+func (b *Backend) device(ctx context.Context, id string) (api.DeviceInfo, error) {
+	p, err := b.Ledger.Device(ctx, id, 0)
+	if err != nil {
+		return api.DeviceInfo{}, apiErr(err)
+	}
+	return api.DeviceInfo{ID: p.Record.Dev, Alg: string(p.Record.Alg), PublicKey: hex.EncodeToString(p.Record.Key),
+		Status: string(p.Record.Status), Height: p.Record.Height}, nil
+}
+
+func (b *Backend) submit(ctx context.Context, e []byte) (api.Inclusion, error) {
+	rc, err := b.Ledger.Submit(ctx, e)
+	if err != nil {
+		return api.Inclusion{}, apiErr(err)
+	}
+	return api.Inclusion{Height: uint64(rc.Height), LogIndex: rc.LogIndex}, nil
+}
+
+func (b *Backend) trust(ctx context.Context) ([]byte, error) {
+	chainID, vals, err := node.Trust(ctx, b.Ledger)
+	if err != nil {
+		return nil, err
+	}
+	return proof.TrustFile(chainID, vals)
+}
+
+// Proof assembles the proof bundle of one reading: from ClickHouse the reading, its batch's
+// leaves and its anchor's batches; from the ledger the anchor entry's log proof and the device's
+// registry record at the anchor's block, and the light block of the next height, whose header
+// commits that state.
+func (b *Backend) Proof(ctx context.Context, dev string, seq uint64) ([]byte, error) {
+	r, err := b.Store.Reading(ctx, dev, seq)
+	if err != nil {
+		return nil, apiErr(err)
+	}
+	anchorID, batchIndex, err := b.Store.BatchAnchor(ctx, r.BatchID)
+	if err != nil {
+		return nil, apiErr(err)
+	}
+	leaves, err := b.Store.BatchLeaves(ctx, r.BatchID)
+	if err != nil {
+		return nil, err
+	}
+	a, err := b.Store.Anchor(ctx, anchorID)
+	if err != nil {
+		return nil, apiErr(err)
+	}
+	rows, err := b.Store.AnchorBatches(ctx, anchorID)
+	if err != nil {
+		return nil, err
+	}
+	h := int64(a.Height)
+	ep, err := b.Ledger.EntryProof(ctx, a.LogIndex, h)
+	if err != nil {
+		return nil, fmt.Errorf("ledger entry %d at height %d: %w", a.LogIndex, h, err)
+	}
+	dp, err := b.Ledger.Device(ctx, dev, h)
+	if err != nil {
+		return nil, fmt.Errorf("device %s at height %d: %w", dev, h, err)
+	}
+	lb, err := b.Ledger.LightBlock(ctx, h+1)
+	if err != nil {
+		return nil, fmt.Errorf("light block %d: %w", h+1, err)
+	}
+	chainID, err := b.Ledger.ChainID(ctx)
+	if err != nil {
+		return nil, err
+	}
+	p := proof.Parts{
+		Raw:           r.Raw,
+		Device:        r.Device,
+		Seq:           r.Seq,
+		BatchID:       r.BatchID,
+		BatchLeaves:   make([]merkle.Hash, len(leaves)),
+		LeafIndex:     uint64(r.LeafIndex),
+		AnchorID:      anchorID,
+		AnchorBatches: make([]proof.AnchorBatch, len(rows)),
+		BatchIndex:    uint64(batchIndex),
+		ChainID:       chainID,
+		Entry:         ep.Entry,
+		LogIndex:      ep.LogIndex,
+		LogSize:       ep.LogSize,
+		LogPath:       ep.Path,
+		LogRoot:       ep.LogRoot,
+		RegistryRoot:  ep.RegistryRoot,
+		Record:        dp.RecordBytes,
+		RegistryIndex: dp.Index,
+		RegistrySize:  dp.Size,
+		RegistryPath:  dp.Path,
+		LightBlock:    lb,
+	}
+	for i, l := range leaves {
+		p.BatchLeaves[i] = l
+	}
+	for i, x := range rows {
+		p.AnchorBatches[i] = proof.AnchorBatch{ID: x.ID, Size: uint64(x.Size), Root: x.Root}
+	}
+	bundle, err := proof.Build(p)
+	if err != nil {
+		return nil, fmt.Errorf("build proof of %s seq %d: %w", dev, seq, err)
+	}
+	return bundle.Marshal()
+}
+
+func (b *Backend) status(ctx context.Context) (api.Status, error) {
+	var st api.Status
+	h, err := b.Ledger.Height(ctx)
+	if err != nil {
+		return st, fmt.Errorf("ledger: %w", err)
+	}
+	st.Ledger.Height = uint64(h)
+	if st.Ledger.ChainID, err = b.Ledger.ChainID(ctx); err != nil {
+		return st, fmt.Errorf("ledger: %w", err)
+	}
+	c, err := b.Store.Counts(ctx)
+	if err != nil {
+		return st, fmt.Errorf("clickhouse: %w", err)
+	}
+	st.Tables = &api.Tables{Readings: c.Readings, Rejected: c.Rejected, Batches: c.Batches, Anchors: c.Anchors, UnanchoredBatches: c.UnanchoredBatches}
+	if c.LastAnchor != nil {
+		v := anchorInfo(*c.LastAnchor, nil).AnchorInfo
+		st.LastAnchor = &v
+		st.Ledger.LogSize = c.LastAnchor.LogIndex + 1 // at least; device events also count
+	}
+	if b.IngestStats != nil {
+		st.Ingest = b.IngestStats()
+	}
+	if b.AnchoringStats != nil {
+		st.Anchoring = b.AnchoringStats()
+	}
+	st.Ready = "ok"
+	if err := b.ready(ctx); err != nil {
+		st.Ready = err.Error()
+	}
+	return st, nil
+}
+
+func (b *Backend) ready(ctx context.Context) error {
+	if err := b.Store.Ping(ctx); err != nil {
+		return fmt.Errorf("clickhouse: %w", err)
+	}
+	if _, err := b.Ledger.Height(ctx); err != nil {
+		return fmt.Errorf("ledger: %w", err)
+	}
+	var errs []error
+	for _, c := range b.Checks {
+		errs = append(errs, c(ctx))
+	}
+	return errors.Join(errs...)
+}

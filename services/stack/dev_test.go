@@ -1,0 +1,462 @@
+package stack
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	cmted25519 "github.com/cometbft/cometbft/crypto/ed25519"
+	cmttypes "github.com/cometbft/cometbft/types"
+	"github.com/fxamacker/cbor/v2"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/veraison/go-cose"
+
+	"github.com/anchorline/anchorline/anchor/proof"
+	"github.com/anchorline/anchorline/internal/chserver"
+	"github.com/anchorline/anchorline/schemas/bundle"
+	"github.com/anchorline/anchorline/schemas/entry"
+	"github.com/anchorline/anchorline/schemas/reading"
+	"github.com/anchorline/anchorline/services/api"
+	"github.com/anchorline/anchorline/services/config"
+)
+
+func TestMain(m *testing.M) { os.Exit(chserver.RunTests(m)) }
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// devConfig is a dev configuration with its own ports, data folder and ClickHouse database.
+func devConfig(t *testing.T, chAddr, database, dataDir string) config.Config {
+	cfg := config.Default()
+	cfg.DataDir = dataDir
+	cfg.ClickHouse.Addr = chAddr
+	cfg.ClickHouse.Database = database
+	cfg.NATS.URL = fmt.Sprintf("nats://127.0.0.1:%d", freePort(t))
+	cfg.HTTP.Addr = "127.0.0.1:0"
+	cfg.Ledger.RPC = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	cfg.Ledger.AdminKey = dataDir + "/admin.key"
+	cfg.Anchor.Interval = 500 * time.Millisecond
+	cfg.Ingest.FlushAge = 100 * time.Millisecond
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// testDevice is a device with its key and the SDK that numbers and chains its readings.
+type testDevice struct {
+	reading.Device
+}
+
+func newDevice(t *testing.T, id string, alg reading.Alg) *testDevice {
+	k, err := reading.GenerateKey(alg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &testDevice{reading.Device{ID: id, Key: k, Now: func() time.Time { return time.Now() }}}
+}
+
+func (d *testDevice) next(t *testing.T) []byte {
+	raw, err := d.Next([]reading.Metric{{Name: "temp", Value: 20 + float64(d.Seq)/10}, {Name: "hum", Value: 40}}, map[string]string{"site": "lab"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
+func publish(t *testing.T, js jetstream.JetStream, subject, msgID string, raw []byte) {
+	t.Helper()
+	msg := nats.NewMsg(subject)
+	msg.Data = raw
+	if msgID != "" {
+		msg.Header.Set(nats.MsgIdHdr, msgID)
+	}
+	if _, err := js.PublishMsg(context.Background(), msg); err != nil {
+		t.Fatalf("publish %s: %v", subject, err)
+	}
+}
+
+// signRaw signs an arbitrary payload as a COSE_Sign1 reading with the given kid.
+func signRaw(t *testing.T, kid string, payload any, key ed25519.PrivateKey) []byte {
+	t.Helper()
+	p, err := cbor.Marshal(payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := cose.NewSigner(cose.AlgorithmEdDSA, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := cose.NewSign1Message()
+	msg.Headers.Protected.SetAlgorithm(cose.AlgorithmEdDSA)
+	msg.Headers.Protected[cose.HeaderLabelKeyID] = []byte(kid)
+	msg.Payload = p
+	if err := msg.Sign(rand.Reader, nil, signer); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := msg.MarshalCBOR()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
+// newEdKey makes an Ed25519 key for readings built by hand (the SDK keeps its keys opaque).
+func newEdKey(t *testing.T) ed25519.PrivateKey {
+	_, k, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func register(t *testing.T, ctx context.Context, c *api.Client, admin ed25519.PrivateKey, id string, pub reading.PublicKey) {
+	t.Helper()
+	ev, err := entry.NewRegister(admin, id, pub, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.SubmitDeviceEvent(ctx, ev); err != nil {
+		t.Fatalf("register %s: %v", id, err)
+	}
+}
+
+// eventually polls cond until it holds, failing the test with the last reason if ctx ends.
+func eventually(t *testing.T, ctx context.Context, what string, cond func() (bool, string)) {
+	t.Helper()
+	last := ""
+	for {
+		ok, why := cond()
+		if ok {
+			return
+		}
+		last = why
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%s: never happened; last: %s", what, last)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func count(t *testing.T, ctx context.Context, ch driver.Conn, query string, args ...any) uint64 {
+	t.Helper()
+	var n uint64
+	if err := ch.QueryRow(ctx, query, args...).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", query, err)
+	}
+	return n
+}
+
+type key struct {
+	dev string
+	seq uint64
+}
+
+// TestEndToEnd runs dev on real servers (embedded NATS, a private ClickHouse, an in-process
+// CometBFT node): good and bad readings from Ed25519 and ES256 devices go in, every good one is
+// stored once, every bad one is rejected with its reason, batches are anchored, and a proof
+// bundle verifies offline, and stops verifying if any byte of it changes.
+func TestEndToEnd(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	chAddr, database, ch := chserver.NewDatabase(t)
+	cfg := devConfig(t, chAddr, database, t.TempDir())
+	d, err := StartDev(ctx, cfg, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := d.Stop(); err != nil {
+			t.Errorf("stop: %v", err)
+		}
+	}()
+	client := api.NewClient("http://" + d.HTTPAddr)
+	nc, err := nats.Connect(cfg.NATS.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Devices: three Ed25519, two ES256, one to be revoked; one never registered.
+	var devs []*testDevice
+	for i, alg := range []reading.Alg{reading.Ed25519, reading.ES256, reading.Ed25519, reading.ES256, reading.Ed25519} {
+		dv := newDevice(t, fmt.Sprintf("e2e-%02d", i), alg)
+		register(t, ctx, client, d.AdminKey, dv.ID, dv.Key.Public())
+		devs = append(devs, dv)
+	}
+	revoked := newDevice(t, "e2e-revoked", reading.Ed25519)
+	register(t, ctx, client, d.AdminKey, revoked.ID, revoked.Key.Public())
+	rev, err := entry.NewRevoke(d.AdminKey, revoked.ID, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.SubmitDeviceEvent(ctx, rev); err != nil {
+		t.Fatalf("revoke: %v", err)
+	}
+	info, err := client.Device(ctx, revoked.ID)
+	if err != nil || info.Status != "revoked" {
+		t.Fatalf("revoked device shows %+v, %v", info, err)
+	}
+	// An event signed by a key that is not an admin is refused.
+	_, stranger, _ := ed25519.GenerateKey(rand.Reader)
+	bogus, err := entry.NewRegister(stranger, "e2e-bogus", devs[0].Key.Public(), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.SubmitDeviceEvent(ctx, bogus); !errors.Is(err, api.ErrRejected) {
+		t.Fatalf("register by a non-admin: %v, want ErrRejected", err)
+	}
+
+	good := map[key]bool{}
+	const perDevice = 40
+	for range perDevice {
+		for _, dv := range devs {
+			raw := dv.next(t)
+			publish(t, js, reading.Subject(dv.ID), reading.MsgID(dv.ID, dv.Seq), raw)
+			good[key{dv.ID, dv.Seq}] = true
+		}
+	}
+	// A retransmission inside the duplicate window is dropped by JetStream.
+	again := devs[0]
+	dupRaw, err := reading.Sign(reading.Reading{Device: again.ID, Seq: 1, TS: uint64(time.Now().UnixMilli()), Metrics: []reading.Metric{{Name: "temp", Value: 1}}}, again.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	publish(t, js, reading.Subject(again.ID), reading.MsgID(again.ID, 1), dupRaw)
+
+	// Bad readings, one of each kind, with the reason each must be rejected for.
+	want := map[string]string{} // device id (or subject) -> reason
+	bad := devs[2]
+	raw := bad.next(t)
+	raw[len(raw)-1] ^= 0x01
+	publish(t, js, reading.Subject(bad.ID), "", raw)
+	want[bad.ID] = "bad_signature"
+
+	stranger2 := newDevice(t, "e2e-unknown", reading.Ed25519)
+	publish(t, js, reading.Subject(stranger2.ID), "", stranger2.next(t))
+	want[stranger2.ID] = "unknown_device"
+
+	publish(t, js, reading.Subject(revoked.ID), "", revoked.next(t))
+	want[revoked.ID] = "revoked_device"
+
+	k := newEdKey(t)
+	now := uint64(time.Now().UnixMilli())
+	publish(t, js, reading.Subject("e2e-kid"), "", signRaw(t, "e2e-kid", map[string]any{"dev": "e2e-other", "seq": 1, "ts": now, "m": map[string]any{"x": 1}}, k))
+	want["e2e-kid"] = "kid_mismatch"
+
+	publish(t, js, reading.Subject("e2e-notcbor"), "", []byte("this is not CBOR"))
+	want["iot.readings.e2e-notcbor"] = "bad_cbor"
+
+	publish(t, js, reading.Subject(devs[3].ID+"x"), "", devs[3].next(t)) // valid reading, wrong subject
+	want[devs[3].ID] = "subject_mismatch"
+	delete(good, key{devs[3].ID, devs[3].Seq})
+
+	publish(t, js, reading.Subject("e2e-nometrics"), "", signRaw(t, "e2e-nometrics", map[string]any{"dev": "e2e-nometrics", "seq": 1, "ts": now}, k))
+	want["e2e-nometrics"] = "bad_payload"
+
+	tags := map[string]string{}
+	for i := range 200 {
+		tags[fmt.Sprintf("tag%03d", i)] = strings.Repeat("v", 40)
+	}
+	big, err := reading.Sign(reading.Reading{Device: devs[4].ID, Seq: 10_000, TS: now, Metrics: []reading.Metric{{Name: "x", Value: 1}}, Tags: tags}, devs[4].Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(big) <= reading.MaxSize {
+		t.Fatalf("oversize reading is only %d bytes", len(big))
+	}
+	publish(t, js, reading.Subject(devs[4].ID), "", big)
+	want["big"] = "too_large"
+
+	// Every good reading is stored exactly once; every bad one is rejected with its reason.
+	eventually(t, ctx, "all readings stored and rejected", func() (bool, string) {
+		n := count(t, ctx, ch, "SELECT count() FROM "+database+".readings")
+		r := count(t, ctx, ch, "SELECT count() FROM "+database+".rejected")
+		return n == uint64(len(good)) && r == uint64(len(want)), fmt.Sprintf("%d/%d readings, %d/%d rejected", n, len(good), r, len(want))
+	})
+	rows, err := ch.Query(ctx, "SELECT device_id, seq, count() FROM "+database+".readings GROUP BY device_id, seq")
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := 0
+	for rows.Next() {
+		var dev string
+		var seq, n uint64
+		if err := rows.Scan(&dev, &seq, &n); err != nil {
+			t.Fatal(err)
+		}
+		if !good[key{dev, seq}] || n != 1 {
+			t.Errorf("readings has %s seq %d %d times", dev, seq, n)
+		}
+		seen++
+	}
+	rows.Close()
+	if seen != len(good) {
+		t.Errorf("%d distinct readings stored, want %d", seen, len(good))
+	}
+	if n := count(t, ctx, ch, "SELECT count() FROM "+database+".metrics"); n != 2*uint64(len(good)) {
+		t.Errorf("metrics has %d rows, want %d", n, 2*len(good))
+	}
+	rrows, err := ch.Query(ctx, "SELECT subject, device_id, reason, detail, length(raw) FROM "+database+".rejected")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rrows.Next() {
+		var subject, dev, reason, detail string
+		var size uint64
+		if err := rrows.Scan(&subject, &dev, &reason, &detail, &size); err != nil {
+			t.Fatal(err)
+		}
+		k := dev
+		switch {
+		case reason == "too_large":
+			k = "big"
+		case reason == "bad_cbor":
+			k = subject
+		case dev == "":
+			k = strings.TrimPrefix(subject, "iot.readings.")
+		}
+		if want[k] != reason {
+			t.Errorf("rejected %s (subject %s) as %s (%s), want %q", dev, subject, reason, detail, want[k])
+		}
+		if size == 0 || detail == "" {
+			t.Errorf("rejected %s as %s without raw bytes or detail", dev, reason)
+		}
+		delete(want, k)
+	}
+	rrows.Close()
+	if len(want) != 0 {
+		t.Errorf("not rejected: %v", want)
+	}
+
+	// Rollups are filled by the materialized views.
+	if n := count(t, ctx, ch, "SELECT toUInt64(sum(c)) FROM (SELECT countMerge(count) AS c FROM "+database+".metrics_1m GROUP BY device_id, metric, period)"); n != 2*uint64(len(good)) {
+		t.Errorf("metrics_1m counts %d values, want %d", n, 2*len(good))
+	}
+	if n := count(t, ctx, ch, "SELECT toUInt64(sum(c)) FROM (SELECT countMerge(count) AS c FROM "+database+".metrics_1h GROUP BY device_id, metric, period)"); n != 2*uint64(len(good)) {
+		t.Errorf("metrics_1h counts %d values, want %d", n, 2*len(good))
+	}
+
+	// Every batch is anchored.
+	eventually(t, ctx, "all batches anchored", func() (bool, string) {
+		b := count(t, ctx, ch, "SELECT count() FROM "+database+".batches FINAL")
+		a := count(t, ctx, ch, "SELECT count() FROM "+database+".batch_anchors FINAL")
+		return b > 0 && a == b, fmt.Sprintf("%d of %d batches anchored", a, b)
+	})
+	if n := count(t, ctx, ch, "SELECT count() FROM "+database+".anchors FINAL WHERE height > 0"); n == 0 {
+		t.Fatal("no anchors recorded")
+	}
+
+	trust, err := client.Trust(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, dv := range []*testDevice{devs[0], devs[1]} { // Ed25519 and ES256
+		b, err := client.Proof(ctx, dv.ID, 7)
+		if err != nil {
+			t.Fatalf("proof of %s seq 7: %v", dv.ID, err)
+		}
+		report, err := proof.Verify(b, trust)
+		if err != nil {
+			var buf bytes.Buffer
+			report.Print(&buf)
+			t.Fatalf("proof of %s does not verify: %v\n%s", dv.ID, err, buf.String())
+		}
+		if len(report.Steps) < 8 {
+			t.Fatalf("verification reported only %d steps", len(report.Steps))
+		}
+		if dv == devs[0] {
+			tamperEveryByte(t, b, trust)
+		}
+	}
+	if _, err := client.Proof(ctx, "e2e-unknown", 1); !errors.Is(err, api.ErrNotFound) {
+		t.Errorf("proof of a rejected reading: %v, want ErrNotFound", err)
+	}
+	// A trust file for another validator set refuses a genuine bundle.
+	b, err := client.Proof(ctx, devs[2].ID, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := otherTrust(t, trust)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := proof.Verify(b, other); err == nil {
+		t.Fatal("bundle verified against another validator set's trust file")
+	}
+	if st, err := client.Status(ctx); err != nil || st.Ready != "ok" || st.LastAnchor == nil || st.Ledger.Height == 0 {
+		t.Fatalf("status %+v, %v", st, err)
+	}
+}
+
+// tamperEveryByte changes each byte of a genuine bundle to another value that keeps it
+// well-formed where possible (hex digits to other hex digits, digits to digits) and requires
+// verification to fail every time.
+func tamperEveryByte(t *testing.T, b, trust []byte) {
+	t.Helper()
+	accepted := 0
+	for i := range b {
+		c := append([]byte(nil), b...)
+		switch x := c[i]; {
+		case x >= '0' && x <= '8', x >= 'a' && x <= 'e', x >= 'A' && x <= 'E':
+			c[i]++
+		case x == '9':
+			c[i] = '0'
+		case x == 'f' || x == 'F':
+			c[i] = 'a'
+		default:
+			c[i] ^= 0x20
+		}
+		if _, err := proof.Verify(c, trust); err == nil {
+			accepted++
+			if accepted <= 5 {
+				lo, hi := max(0, i-60), min(len(b), i+20)
+				t.Errorf("bundle with byte %d changed (%q -> %q) still verifies; context: %s", i, b[i], c[i], b[lo:hi])
+			}
+		}
+	}
+	if accepted > 0 {
+		t.Errorf("%d single-byte changes of %d verified", accepted, len(b))
+	}
+}
+
+// otherTrust is a trust file for the same chain with a different validator.
+func otherTrust(t *testing.T, trust []byte) ([]byte, error) {
+	tr, err := bundle.ParseTrust(trust)
+	if err != nil {
+		return nil, err
+	}
+	vals := cmttypes.NewValidatorSet([]*cmttypes.Validator{cmttypes.NewValidator(cmted25519.GenPrivKey().PubKey(), 10)})
+	return proof.TrustFile(tr.ChainID, vals)
+}

@@ -1,0 +1,48 @@
+package stack
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/anchorline/anchorline/anchor/ledger"
+	"github.com/anchorline/anchorline/pipeline/consume"
+	"github.com/anchorline/anchorline/pipeline/ingest"
+	"github.com/anchorline/anchorline/pipeline/verify"
+	"github.com/anchorline/anchorline/pipeline/write"
+	"github.com/anchorline/anchorline/services/config"
+)
+
+// Ingest is a running ingest worker with its key cache.
+type Ingest struct {
+	*ingest.Ingest
+	keys *verify.Keys
+}
+
+// NewIngest builds an ingest worker: streams and consumers are created if missing.
+func NewIngest(ctx context.Context, cfg config.Config, js jetstream.JetStream, ch driver.Conn, l *ledger.Client, log *slog.Logger) (*Ingest, error) {
+	if err := consume.EnsureStreams(ctx, js, int32(cfg.Ingest.MaxSize), cfg.Ingest.MaxAckPending); err != nil {
+		return nil, fmt.Errorf("ingest: streams: %w", err)
+	}
+	keys := NewKeys(l)
+	g := ingest.New(js, verify.New(keys, cfg.Ingest.MaxSize), write.New(ch, cfg.ClickHouse.Database), ingest.Config{
+		BatchSize: cfg.Ingest.BatchSize,
+		FlushAge:  cfg.Ingest.FlushAge,
+		PullBatch: cfg.Ingest.PullBatch,
+		MaxSize:   cfg.Ingest.MaxSize,
+		Worker:    cfg.Ingest.Worker,
+	}, log)
+	return &Ingest{Ingest: g, keys: keys}, nil
+}
+
+// Run follows the device registry and ingests until ctx ends.
+func (g *Ingest) Run(ctx context.Context, l *ledger.Client, log *slog.Logger) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go FollowKeys(ctx, l, g.keys, 250*time.Millisecond, log)
+	return g.Ingest.Run(ctx)
+}

@@ -1,0 +1,81 @@
+package stack
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// StartNATS starts an embedded NATS server with JetStream (file storage under dir), listening
+// where natsURL points.
+func StartNATS(natsURL, dir string, log *slog.Logger) (*server.Server, error) {
+	u, err := url.Parse(natsURL)
+	if err != nil {
+		return nil, fmt.Errorf("nats.url %q: %w", natsURL, err)
+	}
+	host, portStr, err := net.SplitHostPort(u.Host)
+	if err != nil {
+		return nil, fmt.Errorf("nats.url %q: want nats://host:port: %w", natsURL, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return nil, fmt.Errorf("nats.url %q: port: %w", natsURL, err)
+	}
+	srv, err := server.NewServer(&server.Options{
+		ServerName: "anchorline-dev",
+		Host:       host,
+		Port:       port,
+		JetStream:  true,
+		StoreDir:   dir,
+		NoSigs:     true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("embedded nats: %w", err)
+	}
+	go srv.Start()
+	if !srv.ReadyForConnections(30 * time.Second) {
+		srv.Shutdown()
+		return nil, fmt.Errorf("embedded nats: not ready on %s (is the port in use?)", u.Host)
+	}
+	log.Info("embedded NATS server ready", "url", srv.ClientURL(), "store", dir)
+	return srv, nil
+}
+
+// ConnectNATS connects to NATS, retrying forever on disconnects, and returns its JetStream.
+func ConnectNATS(ctx context.Context, natsURL, name string, log *slog.Logger) (*nats.Conn, jetstream.JetStream, error) {
+	var nc *nats.Conn
+	var err error
+	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
+		nc, err = nats.Connect(natsURL, nats.Name(name), nats.MaxReconnects(-1),
+			nats.ReconnectWait(250*time.Millisecond),
+			nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+				if err != nil {
+					log.Warn("nats disconnected", "err", err)
+				}
+			}),
+			nats.ReconnectHandler(func(c *nats.Conn) { log.Info("nats reconnected", "url", c.ConnectedUrl()) }))
+		if err == nil {
+			break
+		}
+		log.Warn("nats not reachable, retrying", "url", natsURL, "err", err, "retry_in", wait)
+		select {
+		case <-ctx.Done():
+			return nil, nil, fmt.Errorf("nats %s: %w", natsURL, err)
+		case <-time.After(wait):
+		}
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, fmt.Errorf("jetstream: %w", err)
+	}
+	return nc, js, nil
+}
