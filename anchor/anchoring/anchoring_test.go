@@ -1,0 +1,241 @@
+package anchoring
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/anchorline/anchorline/anchor/merkle"
+	"github.com/anchorline/anchorline/anchor/node"
+	"github.com/anchorline/anchorline/schemas/entry"
+)
+
+const (
+	stream   = "BATCHES"
+	subject  = "anchorline.batches"
+	consumer = "anchor"
+)
+
+func startNATS(t *testing.T) jetstream.JetStream {
+	t.Helper()
+	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Start()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats not ready")
+	}
+	t.Cleanup(srv.Shutdown)
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: stream, Subjects: []string{subject}, Storage: jetstream.FileStorage}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateOrUpdateConsumer(ctx, stream, jetstream.ConsumerConfig{Durable: consumer, AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
+func startLedger(t *testing.T) *node.Node {
+	t.Helper()
+	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := node.Start(context.Background(), node.Config{Home: t.TempDir(), ChainID: "anchoring-test",
+		TimeoutCommit: 50 * time.Millisecond, Admins: []ed25519.PublicKey{pub}, Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := n.Stop(); err != nil {
+			t.Errorf("stop ledger: %v", err)
+		}
+	})
+	return n
+}
+
+func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// memRecorder keeps anchors in memory and fails its first `fail` calls.
+type memRecorder struct {
+	mu      sync.Mutex
+	fail    int
+	calls   int
+	anchors []Anchor
+}
+
+func (r *memRecorder) RecordAnchor(_ context.Context, a Anchor) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.calls++
+	if r.calls <= r.fail {
+		return errors.New("clickhouse is down")
+	}
+	r.anchors = append(r.anchors, a)
+	return nil
+}
+
+func (r *memRecorder) snapshot() []Anchor {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]Anchor(nil), r.anchors...)
+}
+
+func publishBatch(t *testing.T, js jetstream.JetStream, b Batch) {
+	t.Helper()
+	data, _ := json.Marshal(BatchRecord{ID: hex.EncodeToString(b.ID[:]), Root: b.Root.String(), Size: b.Size})
+	msg := nats.NewMsg(subject)
+	msg.Data = data
+	msg.Header.Set(nats.MsgIdHdr, hex.EncodeToString(b.ID[:]))
+	if _, err := js.PublishMsg(context.Background(), msg); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func randomBatch(i int) Batch {
+	b := Batch{ID: NewID(time.Now()), Size: uint64(10 + i)}
+	_, _ = rand.Read(b.Root[:])
+	return b
+}
+
+func TestAnchorsPendingBatches(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	js := startNATS(t)
+	n := startLedger(t)
+	rec := &memRecorder{fail: 2} // ClickHouse down at first: the anchor is recorded later, not lost
+	s, err := New(js, n.Client(), rec, Config{Stream: stream, Consumer: consumer, Interval: 200 * time.Millisecond}, quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var batches []Batch
+	for i := range 5 {
+		b := randomBatch(i)
+		batches = append(batches, b)
+		publishBatch(t, js, b)
+	}
+	publishBatch(t, js, batches[0]) // a repeat inside the duplicate window is dropped by JetStream
+	msg := nats.NewMsg(subject)
+	msg.Data = []byte(`{"id":"zz"}`)
+	if _, err := js.PublishMsg(ctx, msg); err != nil {
+		t.Fatal(err)
+	}
+
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- s.Run(runCtx) }()
+	defer func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("run: %v", err)
+		}
+	}()
+
+	for len(rec.snapshot()) == 0 || s.Stats().Batches < 5 {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("not anchored: %+v", s.Stats())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	anchored := map[[16]byte]bool{}
+	for _, a := range rec.snapshot() {
+		leaves := make([]merkle.Hash, len(a.Batches))
+		for i, b := range a.Batches {
+			leaves[i] = merkle.AnchorLeaf(b.ID, b.Size, b.Root)
+			if anchored[b.ID] {
+				t.Errorf("batch %x anchored twice", b.ID)
+			}
+			anchored[b.ID] = true
+		}
+		root, err := merkle.Root(leaves)
+		if err != nil || root != a.Root {
+			t.Fatalf("anchor root %s, recomputed %s (%v)", a.Root, root, err)
+		}
+		// The entry is in the ledger's log at the recorded index, as of the recorded block.
+		p, err := n.Client().EntryProof(ctx, a.LogIndex, a.Height)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(p.Entry) != string(a.Entry) {
+			t.Fatal("ledger holds a different entry at the anchor's log index")
+		}
+		if err := merkle.VerifyInclusion(p.LogIndex, p.LogSize, merkle.EntryLeaf(p.Entry), p.Path, p.LogRoot); err != nil {
+			t.Fatal(err)
+		}
+		e, err := entry.Decode(a.Entry)
+		if err != nil || e.Anchor == nil || e.Anchor.Batches != uint64(len(a.Batches)) || string(e.Anchor.Root) != string(a.Root[:]) {
+			t.Fatalf("entry %+v, %v", e, err)
+		}
+	}
+	for _, b := range batches {
+		if !anchored[b.ID] {
+			t.Errorf("batch %x not anchored", b.ID)
+		}
+	}
+	if st := s.Stats(); st.BadRecords != 1 || st.Readings != 10+11+12+13+14 {
+		t.Errorf("stats %+v", st)
+	}
+	// Everything is acknowledged once recorded: nothing pending or in flight on the consumer.
+	for {
+		c, err := js.Consumer(ctx, stream, consumer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := c.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.NumPending == 0 && info.NumAckPending == 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("batch records still pending: %d pending, %d unacked", info.NumPending, info.NumAckPending)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func TestParseRecord(t *testing.T) {
+	id := NewID(time.UnixMilli(1_700_000_000_000))
+	good := fmt.Sprintf(`{"id":"%x","root":"%s","size":3,"worker":"w"}`, id, merkle.EmptyRoot())
+	b, err := ParseRecord([]byte(good))
+	if err != nil || b.ID != id || b.Size != 3 || b.Root != merkle.EmptyRoot() {
+		t.Fatalf("parse: %+v %v", b, err)
+	}
+	for _, bad := range []string{`{`, `{"id":"00","root":"` + merkle.EmptyRoot().String() + `","size":1}`,
+		fmt.Sprintf(`{"id":"%x","root":"00","size":1}`, id), fmt.Sprintf(`{"id":"%x","root":"%s","size":0}`, id, merkle.EmptyRoot())} {
+		if _, err := ParseRecord([]byte(bad)); !errors.Is(err, ErrBadRecord) {
+			t.Errorf("%s: %v, want ErrBadRecord", bad, err)
+		}
+	}
+	// Ids are time-ordered.
+	if a, b := NewID(time.UnixMilli(1000)), NewID(time.UnixMilli(2000)); string(a[:6]) >= string(b[:6]) {
+		t.Errorf("ids not time-ordered: %x %x", a, b)
+	}
+}
