@@ -111,9 +111,11 @@ CREATE TABLE IF NOT EXISTS {db}.anchors (
 ) ENGINE = ReplacingMergeTree
 ORDER BY anchor_id;
 
+-- Which anchor covers a batch, at which position of the anchor's tree. A batch record delivered
+-- twice may be anchored twice: both anchors are valid, so the key is (batch_id, anchor_id).
 CREATE TABLE IF NOT EXISTS {db}.batch_anchors (
     batch_id    FixedString(16),
     anchor_id   FixedString(16),
     batch_index UInt32
 ) ENGINE = ReplacingMergeTree
-ORDER BY batch_id
+ORDER BY (batch_id, anchor_id)

@@ -1,0 +1,145 @@
+package write
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/anchorline/anchorline/schemas/reading"
+)
+
+// Reading is a verified reading ready for storage.
+type Reading struct {
+	Device     string
+	Seq        uint64
+	TS         uint64 // device time, Unix ms
+	ReceivedAt time.Time
+	Raw        []byte
+	Leaf       [32]byte
+	Prev       []byte
+	Metrics    []reading.Metric
+	LeafIndex  uint32
+}
+
+// Batch is a flushed batch: its readings in leaf_index order and the Merkle root over them.
+type Batch struct {
+	ID       [16]byte
+	Root     [32]byte
+	Created  time.Time
+	Worker   string
+	Readings []Reading
+}
+
+// Reject is a message ingest refused.
+type Reject struct {
+	ReceivedAt time.Time
+	Subject    string
+	Device     string // if known
+	Reason     string
+	Detail     string
+	Raw        []byte
+}
+
+// Writer writes to one database.
+type Writer struct {
+	conn driver.Conn
+	db   string
+}
+
+// New returns a writer for database.
+func New(conn driver.Conn, database string) *Writer { return &Writer{conn: conn, db: database} }
+
+// Ping checks that ClickHouse answers.
+func (w *Writer) Ping(ctx context.Context) error { return w.conn.Ping(ctx) }
+
+// WriteBatch inserts the batch's readings and metrics, then its `batches` row. Each insert is one
+// block; if any fails the caller retries the whole batch, and the readings of a retried batch
+// may be stored twice under the same batch id and leaf index (visible, removable by GROUP BY).
+func (w *Writer) WriteBatch(ctx context.Context, b *Batch) error {
+	n := len(b.Readings)
+	if n == 0 {
+		return nil
+	}
+	var (
+		devs     = make([]string, n)
+		seqs     = make([]uint64, n)
+		tss      = make([]uint64, n)
+		times    = make([]time.Time, n)
+		received = make([]time.Time, n)
+		raws     = make([]string, n)
+		leaves   = make([]string, n)
+		prevs    = make([]string, n)
+		batchIDs = make([]string, n)
+		indexes  = make([]uint32, n)
+	)
+	id := string(b.ID[:])
+	metrics := 0
+	tsMin, tsMax := b.Readings[0].TS, b.Readings[0].TS
+	for i, r := range b.Readings {
+		devs[i], seqs[i], tss[i] = r.Device, r.Seq, r.TS
+		times[i] = time.UnixMilli(int64(r.TS))
+		received[i] = r.ReceivedAt
+		raws[i], leaves[i], prevs[i] = string(r.Raw), string(r.Leaf[:]), string(r.Prev)
+		batchIDs[i], indexes[i] = id, r.LeafIndex
+		metrics += len(r.Metrics)
+		tsMin, tsMax = min(tsMin, r.TS), max(tsMax, r.TS)
+	}
+	if err := w.columns(ctx, "readings (device_id, seq, ts, time, received_at, raw, leaf, prev, batch_id, leaf_index)",
+		devs, seqs, tss, times, received, raws, leaves, prevs, batchIDs, indexes); err != nil {
+		return err
+	}
+
+	mDevs := make([]string, 0, metrics)
+	mSeqs := make([]uint64, 0, metrics)
+	mTSs := make([]uint64, 0, metrics)
+	mTimes := make([]time.Time, 0, metrics)
+	names := make([]string, 0, metrics)
+	values := make([]float64, 0, metrics)
+	mBatch := make([]string, 0, metrics)
+	for i, r := range b.Readings {
+		for _, m := range r.Metrics {
+			mDevs, mSeqs, mTSs, mTimes = append(mDevs, r.Device), append(mSeqs, r.Seq), append(mTSs, r.TS), append(mTimes, times[i])
+			names, values, mBatch = append(names, m.Name), append(values, m.Value), append(mBatch, id)
+		}
+	}
+	if err := w.columns(ctx, "metrics (device_id, seq, ts, time, metric, value, batch_id)",
+		mDevs, mSeqs, mTSs, mTimes, names, values, mBatch); err != nil {
+		return err
+	}
+	return w.columns(ctx, "batches (batch_id, root, size, created_at, worker, ts_min, ts_max)",
+		[]string{id}, []string{string(b.Root[:])}, []uint32{uint32(n)}, []time.Time{b.Created}, []string{b.Worker},
+		[]uint64{tsMin}, []uint64{tsMax})
+}
+
+// WriteRejects inserts refused messages.
+func (w *Writer) WriteRejects(ctx context.Context, rs []Reject) error {
+	if len(rs) == 0 {
+		return nil
+	}
+	n := len(rs)
+	at, subj, dev, reason, detail, raw := make([]time.Time, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	for i, r := range rs {
+		at[i], subj[i], dev[i], reason[i], detail[i], raw[i] = r.ReceivedAt, r.Subject, r.Device, r.Reason, r.Detail, string(r.Raw)
+	}
+	return w.columns(ctx, "rejected (received_at, subject, device_id, reason, detail, raw)", at, subj, dev, reason, detail, raw)
+}
+
+// columns inserts one block, column by column.
+func (w *Writer) columns(ctx context.Context, table string, cols ...any) error {
+	b, err := w.conn.PrepareBatch(ctx, "INSERT INTO "+w.db+"."+table)
+	if err != nil {
+		return fmt.Errorf("insert into %s: %w", table, err)
+	}
+	for i, c := range cols {
+		if err := b.Column(i).Append(c); err != nil {
+			_ = b.Abort()
+			return fmt.Errorf("insert into %s: column %d: %w", table, i, err)
+		}
+	}
+	if err := b.Send(); err != nil {
+		return fmt.Errorf("insert into %s: %w", table, err)
+	}
+	return nil
+}

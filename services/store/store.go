@@ -1,0 +1,320 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+)
+
+// Errors callers act on.
+var (
+	ErrNotFound    = errors.New("not found")
+	ErrNotAnchored = errors.New("batch not anchored yet")
+)
+
+// Store reads and writes one database.
+type Store struct {
+	conn driver.Conn
+	db   string
+}
+
+// New returns a store over database.
+func New(conn driver.Conn, database string) *Store { return &Store{conn: conn, db: database} }
+
+// Ping checks that ClickHouse answers.
+func (s *Store) Ping(ctx context.Context) error { return s.conn.Ping(ctx) }
+
+func (s *Store) t(table string) string { return s.db + "." + table }
+
+// ReadingRow is a stored reading.
+type ReadingRow struct {
+	Device     string
+	Seq, TS    uint64
+	ReceivedAt time.Time
+	Raw        []byte
+	Leaf       [32]byte
+	BatchID    [16]byte
+	LeafIndex  uint32
+}
+
+// Reading returns a stored reading. A reading stored twice (at-least-once delivery) is
+// returned from an anchored batch if one is.
+func (s *Store) Reading(ctx context.Context, device string, seq uint64) (ReadingRow, error) {
+	rows, err := s.conn.Query(ctx, "SELECT device_id, seq, ts, received_at, raw, leaf, batch_id, leaf_index FROM "+s.t("readings")+
+		" WHERE device_id = ? AND seq = ? ORDER BY batch_id LIMIT 16", device, seq)
+	if err != nil {
+		return ReadingRow{}, fmt.Errorf("reading %s/%d: %w", device, seq, err)
+	}
+	var found []ReadingRow
+	for rows.Next() {
+		var r ReadingRow
+		var raw, leaf, batch string
+		if err := rows.Scan(&r.Device, &r.Seq, &r.TS, &r.ReceivedAt, &raw, &leaf, &batch, &r.LeafIndex); err != nil {
+			rows.Close()
+			return ReadingRow{}, fmt.Errorf("reading %s/%d: %w", device, seq, err)
+		}
+		r.Raw = []byte(raw)
+		copy(r.Leaf[:], leaf)
+		copy(r.BatchID[:], batch)
+		found = append(found, r)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return ReadingRow{}, fmt.Errorf("reading %s/%d: %w", device, seq, err)
+	}
+	if len(found) == 0 {
+		return ReadingRow{}, fmt.Errorf("%w: reading %s seq %d", ErrNotFound, device, seq)
+	}
+	for _, r := range found[:len(found)-1] {
+		if _, _, err := s.BatchAnchor(ctx, r.BatchID); err == nil {
+			return r, nil
+		}
+	}
+	return found[len(found)-1], nil
+}
+
+// BatchRow is a stored batch.
+type BatchRow struct {
+	ID        [16]byte
+	Root      [32]byte
+	Size      uint32
+	CreatedAt time.Time
+	Worker    string
+}
+
+func scanBatch(sc interface{ Scan(...any) error }) (BatchRow, error) {
+	var b BatchRow
+	var id, root string
+	if err := sc.Scan(&id, &root, &b.Size, &b.CreatedAt, &b.Worker); err != nil {
+		return b, err
+	}
+	copy(b.ID[:], id)
+	copy(b.Root[:], root)
+	return b, nil
+}
+
+// Batch returns a batch's record.
+func (s *Store) Batch(ctx context.Context, id [16]byte) (BatchRow, error) {
+	rows, err := s.conn.Query(ctx, "SELECT batch_id, root, size, created_at, worker FROM "+s.t("batches")+" FINAL WHERE batch_id = ? LIMIT 1", string(id[:]))
+	if err != nil {
+		return BatchRow{}, fmt.Errorf("batch %x: %w", id, err)
+	}
+	defer rows.Close()
+	if !rows.Next() {
+		if err := rows.Err(); err != nil {
+			return BatchRow{}, fmt.Errorf("batch %x: %w", id, err)
+		}
+		return BatchRow{}, fmt.Errorf("%w: batch %x", ErrNotFound, id)
+	}
+	b, err := scanBatch(rows)
+	if err != nil {
+		return BatchRow{}, fmt.Errorf("batch %x: %w", id, err)
+	}
+	return b, nil
+}
+
+// BatchLeaves returns the leaves of a batch in leaf_index order, one per index even where a
+// retried insert stored a reading twice. It fails if an index is missing.
+func (s *Store) BatchLeaves(ctx context.Context, id [16]byte) ([][32]byte, error) {
+	rows, err := s.conn.Query(ctx, "SELECT leaf_index, any(leaf) FROM "+s.t("readings")+" WHERE batch_id = ? GROUP BY leaf_index ORDER BY leaf_index", string(id[:]))
+	if err != nil {
+		return nil, fmt.Errorf("batch %x leaves: %w", id, err)
+	}
+	defer rows.Close()
+	var out [][32]byte
+	for rows.Next() {
+		var idx uint32
+		var leaf string
+		if err := rows.Scan(&idx, &leaf); err != nil {
+			return nil, fmt.Errorf("batch %x leaves: %w", id, err)
+		}
+		if int(idx) != len(out) {
+			return nil, fmt.Errorf("batch %x: leaf %d is missing from readings", id, len(out))
+		}
+		var l [32]byte
+		copy(l[:], leaf)
+		out = append(out, l)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("batch %x leaves: %w", id, err)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%w: readings of batch %x", ErrNotFound, id)
+	}
+	return out, nil
+}
+
+// BatchAnchor returns the anchor covering a batch (the earliest, if two do) and the batch's
+// position in it.
+func (s *Store) BatchAnchor(ctx context.Context, batchID [16]byte) (anchorID [16]byte, batchIndex uint32, err error) {
+	rows, err := s.conn.Query(ctx, "SELECT anchor_id, batch_index FROM "+s.t("batch_anchors")+" WHERE batch_id = ? ORDER BY anchor_id LIMIT 1", string(batchID[:]))
+	if err != nil {
+		return anchorID, 0, fmt.Errorf("anchor of batch %x: %w", batchID, err)
+	}
+	defer rows.Close()
+	if !rows.Next() {
+		if err := rows.Err(); err != nil {
+			return anchorID, 0, fmt.Errorf("anchor of batch %x: %w", batchID, err)
+		}
+		return anchorID, 0, fmt.Errorf("%w: batch %x", ErrNotAnchored, batchID)
+	}
+	var a string
+	if err := rows.Scan(&a, &batchIndex); err != nil {
+		return anchorID, 0, fmt.Errorf("anchor of batch %x: %w", batchID, err)
+	}
+	copy(anchorID[:], a)
+	return anchorID, batchIndex, nil
+}
+
+// AnchorRow is a committed anchor.
+type AnchorRow struct {
+	ID               [16]byte
+	Root             [32]byte
+	Batches          uint32
+	Readings         uint64
+	Height, LogIndex uint64
+	TxHash           string
+	Entry            []byte
+	AnchoredAt       time.Time
+}
+
+const anchorCols = "anchor_id, root, batches, readings, height, log_index, tx_hash, entry, anchored_at"
+
+func scanAnchor(sc interface{ Scan(...any) error }) (AnchorRow, error) {
+	var a AnchorRow
+	var id, root, entry string
+	if err := sc.Scan(&id, &root, &a.Batches, &a.Readings, &a.Height, &a.LogIndex, &a.TxHash, &entry, &a.AnchoredAt); err != nil {
+		return a, err
+	}
+	copy(a.ID[:], id)
+	copy(a.Root[:], root)
+	a.Entry = []byte(entry)
+	return a, nil
+}
+
+// Anchor returns a committed anchor.
+func (s *Store) Anchor(ctx context.Context, id [16]byte) (AnchorRow, error) {
+	rows, err := s.conn.Query(ctx, "SELECT "+anchorCols+" FROM "+s.t("anchors")+" FINAL WHERE anchor_id = ? LIMIT 1", string(id[:]))
+	if err != nil {
+		return AnchorRow{}, fmt.Errorf("anchor %x: %w", id, err)
+	}
+	defer rows.Close()
+	if !rows.Next() {
+		if err := rows.Err(); err != nil {
+			return AnchorRow{}, fmt.Errorf("anchor %x: %w", id, err)
+		}
+		return AnchorRow{}, fmt.Errorf("%w: anchor %x", ErrNotFound, id)
+	}
+	a, err := scanAnchor(rows)
+	if err != nil {
+		return AnchorRow{}, fmt.Errorf("anchor %x: %w", id, err)
+	}
+	return a, nil
+}
+
+// AnchorBatches returns an anchor's batches in batch_index order.
+func (s *Store) AnchorBatches(ctx context.Context, id [16]byte) ([]BatchRow, error) {
+	rows, err := s.conn.Query(ctx, "SELECT batch_index, batch_id FROM "+s.t("batch_anchors")+" FINAL WHERE anchor_id = ? ORDER BY batch_index", string(id[:]))
+	if err != nil {
+		return nil, fmt.Errorf("batches of anchor %x: %w", id, err)
+	}
+	var ids [][16]byte
+	for rows.Next() {
+		var idx uint32
+		var b string
+		if err := rows.Scan(&idx, &b); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("batches of anchor %x: %w", id, err)
+		}
+		if int(idx) != len(ids) {
+			rows.Close()
+			return nil, fmt.Errorf("anchor %x: batch index %d is missing", id, len(ids))
+		}
+		var bid [16]byte
+		copy(bid[:], b)
+		ids = append(ids, bid)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("batches of anchor %x: %w", id, err)
+	}
+	if len(ids) == 0 {
+		return nil, fmt.Errorf("%w: batches of anchor %x", ErrNotFound, id)
+	}
+	out := make([]BatchRow, len(ids))
+	for i, bid := range ids {
+		if out[i], err = s.Batch(ctx, bid); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// WriteAnchor records a committed anchor and its batches (batch_index = position in batchIDs).
+// Writing the same anchor again is harmless: both tables replace by key.
+func (s *Store) WriteAnchor(ctx context.Context, a AnchorRow, batchIDs [][16]byte) error {
+	b, err := s.conn.PrepareBatch(ctx, "INSERT INTO "+s.t("batch_anchors")+" (batch_id, anchor_id, batch_index)")
+	if err != nil {
+		return fmt.Errorf("record anchor %x: %w", a.ID, err)
+	}
+	for i, id := range batchIDs {
+		if err := b.Append(string(id[:]), string(a.ID[:]), uint32(i)); err != nil {
+			_ = b.Abort()
+			return fmt.Errorf("record anchor %x: %w", a.ID, err)
+		}
+	}
+	if err := b.Send(); err != nil {
+		return fmt.Errorf("record anchor %x: %w", a.ID, err)
+	}
+	// The anchors row last: an anchor listed there has all its batch rows.
+	b, err = s.conn.PrepareBatch(ctx, "INSERT INTO "+s.t("anchors")+" ("+anchorCols+")")
+	if err != nil {
+		return fmt.Errorf("record anchor %x: %w", a.ID, err)
+	}
+	if err := b.Append(string(a.ID[:]), string(a.Root[:]), a.Batches, a.Readings, a.Height, a.LogIndex, a.TxHash, string(a.Entry), a.AnchoredAt); err != nil {
+		_ = b.Abort()
+		return fmt.Errorf("record anchor %x: %w", a.ID, err)
+	}
+	if err := b.Send(); err != nil {
+		return fmt.Errorf("record anchor %x: %w", a.ID, err)
+	}
+	return nil
+}
+
+// Counts summarises the tables for status.
+type Counts struct {
+	Readings, Rejected, Batches, Anchors, UnanchoredBatches uint64
+	LastAnchor                                              *AnchorRow
+}
+
+// Counts counts rows; cheap enough for a status page on tables of millions of rows.
+func (s *Store) Counts(ctx context.Context) (Counts, error) {
+	var c Counts
+	for q, dst := range map[string]*uint64{
+		"SELECT count() FROM " + s.t("readings"):           &c.Readings,
+		"SELECT count() FROM " + s.t("rejected"):           &c.Rejected,
+		"SELECT count() FROM " + s.t("batches") + " FINAL": &c.Batches,
+		"SELECT count() FROM " + s.t("anchors") + " FINAL": &c.Anchors,
+		"SELECT count() FROM " + s.t("batches") + " FINAL WHERE batch_id NOT IN (SELECT batch_id FROM " + s.t("batch_anchors") + ")": &c.UnanchoredBatches,
+	} {
+		if err := s.conn.QueryRow(ctx, q).Scan(dst); err != nil {
+			return c, fmt.Errorf("counts: %w", err)
+		}
+	}
+	rows, err := s.conn.Query(ctx, "SELECT "+anchorCols+" FROM "+s.t("anchors")+" ORDER BY height DESC LIMIT 1")
+	if err != nil {
+		return c, fmt.Errorf("last anchor: %w", err)
+	}
+	defer rows.Close()
+	if rows.Next() {
+		a, err := scanAnchor(rows)
+		if err != nil {
+			return c, fmt.Errorf("last anchor: %w", err)
+		}
+		c.LastAnchor = &a
+	}
+	return c, rows.Err()
+}
