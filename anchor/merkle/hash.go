@@ -27,6 +27,19 @@ var hasher = rfc6962.DefaultHasher
 // String returns the lower-case hex form used in proof bundles.
 func (h Hash) String() string { return hex.EncodeToString(h[:]) }
 
+// MarshalText encodes h as lower-case hex (so JSON carries hashes as hex strings).
+func (h Hash) MarshalText() ([]byte, error) { return []byte(h.String()), nil }
+
+// UnmarshalText decodes a hex hash.
+func (h *Hash) UnmarshalText(b []byte) error {
+	v, err := ParseHash(string(b))
+	if err != nil {
+		return err
+	}
+	*h = v
+	return nil
+}
+
 // HashFromBytes copies a 32-byte slice into a Hash.
 func HashFromBytes(b []byte) (Hash, error) {
 	var h Hash

@@ -1,0 +1,231 @@
+package ledger
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	abci "github.com/cometbft/cometbft/abci/types"
+	dbm "github.com/cometbft/cometbft-db"
+
+	"github.com/anchorline/anchorline/anchor/merkle"
+)
+
+// Genesis is the app_state of the genesis file.
+type Genesis struct {
+	Admins []string `json:"admins"` // hex Ed25519 public keys allowed to sign device events
+}
+
+// App is the ABCI application.
+type App struct {
+	abci.BaseApplication
+
+	db  dbm.DB
+	log *slog.Logger
+
+	mu     sync.RWMutex
+	s      *state
+	staged *staged
+	stHt   uint64 // height of the staged block
+}
+
+var _ abci.Application = (*App)(nil)
+
+// OpenApp opens (or creates) the app's database under dir.
+func OpenApp(dir string, log *slog.Logger) (*App, error) {
+	db, err := dbm.NewGoLevelDB("anchorline", dir)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: open state in %s: %w", dir, err)
+	}
+	s, err := loadState(db)
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("ledger: load state: %w", err)
+	}
+	return &App{db: db, log: log, s: s}, nil
+}
+
+// Close closes the database.
+func (a *App) Close() error { return a.db.Close() }
+
+// Info tells CometBFT where the app is, so that it replays the blocks the app has not seen.
+func (a *App) Info(context.Context, *abci.RequestInfo) (*abci.ResponseInfo, error) {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	h, err := a.s.appHash()
+	if err != nil {
+		return nil, err
+	}
+	resp := &abci.ResponseInfo{Data: "anchorline ledger", Version: "1", AppVersion: 1, LastBlockHeight: int64(a.s.height)}
+	if a.s.height > 0 {
+		resp.LastBlockAppHash = h[:]
+	}
+	return resp, nil
+}
+
+// InitChain reads the admin keys from the genesis app_state.
+func (a *App) InitChain(_ context.Context, req *abci.RequestInitChain) (*abci.ResponseInitChain, error) {
+	var g Genesis
+	if len(req.AppStateBytes) > 0 {
+		if err := json.Unmarshal(req.AppStateBytes, &g); err != nil {
+			return nil, fmt.Errorf("ledger: genesis app_state: %w", err)
+		}
+	}
+	var admins []ed25519.PublicKey
+	var raw []byte
+	for _, h := range g.Admins {
+		k, err := hex.DecodeString(h)
+		if err != nil || len(k) != ed25519.PublicKeySize {
+			return nil, fmt.Errorf("ledger: genesis app_state: admin %q is not a hex Ed25519 public key", h)
+		}
+		admins = append(admins, k)
+		raw = append(raw, k...)
+	}
+	if err := a.db.SetSync(keyAdmins, raw); err != nil {
+		return nil, err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.s.admins = admins
+	h, err := a.s.appHash()
+	if err != nil {
+		return nil, err
+	}
+	return &abci.ResponseInitChain{AppHash: h[:]}, nil
+}
+
+// CheckTx admits an entry to the mempool if it is valid against the committed state.
+func (a *App) CheckTx(_ context.Context, req *abci.RequestCheckTx) (*abci.ResponseCheckTx, error) {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	if _, err := a.s.check(req.Tx, nil); err != nil {
+		te := err.(*txError)
+		return &abci.ResponseCheckTx{Code: te.code, Log: te.msg}, nil
+	}
+	return &abci.ResponseCheckTx{Code: CodeOK}, nil
+}
+
+// FinalizeBlock validates the block's entries in order and stages the valid ones.
+func (a *App) FinalizeBlock(_ context.Context, req *abci.RequestFinalizeBlock) (*abci.ResponseFinalizeBlock, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	height := uint64(req.Height)
+	st := &staged{records: map[string]version{}, anchors: map[string]bool{}}
+	results := make([]*abci.ExecTxResult, len(req.Txs))
+	for i, tx := range req.Txs {
+		dec, err := a.s.check(tx, st)
+		if err == nil {
+			err = a.s.stage(st, dec, tx, height)
+		}
+		if err != nil {
+			code, msg := CodeMalformed, err.Error()
+			if te, ok := err.(*txError); ok {
+				code = te.code
+			}
+			results[i] = &abci.ExecTxResult{Code: code, Log: msg}
+			continue
+		}
+		results[i] = &abci.ExecTxResult{Code: CodeOK, Events: []abci.Event{{Type: "anchorline", Attributes: []abci.EventAttribute{
+			{Key: "type", Value: string(dec.Type), Index: true},
+			{Key: "leaf", Value: merkle.EntryLeaf(tx).String(), Index: true},
+		}}}}
+	}
+	// The app hash after this block: apply on a copy-free basis by computing roots with the
+	// staged entries appended (they are applied for real at Commit).
+	hash, err := a.hashWith(st, height)
+	if err != nil {
+		return nil, err
+	}
+	a.staged, a.stHt = st, height
+	return &abci.ResponseFinalizeBlock{TxResults: results, AppHash: hash[:]}, nil
+}
+
+// hashWith computes the app hash the state will have once st is applied at height. The staged
+// leaves go into the log tree now: CometBFT never takes back a finalized block, and queries only
+// see sizes up to the committed height.
+func (a *App) hashWith(st *staged, height uint64) (merkle.Hash, error) {
+	if a.s.log.Size() != a.s.logSize() {
+		return merkle.Hash{}, fmt.Errorf("ledger: block %d finalized twice without a commit", height)
+	}
+	for _, e := range st.entries {
+		a.s.log.Append(merkle.EntryLeaf(e))
+	}
+	size := a.s.log.Size()
+	logRoot := merkle.EmptyRoot()
+	if size > 0 {
+		logRoot = a.s.log.Root()
+	}
+	regRoot := a.s.regRoot
+	if len(st.records) > 0 {
+		ids := boolKeys(st.records)
+		for _, d := range a.s.order {
+			ids[d] = true
+		}
+		var leaves []merkle.Hash
+		for _, d := range sortedKeys(ids) {
+			v, ok := st.records[d]
+			if !ok {
+				v, ok = a.s.recordAt(d, a.s.height)
+			}
+			if ok {
+				leaves = append(leaves, merkle.LeafHash(v.record))
+			}
+		}
+		var err error
+		if regRoot, err = merkle.Root(leaves); err != nil {
+			return merkle.Hash{}, err
+		}
+	}
+	return merkle.AppHash(size, logRoot, regRoot), nil
+}
+
+// Commit persists the staged block atomically, then makes it visible to queries.
+func (a *App) Commit(context.Context, *abci.RequestCommit) (*abci.ResponseCommit, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	st, height := a.staged, a.stHt
+	if st == nil {
+		return &abci.ResponseCommit{}, nil
+	}
+	b := a.db.NewBatch()
+	defer b.Close()
+	next := a.s.logSize()
+	for i, e := range st.entries {
+		if err := b.Set(append(prefEntry, u64(next+uint64(i))...), append(u64(height), e...)); err != nil {
+			return nil, err
+		}
+	}
+	for d, v := range st.records {
+		if err := b.Set(append(append(append([]byte(nil), prefDev...), d...), append([]byte{0}, u64(height)...)...), v.record); err != nil {
+			return nil, err
+		}
+	}
+	if err := b.Set(keyHeight, u64(height)); err != nil {
+		return nil, err
+	}
+	if err := b.WriteSync(); err != nil {
+		return nil, fmt.Errorf("ledger: persist block %d: %w", height, err)
+	}
+	for _, e := range st.entries {
+		if err := a.s.appendEntry(height, e, true); err != nil {
+			return nil, err
+		}
+	}
+	for _, d := range sortedKeys(boolKeys(st.records)) {
+		a.s.setRecord(d, st.records[d])
+	}
+	a.s.height = height
+	if len(st.records) > 0 {
+		root, err := a.s.registryRoot(height)
+		if err != nil {
+			return nil, err
+		}
+		a.s.regRoot = root
+	}
+	a.staged = nil
+	return &abci.ResponseCommit{}, nil
+}

@@ -1,0 +1,290 @@
+package ledger
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	rpcclient "github.com/cometbft/cometbft/rpc/client"
+	"github.com/cometbft/cometbft/types"
+
+	"github.com/anchorline/anchorline/anchor/merkle"
+	"github.com/anchorline/anchorline/schemas/entry"
+)
+
+// Errors callers act on.
+var (
+	// ErrRejected: the ledger refused the entry (malformed, unauthorised, conflicting).
+	ErrRejected = errors.New("ledger: entry rejected")
+	// ErrUnknownDevice: no such device in the registry at that height.
+	ErrUnknownDevice = errors.New("ledger: unknown device")
+	// ErrNotFound: the entry, height or size asked for does not exist (yet).
+	ErrNotFound = errors.New("ledger: not found")
+)
+
+// Client talks to a ledger node through any CometBFT RPC client: in-process
+// (rpc/client/local) or over the network (rpc/client/http).
+type Client struct {
+	rpc rpcclient.Client
+	// How long Submit waits for a broadcast entry to be included before broadcasting it again
+	// (v0.38 silently drops transactions when its mempool is full).
+	ResubmitAfter time.Duration
+}
+
+// NewClient returns a client over rpc.
+func NewClient(rpc rpcclient.Client) *Client {
+	return &Client{rpc: rpc, ResubmitAfter: 10 * time.Second}
+}
+
+// Receipt says where the ledger put an entry.
+type Receipt struct {
+	Height   int64  `json:"height"` // the block that included it
+	LogIndex uint64 `json:"log_index"`
+	TxHash   []byte `json:"tx_hash,omitempty"`
+}
+
+// query runs an ABCI query and decodes its JSON answer into out.
+func (c *Client) query(ctx context.Context, path string, req, out any) error {
+	data, err := json.Marshal(req)
+	if err != nil {
+		return err
+	}
+	res, err := c.rpc.ABCIQuery(ctx, path, data)
+	if err != nil {
+		return fmt.Errorf("ledger query %s: %w", path, err)
+	}
+	switch res.Response.Code {
+	case CodeOK:
+		if err := json.Unmarshal(res.Response.Value, out); err != nil {
+			return fmt.Errorf("ledger query %s: %w", path, err)
+		}
+		return nil
+	case CodeNotFound:
+		return fmt.Errorf("%w: %s", ErrNotFound, res.Response.Log)
+	default:
+		return fmt.Errorf("ledger query %s: code %d: %s", path, res.Response.Code, res.Response.Log)
+	}
+}
+
+// Lookup finds a committed entry by its bytes.
+func (c *Client) Lookup(ctx context.Context, e []byte) (Receipt, error) {
+	var rc Receipt
+	if err := c.query(ctx, PathEntryByLeaf, LeafRequest{Leaf: merkle.EntryLeaf(e)}, &rc); err != nil {
+		return Receipt{}, err
+	}
+	rc.TxHash = types.Tx(e).Hash()
+	return rc, nil
+}
+
+// Submit commits an entry and returns once it is in a committed block. It broadcasts with
+// BroadcastTxSync, then watches the app for the entry, broadcasting again if it was not
+// included in time; transient RPC errors are retried with backoff until ctx ends. An entry the
+// ledger refuses returns an error wrapping ErrRejected with the ledger's reason. Submitting an
+// entry that is already committed returns its receipt.
+func (c *Client) Submit(ctx context.Context, e []byte) (Receipt, error) {
+	wait := 100 * time.Millisecond
+	backoff := func(err error) error {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("ledger submit: %w (last error: %v)", ctx.Err(), err)
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 5*time.Second)
+		return nil
+	}
+	for {
+		rc, err := c.Lookup(ctx, e)
+		if err == nil {
+			return rc, nil
+		}
+		if !errors.Is(err, ErrNotFound) {
+			if err := backoff(err); err != nil {
+				return Receipt{}, err
+			}
+			continue
+		}
+		res, err := c.rpc.BroadcastTxSync(ctx, e)
+		switch {
+		case err != nil && !strings.Contains(err.Error(), "already exists in cache"):
+			if err := backoff(err); err != nil {
+				return Receipt{}, err
+			}
+			continue
+		case err == nil && res.Code == CodeConflict && strings.Contains(res.Log, "already in the log"):
+			continue // committed meanwhile: the lookup finds it
+		case err == nil && res.Code != CodeOK:
+			return Receipt{}, fmt.Errorf("%w: %s", ErrRejected, res.Log)
+		}
+		// In the mempool: wait for a block to include it.
+		deadline := time.Now().Add(c.ResubmitAfter)
+		for time.Now().Before(deadline) {
+			select {
+			case <-ctx.Done():
+				return Receipt{}, fmt.Errorf("ledger submit: %w", ctx.Err())
+			case <-time.After(25 * time.Millisecond):
+			}
+			rc, err := c.Lookup(ctx, e)
+			if err == nil {
+				return rc, nil
+			}
+		}
+	}
+}
+
+// EntryProof is a log entry with its inclusion proof in the log as of a height.
+type EntryProof struct {
+	Entry        []byte        `json:"entry"`
+	LogIndex     uint64        `json:"log_index"`
+	LogSize      uint64        `json:"log_size"`
+	Path         []merkle.Hash `json:"path"`
+	LogRoot      merkle.Hash   `json:"log_root"`
+	RegistryRoot merkle.Hash   `json:"registry_root"`
+	Height       int64         `json:"height"`
+}
+
+// EntryProof returns the entry at logIndex and its proof against the state after block height
+// (0: the latest).
+func (c *Client) EntryProof(ctx context.Context, logIndex uint64, height int64) (EntryProof, error) {
+	var p EntryProof
+	err := c.query(ctx, PathEntry, EntryRequest{Index: logIndex, Height: uint64(height)}, &p)
+	return p, err
+}
+
+// DeviceProof is a device's registry record with its proof as of a height.
+type DeviceProof struct {
+	Record      entry.Record
+	RecordBytes []byte
+	Index, Size uint64
+	Path        []merkle.Hash
+	Root        merkle.Hash
+	Height      int64
+}
+
+// Device returns a device's record and registry proof as of block height (0: the latest).
+func (c *Client) Device(ctx context.Context, id string, height int64) (DeviceProof, error) {
+	var r deviceResponse
+	if err := c.query(ctx, PathDevice, DeviceRequest{ID: id, Height: uint64(height)}, &r); err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return DeviceProof{}, fmt.Errorf("%w: %w", ErrUnknownDevice, err)
+		}
+		return DeviceProof{}, err
+	}
+	rec, err := entry.DecodeRecord(r.Record)
+	if err != nil {
+		return DeviceProof{}, fmt.Errorf("ledger: device %s: %w", id, err)
+	}
+	return DeviceProof{Record: rec, RecordBytes: r.Record, Index: r.Index, Size: r.Size, Path: r.Path, Root: r.Root, Height: int64(r.Height)}, nil
+}
+
+// DevicesChanged returns the current records of the devices changed in blocks after since (0:
+// every device) and the height they are current at; pass that height as since next time.
+func (c *Client) DevicesChanged(ctx context.Context, since int64) ([]entry.Record, int64, error) {
+	var r changesResponse
+	if err := c.query(ctx, PathDevicesChanged, ChangesRequest{Since: uint64(since)}, &r); err != nil {
+		return nil, 0, err
+	}
+	out := make([]entry.Record, 0, len(r.Records))
+	for _, b := range r.Records {
+		rec, err := entry.DecodeRecord(b)
+		if err != nil {
+			return nil, 0, fmt.Errorf("ledger: devices changed: %w", err)
+		}
+		out = append(out, rec)
+	}
+	return out, int64(r.Height), nil
+}
+
+// Consistency returns the proof that the log of size2 extends the log of size1.
+func (c *Client) Consistency(ctx context.Context, size1, size2 uint64) ([]merkle.Hash, error) {
+	var p []merkle.Hash
+	err := c.query(ctx, PathConsistency, ConsistencyRequest{Size1: size1, Size2: size2}, &p)
+	return p, err
+}
+
+// State returns the roots the app hash commits after block height (0: the latest).
+func (c *Client) State(ctx context.Context, height int64) (State, error) {
+	var s State
+	err := c.query(ctx, PathState, StateRequest{Height: uint64(height)}, &s)
+	return s, err
+}
+
+// Height returns the latest committed block height.
+func (c *Client) Height(ctx context.Context) (int64, error) {
+	st, err := c.rpc.Status(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("ledger status: %w", err)
+	}
+	return st.SyncInfo.LatestBlockHeight, nil
+}
+
+// ChainID returns the ledger's chain id.
+func (c *Client) ChainID(ctx context.Context) (string, error) {
+	st, err := c.rpc.Status(ctx)
+	if err != nil {
+		return "", fmt.Errorf("ledger status: %w", err)
+	}
+	return st.NodeInfo.Network, nil
+}
+
+// WaitHeight waits until a block at height h is committed.
+func (c *Client) WaitHeight(ctx context.Context, h int64) error {
+	for {
+		cur, err := c.Height(ctx)
+		if err == nil && cur >= h {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("ledger: waiting for height %d: %w", h, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// Validators returns the validator set at height in canonical form: proposer priorities are
+// not committed by any hash, so they are set to zero (and the proposer chosen from that),
+// which makes light blocks and trust files byte-for-byte reproducible.
+func (c *Client) Validators(ctx context.Context, height int64) (*types.ValidatorSet, error) {
+	var vals []*types.Validator
+	perPage := 100
+	for page := 1; ; page++ {
+		res, err := c.rpc.Validators(ctx, &height, &page, &perPage)
+		if err != nil {
+			return nil, fmt.Errorf("ledger validators at %d: %w", height, err)
+		}
+		for _, v := range res.Validators {
+			cp := *v
+			cp.ProposerPriority = 0
+			vals = append(vals, &cp)
+		}
+		if len(vals) >= res.Total || len(res.Validators) == 0 {
+			break
+		}
+	}
+	return types.ValidatorSetFromExistingValidators(vals)
+}
+
+// LightBlock returns the signed header, commit and validator set at height. It waits for the
+// next block too, so that the commit is the canonical one (the same on every node and every
+// call).
+func (c *Client) LightBlock(ctx context.Context, height int64) (*types.LightBlock, error) {
+	if err := c.WaitHeight(ctx, height+1); err != nil {
+		return nil, err
+	}
+	com, err := c.rpc.Commit(ctx, &height)
+	if err != nil {
+		return nil, fmt.Errorf("ledger commit at %d: %w", height, err)
+	}
+	vals, err := c.Validators(ctx, height)
+	if err != nil {
+		return nil, err
+	}
+	lb := &types.LightBlock{SignedHeader: &com.SignedHeader, ValidatorSet: vals}
+	if err := lb.ValidateBasic(com.Header.ChainID); err != nil {
+		return nil, fmt.Errorf("ledger light block at %d: %w", height, err)
+	}
+	return lb, nil
+}

@@ -1,0 +1,238 @@
+package ledger
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	abci "github.com/cometbft/cometbft/abci/types"
+
+	"github.com/anchorline/anchorline/anchor/merkle"
+)
+
+// ABCI query paths. Requests and responses are JSON in Data and Value. A height of 0 means the
+// latest committed height; "state at height h" is the state after block h committed, which the
+// header at h+1 commits through its app hash.
+const (
+	PathEntry          = "/entry"           // EntryRequest -> EntryProof
+	PathEntryByLeaf    = "/entry_by_leaf"   // LeafRequest -> Receipt (without TxHash)
+	PathDevice         = "/device"          // DeviceRequest -> deviceResponse
+	PathDevicesChanged = "/devices_changed" // ChangesRequest -> changesResponse
+	PathConsistency    = "/consistency"     // ConsistencyRequest -> []merkle.Hash
+	PathState          = "/state"           // StateRequest -> State
+)
+
+// Query codes besides CodeOK.
+const (
+	CodeNotFound   uint32 = 10
+	CodeBadRequest uint32 = 11
+)
+
+// EntryRequest asks for the log entry at Index with its proof at Height.
+type EntryRequest struct {
+	Index  uint64 `json:"index"`
+	Height uint64 `json:"height"`
+}
+
+// LeafRequest asks where an entry (by its leaf hash) is in the log.
+type LeafRequest struct {
+	Leaf merkle.Hash `json:"leaf"`
+}
+
+// DeviceRequest asks for a device's record with its registry proof at Height.
+type DeviceRequest struct {
+	ID     string `json:"id"`
+	Height uint64 `json:"height"`
+}
+
+type deviceResponse struct {
+	Record []byte        `json:"record"`
+	Index  uint64        `json:"index"`
+	Size   uint64        `json:"size"`
+	Path   []merkle.Hash `json:"path"`
+	Root   merkle.Hash   `json:"root"`
+	Height uint64        `json:"height"`
+}
+
+// ChangesRequest asks for the device records changed in blocks after Since.
+type ChangesRequest struct {
+	Since uint64 `json:"since"`
+}
+
+type changesResponse struct {
+	Records [][]byte `json:"records"`
+	Height  uint64   `json:"height"`
+}
+
+// ConsistencyRequest asks for a consistency proof between two log sizes.
+type ConsistencyRequest struct {
+	Size1 uint64 `json:"size1"`
+	Size2 uint64 `json:"size2"`
+}
+
+// StateRequest asks for the committed roots at Height.
+type StateRequest struct {
+	Height uint64 `json:"height"`
+}
+
+// State is what the app hash at a height commits.
+type State struct {
+	Height       uint64      `json:"height"`
+	LogSize      uint64      `json:"log_size"`
+	LogRoot      merkle.Hash `json:"log_root"`
+	RegistryRoot merkle.Hash `json:"registry_root"`
+	AppHash      merkle.Hash `json:"app_hash"`
+}
+
+// queryError is a query that cannot be answered, with its code.
+type queryError struct {
+	code uint32
+	msg  string
+}
+
+func (e *queryError) Error() string { return e.msg }
+
+func notFound(format string, args ...any) error {
+	return &queryError{CodeNotFound, fmt.Sprintf(format, args...)}
+}
+
+// Query answers the paths above.
+func (a *App) Query(_ context.Context, req *abci.RequestQuery) (*abci.ResponseQuery, error) {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	v, err := a.query(req.Path, req.Data)
+	if err != nil {
+		var qe *queryError
+		if errors.As(err, &qe) {
+			return &abci.ResponseQuery{Code: qe.code, Log: qe.msg, Height: int64(a.s.height)}, nil
+		}
+		return &abci.ResponseQuery{Code: CodeBadRequest, Log: err.Error(), Height: int64(a.s.height)}, nil
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	return &abci.ResponseQuery{Code: CodeOK, Value: b, Height: int64(a.s.height)}, nil
+}
+
+func (a *App) at(h uint64) (uint64, error) {
+	if h == 0 {
+		return a.s.height, nil
+	}
+	if h > a.s.height {
+		return 0, notFound("height %d is not committed yet (latest %d)", h, a.s.height)
+	}
+	return h, nil
+}
+
+func (a *App) query(path string, data []byte) (any, error) {
+	s := a.s
+	switch path {
+	case PathEntry:
+		var r EntryRequest
+		if err := json.Unmarshal(data, &r); err != nil {
+			return nil, err
+		}
+		h, err := a.at(r.Height)
+		if err != nil {
+			return nil, err
+		}
+		size, logRoot, regRoot, err := s.roots(h)
+		if err != nil {
+			return nil, err
+		}
+		if r.Index >= size {
+			return nil, notFound("log entry %d is not in the log at height %d (size %d)", r.Index, h, size)
+		}
+		path, err := s.log.InclusionProof(r.Index, size)
+		if err != nil {
+			return nil, err
+		}
+		e, err := a.db.Get(append(prefEntry, u64(r.Index)...))
+		if err != nil || len(e) < 8 {
+			return nil, fmt.Errorf("log entry %d: %v", r.Index, err)
+		}
+		return EntryProof{Entry: e[8:], LogIndex: r.Index, LogSize: size, Path: nonNil(path), LogRoot: logRoot, RegistryRoot: regRoot, Height: int64(h)}, nil
+	case PathEntryByLeaf:
+		var r LeafRequest
+		if err := json.Unmarshal(data, &r); err != nil {
+			return nil, err
+		}
+		i, ok := s.byLeaf[r.Leaf]
+		if !ok {
+			return nil, notFound("entry %s is not in the log", r.Leaf)
+		}
+		return Receipt{Height: int64(s.heights[i]), LogIndex: i}, nil
+	case PathDevice:
+		var r DeviceRequest
+		if err := json.Unmarshal(data, &r); err != nil {
+			return nil, err
+		}
+		h, err := a.at(r.Height)
+		if err != nil {
+			return nil, err
+		}
+		v, ok := s.recordAt(r.ID, h)
+		if !ok {
+			return nil, notFound("device %s is not registered at height %d", r.ID, h)
+		}
+		leaves, idx := s.registryAt(h, r.ID)
+		path, err := merkle.InclusionPath(leaves, uint64(idx))
+		if err != nil {
+			return nil, err
+		}
+		root, err := merkle.Root(leaves)
+		if err != nil {
+			return nil, err
+		}
+		return deviceResponse{Record: v.record, Index: uint64(idx), Size: uint64(len(leaves)), Path: nonNil(path), Root: root, Height: h}, nil
+	case PathDevicesChanged:
+		var r ChangesRequest
+		if err := json.Unmarshal(data, &r); err != nil {
+			return nil, err
+		}
+		resp := changesResponse{Records: [][]byte{}, Height: s.height}
+		for _, d := range s.order {
+			if v, ok := s.recordAt(d, s.height); ok && v.height > r.Since {
+				resp.Records = append(resp.Records, v.record)
+			}
+		}
+		return resp, nil
+	case PathConsistency:
+		var r ConsistencyRequest
+		if err := json.Unmarshal(data, &r); err != nil {
+			return nil, err
+		}
+		if r.Size2 > s.logSize() {
+			return nil, notFound("log size %d is beyond the committed size %d", r.Size2, s.logSize())
+		}
+		p, err := s.log.ConsistencyProof(r.Size1, r.Size2)
+		if err != nil {
+			return nil, err
+		}
+		return nonNil(p), nil
+	case PathState:
+		var r StateRequest
+		if err := json.Unmarshal(data, &r); err != nil {
+			return nil, err
+		}
+		h, err := a.at(r.Height)
+		if err != nil {
+			return nil, err
+		}
+		size, logRoot, regRoot, err := s.roots(h)
+		if err != nil {
+			return nil, err
+		}
+		return State{Height: h, LogSize: size, LogRoot: logRoot, RegistryRoot: regRoot, AppHash: merkle.AppHash(size, logRoot, regRoot)}, nil
+	}
+	return nil, &queryError{CodeBadRequest, fmt.Sprintf("unknown query path %q", path)}
+}
+
+func nonNil(p []merkle.Hash) []merkle.Hash {
+	if p == nil {
+		return []merkle.Hash{}
+	}
+	return p
+}

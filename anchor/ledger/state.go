@@ -1,0 +1,308 @@
+package ledger
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sort"
+
+	dbm "github.com/cometbft/cometbft-db"
+
+	"github.com/anchorline/anchorline/anchor/merkle"
+	"github.com/anchorline/anchorline/schemas/entry"
+	"github.com/anchorline/anchorline/schemas/reading"
+)
+
+// Keys of the app's database.
+var (
+	keyHeight = []byte("meta/height") // last committed height, uint64 BE
+	keyAdmins = []byte("meta/admins") // concatenated 32-byte admin keys
+	prefEntry = []byte("e/")          // e/<index BE> = height BE || entry bytes
+	prefDev   = []byte("d/")          // d/<device> 0x00 <height BE> = record bytes
+)
+
+func u64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
+
+// version is a device record as of a height.
+type version struct {
+	height uint64
+	record []byte
+	rec    entry.Record
+}
+
+// state is the app's committed state, all of it in memory (rebuilt from the database on open).
+type state struct {
+	height  uint64
+	admins  []ed25519.PublicKey
+	log     merkle.Tree
+	heights []uint64             // block height of each log entry
+	byLeaf  map[merkle.Hash]uint64 // log index of each entry leaf
+	anchors map[string]bool        // anchor ids in the log
+	devices map[string][]version   // each device's record history, oldest first
+	order   []string               // device ids, sorted
+	regRoot merkle.Hash            // registry root at height
+}
+
+func newState() *state {
+	return &state{byLeaf: map[merkle.Hash]uint64{}, anchors: map[string]bool{}, devices: map[string][]version{}, regRoot: merkle.EmptyRoot()}
+}
+
+func loadState(db dbm.DB) (*state, error) {
+	s := newState()
+	b, err := db.Get(keyHeight)
+	if err != nil {
+		return nil, err
+	}
+	if len(b) == 8 {
+		s.height = binary.BigEndian.Uint64(b)
+	}
+	if b, err = db.Get(keyAdmins); err != nil {
+		return nil, err
+	}
+	for ; len(b) >= ed25519.PublicKeySize; b = b[ed25519.PublicKeySize:] {
+		s.admins = append(s.admins, ed25519.PublicKey(bytes.Clone(b[:ed25519.PublicKeySize])))
+	}
+	it, err := db.Iterator(prefEntry, prefixEnd(prefEntry))
+	if err != nil {
+		return nil, err
+	}
+	for ; it.Valid(); it.Next() {
+		v := it.Value()
+		if len(v) < 8 {
+			it.Close()
+			return nil, fmt.Errorf("ledger db: entry %x is truncated", it.Key())
+		}
+		if err := s.appendEntry(binary.BigEndian.Uint64(v[:8]), bytes.Clone(v[8:]), false); err != nil {
+			it.Close()
+			return nil, fmt.Errorf("ledger db: %w", err)
+		}
+	}
+	it.Close()
+	it, err = db.Iterator(prefDev, prefixEnd(prefDev))
+	if err != nil {
+		return nil, err
+	}
+	for ; it.Valid(); it.Next() {
+		k := it.Key()[len(prefDev):]
+		i := bytes.IndexByte(k, 0)
+		if i < 0 || len(k) != i+9 {
+			it.Close()
+			return nil, fmt.Errorf("ledger db: bad device key %q", it.Key())
+		}
+		rec, err := entry.DecodeRecord(it.Value())
+		if err != nil {
+			it.Close()
+			return nil, fmt.Errorf("ledger db: %w", err)
+		}
+		s.setRecord(string(k[:i]), version{height: binary.BigEndian.Uint64(k[i+1:]), record: bytes.Clone(it.Value()), rec: rec})
+	}
+	it.Close()
+	s.regRoot, err = s.registryRoot(s.height)
+	return s, err
+}
+
+func prefixEnd(p []byte) []byte {
+	e := bytes.Clone(p)
+	e[len(e)-1]++
+	return e
+}
+
+// appendEntry records a committed entry; its leaf is appended to the tree unless inTree says
+// FinalizeBlock did already.
+func (s *state) appendEntry(height uint64, e []byte, inTree bool) error {
+	leaf := merkle.EntryLeaf(e)
+	dec, err := entry.Decode(e)
+	if err != nil {
+		return err
+	}
+	s.byLeaf[leaf] = uint64(len(s.heights))
+	if !inTree {
+		s.log.Append(leaf)
+	}
+	s.heights = append(s.heights, height)
+	if dec.Anchor != nil {
+		s.anchors[string(dec.Anchor.ID)] = true
+	}
+	return nil
+}
+
+func (s *state) setRecord(dev string, v version) {
+	if _, ok := s.devices[dev]; !ok {
+		i := sort.SearchStrings(s.order, dev)
+		s.order = append(s.order, "")
+		copy(s.order[i+1:], s.order[i:])
+		s.order[i] = dev
+	}
+	s.devices[dev] = append(s.devices[dev], v)
+}
+
+// logSizeAt is the number of entries committed in blocks up to height.
+func (s *state) logSizeAt(height uint64) uint64 {
+	return uint64(sort.Search(len(s.heights), func(i int) bool { return s.heights[i] > height }))
+}
+
+// recordAt returns a device's record as of height.
+func (s *state) recordAt(dev string, height uint64) (version, bool) {
+	vs := s.devices[dev]
+	i := sort.Search(len(vs), func(i int) bool { return vs[i].height > height })
+	if i == 0 {
+		return version{}, false
+	}
+	return vs[i-1], true
+}
+
+// registryAt returns the registry's sorted leaves as of height and the index of dev among them
+// (-1 if absent).
+func (s *state) registryAt(height uint64, dev string) ([]merkle.Hash, int) {
+	leaves := make([]merkle.Hash, 0, len(s.order))
+	idx := -1
+	for _, d := range s.order {
+		v, ok := s.recordAt(d, height)
+		if !ok {
+			continue
+		}
+		if d == dev {
+			idx = len(leaves)
+		}
+		leaves = append(leaves, merkle.LeafHash(v.record))
+	}
+	return leaves, idx
+}
+
+func (s *state) registryRoot(height uint64) (merkle.Hash, error) {
+	leaves, _ := s.registryAt(height, "")
+	if len(leaves) == 0 {
+		return merkle.EmptyRoot(), nil
+	}
+	return merkle.Root(leaves)
+}
+
+// roots returns the log size and root and the registry root as of height.
+func (s *state) roots(height uint64) (size uint64, logRoot, regRoot merkle.Hash, err error) {
+	size = s.logSizeAt(height)
+	logRoot = merkle.EmptyRoot()
+	if size > 0 {
+		if logRoot, err = s.log.RootAt(size); err != nil {
+			return
+		}
+	}
+	if height == s.height {
+		regRoot = s.regRoot
+	} else {
+		regRoot, err = s.registryRoot(height)
+	}
+	return
+}
+
+// logSize is the committed log size (the tree may hold a finalized block's leaves already).
+func (s *state) logSize() uint64 { return uint64(len(s.heights)) }
+
+func (s *state) appHash() (merkle.Hash, error) {
+	size, logRoot, regRoot, err := s.roots(s.height)
+	if err != nil {
+		return merkle.Hash{}, err
+	}
+	return merkle.AppHash(size, logRoot, regRoot), nil
+}
+
+// Codes of rejected transactions.
+const (
+	CodeOK           uint32 = 0
+	CodeMalformed    uint32 = 1
+	CodeUnauthorised uint32 = 2
+	CodeConflict     uint32 = 3
+)
+
+// txError is why a transaction is refused.
+type txError struct {
+	code uint32
+	msg  string
+}
+
+func (e *txError) Error() string { return e.msg }
+
+// staged is a block's changes on top of the committed state.
+type staged struct {
+	entries [][]byte
+	records map[string]version
+	anchors map[string]bool
+}
+
+// check validates an entry against the committed state plus the block's earlier changes.
+func (s *state) check(e []byte, st *staged) (entry.Entry, error) {
+	dec, err := entry.Decode(e)
+	if err != nil {
+		return dec, &txError{CodeMalformed, err.Error()}
+	}
+	if _, dup := s.byLeaf[merkle.EntryLeaf(e)]; dup {
+		return dec, &txError{CodeConflict, "entry is already in the log"}
+	}
+	if dec.Anchor != nil {
+		if s.anchors[string(dec.Anchor.ID)] || (st != nil && st.anchors[string(dec.Anchor.ID)]) {
+			return dec, &txError{CodeConflict, fmt.Sprintf("anchor %x is already in the log", dec.Anchor.ID)}
+		}
+		return dec, nil
+	}
+	if !s.isAdmin(dec.Admin()) {
+		return dec, &txError{CodeUnauthorised, fmt.Sprintf("%s of %s: key %x is not an admin of this ledger", dec.Type, dec.Device(), []byte(dec.Admin()))}
+	}
+	cur, known := s.recordAt(dec.Device(), s.height)
+	if st != nil {
+		if v, ok := st.records[dec.Device()]; ok {
+			cur, known = v, true
+		}
+	}
+	active := known && cur.rec.Status == entry.StatusActive
+	switch {
+	case dec.Register != nil && active:
+		return dec, &txError{CodeConflict, fmt.Sprintf("device %s is already registered (revoke it first to change its key)", dec.Device())}
+	case dec.Revoke != nil && !known:
+		return dec, &txError{CodeConflict, fmt.Sprintf("device %s is not registered", dec.Device())}
+	case dec.Revoke != nil && !active:
+		return dec, &txError{CodeConflict, fmt.Sprintf("device %s is already revoked", dec.Device())}
+	}
+	return dec, nil
+}
+
+func (s *state) isAdmin(k ed25519.PublicKey) bool {
+	for _, a := range s.admins {
+		if a.Equal(k) {
+			return true
+		}
+	}
+	return false
+}
+
+// stage adds a valid entry of the block at height to st.
+func (s *state) stage(st *staged, dec entry.Entry, e []byte, height uint64) error {
+	st.entries = append(st.entries, e)
+	switch {
+	case dec.Anchor != nil:
+		st.anchors[string(dec.Anchor.ID)] = true
+	case dec.Register != nil:
+		r := dec.Register
+		rec := entry.Record{Dev: r.Dev, Alg: reading.Alg(r.Alg), Key: r.Key, Status: entry.StatusActive, Height: height}
+		b, err := rec.Encode()
+		if err != nil {
+			return err
+		}
+		st.records[r.Dev] = version{height: height, record: b, rec: rec}
+	case dec.Revoke != nil:
+		prev, ok := st.records[dec.Revoke.Dev]
+		if !ok {
+			prev, _ = s.recordAt(dec.Revoke.Dev, s.height)
+		}
+		rec := prev.rec
+		rec.Status, rec.Height = entry.StatusRevoked, height
+		b, err := rec.Encode()
+		if err != nil {
+			return err
+		}
+		st.records[dec.Revoke.Dev] = version{height: height, record: b, rec: rec}
+	default:
+		return errors.New("ledger: entry of no known type")
+	}
+	return nil
+}

@@ -1,0 +1,209 @@
+package node
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	cfg "github.com/cometbft/cometbft/config"
+	cmtlog "github.com/cometbft/cometbft/libs/log"
+	cmtnode "github.com/cometbft/cometbft/node"
+	"github.com/cometbft/cometbft/p2p"
+	"github.com/cometbft/cometbft/privval"
+	"github.com/cometbft/cometbft/proxy"
+	rpcclient "github.com/cometbft/cometbft/rpc/client"
+	"github.com/cometbft/cometbft/rpc/client/local"
+	"github.com/cometbft/cometbft/types"
+
+	"github.com/anchorline/anchorline/anchor/ledger"
+)
+
+// Config describes a node.
+type Config struct {
+	Home          string // config/, data/ (CometBFT) and app/ (the ledger's state) live here
+	ChainID       string // of a new chain; an existing home keeps its own
+	RPCAddr       string // host:port of the RPC listener; "" for none
+	TimeoutCommit time.Duration
+	Admins        []ed25519.PublicKey // written into the genesis of a new chain
+	Logger        *slog.Logger
+}
+
+// Node is a running node.
+type Node struct {
+	node   *cmtnode.Node
+	app    *ledger.App
+	rpc    rpcclient.Client
+	client *ledger.Client
+}
+
+// Start creates the home on first start and starts the node; it returns once the node runs.
+func Start(ctx context.Context, c Config) (*Node, error) {
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	conf := cfg.DefaultConfig()
+	conf.SetRoot(c.Home)
+	conf.Moniker = "anchorline"
+	conf.Consensus.TimeoutCommit = c.TimeoutCommit
+	if conf.Consensus.TimeoutCommit <= 0 {
+		conf.Consensus.TimeoutCommit = 100 * time.Millisecond
+	}
+	conf.Consensus.TimeoutPropose = time.Second
+	conf.Consensus.CreateEmptyBlocks = true
+	conf.Consensus.CreateEmptyBlocksInterval = time.Second // idle: one block a second; a tx block's app hash follows at once
+	conf.RPC.ListenAddress = ""
+	if c.RPCAddr != "" {
+		conf.RPC.ListenAddress = "tcp://" + c.RPCAddr
+	}
+	conf.RPC.GRPCListenAddress = ""
+	conf.RPC.PprofListenAddress = ""
+	conf.P2P.ListenAddress = "tcp://127.0.0.1:0"
+	conf.P2P.PexReactor = false
+	conf.P2P.Seeds, conf.P2P.PersistentPeers = "", ""
+	conf.Instrumentation.Prometheus = false
+	conf.TxIndex.Indexer = "null" // the app answers inclusion queries itself
+	conf.Mempool.Size = 10_000
+	conf.Storage.DiscardABCIResponses = true
+
+	if err := initHome(conf, c); err != nil {
+		return nil, err
+	}
+	nodeKey, err := p2p.LoadOrGenNodeKey(conf.NodeKeyFile())
+	if err != nil {
+		return nil, fmt.Errorf("ledger node key: %w", err)
+	}
+	// privval.LoadFilePV exits the process on a bad file: initHome made sure both exist.
+	pv := privval.LoadFilePV(conf.PrivValidatorKeyFile(), conf.PrivValidatorStateFile())
+
+	app, err := ledger.OpenApp(filepath.Join(c.Home, "app"), c.Logger)
+	if err != nil {
+		return nil, err
+	}
+	n, err := cmtnode.NewNodeWithContext(ctx, conf, pv, nodeKey, proxy.NewLocalClientCreator(app),
+		cmtnode.DefaultGenesisDocProviderFunc(conf), cfg.DefaultDBProvider,
+		cmtnode.DefaultMetricsProvider(conf.Instrumentation), newLogger(c.Logger))
+	if err != nil {
+		app.Close()
+		return nil, fmt.Errorf("ledger node: %w", err)
+	}
+	if err := n.Start(); err != nil {
+		app.Close()
+		return nil, fmt.Errorf("ledger node: start: %w", err)
+	}
+	rpc := local.New(n)
+	return &Node{node: n, app: app, rpc: rpc, client: ledger.NewClient(rpc)}, nil
+}
+
+// initHome writes config, keys and genesis of a new home; an existing home is left as it is.
+func initHome(conf *cfg.Config, c Config) error {
+	for _, d := range []string{filepath.Join(c.Home, "config"), filepath.Join(c.Home, "data"), filepath.Join(c.Home, "app")} {
+		if err := os.MkdirAll(d, 0o750); err != nil {
+			return fmt.Errorf("ledger home: %w", err)
+		}
+	}
+	keyFile, stateFile := conf.PrivValidatorKeyFile(), conf.PrivValidatorStateFile()
+	_, errKey := os.Stat(keyFile)
+	_, errState := os.Stat(stateFile)
+	switch {
+	case errors.Is(errKey, fs.ErrNotExist) && errors.Is(errState, fs.ErrNotExist):
+		privval.GenFilePV(keyFile, stateFile).Save()
+	case errKey != nil || errState != nil:
+		return fmt.Errorf("ledger home %s: validator key or state file missing or unreadable (%v, %v); restore both or start a new home", c.Home, errKey, errState)
+	}
+	if _, err := os.Stat(conf.GenesisFile()); err == nil {
+		return nil
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("ledger genesis: %w", err)
+	}
+	pv := privval.LoadFilePV(keyFile, stateFile)
+	pub, err := pv.GetPubKey()
+	if err != nil {
+		return err
+	}
+	g := ledger.Genesis{}
+	for _, a := range c.Admins {
+		g.Admins = append(g.Admins, hex.EncodeToString(a))
+	}
+	appState, err := json.Marshal(g)
+	if err != nil {
+		return err
+	}
+	if c.ChainID == "" {
+		return errors.New("ledger: chain id must not be empty (ledger.chain_id)")
+	}
+	doc := &types.GenesisDoc{
+		ChainID:         c.ChainID,
+		GenesisTime:     time.Now().UTC(),
+		ConsensusParams: types.DefaultConsensusParams(),
+		Validators:      []types.GenesisValidator{{Address: pub.Address(), PubKey: pub, Power: 10, Name: "anchorline"}},
+		AppState:        appState,
+	}
+	if err := doc.ValidateAndComplete(); err != nil {
+		return fmt.Errorf("ledger genesis: %w", err)
+	}
+	return doc.SaveAs(conf.GenesisFile())
+}
+
+// Client returns a ledger client talking to this node in-process.
+func (n *Node) Client() *ledger.Client { return n.client }
+
+// RPC returns the in-process RPC client.
+func (n *Node) RPC() rpcclient.Client { return n.rpc }
+
+// Stop stops the node and closes the app's state.
+func (n *Node) Stop() error {
+	var err error
+	if n.node.IsRunning() {
+		err = n.node.Stop()
+		n.node.Wait()
+	}
+	return errors.Join(err, n.app.Close())
+}
+
+// Trust returns what auditors pin: the chain id and the current validator set (canonical form).
+func Trust(ctx context.Context, c *ledger.Client) (string, *types.ValidatorSet, error) {
+	chainID, err := c.ChainID(ctx)
+	if err != nil {
+		return "", nil, err
+	}
+	h, err := c.Height(ctx)
+	if err != nil {
+		return "", nil, err
+	}
+	vals, err := c.Validators(ctx, max(h, 1))
+	if err != nil {
+		return "", nil, err
+	}
+	return chainID, vals, nil
+}
+
+// slogger adapts CometBFT's logger to slog. CometBFT is chatty: its info is our debug, and
+// errors that are part of a normal shutdown are debug too.
+type slogger struct{ l *slog.Logger }
+
+func newLogger(l *slog.Logger) cmtlog.Logger { return slogger{l.With("component", "cometbft")} }
+
+func (s slogger) Debug(string, ...any) {}
+
+func (s slogger) Info(msg string, kv ...any) { s.l.Debug(msg, kv...) }
+
+func (s slogger) Error(msg string, kv ...any) {
+	for _, quiet := range []string{"Stopping", "stopped", "closed", "Error stopping", "use of closed", "connection reset", "already stopped"} {
+		if strings.Contains(msg, quiet) || strings.Contains(fmt.Sprint(kv...), quiet) {
+			s.l.Debug(msg, kv...)
+			return
+		}
+	}
+	s.l.Warn(msg, kv...)
+}
+
+func (s slogger) With(kv ...any) cmtlog.Logger { return slogger{s.l.With(kv...)} }
