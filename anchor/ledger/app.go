@@ -9,8 +9,8 @@ import (
 	"log/slog"
 	"sync"
 
-	abci "github.com/cometbft/cometbft/abci/types"
 	dbm "github.com/cometbft/cometbft-db"
+	abci "github.com/cometbft/cometbft/abci/types"
 
 	"github.com/anchorline/anchorline/anchor/merkle"
 )

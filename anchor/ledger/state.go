@@ -37,7 +37,7 @@ type state struct {
 	height  uint64
 	admins  []ed25519.PublicKey
 	log     merkle.Tree
-	heights []uint64             // block height of each log entry
+	heights []uint64               // block height of each log entry
 	byLeaf  map[merkle.Hash]uint64 // log index of each entry leaf
 	anchors map[string]bool        // anchor ids in the log
 	devices map[string][]version   // each device's record history, oldest first
