@@ -1,0 +1,147 @@
+package proof
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	cmtjson "github.com/cometbft/cometbft/libs/json"
+	"github.com/cometbft/cometbft/types"
+
+	"github.com/anchorline/anchorline/anchor/merkle"
+	"github.com/anchorline/anchorline/schemas/bundle"
+	"github.com/anchorline/anchorline/schemas/entry"
+)
+
+// AnchorBatch is one batch of an anchor, in anchor order.
+type AnchorBatch struct {
+	ID   [16]byte
+	Size uint64
+	Root merkle.Hash
+}
+
+// Parts are what Build assembles; the services layer fetches them from ClickHouse and the ledger.
+type Parts struct {
+	Raw         []byte // the reading, as received
+	Device      string
+	Seq         uint64
+	BatchID     [16]byte
+	BatchLeaves []merkle.Hash // the batch's leaves in leaf_index order
+	LeafIndex   uint64
+
+	AnchorID      [16]byte
+	AnchorBatches []AnchorBatch
+	BatchIndex    uint64
+
+	ChainID      string
+	Entry        []byte // the anchor entry
+	LogIndex     uint64
+	LogSize      uint64
+	LogPath      []merkle.Hash
+	LogRoot      merkle.Hash
+	RegistryRoot merkle.Hash
+
+	Record        []byte // the device's registry record in the same state
+	RegistryIndex uint64
+	RegistrySize  uint64
+	RegistryPath  []merkle.Hash
+
+	LightBlock *types.LightBlock // whose header's app hash commits the state above
+}
+
+// ErrInconsistent means the parts do not fit together (stored data and ledger disagree).
+var ErrInconsistent = errors.New("proof: parts are inconsistent")
+
+func hexes(hs []merkle.Hash) []bundle.Hex {
+	out := make([]bundle.Hex, len(hs))
+	for i, h := range hs {
+		out[i] = bytes.Clone(h[:])
+	}
+	return out
+}
+
+// Build assembles a bundle: it computes the batch and anchor paths and roots itself and checks
+// that the parts fit together before anyone relies on the result.
+func Build(p Parts) (*bundle.Bundle, error) {
+	if p.LeafIndex >= uint64(len(p.BatchLeaves)) || p.BatchLeaves[p.LeafIndex] != merkle.ReadingLeaf(p.Raw) {
+		return nil, fmt.Errorf("%w: the reading is not leaf %d of its batch", ErrInconsistent, p.LeafIndex)
+	}
+	batchRoot, err := merkle.Root(p.BatchLeaves)
+	if err != nil {
+		return nil, err
+	}
+	batchPath, err := merkle.InclusionPath(p.BatchLeaves, p.LeafIndex)
+	if err != nil {
+		return nil, err
+	}
+	if p.BatchIndex >= uint64(len(p.AnchorBatches)) {
+		return nil, fmt.Errorf("%w: batch index %d of %d", ErrInconsistent, p.BatchIndex, len(p.AnchorBatches))
+	}
+	ab := p.AnchorBatches[p.BatchIndex]
+	if ab.ID != p.BatchID || ab.Root != batchRoot || ab.Size != uint64(len(p.BatchLeaves)) {
+		return nil, fmt.Errorf("%w: the batch recorded in the anchor (size %d, root %s) is not the stored batch (size %d, root %s)",
+			ErrInconsistent, ab.Size, ab.Root, len(p.BatchLeaves), batchRoot)
+	}
+	leaves := make([]merkle.Hash, len(p.AnchorBatches))
+	for i, b := range p.AnchorBatches {
+		leaves[i] = merkle.AnchorLeaf(b.ID, b.Size, b.Root)
+	}
+	anchorRoot, err := merkle.Root(leaves)
+	if err != nil {
+		return nil, err
+	}
+	anchorPath, err := merkle.InclusionPath(leaves, p.BatchIndex)
+	if err != nil {
+		return nil, err
+	}
+	e, err := entry.Decode(p.Entry)
+	if err != nil || e.Anchor == nil || !bytes.Equal(e.Anchor.ID, p.AnchorID[:]) || !bytes.Equal(e.Anchor.Root, anchorRoot[:]) {
+		return nil, fmt.Errorf("%w: the ledger entry is not anchor %x with root %s (%v)", ErrInconsistent, p.AnchorID, anchorRoot, err)
+	}
+	rec, err := entry.DecodeRecord(p.Record)
+	if err != nil {
+		return nil, fmt.Errorf("%w: device record: %w", ErrInconsistent, err)
+	}
+	if p.LightBlock == nil || p.LightBlock.SignedHeader == nil || p.LightBlock.ValidatorSet == nil {
+		return nil, fmt.Errorf("%w: no light block", ErrInconsistent)
+	}
+	want := merkle.AppHash(p.LogSize, p.LogRoot, p.RegistryRoot)
+	if !bytes.Equal(p.LightBlock.Header.AppHash, want[:]) {
+		return nil, fmt.Errorf("%w: the header at %d does not commit this log and registry", ErrInconsistent, p.LightBlock.Height)
+	}
+	vals, err := canonicalValidators(p.LightBlock.ValidatorSet.Validators)
+	if err != nil {
+		return nil, err
+	}
+	lb, err := cmtjson.Marshal(&types.LightBlock{SignedHeader: p.LightBlock.SignedHeader, ValidatorSet: vals})
+	if err != nil {
+		return nil, err
+	}
+	return &bundle.Bundle{
+		Format:  bundle.Format,
+		Reading: bundle.Reading{Device: p.Device, Seq: p.Seq, Raw: p.Raw},
+		Device: bundle.Device{ID: rec.Dev, Alg: string(rec.Alg), PublicKey: rec.Key, Status: string(rec.Status), Height: rec.Height,
+			Record: p.Record, RegistryIndex: p.RegistryIndex, RegistrySize: p.RegistrySize, RegistryPath: hexes(p.RegistryPath)},
+		Batch:  bundle.Batch{ID: bytes.Clone(p.BatchID[:]), Size: uint64(len(p.BatchLeaves)), LeafIndex: p.LeafIndex, Path: hexes(batchPath), Root: bytes.Clone(batchRoot[:])},
+		Anchor: bundle.Anchor{ID: bytes.Clone(p.AnchorID[:]), Batches: uint64(len(leaves)), BatchIndex: p.BatchIndex, Path: hexes(anchorPath), Root: bytes.Clone(anchorRoot[:])},
+		Ledger: bundle.Ledger{ChainID: p.ChainID, Height: p.LightBlock.Height, Entry: p.Entry, LogIndex: p.LogIndex, LogSize: p.LogSize,
+			LogPath: hexes(p.LogPath), LogRoot: bytes.Clone(p.LogRoot[:]), RegistryRoot: bytes.Clone(p.RegistryRoot[:]), LightBlock: lb},
+	}, nil
+}
+
+// TrustFile encodes the trust file for a chain and its validator set.
+func TrustFile(chainID string, vals *types.ValidatorSet) ([]byte, error) {
+	canon, err := canonicalValidators(vals.Validators)
+	if err != nil {
+		return nil, err
+	}
+	raw, err := cmtjson.Marshal(canon.Validators)
+	if err != nil {
+		return nil, err
+	}
+	t := bundle.Trust{Format: bundle.TrustFormat, ChainID: chainID, Validators: raw}
+	return t.Marshal()
+}
+
+func compactJSON(dst *bytes.Buffer, src []byte) error { return json.Compact(dst, src) }

@@ -1,0 +1,325 @@
+package proof
+
+import (
+	"bytes"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+
+	cmtjson "github.com/cometbft/cometbft/libs/json"
+	"github.com/cometbft/cometbft/types"
+
+	"github.com/anchorline/anchorline/anchor/merkle"
+	"github.com/anchorline/anchorline/schemas/bundle"
+	"github.com/anchorline/anchorline/schemas/entry"
+	"github.com/anchorline/anchorline/schemas/reading"
+)
+
+// ErrVerify wraps every verification failure.
+var ErrVerify = errors.New("proof: verification failed")
+
+// Step is one verification step and its outcome.
+type Step struct {
+	Name   string
+	OK     bool
+	Detail string
+}
+
+// Report lists the steps verification went through; it stops at the first that fails.
+type Report struct {
+	Steps []Step
+}
+
+// Print writes one line per step.
+func (r Report) Print(w io.Writer) {
+	for _, s := range r.Steps {
+		mark := "✓"
+		if !s.OK {
+			mark = "✗"
+		}
+		fmt.Fprintf(w, "%s %-18s %s\n", mark, s.Name, s.Detail)
+	}
+}
+
+// verifier runs the steps, recording each.
+type verifier struct {
+	r   Report
+	err error
+}
+
+func (v *verifier) step(name string, f func() (string, error)) bool {
+	if v.err != nil {
+		return false
+	}
+	detail, err := f()
+	if err != nil {
+		v.r.Steps = append(v.r.Steps, Step{Name: name, Detail: err.Error()})
+		v.err = fmt.Errorf("%w: %s: %w", ErrVerify, name, err)
+		return false
+	}
+	v.r.Steps = append(v.r.Steps, Step{Name: name, OK: true, Detail: detail})
+	return true
+}
+
+func hash(h bundle.Hex, what string) (merkle.Hash, error) {
+	if len(h) != merkle.Size {
+		return merkle.Hash{}, fmt.Errorf("%s is %d bytes, want %d", what, len(h), merkle.Size)
+	}
+	return merkle.HashFromBytes(h)
+}
+
+func path(p []bundle.Hex, what string) ([]merkle.Hash, error) {
+	out := make([]merkle.Hash, len(p))
+	for i, h := range p {
+		var err error
+		if out[i], err = hash(h, fmt.Sprintf("%s[%d]", what, i)); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+func short(b []byte) string {
+	s := hex.EncodeToString(b)
+	if len(s) > 16 {
+		return s[:16] + "…"
+	}
+	return s
+}
+
+// Verify checks a proof bundle offline against a trust file. It returns the report of every
+// step it ran and an error wrapping ErrVerify unless all of them hold.
+func Verify(bundleJSON, trustJSON []byte) (Report, error) {
+	v := &verifier{}
+	var b *bundle.Bundle
+	var trusted *types.ValidatorSet
+	var chainID string
+	v.step("bundle", func() (string, error) {
+		var err error
+		b, err = bundle.Parse(bundleJSON)
+		if err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("%s, canonical encoding (%d bytes)", b.Format, len(bundleJSON)), nil
+	})
+	v.step("trust", func() (string, error) {
+		t, err := bundle.ParseTrust(trustJSON)
+		if err != nil {
+			return "", err
+		}
+		if trusted, err = parseValidators(t.Validators); err != nil {
+			return "", err
+		}
+		chainID = t.ChainID
+		return fmt.Sprintf("chain %s, %d validators, set %X", chainID, trusted.Size(), trusted.Hash()), nil
+	})
+	var msg *reading.Message
+	var pub reading.PublicKey
+	v.step("reading signature", func() (string, error) {
+		var err error
+		if msg, err = reading.Decode(b.Reading.Raw); err != nil {
+			return "", err
+		}
+		if msg.Reading.Device != b.Reading.Device || msg.Reading.Seq != b.Reading.Seq {
+			return "", fmt.Errorf("raw is %s seq %d, the bundle says %s seq %d", msg.Reading.Device, msg.Reading.Seq, b.Reading.Device, b.Reading.Seq)
+		}
+		if b.Device.ID != msg.Reading.Device {
+			return "", fmt.Errorf("device record is for %s, the reading is from %s", b.Device.ID, msg.Reading.Device)
+		}
+		alg, err := reading.ParseAlg(b.Device.Alg)
+		if err != nil {
+			return "", err
+		}
+		if pub, err = reading.ParsePublicKey(alg, b.Device.PublicKey); err != nil {
+			return "", err
+		}
+		if err := msg.Verify(pub); err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("%s seq %d, %s signature under key %s", msg.Reading.Device, msg.Reading.Seq, alg, short(pub.Key)), nil
+	})
+	var regRoot merkle.Hash
+	v.step("device record", func() (string, error) {
+		rec, err := entry.DecodeRecord(b.Device.Record)
+		if err != nil {
+			return "", err
+		}
+		if rec.Dev != b.Device.ID || string(rec.Alg) != b.Device.Alg || !bytes.Equal(rec.Key, b.Device.PublicKey) ||
+			string(rec.Status) != b.Device.Status || rec.Height != b.Device.Height {
+			return "", errors.New("the record's bytes do not say what the device fields say")
+		}
+		if rec.Status != entry.StatusActive {
+			return "", fmt.Errorf("device %s is %s (since height %d)", rec.Dev, rec.Status, rec.Height)
+		}
+		if regRoot, err = hash(b.Ledger.RegistryRoot, "ledger.registry_root"); err != nil {
+			return "", err
+		}
+		p, err := path(b.Device.RegistryPath, "device.registry_path")
+		if err != nil {
+			return "", err
+		}
+		if err := merkle.VerifyInclusion(b.Device.RegistryIndex, b.Device.RegistrySize, merkle.LeafHash(b.Device.Record), p, regRoot); err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("%s active since height %d, record %d of %d in registry %s", rec.Dev, rec.Height, b.Device.RegistryIndex, b.Device.RegistrySize, short(regRoot[:])), nil
+	})
+	var batchRoot merkle.Hash
+	v.step("batch", func() (string, error) {
+		var err error
+		if batchRoot, err = hash(b.Batch.Root, "batch.root"); err != nil {
+			return "", err
+		}
+		p, err := path(b.Batch.Path, "batch.path")
+		if err != nil {
+			return "", err
+		}
+		if len(b.Batch.ID) != 16 {
+			return "", fmt.Errorf("batch.id is %d bytes, want 16", len(b.Batch.ID))
+		}
+		if err := merkle.VerifyInclusion(b.Batch.LeafIndex, b.Batch.Size, merkle.ReadingLeaf(b.Reading.Raw), p, batchRoot); err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("leaf %d of %d in batch %s, root %s", b.Batch.LeafIndex, b.Batch.Size, hex.EncodeToString(b.Batch.ID), short(batchRoot[:])), nil
+	})
+	var anchorRoot merkle.Hash
+	v.step("anchor", func() (string, error) {
+		var err error
+		if anchorRoot, err = hash(b.Anchor.Root, "anchor.root"); err != nil {
+			return "", err
+		}
+		p, err := path(b.Anchor.Path, "anchor.path")
+		if err != nil {
+			return "", err
+		}
+		var id [16]byte
+		copy(id[:], b.Batch.ID)
+		leaf := merkle.AnchorLeaf(id, b.Batch.Size, batchRoot)
+		if err := merkle.VerifyInclusion(b.Anchor.BatchIndex, b.Anchor.Batches, leaf, p, anchorRoot); err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("batch %d of %d in anchor %s, root %s", b.Anchor.BatchIndex, b.Anchor.Batches, hex.EncodeToString(b.Anchor.ID), short(anchorRoot[:])), nil
+	})
+	v.step("anchor entry", func() (string, error) {
+		e, err := entry.Decode(b.Ledger.Entry)
+		if err != nil {
+			return "", err
+		}
+		a := e.Anchor
+		if a == nil {
+			return "", fmt.Errorf("the ledger entry is a %s, not an anchor", e.Type)
+		}
+		if !bytes.Equal(a.ID, b.Anchor.ID) || !bytes.Equal(a.Root, anchorRoot[:]) || a.Batches != b.Anchor.Batches {
+			return "", errors.New("the entry commits a different anchor id, root or batch count")
+		}
+		return fmt.Sprintf("anchor of %d batches, %d readings", a.Batches, a.Readings), nil
+	})
+	var logRoot merkle.Hash
+	v.step("ledger log", func() (string, error) {
+		var err error
+		if logRoot, err = hash(b.Ledger.LogRoot, "ledger.log_root"); err != nil {
+			return "", err
+		}
+		p, err := path(b.Ledger.LogPath, "ledger.log_path")
+		if err != nil {
+			return "", err
+		}
+		if err := merkle.VerifyInclusion(b.Ledger.LogIndex, b.Ledger.LogSize, merkle.EntryLeaf(b.Ledger.Entry), p, logRoot); err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("entry %d of %d in log %s", b.Ledger.LogIndex, b.Ledger.LogSize, short(logRoot[:])), nil
+	})
+	var lb *types.LightBlock
+	v.step("app hash", func() (string, error) {
+		var err error
+		if lb, err = parseLightBlock(b.Ledger.LightBlock); err != nil {
+			return "", err
+		}
+		want := merkle.AppHash(b.Ledger.LogSize, logRoot, regRoot)
+		if !bytes.Equal(lb.Header.AppHash, want[:]) {
+			return "", fmt.Errorf("header app hash %X, the log and registry give %X", lb.Header.AppHash, want[:])
+		}
+		return fmt.Sprintf("%X at height %d commits log size, log root and registry root", want[:], lb.Height), nil
+	})
+	v.step("signed header", func() (string, error) {
+		if lb.ChainID != chainID || b.Ledger.ChainID != chainID {
+			return "", fmt.Errorf("chain %q (header) / %q (bundle), the trust file is for %q", lb.ChainID, b.Ledger.ChainID, chainID)
+		}
+		if lb.Height != b.Ledger.Height {
+			return "", fmt.Errorf("header height %d, the bundle says %d", lb.Height, b.Ledger.Height)
+		}
+		if err := lb.ValidateBasic(chainID); err != nil {
+			return "", err
+		}
+		if !bytes.Equal(trusted.Hash(), lb.Header.ValidatorsHash) {
+			return "", fmt.Errorf("header is signed by validator set %X, the trust file pins %X", lb.Header.ValidatorsHash, trusted.Hash())
+		}
+		if err := trusted.VerifyCommitLightAllSignatures(chainID, lb.Commit.BlockID, lb.Height, lb.Commit); err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("block %d of %s committed by the trusted validators (%d signatures)", lb.Height, chainID, len(lb.Commit.Signatures)), nil
+	})
+	return v.r, v.err
+}
+
+// canonicalValidators returns vals with proposer priorities zeroed and the proposer chosen from
+// that: what ledger.Client.Validators serves, and the only form a bundle or trust file may hold.
+func canonicalValidators(vals []*types.Validator) (*types.ValidatorSet, error) {
+	cp := make([]*types.Validator, len(vals))
+	for i, v := range vals {
+		if v == nil {
+			return nil, errors.New("nil validator")
+		}
+		c := *v
+		c.ProposerPriority = 0
+		cp[i] = &c
+	}
+	return types.ValidatorSetFromExistingValidators(cp)
+}
+
+func parseValidators(raw []byte) (*types.ValidatorSet, error) {
+	var vals []*types.Validator
+	if err := cmtjson.Unmarshal(raw, &vals); err != nil {
+		return nil, fmt.Errorf("trust file validators: %w", err)
+	}
+	if len(vals) == 0 {
+		return nil, errors.New("trust file has no validators")
+	}
+	set, err := canonicalValidators(vals)
+	if err != nil {
+		return nil, fmt.Errorf("trust file validators: %w", err)
+	}
+	if err := set.ValidateBasic(); err != nil {
+		return nil, fmt.Errorf("trust file validators: %w", err)
+	}
+	return set, nil
+}
+
+// parseLightBlock decodes CometBFT's JSON of a light block and requires it to be exactly the
+// canonical encoding of what it decodes to, so that no byte of it goes unchecked.
+func parseLightBlock(raw []byte) (*types.LightBlock, error) {
+	var lb types.LightBlock
+	if err := cmtjson.Unmarshal(raw, &lb); err != nil {
+		return nil, fmt.Errorf("light_block: %w", err)
+	}
+	if lb.SignedHeader == nil || lb.Header == nil || lb.Commit == nil || lb.ValidatorSet == nil {
+		return nil, errors.New("light_block: signed header, commit and validator set are required")
+	}
+	canon, err := canonicalValidators(lb.ValidatorSet.Validators)
+	if err != nil {
+		return nil, fmt.Errorf("light_block: %w", err)
+	}
+	lb.ValidatorSet = canon
+	again, err := cmtjson.Marshal(&lb)
+	if err != nil {
+		return nil, err
+	}
+	var compact bytes.Buffer
+	if err := compactJSON(&compact, raw); err != nil {
+		return nil, err
+	}
+	if !bytes.Equal(again, compact.Bytes()) {
+		return nil, errors.New("light_block: not in canonical form (a field that no signature covers was changed, or it was not produced by anchorline)")
+	}
+	return &lb, nil
+}

@@ -1,0 +1,81 @@
+package batch
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"time"
+
+	"github.com/anchorline/anchorline/anchor/merkle"
+	"github.com/anchorline/anchorline/pipeline/consume"
+	"github.com/anchorline/anchorline/pipeline/write"
+)
+
+// ErrEmpty is returned by Flush on an empty builder: an empty tree is not allowed.
+var ErrEmpty = errors.New("batch: nothing to flush")
+
+// Builder accumulates the readings of one batch.
+type Builder struct {
+	worker   string
+	readings []write.Reading
+	leaves   []merkle.Hash
+	first    time.Time // when the first reading was added
+}
+
+// New returns an empty builder whose batches name worker.
+func New(worker string, capacity int) *Builder {
+	return &Builder{worker: worker, readings: make([]write.Reading, 0, capacity), leaves: make([]merkle.Hash, 0, capacity)}
+}
+
+// Add appends a verified reading; its LeafIndex is set to its position.
+func (b *Builder) Add(r write.Reading) {
+	if len(b.readings) == 0 {
+		b.first = time.Now()
+	}
+	r.LeafIndex = uint32(len(b.readings))
+	b.readings = append(b.readings, r)
+	b.leaves = append(b.leaves, r.Leaf)
+}
+
+// Len is the number of readings in the batch.
+func (b *Builder) Len() int { return len(b.readings) }
+
+// Age is how long the oldest reading has waited; zero when empty.
+func (b *Builder) Age() time.Duration {
+	if len(b.readings) == 0 {
+		return 0
+	}
+	return time.Since(b.first)
+}
+
+// Flush closes the batch: it computes the root, returns the batch and its record, and empties
+// the builder.
+func (b *Builder) Flush(now time.Time) (*write.Batch, consume.BatchRecord, error) {
+	if len(b.readings) == 0 {
+		return nil, consume.BatchRecord{}, ErrEmpty
+	}
+	root, err := merkle.Root(b.leaves)
+	if err != nil {
+		return nil, consume.BatchRecord{}, err
+	}
+	out := &write.Batch{ID: NewID(now), Root: root, Created: now, Worker: b.worker, Readings: b.readings}
+	rec := consume.BatchRecord{ID: hex.EncodeToString(out.ID[:]), Root: root.String(), Size: len(b.readings),
+		TSMin: b.readings[0].TS, TSMax: b.readings[0].TS, Created: now.UnixMilli(), Worker: b.worker}
+	for _, r := range b.readings {
+		rec.TSMin, rec.TSMax = min(rec.TSMin, r.TS), max(rec.TSMax, r.TS)
+	}
+	b.readings = make([]write.Reading, 0, cap(b.readings))
+	b.leaves = b.leaves[:0]
+	return out, rec, nil
+}
+
+// NewID returns a time-ordered batch id: 6 bytes of Unix milliseconds, then 10 random bytes.
+func NewID(t time.Time) [16]byte {
+	var id [16]byte
+	var ms [8]byte
+	binary.BigEndian.PutUint64(ms[:], uint64(t.UnixMilli()))
+	copy(id[:6], ms[2:])
+	_, _ = rand.Read(id[6:]) // never fails
+	return id
+}

@@ -1,0 +1,4 @@
+// Package ingest is the ingest stage: it pulls readings from the shared durable consumer,
+// verifies them, writes good readings in batches and bad ones to the quarantine, publishes each
+// batch record for anchoring, and acknowledges a message only after all of that is durable.
+package ingest
