@@ -176,7 +176,7 @@ func (a *App) hashWith(st *staged, height uint64) (merkle.Hash, error) {
 			}
 		}
 		var err error
-		if regRoot, err = merkle.Root(leaves); err != nil {
+		if regRoot, err = merkle.RegistryFromLeaves(leaves); err != nil {
 			return merkle.Hash{}, err
 		}
 	}

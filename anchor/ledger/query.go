@@ -182,7 +182,7 @@ func (a *App) query(path string, data []byte) (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		root, err := merkle.Root(leaves)
+		root, err := merkle.RegistryFromLeaves(leaves)
 		if err != nil {
 			return nil, err
 		}

@@ -46,7 +46,7 @@ type state struct {
 }
 
 func newState() *state {
-	return &state{byLeaf: map[merkle.Hash]uint64{}, anchors: map[string]bool{}, devices: map[string][]version{}, regRoot: merkle.EmptyRoot()}
+	return &state{byLeaf: map[merkle.Hash]uint64{}, anchors: map[string]bool{}, devices: map[string][]version{}, regRoot: merkle.RegistryRoot(0, merkle.EmptyRoot())}
 }
 
 func loadState(db dbm.DB) (*state, error) {
@@ -173,10 +173,7 @@ func (s *state) registryAt(height uint64, dev string) ([]merkle.Hash, int) {
 
 func (s *state) registryRoot(height uint64) (merkle.Hash, error) {
 	leaves, _ := s.registryAt(height, "")
-	if len(leaves) == 0 {
-		return merkle.EmptyRoot(), nil
-	}
-	return merkle.Root(leaves)
+	return merkle.RegistryFromLeaves(leaves)
 }
 
 // roots returns the log size and root and the registry root as of height.

@@ -99,6 +99,38 @@ func AnchorLeaf(batchID [16]byte, size uint64, batchRoot Hash) Hash {
 // device registry start from it. Batches and anchors are never empty.
 func EmptyRoot() Hash { return sha256.Sum256(nil) }
 
+// registryDomain prefixes the registry root.
+const registryDomain = "anchorline/registry/v1"
+
+// RegistryRoot is the device registry's root: SHA-256("anchorline/registry/v1" || size (uint64
+// big-endian) || tree), where tree is the RFC 6962 hash of the records sorted by device id
+// (EmptyRoot for none). The size is inside the root because an inclusion proof alone does not
+// pin the tree size (leaf 0 of 6 and of 7 can share a path), and a proof bundle must not carry
+// a number that nothing commits.
+func RegistryRoot(size uint64, tree Hash) Hash {
+	h := sha256.New()
+	h.Write([]byte(registryDomain))
+	var n [8]byte
+	binary.BigEndian.PutUint64(n[:], size)
+	h.Write(n[:])
+	h.Write(tree[:])
+	var out Hash
+	h.Sum(out[:0])
+	return out
+}
+
+// RegistryFromLeaves is RegistryRoot over sorted record leaves.
+func RegistryFromLeaves(leaves []Hash) (Hash, error) {
+	if len(leaves) == 0 {
+		return RegistryRoot(0, EmptyRoot()), nil
+	}
+	tree, err := Root(leaves)
+	if err != nil {
+		return Hash{}, err
+	}
+	return RegistryRoot(uint64(len(leaves)), tree), nil
+}
+
 // appHashDomain prefixes the ledger app hash.
 const appHashDomain = "anchorline/ledger/v1"
 

@@ -64,3 +64,16 @@ func toBytes(hs []Hash) [][]byte {
 	}
 	return out
 }
+
+// VerifyRegistry checks that leaf is record index of a registry of size records whose root
+// (RegistryRoot) is root.
+func VerifyRegistry(index, size uint64, leaf Hash, path []Hash, root Hash) error {
+	tree, err := RootFromInclusion(index, size, leaf, path)
+	if err != nil {
+		return err
+	}
+	if got := RegistryRoot(size, tree); got != root {
+		return &RootMismatchError{Index: index, Size: size, Expected: root, Computed: got}
+	}
+	return nil
+}

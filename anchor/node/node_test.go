@@ -104,7 +104,7 @@ func TestLedger(t *testing.T) {
 		t.Fatalf("record %+v", dp.Record)
 	}
 	st := checkState(t, ctx, c, rcReg.Height)
-	if err := merkle.VerifyInclusion(dp.Index, dp.Size, merkle.LeafHash(dp.RecordBytes), dp.Path, st.RegistryRoot); err != nil {
+	if err := merkle.VerifyRegistry(dp.Index, dp.Size, merkle.LeafHash(dp.RecordBytes), dp.Path, st.RegistryRoot); err != nil {
 		t.Fatalf("registry proof: %v", err)
 	}
 	if _, err := c.Device(ctx, "nobody", 0); !errors.Is(err, ledger.ErrUnknownDevice) {

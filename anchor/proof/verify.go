@@ -159,7 +159,7 @@ func Verify(bundleJSON, trustJSON []byte) (Report, error) {
 		if err != nil {
 			return "", err
 		}
-		if err := merkle.VerifyInclusion(b.Device.RegistryIndex, b.Device.RegistrySize, merkle.LeafHash(b.Device.Record), p, regRoot); err != nil {
+		if err := merkle.VerifyRegistry(b.Device.RegistryIndex, b.Device.RegistrySize, merkle.LeafHash(b.Device.Record), p, regRoot); err != nil {
 			return "", err
 		}
 		return fmt.Sprintf("%s active since height %d, record %d of %d in registry %s", rec.Dev, rec.Height, b.Device.RegistryIndex, b.Device.RegistrySize, short(regRoot[:])), nil

@@ -38,7 +38,7 @@ func (r recorder) RecordAnchor(ctx context.Context, a anchoring.Anchor) error {
 
 // NewAnchoring builds the anchor service; streams and consumers are created if missing.
 func NewAnchoring(ctx context.Context, cfg config.Config, js jetstream.JetStream, st *store.Store, l *ledger.Client, log *slog.Logger) (*anchoring.Service, error) {
-	if err := consume.EnsureStreams(ctx, js, int32(cfg.Ingest.MaxSize), cfg.Ingest.MaxAckPending); err != nil {
+	if err := consume.EnsureStreams(ctx, js, cfg.Ingest.MaxAckPending); err != nil {
 		return nil, fmt.Errorf("anchoring: streams: %w", err)
 	}
 	return anchoring.New(js, l, recorder{st}, anchoring.Config{
