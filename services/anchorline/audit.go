@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sort"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -182,15 +184,44 @@ func statusCmd() *cobra.Command {
 			} else {
 				fmt.Fprintln(w, "last anchor:  none yet")
 			}
+			if t := st.Tables; t != nil {
+				fmt.Fprintf(w, "clickhouse:   %d readings, %d rejected, %d batches (%d not anchored yet), %d anchors\n",
+					t.Readings, t.Rejected, t.Batches, t.UnanchoredBatches, t.Anchors)
+			}
 			if st.Ingest != nil {
-				fmt.Fprintf(w, "ingest:       %v\n", st.Ingest)
+				fmt.Fprintf(w, "ingest:       %s\n", flat(st.Ingest))
 			}
 			if st.Anchoring != nil {
-				fmt.Fprintf(w, "anchoring:    %v\n", st.Anchoring)
+				fmt.Fprintf(w, "anchoring:    %s\n", flat(st.Anchoring))
 			}
 			return nil
 		},
 	}
 	c.Flags().DurationVar(&wait, "wait", 0, "first wait this long for the system to be ready")
 	return c
+}
+
+// flat prints a JSON object as sorted key=value pairs on one line.
+func flat(v any) string {
+	m, ok := v.(map[string]any)
+	if !ok {
+		return fmt.Sprint(v)
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, 0, len(keys))
+	for _, k := range keys {
+		switch x := m[k].(type) {
+		case map[string]any:
+			if len(x) > 0 {
+				parts = append(parts, k+"={"+flat(x)+"}")
+			}
+		default:
+			parts = append(parts, fmt.Sprintf("%s=%v", k, x))
+		}
+	}
+	return strings.Join(parts, " ")
 }

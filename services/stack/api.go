@@ -258,6 +258,11 @@ func (b *Backend) status(ctx context.Context) (api.Status, error) {
 	if st.Ledger.ChainID, err = b.Ledger.ChainID(ctx); err != nil {
 		return st, fmt.Errorf("ledger: %w", err)
 	}
+	ls, err := b.Ledger.State(ctx, 0)
+	if err != nil {
+		return st, fmt.Errorf("ledger: %w", err)
+	}
+	st.Ledger.LogSize = ls.LogSize
 	c, err := b.Store.Counts(ctx)
 	if err != nil {
 		return st, fmt.Errorf("clickhouse: %w", err)
@@ -266,7 +271,6 @@ func (b *Backend) status(ctx context.Context) (api.Status, error) {
 	if c.LastAnchor != nil {
 		v := anchorInfo(*c.LastAnchor, nil).AnchorInfo
 		st.LastAnchor = &v
-		st.Ledger.LogSize = c.LastAnchor.LogIndex + 1 // at least; device events also count
 	}
 	if b.IngestStats != nil {
 		st.Ingest = b.IngestStats()
