@@ -1,0 +1,215 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/anchorline/anchorline/anchor/merkle"
+	"github.com/anchorline/anchorline/pipeline/consume"
+	"github.com/anchorline/anchorline/pipeline/verify"
+	"github.com/anchorline/anchorline/pipeline/write"
+	"github.com/anchorline/anchorline/schemas/reading"
+)
+
+// flakyWriter keeps what it is given in memory, fails its first `fail` calls, and checks that
+// nothing covered by a write has been acknowledged before that write returned.
+type flakyWriter struct {
+	mu      sync.Mutex
+	fail    int
+	calls   int
+	batches []*write.Batch
+	rejects []write.Reject
+	cons    jetstream.Consumer
+	t       *testing.T
+}
+
+func (w *flakyWriter) attempt() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.calls++
+	if w.calls <= w.fail {
+		// Nothing has been written yet, so nothing may have been acknowledged.
+		if w.cons != nil {
+			info, err := w.cons.Info(context.Background())
+			if err != nil || info.AckFloor.Consumer != 0 {
+				w.t.Errorf("acknowledged before any write succeeded: %+v %v", info.AckFloor, err)
+			}
+		}
+		return errors.New("clickhouse: connection refused")
+	}
+	return nil
+}
+
+func (w *flakyWriter) WriteBatch(_ context.Context, b *write.Batch) error {
+	if err := w.attempt(); err != nil {
+		return err
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.batches = append(w.batches, b)
+	return nil
+}
+
+func (w *flakyWriter) WriteRejects(_ context.Context, rs []write.Reject) error {
+	if err := w.attempt(); err != nil {
+		return err
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.rejects = append(w.rejects, rs...)
+	return nil
+}
+
+func (w *flakyWriter) counts() (readings, rejects int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, b := range w.batches {
+		readings += len(b.Readings)
+	}
+	return readings, len(w.rejects)
+}
+
+func startNATS(t *testing.T) jetstream.JetStream {
+	t.Helper()
+	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Start()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats not ready")
+	}
+	t.Cleanup(srv.Shutdown)
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := consume.EnsureStreams(context.Background(), js, 1000); err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
+func TestIngestWritesThenAcks(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	js := startNATS(t)
+	keys := verify.NewKeys(nil)
+	var devs []*reading.Device
+	for i, alg := range []reading.Alg{reading.Ed25519, reading.ES256, reading.Ed25519} {
+		k, err := reading.GenerateKey(alg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := &reading.Device{ID: []string{"a", "b", "c"}[i], Key: k}
+		keys.Apply([]verify.Key{{Device: d.ID, Key: k.Public(), Height: 1}})
+		devs = append(devs, d)
+	}
+	cons, err := js.Consumer(ctx, consume.ReadingsStream, consume.IngestConsumer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &flakyWriter{fail: 3, t: t, cons: cons}
+	g := New(js, verify.New(keys, reading.MaxSize), w, Config{BatchSize: 25, FlushAge: 50 * time.Millisecond, PullBatch: 10, Worker: "t"},
+		slog.New(slog.NewTextHandler(io.Discard, nil)))
+
+	const per = 30
+	for range per {
+		for _, d := range devs {
+			raw, err := d.Next([]reading.Metric{{Name: "temp", Value: 1}}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			msg := nats.NewMsg(reading.Subject(d.ID))
+			msg.Data = raw
+			msg.Header.Set(jetstream.MsgIDHeader, reading.MsgID(d.ID, d.Seq))
+			if _, err := js.PublishMsg(ctx, msg); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, bad := range [][]byte{[]byte("junk"), {0xd2, 0x84}} {
+		if _, err := js.Publish(ctx, "iot.readings.x", bad); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- g.Run(runCtx) }()
+	for {
+		n, r := w.counts()
+		info, err := cons.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == per*len(devs) && r == 2 && info.NumAckPending == 0 && info.NumPending == 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("stored %d readings and %d rejects; %d pending, %d unacked", n, r, info.NumPending, info.NumAckPending)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+
+	// Every reading exactly once, batch roots recompute from the stored leaves, and each batch
+	// record is on BATCHES.
+	seen := map[string]bool{}
+	for _, b := range w.batches {
+		leaves := make([]merkle.Hash, len(b.Readings))
+		for i, r := range b.Readings {
+			key := reading.MsgID(r.Device, r.Seq)
+			if seen[key] || r.LeafIndex != uint32(i) || r.Leaf != reading.Leaf(r.Raw) {
+				t.Fatalf("reading %s stored twice or out of place", key)
+			}
+			seen[key] = true
+			leaves[i] = r.Leaf
+		}
+		root, _ := merkle.Root(leaves)
+		if root != b.Root {
+			t.Fatalf("batch %x root does not recompute", b.ID)
+		}
+	}
+	st, err := js.Stream(ctx, consume.BatchesStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != uint64(len(w.batches)) {
+		t.Fatalf("%d batch records for %d batches", info.State.Msgs, len(w.batches))
+	}
+	for _, r := range w.rejects {
+		if r.Reason != verify.BadCBOR || r.Subject != "iot.readings.x" || len(r.Raw) == 0 {
+			t.Fatalf("reject %+v", r)
+		}
+	}
+	s := g.Stats()
+	if s.Inserted != per*3 || s.Rejected != 2 || s.RejectedBy[verify.BadCBOR] != 2 || s.Retries < 3 || s.Received != per*3+2 {
+		t.Fatalf("stats %+v", s)
+	}
+	if err := g.Ready(); err != nil {
+		t.Fatalf("not ready after recovering: %v", err)
+	}
+}
