@@ -113,6 +113,11 @@ type vectors struct {
 		RegistryRoot string `json:"registry_root"`
 		AppHash      string `json:"app_hash"`
 	} `json:"app_hash"`
+	Registry struct {
+		Size uint64 `json:"size"`
+		Tree string `json:"tree"`
+		Root string `json:"root"`
+	} `json:"registry_root"`
 }
 
 func TestGoldenHashes(t *testing.T) {
@@ -146,6 +151,9 @@ func TestGoldenHashes(t *testing.T) {
 		v.AppHash.LogRoot = leaves[1].String()
 		v.AppHash.RegistryRoot = EmptyRoot().String()
 		v.AppHash.AppHash = AppHash(15, leaves[1], EmptyRoot()).String()
+		tree, _ := Root(leaves[:3])
+		v.Registry.Size, v.Registry.Tree = 3, tree.String()
+		v.Registry.Root = RegistryRoot(3, tree).String()
 		b, _ := json.MarshalIndent(v, "", "  ")
 		if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
 			t.Fatal(err)
@@ -189,5 +197,22 @@ func TestGoldenHashes(t *testing.T) {
 	manualApp := sha256.Sum256(append(append(append([]byte("anchorline/ledger/v1"), 0, 0, 0, 0, 0, 0, 0, 15), lr[:]...), rr[:]...))
 	if got := AppHash(v.AppHash.LogSize, lr, rr); got.String() != v.AppHash.AppHash || got != manualApp {
 		t.Errorf("app hash = %s, want %s", got, v.AppHash.AppHash)
+	}
+	tree, _ := ParseHash(v.Registry.Tree)
+	manualReg := sha256.Sum256(append(append([]byte("anchorline/registry/v1"), 0, 0, 0, 0, 0, 0, 0, 3), tree[:]...))
+	if got := RegistryRoot(v.Registry.Size, tree); got.String() != v.Registry.Root || got != manualReg {
+		t.Errorf("registry root = %s, want %s", got, v.Registry.Root)
+	}
+	if got, _ := RegistryFromLeaves(leaves[:3]); got.String() != v.Registry.Root {
+		t.Errorf("registry from leaves = %s, want %s", got, v.Registry.Root)
+	}
+	// A registry proof pins the size: leaf 0 of 3 does not verify as leaf 0 of 4.
+	regPath, _ := InclusionPath(leaves[:3], 0)
+	root, _ := ParseHash(v.Registry.Root)
+	if err := VerifyRegistry(0, 3, leaves[0], regPath, root); err != nil {
+		t.Errorf("registry proof: %v", err)
+	}
+	if err := VerifyRegistry(0, 4, leaves[0], regPath, root); !errors.Is(err, ErrProof) {
+		t.Errorf("registry proof with the wrong size: %v", err)
 	}
 }
