@@ -1,5 +1,3 @@
-// Command anchorline is the one binary of Anchorline: the services (dev, ingest, anchor,
-// ledger, api), the device tools, and the auditor's proof and verify commands.
 package main
 
 import (
