@@ -115,8 +115,9 @@ func ingestCmd() *cobra.Command {
 				return err
 			}
 			return serveWhile(ctx, cfg, log, stack.Backend{Store: store.New(ch, cfg.ClickHouse.Database), Ledger: lc, Metrics: m,
-				IngestStats: func() any { return g.Stats() }, Checks: []func(context.Context) error{func(context.Context) error { return g.Ready() }}},
-				func(ctx context.Context) error { return g.Run(ctx, lc, log) })
+				IngestStats: func() any { return g.Stats() }, Checks: []func(context.Context) error{func(context.Context) error { return g.Ready() }},
+				AfterDeviceEvent: g.RefreshKeys},
+				g.Run)
 		},
 	}
 }

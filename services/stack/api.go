@@ -25,6 +25,9 @@ type Backend struct {
 	AnchoringStats func() any
 	Checks         []func(context.Context) error // readiness checks besides ClickHouse and the ledger
 	Metrics        http.Handler
+	// AfterDeviceEvent runs after a device event is committed (an ingest worker in the same
+	// process refreshes its keys).
+	AfterDeviceEvent func(context.Context) error
 }
 
 // Deps returns the API server's dependencies.
@@ -158,6 +161,11 @@ func (b *Backend) submit(ctx context.Context, e []byte) (api.Inclusion, error) {
 	rc, err := b.Ledger.Submit(ctx, e)
 	if err != nil {
 		return api.Inclusion{}, apiErr(err)
+	}
+	if b.AfterDeviceEvent != nil {
+		if err := b.AfterDeviceEvent(ctx); err != nil {
+			return api.Inclusion{}, fmt.Errorf("committed at height %d, but refreshing device keys failed: %w", rc.Height, err)
+		}
 	}
 	return api.Inclusion{Height: uint64(rc.Height), LogIndex: rc.LogIndex}, nil
 }

@@ -118,9 +118,10 @@ func StartDev(ctx context.Context, cfg config.Config, log *slog.Logger) (d *Dev,
 		return nil, err
 	}
 	d.Backend = &Backend{Store: st, Ledger: lc,
-		IngestStats:    func() any { return d.Ingest.Stats() },
-		AnchoringStats: func() any { return anch.Stats() },
-		Checks:         []func(context.Context) error{func(context.Context) error { return d.Ingest.Ready() }, func(context.Context) error { return anch.Ready() }},
+		IngestStats:      func() any { return d.Ingest.Stats() },
+		AnchoringStats:   func() any { return anch.Stats() },
+		Checks:           []func(context.Context) error{func(context.Context) error { return d.Ingest.Ready() }, func(context.Context) error { return anch.Ready() }},
+		AfterDeviceEvent: d.Ingest.RefreshKeys,
 	}
 	d.Backend.Metrics, err = NewMetrics(d.Ingest, anch)
 	if err != nil {
@@ -134,7 +135,7 @@ func StartDev(ctx context.Context, cfg config.Config, log *slog.Logger) (d *Dev,
 	d.HTTPAddr = ln.Addr().String()
 	hs := &http.Server{Handler: api.Handler(d.Backend.Deps(), log), ReadHeaderTimeout: 10 * time.Second}
 
-	d.goRun("ingest", func() error { return d.Ingest.Run(runCtx, lc, log) })
+	d.goRun("ingest", func() error { return d.Ingest.Run(runCtx) })
 	d.goRun("anchoring", func() error { return anch.Run(runCtx) })
 	d.goRun("http", func() error {
 		if err := hs.Serve(ln); !errors.Is(err, http.ErrServerClosed) {

@@ -20,7 +20,7 @@ import (
 // Ingest is a running ingest worker with its key cache.
 type Ingest struct {
 	*ingest.Ingest
-	keys *verify.Keys
+	keys *follower
 }
 
 // NewIngest builds an ingest worker: streams and consumers are created if missing.
@@ -36,13 +36,20 @@ func NewIngest(ctx context.Context, cfg config.Config, js jetstream.JetStream, c
 		MaxSize:   cfg.Ingest.MaxSize,
 		Worker:    cfg.Ingest.Worker,
 	}, log)
-	return &Ingest{Ingest: g, keys: keys}, nil
+	return &Ingest{Ingest: g, keys: &follower{l: l, keys: keys, log: log}}, nil
 }
 
+// RefreshKeys applies the registry changes committed so far, now: the API calls it after a
+// device event it submitted, so that a revocation applies to the next reading this process
+// sees. Other workers follow within their poll interval.
+func (g *Ingest) RefreshKeys(ctx context.Context) error { return g.keys.refresh(ctx) }
+
 // Run follows the device registry and ingests until ctx ends.
-func (g *Ingest) Run(ctx context.Context, l *ledger.Client, log *slog.Logger) error {
+func (g *Ingest) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	go FollowKeys(ctx, l, g.keys, 250*time.Millisecond, log)
+	done := make(chan struct{})
+	go func() { defer close(done); g.keys.follow(ctx, 250*time.Millisecond) }()
+	defer func() { cancel(); <-done }()
 	return g.Ingest.Run(ctx)
 }

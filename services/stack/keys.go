@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/anchorline/anchorline/anchor/ledger"
@@ -12,7 +13,7 @@ import (
 )
 
 // NewKeys returns the ingest key cache over the ledger registry: a cache miss asks the ledger
-// (a device registered a moment ago), and FollowKeys keeps it current.
+// (a device registered a moment ago), and a follower keeps it current.
 func NewKeys(l *ledger.Client) *verify.Keys {
 	return verify.NewKeys(func(ctx context.Context, device string) (verify.Key, bool, error) {
 		p, err := l.Device(ctx, device, 0)
@@ -35,35 +36,50 @@ func keyOf(r entry.Record) (verify.Key, error) {
 	return verify.Key{Device: r.Dev, Key: pk, Revoked: r.Status == entry.StatusRevoked, Height: r.Height}, nil
 }
 
-// FollowKeys applies the registry changes of every new block to keys until ctx ends, so that a
-// revocation takes effect within about one poll interval of its block.
-func FollowKeys(ctx context.Context, l *ledger.Client, keys *verify.Keys, every time.Duration, log *slog.Logger) {
-	var since int64
+// follower applies the registry changes of new blocks to a key cache.
+type follower struct {
+	l     *ledger.Client
+	keys  *verify.Keys
+	log   *slog.Logger
+	mu    sync.Mutex
+	since int64 // changes up to this height are applied
+}
+
+// refresh applies the changes since the last refresh.
+func (f *follower) refresh(ctx context.Context) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	recs, height, err := f.l.DevicesChanged(ctx, f.since)
+	if err != nil {
+		return err
+	}
+	ks := make([]verify.Key, 0, len(recs))
+	for _, r := range recs {
+		k, err := keyOf(r)
+		if err != nil {
+			f.log.Error("device registry: record with an unusable key", "device", r.Dev, "err", err)
+			continue
+		}
+		ks = append(ks, k)
+	}
+	f.keys.Apply(ks)
+	f.since = height
+	return nil
+}
+
+// follow refreshes every interval until ctx ends, so that a revocation takes effect within
+// about one interval of its block in every worker.
+func (f *follower) follow(ctx context.Context, every time.Duration) {
 	failing := false
 	for {
-		recs, height, err := l.DevicesChanged(ctx, since)
+		err := f.refresh(ctx)
 		switch {
-		case err != nil && ctx.Err() == nil:
-			if !failing {
-				log.Warn("device registry: cannot follow the ledger, retrying", "err", err)
-			}
+		case err != nil && ctx.Err() == nil && !failing:
+			f.log.Warn("device registry: cannot follow the ledger, retrying", "err", err)
 			failing = true
-		case err == nil:
-			if failing {
-				log.Info("device registry: following the ledger again", "height", height)
-			}
+		case err == nil && failing:
+			f.log.Info("device registry: following the ledger again")
 			failing = false
-			ks := make([]verify.Key, 0, len(recs))
-			for _, r := range recs {
-				k, err := keyOf(r)
-				if err != nil {
-					log.Error("device registry: record with an unusable key", "device", r.Dev, "err", err)
-					continue
-				}
-				ks = append(ks, k)
-			}
-			keys.Apply(ks)
-			since = height
 		}
 		select {
 		case <-ctx.Done():
