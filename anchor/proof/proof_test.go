@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
@@ -165,17 +164,18 @@ func mustVerify(t *testing.T, b, trust []byte) Report {
 	return r
 }
 
-func es256Key(t *testing.T, seed int64) reading.PrivateKey {
-	d := new(big.Int).SetInt64(seed)
-	c := elliptic.P256()
-	x, y := c.ScalarBaseMult(d.Bytes())
-	return reading.NewES256Key(&ecdsa.PrivateKey{PublicKey: ecdsa.PublicKey{Curve: c, X: x, Y: y}, D: d})
+func es256Key(t *testing.T, seed byte) reading.PrivateKey {
+	priv, err := ecdsa.ParseRawPrivateKey(elliptic.P256(), seeded(seed))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return reading.NewES256Key(priv)
 }
 
 func TestBuildAndVerify(t *testing.T) {
 	c := newChain(t)
 	ed := reading.NewEd25519Key(ed25519.NewKeyFromSeed(seeded(2)))
-	es := es256Key(t, 12345)
+	es := es256Key(t, 7)
 	c.register(t, "dev-ed", ed)
 	c.register(t, "dev-es", es)
 	trust := c.trust(t)

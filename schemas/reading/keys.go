@@ -74,11 +74,20 @@ func parseP256(key []byte) (*ecdsa.PublicKey, error) {
 		}
 		return pk, nil
 	case 33:
-		x, y := elliptic.UnmarshalCompressed(elliptic.P256(), key) //nolint:staticcheck // SEC1 compressed form has no non-deprecated parser
+		x, y := elliptic.UnmarshalCompressed(elliptic.P256(), key)
 		if x == nil {
 			return nil, fmt.Errorf("%w: es256 compressed public key is not on P-256", ErrBadKey)
 		}
-		return &ecdsa.PublicKey{Curve: elliptic.P256(), X: x, Y: y}, nil
+		// Through the uncompressed form: crypto/ecdsa has no parser for the compressed one.
+		full := make([]byte, 65)
+		full[0] = 4
+		x.FillBytes(full[1:33])
+		y.FillBytes(full[33:])
+		pk, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), full)
+		if err != nil {
+			return nil, fmt.Errorf("%w: es256 public key: %w", ErrBadKey, err)
+		}
+		return pk, nil
 	}
 	return nil, fmt.Errorf("%w: es256 public key is %d bytes, want 65 (uncompressed) or 33 (compressed)", ErrBadKey, len(key))
 }
