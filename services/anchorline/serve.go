@@ -10,7 +10,10 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	rpchttp "github.com/cometbft/cometbft/rpc/client/http"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
 	"github.com/anchorline/anchorline/anchor/ledger"
@@ -81,6 +84,43 @@ func remoteLedger(cfg config.Config) (*ledger.Client, error) {
 	return ledger.NewClient(rpc), nil
 }
 
+// deps are the connections a standalone service needs.
+type deps struct {
+	ledger *ledger.Client
+	ch     driver.Conn
+	nc     *nats.Conn // nil unless asked for
+	js     jetstream.JetStream
+}
+
+func (d deps) close() {
+	if d.nc != nil {
+		d.nc.Close()
+	}
+	if d.ch != nil {
+		d.ch.Close()
+	}
+}
+
+// connect opens the ledger client, ClickHouse and (if natsName is not empty) NATS, retrying
+// unreachable servers with backoff until ctx ends.
+func connect(ctx context.Context, cfg config.Config, log *slog.Logger, natsName string) (deps, error) {
+	var d deps
+	var err error
+	if d.ledger, err = remoteLedger(cfg); err != nil {
+		return d, err
+	}
+	if d.ch, err = stack.OpenClickHouse(ctx, cfg.ClickHouse, log); err != nil {
+		return d, err
+	}
+	if natsName != "" {
+		if d.nc, d.js, err = stack.ConnectNATS(ctx, cfg.NATS.URL, natsName, log); err != nil {
+			d.close()
+			return deps{}, err
+		}
+	}
+	return d, nil
+}
+
 func ingestCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "ingest",
@@ -92,21 +132,12 @@ func ingestCmd() *cobra.Command {
 				return err
 			}
 			ctx := cmd.Context()
-			lc, err := remoteLedger(cfg)
+			d, err := connect(ctx, cfg, log, "anchorline ingest "+cfg.Ingest.Worker)
 			if err != nil {
 				return err
 			}
-			ch, err := stack.OpenClickHouse(ctx, cfg.ClickHouse, log)
-			if err != nil {
-				return err
-			}
-			defer ch.Close()
-			nc, js, err := stack.ConnectNATS(ctx, cfg.NATS.URL, "anchorline ingest "+cfg.Ingest.Worker, log)
-			if err != nil {
-				return err
-			}
-			defer nc.Close()
-			g, err := stack.NewIngest(ctx, cfg, js, ch, lc, log)
+			defer d.close()
+			g, err := stack.NewIngest(ctx, cfg, d.js, d.ch, d.ledger, log)
 			if err != nil {
 				return err
 			}
@@ -114,7 +145,7 @@ func ingestCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return serveWhile(ctx, cfg, log, stack.Backend{Store: store.New(ch, cfg.ClickHouse.Database), Ledger: lc, Metrics: m,
+			return serveWhile(ctx, cfg, log, stack.Backend{Store: store.New(d.ch, cfg.ClickHouse.Database), Ledger: d.ledger, Metrics: m,
 				IngestStats: func() any { return g.Stats() }, Checks: []func(context.Context) error{func(context.Context) error { return g.Ready() }},
 				AfterDeviceEvent: g.RefreshKeys},
 				g.Run)
@@ -133,22 +164,13 @@ func anchorCmd() *cobra.Command {
 				return err
 			}
 			ctx := cmd.Context()
-			lc, err := remoteLedger(cfg)
+			d, err := connect(ctx, cfg, log, "anchorline anchor")
 			if err != nil {
 				return err
 			}
-			ch, err := stack.OpenClickHouse(ctx, cfg.ClickHouse, log)
-			if err != nil {
-				return err
-			}
-			defer ch.Close()
-			nc, js, err := stack.ConnectNATS(ctx, cfg.NATS.URL, "anchorline anchor", log)
-			if err != nil {
-				return err
-			}
-			defer nc.Close()
-			st := store.New(ch, cfg.ClickHouse.Database)
-			a, err := stack.NewAnchoring(ctx, cfg, js, st, lc, log)
+			defer d.close()
+			st := store.New(d.ch, cfg.ClickHouse.Database)
+			a, err := stack.NewAnchoring(ctx, cfg, d.js, st, d.ledger, log)
 			if err != nil {
 				return err
 			}
@@ -156,7 +178,7 @@ func anchorCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return serveWhile(ctx, cfg, log, stack.Backend{Store: st, Ledger: lc, Metrics: m,
+			return serveWhile(ctx, cfg, log, stack.Backend{Store: st, Ledger: d.ledger, Metrics: m,
 				AnchoringStats: func() any { return a.Stats() }, Checks: []func(context.Context) error{func(context.Context) error { return a.Ready() }}},
 				a.Run)
 		},
@@ -173,17 +195,12 @@ func apiCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			ctx := cmd.Context()
-			lc, err := remoteLedger(cfg)
+			d, err := connect(cmd.Context(), cfg, log, "")
 			if err != nil {
 				return err
 			}
-			ch, err := stack.OpenClickHouse(ctx, cfg.ClickHouse, log)
-			if err != nil {
-				return err
-			}
-			defer ch.Close()
-			return serveWhile(ctx, cfg, log, stack.Backend{Store: store.New(ch, cfg.ClickHouse.Database), Ledger: lc}, nil)
+			defer d.close()
+			return serveWhile(cmd.Context(), cfg, log, stack.Backend{Store: store.New(d.ch, cfg.ClickHouse.Database), Ledger: d.ledger}, nil)
 		},
 	}
 }

@@ -1,0 +1,3 @@
+// Package natstest starts a real embedded NATS server with JetStream (file storage in a test's
+// temporary folder) for tests, and connects to it.
+package natstest
