@@ -2,6 +2,7 @@ package verify
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 
@@ -38,10 +39,6 @@ type Verified struct {
 	Leaf [32]byte
 }
 
-// ed25519Options are the verification rules for Ed25519: those of Go's crypto/ed25519 (which
-// the offline verifier uses), so that ingest and auditors accept exactly the same signatures.
-var ed25519Options = &voi.Options{Verify: voi.VerifyOptionsStdLib}
-
 // Verifier checks messages against the device keys.
 type Verifier struct {
 	keys    *Keys
@@ -55,8 +52,84 @@ func New(keys *Keys, maxSize int) *Verifier { return &Verifier{keys: keys, maxSi
 // and must be quarantined; any other error means the check could not be made (the ledger did
 // not answer) and must be retried.
 func (v *Verifier) Check(ctx context.Context, subject string, raw []byte) (Verified, error) {
+	p, err := v.prepare(ctx, subject, raw)
+	if err != nil {
+		return Verified{}, err
+	}
+	return p.verifyOne()
+}
+
+// pending is a message that passed every check but its signature.
+type pending struct {
+	msg *reading.Message
+	key *cached
+	raw []byte
+}
+
+func (p pending) verifyOne() (Verified, error) {
+	dev := p.msg.Reading.Device
+	if p.key.expanded != nil {
+		if !voi.VerifyExpandedWithOptions(p.key.expanded, p.msg.SigStructure(), p.msg.Signature(), reading.Ed25519Rules()) {
+			return Verified{}, &Rejection{BadSignature, "Ed25519 signature does not verify under the registered key", dev}
+		}
+	} else if err := p.msg.Verify(p.key.Key.Key); err != nil {
+		return Verified{}, &Rejection{BadSignature, err.Error(), dev}
+	}
+	return Verified{Msg: p.msg, Leaf: reading.Leaf(p.raw)}, nil
+}
+
+// Input is one message to check.
+type Input struct {
+	Subject string
+	Raw     []byte
+}
+
+// Result is the outcome of one Input: Err is nil, a *Rejection, or an error to retry.
+type Result struct {
+	Verified
+	Err error
+}
+
+// CheckBatch checks many messages at once; out[i] is the result of in[i]. Ed25519 signatures
+// are verified together (batch verification with the cached expanded keys, same rules as a
+// single check); if the batch fails, each signature is checked alone and only the bad ones
+// are rejected.
+func (v *Verifier) CheckBatch(ctx context.Context, in []Input, out []Result) {
+	bv := voi.NewBatchVerifierWithCapacity(len(in))
+	opts := reading.Ed25519Rules()
+	var batched []int
+	ps := make([]pending, len(in))
+	for i, m := range in {
+		p, err := v.prepare(ctx, m.Subject, m.Raw)
+		if err != nil {
+			out[i] = Result{Err: err}
+			continue
+		}
+		ps[i] = p
+		if p.key.expanded == nil {
+			out[i].Verified, out[i].Err = p.verifyOne()
+			continue
+		}
+		bv.AddExpandedWithOptions(p.key.expanded, p.msg.SigStructure(), p.msg.Signature(), opts)
+		batched = append(batched, i)
+	}
+	if len(batched) == 0 {
+		return
+	}
+	_, valid := bv.Verify(rand.Reader)
+	for j, i := range batched {
+		if valid[j] {
+			out[i] = Result{Verified: Verified{Msg: ps[i].msg, Leaf: reading.Leaf(in[i].Raw)}}
+			continue
+		}
+		out[i] = Result{Err: &Rejection{BadSignature, "Ed25519 signature does not verify under the registered key", ps[i].msg.Reading.Device}}
+	}
+}
+
+// prepare runs every check but the signature's.
+func (v *Verifier) prepare(ctx context.Context, subject string, raw []byte) (pending, error) {
 	if len(raw) > v.maxSize {
-		return Verified{}, &Rejection{TooLarge, fmt.Sprintf("%d bytes, the limit is %d", len(raw), v.maxSize), ""}
+		return pending{}, &Rejection{TooLarge, fmt.Sprintf("%d bytes, the limit is %d", len(raw), v.maxSize), ""}
 	}
 	msg, err := reading.Decode(raw)
 	if err != nil {
@@ -73,32 +146,25 @@ func (v *Verifier) Check(ctx context.Context, subject string, raw []byte) (Verif
 		if msg != nil {
 			dev = msg.KID
 		}
-		return Verified{}, &Rejection{reason, err.Error(), dev}
+		return pending{}, &Rejection{reason, err.Error(), dev}
 	}
 	dev := msg.Reading.Device
 	if want := reading.Subject(dev); subject != want {
-		return Verified{}, &Rejection{SubjectMismatch, fmt.Sprintf("published on %s, signed for %s", subject, want), dev}
+		return pending{}, &Rejection{SubjectMismatch, fmt.Sprintf("published on %s, signed for %s", subject, want), dev}
 	}
 	key, ok, err := v.keys.lookup(ctx, dev)
 	if err != nil {
-		return Verified{}, fmt.Errorf("device key of %s: %w", dev, err)
+		return pending{}, fmt.Errorf("device key of %s: %w", dev, err)
 	}
 	if !ok {
-		return Verified{}, &Rejection{UnknownDevice, "device " + dev + " is not registered on the ledger", dev}
+		return pending{}, &Rejection{UnknownDevice, "device " + dev + " is not registered on the ledger", dev}
 	}
 	reg := key.Key
 	if reg.Revoked {
-		return Verified{}, &Rejection{RevokedDevice, fmt.Sprintf("device %s was revoked at ledger height %d", dev, reg.Height), dev}
+		return pending{}, &Rejection{RevokedDevice, fmt.Sprintf("device %s was revoked at ledger height %d", dev, reg.Height), dev}
 	}
 	if reg.Key.Alg != msg.Alg {
-		return Verified{}, &Rejection{BadSignature, fmt.Sprintf("signed with %s, the registered key is %s", msg.Alg, reg.Key.Alg), dev}
+		return pending{}, &Rejection{BadSignature, fmt.Sprintf("signed with %s, the registered key is %s", msg.Alg, reg.Key.Alg), dev}
 	}
-	if key.expanded != nil {
-		if !voi.VerifyExpandedWithOptions(key.expanded, msg.SigStructure(), msg.Signature(), ed25519Options) {
-			return Verified{}, &Rejection{BadSignature, "Ed25519 signature does not verify under the registered key", dev}
-		}
-	} else if err := msg.Verify(reg.Key); err != nil {
-		return Verified{}, &Rejection{BadSignature, err.Error(), dev}
-	}
-	return Verified{Msg: msg, Leaf: reading.Leaf(raw)}, nil
+	return pending{msg: msg, key: key, raw: raw}, nil
 }

@@ -4,7 +4,10 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
+	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -173,50 +176,101 @@ func TestKeysFetchAndNegativeCache(t *testing.T) {
 	}
 }
 
-// Ingest (curve25519-voi with cached expanded keys) and the offline verifier (crypto/ed25519,
-// through reading.Message.Verify) must accept exactly the same signatures.
-func TestEd25519RulesMatchStdlib(t *testing.T) {
-	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
-	msg := []byte("anchorline")
-	good := ed25519.Sign(priv, msg)
-	cases := map[string][]byte{"valid": good}
-	flip := append([]byte(nil), good...)
-	flip[5] ^= 1
-	cases["flipped R"] = flip
-	flipS := append([]byte(nil), good...)
-	flipS[40] ^= 1
-	cases["flipped S"] = flipS
-	// S + L: the same signature with a non-canonical scalar; both must refuse it.
-	l := []byte{0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14,
-		0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10}
-	nonCanon := append([]byte(nil), good...)
-	carry := 0
-	for i := range 32 {
-		s := int(nonCanon[32+i]) + int(l[i]) + carry
-		nonCanon[32+i], carry = byte(s), s>>8
-	}
-	cases["S+L"] = nonCanon
-	cases["zero"] = make([]byte, 64)
-	high := append([]byte(nil), good...)
-	high[63] |= 0xe0
-	cases["high bits of S"] = high
-
-	exp, err := voi.NewExpandedPublicKey(voi.PublicKey(pub))
+// Batch verification (what ingest does) and single verification (what the offline verifier
+// does, reading.VerifyEd25519) accept exactly the same signatures: the ZIP-215 vectors, which
+// include small-order and non-canonical points, and corrupted ordinary signatures.
+func TestBatchMatchesSingle(t *testing.T) {
+	b, err := os.ReadFile("../../schemas/reading/testdata/zip215.json")
 	if err != nil {
 		t.Fatal(err)
 	}
-	for name, sig := range cases {
-		std := ed25519.Verify(pub, msg, sig)
-		fast := voi.VerifyExpandedWithOptions(exp, msg, sig, ed25519Options)
-		if std != fast {
-			t.Errorf("%s: crypto/ed25519 %v, ingest %v", name, std, fast)
+	var vs [][2]string
+	if err := json.Unmarshal(b, &vs); err != nil {
+		t.Fatal(err)
+	}
+	type sigCase struct{ pub, msg, sig []byte }
+	var cases []sigCase
+	for _, v := range vs {
+		pub, _ := hex.DecodeString(v[0])
+		sig, _ := hex.DecodeString(v[1])
+		cases = append(cases, sigCase{pub, []byte("Zcash"), sig})
+	}
+	for i := range 64 {
+		pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+		msg := []byte{byte(i)}
+		sig := ed25519.Sign(priv, msg)
+		if i%3 == 0 {
+			sig[i%64] ^= 1 << (i % 8)
 		}
-		if name == "valid" && !std {
-			t.Error("valid signature refused")
+		cases = append(cases, sigCase{pub, msg, sig})
+	}
+	bv := voi.NewBatchVerifier()
+	for _, c := range cases {
+		exp, err := voi.NewExpandedPublicKey(voi.PublicKey(c.pub))
+		if err != nil {
+			t.Fatal(err)
 		}
-		if name != "valid" && std {
-			t.Errorf("%s accepted", name)
+		bv.AddExpandedWithOptions(exp, c.msg, c.sig, reading.Ed25519Rules())
+	}
+	_, valid := bv.Verify(rand.Reader)
+	accepted := 0
+	for i, c := range cases {
+		single := reading.VerifyEd25519(c.pub, c.msg, c.sig)
+		if single != valid[i] {
+			t.Errorf("case %d: single %v, batch %v", i, single, valid[i])
 		}
+		if i < len(vs) && !single {
+			t.Errorf("ZIP-215 vector %d refused", i)
+		}
+		if single {
+			accepted++
+		}
+	}
+	if accepted == len(cases) {
+		t.Fatal("no corrupted signature was refused")
+	}
+}
+
+// CheckBatch gives the same answers as Check, one by one, and a bad signature in a batch
+// rejects only that message.
+func TestCheckBatch(t *testing.T) {
+	ctx := context.Background()
+	ed, es := key(t, reading.Ed25519), key(t, reading.ES256)
+	keys := NewKeys(nil)
+	keys.Apply([]Key{{Device: "ed", Key: ed.Public(), Height: 1}, {Device: "es", Key: es.Public(), Height: 1}})
+	v := New(keys, reading.MaxSize)
+	var in []Input
+	for i := range 40 {
+		raw := sign(t, "ed", uint64(i+1), ed)
+		if i == 7 || i == 30 {
+			raw[len(raw)-2] ^= 4
+		}
+		in = append(in, Input{"iot.readings.ed", raw})
+		if i%10 == 0 {
+			in = append(in, Input{"iot.readings.es", sign(t, "es", uint64(i+1), es)})
+		}
+	}
+	in = append(in, Input{"iot.readings.nobody", sign(t, "nobody", 1, ed)}, Input{"iot.readings.ed", []byte("junk")})
+	out := make([]Result, len(in))
+	v.CheckBatch(ctx, in, out)
+	bad := 0
+	for i, m := range in {
+		one, err := v.Check(ctx, m.Subject, m.Raw)
+		var r1, r2 *Rejection
+		errors.As(err, &r1)
+		errors.As(out[i].Err, &r2)
+		if (err == nil) != (out[i].Err == nil) || (r1 != nil) != (r2 != nil) || (r1 != nil && r1.Reason != r2.Reason) {
+			t.Fatalf("message %d: Check %v, CheckBatch %v", i, err, out[i].Err)
+		}
+		if err == nil && one.Leaf != out[i].Leaf {
+			t.Fatalf("message %d: leaves differ", i)
+		}
+		if r2 != nil && r2.Reason == BadSignature {
+			bad++
+		}
+	}
+	if bad != 2 {
+		t.Fatalf("%d bad signatures rejected, want 2", bad)
 	}
 }
 
@@ -233,4 +287,22 @@ func BenchmarkCheckEd25519(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+func BenchmarkCheckBatch1024(b *testing.B) {
+	k := key(b, reading.Ed25519)
+	keys := NewKeys(nil)
+	keys.Apply([]Key{{Device: "bench", Key: k.Public(), Height: 1}})
+	v := New(keys, reading.MaxSize)
+	in := make([]Input, 1024)
+	for i := range in {
+		in[i] = Input{"iot.readings.bench", sign(b, "bench", uint64(i+1), k)}
+	}
+	out := make([]Result, len(in))
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		v.CheckBatch(ctx, in, out)
+	}
+	b.ReportMetric(float64(b.N*len(in))/b.Elapsed().Seconds(), "readings/s")
 }

@@ -1,7 +1,6 @@
 package reading
 
 import (
-	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
@@ -236,7 +235,7 @@ func (m *Message) Verify(pk PublicKey) error {
 	sig := m.msg.Signature
 	switch pk.Alg {
 	case Ed25519:
-		if len(pk.Key) != ed25519.PublicKeySize || !ed25519.Verify(pk.Key, m.SigStructure(), sig) {
+		if !VerifyEd25519(pk.Key, m.SigStructure(), sig) {
 			return ErrBadSignature
 		}
 		return nil
