@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,11 +20,13 @@ import (
 
 // Config tunes a worker.
 type Config struct {
-	BatchSize int           // readings per batch
+	BatchSize int           // readings per batch (a ClickHouse insert)
 	FlushAge  time.Duration // a partial batch is flushed after this long
-	PullBatch int           // messages per pull
+	PullBatch int           // messages a pull asks for (the consumer keeps pulls overlapping)
 	MaxSize   int           // largest reading accepted (the verifier's limit)
 	Worker    string        // recorded with each batch
+	Verifiers int           // goroutines verifying signatures; default GOMAXPROCS
+	Flushers  int           // batches written concurrently; default 2
 }
 
 // Writer stores batches and rejects durably; *write.Writer is one.
@@ -40,10 +43,14 @@ type Stats struct {
 	Batches    uint64            `json:"batches"`
 	Inserted   uint64            `json:"inserted"`
 	Retries    uint64            `json:"retries"`
+	Deferred   uint64            `json:"deferred"` // checks that could not be made (ledger down): redelivered later
 	RejectedBy map[string]uint64 `json:"rejected_by_reason"`
 }
 
-// Ingest is one worker.
+// Ingest is one worker. A worker is a pipeline: a pull consumer feeds chunks of messages to
+// verifier goroutines (batch signature verification); an assembler cuts verified readings into
+// batches; flusher goroutines write each batch and its rejects to ClickHouse, publish its batch
+// record, and only then acknowledge its messages.
 type Ingest struct {
 	js  jetstream.JetStream
 	v   *verify.Verifier
@@ -51,10 +58,11 @@ type Ingest struct {
 	cfg Config
 	log *slog.Logger
 
-	received, verified, rejected, batches, inserted, retries atomic.Uint64
-	mu                                                       sync.Mutex
-	byReason                                                 map[string]uint64
-	notReady                                                 error
+	received, verified, rejected, batches, inserted, retries, deferred atomic.Uint64
+
+	mu       sync.Mutex
+	byReason map[string]uint64
+	notReady error
 }
 
 // New returns a worker; the streams and consumer must exist (consume.EnsureStreams).
@@ -68,6 +76,12 @@ func New(js jetstream.JetStream, v *verify.Verifier, w Writer, cfg Config, log *
 	if cfg.FlushAge <= 0 {
 		cfg.FlushAge = 200 * time.Millisecond
 	}
+	if cfg.Verifiers <= 0 {
+		cfg.Verifiers = runtime.GOMAXPROCS(0)
+	}
+	if cfg.Flushers <= 0 {
+		cfg.Flushers = 2
+	}
 	return &Ingest{js: js, v: v, w: w, cfg: cfg, log: log, byReason: map[string]uint64{}}
 }
 
@@ -80,7 +94,7 @@ func (g *Ingest) Stats() Stats {
 	}
 	g.mu.Unlock()
 	return Stats{Received: g.received.Load(), Verified: g.verified.Load(), Rejected: g.rejected.Load(),
-		Batches: g.batches.Load(), Inserted: g.inserted.Load(), Retries: g.retries.Load(), RejectedBy: by}
+		Batches: g.batches.Load(), Inserted: g.inserted.Load(), Retries: g.retries.Load(), Deferred: g.deferred.Load(), RejectedBy: by}
 }
 
 // Ready is nil, or why the worker cannot make progress right now (it keeps retrying).
@@ -96,6 +110,17 @@ func (g *Ingest) setReady(err error) {
 	g.mu.Unlock()
 }
 
+func (g *Ingest) failed(err error) {
+	g.log.Warn("ingest: will retry", "worker", g.cfg.Worker, "err", err)
+	g.setReady(err)
+}
+
+// checked is a chunk of messages with their verification results.
+type checked struct {
+	msgs    []jetstream.Msg
+	results []verify.Result
+}
+
 // flush is the work of one flush: the messages it covers and what they produced.
 type flush struct {
 	msgs    []jetstream.Msg
@@ -104,53 +129,79 @@ type flush struct {
 	first   time.Time
 }
 
-// Run pulls and processes messages until ctx ends. On the way out it flushes what it holds if
-// it can; whatever is not acknowledged is redelivered to some worker after the ack wait.
+// Run pulls and processes messages until ctx ends. On the way out it finishes what it holds
+// if it can within a few seconds; whatever is not acknowledged is redelivered to some worker.
 func (g *Ingest) Run(ctx context.Context) error {
 	cons, err := g.consumer(ctx)
 	if err != nil {
 		return nil // ctx ended
 	}
-	f := &flush{b: batch.New(g.cfg.Worker, g.cfg.BatchSize)}
-	for ctx.Err() == nil {
-		wait := 100 * time.Millisecond
-		if len(f.msgs) > 0 {
-			wait = max(g.cfg.FlushAge-time.Since(f.first), 5*time.Millisecond)
+	// The pipeline keeps going a little after ctx ends, to finish in-flight work.
+	work, stopWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopWork()
+
+	msgs := make(chan jetstream.Msg, g.cfg.PullBatch)
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		select {
+		case msgs <- m:
+		case <-ctx.Done(): // not acked: redelivered after the ack wait
 		}
-		want := min(g.cfg.PullBatch, g.cfg.BatchSize-f.b.Len())
-		msgs, err := cons.Fetch(max(want, 1), jetstream.FetchMaxWait(wait))
-		if err != nil {
-			g.failed(fmt.Errorf("pull from %s: %w", consume.ReadingsStream, err))
-			sleep(ctx, time.Second)
-			continue
-		}
-		for msg := range msgs.Messages() {
-			g.process(ctx, f, msg)
-		}
-		if err := msgs.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+	}, jetstream.PullMaxMessages(g.cfg.PullBatch), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+		if ctx.Err() == nil && !errors.Is(err, jetstream.ErrNoHeartbeat) {
 			g.failed(fmt.Errorf("pull from %s: %w", consume.ReadingsStream, err))
 		}
-		if len(f.msgs) > 0 && (f.b.Len() >= g.cfg.BatchSize || time.Since(f.first) >= g.cfg.FlushAge) {
-			if !g.flush(ctx, f) {
-				return nil
-			}
-			f = &flush{b: batch.New(g.cfg.Worker, g.cfg.BatchSize)}
-		}
+	}))
+	if err != nil {
+		return fmt.Errorf("consume %s: %w", consume.ReadingsStream, err)
 	}
-	if len(f.msgs) > 0 {
-		// Best effort on the way out, bounded: what is not written now is redelivered.
-		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		defer cancel()
-		g.flush(fctx, f)
+
+	chunks := make(chan []jetstream.Msg, g.cfg.Verifiers)
+	results := make(chan checked, g.cfg.Verifiers)
+	flushes := make(chan *flush, g.cfg.Flushers)
+
+	var verifiers, flushers sync.WaitGroup
+	go func() { // chunker: stops at ctx end
+		defer close(chunks)
+		g.chunk(ctx, msgs, chunks)
+		cc.Stop()
+	}()
+	for range g.cfg.Verifiers {
+		verifiers.Add(1)
+		go func() {
+			defer verifiers.Done()
+			for c := range chunks {
+				in := make([]verify.Input, len(c))
+				for i, m := range c {
+					in[i] = verify.Input{Subject: m.Subject(), Raw: m.Data()}
+				}
+				out := make([]verify.Result, len(c))
+				g.v.CheckBatch(work, in, out)
+				results <- checked{msgs: c, results: out}
+			}
+		}()
+	}
+	go func() { verifiers.Wait(); close(results) }()
+	for range g.cfg.Flushers {
+		flushers.Add(1)
+		go func() {
+			defer flushers.Done()
+			for f := range flushes {
+				g.flush(work, f)
+			}
+		}()
+	}
+	g.assemble(ctx, results, flushes)
+	close(flushes)
+	// Give in-flight flushes a bounded time once ctx has ended.
+	done := make(chan struct{})
+	go func() { flushers.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		stopWork()
+		<-done
 	}
 	return nil
-}
-
-func sleep(ctx context.Context, d time.Duration) {
-	select {
-	case <-ctx.Done():
-	case <-time.After(d):
-	}
 }
 
 func (g *Ingest) consumer(ctx context.Context) (jetstream.Consumer, error) {
@@ -168,34 +219,95 @@ func (g *Ingest) consumer(ctx context.Context) (jetstream.Consumer, error) {
 	}
 }
 
-func (g *Ingest) failed(err error) {
-	g.log.Warn("ingest: will retry", "worker", g.cfg.Worker, "err", err)
-	g.setReady(err)
+// chunk groups messages for batch verification: a chunk is sent when it is full or a couple of
+// milliseconds after its first message, so a trickle is not held back.
+func (g *Ingest) chunk(ctx context.Context, msgs <-chan jetstream.Msg, chunks chan<- []jetstream.Msg) {
+	size := min(1024, max(g.cfg.BatchSize, 64))
+	var cur []jetstream.Msg
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	send := func() {
+		if len(cur) > 0 {
+			chunks <- cur
+			cur = nil
+		}
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			send()
+			return
+		case m := <-msgs:
+			g.received.Add(1)
+			if len(cur) == 0 {
+				timer.Reset(2 * time.Millisecond)
+			}
+			cur = append(cur, m)
+			if len(cur) >= size {
+				timer.Stop()
+				send()
+			}
+		case <-timer.C:
+			send()
+		}
+	}
 }
 
-// process verifies one message and adds it to the flush, as a reading or as a reject.
-func (g *Ingest) process(ctx context.Context, f *flush, msg jetstream.Msg) {
-	g.received.Add(1)
+// assemble cuts verified readings into batches and hands each full or old enough batch to the
+// flushers. It returns when results is closed, after handing over what is left.
+func (g *Ingest) assemble(ctx context.Context, results <-chan checked, flushes chan<- *flush) {
+	newFlush := func() *flush { return &flush{b: batch.New(g.cfg.Worker, g.cfg.BatchSize)} }
+	f := newFlush()
+	tick := time.NewTicker(max(g.cfg.FlushAge/4, 5*time.Millisecond))
+	defer tick.Stop()
+	handOver := func() {
+		if len(f.msgs) > 0 {
+			flushes <- f
+			f = newFlush()
+		}
+	}
+	for {
+		select {
+		case c, ok := <-results:
+			if !ok {
+				handOver()
+				return
+			}
+			for i, m := range c.msgs {
+				g.add(f, m, c.results[i])
+				if f.b.Len() >= g.cfg.BatchSize {
+					handOver()
+				}
+			}
+		case <-tick.C:
+			if len(f.msgs) > 0 && time.Since(f.first) >= g.cfg.FlushAge {
+				handOver()
+			}
+		}
+	}
+}
+
+// add puts one checked message into the flush, as a reading or as a reject.
+func (g *Ingest) add(f *flush, msg jetstream.Msg, res verify.Result) {
 	received := time.Now()
 	if md, err := msg.Metadata(); err == nil {
 		received = md.Timestamp
 	}
-	v, err := g.v.Check(ctx, msg.Subject(), msg.Data())
 	var rej *verify.Rejection
 	switch {
-	case errors.As(err, &rej):
+	case errors.As(res.Err, &rej):
 		f.rejects = append(f.rejects, write.Reject{ReceivedAt: received, Subject: msg.Subject(), Device: rej.Device,
 			Reason: rej.Reason, Detail: rej.Detail, Raw: msg.Data()})
-	case err != nil:
-		// The check could not be made (the ledger did not answer): leave it for later.
-		g.failed(err)
+	case res.Err != nil:
+		// The check could not be made (the ledger did not answer): try again later.
+		g.failed(res.Err)
+		g.deferred.Add(1)
 		_ = msg.NakWithDelay(time.Second)
-		g.received.Add(^uint64(0))
 		return
 	default:
-		r := v.Msg.Reading
+		r := res.Msg.Reading
 		f.b.Add(write.Reading{Device: r.Device, Seq: r.Seq, TS: r.TS, ReceivedAt: received, Raw: msg.Data(),
-			Leaf: v.Leaf, Prev: r.Prev, Metrics: r.Metrics})
+			Leaf: res.Leaf, Prev: r.Prev, Metrics: r.Metrics})
 	}
 	if len(f.msgs) == 0 {
 		f.first = time.Now()
@@ -204,15 +316,15 @@ func (g *Ingest) process(ctx context.Context, f *flush, msg jetstream.Msg) {
 }
 
 // flush makes the flush durable (rejects, batch, batch record), retrying with backoff, then
-// acknowledges its messages. It returns false if ctx ended first (nothing is acknowledged).
-func (g *Ingest) flush(ctx context.Context, f *flush) bool {
+// acknowledges its messages. If ctx ends first nothing is acknowledged: JetStream redelivers.
+func (g *Ingest) flush(ctx context.Context, f *flush) {
 	var b *write.Batch
 	var rec consume.BatchRecord
 	if f.b.Len() > 0 {
 		var err error
 		if b, rec, err = f.b.Flush(time.Now()); err != nil {
 			g.log.Error("ingest: cannot close batch", "err", err)
-			return false
+			return
 		}
 	}
 	rejectsDone, batchDone, recordDone := len(f.rejects) == 0, b == nil, b == nil
@@ -238,7 +350,7 @@ func (g *Ingest) flush(ctx context.Context, f *flush) bool {
 			break
 		}
 		if ctx.Err() != nil {
-			return false
+			return
 		}
 		g.retries.Add(1)
 		g.failed(fmt.Errorf("flush of %d messages: %w", len(f.msgs), err))
@@ -248,7 +360,11 @@ func (g *Ingest) flush(ctx context.Context, f *flush) bool {
 			}
 			lastProgress = time.Now()
 		}
-		sleep(ctx, wait)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
 	}
 	for _, m := range f.msgs {
 		if err := m.Ack(); err != nil {
@@ -271,5 +387,4 @@ func (g *Ingest) flush(ctx context.Context, f *flush) bool {
 		g.batches.Add(1)
 		g.log.Debug("batch flushed", "batch", rec.ID, "size", rec.Size, "rejects", len(f.rejects))
 	}
-	return true
 }
