@@ -21,7 +21,7 @@ func newRoot() *cobra.Command {
 	config.Flags(root.PersistentFlags())
 	root.AddCommand(
 		devCmd(), migrateCmd(), ingestCmd(), anchorCmd(), ledgerCmd(), apiCmd(),
-		deviceCmd(), proofCmd(), verifyCmd(), trustCmd(), statusCmd(),
+		deviceCmd(), proofCmd(), verifyCmd(), trustCmd(), statusCmd(), benchCmd(),
 	)
 	return root
 }

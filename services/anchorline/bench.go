@@ -1,0 +1,60 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/anchorline/anchorline/services/bench"
+)
+
+func benchCmd() *cobra.Command {
+	var opts bench.Options
+	var out string
+	c := &cobra.Command{
+		Use:   "bench [--readings N] [--out FILE]",
+		Short: "Measure ingest: drain a pre-filled stream and sustain a live rate, next to raw JetStream and Ed25519 references",
+		Long: `bench starts an in-process stack (embedded NATS and ledger; the ClickHouse at clickhouse.addr,
+in a fresh database that is dropped afterwards) and runs the ingest workers as separate
+processes, so that their CPU time and peak memory are measured on their own.
+
+drain: a stream pre-filled with signed readings from many devices is drained; readings/s from the
+first pull to the last row queryable in ClickHouse with its batch record in BATCHES.
+live: readings are published at --rate for --duration while ingest and anchoring run;
+publish→queryable and publish→anchored latencies (p50, p99) of a sample.
+The ingest settings (ingest.batch_size, flush_age, pull_batch, max_ack_pending) and
+anchor.interval come from the configuration.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, log, err := load(cmd)
+			if err != nil {
+				return err
+			}
+			if opts.Binary, err = os.Executable(); err != nil {
+				return err
+			}
+			opts.Progress = cmd.ErrOrStderr()
+			res, err := bench.Run(cmd.Context(), cfg, opts, log)
+			if err != nil {
+				return err
+			}
+			res.Print(cmd.OutOrStdout())
+			if out != "" {
+				if err := res.WriteJSON(out); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "result written to %s\n", out)
+			}
+			return nil
+		},
+	}
+	c.Flags().IntVar(&opts.Readings, "readings", 1_000_000, "readings pre-filled and drained")
+	c.Flags().IntVar(&opts.Devices, "devices", 500, "simulated devices (Ed25519)")
+	c.Flags().IntVar(&opts.Workers, "workers", 1, "ingest processes sharing the durable consumer")
+	c.Flags().Float64Var(&opts.LiveRate, "rate", 10_000, "live mode: readings per second (0 skips the live mode)")
+	c.Flags().DurationVar(&opts.LiveDuration, "duration", 10*time.Second, "live mode: how long to publish")
+	c.Flags().StringVar(&out, "out", "", "write the result as JSON to this file")
+	return c
+}

@@ -1,0 +1,701 @@
+package bench
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	voi "github.com/oasisprotocol/curve25519-voi/primitives/ed25519"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/anchorline/anchorline/anchor/node"
+	"github.com/anchorline/anchorline/internal/chserver"
+	"github.com/anchorline/anchorline/pipeline/consume"
+	"github.com/anchorline/anchorline/schemas/clickhouse"
+	"github.com/anchorline/anchorline/schemas/entry"
+	"github.com/anchorline/anchorline/schemas/reading"
+	"github.com/anchorline/anchorline/services/config"
+	"github.com/anchorline/anchorline/services/stack"
+	"github.com/anchorline/anchorline/services/store"
+)
+
+// Options describe a run.
+type Options struct {
+	Readings     int           // drained in the drain mode
+	Devices      int           // simulated devices, all Ed25519
+	Workers      int           // ingest processes sharing the consumer
+	LiveRate     float64       // readings per second in the live mode (0: no live mode)
+	LiveDuration time.Duration // how long the live mode publishes
+	Binary       string        // the anchorline executable the workers run
+	Progress     io.Writer     // one line per phase; nil for none
+}
+
+// Result is what a run measured; the JSON names are the contract of --out.
+type Result struct {
+	Readings           int     `json:"readings"`
+	Devices            int     `json:"devices"`
+	Workers            int     `json:"workers"`
+	Cores              int     `json:"cores"`
+	ReadingsPerSec     float64 `json:"readings_per_sec"`
+	RawJetStreamPerSec float64 `json:"raw_jetstream_per_sec"`
+	VerifyPerSec       float64 `json:"verify_per_sec"`          // one core, batches of 1024, cached expanded keys
+	VerifyPerSecAll    float64 `json:"verify_per_sec_all_cores"` // every core
+	PrefillPerSec      float64 `json:"prefill_publish_per_sec"`
+	CPUSecondsPer1k    float64 `json:"cpu_seconds_per_1k"` // drain, summed over the ingest processes
+	PeakRSSBytes       uint64  `json:"peak_rss_bytes"`     // the largest ingest process
+	LiveRate           float64 `json:"live_rate"`
+	LiveAchievedRate   float64 `json:"live_achieved_rate"`
+	LiveReadings       int     `json:"live_readings"`
+	LiveCPUPer1k       float64 `json:"live_cpu_seconds_per_1k"`
+	P50QueryableMs     float64 `json:"p50_queryable_ms"`
+	P99QueryableMs     float64 `json:"p99_queryable_ms"`
+	P50AnchoredMs      float64 `json:"p50_anchored_ms"`
+	P99AnchoredMs      float64 `json:"p99_anchored_ms"`
+	AnchorIntervalMs   float64 `json:"anchor_interval_ms"`
+	RatioToRaw         float64 `json:"ratio_to_raw_jetstream"`
+	RatioToVerify      float64 `json:"ratio_to_verify_all_cores"`
+}
+
+// Print writes the human summary.
+func (r Result) Print(w io.Writer) {
+	fmt.Fprintf(w, "\n== anchorline bench: %d readings from %d devices, %d ingest worker(s), %d cores\n", r.Readings, r.Devices, r.Workers, r.Cores)
+	fmt.Fprintf(w, "drain:      %8.0f readings/s  (first pull to last row queryable with its batch record in BATCHES)\n", r.ReadingsPerSec)
+	fmt.Fprintf(w, "            %8.3f CPU-s per 1,000 readings in ingest, peak RSS %.1f MiB\n", r.CPUSecondsPer1k, float64(r.PeakRSSBytes)/(1<<20))
+	fmt.Fprintf(w, "references: %8.0f msg/s raw JetStream drain of the same messages (no processing)\n", r.RawJetStreamPerSec)
+	fmt.Fprintf(w, "            %8.0f Ed25519 verifications/s on one core (%0.f on all cores; curve25519-voi batches, ZIP-215)\n", r.VerifyPerSec, r.VerifyPerSecAll)
+	fmt.Fprintf(w, "ratios:     %8.2f of raw JetStream, %.2f of all-core verification\n", r.RatioToRaw, r.RatioToVerify)
+	if r.LiveRate > 0 {
+		fmt.Fprintf(w, "live:       %8.0f readings/s asked, %.0f published (%d readings), %.3f CPU-s per 1,000\n", r.LiveRate, r.LiveAchievedRate, r.LiveReadings, r.LiveCPUPer1k)
+		fmt.Fprintf(w, "            publish→queryable p50 %.0f ms, p99 %.0f ms; publish→anchored p50 %.0f ms, p99 %.0f ms (anchor.interval %.0f ms)\n",
+			r.P50QueryableMs, r.P99QueryableMs, r.P50AnchoredMs, r.P99AnchoredMs, r.AnchorIntervalMs)
+	}
+}
+
+type signed struct {
+	dev  string
+	seq  uint64
+	raw  []byte
+	key  voi.PublicKey
+	sigm []byte // the bytes the signature covers
+	sig  []byte
+}
+
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+type runner struct {
+	cfg  config.Config
+	opts Options
+	log  *slog.Logger
+	out  io.Writer
+
+	dir     string
+	natsURL string
+	rpcAddr string
+	db      string
+	ch      driver.Conn
+	js      jetstream.JetStream
+	node    *node.Node
+}
+
+func (r *runner) say(format string, args ...any) {
+	fmt.Fprintf(r.out, "%s  "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
+}
+
+// Run runs the benchmark. cfg supplies ClickHouse (a fresh database is made and dropped), the
+// ingest settings the workers use, and anchor.interval.
+func Run(ctx context.Context, cfg config.Config, opts Options, log *slog.Logger) (Result, error) {
+	if opts.Readings <= 0 || opts.Devices <= 0 || opts.Workers <= 0 {
+		return Result{}, errors.New("bench: --readings, --devices and --workers must be positive")
+	}
+	r := &runner{cfg: cfg, opts: opts, log: log, out: opts.Progress}
+	if r.out == nil {
+		r.out = io.Discard
+	}
+	res := Result{Readings: opts.Readings, Devices: opts.Devices, Workers: opts.Workers, Cores: runtime.NumCPU(),
+		LiveRate: opts.LiveRate, AnchorIntervalMs: float64(cfg.Anchor.Interval.Milliseconds())}
+	var err error
+	if r.dir, err = os.MkdirTemp("", "anchorline-bench-"); err != nil {
+		return res, err
+	}
+	defer os.RemoveAll(r.dir)
+	cleanup, err := r.setUp(ctx)
+	defer cleanup()
+	if err != nil {
+		return res, err
+	}
+
+	keys, err := r.register(ctx)
+	if err != nil {
+		return res, err
+	}
+	liveN := int(opts.LiveRate * opts.LiveDuration.Seconds())
+	r.say("signing %d readings (%d for the drain, %d for the live mode)", opts.Readings+liveN, opts.Readings, liveN)
+	all := sign(keys, opts.Readings+liveN)
+	drainSet, liveSet := all[:opts.Readings], all[opts.Readings:]
+
+	r.say("publishing %d readings to %s", len(drainSet), consume.ReadingsStream)
+	t := time.Now()
+	if err := publishAll(ctx, r.js, drainSet); err != nil {
+		return res, err
+	}
+	res.PrefillPerSec = float64(len(drainSet)) / time.Since(t).Seconds()
+
+	r.say("reference: raw JetStream drain of the same messages")
+	if res.RawJetStreamPerSec, err = r.rawDrain(ctx, len(drainSet)); err != nil {
+		return res, err
+	}
+	r.say("reference: Ed25519 verification rate")
+	res.VerifyPerSec, res.VerifyPerSecAll = verifyRate(drainSet)
+
+	r.say("drain: %d ingest worker(s) draining %d readings", opts.Workers, len(drainSet))
+	workers, err := r.startWorkers(ctx)
+	if err != nil {
+		return res, err
+	}
+	defer stopWorkers(workers)
+	t0 := time.Now()
+	if err := r.waitStored(ctx, len(drainSet)); err != nil {
+		return res, err
+	}
+	elapsed := time.Since(t0)
+	res.ReadingsPerSec = float64(len(drainSet)) / elapsed.Seconds()
+	cpuDrain := 0.0
+	for _, w := range workers {
+		c, err := cpuSeconds(w.Process.Pid)
+		if err != nil {
+			return res, err
+		}
+		cpuDrain += c
+		rss, err := peakRSS(w.Process.Pid)
+		if err != nil {
+			return res, err
+		}
+		res.PeakRSSBytes = max(res.PeakRSSBytes, rss)
+	}
+	res.CPUSecondsPer1k = cpuDrain / float64(len(drainSet)) * 1000
+	res.RatioToRaw = res.ReadingsPerSec / res.RawJetStreamPerSec
+	res.RatioToVerify = res.ReadingsPerSec / res.VerifyPerSecAll
+	r.say("drained in %s: %.0f readings/s", elapsed.Round(time.Millisecond), res.ReadingsPerSec)
+
+	if liveN > 0 {
+		if err := r.live(ctx, workers, liveSet, cpuDrain, &res); err != nil {
+			return res, err
+		}
+	}
+	return res, nil
+}
+
+func (r *runner) setUp(ctx context.Context) (func(), error) {
+	var stops []func()
+	cleanup := func() {
+		for i := len(stops) - 1; i >= 0; i-- {
+			stops[i]()
+		}
+	}
+	var err error
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if r.natsURL, err = freeAddr(); err != nil {
+		return cleanup, err
+	}
+	r.natsURL = "nats://" + r.natsURL
+	ns, err := stack.StartNATS(r.natsURL, filepath.Join(r.dir, "nats"), quiet)
+	if err != nil {
+		return cleanup, err
+	}
+	stops = append(stops, func() { ns.Shutdown(); ns.WaitForShutdown() })
+	if r.rpcAddr, err = freeAddr(); err != nil {
+		return cleanup, err
+	}
+	if r.cfg.ClickHouse.Embedded {
+		srv, err := chserver.Start(ctx, filepath.Join(r.dir, "clickhouse"), "", quiet)
+		if err != nil {
+			return cleanup, err
+		}
+		stops = append(stops, func() { _ = srv.Stop() })
+		r.cfg.ClickHouse.Addr = srv.Addr
+	}
+	admin := ed25519.NewKeyFromSeed(make([]byte, 32))
+	r.node, err = node.Start(ctx, node.Config{Home: filepath.Join(r.dir, "ledger"), ChainID: "anchorline-bench", RPCAddr: r.rpcAddr,
+		TimeoutCommit: r.cfg.Ledger.TimeoutCommit, Admins: []ed25519.PublicKey{admin.Public().(ed25519.PublicKey)}, Logger: quiet})
+	if err != nil {
+		return cleanup, err
+	}
+	stops = append(stops, func() { _ = r.node.Stop() })
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if r.ch, err = stack.OpenClickHouse(cctx, r.cfg.ClickHouse, quiet); err != nil {
+		return cleanup, err
+	}
+	stops = append(stops, func() { r.ch.Close() })
+	r.db = fmt.Sprintf("bench_%d", time.Now().Unix())
+	if _, err := clickhouse.Migrate(ctx, r.ch, r.db); err != nil {
+		return cleanup, err
+	}
+	stops = append(stops, func() { _ = r.ch.Exec(context.Background(), "DROP DATABASE IF EXISTS "+r.db) })
+	nc, js, err := stack.ConnectNATS(ctx, r.natsURL, "anchorline bench", quiet)
+	if err != nil {
+		return cleanup, err
+	}
+	stops = append(stops, nc.Close)
+	r.js = js
+	if err := consume.EnsureStreams(ctx, js, r.cfg.Ingest.MaxAckPending); err != nil {
+		return cleanup, err
+	}
+	r.say("stack up: NATS %s, ledger RPC %s, ClickHouse %s database %s", r.natsURL, r.rpcAddr, r.cfg.ClickHouse.Addr, r.db)
+	return cleanup, nil
+}
+
+// register makes the devices' keys and registers them on the ledger, many at a time.
+func (r *runner) register(ctx context.Context) ([]ed25519.PrivateKey, error) {
+	r.say("registering %d devices on the ledger", r.opts.Devices)
+	admin := ed25519.NewKeyFromSeed(make([]byte, 32))
+	keys := make([]ed25519.PrivateKey, r.opts.Devices)
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(64)
+	for i := range keys {
+		_, k, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			return nil, err
+		}
+		keys[i] = k
+		g.Go(func() error {
+			e, err := entry.NewRegister(admin, devID(i), reading.PublicKey{Alg: reading.Ed25519, Key: k.Public().(ed25519.PublicKey)}, time.Now())
+			if err != nil {
+				return err
+			}
+			_, err = r.node.Client().Submit(gctx, e)
+			return err
+		})
+	}
+	return keys, g.Wait()
+}
+
+func devID(i int) string { return fmt.Sprintf("bench-%05d", i) }
+
+// sign makes n chained readings, round-robin over the devices, on every core.
+func sign(keys []ed25519.PrivateKey, n int) []signed {
+	out := make([]signed, n)
+	var wg sync.WaitGroup
+	workers := runtime.GOMAXPROCS(0)
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for d := w; d < len(keys); d += workers {
+				dev := reading.Device{ID: devID(d), Key: reading.NewEd25519Key(keys[d])}
+				for i := d; i < n; i += len(keys) {
+					raw, err := dev.Next([]reading.Metric{{Name: "temp", Value: 20 + float64(i%100)/10}, {Name: "hum", Value: 40}}, nil)
+					if err != nil {
+						panic(err) // constant, valid input
+					}
+					m, err := reading.Decode(raw)
+					if err != nil {
+						panic(err)
+					}
+					out[i] = signed{dev: dev.ID, seq: dev.Seq, raw: raw, key: voi.PublicKey(keys[d].Public().(ed25519.PublicKey)), sigm: m.SigStructure(), sig: m.Signature()}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+func publishAll(ctx context.Context, js jetstream.JetStream, set []signed) error {
+	for i := 0; i < len(set); i += 10_000 {
+		var futs []jetstream.PubAckFuture
+		for _, s := range set[i:min(i+10_000, len(set))] {
+			msg := nats.NewMsg(reading.Subject(s.dev))
+			msg.Data = s.raw
+			msg.Header.Set(jetstream.MsgIDHeader, reading.MsgID(s.dev, s.seq))
+			f, err := js.PublishMsgAsync(msg)
+			if err != nil {
+				return err
+			}
+			futs = append(futs, f)
+		}
+		for _, f := range futs {
+			select {
+			case <-f.Ok():
+			case err := <-f.Err():
+				return fmt.Errorf("publish: %w", err)
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+	}
+	return nil
+}
+
+// rawDrain drains the stream through a consumer of its own, acking every message, doing nothing
+// else: what a connector that checks nothing pays for JetStream alone.
+func (r *runner) rawDrain(ctx context.Context, n int) (float64, error) {
+	cons, err := r.js.CreateOrUpdateConsumer(ctx, consume.ReadingsStream, jetstream.ConsumerConfig{Durable: "bench-raw",
+		AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: 20_000})
+	if err != nil {
+		return 0, err
+	}
+	defer r.js.DeleteConsumer(context.Background(), consume.ReadingsStream, "bench-raw")
+	var got atomic.Int64
+	done := make(chan struct{})
+	start := time.Now()
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		_ = m.Ack()
+		if got.Add(1) == int64(n) {
+			close(done)
+		}
+	}, jetstream.PullMaxMessages(1000))
+	if err != nil {
+		return 0, err
+	}
+	defer cc.Stop()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+	return float64(n) / time.Since(start).Seconds(), nil
+}
+
+// verifyRate measures batch verification with cached expanded keys: on one core, then on all.
+func verifyRate(set []signed) (one, all float64) {
+	sample := set[:min(len(set), 1024)]
+	expanded := map[string]*voi.ExpandedPublicKey{}
+	for _, s := range sample {
+		if expanded[s.dev] == nil {
+			expanded[s.dev], _ = voi.NewExpandedPublicKey(s.key)
+		}
+	}
+	opts := reading.Ed25519Rules()
+	round := func() {
+		bv := voi.NewBatchVerifierWithCapacity(len(sample))
+		for _, s := range sample {
+			bv.AddExpandedWithOptions(expanded[s.dev], s.sigm, s.sig, opts)
+		}
+		if ok, _ := bv.Verify(rand.Reader); !ok {
+			panic("bench: a pre-signed reading does not verify")
+		}
+	}
+	measure := func(workers int) float64 {
+		var n atomic.Int64
+		start := time.Now()
+		var wg sync.WaitGroup
+		for range workers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for time.Since(start) < 2*time.Second {
+					round()
+					n.Add(int64(len(sample)))
+				}
+			}()
+		}
+		wg.Wait()
+		return float64(n.Load()) / time.Since(start).Seconds()
+	}
+	return measure(1), measure(runtime.GOMAXPROCS(0))
+}
+
+func (r *runner) startWorkers(ctx context.Context) ([]*exec.Cmd, error) {
+	var cmds []*exec.Cmd
+	for i := range r.opts.Workers {
+		httpAddr, err := freeAddr()
+		if err != nil {
+			return cmds, err
+		}
+		cmd := exec.CommandContext(ctx, r.opts.Binary, "ingest", "--nats.url", r.natsURL, "--clickhouse.addr", r.cfg.ClickHouse.Addr,
+			"--clickhouse.database", r.db, "--ledger.rpc", r.rpcAddr, "--http.addr", httpAddr, "--log.level", "warn")
+		ic := r.cfg.Ingest
+		cmd.Env = append(os.Environ(),
+			fmt.Sprintf("ANCHORLINE_INGEST_WORKER=bench-%d", i),
+			fmt.Sprintf("ANCHORLINE_INGEST_BATCH_SIZE=%d", ic.BatchSize),
+			fmt.Sprintf("ANCHORLINE_INGEST_FLUSH_AGE=%s", ic.FlushAge),
+			fmt.Sprintf("ANCHORLINE_INGEST_PULL_BATCH=%d", ic.PullBatch),
+			fmt.Sprintf("ANCHORLINE_INGEST_MAX_ACK_PENDING=%d", ic.MaxAckPending),
+			fmt.Sprintf("ANCHORLINE_CLICKHOUSE_USERNAME=%s", r.cfg.ClickHouse.Username),
+			fmt.Sprintf("ANCHORLINE_CLICKHOUSE_PASSWORD=%s", r.cfg.ClickHouse.Password))
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+		cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGINT) }
+		cmd.WaitDelay = 15 * time.Second
+		if err := cmd.Start(); err != nil {
+			return cmds, fmt.Errorf("start ingest worker: %w", err)
+		}
+		cmds = append(cmds, cmd)
+	}
+	return cmds, nil
+}
+
+func stopWorkers(cmds []*exec.Cmd) {
+	for _, c := range cmds {
+		_ = c.Process.Signal(syscall.SIGINT)
+	}
+	for _, c := range cmds {
+		_ = c.Wait()
+	}
+}
+
+// waitStored waits until n readings are queryable and every batch record is in BATCHES.
+func (r *runner) waitStored(ctx context.Context, n int) error {
+	st, err := r.js.Stream(ctx, consume.BatchesStream)
+	if err != nil {
+		return err
+	}
+	last := time.Now()
+	for {
+		var rows, sized, batches uint64
+		if err := r.ch.QueryRow(ctx, "SELECT count() FROM "+r.db+".readings").Scan(&rows); err != nil {
+			return err
+		}
+		if err := r.ch.QueryRow(ctx, "SELECT toUInt64(sum(size)), count() FROM "+r.db+".batches").Scan(&sized, &batches); err != nil {
+			return err
+		}
+		info, err := st.Info(ctx)
+		if err != nil {
+			return err
+		}
+		if rows >= uint64(n) && sized >= uint64(n) && info.State.Msgs >= batches {
+			return nil
+		}
+		if time.Since(last) > 2*time.Second {
+			r.say("  %d of %d readings stored, %d batches", rows, n, batches)
+			last = time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(25 * time.Millisecond):
+		}
+	}
+}
+
+// live publishes at a fixed rate with ingest and anchoring running and samples latencies.
+func (r *runner) live(ctx context.Context, workers []*exec.Cmd, set []signed, cpuBefore float64, res *Result) error {
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	anch, err := stack.NewAnchoring(ctx, r.cfg, r.js, store.New(r.ch, r.db), r.node.Client(), quiet)
+	if err != nil {
+		return err
+	}
+	actx, stopAnchoring := context.WithCancel(ctx)
+	anchDone := make(chan struct{})
+	go func() { defer close(anchDone); _ = anch.Run(actx) }()
+	defer func() { stopAnchoring(); <-anchDone }()
+
+	r.say("live: %.0f readings/s for %s, with anchoring every %s", r.opts.LiveRate, r.opts.LiveDuration, r.cfg.Anchor.Interval)
+	every := max(1, len(set)/2000)
+	sm := &samples{sent: map[string]time.Time{}, waitQ: map[string]time.Time{}, waitA: map[string]time.Time{}}
+	type lat struct {
+		q, a []float64
+		err  error
+	}
+	latc := make(chan lat, 1)
+	go func() {
+		q, a, err := r.latencies(ctx, sm)
+		latc <- lat{q, a, err}
+	}()
+	const tick = 2 * time.Millisecond
+	ticker := time.NewTicker(tick)
+	defer ticker.Stop()
+	start := time.Now()
+	due := 0.0
+	i := 0
+	var futs []jetstream.PubAckFuture
+	for i < len(set) {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-ticker.C:
+		}
+		due = r.opts.LiveRate*time.Since(start).Seconds() - float64(i)
+		for ; due >= 1 && i < len(set); due-- {
+			s := set[i]
+			msg := nats.NewMsg(reading.Subject(s.dev))
+			msg.Data = s.raw
+			msg.Header.Set(jetstream.MsgIDHeader, reading.MsgID(s.dev, s.seq))
+			if i%every == 0 {
+				sm.add(reading.MsgID(s.dev, s.seq), time.Now())
+			}
+			f, err := r.js.PublishMsgAsync(msg)
+			if err != nil {
+				return err
+			}
+			futs = append(futs, f)
+			i++
+		}
+	}
+	res.LiveAchievedRate = float64(len(set)) / time.Since(start).Seconds()
+	res.LiveReadings = len(set)
+	for _, f := range futs {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return err
+		}
+	}
+	sm.finish()
+	l := <-latc
+	if l.err != nil {
+		return l.err
+	}
+	queryable, anchored := l.q, l.a
+	cpu := 0.0
+	for _, w := range workers {
+		c, err := cpuSeconds(w.Process.Pid)
+		if err != nil {
+			return err
+		}
+		cpu += c
+	}
+	res.LiveCPUPer1k = (cpu - cpuBefore) / float64(len(set)) * 1000
+	res.P50QueryableMs, res.P99QueryableMs = percentile(queryable, 50), percentile(queryable, 99)
+	res.P50AnchoredMs, res.P99AnchoredMs = percentile(anchored, 50), percentile(anchored, 99)
+	return nil
+}
+
+// samples are the sampled readings of the live mode: when each was published, and which are
+// not yet queryable or anchored.
+type samples struct {
+	mu           sync.Mutex
+	sent         map[string]time.Time
+	waitQ, waitA map[string]time.Time
+	done         bool
+}
+
+func (s *samples) add(k string, t time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.sent[k], s.waitQ[k], s.waitA[k] = t, t, t
+}
+
+func (s *samples) finish() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.done = true
+}
+
+// pending returns up to 1000 keys still waiting in w, and whether anything is left at all.
+func (s *samples) pending(w map[string]time.Time) ([]string, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var keys []string
+	for k := range w {
+		keys = append(keys, k)
+		if len(keys) == 1000 {
+			break
+		}
+	}
+	return keys, len(w) > 0 || !s.done
+}
+
+// seen records that k showed up in w at now and returns its latency in milliseconds.
+func (s *samples) seen(w map[string]time.Time, k string, now time.Time) (float64, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t, ok := w[k]
+	if !ok {
+		return 0, false
+	}
+	delete(w, k)
+	return float64(now.Sub(t).Microseconds()) / 1000, true
+}
+
+// latencies polls ClickHouse for the sampled readings while they are published, until each is
+// queryable and anchored.
+func (r *runner) latencies(ctx context.Context, s *samples) (queryable, anchored []float64, err error) {
+	var deadline time.Time
+	for {
+		_, leftA := s.pending(s.waitA)
+		if !leftA {
+			return queryable, anchored, nil
+		}
+		s.mu.Lock()
+		if s.done && deadline.IsZero() {
+			deadline = time.Now().Add(time.Minute + 10*r.cfg.Anchor.Interval)
+		}
+		s.mu.Unlock()
+		if !deadline.IsZero() && time.Now().After(deadline) {
+			return nil, nil, fmt.Errorf("bench: %d sampled readings not anchored in time", len(s.waitA))
+		}
+		for _, q := range []struct {
+			wait map[string]time.Time
+			out  *[]float64
+			cond string
+		}{{s.waitQ, &queryable, ""}, {s.waitA, &anchored, " AND batch_id IN (SELECT batch_id FROM " + r.db + ".batch_anchors)"}} {
+			keys, _ := s.pending(q.wait)
+			if len(keys) == 0 {
+				continue
+			}
+			tuples := make([]string, len(keys))
+			for i, k := range keys {
+				dev, seq, _ := strings.Cut(k, ":")
+				tuples[i] = fmt.Sprintf("('%s', %s)", dev, seq)
+			}
+			rows, err := r.ch.Query(ctx, "SELECT device_id, seq FROM "+r.db+".readings WHERE (device_id, seq) IN ("+strings.Join(tuples, ",")+")"+q.cond)
+			if err != nil {
+				return nil, nil, err
+			}
+			now := time.Now() // the rows were visible by now: a conservative latency
+			for rows.Next() {
+				var dev string
+				var seq uint64
+				if err := rows.Scan(&dev, &seq); err != nil {
+					rows.Close()
+					return nil, nil, err
+				}
+				if ms, ok := s.seen(q.wait, reading.MsgID(dev, seq), now); ok {
+					*q.out = append(*q.out, ms)
+				}
+			}
+			rows.Close()
+		}
+		select {
+		case <-ctx.Done():
+			return nil, nil, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+func percentile(xs []float64, p float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	i := int(float64(len(s)-1) * p / 100)
+	return s[i]
+}
+
+// WriteJSON writes the result file.
+func (r Result) WriteJSON(path string) error {
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
