@@ -107,7 +107,7 @@ func TestIngestWritesThenAcks(t *testing.T) {
 		t.Fatal(err)
 	}
 	w := &flakyWriter{fail: 3, t: t, cons: cons}
-	g := New(js, verify.New(keys, reading.MaxSize), w, Config{BatchSize: 25, FlushAge: 50 * time.Millisecond, PullBatch: 10, Worker: "t"},
+	g := New(js, verify.New(keys, verify.DefaultLimits()), w, Config{BatchSize: 25, FlushAge: 50 * time.Millisecond, PullBatch: 10, Worker: "t"},
 		slog.New(slog.NewTextHandler(io.Discard, nil)))
 
 	const per = 30

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"time"
 
 	voi "github.com/oasisprotocol/curve25519-voi/primitives/ed25519"
 
@@ -22,7 +23,26 @@ const (
 	UnknownDevice   = "unknown_device"
 	RevokedDevice   = "revoked_device"
 	BadSignature    = "bad_signature"
+	ClockSkew       = "clock_skew"
+	TooManyMetrics  = "too_many_metrics"
+	TagsTooLarge    = "tags_too_large"
 )
+
+// Limits are what a fleet's operator bounds; zero values take the defaults of DefaultLimits.
+type Limits struct {
+	MaxSize    int              // bytes of a reading on the wire
+	MaxFuture  time.Duration    // device time ahead of ours
+	MaxAge     time.Duration    // device time behind ours; 0: no limit
+	MaxMetrics int              // metrics per reading
+	MaxTags    int              // tags per reading
+	MaxTagLen  int              // bytes of a tag key or value
+	Now        func() time.Time // the clock device time is compared with; time.Now if nil
+}
+
+// DefaultLimits are the limits of a default configuration.
+func DefaultLimits() Limits {
+	return Limits{MaxSize: reading.MaxSize, MaxFuture: 5 * time.Minute, MaxAge: 30 * 24 * time.Hour, MaxMetrics: 64, MaxTags: 32, MaxTagLen: 128}
+}
 
 // Rejection is why a message is refused; ingest stores it with the message in `rejected`.
 type Rejection struct {
@@ -39,14 +59,56 @@ type Verified struct {
 	Leaf [32]byte
 }
 
-// Verifier checks messages against the device keys.
+// Verifier checks messages against the device keys and the limits.
 type Verifier struct {
-	keys    *Keys
-	maxSize int
+	keys *Keys
+	lim  Limits
 }
 
-// New returns a verifier; maxSize is the largest reading accepted.
-func New(keys *Keys, maxSize int) *Verifier { return &Verifier{keys: keys, maxSize: maxSize} }
+// New returns a verifier.
+func New(keys *Keys, lim Limits) *Verifier {
+	d := DefaultLimits()
+	if lim.MaxSize <= 0 {
+		lim.MaxSize = d.MaxSize
+	}
+	if lim.MaxFuture <= 0 {
+		lim.MaxFuture = d.MaxFuture
+	}
+	if lim.MaxMetrics <= 0 {
+		lim.MaxMetrics = d.MaxMetrics
+	}
+	if lim.MaxTagLen <= 0 {
+		lim.MaxTagLen = d.MaxTagLen
+	}
+	if lim.Now == nil {
+		lim.Now = time.Now
+	}
+	return &Verifier{keys: keys, lim: lim}
+}
+
+// limits checks the payload against the operator's bounds.
+func (v *Verifier) limits(r reading.Reading) *Rejection {
+	now := v.lim.Now()
+	ts := time.UnixMilli(int64(r.TS))
+	if r.TS > uint64(now.Add(v.lim.MaxFuture).UnixMilli()) {
+		return &Rejection{ClockSkew, fmt.Sprintf("device time %s is %s ahead (limit %s)", ts.UTC().Format(time.RFC3339Nano), ts.Sub(now).Round(time.Millisecond), v.lim.MaxFuture), r.Device}
+	}
+	if v.lim.MaxAge > 0 && r.TS < uint64(max(now.Add(-v.lim.MaxAge).UnixMilli(), 0)) {
+		return &Rejection{ClockSkew, fmt.Sprintf("device time %s is %s old (limit %s)", ts.UTC().Format(time.RFC3339Nano), now.Sub(ts).Round(time.Second), v.lim.MaxAge), r.Device}
+	}
+	if len(r.Metrics) > v.lim.MaxMetrics {
+		return &Rejection{TooManyMetrics, fmt.Sprintf("%d metrics, the limit is %d", len(r.Metrics), v.lim.MaxMetrics), r.Device}
+	}
+	if len(r.Tags) > v.lim.MaxTags {
+		return &Rejection{TagsTooLarge, fmt.Sprintf("%d tags, the limit is %d", len(r.Tags), v.lim.MaxTags), r.Device}
+	}
+	for k, val := range r.Tags {
+		if len(k) > v.lim.MaxTagLen || len(val) > v.lim.MaxTagLen {
+			return &Rejection{TagsTooLarge, fmt.Sprintf("tag %.32q is %d+%d bytes, the limit is %d each", k, len(k), len(val), v.lim.MaxTagLen), r.Device}
+		}
+	}
+	return nil
+}
 
 // Check verifies one message received on subject. A *Rejection error means the message is bad
 // and must be quarantined; any other error means the check could not be made (the ledger did
@@ -128,8 +190,8 @@ func (v *Verifier) CheckBatch(ctx context.Context, in []Input, out []Result) {
 
 // prepare runs every check but the signature's.
 func (v *Verifier) prepare(ctx context.Context, subject string, raw []byte) (pending, error) {
-	if len(raw) > v.maxSize {
-		return pending{}, &Rejection{TooLarge, fmt.Sprintf("%d bytes, the limit is %d", len(raw), v.maxSize), ""}
+	if len(raw) > v.lim.MaxSize {
+		return pending{}, &Rejection{TooLarge, fmt.Sprintf("%d bytes, the limit is %d", len(raw), v.lim.MaxSize), ""}
 	}
 	msg, err := reading.Decode(raw)
 	if err != nil {
@@ -151,6 +213,9 @@ func (v *Verifier) prepare(ctx context.Context, subject string, raw []byte) (pen
 	dev := msg.Reading.Device
 	if want := reading.Subject(dev); subject != want {
 		return pending{}, &Rejection{SubjectMismatch, fmt.Sprintf("published on %s, signed for %s", subject, want), dev}
+	}
+	if rej := v.limits(msg.Reading); rej != nil {
+		return pending{}, rej
 	}
 	key, ok, err := v.keys.lookup(ctx, dev)
 	if err != nil {

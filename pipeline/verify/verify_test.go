@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"sync/atomic"
@@ -69,7 +70,7 @@ func TestCheckClassifies(t *testing.T) {
 		{Device: "gone", Key: revoked.Public(), Revoked: true, Height: 5},
 		{Device: "wrongalg", Key: es.Public(), Height: 1},
 	})
-	v := New(keys, reading.MaxSize)
+	v := New(keys, DefaultLimits())
 	badSig := sign(t, "ed", 2, ed)
 	badSig[len(badSig)-3] ^= 0x10
 	_, raw, _ := ed25519.GenerateKey(rand.Reader)
@@ -99,6 +100,13 @@ func TestCheckClassifies(t *testing.T) {
 		{"not cbor", "iot.readings.ed", []byte("hello"), BadCBOR},
 		{"no metrics", "iot.readings.ed", coseRaw(t, "ed", map[string]any{"dev": "ed", "seq": 1, "ts": now}, raw), BadPayload},
 		{"too large", "iot.readings.ed", bigRaw, TooLarge},
+		{"device clock ahead", "iot.readings.ed", signAt(t, ed, time.Now().Add(6*time.Minute), 1, nil), ClockSkew},
+		{"device clock slightly ahead", "iot.readings.ed", signAt(t, ed, time.Now().Add(4*time.Minute), 1, nil), ""},
+		{"reading too old", "iot.readings.ed", signAt(t, ed, time.Now().Add(-31*24*time.Hour), 1, nil), ClockSkew},
+		{"too many metrics", "iot.readings.ed", signAt(t, ed, time.Now(), 65, nil), TooManyMetrics},
+		{"64 metrics", "iot.readings.ed", signAt(t, ed, time.Now(), 64, nil), ""},
+		{"too many tags", "iot.readings.ed", signAt(t, ed, time.Now(), 1, tags(33, 4)), TagsTooLarge},
+		{"tag too long", "iot.readings.ed", signAt(t, ed, time.Now(), 1, tags(1, 129)), TagsTooLarge},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := v.Check(ctx, tc.subject, tc.raw)
@@ -120,6 +128,27 @@ func TestCheckClassifies(t *testing.T) {
 	if len(bigRaw) <= reading.MaxSize {
 		t.Fatalf("the oversize reading is only %d bytes", len(bigRaw))
 	}
+}
+
+func signAt(t *testing.T, k reading.PrivateKey, at time.Time, metrics int, tags map[string]string) []byte {
+	t.Helper()
+	var ms []reading.Metric
+	for i := range metrics {
+		ms = append(ms, reading.Metric{Name: fmt.Sprintf("m%03d", i), Value: float64(i)})
+	}
+	raw, err := reading.Sign(reading.Reading{Device: "ed", Seq: 1, TS: uint64(at.UnixMilli()), Metrics: ms, Tags: tags}, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
+func tags(n, size int) map[string]string {
+	out := map[string]string{}
+	for i := range n {
+		out[fmt.Sprintf("t%d", i)] = strings.Repeat("v", size)
+	}
+	return out
 }
 
 func TestKeysFetchAndNegativeCache(t *testing.T) {
@@ -170,7 +199,7 @@ func TestKeysFetchAndNegativeCache(t *testing.T) {
 		t.Fatalf("%d fetches for one device", calls.Load()-before)
 	}
 	// A ledger error is an error (retry), not a rejection.
-	v := New(keys, reading.MaxSize)
+	v := New(keys, DefaultLimits())
 	if _, err := v.Check(ctx, "iot.readings.down", sign(t, "down", 1, k)); err == nil || errors.As(err, new(*Rejection)) {
 		t.Fatalf("ledger down: %v", err)
 	}
@@ -238,7 +267,7 @@ func TestCheckBatch(t *testing.T) {
 	ed, es := key(t, reading.Ed25519), key(t, reading.ES256)
 	keys := NewKeys(nil)
 	keys.Apply([]Key{{Device: "ed", Key: ed.Public(), Height: 1}, {Device: "es", Key: es.Public(), Height: 1}})
-	v := New(keys, reading.MaxSize)
+	v := New(keys, DefaultLimits())
 	var in []Input
 	for i := range 40 {
 		raw := sign(t, "ed", uint64(i+1), ed)
@@ -278,7 +307,7 @@ func BenchmarkCheckEd25519(b *testing.B) {
 	k := key(b, reading.Ed25519)
 	keys := NewKeys(nil)
 	keys.Apply([]Key{{Device: "bench", Key: k.Public(), Height: 1}})
-	v := New(keys, reading.MaxSize)
+	v := New(keys, DefaultLimits())
 	raw := sign(b, "bench", 1, k)
 	ctx := context.Background()
 	b.ReportAllocs()
@@ -293,7 +322,7 @@ func BenchmarkCheckBatch1024(b *testing.B) {
 	k := key(b, reading.Ed25519)
 	keys := NewKeys(nil)
 	keys.Apply([]Key{{Device: "bench", Key: k.Public(), Height: 1}})
-	v := New(keys, reading.MaxSize)
+	v := New(keys, DefaultLimits())
 	in := make([]Input, 1024)
 	for i := range in {
 		in[i] = Input{"iot.readings.bench", sign(b, "bench", uint64(i+1), k)}

@@ -57,7 +57,7 @@ type Result struct {
 	Cores              int     `json:"cores"`
 	ReadingsPerSec     float64 `json:"readings_per_sec"`
 	RawJetStreamPerSec float64 `json:"raw_jetstream_per_sec"`
-	VerifyPerSec       float64 `json:"verify_per_sec"`          // one core, batches of 1024, cached expanded keys
+	VerifyPerSec       float64 `json:"verify_per_sec"`           // one core, batches of 1024, cached expanded keys
 	VerifyPerSecAll    float64 `json:"verify_per_sec_all_cores"` // every core
 	PrefillPerSec      float64 `json:"prefill_publish_per_sec"`
 	CPUSecondsPer1k    float64 `json:"cpu_seconds_per_1k"` // drain, summed over the ingest processes

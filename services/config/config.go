@@ -73,6 +73,13 @@ type Ingest struct {
 	MaxAckPending int           `mapstructure:"max_ack_pending"` // in flight per consumer
 	MaxSize       int           `mapstructure:"max_size"`        // largest reading accepted, bytes
 	Worker        string        `mapstructure:"worker"`          // name recorded with each batch
+	Verifiers     int           `mapstructure:"verifiers"`       // goroutines verifying signatures; 0: one per core
+	Flushers      int           `mapstructure:"flushers"`        // batches written to ClickHouse at once
+	MaxFuture     time.Duration `mapstructure:"max_future"`      // device time this far ahead of ours is clock_skew
+	MaxAge        time.Duration `mapstructure:"max_age"`         // device time older than this is clock_skew; 0: no limit
+	MaxMetrics    int           `mapstructure:"max_metrics"`     // metrics per reading
+	MaxTags       int           `mapstructure:"max_tags"`        // tags per reading
+	MaxTagLen     int           `mapstructure:"max_tag_len"`     // bytes of a tag key or value
 }
 
 // Log chooses the slog handler.
@@ -90,8 +97,9 @@ func Default() Config {
 		HTTP:       HTTP{Addr: "127.0.0.1:8080"},
 		Anchor:     Anchor{Interval: 2 * time.Second},
 		Ledger:     Ledger{ChainID: "anchorline-dev", RPC: "127.0.0.1:26657", TimeoutCommit: 100 * time.Millisecond},
-		Ingest: Ingest{BatchSize: 1000, FlushAge: 200 * time.Millisecond, PullBatch: 500,
-			MaxAckPending: 20000, MaxSize: 8 << 10, Worker: "ingest"},
+		Ingest: Ingest{BatchSize: 10_000, FlushAge: 200 * time.Millisecond, PullBatch: 1000,
+			MaxAckPending: 60_000, MaxSize: 8 << 10, Worker: "ingest", Flushers: 2,
+			MaxFuture: 5 * time.Minute, MaxAge: 30 * 24 * time.Hour, MaxMetrics: 64, MaxTags: 32, MaxTagLen: 128},
 		Log: Log{Level: "info", Format: "text"},
 	}
 }
@@ -126,6 +134,9 @@ func Load(fs *pflag.FlagSet) (Config, error) {
 		"ingest.batch_size": d.Ingest.BatchSize, "ingest.flush_age": d.Ingest.FlushAge,
 		"ingest.pull_batch": d.Ingest.PullBatch, "ingest.max_ack_pending": d.Ingest.MaxAckPending,
 		"ingest.max_size": d.Ingest.MaxSize, "ingest.worker": d.Ingest.Worker,
+		"ingest.verifiers": d.Ingest.Verifiers, "ingest.flushers": d.Ingest.Flushers,
+		"ingest.max_future": d.Ingest.MaxFuture, "ingest.max_age": d.Ingest.MaxAge,
+		"ingest.max_metrics": d.Ingest.MaxMetrics, "ingest.max_tags": d.Ingest.MaxTags, "ingest.max_tag_len": d.Ingest.MaxTagLen,
 		"log.level": d.Log.Level, "log.format": d.Log.Format,
 	} {
 		v.SetDefault(key, val)
@@ -191,13 +202,25 @@ func (c Config) Validate() error {
 	}
 	switch {
 	case c.Ingest.BatchSize < 1:
-		return invalid("ingest.batch_size", "%d must be at least 1 (default 1000)", c.Ingest.BatchSize)
+		return invalid("ingest.batch_size", "%d must be at least 1 (default 10000)", c.Ingest.BatchSize)
 	case c.Ingest.FlushAge <= 0:
 		return invalid("ingest.flush_age", "%s must be positive (default 200ms)", c.Ingest.FlushAge)
 	case c.Ingest.PullBatch < 1:
-		return invalid("ingest.pull_batch", "%d must be at least 1 (default 500)", c.Ingest.PullBatch)
+		return invalid("ingest.pull_batch", "%d must be at least 1 (default 1000)", c.Ingest.PullBatch)
 	case c.Ingest.MaxAckPending < c.Ingest.PullBatch:
 		return invalid("ingest.max_ack_pending", "%d must be at least ingest.pull_batch (%d)", c.Ingest.MaxAckPending, c.Ingest.PullBatch)
+	case c.Ingest.Verifiers < 0:
+		return invalid("ingest.verifiers", "%d must not be negative (0: one per core)", c.Ingest.Verifiers)
+	case c.Ingest.Flushers < 1:
+		return invalid("ingest.flushers", "%d must be at least 1 (default 2)", c.Ingest.Flushers)
+	case c.Ingest.MaxFuture <= 0:
+		return invalid("ingest.max_future", "%s must be positive (default 5m)", c.Ingest.MaxFuture)
+	case c.Ingest.MaxAge < 0:
+		return invalid("ingest.max_age", "%s must not be negative (0: no limit; default 720h)", c.Ingest.MaxAge)
+	case c.Ingest.MaxMetrics < 1:
+		return invalid("ingest.max_metrics", "%d must be at least 1 (default 64)", c.Ingest.MaxMetrics)
+	case c.Ingest.MaxTags < 0 || c.Ingest.MaxTagLen < 1:
+		return invalid("ingest.max_tags", "max_tags %d must not be negative and max_tag_len %d positive (defaults 32, 128)", c.Ingest.MaxTags, c.Ingest.MaxTagLen)
 	case c.Ingest.MaxSize < 256:
 		return invalid("ingest.max_size", "%d bytes is too small (default 8192)", c.Ingest.MaxSize)
 	}

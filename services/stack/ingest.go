@@ -29,12 +29,15 @@ func NewIngest(ctx context.Context, cfg config.Config, js jetstream.JetStream, c
 		return nil, fmt.Errorf("ingest: streams: %w", err)
 	}
 	keys := NewKeys(l)
-	g := ingest.New(js, verify.New(keys, cfg.Ingest.MaxSize), write.New(ch, cfg.ClickHouse.Database), ingest.Config{
+	g := ingest.New(js, verify.New(keys, verify.Limits{MaxSize: cfg.Ingest.MaxSize, MaxFuture: cfg.Ingest.MaxFuture, MaxAge: cfg.Ingest.MaxAge,
+		MaxMetrics: cfg.Ingest.MaxMetrics, MaxTags: cfg.Ingest.MaxTags, MaxTagLen: cfg.Ingest.MaxTagLen}), write.New(ch, cfg.ClickHouse.Database), ingest.Config{
 		BatchSize: cfg.Ingest.BatchSize,
 		FlushAge:  cfg.Ingest.FlushAge,
 		PullBatch: cfg.Ingest.PullBatch,
 		MaxSize:   cfg.Ingest.MaxSize,
 		Worker:    cfg.Ingest.Worker,
+		Verifiers: cfg.Ingest.Verifiers,
+		Flushers:  cfg.Ingest.Flushers,
 	}, log)
 	return &Ingest{Ingest: g, keys: &follower{l: l, keys: keys, log: log}}, nil
 }
