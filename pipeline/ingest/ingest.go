@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -29,10 +30,13 @@ type Config struct {
 	Flushers  int           // batches written concurrently; default 2
 }
 
-// Writer stores batches and rejects durably; *write.Writer is one.
+// Writer stores batches, rejects and chain breaks durably, and tells each device's latest
+// stored reading; *write.Writer is one.
 type Writer interface {
 	WriteBatch(ctx context.Context, b *write.Batch) error
 	WriteRejects(ctx context.Context, rs []write.Reject) error
+	WriteAnomalies(ctx context.Context, as []write.Anomaly) error
+	LastReadings(ctx context.Context, devices []string) (map[string]write.Last, error)
 }
 
 // Stats are a worker's counters since it started.
@@ -43,7 +47,8 @@ type Stats struct {
 	Batches    uint64            `json:"batches"`
 	Inserted   uint64            `json:"inserted"`
 	Retries    uint64            `json:"retries"`
-	Deferred   uint64            `json:"deferred"` // checks that could not be made (ledger down): redelivered later
+	Deferred   uint64            `json:"deferred"`  // checks that could not be made (ledger down): redelivered later
+	Anomalies  uint64            `json:"anomalies"` // chain breaks recorded
 	RejectedBy map[string]uint64 `json:"rejected_by_reason"`
 }
 
@@ -58,7 +63,7 @@ type Ingest struct {
 	cfg Config
 	log *slog.Logger
 
-	received, verified, rejected, batches, inserted, retries, deferred atomic.Uint64
+	received, verified, rejected, batches, inserted, retries, deferred, anomalies atomic.Uint64
 
 	mu       sync.Mutex
 	byReason map[string]uint64
@@ -94,7 +99,8 @@ func (g *Ingest) Stats() Stats {
 	}
 	g.mu.Unlock()
 	return Stats{Received: g.received.Load(), Verified: g.verified.Load(), Rejected: g.rejected.Load(),
-		Batches: g.batches.Load(), Inserted: g.inserted.Load(), Retries: g.retries.Load(), Deferred: g.deferred.Load(), RejectedBy: by}
+		Batches: g.batches.Load(), Inserted: g.inserted.Load(), Retries: g.retries.Load(), Deferred: g.deferred.Load(),
+		Anomalies: g.anomalies.Load(), RejectedBy: by}
 }
 
 // Ready is nil, or why the worker cannot make progress right now (it keeps retrying).
@@ -115,18 +121,33 @@ func (g *Ingest) failed(err error) {
 	g.setReady(err)
 }
 
+// chunk is a run of messages in arrival order; n numbers chunks so that the assembler can put
+// them back in order after parallel verification (a device's chain is checked in order).
+type chunk struct {
+	n    uint64
+	msgs []jetstream.Msg
+}
+
 // checked is a chunk of messages with their verification results.
 type checked struct {
+	n       uint64
 	msgs    []jetstream.Msg
 	results []verify.Result
 }
 
 // flush is the work of one flush: the messages it covers and what they produced.
 type flush struct {
-	msgs    []jetstream.Msg
-	rejects []write.Reject
-	b       *batch.Builder
-	first   time.Time
+	msgs      []jetstream.Msg
+	rejects   []write.Reject
+	anomalies []write.Anomaly // BatchID set when the batch is closed
+	b         *batch.Builder
+	first     time.Time
+}
+
+// chainState is what the worker knows of a device's chain: its latest reading.
+type chainState struct {
+	last   write.Last
+	stored bool // a reading of the device is known (else prev must be absent)
 }
 
 // Run pulls and processes messages until ctx ends. On the way out it finishes what it holds
@@ -155,7 +176,7 @@ func (g *Ingest) Run(ctx context.Context) error {
 		return fmt.Errorf("consume %s: %w", consume.ReadingsStream, err)
 	}
 
-	chunks := make(chan []jetstream.Msg, g.cfg.Verifiers)
+	chunks := make(chan chunk, g.cfg.Verifiers)
 	results := make(chan checked, g.cfg.Verifiers)
 	flushes := make(chan *flush, g.cfg.Flushers)
 
@@ -170,13 +191,13 @@ func (g *Ingest) Run(ctx context.Context) error {
 		go func() {
 			defer verifiers.Done()
 			for c := range chunks {
-				in := make([]verify.Input, len(c))
-				for i, m := range c {
+				in := make([]verify.Input, len(c.msgs))
+				for i, m := range c.msgs {
 					in[i] = verify.Input{Subject: m.Subject(), Raw: m.Data()}
 				}
-				out := make([]verify.Result, len(c))
+				out := make([]verify.Result, len(c.msgs))
 				g.v.CheckBatch(work, in, out)
-				results <- checked{msgs: c, results: out}
+				results <- checked{n: c.n, msgs: c.msgs, results: out}
 			}
 		}()
 	}
@@ -221,14 +242,16 @@ func (g *Ingest) consumer(ctx context.Context) (jetstream.Consumer, error) {
 
 // chunk groups messages for batch verification: a chunk is sent when it is full or a couple of
 // milliseconds after its first message, so a trickle is not held back.
-func (g *Ingest) chunk(ctx context.Context, msgs <-chan jetstream.Msg, chunks chan<- []jetstream.Msg) {
+func (g *Ingest) chunk(ctx context.Context, msgs <-chan jetstream.Msg, chunks chan<- chunk) {
 	size := min(1024, max(g.cfg.BatchSize, 64))
 	var cur []jetstream.Msg
+	var n uint64
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	send := func() {
 		if len(cur) > 0 {
-			chunks <- cur
+			chunks <- chunk{n: n, msgs: cur}
+			n++
 			cur = nil
 		}
 	}
@@ -258,6 +281,7 @@ func (g *Ingest) chunk(ctx context.Context, msgs <-chan jetstream.Msg, chunks ch
 func (g *Ingest) assemble(ctx context.Context, results <-chan checked, flushes chan<- *flush) {
 	newFlush := func() *flush { return &flush{b: batch.New(g.cfg.Worker, g.cfg.BatchSize)} }
 	f := newFlush()
+	chains := map[string]*chainState{}
 	tick := time.NewTicker(max(g.cfg.FlushAge/4, 5*time.Millisecond))
 	defer tick.Stop()
 	handOver := func() {
@@ -266,6 +290,9 @@ func (g *Ingest) assemble(ctx context.Context, results <-chan checked, flushes c
 			f = newFlush()
 		}
 	}
+	// Chunks come back from the verifiers in any order: put them back in arrival order.
+	var next uint64
+	early := map[uint64]checked{}
 	for {
 		select {
 		case c, ok := <-results:
@@ -273,10 +300,20 @@ func (g *Ingest) assemble(ctx context.Context, results <-chan checked, flushes c
 				handOver()
 				return
 			}
-			for i, m := range c.msgs {
-				g.add(f, m, c.results[i])
-				if f.b.Len() >= g.cfg.BatchSize {
-					handOver()
+			early[c.n] = c
+			for {
+				c, ok := early[next]
+				if !ok {
+					break
+				}
+				delete(early, next)
+				next++
+				g.learnChains(ctx, chains, c)
+				for i, m := range c.msgs {
+					g.add(f, m, c.results[i], chains)
+					if f.b.Len() >= g.cfg.BatchSize {
+						handOver()
+					}
 				}
 			}
 		case <-tick.C:
@@ -287,8 +324,63 @@ func (g *Ingest) assemble(ctx context.Context, results <-chan checked, flushes c
 	}
 }
 
+// learnChains looks up, in one query, the latest stored reading of the chunk's devices the
+// worker has not seen yet. If the lookup fails, those devices' chains are not checked this time.
+func (g *Ingest) learnChains(ctx context.Context, chains map[string]*chainState, c checked) {
+	var unknown []string
+	asked := map[string]bool{}
+	for _, r := range c.results {
+		if r.Err != nil || r.Msg.Reading.Prev == nil {
+			continue
+		}
+		dev := r.Msg.Reading.Device
+		if chains[dev] == nil && !asked[dev] {
+			unknown = append(unknown, dev)
+			asked[dev] = true
+		}
+	}
+	if len(unknown) == 0 {
+		return
+	}
+	lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	last, err := g.w.LastReadings(lctx, unknown)
+	if err != nil {
+		g.log.Warn("ingest: cannot look up device chains; not checking them this time", "devices", len(unknown), "err", err)
+		return
+	}
+	for _, dev := range unknown {
+		l, ok := last[dev]
+		chains[dev] = &chainState{last: l, stored: ok}
+	}
+}
+
+// checkChain records a break if the reading's prev is not the leaf of the device's previous
+// reading, and moves the chain on.
+func (g *Ingest) checkChain(f *flush, chains map[string]*chainState, r write.Reading) {
+	st := chains[r.Device]
+	if st == nil {
+		// Not looked up (its reading has no prev, or the lookup failed): start from here, so
+		// that the device's next readings are checked against this one.
+		st = &chainState{}
+		chains[r.Device] = st
+	} else if r.Prev != nil && st.last.Seq < r.Seq {
+		var expected []byte
+		if st.stored {
+			expected = st.last.Leaf[:]
+		}
+		if !bytes.Equal(r.Prev, expected) {
+			f.anomalies = append(f.anomalies, write.Anomaly{DetectedAt: time.Now(), Device: r.Device, Seq: r.Seq, Kind: "chain_break",
+				Expected: bytes.Clone(expected), Got: r.Prev, PrevSeq: st.last.Seq, Worker: g.cfg.Worker})
+		}
+	}
+	if !st.stored || r.Seq > st.last.Seq {
+		st.last, st.stored = write.Last{Seq: r.Seq, Leaf: r.Leaf}, true
+	}
+}
+
 // add puts one checked message into the flush, as a reading or as a reject.
-func (g *Ingest) add(f *flush, msg jetstream.Msg, res verify.Result) {
+func (g *Ingest) add(f *flush, msg jetstream.Msg, res verify.Result, chains map[string]*chainState) {
 	received := time.Now()
 	if md, err := msg.Metadata(); err == nil {
 		received = md.Timestamp
@@ -306,8 +398,10 @@ func (g *Ingest) add(f *flush, msg jetstream.Msg, res verify.Result) {
 		return
 	default:
 		r := res.Msg.Reading
-		f.b.Add(write.Reading{Device: r.Device, Seq: r.Seq, TS: r.TS, ReceivedAt: received, Raw: msg.Data(),
-			Leaf: res.Leaf, Prev: r.Prev, Metrics: r.Metrics})
+		wr := write.Reading{Device: r.Device, Seq: r.Seq, TS: r.TS, ReceivedAt: received, Raw: msg.Data(),
+			Leaf: res.Leaf, Prev: r.Prev, Metrics: r.Metrics}
+		g.checkChain(f, chains, wr)
+		f.b.Add(wr)
 	}
 	if len(f.msgs) == 0 {
 		f.first = time.Now()
@@ -326,14 +420,22 @@ func (g *Ingest) flush(ctx context.Context, f *flush) {
 			g.log.Error("ingest: cannot close batch", "err", err)
 			return
 		}
+		for i := range f.anomalies {
+			f.anomalies[i].BatchID = b.ID
+		}
 	}
-	rejectsDone, batchDone, recordDone := len(f.rejects) == 0, b == nil, b == nil
+	rejectsDone, anomaliesDone, batchDone, recordDone := len(f.rejects) == 0, len(f.anomalies) == 0, b == nil, b == nil
 	lastProgress := time.Now()
 	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
 		var err error
 		if !rejectsDone {
 			if err = g.w.WriteRejects(ctx, f.rejects); err == nil {
 				rejectsDone = true
+			}
+		}
+		if err == nil && !anomaliesDone {
+			if err = g.w.WriteAnomalies(ctx, f.anomalies); err == nil {
+				anomaliesDone = true
 			}
 		}
 		if err == nil && !batchDone {
@@ -374,6 +476,7 @@ func (g *Ingest) flush(ctx context.Context, f *flush) {
 	}
 	g.setReady(nil)
 	g.rejected.Add(uint64(len(f.rejects)))
+	g.anomalies.Add(uint64(len(f.anomalies)))
 	if len(f.rejects) > 0 {
 		g.mu.Lock()
 		for _, r := range f.rejects {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -23,13 +24,14 @@ import (
 // flakyWriter keeps what it is given in memory, fails its first `fail` calls, and checks that
 // nothing covered by a write has been acknowledged before that write returned.
 type flakyWriter struct {
-	mu      sync.Mutex
-	fail    int
-	calls   int
-	batches []*write.Batch
-	rejects []write.Reject
-	cons    jetstream.Consumer
-	t       *testing.T
+	mu        sync.Mutex
+	fail      int
+	calls     int
+	batches   []*write.Batch
+	rejects   []write.Reject
+	anomalies []write.Anomaly
+	cons      jetstream.Consumer
+	t         *testing.T
 }
 
 func (w *flakyWriter) attempt() error {
@@ -67,6 +69,30 @@ func (w *flakyWriter) WriteRejects(_ context.Context, rs []write.Reject) error {
 	defer w.mu.Unlock()
 	w.rejects = append(w.rejects, rs...)
 	return nil
+}
+
+func (w *flakyWriter) WriteAnomalies(_ context.Context, as []write.Anomaly) error {
+	if err := w.attempt(); err != nil {
+		return err
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.anomalies = append(w.anomalies, as...)
+	return nil
+}
+
+func (w *flakyWriter) LastReadings(_ context.Context, devices []string) (map[string]write.Last, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := map[string]write.Last{}
+	for _, b := range w.batches {
+		for _, r := range b.Readings {
+			if slices.Contains(devices, r.Device) && r.Seq >= out[r.Device].Seq {
+				out[r.Device] = write.Last{Seq: r.Seq, Leaf: r.Leaf}
+			}
+		}
+	}
+	return out, nil
 }
 
 func (w *flakyWriter) counts() (readings, rejects int) {
@@ -194,5 +220,90 @@ func TestIngestWritesThenAcks(t *testing.T) {
 	}
 	if err := g.Ready(); err != nil {
 		t.Fatalf("not ready after recovering: %v", err)
+	}
+}
+
+// A reading whose prev is not the leaf of the device's previous stored reading is stored and
+// recorded as a chain break; so is a chain that continues after readings went missing.
+func TestChainBreaks(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	js := startNATS(t)
+	k, err := reading.GenerateKey(reading.Ed25519)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := verify.NewKeys(nil)
+	keys.Apply([]verify.Key{{Device: "chain", Key: k.Public(), Height: 1}})
+	w := &flakyWriter{t: t}
+	// A reading stored before this worker started: the worker learns the chain from the writer.
+	d := &reading.Device{ID: "chain", Key: k}
+	first, err := d.Next([]reading.Metric{{Name: "x", Value: 1}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.batches = append(w.batches, &write.Batch{Readings: []write.Reading{{Device: "chain", Seq: 1, Leaf: reading.Leaf(first)}}})
+	var raws [][]byte
+	for range 8 {
+		raw, err := d.Next([]reading.Metric{{Name: "x", Value: 1}}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raws = append(raws, raw) // seqs 2..9
+	}
+	// seq 5 goes missing (deleted after the device sent it); seq 8 is replaced by a reading
+	// that claims another predecessor.
+	forged, err := reading.Sign(reading.Reading{Device: "chain", Seq: 8, TS: uint64(time.Now().UnixMilli()), Metrics: []reading.Metric{{Name: "x", Value: 2}}, Prev: make([]byte, 32)}, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, raw := range raws {
+		seq := uint64(i + 2)
+		switch seq {
+		case 5:
+			continue
+		case 8:
+			raw = forged
+		}
+		if _, err := js.Publish(ctx, reading.Subject("chain"), raw); err != nil {
+			t.Fatal(err)
+		}
+	}
+	g := New(js, verify.New(keys, verify.DefaultLimits()), w, Config{BatchSize: 100, FlushAge: 20 * time.Millisecond, Worker: "t"},
+		slog.New(slog.NewTextHandler(io.Discard, nil)))
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- g.Run(runCtx) }()
+	for {
+		if n, _ := w.counts(); n == 1+7 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal("readings not stored")
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	stop()
+	<-done
+	got := map[uint64]uint64{}
+	for _, a := range w.anomalies {
+		got[a.Seq] = a.PrevSeq
+		if a.Kind != "chain_break" || a.BatchID == ([16]byte{}) || a.Worker != "t" {
+			t.Errorf("anomaly %+v", a)
+		}
+	}
+	// 6 follows 4 (5 is missing); 8 claims a zero predecessor; 9 follows the forged 8.
+	want := map[uint64]uint64{6: 4, 8: 7, 9: 8}
+	if len(got) != len(want) {
+		t.Fatalf("anomalies at %v, want %v", got, want)
+	}
+	for seq, prev := range want {
+		if got[seq] != prev {
+			t.Errorf("anomaly at seq %d after %d, want after %d", seq, got[seq], prev)
+		}
+	}
+	if g.Stats().Anomalies != 3 {
+		t.Errorf("stats %+v", g.Stats())
 	}
 }

@@ -143,3 +143,62 @@ func (w *Writer) columns(ctx context.Context, table string, cols ...any) error {
 	}
 	return nil
 }
+
+// Anomaly is a break in a device's chain: the reading's prev is not the leaf of the device's
+// previous stored reading (Expected; empty if there was none).
+type Anomaly struct {
+	DetectedAt time.Time
+	Device     string
+	Seq        uint64
+	Kind       string
+	Expected   []byte
+	Got        []byte
+	PrevSeq    uint64 // seq of the previous stored reading, 0 if none
+	BatchID    [16]byte
+	Worker     string
+}
+
+// WriteAnomalies inserts chain breaks.
+func (w *Writer) WriteAnomalies(ctx context.Context, as []Anomaly) error {
+	if len(as) == 0 {
+		return nil
+	}
+	n := len(as)
+	at, dev, seq, kind, exp, got, prevSeq, batch, worker := make([]time.Time, n), make([]string, n), make([]uint64, n), make([]string, n),
+		make([]string, n), make([]string, n), make([]uint64, n), make([]string, n), make([]string, n)
+	for i, a := range as {
+		at[i], dev[i], seq[i], kind[i] = a.DetectedAt, a.Device, a.Seq, a.Kind
+		exp[i], got[i], prevSeq[i], batch[i], worker[i] = string(a.Expected), string(a.Got), a.PrevSeq, string(a.BatchID[:]), a.Worker
+	}
+	return w.columns(ctx, "anomalies (detected_at, device_id, seq, kind, expected, got, prev_seq, batch_id, worker)",
+		at, dev, seq, kind, exp, got, prevSeq, batch, worker)
+}
+
+// Last is a device's latest stored reading.
+type Last struct {
+	Seq  uint64
+	Leaf [32]byte
+}
+
+// LastReadings returns the latest stored reading (highest seq) of each of devices that has one.
+func (w *Writer) LastReadings(ctx context.Context, devices []string) (map[string]Last, error) {
+	out := make(map[string]Last, len(devices))
+	if len(devices) == 0 {
+		return out, nil
+	}
+	rows, err := w.conn.Query(ctx, "SELECT device_id, seq, leaf FROM "+w.db+".readings WHERE has(?, device_id) ORDER BY device_id, seq DESC LIMIT 1 BY device_id", devices)
+	if err != nil {
+		return nil, fmt.Errorf("last readings: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var dev, leaf string
+		var l Last
+		if err := rows.Scan(&dev, &l.Seq, &leaf); err != nil {
+			return nil, fmt.Errorf("last readings: %w", err)
+		}
+		copy(l.Leaf[:], leaf)
+		out[dev] = l
+	}
+	return out, rows.Err()
+}

@@ -94,3 +94,29 @@ func BenchmarkWriteBatch(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N*1000)/b.Elapsed().Seconds(), "readings/s")
 }
+
+func TestAnomaliesAndLastReadings(t *testing.T) {
+	ctx := context.Background()
+	_, db, conn := chserver.NewDatabase(t)
+	w := write.New(conn, db)
+	b := testBatch(9) // devices d0, d1, d2, seqs 1..9
+	if err := w.WriteBatch(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	last, err := w.LastReadings(ctx, []string{"d0", "d2", "nobody"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(last) != 2 || last["d0"].Seq != 7 || last["d0"].Leaf != b.Readings[6].Leaf || last["d2"].Seq != 9 {
+		t.Fatalf("last readings %+v", last)
+	}
+	a := write.Anomaly{DetectedAt: time.Now(), Device: "d0", Seq: 10, Kind: "chain_break", Expected: b.Readings[6].Leaf[:], Got: []byte("x"), PrevSeq: 7, Worker: "w"}
+	if err := w.WriteAnomalies(ctx, []write.Anomaly{a}); err != nil {
+		t.Fatal(err)
+	}
+	var dev, got string
+	var prevSeq uint64
+	if err := conn.QueryRow(ctx, "SELECT device_id, got, prev_seq FROM "+db+".anomalies").Scan(&dev, &got, &prevSeq); err != nil || dev != "d0" || got != "x" || prevSeq != 7 {
+		t.Fatalf("anomaly row %s %q %d %v", dev, got, prevSeq, err)
+	}
+}

@@ -360,6 +360,19 @@ func TestEndToEnd(t *testing.T) {
 		t.Errorf("not rejected: %v", want)
 	}
 
+	// The devices chain their readings (prev): no break is recorded for an intact chain.
+	if n := count(t, ctx, ch, "SELECT count() FROM "+database+".anomalies"); n != 0 {
+		rows, _ := ch.Query(ctx, "SELECT device_id, seq, prev_seq, length(expected), length(got), worker FROM "+database+".anomalies")
+		for rows.Next() {
+			var dev, w string
+			var seq, prev, le, lg uint64
+			_ = rows.Scan(&dev, &seq, &prev, &le, &lg, &w)
+			t.Logf("break: %s seq %d after %d (expected %d bytes, got %d)", dev, seq, prev, le, lg)
+		}
+		rows.Close()
+		t.Errorf("%d chain breaks recorded for intact chains", n)
+	}
+
 	// Rollups are filled by the materialized views.
 	if n := count(t, ctx, ch, "SELECT toUInt64(sum(c)) FROM (SELECT countMerge(count) AS c FROM "+database+".metrics_1m GROUP BY device_id, metric, period)"); n != 2*uint64(len(good)) {
 		t.Errorf("metrics_1m counts %d values, want %d", n, 2*len(good))

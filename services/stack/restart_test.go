@@ -100,6 +100,10 @@ func TestRestart(t *testing.T) {
 		}
 	}
 	anchoredAll(100)
+	// The chains continue across the restart: the new ingest learns them from ClickHouse.
+	if n := count(t, ctx, ch, "SELECT count() FROM "+database+".anomalies"); n != 0 {
+		t.Errorf("%d chain breaks recorded across a restart", n)
+	}
 	trust2, err := client.Trust(ctx)
 	if err != nil {
 		t.Fatal(err)
