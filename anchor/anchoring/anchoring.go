@@ -78,9 +78,12 @@ type Anchor struct {
 }
 
 // Recorder stores a committed anchor (ClickHouse `anchors` and `batch_anchors`); it must be
-// idempotent, since a crash between recording and acknowledging repeats it.
+// idempotent, since a crash between recording and acknowledging repeats it. Anchored tells
+// which batches some anchor already covers: a batch record redelivered after a restart is
+// acknowledged, not anchored again.
 type Recorder interface {
 	RecordAnchor(ctx context.Context, a Anchor) error
+	Anchored(ctx context.Context, batchIDs [][16]byte) (map[[16]byte]bool, error)
 }
 
 // Config tunes the service.
@@ -180,6 +183,10 @@ func (s *Service) Run(ctx context.Context) error {
 		if len(queue) == 0 {
 			continue
 		}
+		queue = s.dropAnchored(ctx, queue, byID)
+		if len(queue) == 0 {
+			continue
+		}
 		n := min(len(queue), s.cfg.MaxBatches)
 		if err := s.anchor(ctx, queue[:n]); err != nil {
 			if ctx.Err() != nil {
@@ -194,6 +201,34 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 		queue = append(queue[:0], queue[n:]...)
 	}
+}
+
+// dropAnchored acknowledges and removes the queued batches an earlier run already anchored
+// (it committed and recorded them but stopped before acknowledging). If the recorder cannot
+// tell, nothing is dropped: anchoring a batch twice is harmless, losing one is not.
+func (s *Service) dropAnchored(ctx context.Context, queue []*pending, byID map[[16]byte]*pending) []*pending {
+	ids := make([][16]byte, len(queue))
+	for i, p := range queue {
+		ids[i] = p.batch.ID
+	}
+	done, err := s.rec.Anchored(ctx, ids)
+	if err != nil {
+		s.log.Warn("anchoring: cannot tell which batches are anchored already", "err", err)
+		return queue
+	}
+	kept := queue[:0]
+	for _, p := range queue {
+		if !done[p.batch.ID] {
+			kept = append(kept, p)
+			continue
+		}
+		for _, m := range p.msgs {
+			_ = m.Ack()
+		}
+		delete(byID, p.batch.ID)
+		s.remember(p.batch.ID)
+	}
+	return kept
 }
 
 // consumer finds the durable consumer, retrying while JetStream is not reachable.

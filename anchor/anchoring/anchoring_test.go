@@ -82,6 +82,18 @@ func (r *memRecorder) RecordAnchor(_ context.Context, a Anchor) error {
 	return nil
 }
 
+func (r *memRecorder) Anchored(_ context.Context, ids [][16]byte) (map[[16]byte]bool, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := map[[16]byte]bool{}
+	for _, a := range r.anchors {
+		for _, b := range a.Batches {
+			out[b.ID] = true
+		}
+	}
+	return out, nil
+}
+
 func (r *memRecorder) snapshot() []Anchor {
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -36,6 +36,10 @@ func (r recorder) RecordAnchor(ctx context.Context, a anchoring.Anchor) error {
 	}, ids)
 }
 
+func (r recorder) Anchored(ctx context.Context, ids [][16]byte) (map[[16]byte]bool, error) {
+	return r.s.AnchoredBatches(ctx, ids)
+}
+
 // NewAnchoring builds the anchor service; streams and consumers are created if missing.
 func NewAnchoring(ctx context.Context, cfg config.Config, js jetstream.JetStream, st *store.Store, l *ledger.Client, log *slog.Logger) (*anchoring.Service, error) {
 	if err := consume.EnsureStreams(ctx, js, cfg.Ingest.MaxAckPending); err != nil {

@@ -2,8 +2,10 @@ package store
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -167,6 +169,34 @@ func (s *Store) BatchAnchor(ctx context.Context, batchID [16]byte) (anchorID [16
 	}
 	copy(anchorID[:], a)
 	return anchorID, batchIndex, nil
+}
+
+// AnchoredBatches returns which of ids are already covered by an anchor.
+func (s *Store) AnchoredBatches(ctx context.Context, ids [][16]byte) (map[[16]byte]bool, error) {
+	out := map[[16]byte]bool{}
+	if len(ids) == 0 {
+		return out, nil
+	}
+	// Ids go as hex: binary strings do not survive the array parameter's quoting.
+	keys := make([]string, len(ids))
+	for i, id := range ids {
+		keys[i] = strings.ToUpper(hex.EncodeToString(id[:]))
+	}
+	rows, err := s.conn.Query(ctx, "SELECT DISTINCT batch_id FROM "+s.t("batch_anchors")+" WHERE has(?, hex(batch_id))", keys)
+	if err != nil {
+		return nil, fmt.Errorf("anchored batches: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var b string
+		if err := rows.Scan(&b); err != nil {
+			return nil, fmt.Errorf("anchored batches: %w", err)
+		}
+		var id [16]byte
+		copy(id[:], b)
+		out[id] = true
+	}
+	return out, rows.Err()
 }
 
 // AnchorRow is a committed anchor.

@@ -62,6 +62,10 @@ func TestReadsAndAnchors(t *testing.T) {
 	if err != nil || r.BatchID != b2.ID || r.LeafIndex != 1 || string(r.Raw) != "raw-2-1" {
 		t.Fatalf("reading %+v %v", r, err)
 	}
+	done, err := s.AnchoredBatches(ctx, [][16]byte{b1.ID, b2.ID})
+	if err != nil || len(done) != 1 || !done[b2.ID] {
+		t.Fatalf("anchored batches %v %v", done, err)
+	}
 	aid, idx, err := s.BatchAnchor(ctx, b2.ID)
 	if err != nil || aid != a.ID || idx != 0 {
 		t.Fatalf("batch anchor %x %d %v", aid, idx, err)
