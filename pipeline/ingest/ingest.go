@@ -39,6 +39,13 @@ type Writer interface {
 	LastReadings(ctx context.Context, devices []string) (map[string]write.Last, error)
 }
 
+// Observer receives measurements for histograms (the services layer exports them through
+// OpenTelemetry); nil methods are not called.
+type Observer interface {
+	VerifyBatch(n int, d time.Duration)           // one chunk verified
+	Flush(readings, rejects int, d time.Duration) // one flush made durable (rows, batch record)
+}
+
 // Stats are a worker's counters since it started.
 type Stats struct {
 	Received   uint64            `json:"received"`
@@ -62,6 +69,7 @@ type Ingest struct {
 	w   Writer
 	cfg Config
 	log *slog.Logger
+	obs Observer
 
 	received, verified, rejected, batches, inserted, retries, deferred, anomalies atomic.Uint64
 
@@ -89,6 +97,9 @@ func New(js jetstream.JetStream, v *verify.Verifier, w Writer, cfg Config, log *
 	}
 	return &Ingest{js: js, v: v, w: w, cfg: cfg, log: log, byReason: map[string]uint64{}}
 }
+
+// Observe sets the observer; call before Run.
+func (g *Ingest) Observe(o Observer) { g.obs = o }
 
 // Stats returns a snapshot of the counters.
 func (g *Ingest) Stats() Stats {
@@ -196,7 +207,11 @@ func (g *Ingest) Run(ctx context.Context) error {
 					in[i] = verify.Input{Subject: m.Subject(), Raw: m.Data()}
 				}
 				out := make([]verify.Result, len(c.msgs))
+				t := time.Now()
 				g.v.CheckBatch(work, in, out)
+				if g.obs != nil {
+					g.obs.VerifyBatch(len(in), time.Since(t))
+				}
 				results <- checked{n: c.n, msgs: c.msgs, results: out}
 			}
 		}()
@@ -424,6 +439,7 @@ func (g *Ingest) flush(ctx context.Context, f *flush) {
 			f.anomalies[i].BatchID = b.ID
 		}
 	}
+	start := time.Now()
 	rejectsDone, anomaliesDone, batchDone, recordDone := len(f.rejects) == 0, len(f.anomalies) == 0, b == nil, b == nil
 	lastProgress := time.Now()
 	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
@@ -475,6 +491,9 @@ func (g *Ingest) flush(ctx context.Context, f *flush) {
 		}
 	}
 	g.setReady(nil)
+	if g.obs != nil {
+		g.obs.Flush(lenReadings(b), len(f.rejects), time.Since(start))
+	}
 	g.rejected.Add(uint64(len(f.rejects)))
 	g.anomalies.Add(uint64(len(f.anomalies)))
 	if len(f.rejects) > 0 {
@@ -490,4 +509,11 @@ func (g *Ingest) flush(ctx context.Context, f *flush) {
 		g.batches.Add(1)
 		g.log.Debug("batch flushed", "batch", rec.ID, "size", rec.Size, "rejects", len(f.rejects))
 	}
+}
+
+func lenReadings(b *write.Batch) int {
+	if b == nil {
+		return 0
+	}
+	return len(b.Readings)
 }

@@ -144,6 +144,7 @@ func trustCmd() *cobra.Command {
 
 func statusCmd() *cobra.Command {
 	var wait time.Duration
+	var rates bool
 	c := &cobra.Command{
 		Use:   "status [--wait D]",
 		Short: "Ledger height, last anchor, ingest and anchoring state",
@@ -175,6 +176,18 @@ func statusCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// A second look a second later gives the rates.
+			var later *api.Status
+			if rates {
+				select {
+				case <-cmd.Context().Done():
+					return cmd.Context().Err()
+				case <-time.After(time.Second):
+				}
+				if l, err := client.Status(cmd.Context()); err == nil {
+					later = &l
+				}
+			}
 			w := cmd.OutOrStdout()
 			fmt.Fprintf(w, "ready:        %s\n", st.Ready)
 			fmt.Fprintf(w, "ledger:       chain %s, height %d, log size %d\n", st.Ledger.ChainID, st.Ledger.Height, st.Ledger.LogSize)
@@ -187,6 +200,13 @@ func statusCmd() *cobra.Command {
 			if t := st.Tables; t != nil {
 				fmt.Fprintf(w, "clickhouse:   %d readings, %d rejected, %d batches (%d not anchored yet), %d anchors\n",
 					t.Readings, t.Rejected, t.Batches, t.UnanchoredBatches, t.Anchors)
+				fmt.Fprintf(w, "integrity:    %d duplicate readings (at-least-once; see readings_unique), %d chain breaks (table anomalies)\n", t.Duplicates, t.Anomalies)
+			}
+			if l := st.Lag; l != nil {
+				fmt.Fprintf(w, "lag:          %d readings waiting in READINGS, %d in flight (not yet acknowledged)\n", l.Pending, l.AckPending)
+			}
+			if later != nil {
+				fmt.Fprintf(w, "rates:        %s\n", rateLine(st.Ingest, later.Ingest, st.Anchoring, later.Anchoring))
 			}
 			if st.Ingest != nil {
 				fmt.Fprintf(w, "ingest:       %s\n", flat(st.Ingest))
@@ -198,6 +218,7 @@ func statusCmd() *cobra.Command {
 		},
 	}
 	c.Flags().DurationVar(&wait, "wait", 0, "first wait this long for the system to be ready")
+	c.Flags().BoolVar(&rates, "rates", true, "look twice, a second apart, to show rates")
 	return c
 }
 
@@ -224,4 +245,19 @@ func flat(v any) string {
 		}
 	}
 	return strings.Join(parts, " ")
+}
+
+// rateLine is the per-second difference of the counters of two status snapshots a second apart.
+func rateLine(ing0, ing1, anc0, anc1 any) string {
+	num := func(v any, k string) float64 {
+		m, _ := v.(map[string]any)
+		f, _ := m[k].(float64)
+		return f
+	}
+	var parts []string
+	for _, k := range []string{"received", "inserted", "rejected"} {
+		parts = append(parts, fmt.Sprintf("%.0f %s/s", num(ing1, k)-num(ing0, k), k))
+	}
+	parts = append(parts, fmt.Sprintf("%.0f anchored readings/s", num(anc1, "readings")-num(anc0, "readings")))
+	return strings.Join(parts, ", ")
 }

@@ -141,13 +141,13 @@ func ingestCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			m, err := stack.NewMetrics(g, nil)
+			m, err := stack.NewMetrics(g, nil, d.js)
 			if err != nil {
 				return err
 			}
 			return serveWhile(ctx, cfg, log, stack.Backend{Store: store.New(d.ch, cfg.ClickHouse.Database), Ledger: d.ledger, Metrics: m,
 				IngestStats: func() any { return g.Stats() }, Checks: []func(context.Context) error{func(context.Context) error { return g.Ready() }},
-				AfterDeviceEvent: g.RefreshKeys},
+				AfterDeviceEvent: g.RefreshKeys, Lag: stack.JetStreamLag(d.js)},
 				g.Run)
 		},
 	}
@@ -174,7 +174,7 @@ func anchorCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			m, err := stack.NewMetrics(nil, a)
+			m, err := stack.NewMetrics(nil, a, nil)
 			if err != nil {
 				return err
 			}

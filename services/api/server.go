@@ -25,6 +25,7 @@ type Status struct {
 		LogSize uint64 `json:"log_size"`
 	} `json:"ledger"`
 	Tables     *Tables     `json:"tables,omitempty"`
+	Lag        *Lag        `json:"consumer_lag,omitempty"`
 	LastAnchor *AnchorInfo `json:"last_anchor,omitempty"`
 	Ingest     any         `json:"ingest,omitempty"`
 	Anchoring  any         `json:"anchoring,omitempty"`
@@ -38,6 +39,14 @@ type Tables struct {
 	Batches           uint64 `json:"batches"`
 	Anchors           uint64 `json:"anchors"`
 	UnanchoredBatches uint64 `json:"unanchored_batches"`
+	Duplicates        uint64 `json:"duplicate_readings"` // rows beyond one per (device_id, seq): at-least-once after a crash
+	Anomalies         uint64 `json:"chain_breaks"`
+}
+
+// Lag is the backlog of the shared ingest consumer.
+type Lag struct {
+	Pending    uint64 `json:"pending"`     // not yet delivered to any worker
+	AckPending uint64 `json:"ack_pending"` // delivered, not yet acknowledged
 }
 
 // AnchorInfo summarises one anchor.

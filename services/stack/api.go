@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/anchorline/anchorline/anchor/ledger"
 	"github.com/anchorline/anchorline/anchor/merkle"
 	"github.com/anchorline/anchorline/anchor/node"
@@ -28,6 +30,8 @@ type Backend struct {
 	// AfterDeviceEvent runs after a device event is committed (an ingest worker in the same
 	// process refreshes its keys).
 	AfterDeviceEvent func(context.Context) error
+	// Lag reports the ingest consumer's backlog, if this process can see it.
+	Lag func(context.Context) (api.Lag, error)
 }
 
 // Deps returns the API server's dependencies.
@@ -275,7 +279,13 @@ func (b *Backend) status(ctx context.Context) (api.Status, error) {
 	if err != nil {
 		return st, fmt.Errorf("clickhouse: %w", err)
 	}
-	st.Tables = &api.Tables{Readings: c.Readings, Rejected: c.Rejected, Batches: c.Batches, Anchors: c.Anchors, UnanchoredBatches: c.UnanchoredBatches}
+	st.Tables = &api.Tables{Readings: c.Readings, Rejected: c.Rejected, Batches: c.Batches, Anchors: c.Anchors,
+		UnanchoredBatches: c.UnanchoredBatches, Duplicates: c.Duplicates, Anomalies: c.Anomalies}
+	if b.Lag != nil {
+		if l, err := b.Lag(ctx); err == nil {
+			st.Lag = &l
+		}
+	}
 	if c.LastAnchor != nil {
 		v := anchorInfo(*c.LastAnchor, nil).AnchorInfo
 		st.LastAnchor = &v
@@ -305,4 +315,12 @@ func (b *Backend) ready(ctx context.Context) error {
 		errs = append(errs, c(ctx))
 	}
 	return errors.Join(errs...)
+}
+
+// JetStreamLag returns a Backend.Lag over a JetStream connection.
+func JetStreamLag(js jetstream.JetStream) func(context.Context) (api.Lag, error) {
+	return func(ctx context.Context) (api.Lag, error) {
+		l, err := ConsumerLag(ctx, js)
+		return api.Lag{Pending: l.Pending, AckPending: l.AckPending}, err
+	}
 }

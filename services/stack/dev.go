@@ -122,8 +122,9 @@ func StartDev(ctx context.Context, cfg config.Config, log *slog.Logger) (d *Dev,
 		AnchoringStats:   func() any { return anch.Stats() },
 		Checks:           []func(context.Context) error{func(context.Context) error { return d.Ingest.Ready() }, func(context.Context) error { return anch.Ready() }},
 		AfterDeviceEvent: d.Ingest.RefreshKeys,
+		Lag:              JetStreamLag(js),
 	}
-	d.Backend.Metrics, err = NewMetrics(d.Ingest, anch)
+	d.Backend.Metrics, err = NewMetrics(d.Ingest, anch, js)
 	if err != nil {
 		return nil, err
 	}

@@ -4,7 +4,10 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"sync"
+	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.opentelemetry.io/otel/attribute"
@@ -13,11 +16,48 @@ import (
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 
 	"github.com/anchorline/anchorline/anchor/anchoring"
+	"github.com/anchorline/anchorline/pipeline/consume"
 )
 
-// NewMetrics exposes the counters of ingest and anchoring through OpenTelemetry, exported in
-// Prometheus format by the returned handler. Either service may be nil.
-func NewMetrics(g *Ingest, a *anchoring.Service) (http.Handler, error) {
+// Lag is the backlog of the shared ingest consumer.
+type Lag struct {
+	Pending    uint64 `json:"pending"`     // in the stream, not yet delivered to any worker
+	AckPending uint64 `json:"ack_pending"` // delivered, not yet acknowledged
+}
+
+// ConsumerLag asks JetStream for the ingest consumer's backlog.
+func ConsumerLag(ctx context.Context, js jetstream.JetStream) (Lag, error) {
+	c, err := js.Consumer(ctx, consume.ReadingsStream, consume.IngestConsumer)
+	if err != nil {
+		return Lag{}, err
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		return Lag{}, err
+	}
+	return Lag{Pending: info.NumPending, AckPending: uint64(info.NumAckPending)}, nil
+}
+
+// observer records ingest's histograms.
+type observer struct {
+	verifySize, flushSize metric.Int64Histogram
+	verifyTime, flushTime metric.Float64Histogram
+}
+
+func (o *observer) VerifyBatch(n int, d time.Duration) {
+	o.verifySize.Record(context.Background(), int64(n))
+	o.verifyTime.Record(context.Background(), d.Seconds())
+}
+
+func (o *observer) Flush(readings, _ int, d time.Duration) {
+	o.flushSize.Record(context.Background(), int64(readings))
+	o.flushTime.Record(context.Background(), d.Seconds())
+}
+
+// NewMetrics exposes the counters of ingest and anchoring, the ingest consumer's lag and
+// ingest's histograms through OpenTelemetry, exported in Prometheus format by the returned
+// handler. Any argument may be nil.
+func NewMetrics(g *Ingest, a *anchoring.Service, js jetstream.JetStream) (http.Handler, error) {
 	reg := prometheus.NewRegistry()
 	exp, err := otelprom.New(otelprom.WithRegisterer(reg))
 	if err != nil {
@@ -26,43 +66,96 @@ func NewMetrics(g *Ingest, a *anchoring.Service) (http.Handler, error) {
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(exp))
 	m := mp.Meter("github.com/anchorline/anchorline")
 
-	counter := func(name, desc string) (metric.Int64ObservableCounter, error) {
-		return m.Int64ObservableCounter(name, metric.WithDescription(desc))
+	var errs []error
+	counter := func(name, desc string) metric.Int64ObservableCounter {
+		c, err := m.Int64ObservableCounter(name, metric.WithDescription(desc))
+		errs = append(errs, err)
+		return c
 	}
-	received, err1 := counter("anchorline.ingest.received", "messages pulled from READINGS")
-	verified, err2 := counter("anchorline.ingest.verified", "readings whose signature and payload checked out")
-	rejected, err3 := counter("anchorline.ingest.rejected", "messages written to the rejected table, by reason")
-	inserted, err4 := counter("anchorline.ingest.inserted", "readings inserted into ClickHouse")
-	batches, err5 := counter("anchorline.ingest.batches", "batches flushed")
-	anchors, err6 := counter("anchorline.anchoring.anchors", "anchors committed to the ledger")
-	anchored, err7 := counter("anchorline.anchoring.batches", "batches anchored")
-	pending, err8 := m.Int64ObservableGauge("anchorline.anchoring.pending_batches", metric.WithDescription("batch records waiting for the next anchor"))
-	height, err9 := m.Int64ObservableGauge("anchorline.anchoring.last_height", metric.WithDescription("ledger height of the last anchor"))
-	for _, err := range []error{err1, err2, err3, err4, err5, err6, err7, err8, err9} {
+	gauge := func(name, desc string) metric.Int64ObservableGauge {
+		c, err := m.Int64ObservableGauge(name, metric.WithDescription(desc))
+		errs = append(errs, err)
+		return c
+	}
+	received := counter("anchorline.ingest.received", "messages pulled from READINGS")
+	verified := counter("anchorline.ingest.verified", "readings whose signature and payload checked out")
+	rejected := counter("anchorline.ingest.rejected", "messages written to the rejected table, by reason")
+	inserted := counter("anchorline.ingest.inserted", "readings inserted into ClickHouse")
+	batches := counter("anchorline.ingest.batches", "batches flushed")
+	retries := counter("anchorline.ingest.retries", "failed flush attempts (retried with backoff)")
+	deferred := counter("anchorline.ingest.deferred", "messages whose check could not be made (ledger unreachable), redelivered later")
+	anomalies := counter("anchorline.ingest.chain_breaks", "readings whose prev does not match the device's previous reading")
+	pending := gauge("anchorline.ingest.consumer_pending", "readings in READINGS not yet delivered to a worker (consumer lag)")
+	ackPending := gauge("anchorline.ingest.consumer_ack_pending", "readings delivered and not yet acknowledged")
+	anchors := counter("anchorline.anchoring.anchors", "anchors committed to the ledger")
+	anchored := counter("anchorline.anchoring.batches", "batches anchored")
+	pendingBatches := gauge("anchorline.anchoring.pending_batches", "batch records waiting for the next anchor")
+	height := gauge("anchorline.anchoring.last_height", "ledger height of the last anchor")
+
+	hist := func(name, desc, unit string, bounds ...float64) metric.Float64Histogram {
+		h, err := m.Float64Histogram(name, metric.WithDescription(desc), metric.WithUnit(unit), metric.WithExplicitBucketBoundaries(bounds...))
+		errs = append(errs, err)
+		return h
+	}
+	ihist := func(name, desc string, bounds ...float64) metric.Int64Histogram {
+		h, err := m.Int64Histogram(name, metric.WithDescription(desc), metric.WithExplicitBucketBoundaries(bounds...))
+		errs = append(errs, err)
+		return h
+	}
+	obs := &observer{
+		verifySize: ihist("anchorline.ingest.verify_batch_size", "signatures verified together", 1, 8, 64, 256, 512, 1024),
+		verifyTime: hist("anchorline.ingest.verify_duration", "time to verify one chunk", "s", .0005, .001, .005, .01, .025, .05, .1),
+		flushSize:  ihist("anchorline.ingest.batch_size", "readings per batch", 1, 10, 100, 1000, 5000, 10000, 50000),
+		flushTime:  hist("anchorline.ingest.flush_duration", "insert latency: rejects, readings, metrics and batch record made durable", "s", .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5),
+	}
+	for _, err := range errs {
 		if err != nil {
 			return nil, fmt.Errorf("metrics: %w", err)
 		}
 	}
-	_, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+	if g != nil {
+		g.Observe(obs)
+	}
+
+	// The consumer's lag costs a request to JetStream: ask at most once a second.
+	var lagMu sync.Mutex
+	var lag Lag
+	var lagAt time.Time
+	_, err = m.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
 		if g != nil {
 			s := g.Stats()
 			o.ObserveInt64(received, int64(s.Received))
 			o.ObserveInt64(verified, int64(s.Verified))
 			o.ObserveInt64(inserted, int64(s.Inserted))
 			o.ObserveInt64(batches, int64(s.Batches))
+			o.ObserveInt64(retries, int64(s.Retries))
+			o.ObserveInt64(deferred, int64(s.Deferred))
+			o.ObserveInt64(anomalies, int64(s.Anomalies))
 			for reason, n := range s.RejectedBy {
 				o.ObserveInt64(rejected, int64(n), metric.WithAttributes(attribute.String("reason", reason)))
 			}
+		}
+		if js != nil {
+			lagMu.Lock()
+			if time.Since(lagAt) > time.Second {
+				if l, err := ConsumerLag(ctx, js); err == nil {
+					lag, lagAt = l, time.Now()
+				}
+			}
+			l := lag
+			lagMu.Unlock()
+			o.ObserveInt64(pending, int64(l.Pending))
+			o.ObserveInt64(ackPending, int64(l.AckPending))
 		}
 		if a != nil {
 			s := a.Stats()
 			o.ObserveInt64(anchors, int64(s.Anchors))
 			o.ObserveInt64(anchored, int64(s.Batches))
-			o.ObserveInt64(pending, int64(s.Pending))
+			o.ObserveInt64(pendingBatches, int64(s.Pending))
 			o.ObserveInt64(height, s.LastHeight)
 		}
 		return nil
-	}, received, verified, rejected, inserted, batches, anchors, anchored, pending, height)
+	}, received, verified, rejected, inserted, batches, retries, deferred, anomalies, pending, ackPending, anchors, anchored, pendingBatches, height)
 	if err != nil {
 		return nil, fmt.Errorf("metrics: %w", err)
 	}

@@ -49,7 +49,9 @@ func TestRestart(t *testing.T) {
 			n := count(t, ctx, ch, "SELECT count() FROM "+database+".readings")
 			b := count(t, ctx, ch, "SELECT count() FROM "+database+".batches FINAL")
 			a := count(t, ctx, ch, "SELECT uniqExact(batch_id) FROM "+database+".batch_anchors")
-			return n == want && b > 0 && a == b, fmt.Sprintf("%d readings, %d of %d batches anchored", n, a, b)
+			// Rows land before their batch row: count the readings the batch rows cover too.
+			sized := count(t, ctx, ch, "SELECT toUInt64(sum(size)) FROM "+database+".batches FINAL")
+			return n == want && sized == want && a == b, fmt.Sprintf("%d readings (%d in batch rows), %d of %d batches anchored", n, sized, a, b)
 		})
 	}
 

@@ -17,7 +17,9 @@ var (
 	ErrNotAnchored = errors.New("batch not anchored yet")
 )
 
-// Store reads and writes one database.
+// Store reads and writes one database. Binary keys (batch and anchor ids) are passed to
+// queries as hex and compared with unhex(?): binary bytes do not survive parameter quoting.
+// (Inserts go through columnar batches, which carry bytes as they are.)
 type Store struct {
 	conn driver.Conn
 	db   string
@@ -100,7 +102,7 @@ func scanBatch(sc interface{ Scan(...any) error }) (BatchRow, error) {
 
 // Batch returns a batch's record.
 func (s *Store) Batch(ctx context.Context, id [16]byte) (BatchRow, error) {
-	rows, err := s.conn.Query(ctx, "SELECT batch_id, root, size, created_at, worker FROM "+s.t("batches")+" FINAL WHERE batch_id = ? LIMIT 1", string(id[:]))
+	rows, err := s.conn.Query(ctx, "SELECT batch_id, root, size, created_at, worker FROM "+s.t("batches")+" FINAL WHERE batch_id = unhex(?) LIMIT 1", hex.EncodeToString(id[:]))
 	if err != nil {
 		return BatchRow{}, fmt.Errorf("batch %x: %w", id, err)
 	}
@@ -121,7 +123,7 @@ func (s *Store) Batch(ctx context.Context, id [16]byte) (BatchRow, error) {
 // BatchLeaves returns the leaves of a batch in leaf_index order, one per index even where a
 // retried insert stored a reading twice. It fails if an index is missing.
 func (s *Store) BatchLeaves(ctx context.Context, id [16]byte) ([][32]byte, error) {
-	rows, err := s.conn.Query(ctx, "SELECT leaf_index, any(leaf) FROM "+s.t("readings")+" WHERE batch_id = ? GROUP BY leaf_index ORDER BY leaf_index", string(id[:]))
+	rows, err := s.conn.Query(ctx, "SELECT leaf_index, any(leaf) FROM "+s.t("readings")+" WHERE batch_id = unhex(?) GROUP BY leaf_index ORDER BY leaf_index", hex.EncodeToString(id[:]))
 	if err != nil {
 		return nil, fmt.Errorf("batch %x leaves: %w", id, err)
 	}
@@ -152,7 +154,7 @@ func (s *Store) BatchLeaves(ctx context.Context, id [16]byte) ([][32]byte, error
 // BatchAnchor returns the anchor covering a batch (the earliest, if two do) and the batch's
 // position in it.
 func (s *Store) BatchAnchor(ctx context.Context, batchID [16]byte) (anchorID [16]byte, batchIndex uint32, err error) {
-	rows, err := s.conn.Query(ctx, "SELECT anchor_id, batch_index FROM "+s.t("batch_anchors")+" WHERE batch_id = ? ORDER BY anchor_id LIMIT 1", string(batchID[:]))
+	rows, err := s.conn.Query(ctx, "SELECT anchor_id, batch_index FROM "+s.t("batch_anchors")+" WHERE batch_id = unhex(?) ORDER BY anchor_id LIMIT 1", hex.EncodeToString(batchID[:]))
 	if err != nil {
 		return anchorID, 0, fmt.Errorf("anchor of batch %x: %w", batchID, err)
 	}
@@ -227,7 +229,7 @@ func scanAnchor(sc interface{ Scan(...any) error }) (AnchorRow, error) {
 
 // Anchor returns a committed anchor.
 func (s *Store) Anchor(ctx context.Context, id [16]byte) (AnchorRow, error) {
-	rows, err := s.conn.Query(ctx, "SELECT "+anchorCols+" FROM "+s.t("anchors")+" FINAL WHERE anchor_id = ? LIMIT 1", string(id[:]))
+	rows, err := s.conn.Query(ctx, "SELECT "+anchorCols+" FROM "+s.t("anchors")+" FINAL WHERE anchor_id = unhex(?) LIMIT 1", hex.EncodeToString(id[:]))
 	if err != nil {
 		return AnchorRow{}, fmt.Errorf("anchor %x: %w", id, err)
 	}
@@ -247,7 +249,7 @@ func (s *Store) Anchor(ctx context.Context, id [16]byte) (AnchorRow, error) {
 
 // AnchorBatches returns an anchor's batches in batch_index order.
 func (s *Store) AnchorBatches(ctx context.Context, id [16]byte) ([]BatchRow, error) {
-	rows, err := s.conn.Query(ctx, "SELECT batch_index, batch_id FROM "+s.t("batch_anchors")+" FINAL WHERE anchor_id = ? ORDER BY batch_index", string(id[:]))
+	rows, err := s.conn.Query(ctx, "SELECT batch_index, batch_id FROM "+s.t("batch_anchors")+" FINAL WHERE anchor_id = unhex(?) ORDER BY batch_index", hex.EncodeToString(id[:]))
 	if err != nil {
 		return nil, fmt.Errorf("batches of anchor %x: %w", id, err)
 	}
@@ -317,6 +319,8 @@ func (s *Store) WriteAnchor(ctx context.Context, a AnchorRow, batchIDs [][16]byt
 // Counts summarises the tables for status.
 type Counts struct {
 	Readings, Rejected, Batches, Anchors, UnanchoredBatches uint64
+	Duplicates                                              uint64 // rows beyond one per (device_id, seq)
+	Anomalies                                               uint64 // chain breaks
 	LastAnchor                                              *AnchorRow
 }
 
@@ -329,6 +333,8 @@ func (s *Store) Counts(ctx context.Context) (Counts, error) {
 		"SELECT count() FROM " + s.t("batches") + " FINAL": &c.Batches,
 		"SELECT count() FROM " + s.t("anchors") + " FINAL": &c.Anchors,
 		"SELECT count() FROM " + s.t("batches") + " FINAL WHERE batch_id NOT IN (SELECT batch_id FROM " + s.t("batch_anchors") + ")": &c.UnanchoredBatches,
+		"SELECT toUInt64(count() - uniqExact(device_id, seq)) FROM " + s.t("readings"):                                               &c.Duplicates,
+		"SELECT count() FROM " + s.t("anomalies"):                                                                                    &c.Anomalies,
 	} {
 		if err := s.conn.QueryRow(ctx, q).Scan(dst); err != nil {
 			return c, fmt.Errorf("counts: %w", err)

@@ -46,7 +46,7 @@ func TestReadsAndAnchors(t *testing.T) {
 		t.Fatalf("unanchored: %v", err)
 	}
 	c, err := s.Counts(ctx)
-	if err != nil || c.Readings != 8 || c.Batches != 2 || c.UnanchoredBatches != 2 || c.Anchors != 0 || c.LastAnchor != nil {
+	if err != nil || c.Readings != 8 || c.Duplicates != 3 || c.Batches != 2 || c.UnanchoredBatches != 2 || c.Anchors != 0 || c.LastAnchor != nil {
 		t.Fatalf("counts %+v %v", c, err)
 	}
 
