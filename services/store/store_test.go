@@ -86,6 +86,10 @@ func TestReadsAndAnchors(t *testing.T) {
 	if err != nil || len(leaves) != 3 || leaves[2] != b2.Readings[2].Leaf {
 		t.Fatalf("leaves %d %v", len(leaves), err)
 	}
+	var unique uint64
+	if err := conn.QueryRow(ctx, "SELECT count() FROM "+db+".readings_unique").Scan(&unique); err != nil || unique != 5 {
+		t.Fatalf("readings_unique has %d rows, want 5 (%v)", unique, err)
+	}
 	c, err = s.Counts(ctx)
 	if err != nil || c.Anchors != 1 || c.UnanchoredBatches != 1 || c.LastAnchor == nil || c.LastAnchor.ID != a.ID {
 		t.Fatalf("counts %+v %v", c, err)
