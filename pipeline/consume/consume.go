@@ -26,8 +26,12 @@ const (
 // its bytes, rather than be refused at publish where nobody records it.
 const StreamMaxMsgSize = 1 << 20
 
-// EnsureStreams creates or updates both streams (file storage) and both durable pull consumers.
-func EnsureStreams(ctx context.Context, js jetstream.JetStream, maxAckPending int) error {
+// EnsureStreams creates or updates both streams (file storage) and both durable pull consumers;
+// ackWait is how long a worker has to acknowledge a reading before it is redelivered (0: 30s).
+func EnsureStreams(ctx context.Context, js jetstream.JetStream, maxAckPending int, ackWait time.Duration) error {
+	if ackWait <= 0 {
+		ackWait = 30 * time.Second
+	}
 	if maxAckPending <= 0 {
 		return fmt.Errorf("ingest.max_ack_pending %d: must be positive", maxAckPending)
 	}
@@ -57,7 +61,7 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, maxAckPending in
 		cfg    jetstream.ConsumerConfig
 	}{
 		{ReadingsStream, jetstream.ConsumerConfig{Durable: IngestConsumer, AckPolicy: jetstream.AckExplicitPolicy,
-			AckWait: 30 * time.Second, MaxAckPending: maxAckPending, MaxDeliver: -1, MaxRequestBatch: 0,
+			AckWait: ackWait, MaxAckPending: maxAckPending, MaxDeliver: -1, MaxRequestBatch: 0,
 			Description: "ingest workers share it"}},
 		{BatchesStream, jetstream.ConsumerConfig{Durable: AnchorConsumer, AckPolicy: jetstream.AckExplicitPolicy,
 			AckWait: 60 * time.Second, MaxAckPending: 100_000, MaxDeliver: -1, Description: "the anchor service"}},

@@ -107,7 +107,7 @@ func (w *flakyWriter) counts() (readings, rejects int) {
 func startNATS(t *testing.T) jetstream.JetStream {
 	t.Helper()
 	js := natstest.Start(t)
-	if err := consume.EnsureStreams(context.Background(), js, 1000); err != nil {
+	if err := consume.EnsureStreams(context.Background(), js, 1000, 0); err != nil {
 		t.Fatal(err)
 	}
 	return js

@@ -264,7 +264,7 @@ func (r *runner) setUp(ctx context.Context) (func(), error) {
 	}
 	stops = append(stops, nc.Close)
 	r.js = js
-	if err := consume.EnsureStreams(ctx, js, r.cfg.Ingest.MaxAckPending); err != nil {
+	if err := consume.EnsureStreams(ctx, js, r.cfg.Ingest.MaxAckPending, r.cfg.Ingest.AckWait); err != nil {
 		return cleanup, err
 	}
 	r.say("stack up: NATS %s, ledger RPC %s, ClickHouse %s database %s", r.natsURL, r.rpcAddr, r.cfg.ClickHouse.Addr, r.db)

@@ -75,6 +75,7 @@ type Ingest struct {
 	Worker        string        `mapstructure:"worker"`          // name recorded with each batch
 	Verifiers     int           `mapstructure:"verifiers"`       // goroutines verifying signatures; 0: one per core
 	Flushers      int           `mapstructure:"flushers"`        // batches written to ClickHouse at once
+	AckWait       time.Duration `mapstructure:"ack_wait"`        // unacknowledged readings are redelivered after this
 	MaxFuture     time.Duration `mapstructure:"max_future"`      // device time this far ahead of ours is clock_skew
 	MaxAge        time.Duration `mapstructure:"max_age"`         // device time older than this is clock_skew; 0: no limit
 	MaxMetrics    int           `mapstructure:"max_metrics"`     // metrics per reading
@@ -98,7 +99,7 @@ func Default() Config {
 		Anchor:     Anchor{Interval: 2 * time.Second},
 		Ledger:     Ledger{ChainID: "anchorline-dev", RPC: "127.0.0.1:26657", TimeoutCommit: 100 * time.Millisecond},
 		Ingest: Ingest{BatchSize: 10_000, FlushAge: 200 * time.Millisecond, PullBatch: 1000,
-			MaxAckPending: 60_000, MaxSize: 8 << 10, Worker: "ingest", Flushers: 2,
+			MaxAckPending: 60_000, MaxSize: 8 << 10, Worker: "ingest", Flushers: 2, AckWait: 30 * time.Second,
 			MaxFuture: 5 * time.Minute, MaxAge: 30 * 24 * time.Hour, MaxMetrics: 64, MaxTags: 32, MaxTagLen: 128},
 		Log: Log{Level: "info", Format: "text"},
 	}
@@ -134,7 +135,7 @@ func Load(fs *pflag.FlagSet) (Config, error) {
 		"ingest.batch_size": d.Ingest.BatchSize, "ingest.flush_age": d.Ingest.FlushAge,
 		"ingest.pull_batch": d.Ingest.PullBatch, "ingest.max_ack_pending": d.Ingest.MaxAckPending,
 		"ingest.max_size": d.Ingest.MaxSize, "ingest.worker": d.Ingest.Worker,
-		"ingest.verifiers": d.Ingest.Verifiers, "ingest.flushers": d.Ingest.Flushers,
+		"ingest.verifiers": d.Ingest.Verifiers, "ingest.flushers": d.Ingest.Flushers, "ingest.ack_wait": d.Ingest.AckWait,
 		"ingest.max_future": d.Ingest.MaxFuture, "ingest.max_age": d.Ingest.MaxAge,
 		"ingest.max_metrics": d.Ingest.MaxMetrics, "ingest.max_tags": d.Ingest.MaxTags, "ingest.max_tag_len": d.Ingest.MaxTagLen,
 		"log.level": d.Log.Level, "log.format": d.Log.Format,
@@ -213,6 +214,8 @@ func (c Config) Validate() error {
 		return invalid("ingest.verifiers", "%d must not be negative (0: one per core)", c.Ingest.Verifiers)
 	case c.Ingest.Flushers < 1:
 		return invalid("ingest.flushers", "%d must be at least 1 (default 2)", c.Ingest.Flushers)
+	case c.Ingest.AckWait < time.Second:
+		return invalid("ingest.ack_wait", "%s must be at least 1s (default 30s)", c.Ingest.AckWait)
 	case c.Ingest.MaxFuture <= 0:
 		return invalid("ingest.max_future", "%s must be positive (default 5m)", c.Ingest.MaxFuture)
 	case c.Ingest.MaxAge < 0:

@@ -42,7 +42,7 @@ func (r recorder) Anchored(ctx context.Context, ids [][16]byte) (map[[16]byte]bo
 
 // NewAnchoring builds the anchor service; streams and consumers are created if missing.
 func NewAnchoring(ctx context.Context, cfg config.Config, js jetstream.JetStream, st *store.Store, l *ledger.Client, log *slog.Logger) (*anchoring.Service, error) {
-	if err := consume.EnsureStreams(ctx, js, cfg.Ingest.MaxAckPending); err != nil {
+	if err := consume.EnsureStreams(ctx, js, cfg.Ingest.MaxAckPending, cfg.Ingest.AckWait); err != nil {
 		return nil, fmt.Errorf("anchoring: streams: %w", err)
 	}
 	return anchoring.New(js, l, recorder{st}, anchoring.Config{

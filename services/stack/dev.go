@@ -13,6 +13,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
+
 	"github.com/anchorline/anchorline/anchor/node"
 	"github.com/anchorline/anchorline/internal/chserver"
 	"github.com/anchorline/anchorline/schemas/clickhouse"
@@ -33,6 +35,7 @@ type Dev struct {
 	err   error
 
 	stops []func() error // in reverse start order
+	nats  *server.Server
 
 	// Parts, for tests and status.
 	Node       *node.Node
@@ -74,7 +77,8 @@ func StartDev(ctx context.Context, cfg config.Config, log *slog.Logger) (d *Dev,
 	if err != nil {
 		return nil, err
 	}
-	d.stops = append(d.stops, func() error { ns.Shutdown(); ns.WaitForShutdown(); return nil })
+	d.nats = ns
+	d.stops = append(d.stops, func() error { d.nats.Shutdown(); d.nats.WaitForShutdown(); return nil })
 
 	d.Node, err = node.Start(ctx, node.Config{
 		Home:          filepath.Join(cfg.DataDir, "ledger"),
@@ -170,6 +174,20 @@ func (d *Dev) goRun(name string, f func() error) {
 			d.cancel()
 		}
 	}()
+}
+
+// RestartNATS shuts the embedded NATS server down and starts it again on the same address and
+// file store after pause (a fault drill: clients reconnect and resume).
+func (d *Dev) RestartNATS(pause time.Duration) error {
+	d.nats.Shutdown()
+	d.nats.WaitForShutdown()
+	time.Sleep(pause)
+	ns, err := StartNATS(d.cfg.NATS.URL, filepath.Join(d.cfg.DataDir, "nats"), d.log)
+	if err != nil {
+		return err
+	}
+	d.nats = ns
+	return nil
 }
 
 // Done is closed when a service stopped on its own (see Err) or Stop was called.
