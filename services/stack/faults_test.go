@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/anchorline/anchorline/internal/chserver"
+	"github.com/anchorline/anchorline/schemas/entry"
 	"github.com/anchorline/anchorline/schemas/reading"
 	"github.com/anchorline/anchorline/services/api"
 )
@@ -335,4 +336,81 @@ func TestWorkerKilled(t *testing.T) {
 		t.Fatalf("status counts %d duplicates, the table has %d", st.Tables.Duplicates, rows-6000)
 	}
 	t.Logf("%d duplicate rows after the crash", rows-6000)
+}
+
+// TestRevocationTakesEffect measures how long after its block a revocation stops a worker that
+// learns it only by following the ledger (no API hook): it must be within 2 seconds.
+func TestRevocationTakesEffect(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	chAddr, database, ch := chserver.NewDatabase(t)
+	cfg := devConfig(t, chAddr, database, t.TempDir())
+	d, err := StartDev(ctx, cfg, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Stop()
+	client := api.NewClient("http://" + d.HTTPAddr)
+	dv := registerAll(t, ctx, client, d, "revoke", 1)[0]
+	nc, err := nats.Connect(cfg.NATS.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	publishedAt := map[uint64]time.Time{}
+	pub := func() {
+		raw := dv.next(t)
+		publishedAt[dv.Seq] = time.Now()
+		publish(t, js, reading.Subject(dv.ID), reading.MsgID(dv.ID, dv.Seq), raw)
+	}
+	for range 20 {
+		pub()
+		time.Sleep(20 * time.Millisecond)
+	}
+	// Straight to the ledger: the workers learn of it only by following new blocks.
+	rev, err := entry.NewRevoke(d.AdminKey, dv.ID, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := d.Node.Client().Submit(ctx, rev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	committed := time.Now() // Submit returns once the block is committed
+	for time.Since(committed) < 3*time.Second {
+		pub()
+		time.Sleep(20 * time.Millisecond)
+	}
+	eventually(t, ctx, "every reading handled", func() (bool, string) {
+		n := count(t, ctx, ch, "SELECT count() FROM "+database+".readings WHERE device_id = '"+dv.ID+"'") +
+			count(t, ctx, ch, "SELECT count() FROM "+database+".rejected WHERE device_id = '"+dv.ID+"'")
+		return n == uint64(len(publishedAt)), fmt.Sprintf("%d of %d", n, len(publishedAt))
+	})
+	rows, err := ch.Query(ctx, "SELECT seq FROM "+database+".readings WHERE device_id = '"+dv.ID+"' ORDER BY seq")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lastAccepted time.Time
+	for rows.Next() {
+		var seq uint64
+		if err := rows.Scan(&seq); err != nil {
+			t.Fatal(err)
+		}
+		if at := publishedAt[seq]; at.After(lastAccepted) {
+			lastAccepted = at
+		}
+	}
+	rows.Close()
+	effect := lastAccepted.Sub(committed)
+	t.Logf("revocation committed at height %d; the last reading accepted was published %s after the commit", rc.Height, effect.Round(time.Millisecond))
+	if effect > 2*time.Second {
+		t.Fatalf("readings were accepted %s after the revocation's block (limit 2s)", effect)
+	}
+	if n := count(t, ctx, ch, "SELECT count() FROM "+database+".rejected WHERE device_id = '"+dv.ID+"' AND reason = 'revoked_device'"); n == 0 {
+		t.Fatal("no reading rejected as revoked_device")
+	}
 }

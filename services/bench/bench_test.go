@@ -1,0 +1,66 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/anchorline/anchorline/internal/chserver"
+	"github.com/anchorline/anchorline/services/config"
+)
+
+func TestMain(m *testing.M) { os.Exit(chserver.RunTests(m)) }
+
+// A small run of the whole benchmark, so that it keeps working: two worker processes drain a
+// stream, a live phase measures latencies, and the result file has every field.
+func TestSmallRun(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	bin := filepath.Join(t.TempDir(), "anchorline")
+	if out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "../anchorline").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	addr, _, _ := chserver.NewDatabase(t)
+	cfg := config.Default()
+	cfg.ClickHouse.Addr = addr
+	cfg.Anchor.Interval = 500 * time.Millisecond
+	var progress strings.Builder
+	res, err := Run(ctx, cfg, Options{Readings: 3000, Devices: 20, Workers: 2, LiveRate: 500, LiveDuration: 2 * time.Second,
+		Binary: bin, Progress: &progress}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatalf("%v\n%s", err, progress.String())
+	}
+	if res.ReadingsPerSec <= 0 || res.RawJetStreamPerSec <= 0 || res.VerifyPerSec <= 0 || res.CPUSecondsPer1k <= 0 || res.PeakRSSBytes == 0 {
+		t.Fatalf("drain result %+v", res)
+	}
+	if res.LiveReadings != 1000 || res.P50QueryableMs <= 0 || res.P99QueryableMs < res.P50QueryableMs || res.P99AnchoredMs < res.P50QueryableMs {
+		t.Fatalf("live result %+v", res)
+	}
+	path := filepath.Join(t.TempDir(), "result.json")
+	if err := res.WriteJSON(path); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(path)
+	var fields map[string]any
+	if err := json.Unmarshal(b, &fields); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"readings_per_sec", "raw_jetstream_per_sec", "verify_per_sec", "p50_queryable_ms", "p99_queryable_ms",
+		"p50_anchored_ms", "p99_anchored_ms", "cpu_seconds_per_1k", "peak_rss_bytes"} {
+		if _, ok := fields[k]; !ok {
+			t.Errorf("result file lacks %s", k)
+		}
+	}
+	var out strings.Builder
+	res.Print(&out)
+	if !strings.Contains(out.String(), "readings/s") {
+		t.Fatalf("summary:\n%s", out.String())
+	}
+}
