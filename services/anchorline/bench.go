@@ -56,5 +56,6 @@ anchor.interval come from the configuration.`,
 	c.Flags().Float64Var(&opts.LiveRate, "rate", 10_000, "live mode: readings per second (0 skips the live mode)")
 	c.Flags().DurationVar(&opts.LiveDuration, "duration", 10*time.Second, "live mode: how long to publish")
 	c.Flags().StringVar(&out, "out", "", "write the result as JSON to this file")
+	c.Flags().StringVar(&opts.ProfileDir, "profile", "", "folder where each ingest worker writes a CPU profile (go tool pprof)")
 	return c
 }

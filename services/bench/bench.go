@@ -47,6 +47,7 @@ type Options struct {
 	LiveDuration time.Duration // how long the live mode publishes
 	Binary       string        // the anchorline executable the workers run
 	Progress     io.Writer     // one line per phase; nil for none
+	ProfileDir   string        // if set, each worker writes a CPU profile here (ingest-N.pprof)
 }
 
 // Result is what a run measured; the JSON names are the contract of --out.
@@ -431,6 +432,9 @@ func (r *runner) startWorkers(ctx context.Context) ([]*exec.Cmd, error) {
 		}
 		cmd := exec.CommandContext(ctx, r.opts.Binary, "ingest", "--nats.url", r.natsURL, "--clickhouse.addr", r.cfg.ClickHouse.Addr,
 			"--clickhouse.database", r.db, "--ledger.rpc", r.rpcAddr, "--http.addr", httpAddr, "--log.level", "warn")
+		if r.opts.ProfileDir != "" {
+			cmd.Args = append(cmd.Args, "--cpuprofile", filepath.Join(r.opts.ProfileDir, fmt.Sprintf("ingest-%d.pprof", i)))
+		}
 		ic := r.cfg.Ingest
 		cmd.Env = append(os.Environ(),
 			fmt.Sprintf("ANCHORLINE_INGEST_WORKER=bench-%d", i),
