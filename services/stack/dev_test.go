@@ -299,6 +299,38 @@ func TestEndToEnd(t *testing.T) {
 	publish(t, js, reading.Subject(devs[4].ID), "", big)
 	want["big"] = "too_large"
 
+	// Fleet limits: device clocks and payload sizes.
+	stranger3 := reading.NewEd25519Key(newEdKey(t))
+	limit := func(dev string, r reading.Reading, reason string) {
+		r.Device, r.Seq = dev, 1
+		if len(r.Metrics) == 0 {
+			r.Metrics = []reading.Metric{{Name: "x", Value: 1}}
+		}
+		raw, err := reading.Sign(r, stranger3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		publish(t, js, reading.Subject(dev), "", raw)
+		want[dev] = reason
+	}
+	limit("e2e-future", reading.Reading{TS: uint64(time.Now().Add(time.Hour).UnixMilli())}, "clock_skew")
+	limit("e2e-ancient", reading.Reading{TS: 1_000_000_000_000}, "clock_skew")
+	var many []reading.Metric
+	for i := range 65 {
+		many = append(many, reading.Metric{Name: fmt.Sprintf("m%02d", i), Value: 1})
+	}
+	limit("e2e-metrics", reading.Reading{TS: now, Metrics: many}, "too_many_metrics")
+	limit("e2e-tags", reading.Reading{TS: now, Tags: map[string]string{"k": strings.Repeat("v", 200)}}, "tags_too_large")
+
+	// A reading that breaks its device's chain is stored, and the break recorded.
+	forged, err := reading.Sign(reading.Reading{Device: devs[1].ID, Seq: devs[1].Seq + 1, TS: now,
+		Metrics: []reading.Metric{{Name: "temp", Value: 1}, {Name: "hum", Value: 2}}, Prev: make([]byte, 32)}, devs[1].Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	publish(t, js, reading.Subject(devs[1].ID), reading.MsgID(devs[1].ID, devs[1].Seq+1), forged)
+	good[key{devs[1].ID, devs[1].Seq + 1}] = true
+
 	// Every good reading is stored exactly once; every bad one is rejected with its reason.
 	eventually(t, ctx, "all readings stored and rejected", func() (bool, string) {
 		n := count(t, ctx, ch, "SELECT count() FROM "+database+".readings")
@@ -357,8 +389,11 @@ func TestEndToEnd(t *testing.T) {
 		t.Errorf("not rejected: %v", want)
 	}
 
-	// The devices chain their readings (prev): no break is recorded for an intact chain.
-	if n := count(t, ctx, ch, "SELECT count() FROM "+database+".anomalies"); n != 0 {
+	// The devices chain their readings (prev): the one forged break is recorded, nothing else.
+	if n := count(t, ctx, ch, "SELECT count() FROM "+database+".anomalies WHERE device_id = '"+devs[1].ID+"' AND seq = "+fmt.Sprint(devs[1].Seq+1)); n != 1 {
+		t.Errorf("the chain break is recorded %d times", n)
+	}
+	if n := count(t, ctx, ch, "SELECT count() FROM "+database+".anomalies"); n != 1 {
 		rows, _ := ch.Query(ctx, "SELECT device_id, seq, prev_seq, length(expected), length(got), worker FROM "+database+".anomalies")
 		for rows.Next() {
 			var dev, w string
