@@ -48,15 +48,16 @@ type Observer interface {
 
 // Stats are a worker's counters since it started.
 type Stats struct {
-	Received   uint64            `json:"received"`
-	Verified   uint64            `json:"verified"`
-	Rejected   uint64            `json:"rejected"`
-	Batches    uint64            `json:"batches"`
-	Inserted   uint64            `json:"inserted"`
-	Retries    uint64            `json:"retries"`
-	Deferred   uint64            `json:"deferred"`  // checks that could not be made (ledger down): redelivered later
-	Anomalies  uint64            `json:"anomalies"` // chain breaks recorded
-	RejectedBy map[string]uint64 `json:"rejected_by_reason"`
+	Received    uint64            `json:"received"`
+	Verified    uint64            `json:"verified"`
+	Rejected    uint64            `json:"rejected"`
+	Batches     uint64            `json:"batches"`
+	Inserted    uint64            `json:"inserted"`
+	Retries     uint64            `json:"retries"`
+	Deferred    uint64            `json:"deferred"`    // checks that could not be made (ledger down): redelivered later
+	Anomalies   uint64            `json:"anomalies"`   // chain breaks recorded
+	Redelivered uint64            `json:"redelivered"` // messages JetStream delivered more than once (possible duplicates)
+	RejectedBy  map[string]uint64 `json:"rejected_by_reason"`
 }
 
 // Ingest is one worker. A worker is a pipeline: a pull consumer feeds chunks of messages to
@@ -71,7 +72,7 @@ type Ingest struct {
 	log *slog.Logger
 	obs Observer
 
-	received, verified, rejected, batches, inserted, retries, deferred, anomalies atomic.Uint64
+	received, verified, rejected, batches, inserted, retries, deferred, anomalies, redelivered atomic.Uint64
 
 	mu       sync.Mutex
 	byReason map[string]uint64
@@ -111,7 +112,7 @@ func (g *Ingest) Stats() Stats {
 	g.mu.Unlock()
 	return Stats{Received: g.received.Load(), Verified: g.verified.Load(), Rejected: g.rejected.Load(),
 		Batches: g.batches.Load(), Inserted: g.inserted.Load(), Retries: g.retries.Load(), Deferred: g.deferred.Load(),
-		Anomalies: g.anomalies.Load(), RejectedBy: by}
+		Anomalies: g.anomalies.Load(), Redelivered: g.redelivered.Load(), RejectedBy: by}
 }
 
 // Ready is nil, or why the worker cannot make progress right now (it keeps retrying).
@@ -399,6 +400,9 @@ func (g *Ingest) add(f *flush, msg jetstream.Msg, res verify.Result, chains map[
 	received := time.Now()
 	if md, err := msg.Metadata(); err == nil {
 		received = md.Timestamp
+		if md.NumDelivered > 1 {
+			g.redelivered.Add(1)
+		}
 	}
 	var rej *verify.Rejection
 	switch {

@@ -141,7 +141,7 @@ func ingestCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			m, err := stack.NewMetrics(g, nil, d.js)
+			m, err := stack.NewMetrics(g, nil, d.js, store.New(d.ch, cfg.ClickHouse.Database))
 			if err != nil {
 				return err
 			}
@@ -174,7 +174,7 @@ func anchorCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			m, err := stack.NewMetrics(nil, a, nil)
+			m, err := stack.NewMetrics(nil, a, nil, nil)
 			if err != nil {
 				return err
 			}

@@ -128,7 +128,7 @@ func StartDev(ctx context.Context, cfg config.Config, log *slog.Logger) (d *Dev,
 		AfterDeviceEvent: d.Ingest.RefreshKeys,
 		Lag:              JetStreamLag(js),
 	}
-	d.Backend.Metrics, err = NewMetrics(d.Ingest, anch, js)
+	d.Backend.Metrics, err = NewMetrics(d.Ingest, anch, js, st)
 	if err != nil {
 		return nil, err
 	}

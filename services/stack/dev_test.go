@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"strings"
 	"testing"
@@ -464,8 +465,22 @@ func TestEndToEnd(t *testing.T) {
 	if _, err := proof.Verify(b, other); err == nil {
 		t.Fatal("bundle verified against another validator set's trust file")
 	}
-	if st, err := client.Status(ctx); err != nil || st.Ready != "ok" || st.LastAnchor == nil || st.Ledger.Height == 0 {
+	if st, err := client.Status(ctx); err != nil || st.Ready != "ok" || st.LastAnchor == nil || st.Ledger.Height == 0 || st.Lag == nil || st.Tables.Anomalies != 1 {
 		t.Fatalf("status %+v, %v", st, err)
+	}
+	// The operator's counters, in Prometheus format.
+	resp, err := http.Get("http://" + d.HTTPAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{"anchorline_ingest_received_total", `anchorline_ingest_rejected_total{otel_scope_name="github.com/anchorline/anchorline",otel_scope_schema_url="",otel_scope_version="",reason="bad_signature"}`,
+		"anchorline_ingest_batch_size_bucket", "anchorline_ingest_flush_duration_seconds_bucket", "anchorline_ingest_verify_batch_size_bucket",
+		"anchorline_ingest_consumer_pending", "anchorline_clickhouse_duplicate_readings", "anchorline_anchoring_anchors_total", "anchorline_ingest_chain_breaks_total"} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
 	}
 }
 

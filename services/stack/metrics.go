@@ -17,6 +17,7 @@ import (
 
 	"github.com/anchorline/anchorline/anchor/anchoring"
 	"github.com/anchorline/anchorline/pipeline/consume"
+	"github.com/anchorline/anchorline/services/store"
 )
 
 // Lag is the backlog of the shared ingest consumer.
@@ -54,10 +55,10 @@ func (o *observer) Flush(readings, _ int, d time.Duration) {
 	o.flushTime.Record(context.Background(), d.Seconds())
 }
 
-// NewMetrics exposes the counters of ingest and anchoring, the ingest consumer's lag and
-// ingest's histograms through OpenTelemetry, exported in Prometheus format by the returned
-// handler. Any argument may be nil.
-func NewMetrics(g *Ingest, a *anchoring.Service, js jetstream.JetStream) (http.Handler, error) {
+// NewMetrics exposes the counters of ingest and anchoring, the ingest consumer's lag, the
+// duplicate rows in ClickHouse and ingest's histograms through OpenTelemetry, exported in
+// Prometheus format by the returned handler. Any argument may be nil.
+func NewMetrics(g *Ingest, a *anchoring.Service, js jetstream.JetStream, st *store.Store) (http.Handler, error) {
 	reg := prometheus.NewRegistry()
 	exp, err := otelprom.New(otelprom.WithRegisterer(reg))
 	if err != nil {
@@ -85,6 +86,8 @@ func NewMetrics(g *Ingest, a *anchoring.Service, js jetstream.JetStream) (http.H
 	retries := counter("anchorline.ingest.retries", "failed flush attempts (retried with backoff)")
 	deferred := counter("anchorline.ingest.deferred", "messages whose check could not be made (ledger unreachable), redelivered later")
 	anomalies := counter("anchorline.ingest.chain_breaks", "readings whose prev does not match the device's previous reading")
+	redelivered := counter("anchorline.ingest.redelivered", "messages JetStream delivered more than once (after a crash or an ack timeout): possible duplicates")
+	duplicates := gauge("anchorline.clickhouse.duplicate_readings", "rows in readings beyond one per (device_id, seq), counted at most every 30 s")
 	pending := gauge("anchorline.ingest.consumer_pending", "readings in READINGS not yet delivered to a worker (consumer lag)")
 	ackPending := gauge("anchorline.ingest.consumer_ack_pending", "readings delivered and not yet acknowledged")
 	anchors := counter("anchorline.anchoring.anchors", "anchors committed to the ledger")
@@ -121,6 +124,9 @@ func NewMetrics(g *Ingest, a *anchoring.Service, js jetstream.JetStream) (http.H
 	var lagMu sync.Mutex
 	var lag Lag
 	var lagAt time.Time
+	var dupMu sync.Mutex
+	var dups uint64
+	var dupAt time.Time
 	_, err = m.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
 		if g != nil {
 			s := g.Stats()
@@ -131,6 +137,7 @@ func NewMetrics(g *Ingest, a *anchoring.Service, js jetstream.JetStream) (http.H
 			o.ObserveInt64(retries, int64(s.Retries))
 			o.ObserveInt64(deferred, int64(s.Deferred))
 			o.ObserveInt64(anomalies, int64(s.Anomalies))
+			o.ObserveInt64(redelivered, int64(s.Redelivered))
 			for reason, n := range s.RejectedBy {
 				o.ObserveInt64(rejected, int64(n), metric.WithAttributes(attribute.String("reason", reason)))
 			}
@@ -147,6 +154,17 @@ func NewMetrics(g *Ingest, a *anchoring.Service, js jetstream.JetStream) (http.H
 			o.ObserveInt64(pending, int64(l.Pending))
 			o.ObserveInt64(ackPending, int64(l.AckPending))
 		}
+		if st != nil {
+			dupMu.Lock()
+			if time.Since(dupAt) > 30*time.Second {
+				if c, err := st.Counts(ctx); err == nil {
+					dups, dupAt = c.Duplicates, time.Now()
+				}
+			}
+			n := dups
+			dupMu.Unlock()
+			o.ObserveInt64(duplicates, int64(n))
+		}
 		if a != nil {
 			s := a.Stats()
 			o.ObserveInt64(anchors, int64(s.Anchors))
@@ -155,7 +173,7 @@ func NewMetrics(g *Ingest, a *anchoring.Service, js jetstream.JetStream) (http.H
 			o.ObserveInt64(height, s.LastHeight)
 		}
 		return nil
-	}, received, verified, rejected, inserted, batches, retries, deferred, anomalies, pending, ackPending, anchors, anchored, pendingBatches, height)
+	}, received, verified, rejected, inserted, batches, retries, deferred, anomalies, redelivered, duplicates, pending, ackPending, anchors, anchored, pendingBatches, height)
 	if err != nil {
 		return nil, fmt.Errorf("metrics: %w", err)
 	}
