@@ -157,7 +157,10 @@ func Run(ctx context.Context, cfg config.Config, opts Options, log *slog.Logger)
 	}
 	liveN := int(opts.LiveRate * opts.LiveDuration.Seconds())
 	r.say("signing %d readings (%d for the drain, %d for the live mode)", opts.Readings+liveN, opts.Readings, liveN)
-	all := sign(keys, opts.Readings+liveN)
+	all, err := sign(keys, opts.Readings+liveN)
+	if err != nil {
+		return res, fmt.Errorf("bench: sign: %w", err)
+	}
 	drainSet, liveSet := all[:opts.Readings], all[opts.Readings:]
 
 	r.say("publishing %d readings to %s", len(drainSet), consume.ReadingsStream)
@@ -172,7 +175,9 @@ func Run(ctx context.Context, cfg config.Config, opts Options, log *slog.Logger)
 		return res, err
 	}
 	r.say("reference: Ed25519 verification rate")
-	res.VerifyPerSec, res.VerifyPerSecAll = verifyRate(drainSet)
+	if res.VerifyPerSec, res.VerifyPerSecAll, err = verifyRate(drainSet); err != nil {
+		return res, err
+	}
 
 	r.say("drain: %d ingest worker(s) draining %d readings", opts.Workers, len(drainSet))
 	workers, err := r.startWorkers(ctx)
@@ -300,8 +305,11 @@ func (r *runner) register(ctx context.Context) ([]ed25519.PrivateKey, error) {
 func devID(i int) string { return fmt.Sprintf("bench-%05d", i) }
 
 // sign makes n chained readings, round-robin over the devices, on every core.
-func sign(keys []ed25519.PrivateKey, n int) []signed {
+func sign(keys []ed25519.PrivateKey, n int) ([]signed, error) {
 	out := make([]signed, n)
+	var errOnce sync.Once
+	var firstErr error
+	fail := func(err error) { errOnce.Do(func() { firstErr = err }) }
 	var wg sync.WaitGroup
 	workers := runtime.GOMAXPROCS(0)
 	for w := range workers {
@@ -313,11 +321,13 @@ func sign(keys []ed25519.PrivateKey, n int) []signed {
 				for i := d; i < n; i += len(keys) {
 					raw, err := dev.Next([]reading.Metric{{Name: "temp", Value: 20 + float64(i%100)/10}, {Name: "hum", Value: 40}}, nil)
 					if err != nil {
-						panic(err) // constant, valid input
+						fail(err)
+						return
 					}
 					m, err := reading.Decode(raw)
 					if err != nil {
-						panic(err)
+						fail(err)
+						return
 					}
 					out[i] = signed{dev: dev.ID, seq: dev.Seq, raw: raw, key: voi.PublicKey(keys[d].Public().(ed25519.PublicKey)), sigm: m.SigStructure(), sig: m.Signature()}
 				}
@@ -325,7 +335,7 @@ func sign(keys []ed25519.PrivateKey, n int) []signed {
 		}()
 	}
 	wg.Wait()
-	return out
+	return out, firstErr
 }
 
 func publishAll(ctx context.Context, js jetstream.JetStream, set []signed) error {
@@ -385,7 +395,7 @@ func (r *runner) rawDrain(ctx context.Context, n int) (float64, error) {
 }
 
 // verifyRate measures batch verification with cached expanded keys: on one core, then on all.
-func verifyRate(set []signed) (one, all float64) {
+func verifyRate(set []signed) (one, all float64, err error) {
 	sample := set[:min(len(set), 1024)]
 	expanded := map[string]*voi.ExpandedPublicKey{}
 	for _, s := range sample {
@@ -394,13 +404,14 @@ func verifyRate(set []signed) (one, all float64) {
 		}
 	}
 	opts := reading.Ed25519Rules()
+	var bad atomic.Bool
 	round := func() {
 		bv := voi.NewBatchVerifierWithCapacity(len(sample))
 		for _, s := range sample {
 			bv.AddExpandedWithOptions(expanded[s.dev], s.sigm, s.sig, opts)
 		}
 		if ok, _ := bv.Verify(rand.Reader); !ok {
-			panic("bench: a pre-signed reading does not verify")
+			bad.Store(true)
 		}
 	}
 	measure := func(workers int) float64 {
@@ -420,7 +431,11 @@ func verifyRate(set []signed) (one, all float64) {
 		wg.Wait()
 		return float64(n.Load()) / time.Since(start).Seconds()
 	}
-	return measure(1), measure(runtime.GOMAXPROCS(0))
+	one, all = measure(1), measure(runtime.GOMAXPROCS(0))
+	if bad.Load() {
+		return 0, 0, errors.New("bench: a pre-signed reading does not verify")
+	}
+	return one, all, nil
 }
 
 func (r *runner) startWorkers(ctx context.Context) ([]*exec.Cmd, error) {
