@@ -227,17 +227,25 @@ func (g *Ingest) Run(ctx context.Context) error {
 			}
 		}()
 	}
+	// Once ctx ends, in-flight work gets a bounded time (a flush retrying against a ClickHouse
+	// that is down would otherwise hold the shutdown): then it is abandoned, unacknowledged.
+	finished := make(chan struct{})
+	defer close(finished)
+	go func() {
+		select {
+		case <-ctx.Done():
+		case <-finished:
+			return
+		}
+		select {
+		case <-time.After(10 * time.Second):
+			stopWork()
+		case <-finished:
+		}
+	}()
 	g.assemble(ctx, results, flushes)
 	close(flushes)
-	// Give in-flight flushes a bounded time once ctx has ended.
-	done := make(chan struct{})
-	go func() { flushers.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		stopWork()
-		<-done
-	}
+	flushers.Wait()
 	return nil
 }
 
