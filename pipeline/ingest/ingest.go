@@ -1,7 +1,6 @@
 package ingest
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 
 	"github.com/anchorline/anchorline/pipeline/batch"
 	"github.com/anchorline/anchorline/pipeline/consume"
@@ -28,15 +28,23 @@ type Config struct {
 	Worker    string        // recorded with each batch
 	Verifiers int           // goroutines verifying signatures; default GOMAXPROCS
 	Flushers  int           // batches written concurrently; default 2
+	AckWait   time.Duration // the consumer's ack wait; default 30s
+	// ChainWait is how long a reading whose prev is not (yet) stored waits for its predecessor
+	// (which another worker may be writing) before the break is recorded. Keep it above AckWait,
+	// so that a predecessor held by a worker that died is redelivered and stored first.
+	// Default AckWait + 5s.
+	ChainWait time.Duration
 }
 
-// Writer stores batches, rejects and chain breaks durably, and tells each device's latest
-// stored reading; *write.Writer is one.
+// Writer stores batches, rejects and chain breaks durably, and reads back what the chain
+// check needs (each device's latest stored reading, the stored readings in seq ranges);
+// *write.Writer is one.
 type Writer interface {
 	WriteBatch(ctx context.Context, b *write.Batch) error
 	WriteRejects(ctx context.Context, rs []write.Reject) error
 	WriteAnomalies(ctx context.Context, as []write.Anomaly) error
 	LastReadings(ctx context.Context, devices []string) (map[string]write.Last, error)
+	Spans(ctx context.Context, spans []write.Span) (map[string][]write.Last, error)
 }
 
 // Observer receives measurements for histograms (the services layer exports them through
@@ -48,16 +56,19 @@ type Observer interface {
 
 // Stats are a worker's counters since it started.
 type Stats struct {
-	Received    uint64            `json:"received"`
-	Verified    uint64            `json:"verified"`
-	Rejected    uint64            `json:"rejected"`
-	Batches     uint64            `json:"batches"`
-	Inserted    uint64            `json:"inserted"`
-	Retries     uint64            `json:"retries"`
-	Deferred    uint64            `json:"deferred"`    // checks that could not be made (ledger down): redelivered later
-	Anomalies   uint64            `json:"anomalies"`   // chain breaks recorded
-	Redelivered uint64            `json:"redelivered"` // messages JetStream delivered more than once (possible duplicates)
-	RejectedBy  map[string]uint64 `json:"rejected_by_reason"`
+	Received     uint64            `json:"received"`
+	Verified     uint64            `json:"verified"`
+	Rejected     uint64            `json:"rejected"`
+	Batches      uint64            `json:"batches"`
+	Inserted     uint64            `json:"inserted"`
+	Retries      uint64            `json:"retries"`
+	Deferred     uint64            `json:"deferred"`      // checks that could not be made (ledger down): redelivered later
+	Anomalies    uint64            `json:"anomalies"`     // chain breaks recorded
+	ChainHeld    int64             `json:"chain_held"`    // stored readings whose link to their predecessor is not settled yet (not acknowledged)
+	ChainRemote  uint64            `json:"chain_remote"`  // links settled by another worker's links message (it stored the predecessor)
+	ChainLookups uint64            `json:"chain_lookups"` // links settled by looking them up in ClickHouse (breaks, or a links message missed)
+	Redelivered  uint64            `json:"redelivered"`   // messages JetStream delivered more than once (possible duplicates)
+	RejectedBy   map[string]uint64 `json:"rejected_by_reason"`
 }
 
 // Ingest is one worker. A worker is a pipeline: a pull consumer feeds chunks of messages to
@@ -73,6 +84,12 @@ type Ingest struct {
 	obs Observer
 
 	received, verified, rejected, batches, inserted, retries, deferred, anomalies, redelivered atomic.Uint64
+
+	chainHeld    atomic.Int64
+	chainLookups atomic.Uint64
+	chainRemote  atomic.Uint64
+	links        links
+	instance     string // tells this worker's links messages from the others'
 
 	mu       sync.Mutex
 	byReason map[string]uint64
@@ -96,7 +113,14 @@ func New(js jetstream.JetStream, v *verify.Verifier, w Writer, cfg Config, log *
 	if cfg.Flushers <= 0 {
 		cfg.Flushers = 2
 	}
-	return &Ingest{js: js, v: v, w: w, cfg: cfg, log: log, byReason: map[string]uint64{}}
+	if cfg.AckWait <= 0 {
+		cfg.AckWait = 30 * time.Second
+	}
+	if cfg.ChainWait <= 0 {
+		cfg.ChainWait = cfg.AckWait + 5*time.Second
+	}
+	return &Ingest{js: js, v: v, w: w, cfg: cfg, log: log, byReason: map[string]uint64{},
+		instance: nuid.Next(), links: links{byPrev: map[string][]*suspect{}}}
 }
 
 // Observe sets the observer; call before Run.
@@ -112,7 +136,8 @@ func (g *Ingest) Stats() Stats {
 	g.mu.Unlock()
 	return Stats{Received: g.received.Load(), Verified: g.verified.Load(), Rejected: g.rejected.Load(),
 		Batches: g.batches.Load(), Inserted: g.inserted.Load(), Retries: g.retries.Load(), Deferred: g.deferred.Load(),
-		Anomalies: g.anomalies.Load(), Redelivered: g.redelivered.Load(), RejectedBy: by}
+		Anomalies: g.anomalies.Load(), ChainHeld: g.chainHeld.Load(), ChainRemote: g.chainRemote.Load(), ChainLookups: g.chainLookups.Load(),
+		Redelivered: g.redelivered.Load(), RejectedBy: by}
 }
 
 // Ready is nil, or why the worker cannot make progress right now (it keeps retrying).
@@ -149,17 +174,11 @@ type checked struct {
 
 // flush is the work of one flush: the messages it covers and what they produced.
 type flush struct {
-	msgs      []jetstream.Msg
-	rejects   []write.Reject
-	anomalies []write.Anomaly // BatchID set when the batch is closed
-	b         *batch.Builder
-	first     time.Time
-}
-
-// chainState is what the worker knows of a device's chain: its latest reading.
-type chainState struct {
-	last   write.Last
-	stored bool // a reading of the device is known (else prev must be absent)
+	msgs     []jetstream.Msg
+	rejects  []write.Reject
+	suspects []*suspect // readings whose chain link is settled after the flush
+	b        *batch.Builder
+	first    time.Time
 }
 
 // Run pulls and processes messages until ctx ends. On the way out it finishes what it holds
@@ -172,6 +191,14 @@ func (g *Ingest) Run(ctx context.Context) error {
 	// The pipeline keeps going a little after ctx ends, to finish in-flight work.
 	work, stopWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWork()
+
+	// Other workers' durable batches settle this worker's chain suspects (chain.go).
+	sub, err := g.js.Conn().Subscribe(LinksSubject, g.onLinks)
+	if err != nil {
+		return fmt.Errorf("subscribe %s: %w", LinksSubject, err)
+	}
+	_ = sub.SetPendingLimits(-1, 256<<20)
+	defer func() { _ = sub.Unsubscribe() }()
 
 	msgs := make(chan jetstream.Msg, g.cfg.PullBatch)
 	cc, err := cons.Consume(func(m jetstream.Msg) {
@@ -243,9 +270,14 @@ func (g *Ingest) Run(ctx context.Context) error {
 		case <-finished:
 		}
 	}()
+	flushed := make(chan struct{})
+	chainsDone := make(chan struct{})
+	go func() { defer close(chainsDone); g.checkChains(work, flushed) }()
 	g.assemble(ctx, results, flushes)
 	close(flushes)
 	flushers.Wait()
+	close(flushed)
+	<-chainsDone
 	return nil
 }
 
@@ -348,61 +380,6 @@ func (g *Ingest) assemble(ctx context.Context, results <-chan checked, flushes c
 	}
 }
 
-// learnChains looks up, in one query, the latest stored reading of the chunk's devices the
-// worker has not seen yet. If the lookup fails, those devices' chains are not checked this time.
-func (g *Ingest) learnChains(ctx context.Context, chains map[string]*chainState, c checked) {
-	var unknown []string
-	asked := map[string]bool{}
-	for _, r := range c.results {
-		if r.Err != nil || r.Msg.Reading.Prev == nil {
-			continue
-		}
-		dev := r.Msg.Reading.Device
-		if chains[dev] == nil && !asked[dev] {
-			unknown = append(unknown, dev)
-			asked[dev] = true
-		}
-	}
-	if len(unknown) == 0 {
-		return
-	}
-	lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	last, err := g.w.LastReadings(lctx, unknown)
-	if err != nil {
-		g.log.Warn("ingest: cannot look up device chains; not checking them this time", "devices", len(unknown), "err", err)
-		return
-	}
-	for _, dev := range unknown {
-		l, ok := last[dev]
-		chains[dev] = &chainState{last: l, stored: ok}
-	}
-}
-
-// checkChain records a break if the reading's prev is not the leaf of the device's previous
-// reading, and moves the chain on.
-func (g *Ingest) checkChain(f *flush, chains map[string]*chainState, r write.Reading) {
-	st := chains[r.Device]
-	if st == nil {
-		// Not looked up (its reading has no prev, or the lookup failed): start from here, so
-		// that the device's next readings are checked against this one.
-		st = &chainState{}
-		chains[r.Device] = st
-	} else if r.Prev != nil && st.last.Seq < r.Seq {
-		var expected []byte
-		if st.stored {
-			expected = st.last.Leaf[:]
-		}
-		if !bytes.Equal(r.Prev, expected) {
-			f.anomalies = append(f.anomalies, write.Anomaly{DetectedAt: time.Now(), Device: r.Device, Seq: r.Seq, Kind: "chain_break",
-				Expected: bytes.Clone(expected), Got: r.Prev, PrevSeq: st.last.Seq, Worker: g.cfg.Worker})
-		}
-	}
-	if !st.stored || r.Seq > st.last.Seq {
-		st.last, st.stored = write.Last{Seq: r.Seq, Leaf: r.Leaf}, true
-	}
-}
-
 // add puts one checked message into the flush, as a reading or as a reject.
 func (g *Ingest) add(f *flush, msg jetstream.Msg, res verify.Result, chains map[string]*chainState) {
 	received := time.Now()
@@ -447,23 +424,18 @@ func (g *Ingest) flush(ctx context.Context, f *flush) {
 			g.log.Error("ingest: cannot close batch", "err", err)
 			return
 		}
-		for i := range f.anomalies {
-			f.anomalies[i].BatchID = b.ID
+		for _, s := range f.suspects {
+			s.batch, s.msg = b.ID, f.msgs[s.i]
 		}
 	}
 	start := time.Now()
-	rejectsDone, anomaliesDone, batchDone, recordDone := len(f.rejects) == 0, len(f.anomalies) == 0, b == nil, b == nil
+	rejectsDone, batchDone, recordDone := len(f.rejects) == 0, b == nil, b == nil
 	lastProgress := time.Now()
 	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
 		var err error
 		if !rejectsDone {
 			if err = g.w.WriteRejects(ctx, f.rejects); err == nil {
 				rejectsDone = true
-			}
-		}
-		if err == nil && !anomaliesDone {
-			if err = g.w.WriteAnomalies(ctx, f.anomalies); err == nil {
-				anomaliesDone = true
 			}
 		}
 		if err == nil && !batchDone {
@@ -496,7 +468,19 @@ func (g *Ingest) flush(ctx context.Context, f *flush) {
 		case <-time.After(wait):
 		}
 	}
-	for _, m := range f.msgs {
+	if b != nil {
+		g.publishLinks(b.Readings)
+		g.links.stored(b.Readings)
+	}
+	held := make([]bool, len(f.msgs))
+	for _, s := range f.suspects {
+		held[s.i] = true
+	}
+	g.hold(f.suspects)
+	for i, m := range f.msgs {
+		if held[i] {
+			continue // acknowledged by the chain checker
+		}
 		if err := m.Ack(); err != nil {
 			// Redelivered after the ack wait: a duplicate row, visible and removable.
 			g.log.Warn("ingest: ack failed; the message will be redelivered", "subject", m.Subject(), "err", err)
@@ -507,7 +491,6 @@ func (g *Ingest) flush(ctx context.Context, f *flush) {
 		g.obs.Flush(lenReadings(b), len(f.rejects), time.Since(start))
 	}
 	g.rejected.Add(uint64(len(f.rejects)))
-	g.anomalies.Add(uint64(len(f.anomalies)))
 	if len(f.rejects) > 0 {
 		g.mu.Lock()
 		for _, r := range f.rejects {

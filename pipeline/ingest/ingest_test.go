@@ -3,6 +3,7 @@ package ingest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"slices"
@@ -93,6 +94,31 @@ func (w *flakyWriter) LastReadings(_ context.Context, devices []string) (map[str
 		}
 	}
 	return out, nil
+}
+
+func (w *flakyWriter) Spans(_ context.Context, spans []write.Span) (map[string][]write.Last, error) {
+	if err := w.attempt(); err != nil {
+		return nil, err
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := map[string][]write.Last{}
+	for _, b := range w.batches {
+		for _, r := range b.Readings {
+			for _, sp := range spans {
+				if r.Device == sp.Device && r.Seq >= sp.From && r.Seq < sp.To {
+					out[r.Device] = append(out[r.Device], write.Last{Seq: r.Seq, Leaf: r.Leaf})
+				}
+			}
+		}
+	}
+	return out, nil
+}
+
+func (w *flakyWriter) anomalyCount() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.anomalies)
 }
 
 func (w *flakyWriter) counts() (readings, rejects int) {
@@ -269,13 +295,13 @@ func TestChainBreaks(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	g := New(js, verify.New(keys, verify.DefaultLimits()), w, Config{BatchSize: 100, FlushAge: 20 * time.Millisecond, Worker: "t"},
-		slog.New(slog.NewTextHandler(io.Discard, nil)))
+	g := New(js, verify.New(keys, verify.DefaultLimits()), w, Config{BatchSize: 100, FlushAge: 20 * time.Millisecond, Worker: "t",
+		ChainWait: 300 * time.Millisecond}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- g.Run(runCtx) }()
 	for {
-		if n, _ := w.counts(); n == 1+7 {
+		if n, _ := w.counts(); n == 1+7 && w.anomalyCount() == 3 && g.Stats().ChainHeld == 0 {
 			break
 		}
 		select {
@@ -305,5 +331,101 @@ func TestChainBreaks(t *testing.T) {
 	}
 	if g.Stats().Anomalies != 3 {
 		t.Errorf("stats %+v", g.Stats())
+	}
+}
+
+// Two workers share the consumer, so each device's readings alternate between them: a link
+// whose predecessor the other worker stored is no break. A reading that never reaches ingest
+// is one, found by whichever worker gets its successor.
+func TestChainAcrossWorkers(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	js := startNATS(t)
+	keys := verify.NewKeys(nil)
+	var devs []*reading.Device
+	for i := range 4 {
+		k, err := reading.GenerateKey(reading.Ed25519)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := &reading.Device{ID: fmt.Sprintf("d%d", i), Key: k}
+		keys.Apply([]verify.Key{{Device: d.ID, Key: k.Public(), Height: 1}})
+		devs = append(devs, d)
+	}
+	w := &flakyWriter{t: t}
+	var workers []*Ingest
+	for i := range 2 {
+		workers = append(workers, New(js, verify.New(keys, verify.DefaultLimits()), w, Config{BatchSize: 7, FlushAge: 10 * time.Millisecond,
+			PullBatch: 3, Worker: fmt.Sprintf("w%d", i), ChainWait: time.Second}, slog.New(slog.NewTextHandler(io.Discard, nil))))
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for _, g := range workers {
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = g.Run(runCtx) }()
+	}
+	const per = 100
+	published := 0
+	var late []byte
+	for i := range per {
+		for _, d := range devs {
+			raw, err := d.Next([]reading.Metric{{Name: "x", Value: float64(i)}}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch {
+			case d.ID == "d2" && d.Seq == 50:
+				continue // lost on the way: d2's seq 51 links to a reading nobody stores
+			case d.ID == "d3" && d.Seq == 30:
+				late = raw // delayed on the way: d3's seq 31 waits for it
+				continue
+			}
+			if _, err := js.Publish(ctx, reading.Subject(d.ID), raw); err != nil {
+				t.Fatal(err)
+			}
+			published++
+			if d.ID == "d3" && d.Seq == 35 {
+				time.Sleep(200 * time.Millisecond)
+				if _, err := js.Publish(ctx, reading.Subject(d.ID), late); err != nil {
+					t.Fatal(err)
+				}
+				published++
+			}
+		}
+		time.Sleep(time.Millisecond)
+	}
+	for {
+		n, _ := w.counts()
+		held := workers[0].Stats().ChainHeld + workers[1].Stats().ChainHeld
+		if n == published && w.anomalyCount() >= 1 && held == 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%d of %d readings stored, %d anomalies, %d held", n, published, w.anomalyCount(), held)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	stop()
+	wg.Wait()
+	if w.anomalyCount() != 1 {
+		t.Fatalf("anomalies %+v, want the one at d2 seq 51", w.anomalies)
+	}
+	if a := w.anomalies[0]; a.Device != "d2" || a.Seq != 51 || a.PrevSeq != 49 || a.Kind != "chain_break" {
+		t.Fatalf("anomaly %+v, want d2 seq 51 after 49", a)
+	}
+	var inserted [2]uint64
+	var remote, lookups uint64
+	for i, g := range workers {
+		inserted[i] = g.Stats().Inserted
+		remote += g.Stats().ChainRemote
+		lookups += g.Stats().ChainLookups
+	}
+	if inserted[0] == 0 || inserted[1] == 0 || remote < 2 {
+		t.Fatalf("the work was not shared (inserted %v, %d links settled by the other worker): the test did not cross workers", inserted, remote)
+	}
+	// The other worker's links messages settle the links; ClickHouse is asked about the break.
+	if lookups == 0 || lookups > remote/10 {
+		t.Errorf("%d links looked up in ClickHouse, %d settled by links messages", lookups, remote)
 	}
 }

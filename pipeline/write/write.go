@@ -3,6 +3,7 @@ package write
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -174,7 +175,7 @@ func (w *Writer) WriteAnomalies(ctx context.Context, as []Anomaly) error {
 		at, dev, seq, kind, exp, got, prevSeq, batch, worker)
 }
 
-// Last is a device's latest stored reading.
+// Last is a device's stored reading, as far as its chain is concerned.
 type Last struct {
 	Seq  uint64
 	Leaf [32]byte
@@ -183,22 +184,70 @@ type Last struct {
 // LastReadings returns the latest stored reading (highest seq) of each of devices that has one.
 func (w *Writer) LastReadings(ctx context.Context, devices []string) (map[string]Last, error) {
 	out := make(map[string]Last, len(devices))
-	if len(devices) == 0 {
-		return out, nil
+	for len(devices) > 0 {
+		n := min(len(devices), 500)
+		// IN (not has()) so that ClickHouse reads only these devices' part of the primary key.
+		args := make([]any, n)
+		for i, d := range devices[:n] {
+			args[i] = d
+		}
+		q := "SELECT device_id, seq, leaf FROM " + w.db + ".readings WHERE device_id IN (" + placeholders(n) + ") ORDER BY device_id, seq DESC LIMIT 1 BY device_id"
+		err := w.scanLasts(ctx, q, args, func(dev string, l Last) { out[dev] = l })
+		if err != nil {
+			return nil, fmt.Errorf("last readings: %w", err)
+		}
+		devices = devices[n:]
 	}
-	rows, err := w.conn.Query(ctx, "SELECT device_id, seq, leaf FROM "+w.db+".readings WHERE has(?, device_id) ORDER BY device_id, seq DESC LIMIT 1 BY device_id", devices)
+	return out, nil
+}
+
+// Span names a device's readings with From <= seq < To.
+type Span struct {
+	Device   string
+	From, To uint64
+}
+
+// Spans returns the stored readings in spans, by device in seq order (a reading stored twice
+// appears twice). Each span is a range of the primary key, so only those rows are read.
+func (w *Writer) Spans(ctx context.Context, spans []Span) (map[string][]Last, error) {
+	out := map[string][]Last{}
+	for len(spans) > 0 {
+		n := min(len(spans), 200)
+		var q strings.Builder
+		q.WriteString("SELECT device_id, seq, leaf FROM " + w.db + ".readings WHERE ")
+		args := make([]any, 0, 3*n)
+		for i, sp := range spans[:n] {
+			if i > 0 {
+				q.WriteString(" OR ")
+			}
+			q.WriteString("(device_id = ? AND seq >= ? AND seq < ?)")
+			args = append(args, sp.Device, sp.From, sp.To)
+		}
+		q.WriteString(" ORDER BY device_id, seq")
+		if err := w.scanLasts(ctx, q.String(), args, func(dev string, l Last) { out[dev] = append(out[dev], l) }); err != nil {
+			return nil, fmt.Errorf("readings of %d device spans: %w", n, err)
+		}
+		spans = spans[n:]
+	}
+	return out, nil
+}
+
+func (w *Writer) scanLasts(ctx context.Context, q string, args []any, f func(dev string, l Last)) error {
+	rows, err := w.conn.Query(ctx, q, args...)
 	if err != nil {
-		return nil, fmt.Errorf("last readings: %w", err)
+		return err
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var dev, leaf string
 		var l Last
 		if err := rows.Scan(&dev, &l.Seq, &leaf); err != nil {
-			return nil, fmt.Errorf("last readings: %w", err)
+			return err
 		}
 		copy(l.Leaf[:], leaf)
-		out[dev] = l
+		f(dev, l)
 	}
-	return out, rows.Err()
+	return rows.Err()
 }
+
+func placeholders(n int) string { return strings.TrimSuffix(strings.Repeat("?, ", n), ", ") }

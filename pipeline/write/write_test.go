@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
+	"reflect"
 	"testing"
 	"time"
 
@@ -110,6 +111,18 @@ func TestAnomaliesAndLastReadings(t *testing.T) {
 	}
 	if len(last) != 2 || last["d0"].Seq != 7 || last["d0"].Leaf != b.Readings[6].Leaf || last["d2"].Seq != 9 {
 		t.Fatalf("last readings %+v", last)
+	}
+	spans, err := w.Spans(ctx, []write.Span{{Device: "d0", From: 2, To: 8}, {Device: "d1", From: 0, To: 3}, {Device: "d2", From: 7, To: 9}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// d0 has seqs 1, 4, 7; d1 2, 5, 8; d2 3, 6, 9.
+	want := map[string][]write.Last{
+		"d0": {{Seq: 4, Leaf: b.Readings[3].Leaf}, {Seq: 7, Leaf: b.Readings[6].Leaf}},
+		"d1": {{Seq: 2, Leaf: b.Readings[1].Leaf}},
+	}
+	if !reflect.DeepEqual(spans, want) {
+		t.Fatalf("spans %+v, want %+v", spans, want)
 	}
 	a := write.Anomaly{DetectedAt: time.Now(), Device: "d0", Seq: 10, Kind: "chain_break", Expected: b.Readings[6].Leaf[:], Got: []byte("x"), PrevSeq: 7, Worker: "w"}
 	if err := w.WriteAnomalies(ctx, []write.Anomaly{a}); err != nil {

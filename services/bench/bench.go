@@ -38,6 +38,9 @@ import (
 	"github.com/anchorline/anchorline/services/store"
 )
 
+// ErrCheck is returned with the result when the stored data is not what was published.
+var ErrCheck = errors.New("bench: check of the stored data failed")
+
 // Options describe a run.
 type Options struct {
 	Readings     int           // drained in the drain mode
@@ -74,6 +77,10 @@ type Result struct {
 	AnchorIntervalMs   float64 `json:"anchor_interval_ms"`
 	RatioToRaw         float64 `json:"ratio_to_raw_jetstream"`
 	RatioToVerify      float64 `json:"ratio_to_verify_all_cores"`
+	// Checks of the stored data at the end: every reading is valid and every chain intact,
+	// so both must be 0.
+	Rejected  uint64 `json:"rejected"`
+	Anomalies uint64 `json:"anomalies"`
 }
 
 // Print writes the human summary.
@@ -89,6 +96,7 @@ func (r Result) Print(w io.Writer) {
 		fmt.Fprintf(w, "            publish→queryable p50 %.0f ms, p99 %.0f ms; publish→anchored p50 %.0f ms, p99 %.0f ms (anchor.interval %.0f ms)\n",
 			r.P50QueryableMs, r.P99QueryableMs, r.P50AnchoredMs, r.P99AnchoredMs, r.AnchorIntervalMs)
 	}
+	fmt.Fprintf(w, "checks:     %8d rejected, %d chain anomalies (every reading valid and every chain intact: both must be 0)\n", r.Rejected, r.Anomalies)
 }
 
 type signed struct {
@@ -213,6 +221,12 @@ func Run(ctx context.Context, cfg config.Config, opts Options, log *slog.Logger)
 		if err := r.live(ctx, workers, liveSet, cpuDrain, &res); err != nil {
 			return res, err
 		}
+	}
+	if err := r.ch.QueryRow(ctx, "SELECT (SELECT count() FROM "+r.db+".rejected), (SELECT count() FROM "+r.db+".anomalies)").Scan(&res.Rejected, &res.Anomalies); err != nil {
+		return res, fmt.Errorf("bench: checks: %w", err)
+	}
+	if res.Rejected != 0 || res.Anomalies != 0 {
+		return res, fmt.Errorf("%w: %d readings rejected and %d chain anomalies recorded; all were valid and chained", ErrCheck, res.Rejected, res.Anomalies)
 	}
 	return res, nil
 }

@@ -76,6 +76,7 @@ type Ingest struct {
 	Verifiers     int           `mapstructure:"verifiers"`       // goroutines verifying signatures; 0: one per core
 	Flushers      int           `mapstructure:"flushers"`        // batches written to ClickHouse at once
 	AckWait       time.Duration `mapstructure:"ack_wait"`        // unacknowledged readings are redelivered after this
+	ChainWait     time.Duration `mapstructure:"chain_wait"`      // a reading whose predecessor is not stored waits this long before the break is recorded; 0: ack_wait + 5s
 	MaxFuture     time.Duration `mapstructure:"max_future"`      // device time this far ahead of ours is clock_skew
 	MaxAge        time.Duration `mapstructure:"max_age"`         // device time older than this is clock_skew; 0: no limit
 	MaxMetrics    int           `mapstructure:"max_metrics"`     // metrics per reading
@@ -136,6 +137,7 @@ func Load(fs *pflag.FlagSet) (Config, error) {
 		"ingest.pull_batch": d.Ingest.PullBatch, "ingest.max_ack_pending": d.Ingest.MaxAckPending,
 		"ingest.max_size": d.Ingest.MaxSize, "ingest.worker": d.Ingest.Worker,
 		"ingest.verifiers": d.Ingest.Verifiers, "ingest.flushers": d.Ingest.Flushers, "ingest.ack_wait": d.Ingest.AckWait,
+		"ingest.chain_wait": d.Ingest.ChainWait,
 		"ingest.max_future": d.Ingest.MaxFuture, "ingest.max_age": d.Ingest.MaxAge,
 		"ingest.max_metrics": d.Ingest.MaxMetrics, "ingest.max_tags": d.Ingest.MaxTags, "ingest.max_tag_len": d.Ingest.MaxTagLen,
 		"log.level": d.Log.Level, "log.format": d.Log.Format,
@@ -216,6 +218,8 @@ func (c Config) Validate() error {
 		return invalid("ingest.flushers", "%d must be at least 1 (default 2)", c.Ingest.Flushers)
 	case c.Ingest.AckWait < time.Second:
 		return invalid("ingest.ack_wait", "%s must be at least 1s (default 30s)", c.Ingest.AckWait)
+	case c.Ingest.ChainWait < 0:
+		return invalid("ingest.chain_wait", "%s must not be negative (0: ingest.ack_wait + 5s)", c.Ingest.ChainWait)
 	case c.Ingest.MaxFuture <= 0:
 		return invalid("ingest.max_future", "%s must be positive (default 5m)", c.Ingest.MaxFuture)
 	case c.Ingest.MaxAge < 0:

@@ -189,6 +189,7 @@ func TestEndToEnd(t *testing.T) {
 	defer cancel()
 	chAddr, database, ch := chserver.NewDatabase(t)
 	cfg := devConfig(t, chAddr, database, t.TempDir())
+	cfg.Ingest.ChainWait = 2 * time.Second // one worker: a missing predecessor is not on its way
 	d, err := StartDev(ctx, cfg, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
@@ -390,7 +391,12 @@ func TestEndToEnd(t *testing.T) {
 		t.Errorf("not rejected: %v", want)
 	}
 
-	// The devices chain their readings (prev): the one forged break is recorded, nothing else.
+	// The devices chain their readings (prev): the one forged break is recorded (once its
+	// predecessor has had chain_wait to turn up), nothing else.
+	eventually(t, ctx, "the chain break recorded", func() (bool, string) {
+		n := count(t, ctx, ch, "SELECT count() FROM "+database+".anomalies")
+		return n > 0, fmt.Sprintf("%d anomalies", n)
+	})
 	if n := count(t, ctx, ch, "SELECT count() FROM "+database+".anomalies WHERE device_id = '"+devs[1].ID+"' AND seq = "+fmt.Sprint(devs[1].Seq+1)); n != 1 {
 		t.Errorf("the chain break is recorded %d times", n)
 	}
@@ -477,7 +483,7 @@ func TestEndToEnd(t *testing.T) {
 	resp.Body.Close()
 	for _, want := range []string{"anchorline_ingest_received_total", `anchorline_ingest_rejected_total{otel_scope_name="github.com/anchorline/anchorline",otel_scope_schema_url="",otel_scope_version="",reason="bad_signature"}`,
 		"anchorline_ingest_batch_size_bucket", "anchorline_ingest_flush_duration_seconds_bucket", "anchorline_ingest_verify_batch_size_bucket",
-		"anchorline_ingest_consumer_pending", "anchorline_clickhouse_duplicate_readings", "anchorline_anchoring_anchors_total", "anchorline_ingest_chain_breaks_total"} {
+		"anchorline_ingest_consumer_pending", "anchorline_clickhouse_duplicate_readings", "anchorline_anchoring_anchors_total", "anchorline_ingest_chain_breaks_total", "anchorline_ingest_chain_held", "anchorline_ingest_chain_lookups_total"} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("/metrics lacks %s", want)
 		}

@@ -90,6 +90,7 @@ func TestWorkersShareTheConsumer(t *testing.T) {
 	chAddr, database, ch := chserver.NewDatabase(t)
 	cfg := devConfig(t, chAddr, database, t.TempDir())
 	cfg.Ingest.BatchSize = 200
+	cfg.Ingest.ChainWait = 3 * time.Second
 	d, err := StartDev(ctx, cfg, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
@@ -121,12 +122,30 @@ func TestWorkersShareTheConsumer(t *testing.T) {
 	if err := l.run(t, ctx, cfg.NATS.URL, n, 3000); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, ctx, "all readings stored", func() (bool, string) {
+	// One reading of the first device is lost before it reaches NATS: its successor's link
+	// is the one break in the chains.
+	lost := devs[0]
+	lost.next(t)
+	gap := lost.Seq + 1
+	if err := l.run(t, ctx, cfg.NATS.URL, len(devs), 1000); err != nil {
+		t.Fatal(err)
+	}
+	total := n + len(devs)
+	eventually(t, ctx, "all readings stored, every link settled", func() (bool, string) {
 		c := count(t, ctx, ch, "SELECT count() FROM "+database+".readings")
-		return c >= n, fmt.Sprintf("%d of %d", c, n)
+		a := count(t, ctx, ch, "SELECT count() FROM "+database+".anomalies")
+		return c >= uint64(total) && a > 0, fmt.Sprintf("%d of %d readings, %d anomalies", c, total, a)
 	})
-	if rows, distinct := count(t, ctx, ch, "SELECT count() FROM "+database+".readings"), count(t, ctx, ch, "SELECT uniqExact(device_id, seq) FROM "+database+".readings"); rows != n || distinct != n {
-		t.Fatalf("%d rows, %d distinct readings, want %d of each", rows, distinct, n)
+	if rows, distinct := count(t, ctx, ch, "SELECT count() FROM "+database+".readings"), count(t, ctx, ch, "SELECT uniqExact(device_id, seq) FROM "+database+".readings"); rows != uint64(total) || distinct != uint64(total) {
+		t.Fatalf("%d rows, %d distinct readings, want %d of each", rows, distinct, total)
+	}
+	// Each device's readings went to several workers: a link to a predecessor another worker
+	// stored is no break. Only the lost reading's successor is one.
+	if breaks := count(t, ctx, ch, "SELECT count() FROM "+database+".anomalies"); breaks != 1 {
+		t.Errorf("%d chain breaks recorded, want the 1 after the lost reading", breaks)
+	}
+	if n := count(t, ctx, ch, fmt.Sprintf("SELECT count() FROM %s.anomalies WHERE device_id = '%s' AND seq = %d AND prev_seq = %d AND kind = 'chain_break'", database, lost.ID, gap, gap-2)); n != 1 {
+		t.Errorf("the break after %s seq %d is not recorded as such", lost.ID, gap-1)
 	}
 	rows, err := ch.Query(ctx, "SELECT worker, toUInt64(sum(size)) FROM "+database+".batches GROUP BY worker")
 	if err != nil {
@@ -323,6 +342,19 @@ func TestWorkerKilled(t *testing.T) {
 		c := count(t, ctx, ch, "SELECT uniqExact(device_id, seq) FROM "+database+".readings")
 		return c == 6000, fmt.Sprintf("%d of 6000", c)
 	})
+	// Once every message is acknowledged no more duplicates can come. Readings whose
+	// predecessor the victim held waited for its redelivery: no chain break may be recorded.
+	_, js, err := ConnectNATS(ctx, cfg.NATS.URL, "kill-test", testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, ctx, "every message acknowledged", func() (bool, string) {
+		lag, err := ConsumerLag(ctx, js)
+		return err == nil && lag.Pending == 0 && lag.AckPending == 0, fmt.Sprintf("%+v %v", lag, err)
+	})
+	if n := count(t, ctx, ch, "SELECT count() FROM "+database+".anomalies"); n != 0 {
+		t.Fatalf("%d chain anomalies recorded for intact chains", n)
+	}
 	rows := count(t, ctx, ch, "SELECT count() FROM "+database+".readings")
 	unique := count(t, ctx, ch, "SELECT count() FROM "+database+".readings_unique")
 	if unique != 6000 {

@@ -85,7 +85,10 @@ func NewMetrics(g *Ingest, a *anchoring.Service, js jetstream.JetStream, st *sto
 	batches := counter("anchorline.ingest.batches", "batches flushed")
 	retries := counter("anchorline.ingest.retries", "failed flush attempts (retried with backoff)")
 	deferred := counter("anchorline.ingest.deferred", "messages whose check could not be made (ledger unreachable), redelivered later")
-	anomalies := counter("anchorline.ingest.chain_breaks", "readings whose prev does not match the device's previous reading")
+	anomalies := counter("anchorline.ingest.chain_breaks", "readings whose prev does not match the device's previous reading (recorded in anomalies)")
+	chainHeld := gauge("anchorline.ingest.chain_held", "stored readings whose link to their predecessor is not settled yet (acknowledged once it is)")
+	chainRemote := counter("anchorline.ingest.chain_remote", "chain links settled by another worker's message (it stored the predecessor)")
+	chainLookups := counter("anchorline.ingest.chain_lookups", "chain links settled by asking ClickHouse (breaks, or a missed message)")
 	redelivered := counter("anchorline.ingest.redelivered", "messages JetStream delivered more than once (after a crash or an ack timeout): possible duplicates")
 	duplicates := gauge("anchorline.clickhouse.duplicate_readings", "rows in readings beyond one per (device_id, seq), counted at most every 30 s")
 	pending := gauge("anchorline.ingest.consumer_pending", "readings in READINGS not yet delivered to a worker (consumer lag)")
@@ -137,6 +140,9 @@ func NewMetrics(g *Ingest, a *anchoring.Service, js jetstream.JetStream, st *sto
 			o.ObserveInt64(retries, int64(s.Retries))
 			o.ObserveInt64(deferred, int64(s.Deferred))
 			o.ObserveInt64(anomalies, int64(s.Anomalies))
+			o.ObserveInt64(chainHeld, s.ChainHeld)
+			o.ObserveInt64(chainRemote, int64(s.ChainRemote))
+			o.ObserveInt64(chainLookups, int64(s.ChainLookups))
 			o.ObserveInt64(redelivered, int64(s.Redelivered))
 			for reason, n := range s.RejectedBy {
 				o.ObserveInt64(rejected, int64(n), metric.WithAttributes(attribute.String("reason", reason)))
@@ -173,7 +179,7 @@ func NewMetrics(g *Ingest, a *anchoring.Service, js jetstream.JetStream, st *sto
 			o.ObserveInt64(height, s.LastHeight)
 		}
 		return nil
-	}, received, verified, rejected, inserted, batches, retries, deferred, anomalies, redelivered, duplicates, pending, ackPending, anchors, anchored, pendingBatches, height)
+	}, received, verified, rejected, inserted, batches, retries, deferred, anomalies, chainHeld, chainRemote, chainLookups, redelivered, duplicates, pending, ackPending, anchors, anchored, pendingBatches, height)
 	if err != nil {
 		return nil, fmt.Errorf("metrics: %w", err)
 	}
