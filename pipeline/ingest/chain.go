@@ -44,6 +44,7 @@ type suspect struct {
 	since    time.Time // handed to the checker
 	touched  time.Time // last InProgress
 	looked   time.Time // last looked up in ClickHouse
+	asked    time.Time // last asked the other workers about
 	decided  *write.Anomaly
 }
 
@@ -107,14 +108,16 @@ func (g *Ingest) checkChain(f *flush, chains map[string]*chainState, r write.Rea
 	}
 }
 
-// links is what a worker knows of the readings other workers stored lately, from their links
-// messages, and the suspects waiting for their predecessor. Its methods lock it.
+// links is the chain bookkeeping shared by the flushers, the NATS handlers and the checker:
+// the suspects waiting for their predecessor and, once another worker has asked, the readings
+// this worker stored lately. Its methods lock it.
 type links struct {
 	mu       sync.Mutex
-	cur, old map[[32]byte]link // leaves stored lately; old is dropped at the next rotation
-	rotated  time.Time
 	byPrev   map[string][]*suspect // held suspects by the predecessor leaf they name
 	settled  []*suspect            // predecessor found: to acknowledge
+	cur, old map[[32]byte]link     // readings this worker stored lately; old goes at the next rotation
+	rotated  time.Time
+	asked    time.Time // last time another worker asked (or the start): stored readings are kept for a minute after
 }
 
 // link is a stored reading, as a successor's prev names it.
@@ -123,93 +126,147 @@ type link struct {
 	seq    uint64
 }
 
-// linkTTL is how long a stored reading of another worker stays known; its successor usually
-// comes within milliseconds. After lookupAfter a suspect is looked up in ClickHouse instead.
 const (
-	linkTTL     = 3 * time.Second
+	// linkTTL is how long a worker remembers the readings it stored for the others' questions;
+	// a successor usually comes within milliseconds.
+	linkTTL = 3 * time.Second
+	// askEvery spaces the questions about one suspect; after lookupAfter it is looked up in
+	// ClickHouse instead.
+	askEvery    = 300 * time.Millisecond
 	lookupAfter = 2 * time.Second
 )
 
-// LinksSubject carries, on core NATS, the (device, seq, leaf) of every batch a worker has made
-// durable, so that the other workers settle their suspects without asking ClickHouse. A lost
-// message only delays that: the suspect is then looked up in ClickHouse.
-const LinksSubject = "anchorline.ingest.links"
+// Workers settle each other's suspects over core NATS. A worker with suspects asks on
+// AskSubject "who stored these leaves?" (the leaves, 32 bytes each; reply subject its own);
+// a worker that stored some answers with their (device, seq, leaf) records
+// (len(device) u8 ‖ device ‖ seq u64 BE ‖ leaf). A worker alone asks nobody, so it pays
+// nothing; a lost message only delays a link until it is looked up in ClickHouse.
+const (
+	AskSubject      = "anchorline.ingest.chain.ask"
+	tellSubjectRoot = "anchorline.ingest.chain.tell."
+	instanceHeader  = "Anchorline-Instance"
+	maxAsk          = 16 << 10 // leaves per question
+)
 
-const instanceHeader = "Anchorline-Instance"
-
-// publishLinks tells the other workers which readings a durable batch holds, in messages of
-// at most the server's maximum payload.
-func (g *Ingest) publishLinks(rs []write.Reading) {
+// ask publishes the questions about the waiting suspects that are due.
+func (g *Ingest) ask() {
+	leaves := g.links.due()
 	nc := g.js.Conn()
-	limit := int(nc.MaxPayload())
-	if limit <= 0 {
-		limit = 1 << 20
-	}
-	var buf []byte
-	send := func() {
-		if len(buf) == 0 {
+	for len(leaves) > 0 {
+		n := min(len(leaves), maxAsk)
+		data := make([]byte, 0, 32*n)
+		for _, l := range leaves[:n] {
+			data = append(data, l[:]...)
+		}
+		msg := nats.NewMsg(AskSubject)
+		msg.Reply = tellSubjectRoot + g.instance
+		msg.Header.Set(instanceHeader, g.instance)
+		msg.Data = data
+		if err := nc.PublishMsg(msg); err != nil {
+			g.log.Debug("ingest: chain question not sent; ClickHouse will be asked", "err", err)
 			return
 		}
-		msg := nats.NewMsg(LinksSubject)
-		msg.Header.Set(instanceHeader, g.instance)
-		msg.Data = buf
-		if err := nc.PublishMsg(msg); err != nil {
-			g.log.Debug("ingest: links not published; other workers will ask ClickHouse", "err", err)
-		}
-		buf = nil
+		leaves = leaves[n:]
 	}
-	for _, r := range rs {
-		if len(buf)+1+len(r.Device)+8+32 > limit-1024 {
-			send()
-		}
-		buf = append(buf, byte(len(r.Device)))
-		buf = append(buf, r.Device...)
-		buf = binary.BigEndian.AppendUint64(buf, r.Seq)
-		buf = append(buf, r.Leaf[:]...)
-	}
-	send()
 }
 
-// onLinks learns another worker's stored readings and settles the suspects that named them.
-func (g *Ingest) onLinks(m *nats.Msg) {
-	if m.Header.Get(instanceHeader) == g.instance {
+// due returns the predecessor leaves of the suspects to ask about now.
+func (l *links) due() [][32]byte {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := time.Now()
+	var out [][32]byte
+	for k, ss := range l.byPrev {
+		if len(k) != 32 {
+			continue // no reading has such a leaf
+		}
+		for _, s := range ss {
+			if now.Sub(s.since) < lookupAfter && now.Sub(s.asked) >= askEvery {
+				out = append(out, [32]byte([]byte(k)))
+				for _, s := range ss {
+					s.asked = now
+				}
+				break
+			}
+		}
+	}
+	return out
+}
+
+// onAsk answers another worker's question with the asked readings this worker stored lately.
+func (g *Ingest) onAsk(m *nats.Msg) {
+	if m.Header.Get(instanceHeader) == g.instance || m.Reply == "" {
 		return
 	}
+	var answer []byte
+	l := &g.links
+	l.mu.Lock()
+	l.asked = time.Now()
+	for data := m.Data; len(data) >= 32; data = data[32:] {
+		k := [32]byte(data[:32])
+		r, ok := l.cur[k]
+		if !ok {
+			r, ok = l.old[k]
+		}
+		if ok {
+			answer = append(answer, byte(len(r.device)))
+			answer = append(answer, r.device...)
+			answer = binary.BigEndian.AppendUint64(answer, r.seq)
+			answer = append(answer, k[:]...)
+		}
+	}
+	l.mu.Unlock()
+	if len(answer) > 0 {
+		if err := g.js.Conn().Publish(m.Reply, answer); err != nil {
+			g.log.Debug("ingest: chain answer not sent", "err", err)
+		}
+	}
+}
+
+// onTell settles the suspects whose predecessors another worker says it stored.
+func (g *Ingest) onTell(m *nats.Msg) {
 	data := m.Data
 	l := &g.links
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.rotate()
 	for len(data) > 0 {
 		n := int(data[0])
 		if len(data) < 1+n+8+32 {
-			g.log.Warn("ingest: malformed links message ignored", "bytes", len(m.Data))
+			g.log.Warn("ingest: malformed chain answer ignored", "bytes", len(m.Data))
 			return
 		}
 		dev := string(data[1 : 1+n])
 		seq := binary.BigEndian.Uint64(data[1+n:])
-		var leaf [32]byte
-		copy(leaf[:], data[1+n+8:])
+		leaf := string(data[1+n+8 : 1+n+8+32])
 		data = data[1+n+8+32:]
-		l.cur[leaf] = link{device: dev, seq: seq}
-		if ss := l.byPrev[string(leaf[:])]; len(ss) > 0 {
-			l.byPrev[string(leaf[:])] = l.settle(ss, dev, seq)
+		if ss := l.byPrev[leaf]; len(ss) > 0 {
+			l.byPrev[leaf] = l.settle(ss, dev, seq)
 		}
 	}
 }
 
-// stored settles the suspects waiting for readings this worker has just made durable itself
-// (a predecessor redelivered to it after its successor came).
+// stored takes the readings this worker has just made durable: they settle its own waiting
+// suspects (a predecessor redelivered after its successor came), and while other workers ask
+// questions they are kept to answer them.
 func (l *links) stored(rs []write.Reading) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if len(l.byPrev) == 0 {
+	if len(l.byPrev) > 0 {
+		for _, r := range rs {
+			if ss := l.byPrev[string(r.Leaf[:])]; len(ss) > 0 {
+				l.byPrev[string(r.Leaf[:])] = l.settle(ss, r.Device, r.Seq)
+			}
+		}
+	}
+	if time.Since(l.asked) > time.Minute {
+		l.cur, l.old = nil, nil // alone: nobody asks
 		return
 	}
+	if l.cur == nil || time.Since(l.rotated) > linkTTL {
+		l.old, l.cur, l.rotated = l.cur, make(map[[32]byte]link, len(rs)), time.Now()
+	}
 	for _, r := range rs {
-		if ss := l.byPrev[string(r.Leaf[:])]; len(ss) > 0 {
-			l.byPrev[string(r.Leaf[:])] = l.settle(ss, r.Device, r.Seq)
-		}
+		l.cur[r.Leaf] = link{device: r.Device, seq: r.Seq}
 	}
 }
 
@@ -227,14 +284,7 @@ func (l *links) settle(ss []*suspect, dev string, seq uint64) []*suspect {
 	return keep
 }
 
-func (l *links) rotate() {
-	if l.cur == nil || time.Since(l.rotated) > linkTTL {
-		l.old, l.cur, l.rotated = l.cur, map[[32]byte]link{}, time.Now()
-	}
-}
-
-// hold takes a flushed batch's suspects: those whose predecessor another worker is known to
-// have stored are settled at once, the others wait.
+// hold takes a flushed batch's suspects: they wait for their predecessor.
 func (g *Ingest) hold(ss []*suspect) {
 	if len(ss) == 0 {
 		return
@@ -244,20 +294,8 @@ func (g *Ingest) hold(ss []*suspect) {
 	l := &g.links
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.rotate()
 	for _, s := range ss {
 		s.since, s.touched = now, now
-		if len(s.prev) == 32 {
-			k := [32]byte(s.prev)
-			p, ok := l.cur[k]
-			if !ok {
-				p, ok = l.old[k]
-			}
-			if ok && p.device == s.device && p.seq < s.seq {
-				l.settled = append(l.settled, s)
-				continue
-			}
-		}
 		l.byPrev[string(s.prev)] = append(l.byPrev[string(s.prev)], s)
 	}
 }
@@ -307,8 +345,8 @@ func (l *links) waiting() int {
 	return n
 }
 
-// checkChains acknowledges settled suspects and looks up in ClickHouse those that links did
-// not settle, until flushed is closed (no more suspects will come); then it keeps going for a
+// checkChains asks the other workers about waiting suspects, acknowledges settled ones and
+// looks up in ClickHouse those that no answer settled, until flushed is closed (no more suspects will come); then it keeps going for a
 // little while and records what is left as unconfirmed.
 func (g *Ingest) checkChains(ctx context.Context, flushed <-chan struct{}) {
 	tick := time.NewTicker(100 * time.Millisecond)
@@ -324,6 +362,7 @@ func (g *Ingest) checkChains(ctx context.Context, flushed <-chan struct{}) {
 		case <-tick.C:
 		}
 		last := !final.IsZero() && time.Since(final) > 2*time.Second
+		g.ask()
 		settled, lookup := g.links.take(last)
 		g.ack(settled)
 		g.chainRemote.Add(uint64(len(settled)))

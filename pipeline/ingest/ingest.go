@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
 
@@ -65,8 +66,8 @@ type Stats struct {
 	Deferred     uint64            `json:"deferred"`      // checks that could not be made (ledger down): redelivered later
 	Anomalies    uint64            `json:"anomalies"`     // chain breaks recorded
 	ChainHeld    int64             `json:"chain_held"`    // stored readings whose link to their predecessor is not settled yet (not acknowledged)
-	ChainRemote  uint64            `json:"chain_remote"`  // links settled by another worker's links message (it stored the predecessor)
-	ChainLookups uint64            `json:"chain_lookups"` // links settled by looking them up in ClickHouse (breaks, or a links message missed)
+	ChainRemote  uint64            `json:"chain_remote"`  // links settled by another worker's answer (it stored the predecessor)
+	ChainLookups uint64            `json:"chain_lookups"` // links settled by looking them up in ClickHouse (breaks, or no answer in time)
 	Redelivered  uint64            `json:"redelivered"`   // messages JetStream delivered more than once (possible duplicates)
 	RejectedBy   map[string]uint64 `json:"rejected_by_reason"`
 }
@@ -89,7 +90,7 @@ type Ingest struct {
 	chainLookups atomic.Uint64
 	chainRemote  atomic.Uint64
 	links        links
-	instance     string // tells this worker's links messages from the others'
+	instance     string // names this worker in chain questions and answers
 
 	mu       sync.Mutex
 	byReason map[string]uint64
@@ -192,13 +193,19 @@ func (g *Ingest) Run(ctx context.Context) error {
 	work, stopWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWork()
 
-	// Other workers' durable batches settle this worker's chain suspects (chain.go).
-	sub, err := g.js.Conn().Subscribe(LinksSubject, g.onLinks)
-	if err != nil {
-		return fmt.Errorf("subscribe %s: %w", LinksSubject, err)
+	// Workers answer each other's questions about chain links (chain.go). Until it learns
+	// whether others share the consumer (they ask within a minute), a worker keeps what it
+	// stores to answer them.
+	g.links.mu.Lock()
+	g.links.asked = time.Now()
+	g.links.mu.Unlock()
+	for subject, h := range map[string]nats.MsgHandler{AskSubject: g.onAsk, tellSubjectRoot + g.instance: g.onTell} {
+		sub, err := g.js.Conn().Subscribe(subject, h)
+		if err != nil {
+			return fmt.Errorf("subscribe %s: %w", subject, err)
+		}
+		defer func() { _ = sub.Unsubscribe() }()
 	}
-	_ = sub.SetPendingLimits(-1, 256<<20)
-	defer func() { _ = sub.Unsubscribe() }()
 
 	msgs := make(chan jetstream.Msg, g.cfg.PullBatch)
 	cc, err := cons.Consume(func(m jetstream.Msg) {
@@ -469,7 +476,6 @@ func (g *Ingest) flush(ctx context.Context, f *flush) {
 		}
 	}
 	if b != nil {
-		g.publishLinks(b.Readings)
 		g.links.stored(b.Readings)
 	}
 	held := make([]bool, len(f.msgs))

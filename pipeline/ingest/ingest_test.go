@@ -424,8 +424,8 @@ func TestChainAcrossWorkers(t *testing.T) {
 	if inserted[0] == 0 || inserted[1] == 0 || remote < 2 {
 		t.Fatalf("the work was not shared (inserted %v, %d links settled by the other worker): the test did not cross workers", inserted, remote)
 	}
-	// The other worker's links messages settle the links; ClickHouse is asked about the break.
+	// The other worker's answers settle the links; ClickHouse is asked about the break.
 	if lookups == 0 || lookups > remote/10 {
-		t.Errorf("%d links looked up in ClickHouse, %d settled by links messages", lookups, remote)
+		t.Errorf("%d links looked up in ClickHouse, %d settled by the other worker's answers", lookups, remote)
 	}
 }
