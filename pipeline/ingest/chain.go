@@ -117,7 +117,7 @@ type links struct {
 	settled  []*suspect            // predecessor found: to acknowledge
 	cur, old map[[32]byte]link     // readings this worker stored lately; old goes at the next rotation
 	rotated  time.Time
-	asked    time.Time // last time another worker asked (or the start): stored readings are kept for a minute after
+	asked    time.Time // last time another worker asked: stored readings are kept for a minute after
 }
 
 // link is a stored reading, as a successor's prev names it.
@@ -129,7 +129,7 @@ type link struct {
 const (
 	// linkTTL is how long a worker remembers the readings it stored for the others' questions;
 	// a successor usually comes within milliseconds.
-	linkTTL = 3 * time.Second
+	linkTTL = time.Second
 	// askEvery spaces the questions about one suspect; after lookupAfter it is looked up in
 	// ClickHouse instead.
 	askEvery    = 300 * time.Millisecond
@@ -140,7 +140,8 @@ const (
 // AskSubject "who stored these leaves?" (the leaves, 32 bytes each; reply subject its own);
 // a worker that stored some answers with their (device, seq, leaf) records
 // (len(device) u8 ‖ device ‖ seq u64 BE ‖ leaf). A worker alone asks nobody, so it pays
-// nothing; a lost message only delays a link until it is looked up in ClickHouse.
+// nothing (it keeps what it stored only once asked: the first questions after a second worker
+// starts go unanswered); a lost message only delays a link until it is looked up in ClickHouse.
 const (
 	AskSubject      = "anchorline.ingest.chain.ask"
 	tellSubjectRoot = "anchorline.ingest.chain.tell."
@@ -263,7 +264,7 @@ func (l *links) stored(rs []write.Reading) {
 		return
 	}
 	if l.cur == nil || time.Since(l.rotated) > linkTTL {
-		l.old, l.cur, l.rotated = l.cur, make(map[[32]byte]link, len(rs)), time.Now()
+		l.old, l.cur, l.rotated = l.cur, make(map[[32]byte]link, max(len(l.cur), len(rs))), time.Now()
 	}
 	for _, r := range rs {
 		l.cur[r.Leaf] = link{device: r.Device, seq: r.Seq}

@@ -193,12 +193,7 @@ func (g *Ingest) Run(ctx context.Context) error {
 	work, stopWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWork()
 
-	// Workers answer each other's questions about chain links (chain.go). Until it learns
-	// whether others share the consumer (they ask within a minute), a worker keeps what it
-	// stores to answer them.
-	g.links.mu.Lock()
-	g.links.asked = time.Now()
-	g.links.mu.Unlock()
+	// Workers answer each other's questions about chain links (chain.go).
 	for subject, h := range map[string]nats.MsgHandler{AskSubject: g.onAsk, tellSubjectRoot + g.instance: g.onTell} {
 		sub, err := g.js.Conn().Subscribe(subject, h)
 		if err != nil {

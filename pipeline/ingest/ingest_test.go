@@ -367,7 +367,20 @@ func TestChainAcrossWorkers(t *testing.T) {
 	const per = 100
 	published := 0
 	var late []byte
+	var warmLookups uint64
 	for i := range per {
+		if i == 20 {
+			// A worker keeps what it stores for the others once they have asked: the first
+			// questions go unanswered and end in ClickHouse. Let them settle.
+			for workers[0].Stats().ChainHeld+workers[1].Stats().ChainHeld > 0 {
+				select {
+				case <-ctx.Done():
+					t.Fatal("warm-up links not settled")
+				case <-time.After(20 * time.Millisecond):
+				}
+			}
+			warmLookups = workers[0].Stats().ChainLookups + workers[1].Stats().ChainLookups
+		}
 		for _, d := range devs {
 			raw, err := d.Next([]reading.Metric{{Name: "x", Value: float64(i)}}, nil)
 			if err != nil {
@@ -424,8 +437,10 @@ func TestChainAcrossWorkers(t *testing.T) {
 	if inserted[0] == 0 || inserted[1] == 0 || remote < 2 {
 		t.Fatalf("the work was not shared (inserted %v, %d links settled by the other worker): the test did not cross workers", inserted, remote)
 	}
-	// The other worker's answers settle the links; ClickHouse is asked about the break.
-	if lookups == 0 || lookups > remote/10 {
-		t.Errorf("%d links looked up in ClickHouse, %d settled by the other worker's answers", lookups, remote)
+	t.Logf("links settled: %d by answers, %d in ClickHouse during the warm-up, %d after", remote, warmLookups, lookups-warmLookups)
+	// After the warm-up the other worker's answers settle the links; ClickHouse is asked
+	// about the break (and a few links whose predecessor was not stored in time).
+	if lookups-warmLookups == 0 || lookups-warmLookups > remote/10 {
+		t.Errorf("%d links looked up in ClickHouse after the warm-up (%d before), %d settled by the other worker's answers", lookups-warmLookups, warmLookups, remote)
 	}
 }
