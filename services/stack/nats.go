@@ -61,7 +61,16 @@ func ConnectNATS(ctx context.Context, natsURL, name string, log *slog.Logger) (*
 					log.Warn("nats disconnected", "err", err)
 				}
 			}),
-			nats.ReconnectHandler(func(c *nats.Conn) { log.Info("nats reconnected", "url", c.ConnectedUrl()) }))
+			nats.ReconnectHandler(func(c *nats.Conn) { log.Info("nats reconnected", "url", c.ConnectedUrl()) }),
+			// Asynchronous errors (a slow consumer dropping messages, a permissions error) would
+			// otherwise go unseen; dropped readings come back after the ack wait.
+			nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+				subject := ""
+				if sub != nil {
+					subject = sub.Subject
+				}
+				log.Warn("nats: asynchronous error", "subject", subject, "err", err)
+			}))
 		if err == nil {
 			break
 		}
