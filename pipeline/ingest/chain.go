@@ -17,13 +17,13 @@ import (
 // Device chains (DESIGN 2.1 `prev`). A reading's prev must be the leaf of the device's previous
 // stored reading. A worker checks it against the device's latest reading it has seen: a match
 // is the common case and costs nothing. Workers share the consumer, so a device's previous
-// reading may have gone to another worker and still be on its way to ClickHouse: a reading that
-// does not match is a suspect. It is stored like any other, but its message is acknowledged
-// only once its link is settled against the stored readings, by the chain checker below:
-// either its predecessor turns up (no break), or the link provably points elsewhere, or the
-// predecessor stays missing for ChainWait of healthy ClickHouse time; those two are breaks,
-// recorded in `anomalies` before the acknowledgement. A crash before that redelivers the
-// message, so a break is never lost by acknowledging too early.
+// reading may have gone to another worker, stored or still on its way: a reading that does not
+// match is a suspect. It is stored like any other, but its message is acknowledged only once
+// its link is settled: another worker answers that it stored the predecessor (ask, below), or
+// ClickHouse holds it (lookup). A link that provably points elsewhere, or whose predecessor
+// stays missing for ChainWait of healthy ClickHouse time, is a break, recorded in `anomalies`
+// before the acknowledgement. A crash before that redelivers the message, so a break is never
+// lost by acknowledging too early.
 
 // chainState is what the worker knows of a device's chain: its latest reading.
 type chainState struct {
@@ -272,11 +272,12 @@ func (l *links) stored(rs []write.Reading) {
 }
 
 // settle moves the suspects of ss that the stored reading (dev, seq) precedes to settled and
-// returns the others.
+// returns the others. A predecessor older than the suspect's floor would be a fork (the floor
+// came between): that one is left for the lookup in ClickHouse, which records it.
 func (l *links) settle(ss []*suspect, dev string, seq uint64) []*suspect {
 	keep := ss[:0]
 	for _, s := range ss {
-		if s.device == dev && seq < s.seq {
+		if s.device == dev && seq < s.seq && (!s.hasFloor || seq >= s.floor.Seq) {
 			l.settled = append(l.settled, s)
 			continue
 		}
@@ -347,8 +348,9 @@ func (l *links) waiting() int {
 }
 
 // checkChains asks the other workers about waiting suspects, acknowledges settled ones and
-// looks up in ClickHouse those that no answer settled, until flushed is closed (no more suspects will come); then it keeps going for a
-// little while and records what is left as unconfirmed.
+// looks up in ClickHouse those that no answer settled, until flushed is closed (no more
+// suspects will come); then it keeps going for a little while and records what is left as
+// unconfirmed.
 func (g *Ingest) checkChains(ctx context.Context, flushed <-chan struct{}) {
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
