@@ -188,25 +188,29 @@ func Run(ctx context.Context, cfg config.Config, opts Options, log *slog.Logger)
 	}
 
 	r.say("drain: %d ingest worker(s) draining %d readings", opts.Workers, len(drainSet))
-	workers, err := r.startWorkers(ctx)
+	// A worker that exits before it is stopped ends the run with its error instead of leaving
+	// the bench waiting for readings that will never come.
+	ctx, abort := context.WithCancelCause(ctx)
+	defer abort(nil)
+	workers, err := r.startWorkers(ctx, abort)
+	defer stopWorkers(workers)
 	if err != nil {
 		return res, err
 	}
-	defer stopWorkers(workers)
 	t0 := time.Now()
 	if err := r.waitStored(ctx, len(drainSet)); err != nil {
-		return res, err
+		return res, cause(ctx, err)
 	}
 	elapsed := time.Since(t0)
 	res.ReadingsPerSec = float64(len(drainSet)) / elapsed.Seconds()
 	cpuDrain := 0.0
 	for _, w := range workers {
-		c, err := cpuSeconds(w.Process.Pid)
+		c, err := cpuSeconds(w.cmd.Process.Pid)
 		if err != nil {
 			return res, err
 		}
 		cpuDrain += c
-		rss, err := peakRSS(w.Process.Pid)
+		rss, err := peakRSS(w.cmd.Process.Pid)
 		if err != nil {
 			return res, err
 		}
@@ -219,7 +223,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options, log *slog.Logger)
 
 	if liveN > 0 {
 		if err := r.live(ctx, workers, liveSet, cpuDrain, &res); err != nil {
-			return res, err
+			return res, cause(ctx, err)
 		}
 	}
 	if err := r.ch.QueryRow(ctx, "SELECT (SELECT count() FROM "+r.db+".rejected), (SELECT count() FROM "+r.db+".anomalies)").Scan(&res.Rejected, &res.Anomalies); err != nil {
@@ -359,9 +363,11 @@ func publishAll(ctx context.Context, js jetstream.JetStream, set []signed) error
 			msg := nats.NewMsg(reading.Subject(s.dev))
 			msg.Data = s.raw
 			msg.Header.Set(jetstream.MsgIDHeader, reading.MsgID(s.dev, s.seq))
-			f, err := js.PublishMsgAsync(msg)
+			// The window is larger than the client's pending limit: a full window waits for
+			// acknowledgements (backpressure) instead of failing after the default 200 ms.
+			f, err := js.PublishMsgAsync(msg, jetstream.WithStallWait(time.Minute))
 			if err != nil {
-				return err
+				return fmt.Errorf("publish: %w", err)
 			}
 			futs = append(futs, f)
 		}
@@ -452,12 +458,26 @@ func verifyRate(set []signed) (one, all float64, err error) {
 	return one, all, nil
 }
 
-func (r *runner) startWorkers(ctx context.Context) ([]*exec.Cmd, error) {
-	var cmds []*exec.Cmd
+// worker is an ingest process of the bench; exited is closed once it has been waited for.
+type worker struct {
+	cmd      *exec.Cmd
+	stopping atomic.Bool
+	exited   chan struct{}
+}
+
+// startWorkers starts the ingest processes. One that exits on its own (a bad flag, a crash)
+// calls abort with its exit status.
+func (r *runner) startWorkers(ctx context.Context, abort context.CancelCauseFunc) ([]*worker, error) {
+	if r.opts.ProfileDir != "" {
+		if err := os.MkdirAll(r.opts.ProfileDir, 0o755); err != nil {
+			return nil, fmt.Errorf("bench: --profile: %w", err)
+		}
+	}
+	var ws []*worker
 	for i := range r.opts.Workers {
 		httpAddr, err := freeAddr()
 		if err != nil {
-			return cmds, err
+			return ws, err
 		}
 		cmd := exec.CommandContext(ctx, r.opts.Binary, "ingest", "--nats.url", r.natsURL, "--clickhouse.addr", r.cfg.ClickHouse.Addr,
 			"--clickhouse.database", r.db, "--ledger.rpc", r.rpcAddr, "--http.addr", httpAddr, "--log.level", "warn")
@@ -477,20 +497,38 @@ func (r *runner) startWorkers(ctx context.Context) ([]*exec.Cmd, error) {
 		cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGINT) }
 		cmd.WaitDelay = 15 * time.Second
 		if err := cmd.Start(); err != nil {
-			return cmds, fmt.Errorf("start ingest worker: %w", err)
+			return ws, fmt.Errorf("start ingest worker: %w", err)
 		}
-		cmds = append(cmds, cmd)
+		w := &worker{cmd: cmd, exited: make(chan struct{})}
+		go func() {
+			err := cmd.Wait()
+			close(w.exited)
+			if !w.stopping.Load() && ctx.Err() == nil {
+				abort(fmt.Errorf("bench: ingest worker %d exited before the bench ended (%v); its output is above", i, err))
+			}
+		}()
+		ws = append(ws, w)
 	}
-	return cmds, nil
+	return ws, nil
 }
 
-func stopWorkers(cmds []*exec.Cmd) {
-	for _, c := range cmds {
-		_ = c.Process.Signal(syscall.SIGINT)
+// stopWorkers asks the workers to stop and waits until they have.
+func stopWorkers(ws []*worker) {
+	for _, w := range ws {
+		w.stopping.Store(true)
+		_ = w.cmd.Process.Signal(syscall.SIGINT)
 	}
-	for _, c := range cmds {
-		_ = c.Wait()
+	for _, w := range ws {
+		<-w.exited
 	}
+}
+
+// cause is err, or the reason ctx was cancelled if that is why err happened.
+func cause(ctx context.Context, err error) error {
+	if c := context.Cause(ctx); c != nil && errors.Is(err, context.Canceled) {
+		return c
+	}
+	return err
 }
 
 // waitStored waits until n readings are queryable and every batch record is in BATCHES.
@@ -528,7 +566,7 @@ func (r *runner) waitStored(ctx context.Context, n int) error {
 }
 
 // live publishes at a fixed rate with ingest and anchoring running and samples latencies.
-func (r *runner) live(ctx context.Context, workers []*exec.Cmd, set []signed, cpuBefore float64, res *Result) error {
+func (r *runner) live(ctx context.Context, workers []*worker, set []signed, cpuBefore float64, res *Result) error {
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	anch, err := stack.NewAnchoring(ctx, r.cfg, r.js, store.New(r.ch, r.db), r.node.Client(), quiet)
 	if err != nil {
@@ -573,9 +611,9 @@ func (r *runner) live(ctx context.Context, workers []*exec.Cmd, set []signed, cp
 			if i%every == 0 {
 				sm.add(reading.MsgID(s.dev, s.seq), time.Now())
 			}
-			f, err := r.js.PublishMsgAsync(msg)
+			f, err := r.js.PublishMsgAsync(msg, jetstream.WithStallWait(10*time.Second))
 			if err != nil {
-				return err
+				return fmt.Errorf("live publish: %w", err)
 			}
 			futs = append(futs, f)
 			i++
@@ -598,7 +636,7 @@ func (r *runner) live(ctx context.Context, workers []*exec.Cmd, set []signed, cp
 	queryable, anchored := l.q, l.a
 	cpu := 0.0
 	for _, w := range workers {
-		c, err := cpuSeconds(w.Process.Pid)
+		c, err := cpuSeconds(w.cmd.Process.Pid)
 		if err != nil {
 			return err
 		}

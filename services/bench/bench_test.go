@@ -64,3 +64,25 @@ func TestSmallRun(t *testing.T) {
 		t.Fatalf("summary:\n%s", out.String())
 	}
 }
+
+// A worker that exits on its own ends the run with an error that says so, instead of leaving
+// the bench waiting for readings that will never be stored.
+func TestWorkerExitEndsRun(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	exits := filepath.Join(t.TempDir(), "anchorline")
+	if err := os.WriteFile(exits, []byte("#!/bin/sh\necho 'ingest: cannot start' >&2\nexit 3\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	addr, _, _ := chserver.NewDatabase(t)
+	cfg := config.Default()
+	cfg.ClickHouse.Addr = addr
+	_, err := Run(ctx, cfg, Options{Readings: 1000, Devices: 5, Workers: 1, Binary: exits},
+		slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err == nil || !strings.Contains(err.Error(), "ingest worker 0 exited before the bench ended (exit status 3)") {
+		t.Fatalf("err = %v, want the worker's exit", err)
+	}
+	if ctx.Err() != nil {
+		t.Fatal("the run waited for the test's deadline")
+	}
+}

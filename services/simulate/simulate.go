@@ -138,7 +138,8 @@ loop:
 			seq := d.sdk.Seq
 			msg := &nats.Msg{Subject: reading.Subject(d.sdk.ID), Data: raw, Header: nats.Header{}}
 			msg.Header.Set(jetstream.MsgIDHeader, reading.MsgID(d.sdk.ID, seq))
-			fut, err := js.PublishMsgAsync(msg)
+			// A slow server holds the publisher back (up to 10 s) rather than failing the reading.
+			fut, err := js.PublishMsgAsync(msg, jetstream.WithStallWait(10*time.Second))
 			if err != nil {
 				failed.Add(1)
 				errOnce.Do(func() { firstErr = err })
