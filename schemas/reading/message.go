@@ -7,7 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"sort"
+	"slices"
+	"strings"
 
 	"github.com/fxamacker/cbor/v2"
 	"github.com/veraison/go-cose"
@@ -49,6 +50,8 @@ type Message struct {
 	Raw     []byte // the exact bytes received
 
 	msg cose.Sign1Message
+	// protected is the content of the protected header byte string, set by the fast path.
+	protected []byte
 }
 
 // payload is the CBOR shape of the signed map; pointers detect missing fields.
@@ -93,15 +96,28 @@ var codecs = newCodec()
 // unprotected header, attached payload) and the payload (DESIGN 2.1), not the signature.
 func Decode(raw []byte) (*Message, error) {
 	m := &Message{Raw: raw}
-	if err := m.msg.UnmarshalCBOR(raw); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrBadCBOR, err)
+	if !m.decodeCommon() {
+		if err := m.decodeCOSE(); err != nil {
+			return nil, err
+		}
+	}
+	if err := m.decodePayload(); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// decodeCOSE reads the COSE structure of m.Raw with go-cose: any shape the standard allows.
+func (m *Message) decodeCOSE() error {
+	if err := m.msg.UnmarshalCBOR(m.Raw); err != nil {
+		return fmt.Errorf("%w: %w", ErrBadCBOR, err)
 	}
 	if len(m.msg.Headers.Unprotected) != 0 {
-		return nil, fmt.Errorf("%w: unprotected header must be empty", ErrBadCBOR)
+		return fmt.Errorf("%w: unprotected header must be empty", ErrBadCBOR)
 	}
 	alg, err := m.msg.Headers.Protected.Algorithm()
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrUnsupportedAlg, err)
+		return fmt.Errorf("%w: %w", ErrUnsupportedAlg, err)
 	}
 	switch alg {
 	case cose.AlgorithmEdDSA:
@@ -109,20 +125,17 @@ func Decode(raw []byte) (*Message, error) {
 	case cose.AlgorithmES256:
 		m.Alg = ES256
 	default:
-		return nil, fmt.Errorf("%w: COSE alg %v", ErrUnsupportedAlg, alg)
+		return fmt.Errorf("%w: COSE alg %v", ErrUnsupportedAlg, alg)
 	}
 	kid, ok := m.msg.Headers.Protected[cose.HeaderLabelKeyID].([]byte)
 	if !ok {
-		return nil, fmt.Errorf("%w: protected header has no kid byte string", ErrBadCBOR)
+		return fmt.Errorf("%w: protected header has no kid byte string", ErrBadCBOR)
 	}
 	m.KID = string(kid)
 	if m.msg.Payload == nil {
-		return nil, fmt.Errorf("%w: payload is detached", ErrBadCBOR)
+		return fmt.Errorf("%w: payload is detached", ErrBadCBOR)
 	}
-	if err := m.decodePayload(); err != nil {
-		return nil, err
-	}
-	return m, nil
+	return nil
 }
 
 func (m *Message) decodePayload() error {
@@ -160,7 +173,7 @@ func (m *Message) decodePayload() error {
 		}
 		r.Metrics = append(r.Metrics, Metric{Name: name, Value: f})
 	}
-	sort.Slice(r.Metrics, func(i, j int) bool { return r.Metrics[i].Name < r.Metrics[j].Name })
+	slices.SortFunc(r.Metrics, func(a, b Metric) int { return strings.Compare(a.Name, b.Name) })
 	m.Reading = r
 	return nil
 }
@@ -190,10 +203,11 @@ func number(v any) (float64, error) {
 // ["Signature1", protected, h”, payload] (RFC 9052 section 4.4). Batch verifiers sign-check
 // these bytes directly.
 func (m *Message) SigStructure() []byte {
-	prot := m.msg.Headers.RawProtected
-	var content []byte
-	if err := cbor.Unmarshal(prot, &content); err != nil {
-		content = nil // cannot happen after Decode: go-cose checked the protected bstr
+	content := m.protected
+	if content == nil {
+		if err := cbor.Unmarshal(m.msg.Headers.RawProtected, &content); err != nil {
+			content = nil // cannot happen after Decode: go-cose checked the protected bstr
+		}
 	}
 	buf := make([]byte, 0, 16+len(content)+len(m.msg.Payload)+18)
 	buf = append(buf, 0x84, 0x6a)

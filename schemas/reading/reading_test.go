@@ -88,7 +88,11 @@ func TestSigStructureMatchesGoCOSE(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := m.msg.Verify(nil, v); err != nil {
+	var cm cose.Sign1Message
+	if err := cm.UnmarshalCBOR(raw); err != nil {
+		t.Fatal(err)
+	}
+	if err := cm.Verify(nil, v); err != nil {
 		t.Fatalf("go-cose verify: %v", err)
 	}
 }
