@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,6 +26,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	voi "github.com/oasisprotocol/curve25519-voi/primitives/ed25519"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/anchorline/anchorline/anchor/node"
@@ -81,6 +84,10 @@ type Result struct {
 	// so both must be 0.
 	Rejected  uint64 `json:"rejected"`
 	Anomalies uint64 `json:"anomalies"`
+	// How the workers settled the chain links they could not check alone (several workers):
+	// by another worker's answer, or by a lookup in ClickHouse (from their /metrics).
+	ChainRemote  uint64 `json:"chain_remote"`
+	ChainLookups uint64 `json:"chain_lookups"`
 }
 
 // Print writes the human summary.
@@ -97,6 +104,9 @@ func (r Result) Print(w io.Writer) {
 			r.P50QueryableMs, r.P99QueryableMs, r.P50AnchoredMs, r.P99AnchoredMs, r.AnchorIntervalMs)
 	}
 	fmt.Fprintf(w, "checks:     %8d rejected, %d chain anomalies (every reading valid and every chain intact: both must be 0)\n", r.Rejected, r.Anomalies)
+	if r.Workers > 1 {
+		fmt.Fprintf(w, "chains:     %8d links settled by another worker's answer, %d looked up in ClickHouse\n", r.ChainRemote, r.ChainLookups)
+	}
 }
 
 type signed struct {
@@ -225,6 +235,14 @@ func Run(ctx context.Context, cfg config.Config, opts Options, log *slog.Logger)
 		if err := r.live(ctx, workers, liveSet, cpuDrain, &res); err != nil {
 			return res, cause(ctx, err)
 		}
+	}
+	for _, w := range workers {
+		m, err := scrape(ctx, w.metrics, "anchorline_ingest_chain_remote_total", "anchorline_ingest_chain_lookups_total")
+		if err != nil {
+			return res, err
+		}
+		res.ChainRemote += uint64(m["anchorline_ingest_chain_remote_total"])
+		res.ChainLookups += uint64(m["anchorline_ingest_chain_lookups_total"])
 	}
 	if err := r.ch.QueryRow(ctx, "SELECT (SELECT count() FROM "+r.db+".rejected), (SELECT count() FROM "+r.db+".anomalies)").Scan(&res.Rejected, &res.Anomalies); err != nil {
 		return res, fmt.Errorf("bench: checks: %w", err)
@@ -461,6 +479,7 @@ func verifyRate(set []signed) (one, all float64, err error) {
 // worker is an ingest process of the bench; exited is closed once it has been waited for.
 type worker struct {
 	cmd      *exec.Cmd
+	metrics  string // its /metrics URL
 	stopping atomic.Bool
 	exited   chan struct{}
 }
@@ -499,7 +518,7 @@ func (r *runner) startWorkers(ctx context.Context, abort context.CancelCauseFunc
 		if err := cmd.Start(); err != nil {
 			return ws, fmt.Errorf("start ingest worker: %w", err)
 		}
-		w := &worker{cmd: cmd, exited: make(chan struct{})}
+		w := &worker{cmd: cmd, metrics: "http://" + httpAddr + "/metrics", exited: make(chan struct{})}
 		go func() {
 			err := cmd.Wait()
 			close(w.exited)
@@ -510,6 +529,35 @@ func (r *runner) startWorkers(ctx context.Context, abort context.CancelCauseFunc
 		ws = append(ws, w)
 	}
 	return ws, nil
+}
+
+// scrape reads the named counters (summed over their labels) from a Prometheus text endpoint;
+// a counter not exported yet is 0.
+func scrape(ctx context.Context, url string, names ...string) (map[string]float64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("bench: worker metrics: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("bench: worker metrics: %s", resp.Status)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("bench: worker metrics: %w", err)
+	}
+	out := make(map[string]float64, len(names))
+	for _, n := range names {
+		for _, m := range families[n].GetMetric() {
+			out[n] += m.GetCounter().GetValue()
+		}
+	}
+	return out, nil
 }
 
 // stopWorkers asks the workers to stop and waits until they have.

@@ -53,7 +53,7 @@ func TestSmallRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, k := range []string{"readings_per_sec", "raw_jetstream_per_sec", "verify_per_sec", "p50_queryable_ms", "p99_queryable_ms",
-		"p50_anchored_ms", "p99_anchored_ms", "cpu_seconds_per_1k", "peak_rss_bytes", "rejected", "anomalies"} {
+		"p50_anchored_ms", "p99_anchored_ms", "cpu_seconds_per_1k", "peak_rss_bytes", "rejected", "anomalies", "chain_remote", "chain_lookups"} {
 		if _, ok := fields[k]; !ok {
 			t.Errorf("result file lacks %s", k)
 		}
