@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
 	"github.com/anchorline/anchorline/internal/chserver"
 	"github.com/anchorline/anchorline/schemas/reading"
 	"github.com/anchorline/anchorline/services/config"
@@ -32,15 +34,19 @@ func freeAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
-// TestCommands drives the CLI as a device maker and an auditor would, against a running dev
-// stack: keys, both forms of registration, publish, proof, trust export, verify, revoke, status.
-func TestCommands(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
+// cliStack is a dev stack on a fresh database, and run, which runs the CLI against it.
+type cliStack struct {
+	dev      *stack.Dev
+	database string
+	ch       driver.Conn
+	run      func(args ...string) (string, error)
+}
+
+func startCLIStack(ctx context.Context, t *testing.T) *cliStack {
+	t.Helper()
 	chAddr, database, ch := chserver.NewDatabase(t)
-	dir := t.TempDir()
 	cfg := config.Default()
-	cfg.DataDir = filepath.Join(dir, "data")
+	cfg.DataDir = filepath.Join(t.TempDir(), "data")
 	cfg.ClickHouse.Addr, cfg.ClickHouse.Database = chAddr, database
 	cfg.NATS.URL = "nats://" + freeAddr(t)
 	cfg.HTTP.Addr = freeAddr(t)
@@ -51,9 +57,8 @@ func TestCommands(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer d.Stop()
-
-	global := []string{"--data_dir", cfg.DataDir, "--nats.url", cfg.NATS.URL, "--http.addr", cfg.HTTP.Addr,
+	t.Cleanup(func() { _ = d.Stop() })
+	global := []string{"--data_dir", cfg.DataDir, "--nats.url", cfg.NATS.URL, "--http.addr", cfg.HTTP.Addr, "--ledger.rpc", cfg.Ledger.RPC,
 		"--clickhouse.addr", chAddr, "--clickhouse.database", database, "--log.level", "error"}
 	run := func(args ...string) (string, error) {
 		t.Helper()
@@ -65,6 +70,16 @@ func TestCommands(t *testing.T) {
 		err := root.ExecuteContext(ctx)
 		return out.String(), err
 	}
+	return &cliStack{dev: d, database: database, ch: ch, run: run}
+}
+
+// TestCommands drives the CLI as a device maker and an auditor would, against a running dev
+// stack: keys, both forms of registration, publish, proof, trust export, verify, revoke, status.
+func TestCommands(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	st := startCLIStack(ctx, t)
+	dir, database, ch, run := t.TempDir(), st.database, st.ch, st.run
 	must := func(want string, args ...string) string {
 		t.Helper()
 		out, err := run(args...)

@@ -45,7 +45,7 @@ func newRoot() *cobra.Command {
 	}
 	root.AddCommand(
 		devCmd(), migrateCmd(), ingestCmd(), anchorCmd(), ledgerCmd(), apiCmd(),
-		deviceCmd(), proofCmd(), verifyCmd(), trustCmd(), statusCmd(), benchCmd(),
+		deviceCmd(), proofCmd(), verifyCmd(), auditCmd(), trustCmd(), statusCmd(), benchCmd(),
 	)
 	return root
 }

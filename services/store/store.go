@@ -249,29 +249,14 @@ func (s *Store) Anchor(ctx context.Context, id [16]byte) (AnchorRow, error) {
 
 // AnchorBatches returns an anchor's batches in batch_index order.
 func (s *Store) AnchorBatches(ctx context.Context, id [16]byte) ([]BatchRow, error) {
-	rows, err := s.conn.Query(ctx, "SELECT batch_index, batch_id FROM "+s.t("batch_anchors")+" FINAL WHERE anchor_id = unhex(?) ORDER BY batch_index", hex.EncodeToString(id[:]))
+	ids, idx, err := s.anchorBatchIDs(ctx, id)
 	if err != nil {
-		return nil, fmt.Errorf("batches of anchor %x: %w", id, err)
+		return nil, err
 	}
-	var ids [][16]byte
-	for rows.Next() {
-		var idx uint32
-		var b string
-		if err := rows.Scan(&idx, &b); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("batches of anchor %x: %w", id, err)
+	for i := range idx {
+		if int(idx[i]) != i {
+			return nil, fmt.Errorf("anchor %x: batch index %d is missing", id, i)
 		}
-		if int(idx) != len(ids) {
-			rows.Close()
-			return nil, fmt.Errorf("anchor %x: batch index %d is missing", id, len(ids))
-		}
-		var bid [16]byte
-		copy(bid[:], b)
-		ids = append(ids, bid)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("batches of anchor %x: %w", id, err)
 	}
 	if len(ids) == 0 {
 		return nil, fmt.Errorf("%w: batches of anchor %x", ErrNotFound, id)
@@ -283,6 +268,32 @@ func (s *Store) AnchorBatches(ctx context.Context, id [16]byte) ([]BatchRow, err
 		}
 	}
 	return out, nil
+}
+
+// anchorBatchIDs returns the ids of an anchor's batches and their batch indexes, in batch
+// index order.
+func (s *Store) anchorBatchIDs(ctx context.Context, id [16]byte) ([][16]byte, []uint32, error) {
+	rows, err := s.conn.Query(ctx, "SELECT batch_index, batch_id FROM "+s.t("batch_anchors")+" FINAL WHERE anchor_id = unhex(?) ORDER BY batch_index", hex.EncodeToString(id[:]))
+	if err != nil {
+		return nil, nil, fmt.Errorf("batches of anchor %x: %w", id, err)
+	}
+	defer rows.Close()
+	var ids [][16]byte
+	var idx []uint32
+	for rows.Next() {
+		var i uint32
+		var b string
+		if err := rows.Scan(&i, &b); err != nil {
+			return nil, nil, fmt.Errorf("batches of anchor %x: %w", id, err)
+		}
+		var bid [16]byte
+		copy(bid[:], b)
+		ids, idx = append(ids, bid), append(idx, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, nil, fmt.Errorf("batches of anchor %x: %w", id, err)
+	}
+	return ids, idx, nil
 }
 
 // WriteAnchor records a committed anchor and its batches (batch_index = position in batchIDs).

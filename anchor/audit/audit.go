@@ -1,0 +1,351 @@
+package audit
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"time"
+
+	"github.com/anchorline/anchorline/anchor/merkle"
+	"github.com/anchorline/anchorline/schemas/entry"
+)
+
+// ErrNotAnchored is what Source.BatchAnchor returns for a batch no anchor covers yet.
+var ErrNotAnchored = errors.New("batch not anchored")
+
+// Batch is a batch record as stored.
+type Batch struct {
+	ID        [16]byte
+	Root      merkle.Hash
+	Size      uint32
+	CreatedAt time.Time
+}
+
+// Reading is a stored reading row.
+type Reading struct {
+	Device    string
+	Seq       uint64
+	Raw       []byte
+	Leaf      merkle.Hash // as stored
+	BatchID   [16]byte
+	LeafIndex uint32
+}
+
+// Anchor is an anchor as stored: where its entry is in the ledger's log.
+type Anchor struct {
+	ID       [16]byte
+	LogIndex uint64
+	Entry    []byte
+}
+
+// Source is what the audit reads from the store (ClickHouse). Nothing it returns is trusted.
+type Source interface {
+	// Batches returns the batch records whose readings' device times overlap [from, to]
+	// (Unix ms), only those holding readings of device if it is not empty.
+	Batches(ctx context.Context, from, to uint64, device string) ([]Batch, error)
+	// BatchReadings returns every row stored with the batch id, in leaf index order.
+	BatchReadings(ctx context.Context, id [16]byte) ([]Reading, error)
+	// BatchAnchor returns the anchor covering a batch, or ErrNotAnchored.
+	BatchAnchor(ctx context.Context, id [16]byte) (anchorID [16]byte, err error)
+	// Anchor returns an anchor's record.
+	Anchor(ctx context.Context, id [16]byte) (Anchor, error)
+	// AnchorBatches returns the ids of an anchor's batches in batch index order, and the
+	// records of those that have one.
+	AnchorBatches(ctx context.Context, id [16]byte) ([][16]byte, map[[16]byte]Batch, error)
+	// Strays returns readings in [from, to] (of device, if set), received before before,
+	// whose batch has no record.
+	Strays(ctx context.Context, from, to uint64, device string, before time.Time) ([]Reading, error)
+}
+
+// Ledger returns the entry at a position of the ledger's log: the one thing the audit trusts.
+type Ledger interface {
+	Entry(ctx context.Context, logIndex uint64) ([]byte, error)
+}
+
+// Kind is what is wrong with a reading.
+type Kind string
+
+// The kinds of findings.
+const (
+	Modified   Kind = "modified"   // stored bytes differ from what was anchored
+	Missing    Kind = "missing"    // anchored, no longer stored
+	Inserted   Kind = "inserted"   // stored, never anchored as part of its batch
+	Unanchored Kind = "unanchored" // stored, its batch older than the grace period and not anchored
+)
+
+// Finding is one reading (or, where the device and seq cannot be known, one batch position)
+// that does not match the ledger.
+type Finding struct {
+	Kind      Kind
+	Device    string // empty for a missing reading: only its position is known
+	Seq       uint64
+	Batch     [16]byte
+	LeafIndex uint32
+	Detail    string
+}
+
+// Query bounds an audit: readings whose device time is in [From, To] (Unix ms), of Device if
+// set. Batches younger than Grace at Now may be unanchored without a finding.
+type Query struct {
+	From, To uint64
+	Device   string
+	Grace    time.Duration
+	Now      time.Time
+}
+
+// Report is the outcome of an audit.
+type Report struct {
+	Batches   int // batch records checked
+	Readings  int // readings checked against an anchor
+	Anchors   int // anchor entries read from the ledger
+	Pending   int // batches within the grace period, not anchored yet
+	Findings  []Finding
+	Unmatched []string // anchors whose batch records do not rebuild their ledger root
+}
+
+// OK reports whether nothing was found.
+func (r Report) OK() bool { return len(r.Findings) == 0 && len(r.Unmatched) == 0 }
+
+// Print writes the report for people: a summary, then one line per finding.
+func (r Report) Print(w io.Writer) {
+	count := map[Kind]int{}
+	for _, f := range r.Findings {
+		count[f.Kind]++
+	}
+	fmt.Fprintf(w, "audited %d batches, %d readings, %d anchors read from the ledger (%d batches too recent to be anchored)\n",
+		r.Batches, r.Readings, r.Anchors, r.Pending)
+	fmt.Fprintf(w, "modified %d, missing %d, inserted %d, unanchored %d\n", count[Modified], count[Missing], count[Inserted], count[Unanchored])
+	for _, u := range r.Unmatched {
+		fmt.Fprintf(w, "anchor     %s\n", u)
+	}
+	for _, f := range r.Findings {
+		who := fmt.Sprintf("%s seq %d", f.Device, f.Seq)
+		if f.Device == "" {
+			who = "(unknown reading)"
+		}
+		fmt.Fprintf(w, "%-10s %s  batch %x leaf %d: %s\n", f.Kind, who, f.Batch, f.LeafIndex, f.Detail)
+	}
+	if r.OK() {
+		fmt.Fprintln(w, "every stored reading in range matches its anchor on the ledger")
+	}
+}
+
+// anchored is what the ledger commits for one anchor: its batches' ids, sizes and roots, once
+// the stored records are shown to rebuild the ledger's root.
+type anchored struct {
+	batches map[[16]byte]Batch
+	err     string // why the stored records cannot be trusted, if they cannot
+}
+
+// Run audits the batches in q's range.
+func Run(ctx context.Context, src Source, led Ledger, q Query) (Report, error) {
+	var rep Report
+	batches, err := src.Batches(ctx, q.From, q.To, q.Device)
+	if err != nil {
+		return rep, err
+	}
+	anchors := map[[16]byte]*anchored{}
+	for _, b := range batches {
+		rep.Batches++
+		rows, err := src.BatchReadings(ctx, b.ID)
+		if err != nil {
+			return rep, err
+		}
+		aid, err := src.BatchAnchor(ctx, b.ID)
+		if errors.Is(err, ErrNotAnchored) {
+			if q.Now.Sub(b.CreatedAt) < q.Grace {
+				rep.Pending++
+				continue
+			}
+			for _, r := range rows {
+				rep.add(q, Finding{Kind: Unanchored, Device: r.Device, Seq: r.Seq, Batch: b.ID, LeafIndex: r.LeafIndex,
+					Detail: fmt.Sprintf("batch created %s, not anchored", b.CreatedAt.UTC().Format(time.RFC3339))})
+			}
+			continue
+		}
+		if err != nil {
+			return rep, err
+		}
+		a := anchors[aid]
+		if a == nil {
+			if a, err = rep.anchor(ctx, src, led, aid); err != nil {
+				return rep, err
+			}
+			anchors[aid] = a
+		}
+		truth, ok := a.batches[b.ID]
+		if a.err != "" || !ok {
+			detail := a.err
+			if detail == "" {
+				detail = fmt.Sprintf("anchor %x does not list this batch", aid)
+			}
+			for _, r := range rows {
+				rep.add(q, Finding{Kind: Modified, Device: r.Device, Seq: r.Seq, Batch: b.ID, LeafIndex: r.LeafIndex, Detail: detail})
+			}
+			continue
+		}
+		rep.Readings += int(truth.Size)
+		rep.checkBatch(q, truth, rows)
+	}
+	// A batch's rows are written just before its record: a row younger than the grace period
+	// may be waiting for it.
+	strays, err := src.Strays(ctx, q.From, q.To, q.Device, q.Now.Add(-q.Grace))
+	if err != nil {
+		return rep, err
+	}
+	for _, r := range strays {
+		rep.add(q, Finding{Kind: Inserted, Device: r.Device, Seq: r.Seq, Batch: r.BatchID, LeafIndex: r.LeafIndex, Detail: "its batch has no record"})
+	}
+	return rep, nil
+}
+
+func (rep *Report) add(q Query, f Finding) {
+	if q.Device == "" || f.Device == "" || f.Device == q.Device {
+		rep.Findings = append(rep.Findings, f)
+	}
+}
+
+// anchor reads an anchor's entry from the ledger and checks that the stored records of its
+// batches rebuild the entry's root.
+func (rep *Report) anchor(ctx context.Context, src Source, led Ledger, id [16]byte) (*anchored, error) {
+	a, err := src.Anchor(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	raw, err := led.Entry(ctx, a.LogIndex)
+	if err != nil {
+		return nil, fmt.Errorf("ledger entry %d (anchor %x): %w", a.LogIndex, id, err)
+	}
+	rep.Anchors++
+	bad := func(format string, args ...any) *anchored {
+		msg := fmt.Sprintf("anchor %x (ledger entry %d): ", id, a.LogIndex) + fmt.Sprintf(format, args...)
+		rep.Unmatched = append(rep.Unmatched, msg)
+		return &anchored{err: msg}
+	}
+	e, err := entry.Decode(raw)
+	if err != nil || e.Anchor == nil || !bytes.Equal(e.Anchor.ID, id[:]) {
+		return bad("the ledger's entry at that position is not this anchor"), nil
+	}
+	ids, recs, err := src.AnchorBatches(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if uint64(len(ids)) != e.Anchor.Batches {
+		return bad("the ledger commits %d batches, %d are recorded", e.Anchor.Batches, len(ids)), nil
+	}
+	leaves := make([]merkle.Hash, len(ids))
+	var missing []string
+	for i, bid := range ids {
+		b, ok := recs[bid]
+		if !ok {
+			missing = append(missing, fmt.Sprintf("%x", bid))
+			continue
+		}
+		leaves[i] = merkle.AnchorLeaf(bid, uint64(b.Size), b.Root)
+	}
+	if len(missing) > 0 {
+		return bad("batch records missing: %v", missing), nil
+	}
+	root, err := merkle.Root(leaves)
+	if err != nil {
+		return nil, err
+	}
+	if !bytes.Equal(root[:], e.Anchor.Root) {
+		return bad("the stored batch records (ids, sizes, roots) do not rebuild the root the ledger commits"), nil
+	}
+	out := &anchored{batches: make(map[[16]byte]Batch, len(ids))}
+	for _, bid := range ids {
+		out.batches[bid] = recs[bid]
+	}
+	return out, nil
+}
+
+// checkBatch compares a batch's stored rows with its anchored root and size.
+func (rep *Report) checkBatch(q Query, truth Batch, rows []Reading) {
+	at := make([][]Reading, truth.Size)
+	for _, r := range rows {
+		if r.LeafIndex >= truth.Size {
+			rep.add(q, Finding{Kind: Inserted, Device: r.Device, Seq: r.Seq, Batch: truth.ID, LeafIndex: r.LeafIndex,
+				Detail: fmt.Sprintf("leaf index beyond the anchored batch size %d", truth.Size)})
+			continue
+		}
+		at[r.LeafIndex] = append(at[r.LeafIndex], r)
+	}
+	// The rows' own bytes first: one candidate leaf per position, if the rows agree.
+	leaves := make([]merkle.Hash, truth.Size)
+	agree, complete := true, true
+	for i, rs := range at {
+		if len(rs) == 0 {
+			complete = false
+			continue
+		}
+		leaves[i] = merkle.ReadingLeaf(rs[0].Raw)
+		for _, r := range rs[1:] {
+			if merkle.ReadingLeaf(r.Raw) != leaves[i] {
+				agree = false
+			}
+		}
+	}
+	if complete && agree {
+		if root, err := merkle.Root(leaves); err == nil && root == truth.Root {
+			return // every row is what was anchored
+		}
+	}
+	// Something differs. The stored leaf column tells which rows, if it still rebuilds the root
+	// (where a position holds rows with different leaves, each choice is tried).
+	stored := make([]merkle.Hash, truth.Size)
+	leafColumnTrue := complete && pickLeaves(at, stored, truth.Root, 256)
+	for i, rs := range at {
+		if len(rs) == 0 {
+			rep.add(q, Finding{Kind: Missing, Batch: truth.ID, LeafIndex: uint32(i),
+				Detail: "no row at this position of the anchored batch (until it is back, the batch's other rows are checked only against their own leaves)"})
+			continue
+		}
+		for _, r := range rs {
+			switch {
+			case merkle.ReadingLeaf(r.Raw) != r.Leaf:
+				rep.add(q, Finding{Kind: Modified, Device: r.Device, Seq: r.Seq, Batch: truth.ID, LeafIndex: r.LeafIndex,
+					Detail: "raw bytes do not hash to the leaf"})
+			case leafColumnTrue && r.Leaf != stored[i]:
+				rep.add(q, Finding{Kind: Inserted, Device: r.Device, Seq: r.Seq, Batch: truth.ID, LeafIndex: r.LeafIndex,
+					Detail: "a second, different row at an anchored position"})
+			case !leafColumnTrue && complete:
+				rep.add(q, Finding{Kind: Modified, Device: r.Device, Seq: r.Seq, Batch: truth.ID, LeafIndex: r.LeafIndex,
+					Detail: "the batch's rows do not rebuild its anchored root (rows rewritten with their leaves; which ones cannot be told)"})
+			}
+		}
+	}
+}
+
+// pickLeaves fills stored with one stored leaf per position so that the whole rebuilds root,
+// trying the different leaves a position holds; it gives up after budget tries.
+func pickLeaves(at [][]Reading, stored []merkle.Hash, root merkle.Hash, budget int) bool {
+	tries := budget
+	var pick func(i int) bool
+	pick = func(i int) bool {
+		if i == len(at) {
+			tries--
+			r, err := merkle.Root(stored)
+			return err == nil && r == root
+		}
+		var seen []merkle.Hash
+		for _, r := range at[i] {
+			if slices.Contains(seen, r.Leaf) {
+				continue
+			}
+			seen = append(seen, r.Leaf)
+			stored[i] = r.Leaf
+			if pick(i + 1) {
+				return true
+			}
+			if tries <= 0 {
+				return false
+			}
+		}
+		return false
+	}
+	return pick(0)
+}

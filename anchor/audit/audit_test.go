@@ -1,0 +1,79 @@
+package audit
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+
+	"github.com/anchorline/anchorline/anchor/merkle"
+)
+
+// batchOf returns a batch of n rows and its true (anchored) record.
+func batchOf(t *testing.T, n int) (Batch, []Reading) {
+	t.Helper()
+	id := [16]byte{1}
+	var rows []Reading
+	var leaves []merkle.Hash
+	for i := range n {
+		raw := fmt.Appendf(nil, "reading %d", i)
+		l := merkle.ReadingLeaf(raw)
+		rows = append(rows, Reading{Device: "d", Seq: uint64(i + 1), Raw: raw, Leaf: l, BatchID: id, LeafIndex: uint32(i)})
+		leaves = append(leaves, l)
+	}
+	root, err := merkle.Root(leaves)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Batch{ID: id, Root: root, Size: uint32(n)}, rows
+}
+
+func kinds(fs []Finding) []string {
+	var out []string
+	for _, f := range fs {
+		out = append(out, fmt.Sprintf("%s %d", f.Kind, f.Seq))
+	}
+	slices.Sort(out)
+	return out
+}
+
+func TestCheckBatch(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		tamper func([]Reading) []Reading
+		want   []string
+	}{
+		{"untouched", func(r []Reading) []Reading { return r }, nil},
+		{"stored twice by a retried insert", func(r []Reading) []Reading { return append(r, r[2]) }, nil},
+		{"raw changed", func(r []Reading) []Reading { r[1].Raw = []byte("forged"); return r }, []string{"modified 2"}},
+		{"raw and leaf rewritten together", func(r []Reading) []Reading {
+			r[1].Raw = []byte("forged")
+			r[1].Leaf = merkle.ReadingLeaf(r[1].Raw)
+			return r
+		}, []string{"modified 1", "modified 2", "modified 3", "modified 4"}},
+		{"deleted", func(r []Reading) []Reading { return slices.Delete(r, 2, 3) }, []string{"missing 0"}},
+		{"a second row at a position", func(r []Reading) []Reading {
+			x := Reading{Device: "d", Seq: 9, Raw: []byte("extra"), BatchID: r[0].BatchID, LeafIndex: 3}
+			x.Leaf = merkle.ReadingLeaf(x.Raw)
+			return append(r, x)
+		}, []string{"inserted 9"}},
+		{"a second row at a position, read first", func(r []Reading) []Reading {
+			x := Reading{Device: "d", Seq: 9, Raw: []byte("extra"), BatchID: r[0].BatchID, LeafIndex: 3}
+			x.Leaf = merkle.ReadingLeaf(x.Raw)
+			return append(r[:3], x, r[3])
+		}, []string{"inserted 9"}},
+		{"beyond the batch", func(r []Reading) []Reading {
+			x := r[0]
+			x.Seq, x.LeafIndex = 7, 4
+			return append(r, x)
+		}, []string{"inserted 7"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			truth, rows := batchOf(t, 4)
+			var rep Report
+			rep.checkBatch(Query{}, truth, tc.tamper(rows))
+			if got := kinds(rep.Findings); !slices.Equal(got, tc.want) {
+				t.Fatalf("findings %v, want %v\n%+v", got, tc.want, rep.Findings)
+			}
+		})
+	}
+}

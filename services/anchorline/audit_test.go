@@ -1,0 +1,105 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// audit on a real stack: clean data passes; then rows are changed, deleted and added behind
+// the system's back in ClickHouse, and audit names each reading and exits 1.
+func TestAudit(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	st := startCLIStack(ctx, t)
+	dir, database, ch, run := t.TempDir(), st.database, st.ch, st.run
+	exec := func(q string) {
+		t.Helper()
+		if err := ch.Exec(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	count := func(q string) uint64 {
+		t.Helper()
+		var n uint64
+		if err := ch.QueryRow(ctx, q).Scan(&n); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+		return n
+	}
+
+	for _, dev := range []string{"au-a", "au-b"} {
+		key := filepath.Join(dir, dev+".key")
+		for _, args := range [][]string{{"device", "keygen", "--id", dev, "--out", key}, {"device", "register", key}} {
+			if out, err := run(args...); err != nil {
+				t.Fatalf("%v: %v\n%s", args, err, out)
+			}
+		}
+		for i := range 4 {
+			if out, err := run("device", "publish", key, "--metric", fmt.Sprintf("temp=%d", 20+i)); err != nil {
+				t.Fatalf("publish: %v\n%s", err, out)
+			}
+		}
+	}
+	// Wait until all eight readings are stored and every batch is anchored.
+	for count("SELECT count() FROM "+database+".readings") < 8 || count("SELECT toUInt64(sum(size)) FROM "+database+".batches") < 8 ||
+		count("SELECT count() FROM "+database+".batches WHERE batch_id NOT IN (SELECT batch_id FROM "+database+".batch_anchors)") > 0 {
+		select {
+		case <-ctx.Done():
+			t.Fatal("readings not stored and anchored in time")
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	out, err := run("audit")
+	if err != nil || !strings.Contains(out, "every stored reading in range matches its anchor on the ledger") || !strings.Contains(out, ", 8 readings,") {
+		t.Fatalf("audit of untouched data: %v\n%s", err, out)
+	}
+
+	// Behind the system's back: change a stored reading's bytes, delete another, add one to an
+	// anchored batch and one with a batch nobody recorded, and record a batch nobody anchored.
+	// (The stack keeps running: the audit reads the ledger through its node.)
+	r := database + ".readings"
+	exec("ALTER TABLE " + r + " UPDATE raw = concat(raw, 'x') WHERE device_id = 'au-a' AND seq = 2")
+	exec("ALTER TABLE " + r + " DELETE WHERE device_id = 'au-b' AND seq = 3")
+	exec("INSERT INTO " + r + " SELECT device_id, 99, ts, time, received_at, raw, leaf, prev, batch_id, 1000 FROM " + r + " WHERE device_id = 'au-a' AND seq = 1")
+	exec("INSERT INTO " + r + " SELECT device_id, 98, ts, time, toDateTime('2020-01-01 00:00:00'), raw, leaf, prev, toFixedString('forged-batch-id!', 16), 0 FROM " + r + " WHERE device_id = 'au-b' AND seq = 1")
+	exec("INSERT INTO " + database + ".batches SELECT toFixedString('unanchored-batch', 16), root, 1, toDateTime('2020-01-01 00:00:00'), 'w', ts_min, ts_max FROM " + database + ".batches LIMIT 1")
+	exec("INSERT INTO " + r + " SELECT device_id, 97, ts, time, received_at, raw, leaf, prev, toFixedString('unanchored-batch', 16), 0 FROM " + r + " WHERE device_id = 'au-b' AND seq = 2")
+	for count("SELECT count() FROM system.mutations WHERE database = '"+database+"' AND NOT is_done") > 0 {
+		select {
+		case <-ctx.Done():
+			t.Fatal("mutations not done")
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+
+	out, err = run("audit")
+	var exit exitError
+	if !errors.As(err, &exit) || exit.code != 1 {
+		t.Fatalf("audit of tampered data: %v\n%s", err, out)
+	}
+	for _, want := range []string{
+		"modified 1, missing 1, inserted 2, unanchored 1",
+		"modified   au-a seq 2 ",
+		"missing    (unknown reading)",
+		"inserted   au-a seq 99 ",
+		"inserted   au-b seq 98 ",
+		"unanchored au-b seq 97 ",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("audit output lacks %q:\n%s", want, out)
+		}
+	}
+	t.Logf("audit of tampered data:\n%s", out)
+	out, _ = run("audit", "--device", "au-a")
+	if strings.Contains(out, "au-b seq") || !strings.Contains(out, "au-a seq 2") {
+		t.Errorf("audit --device au-a:\n%s", out)
+	}
+	if _, err := run("audit", "--from", "yesterday"); !errors.As(err, &exit) || exit.code != 2 || !strings.Contains(err.Error(), "--from") {
+		t.Errorf("audit --from yesterday: %v", err)
+	}
+}
