@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job on embedded defaults: a private ClickHouse, `anchorline dev` (embedded NATS,
 # ledger, ingest, anchoring, API), simulated devices, then one reading's proof bundle fetched
-# and verified offline against the exported trust file.
+# and verified offline against the exported trust file, and an audit of everything stored.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,3 +42,6 @@ bin/anchorline trust export --out "$ANCHORLINE_DATA_DIR/trust.json"
 
 echo "== verifying offline"
 bin/anchorline verify "$ANCHORLINE_DATA_DIR/proof.json" --trust "$ANCHORLINE_DATA_DIR/trust.json"
+
+echo "== auditing everything stored against the anchors on the ledger"
+bin/anchorline audit
