@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"slices"
 	"time"
 
@@ -13,8 +14,11 @@ import (
 	"github.com/anchorline/anchorline/schemas/entry"
 )
 
-// ErrNotAnchored is what Source.BatchAnchor returns for a batch no anchor covers yet.
-var ErrNotAnchored = errors.New("batch not anchored")
+// Errors a Source returns.
+var (
+	ErrNotAnchored = errors.New("batch not anchored")  // BatchAnchor: no anchor covers the batch yet
+	ErrNotFound    = errors.New("anchor not recorded") // Anchor: no record of it
+)
 
 // Batch is a batch record as stored.
 type Batch struct {
@@ -50,7 +54,7 @@ type Source interface {
 	BatchReadings(ctx context.Context, id [16]byte) ([]Reading, error)
 	// BatchAnchor returns the anchor covering a batch, or ErrNotAnchored.
 	BatchAnchor(ctx context.Context, id [16]byte) (anchorID [16]byte, err error)
-	// Anchor returns an anchor's record.
+	// Anchor returns an anchor's record, or ErrNotFound.
 	Anchor(ctx context.Context, id [16]byte) (Anchor, error)
 	// AnchorBatches returns the ids of an anchor's batches in batch index order, and the
 	// records of those that have one.
@@ -60,10 +64,24 @@ type Source interface {
 	Strays(ctx context.Context, from, to uint64, device string, before time.Time) ([]Reading, error)
 }
 
-// Ledger returns the entry at a position of the ledger's log: the one thing the audit trusts.
+// Ledger is the ledger's log: the one thing the audit trusts.
 type Ledger interface {
+	// Entry returns the entry at a position of the log.
 	Entry(ctx context.Context, logIndex uint64) ([]byte, error)
+	// Entries returns consecutive entries from position from on (as many as it likes, none
+	// past the end) and the log's size.
+	Entries(ctx context.Context, from uint64) ([]LogEntry, uint64, error)
 }
+
+// LogEntry is a ledger log entry at its position.
+type LogEntry struct {
+	Index uint64
+	Entry []byte
+}
+
+// anchorSlack is how long after the last device time of a range its readings may still be
+// anchored (late delivery): anchors committed up to then are looked at.
+const anchorSlack = 24 * time.Hour
 
 // Kind is what is wrong with a reading.
 type Kind string
@@ -104,6 +122,8 @@ type Report struct {
 	Pending   int // batches within the grace period, not anchored yet
 	Findings  []Finding
 	Unmatched []string // anchors whose batch records do not rebuild their ledger root
+
+	checked map[[16]byte]bool // batches already compared with their anchor
 }
 
 // OK reports whether nothing was found.
@@ -142,7 +162,7 @@ type anchored struct {
 
 // Run audits the batches in q's range.
 func Run(ctx context.Context, src Source, led Ledger, q Query) (Report, error) {
-	var rep Report
+	rep := Report{checked: map[[16]byte]bool{}}
 	batches, err := src.Batches(ctx, q.From, q.To, q.Device)
 	if err != nil {
 		return rep, err
@@ -189,9 +209,13 @@ func Run(ctx context.Context, src Source, led Ledger, q Query) (Report, error) {
 		}
 		rep.Readings += int(truth.Size)
 		rep.checkBatch(q, truth, rows)
+		rep.checked[b.ID] = true
 	}
 	// A batch's rows are written just before its record: a row younger than the grace period
 	// may be waiting for it.
+	if err := rep.ledgerAnchors(ctx, src, led, q, anchors); err != nil {
+		return rep, err
+	}
 	strays, err := src.Strays(ctx, q.From, q.To, q.Device, q.Now.Add(-q.Grace))
 	if err != nil {
 		return rep, err
@@ -200,6 +224,67 @@ func Run(ctx context.Context, src Source, led Ledger, q Query) (Report, error) {
 		rep.add(q, Finding{Kind: Inserted, Device: r.Device, Seq: r.Seq, Batch: r.BatchID, LeafIndex: r.LeafIndex, Detail: "its batch has no record"})
 	}
 	return rep, nil
+}
+
+// ledgerAnchors walks the anchors the ledger holds, committed from q.From to anchorSlack after
+// q.To, and checks those the batches did not lead to: an anchor whose records and readings
+// were all deleted is found only here.
+func (rep *Report) ledgerAnchors(ctx context.Context, src Source, led Ledger, q Query, seen map[[16]byte]*anchored) error {
+	until := q.To
+	if slack := uint64(anchorSlack.Milliseconds()); until < math.MaxUint64-slack {
+		until += slack
+	}
+	for from := uint64(0); ; {
+		es, size, err := led.Entries(ctx, from)
+		if err != nil {
+			return fmt.Errorf("ledger entries from %d: %w", from, err)
+		}
+		for _, le := range es {
+			from = le.Index + 1
+			e, err := entry.Decode(le.Entry)
+			if err != nil || e.Anchor == nil || e.Anchor.Time < q.From || e.Anchor.Time > until {
+				continue
+			}
+			var id [16]byte
+			copy(id[:], e.Anchor.ID)
+			if _, ok := seen[id]; ok {
+				continue
+			}
+			if _, err := src.Anchor(ctx, id); errors.Is(err, ErrNotFound) {
+				rep.Anchors++
+				seen[id] = &anchored{}
+				rep.add(q, Finding{Kind: Missing, Detail: fmt.Sprintf("anchor %x (ledger entry %d) commits %d batches with %d readings; none of it is stored",
+					id, le.Index, e.Anchor.Batches, e.Anchor.Readings)})
+				continue
+			} else if err != nil {
+				return err
+			}
+			a, err := rep.anchor(ctx, src, led, id)
+			if err != nil {
+				return err
+			}
+			seen[id] = a
+			for bid, truth := range a.batches {
+				if rep.checked[bid] {
+					continue
+				}
+				rep.checked[bid] = true
+				rows, err := src.BatchReadings(ctx, bid)
+				if err != nil {
+					return err
+				}
+				if q.Device != "" && !slices.ContainsFunc(rows, func(r Reading) bool { return r.Device == q.Device }) {
+					continue
+				}
+				rep.Batches++
+				rep.Readings += int(truth.Size)
+				rep.checkBatch(q, truth, rows)
+			}
+		}
+		if len(es) == 0 || from >= size {
+			return nil
+		}
+	}
 }
 
 func (rep *Report) add(q Query, f Finding) {

@@ -153,6 +153,14 @@ func (c *Client) EntryProof(ctx context.Context, logIndex uint64, height int64) 
 	return p, err
 }
 
+// Entries returns up to limit committed log entries from index from on (at most 1,000 a
+// call), and the committed log size.
+func (c *Client) Entries(ctx context.Context, from, limit uint64) (Entries, error) {
+	var e Entries
+	err := c.query(ctx, PathEntries, EntriesRequest{From: from, Max: limit}, &e)
+	return e, err
+}
+
 // DeviceProof is a device's registry record with its proof as of a height.
 type DeviceProof struct {
 	Record      entry.Record

@@ -21,7 +21,29 @@ const (
 	PathDevicesChanged = "/devices_changed" // ChangesRequest -> changesResponse
 	PathConsistency    = "/consistency"     // ConsistencyRequest -> []merkle.Hash
 	PathState          = "/state"           // StateRequest -> State
+	PathEntries        = "/entries"         // EntriesRequest -> Entries
 )
+
+// EntriesRequest asks for up to Max committed log entries from index From on (Max is capped
+// at maxEntries).
+type EntriesRequest struct {
+	From uint64 `json:"from"`
+	Max  uint64 `json:"max"`
+}
+
+// Entries are consecutive committed log entries, without proofs, and the committed log size.
+type Entries struct {
+	Entries []LogEntry `json:"entries"`
+	LogSize uint64     `json:"log_size"`
+}
+
+// LogEntry is an entry at its log index.
+type LogEntry struct {
+	Index uint64 `json:"index"`
+	Entry []byte `json:"entry"`
+}
+
+const maxEntries = 1000
 
 // Query codes besides CodeOK.
 const (
@@ -154,6 +176,20 @@ func (a *App) query(path string, data []byte) (any, error) {
 			return nil, fmt.Errorf("log entry %d: %v", r.Index, err)
 		}
 		return EntryProof{Entry: e[8:], LogIndex: r.Index, LogSize: size, Path: nonNil(path), LogRoot: logRoot, RegistryRoot: regRoot, Height: int64(h)}, nil
+	case PathEntries:
+		var r EntriesRequest
+		if err := json.Unmarshal(data, &r); err != nil {
+			return nil, err
+		}
+		out := Entries{Entries: []LogEntry{}, LogSize: s.logSize()}
+		for i := r.From; i < out.LogSize && uint64(len(out.Entries)) < min(max(r.Max, 1), maxEntries); i++ {
+			e, err := a.db.Get(append(prefEntry, u64(i)...))
+			if err != nil || len(e) < 8 {
+				return nil, fmt.Errorf("log entry %d: %v", i, err)
+			}
+			out.Entries = append(out.Entries, LogEntry{Index: i, Entry: e[8:]})
+		}
+		return out, nil
 	case PathEntryByLeaf:
 		var r LeafRequest
 		if err := json.Unmarshal(data, &r); err != nil {

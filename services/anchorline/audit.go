@@ -344,6 +344,18 @@ func parseAuditTime(s, flag string) (uint64, error) {
 // ledgerEntries reads log entries from the ledger node.
 type ledgerEntries struct{ c *ledger.Client }
 
+func (l ledgerEntries) Entries(ctx context.Context, from uint64) ([]audit.LogEntry, uint64, error) {
+	es, err := l.c.Entries(ctx, from, 1000)
+	if err != nil {
+		return nil, 0, err
+	}
+	out := make([]audit.LogEntry, len(es.Entries))
+	for i, e := range es.Entries {
+		out[i] = audit.LogEntry{Index: e.Index, Entry: e.Entry}
+	}
+	return out, es.LogSize, nil
+}
+
 func (l ledgerEntries) Entry(ctx context.Context, logIndex uint64) ([]byte, error) {
 	p, err := l.c.EntryProof(ctx, logIndex, 0)
 	if err != nil {

@@ -99,6 +99,14 @@ func TestAudit(t *testing.T) {
 	if strings.Contains(out, "au-b seq") || !strings.Contains(out, "au-a seq 2") {
 		t.Errorf("audit --device au-a:\n%s", out)
 	}
+	// Everything stored goes: the ledger still lists the anchor, so its readings are missing.
+	for _, table := range []string{"readings", "batches", "batch_anchors", "anchors"} {
+		exec("TRUNCATE TABLE " + database + "." + table)
+	}
+	out, err = run("audit")
+	if !errors.As(err, &exit) || exit.code != 1 || !strings.Contains(out, "missing 1,") || !strings.Contains(out, "commits 1 batches with 8 readings; none of it is stored") {
+		t.Fatalf("audit of an emptied database: %v\n%s", err, out)
+	}
 	if _, err := run("audit", "--from", "yesterday"); !errors.As(err, &exit) || exit.code != 2 || !strings.Contains(err.Error(), "--from") {
 		t.Errorf("audit --from yesterday: %v", err)
 	}

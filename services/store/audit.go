@@ -87,9 +87,12 @@ func (a Audit) BatchAnchor(ctx context.Context, id [16]byte) ([16]byte, error) {
 	return anchorID, err
 }
 
-// Anchor returns an anchor's record.
+// Anchor returns an anchor's record, or audit.ErrNotFound.
 func (a Audit) Anchor(ctx context.Context, id [16]byte) (audit.Anchor, error) {
 	r, err := a.s.Anchor(ctx, id)
+	if errors.Is(err, ErrNotFound) {
+		return audit.Anchor{}, fmt.Errorf("%w: %w", audit.ErrNotFound, err)
+	}
 	if err != nil {
 		return audit.Anchor{}, err
 	}
