@@ -297,6 +297,11 @@ func (rep *Report) add(q Query, f Finding) {
 // batches rebuild the entry's root.
 func (rep *Report) anchor(ctx context.Context, src Source, led Ledger, id [16]byte) (*anchored, error) {
 	a, err := src.Anchor(ctx, id)
+	if errors.Is(err, ErrNotFound) {
+		msg := fmt.Sprintf("anchor %x: its batches name it, but no record of it is stored", id)
+		rep.Unmatched = append(rep.Unmatched, msg)
+		return &anchored{err: msg}, nil
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -99,8 +99,15 @@ func TestAudit(t *testing.T) {
 	if strings.Contains(out, "au-b seq") || !strings.Contains(out, "au-a seq 2") {
 		t.Errorf("audit --device au-a:\n%s", out)
 	}
+	// The anchor's record goes: its batch cannot be checked.
+	exec("TRUNCATE TABLE " + database + ".anchors")
+	out, err = run("audit")
+	if !errors.As(err, &exit) || exit.code != 1 || !strings.Contains(out, "its batches name it, but no record of it is stored") {
+		t.Fatalf("audit without the anchor record: %v\n%s", err, out)
+	}
+
 	// Everything stored goes: the ledger still lists the anchor, so its readings are missing.
-	for _, table := range []string{"readings", "batches", "batch_anchors", "anchors"} {
+	for _, table := range []string{"readings", "batches", "batch_anchors"} {
 		exec("TRUNCATE TABLE " + database + "." + table)
 	}
 	out, err = run("audit")
