@@ -277,8 +277,9 @@ func auditCmd() *cobra.Command {
 		Long: `audit re-reads the stored readings batch by batch (clickhouse.*), rehashes every reading's raw
 bytes, rebuilds each batch root and each anchor root, and compares them with the anchor entries
 it reads from the ledger node at ledger.rpc (run your own node: the audit trusts what it says).
-It reports modified, missing, inserted and unanchored readings by device and seq, and exits 1
-when it finds any (2 on bad input). TIME is RFC 3339, a date (2006-01-02) or Unix milliseconds,
+It reports modified, missing, inserted and unanchored readings by device and seq. Exit status:
+0 all match, 1 findings, 2 bad input, 3 the audit could not finish (ClickHouse or the ledger
+failed; nothing is concluded). TIME is RFC 3339, a date (2006-01-02) or Unix milliseconds,
 and bounds the readings' device time.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -304,12 +305,12 @@ and bounds the readings' device time.`,
 			}
 			ch, err := stack.OpenClickHouse(cmd.Context(), cfg.ClickHouse, log)
 			if err != nil {
-				return err
+				return exitError{3, fmt.Errorf("audit could not run: %w", err)}
 			}
 			defer ch.Close()
 			rep, err := audit.Run(cmd.Context(), store.New(ch, cfg.ClickHouse.Database).Audit(), ledgerEntries{led}, q)
 			if err != nil {
-				return err
+				return exitError{3, fmt.Errorf("audit could not finish: %w", err)}
 			}
 			rep.Print(cmd.OutOrStdout())
 			if !rep.OK() {

@@ -114,6 +114,9 @@ func TestAudit(t *testing.T) {
 	if !errors.As(err, &exit) || exit.code != 1 || !strings.Contains(out, "missing 1,") || !strings.Contains(out, "commits 1 batches with 8 readings; none of it is stored") {
 		t.Fatalf("audit of an emptied database: %v\n%s", err, out)
 	}
+	if _, err := run("audit", "--ledger.rpc", freeAddr(t)); !errors.As(err, &exit) || exit.code != 3 {
+		t.Errorf("audit without a ledger: %v, want exit status 3", err)
+	}
 	if _, err := run("audit", "--from", "yesterday"); !errors.As(err, &exit) || exit.code != 2 || !strings.Contains(err.Error(), "--from") {
 		t.Errorf("audit --from yesterday: %v", err)
 	}
