@@ -44,4 +44,4 @@ echo "== verifying offline"
 bin/anchorline verify "$ANCHORLINE_DATA_DIR/proof.json" --trust "$ANCHORLINE_DATA_DIR/trust.json"
 
 echo "== auditing everything stored against the anchors on the ledger"
-bin/anchorline audit
+bin/anchorline audit --trust "$ANCHORLINE_DATA_DIR/trust.json"

@@ -2,13 +2,17 @@ package audit
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"slices"
 	"time"
+
+	"github.com/transparency-dev/merkle/compact"
 
 	"github.com/anchorline/anchorline/anchor/merkle"
 	"github.com/anchorline/anchorline/schemas/entry"
@@ -66,11 +70,17 @@ type Source interface {
 
 // Ledger is the ledger's log: the one thing the audit trusts.
 type Ledger interface {
-	// Entry returns the entry at a position of the log.
-	Entry(ctx context.Context, logIndex uint64) ([]byte, error)
 	// Entries returns consecutive entries from position from on (as many as it likes, none
 	// past the end) and the log's size.
 	Entries(ctx context.Context, from uint64) ([]LogEntry, uint64, error)
+}
+
+// Head is a log size and root the auditor has verified (a header signed by the trusted
+// validators commits them): with it, the log the ledger node serves must rebuild that root.
+type Head struct {
+	Height  int64
+	LogSize uint64
+	LogRoot merkle.Hash
 }
 
 // LogEntry is a ledger log entry at its position.
@@ -106,20 +116,24 @@ type Finding struct {
 }
 
 // Query bounds an audit: readings whose device time is in [From, To] (Unix ms), of Device if
-// set. Batches younger than Grace at Now may be unanchored without a finding.
+// set. Batches younger than Grace at Now may be unanchored without a finding, as may batches
+// anchored after the ledger was read.
 type Query struct {
 	From, To uint64
 	Device   string
 	Grace    time.Duration
 	Now      time.Time
+	Head     *Head // if set, the ledger's log is checked against it and read no further
 }
 
 // Report is the outcome of an audit.
 type Report struct {
-	Batches   int // batch records checked
-	Readings  int // readings checked against an anchor
-	Anchors   int // anchor entries read from the ledger
-	Pending   int // batches within the grace period, not anchored yet
+	Batches   int    // batch records checked
+	Readings  int    // readings checked against an anchor
+	Anchors   int    // anchors checked against their ledger entry
+	Entries   uint64 // ledger log entries read
+	Verified  bool   // the log read rebuilt the log root of a signed header (Query.Head)
+	Pending   int    // batches within the grace period or anchored after the ledger was read
 	Findings  []Finding
 	Unmatched []string // anchors whose batch records do not rebuild their ledger root
 
@@ -135,8 +149,13 @@ func (r Report) Print(w io.Writer) {
 	for _, f := range r.Findings {
 		count[f.Kind]++
 	}
-	fmt.Fprintf(w, "audited %d batches, %d readings, %d anchors read from the ledger (%d batches too recent to be anchored)\n",
+	fmt.Fprintf(w, "audited %d batches, %d readings, %d anchors (%d batches too recent to be anchored)\n",
 		r.Batches, r.Readings, r.Anchors, r.Pending)
+	if r.Verified {
+		fmt.Fprintf(w, "ledger log: %d entries, rebuilt to the log root a header signed by the trusted validators commits\n", r.Entries)
+	} else {
+		fmt.Fprintf(w, "ledger log: %d entries, as the ledger node served them (give --trust to check them against signed headers)\n", r.Entries)
+	}
 	fmt.Fprintf(w, "modified %d, missing %d, inserted %d, unanchored %d\n", count[Modified], count[Missing], count[Inserted], count[Unanchored])
 	for _, u := range r.Unmatched {
 		fmt.Fprintf(w, "anchor     %s\n", u)
@@ -163,6 +182,10 @@ type anchored struct {
 // Run audits the batches in q's range.
 func Run(ctx context.Context, src Source, led Ledger, q Query) (Report, error) {
 	rep := Report{checked: map[[16]byte]bool{}}
+	logged, err := rep.readLog(ctx, led, q)
+	if err != nil || len(rep.Unmatched) > 0 {
+		return rep, err
+	}
 	batches, err := src.Batches(ctx, q.From, q.To, q.Device)
 	if err != nil {
 		return rep, err
@@ -189,9 +212,22 @@ func Run(ctx context.Context, src Source, led Ledger, q Query) (Report, error) {
 		if err != nil {
 			return rep, err
 		}
+		la, ok := logged[aid]
+		if !ok {
+			if a, err := src.Anchor(ctx, aid); err == nil && a.LogIndex >= rep.Entries && q.Now.Sub(b.CreatedAt) < q.Grace {
+				rep.Pending++ // anchored after the part of the log that was read
+				continue
+			}
+			// An anchor the ledger's log does not hold.
+			for _, r := range rows {
+				rep.add(q, Finding{Kind: Unanchored, Device: r.Device, Seq: r.Seq, Batch: b.ID, LeafIndex: r.LeafIndex,
+					Detail: fmt.Sprintf("its anchor %x is not on the ledger", aid)})
+			}
+			continue
+		}
 		a := anchors[aid]
 		if a == nil {
-			if a, err = rep.anchor(ctx, src, led, aid); err != nil {
+			if a, err = rep.anchor(ctx, src, aid, la); err != nil {
 				return rep, err
 			}
 			anchors[aid] = a
@@ -213,7 +249,7 @@ func Run(ctx context.Context, src Source, led Ledger, q Query) (Report, error) {
 	}
 	// A batch's rows are written just before its record: a row younger than the grace period
 	// may be waiting for it.
-	if err := rep.ledgerAnchors(ctx, src, led, q, anchors); err != nil {
+	if err := rep.unseenAnchors(ctx, src, q, logged, anchors); err != nil {
 		return rep, err
 	}
 	strays, err := src.Strays(ctx, q.From, q.To, q.Device, q.Now.Add(-q.Grace))
@@ -226,65 +262,124 @@ func Run(ctx context.Context, src Source, led Ledger, q Query) (Report, error) {
 	return rep, nil
 }
 
-// ledgerAnchors walks the anchors the ledger holds, committed from q.From to anchorSlack after
-// q.To, and checks those the batches did not lead to: an anchor whose records and readings
-// were all deleted is found only here.
-func (rep *Report) ledgerAnchors(ctx context.Context, src Source, led Ledger, q Query, seen map[[16]byte]*anchored) error {
+// logAnchor is an anchor entry as the ledger's log holds it.
+type logAnchor struct {
+	index  uint64
+	anchor *entry.Anchor
+}
+
+// readLog reads the ledger's log (up to q.Head's size if set, and then checks that it rebuilds
+// q.Head's root) and returns its anchor entries by id.
+func (rep *Report) readLog(ctx context.Context, led Ledger, q Query) (map[[16]byte]logAnchor, error) {
+	out := map[[16]byte]logAnchor{}
+	var leaves compactRoot
+	for from := uint64(0); ; {
+		es, size, err := led.Entries(ctx, from)
+		if err != nil {
+			return nil, fmt.Errorf("ledger log from entry %d: %w", from, err)
+		}
+		if q.Head != nil {
+			size = q.Head.LogSize
+		}
+		for _, le := range es {
+			if le.Index != from || from >= size {
+				break
+			}
+			from++
+			leaves.append(merkle.EntryLeaf(le.Entry))
+			if e, err := entry.Decode(le.Entry); err == nil && e.Anchor != nil {
+				var id [16]byte
+				copy(id[:], e.Anchor.ID)
+				out[id] = logAnchor{index: le.Index, anchor: e.Anchor}
+			}
+		}
+		rep.Entries = from
+		if len(es) == 0 || from >= size {
+			break
+		}
+	}
+	if q.Head != nil {
+		root, err := leaves.root()
+		if err != nil {
+			return nil, err
+		}
+		if rep.Entries != q.Head.LogSize || root != q.Head.LogRoot {
+			rep.Unmatched = append(rep.Unmatched, fmt.Sprintf("the ledger node served %d log entries that do not rebuild the log root %s of %d entries signed at height %d: it cannot be trusted",
+				rep.Entries, q.Head.LogRoot, q.Head.LogSize, q.Head.Height))
+			return out, nil
+		}
+		rep.Verified = true
+	}
+	return out, nil
+}
+
+// unseenAnchors checks the anchors of the log, committed from q.From to anchorSlack after
+// q.To, that the stored batches did not lead to: an anchor whose records and readings were all
+// deleted is found only here.
+func (rep *Report) unseenAnchors(ctx context.Context, src Source, q Query, logged map[[16]byte]logAnchor, seen map[[16]byte]*anchored) error {
 	until := q.To
 	if slack := uint64(anchorSlack.Milliseconds()); until < math.MaxUint64-slack {
 		until += slack
 	}
-	for from := uint64(0); ; {
-		es, size, err := led.Entries(ctx, from)
-		if err != nil {
-			return fmt.Errorf("ledger entries from %d: %w", from, err)
+	ids := slices.SortedFunc(maps.Keys(logged), func(a, b [16]byte) int { return cmp.Compare(logged[a].index, logged[b].index) })
+	for _, id := range ids {
+		la := logged[id]
+		if _, ok := seen[id]; ok || la.anchor.Time < q.From || la.anchor.Time > until {
+			continue
 		}
-		for _, le := range es {
-			from = le.Index + 1
-			e, err := entry.Decode(le.Entry)
-			if err != nil || e.Anchor == nil || e.Anchor.Time < q.From || e.Anchor.Time > until {
+		if _, err := src.Anchor(ctx, id); errors.Is(err, ErrNotFound) {
+			rep.Anchors++
+			seen[id] = &anchored{}
+			rep.add(q, Finding{Kind: Missing, Detail: fmt.Sprintf("anchor %x (ledger entry %d) commits %d batches with %d readings; none of it is stored",
+				id, la.index, la.anchor.Batches, la.anchor.Readings)})
+			continue
+		} else if err != nil {
+			return err
+		}
+		a, err := rep.anchor(ctx, src, id, la)
+		if err != nil {
+			return err
+		}
+		seen[id] = a
+		for bid, truth := range a.batches {
+			if rep.checked[bid] {
 				continue
 			}
-			var id [16]byte
-			copy(id[:], e.Anchor.ID)
-			if _, ok := seen[id]; ok {
-				continue
-			}
-			if _, err := src.Anchor(ctx, id); errors.Is(err, ErrNotFound) {
-				rep.Anchors++
-				seen[id] = &anchored{}
-				rep.add(q, Finding{Kind: Missing, Detail: fmt.Sprintf("anchor %x (ledger entry %d) commits %d batches with %d readings; none of it is stored",
-					id, le.Index, e.Anchor.Batches, e.Anchor.Readings)})
-				continue
-			} else if err != nil {
-				return err
-			}
-			a, err := rep.anchor(ctx, src, led, id)
+			rep.checked[bid] = true
+			rows, err := src.BatchReadings(ctx, bid)
 			if err != nil {
 				return err
 			}
-			seen[id] = a
-			for bid, truth := range a.batches {
-				if rep.checked[bid] {
-					continue
-				}
-				rep.checked[bid] = true
-				rows, err := src.BatchReadings(ctx, bid)
-				if err != nil {
-					return err
-				}
-				if q.Device != "" && !slices.ContainsFunc(rows, func(r Reading) bool { return r.Device == q.Device }) {
-					continue
-				}
-				rep.Batches++
-				rep.Readings += int(truth.Size)
-				rep.checkBatch(q, truth, rows)
+			if q.Device != "" && !slices.ContainsFunc(rows, func(r Reading) bool { return r.Device == q.Device }) {
+				continue
 			}
-		}
-		if len(es) == 0 || from >= size {
-			return nil
+			rep.Batches++
+			rep.Readings += int(truth.Size)
+			rep.checkBatch(q, truth, rows)
 		}
 	}
+	return nil
+}
+
+// compactRoot computes an RFC 6962 root over leaves appended one by one in O(log n) memory.
+type compactRoot struct{ r *compact.Range }
+
+func (c *compactRoot) append(leaf merkle.Hash) {
+	if c.r == nil {
+		c.r = (&compact.RangeFactory{Hash: func(l, r []byte) []byte { h := merkle.NodeHash(merkle.Hash(l), merkle.Hash(r)); return h[:] }}).NewEmptyRange(0)
+	}
+	_ = c.r.Append(leaf[:], nil) // appending to a range that starts at 0 cannot fail
+}
+
+func (c *compactRoot) root() (merkle.Hash, error) {
+	if c.r == nil {
+		return merkle.EmptyRoot(), nil
+	}
+	b, err := c.r.GetRootHash(nil)
+	if err != nil {
+		return merkle.Hash{}, err
+	}
+	return merkle.Hash(b), nil
 }
 
 func (rep *Report) add(q Query, f Finding) {
@@ -293,38 +388,26 @@ func (rep *Report) add(q Query, f Finding) {
 	}
 }
 
-// anchor reads an anchor's entry from the ledger and checks that the stored records of its
-// batches rebuild the entry's root.
-func (rep *Report) anchor(ctx context.Context, src Source, led Ledger, id [16]byte) (*anchored, error) {
-	a, err := src.Anchor(ctx, id)
-	if errors.Is(err, ErrNotFound) {
-		msg := fmt.Sprintf("anchor %x: its batches name it, but no record of it is stored", id)
-		rep.Unmatched = append(rep.Unmatched, msg)
-		return &anchored{err: msg}, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	raw, err := led.Entry(ctx, a.LogIndex)
-	if err != nil {
-		return nil, fmt.Errorf("ledger entry %d (anchor %x): %w", a.LogIndex, id, err)
-	}
+// anchor checks that the stored records of an anchor's batches rebuild the root of its entry
+// in the ledger's log.
+func (rep *Report) anchor(ctx context.Context, src Source, id [16]byte, la logAnchor) (*anchored, error) {
 	rep.Anchors++
 	bad := func(format string, args ...any) *anchored {
-		msg := fmt.Sprintf("anchor %x (ledger entry %d): ", id, a.LogIndex) + fmt.Sprintf(format, args...)
+		msg := fmt.Sprintf("anchor %x (ledger entry %d): ", id, la.index) + fmt.Sprintf(format, args...)
 		rep.Unmatched = append(rep.Unmatched, msg)
 		return &anchored{err: msg}
 	}
-	e, err := entry.Decode(raw)
-	if err != nil || e.Anchor == nil || !bytes.Equal(e.Anchor.ID, id[:]) {
-		return bad("the ledger's entry at that position is not this anchor"), nil
+	if _, err := src.Anchor(ctx, id); errors.Is(err, ErrNotFound) {
+		return bad("its batches name it, but no record of it is stored"), nil
+	} else if err != nil {
+		return nil, err
 	}
 	ids, recs, err := src.AnchorBatches(ctx, id)
 	if err != nil {
 		return nil, err
 	}
-	if uint64(len(ids)) != e.Anchor.Batches {
-		return bad("the ledger commits %d batches, %d are recorded", e.Anchor.Batches, len(ids)), nil
+	if uint64(len(ids)) != la.anchor.Batches {
+		return bad("the ledger commits %d batches, %d are recorded", la.anchor.Batches, len(ids)), nil
 	}
 	leaves := make([]merkle.Hash, len(ids))
 	var missing []string
@@ -343,7 +426,7 @@ func (rep *Report) anchor(ctx context.Context, src Source, led Ledger, id [16]by
 	if err != nil {
 		return nil, err
 	}
-	if !bytes.Equal(root[:], e.Anchor.Root) {
+	if !bytes.Equal(root[:], la.anchor.Root) {
 		return bad("the stored batch records (ids, sizes, roots) do not rebuild the root the ledger commits"), nil
 	}
 	out := &anchored{batches: make(map[[16]byte]Batch, len(ids))}

@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"testing"
@@ -75,5 +76,51 @@ func TestCheckBatch(t *testing.T) {
 				t.Fatalf("findings %v, want %v\n%+v", got, tc.want, rep.Findings)
 			}
 		})
+	}
+}
+
+// servedLog is a ledger node serving entries, two at a time; it can be made to lie.
+type servedLog [][]byte
+
+func (l servedLog) Entries(_ context.Context, from uint64) ([]LogEntry, uint64, error) {
+	var out []LogEntry
+	for i := from; i < uint64(len(l)) && i < from+2; i++ {
+		out = append(out, LogEntry{Index: i, Entry: l[i]})
+	}
+	return out, uint64(len(l)), nil
+}
+
+// With a signed head, the log the node serves must rebuild its root, read in pieces.
+func TestReadLogAgainstHead(t *testing.T) {
+	var log servedLog
+	var leaves []merkle.Hash
+	for i := range 5 {
+		e := fmt.Appendf(nil, "entry %d", i)
+		log = append(log, e)
+		leaves = append(leaves, merkle.EntryLeaf(e))
+	}
+	root, err := merkle.Root(leaves)
+	if err != nil {
+		t.Fatal(err)
+	}
+	head := &Head{Height: 9, LogSize: 5, LogRoot: root}
+	var rep Report
+	if _, err := rep.readLog(context.Background(), log, Query{Head: head}); err != nil || !rep.Verified || rep.Entries != 5 || len(rep.Unmatched) != 0 {
+		t.Fatalf("honest log: %v %+v", err, rep)
+	}
+	// A longer log (entries appended since the head) is read up to the head's size.
+	rep = Report{}
+	if _, err := rep.readLog(context.Background(), append(log, []byte("later")), Query{Head: head}); err != nil || !rep.Verified {
+		t.Fatalf("log grown since the head: %v %+v", err, rep)
+	}
+	lying := slices.Clone(log)
+	lying[3] = []byte("rewritten")
+	rep = Report{}
+	if _, err := rep.readLog(context.Background(), lying, Query{Head: head}); err != nil || rep.Verified || len(rep.Unmatched) != 1 {
+		t.Fatalf("rewritten log: %v %+v", err, rep)
+	}
+	rep = Report{}
+	if _, err := rep.readLog(context.Background(), log[:4], Query{Head: head}); err != nil || rep.Verified || len(rep.Unmatched) != 1 {
+		t.Fatalf("shortened log: %v %+v", err, rep)
 	}
 }

@@ -248,18 +248,48 @@ func Verify(bundleJSON, trustJSON []byte) (Report, error) {
 		if lb.Height != b.Ledger.Height {
 			return "", fmt.Errorf("header height %d, the bundle says %d", lb.Height, b.Ledger.Height)
 		}
-		if err := lb.ValidateBasic(chainID); err != nil {
-			return "", err
-		}
-		if !bytes.Equal(trusted.Hash(), lb.Header.ValidatorsHash) {
-			return "", fmt.Errorf("header is signed by validator set %X, the trust file pins %X", lb.Header.ValidatorsHash, trusted.Hash())
-		}
-		if err := trusted.VerifyCommitLightAllSignatures(chainID, lb.Commit.BlockID, lb.Height, lb.Commit); err != nil {
+		if err := signedByTrusted(lb, chainID, trusted); err != nil {
 			return "", err
 		}
 		return fmt.Sprintf("block %d of %s committed by the trusted validators (%d signatures)", lb.Height, chainID, len(lb.Commit.Signatures)), nil
 	})
 	return v.r, v.err
+}
+
+// signedByTrusted checks that lb is a well-formed header of chainID committed by all of the
+// trusted validators.
+func signedByTrusted(lb *types.LightBlock, chainID string, trusted *types.ValidatorSet) error {
+	if err := lb.ValidateBasic(chainID); err != nil {
+		return err
+	}
+	if !bytes.Equal(trusted.Hash(), lb.Header.ValidatorsHash) {
+		return fmt.Errorf("header is signed by validator set %X, the trust file pins %X", lb.Header.ValidatorsHash, trusted.Hash())
+	}
+	return trusted.VerifyCommitLightAllSignatures(chainID, lb.Commit.BlockID, lb.Height, lb.Commit)
+}
+
+// VerifyHead checks that lb, a header signed by the validators of the trust file, commits the
+// ledger state (logSize, logRoot, registryRoot) through its app hash: an auditor who holds the
+// trust file can then trust any log entry that rebuilds logRoot.
+func VerifyHead(trustJSON []byte, lb *types.LightBlock, logSize uint64, logRoot, registryRoot merkle.Hash) error {
+	t, err := bundle.ParseTrust(trustJSON)
+	if err != nil {
+		return err
+	}
+	trusted, err := parseValidators(t.Validators)
+	if err != nil {
+		return err
+	}
+	if lb == nil || lb.SignedHeader == nil || lb.Header == nil || lb.Commit == nil {
+		return errors.New("light block: signed header and commit are required")
+	}
+	if err := signedByTrusted(lb, t.ChainID, trusted); err != nil {
+		return fmt.Errorf("header %d: %w", lb.Height, err)
+	}
+	if want := merkle.AppHash(logSize, logRoot, registryRoot); !bytes.Equal(lb.Header.AppHash, want[:]) {
+		return fmt.Errorf("header %d app hash %X, the ledger's state gives %X", lb.Height, lb.Header.AppHash, want[:])
+	}
+	return nil
 }
 
 // canonicalValidators returns vals with proposer priorities zeroed and the proposer chosen from

@@ -269,14 +269,16 @@ func rateLine(ing0, ing1, anc0, anc1 any) string {
 }
 
 func auditCmd() *cobra.Command {
-	var from, to, device string
+	var from, to, device, trust string
 	var grace time.Duration
 	c := &cobra.Command{
-		Use:   "audit [--from TIME] [--to TIME] [--device ID]",
+		Use:   "audit [--from TIME] [--to TIME] [--device ID] [--trust TRUSTFILE]",
 		Short: "Recompute stored readings, batch roots and anchor roots against the ledger; exit 1 if any reading does not match",
 		Long: `audit re-reads the stored readings batch by batch (clickhouse.*), rehashes every reading's raw
 bytes, rebuilds each batch root and each anchor root, and compares them with the anchor entries
-it reads from the ledger node at ledger.rpc (run your own node: the audit trusts what it says).
+it reads from the ledger node at ledger.rpc. With --trust, the log the node serves must rebuild
+the log root that the latest header, signed by the trust file's validators, commits; without
+it the audit trusts the node (run your own).
 It reports modified, missing, inserted and unanchored readings by device and seq. Exit status:
 0 all match, 1 findings, 2 bad input, 3 the audit could not finish (ClickHouse or the ledger
 failed; nothing is concluded). TIME is RFC 3339, a date (2006-01-02) or Unix milliseconds,
@@ -299,9 +301,20 @@ and bounds the readings' device time.`,
 			if q.From > q.To {
 				return exitError{2, fmt.Errorf("--from %s is after --to %s", from, to)}
 			}
+			var trustJSON []byte
+			if trust != "" {
+				if trustJSON, err = os.ReadFile(trust); err != nil {
+					return exitError{2, fmt.Errorf("--trust: %w", err)}
+				}
+			}
 			led, err := remoteLedger(cfg)
 			if err != nil {
 				return exitError{2, err}
+			}
+			if trustJSON != nil {
+				if q.Head, err = signedHead(cmd.Context(), led, trustJSON); err != nil {
+					return exitError{3, fmt.Errorf("audit could not check the ledger against %s: %w", trust, err)}
+				}
 			}
 			ch, err := stack.OpenClickHouse(cmd.Context(), cfg.ClickHouse, log)
 			if err != nil {
@@ -323,6 +336,7 @@ and bounds the readings' device time.`,
 	c.Flags().StringVar(&to, "to", "", "last device time to audit (default: the end)")
 	c.Flags().StringVar(&device, "device", "", "audit only the batches holding this device's readings, report only its readings")
 	c.Flags().DurationVar(&grace, "grace", time.Minute, "a batch younger than this may be unanchored yet without a finding")
+	c.Flags().StringVar(&trust, "trust", "", "trust file (from `anchorline trust export`): check the ledger node's log against a header its validators signed")
 	return c
 }
 
@@ -342,6 +356,30 @@ func parseAuditTime(s, flag string) (uint64, error) {
 	return 0, fmt.Errorf("%s %q: give RFC 3339 (2026-12-01T10:00:00Z), a date (2026-12-01) or Unix milliseconds", flag, s)
 }
 
+// signedHead returns the ledger's latest state that a header signed by the trust file's
+// validators commits: the state after block h-1, committed by the header at h.
+func signedHead(ctx context.Context, led *ledger.Client, trustJSON []byte) (*audit.Head, error) {
+	h, err := led.Height(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if h < 2 {
+		return nil, fmt.Errorf("the ledger is at height %d: no header commits a state yet", h)
+	}
+	st, err := led.State(ctx, h-1)
+	if err != nil {
+		return nil, err
+	}
+	lb, err := led.LightBlock(ctx, h)
+	if err != nil {
+		return nil, err
+	}
+	if err := proof.VerifyHead(trustJSON, lb, st.LogSize, st.LogRoot, st.RegistryRoot); err != nil {
+		return nil, err
+	}
+	return &audit.Head{Height: h - 1, LogSize: st.LogSize, LogRoot: st.LogRoot}, nil
+}
+
 // ledgerEntries reads log entries from the ledger node.
 type ledgerEntries struct{ c *ledger.Client }
 
@@ -355,12 +393,4 @@ func (l ledgerEntries) Entries(ctx context.Context, from uint64) ([]audit.LogEnt
 		out[i] = audit.LogEntry{Index: e.Index, Entry: e.Entry}
 	}
 	return out, es.LogSize, nil
-}
-
-func (l ledgerEntries) Entry(ctx context.Context, logIndex uint64) ([]byte, error) {
-	p, err := l.c.EntryProof(ctx, logIndex, 0)
-	if err != nil {
-		return nil, err
-	}
-	return p.Entry, nil
 }

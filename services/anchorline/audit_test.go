@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -59,6 +61,31 @@ func TestAudit(t *testing.T) {
 		t.Fatalf("audit of untouched data: %v\n%s", err, out)
 	}
 
+	// With the trust file, the log the node serves must rebuild a root signed by the validators.
+	trustFile := filepath.Join(dir, "trust.json")
+	if out, err := run("trust", "export", "--out", trustFile); err != nil {
+		t.Fatalf("trust export: %v\n%s", err, out)
+	}
+	out, err = run("audit", "--trust", trustFile)
+	if err != nil || !strings.Contains(out, "rebuilt to the log root a header signed by the trusted validators commits") {
+		t.Fatalf("audit --trust: %v\n%s", err, out)
+	}
+	b, err := os.ReadFile(trustFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherChain, other := filepath.Join(dir, "other.json"), bytes.Replace(b, []byte(`"anchorline-dev"`), []byte(`"some-other-chain"`), 1)
+	if bytes.Equal(other, b) {
+		t.Fatalf("trust file without the chain id anchorline-dev:\n%s", b)
+	}
+	if err := os.WriteFile(otherChain, other, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var exit exitError
+	if out, err := run("audit", "--trust", otherChain); !errors.As(err, &exit) || exit.code != 3 {
+		t.Fatalf("audit with another chain's trust file: %v, want exit status 3\n%s", err, out)
+	}
+
 	// Behind the system's back: change a stored reading's bytes, delete another, add one to an
 	// anchored batch and one with a batch nobody recorded, and record a batch nobody anchored.
 	// (The stack keeps running: the audit reads the ledger through its node.)
@@ -78,7 +105,6 @@ func TestAudit(t *testing.T) {
 	}
 
 	out, err = run("audit")
-	var exit exitError
 	if !errors.As(err, &exit) || exit.code != 1 {
 		t.Fatalf("audit of tampered data: %v\n%s", err, out)
 	}
