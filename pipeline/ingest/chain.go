@@ -18,9 +18,11 @@ import (
 // stored reading. A worker checks it against the device's latest reading it has seen: a match
 // is the common case and costs nothing. Workers share the consumer, so a device's previous
 // reading may have gone to another worker, stored or still on its way: a reading that does not
-// match is a suspect. It is stored like any other, but its message is acknowledged only once
-// its link is settled: another worker answers that it stored the predecessor (ask, below), or
-// ClickHouse holds it (lookup). A link that provably points elsewhere, or whose predecessor
+// match is a suspect, and so is a match that skips seqs (another worker may hold the readings
+// between: the link would then be a fork). A suspect is stored like any other, but its message
+// is acknowledged only once its link is settled: another worker answers that it stored the
+// immediate predecessor (ask, below), or ClickHouse holds the predecessor as the latest
+// reading before it (lookup). A link that provably points elsewhere, or whose predecessor
 // stays missing for ChainWait of healthy ClickHouse time, is a break, recorded in `anomalies`
 // before the acknowledgement. A crash before that redelivers the message, so a break is never
 // lost by acknowledging too early.
@@ -40,12 +42,15 @@ type suspect struct {
 	prev     []byte
 	floor    write.Last // the device's latest reading the worker knew of before this one
 	hasFloor bool
-	batch    [16]byte
-	since    time.Time // handed to the checker
-	touched  time.Time // last InProgress
-	looked   time.Time // last looked up in ClickHouse
-	asked    time.Time // last asked the other workers about
-	decided  *write.Anomaly
+	// gap: prev names the floor, but seqs lie between them that another worker may have
+	// stored (then prev skips them: a fork). Only ClickHouse can tell; answers cannot.
+	gap     bool
+	batch   [16]byte
+	since   time.Time // handed to the checker
+	touched time.Time // last InProgress
+	looked  time.Time // last looked up in ClickHouse
+	asked   time.Time // last asked the other workers about
+	decided *write.Anomaly
 }
 
 // Kinds of anomaly.
@@ -101,6 +106,9 @@ func (g *Ingest) checkChain(f *flush, chains map[string]*chainState, r write.Rea
 		if !st.stored || !bytes.Equal(r.Prev, st.last.Leaf[:]) {
 			f.suspects = append(f.suspects, &suspect{i: len(f.msgs), device: r.Device, seq: r.Seq, prev: r.Prev,
 				floor: st.last, hasFloor: st.stored})
+		} else if r.Seq > st.last.Seq+1 {
+			f.suspects = append(f.suspects, &suspect{i: len(f.msgs), device: r.Device, seq: r.Seq, prev: r.Prev,
+				floor: st.last, hasFloor: true, gap: true})
 		}
 	}
 	if !st.stored || r.Seq > st.last.Seq {
@@ -182,7 +190,7 @@ func (l *links) due() [][32]byte {
 			continue // no reading has such a leaf
 		}
 		for _, s := range ss {
-			if now.Sub(s.since) < lookupAfter && now.Sub(s.asked) >= askEvery {
+			if !s.gap && now.Sub(s.since) < lookupAfter && now.Sub(s.asked) >= askEvery {
 				out = append(out, [32]byte([]byte(k)))
 				for _, s := range ss {
 					s.asked = now
@@ -271,13 +279,14 @@ func (l *links) stored(rs []write.Reading) {
 	}
 }
 
-// settle moves the suspects of ss that the stored reading (dev, seq) precedes to settled and
-// returns the others. A predecessor older than the suspect's floor would be a fork (the floor
-// came between): that one is left for the lookup in ClickHouse, which records it.
+// settle moves the suspects of ss that the stored reading (dev, seq) immediately precedes to
+// settled and returns the others. An answer settles only a consecutive link: nothing can lie
+// between seq and seq+1. Any other (a device that skipped seqs, or a fork to an older reading)
+// is left for the lookup in ClickHouse, which sees every reading between and records a fork.
 func (l *links) settle(ss []*suspect, dev string, seq uint64) []*suspect {
 	keep := ss[:0]
 	for _, s := range ss {
-		if s.device == dev && seq < s.seq && (!s.hasFloor || seq >= s.floor.Seq) {
+		if s.device == dev && seq+1 == s.seq && !s.gap {
 			l.settled = append(l.settled, s)
 			continue
 		}

@@ -463,3 +463,42 @@ func TestChainAcrossWorkers(t *testing.T) {
 		t.Errorf("%d links looked up in ClickHouse after the warm-up (%d before), %d settled by the other worker's answers", lookups-warmLookups, warmLookups, remote)
 	}
 }
+
+// A reading whose prev names the device's latest reading this worker knows is settled at once
+// only if no seq lies between; otherwise another worker may hold the readings between (a fork
+// to an older reading), so it is a suspect that only ClickHouse can settle.
+func TestCheckChainGap(t *testing.T) {
+	leaf := func(n byte) [32]byte { return [32]byte{n} }
+	last := write.Last{Seq: 60, Leaf: leaf(60)}
+	l60 := leaf(60)
+	for _, tc := range []struct {
+		seq     uint64
+		prev    []byte
+		suspect bool
+		gap     bool
+	}{
+		{61, l60[:], false, false},             // consecutive: settled by the worker alone
+		{70, l60[:], true, true},               // skips 61..69: maybe a fork
+		{61, []byte("elsewhere"), true, false}, // another predecessor: ask the others
+	} {
+		f := &flush{}
+		chains := map[string]*chainState{"d1": {last: last, stored: true}}
+		(&Ingest{}).checkChain(f, chains, write.Reading{Device: "d1", Seq: tc.seq, Prev: tc.prev, Leaf: leaf(byte(tc.seq))})
+		if got := len(f.suspects) == 1; got != tc.suspect {
+			t.Fatalf("seq %d prev %x: suspect %v, want %v", tc.seq, tc.prev, got, tc.suspect)
+		}
+		if tc.suspect && f.suspects[0].gap != tc.gap {
+			t.Fatalf("seq %d: gap %v, want %v", tc.seq, f.suspects[0].gap, tc.gap)
+		}
+		if chains["d1"].last.Seq != tc.seq {
+			t.Fatalf("seq %d: the chain did not move on", tc.seq)
+		}
+	}
+	// An answer settles only the immediate predecessor, and never a gap suspect.
+	var ls links
+	ss := []*suspect{{device: "d1", seq: 70, gap: true}, {device: "d1", seq: 62}, {device: "d1", seq: 61}}
+	left := ls.settle(ss, "d1", 60)
+	if len(ls.settled) != 1 || ls.settled[0].seq != 61 || len(left) != 2 {
+		t.Fatalf("settled %d (seq %v), left %d", len(ls.settled), ls.settled, len(left))
+	}
+}
