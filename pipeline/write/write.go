@@ -194,7 +194,8 @@ func (w *Writer) LastReadings(ctx context.Context, devices []string) (map[string
 		for i, d := range devices[:n] {
 			args[i] = d
 		}
-		q := "SELECT device_id, seq, leaf FROM " + w.db + ".readings WHERE device_id IN (" + placeholders(n) + ") ORDER BY device_id, seq DESC LIMIT 1 BY device_id"
+		// device_heads holds a few rows per device (schemas/clickhouse 0004), not its history.
+		q := "SELECT device_id, max(head_seq), argMax(head_leaf, head_seq) FROM " + w.db + ".device_heads WHERE device_id IN (" + placeholders(n) + ") GROUP BY device_id"
 		err := w.scanLasts(ctx, q, args, func(dev string, l Last) { out[dev] = l })
 		if err != nil {
 			return nil, fmt.Errorf("last readings: %w", err)
