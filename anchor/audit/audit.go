@@ -46,7 +46,6 @@ type Reading struct {
 type Anchor struct {
 	ID       [16]byte
 	LogIndex uint64
-	Entry    []byte
 }
 
 // Source is what the audit reads from the store (ClickHouse). Nothing it returns is trusted.
@@ -175,8 +174,9 @@ func (r Report) Print(w io.Writer) {
 // anchored is what the ledger commits for one anchor: its batches' ids, sizes and roots, once
 // the stored records are shown to rebuild the ledger's root.
 type anchored struct {
-	batches map[[16]byte]Batch
-	err     string // why the stored records cannot be trusted, if they cannot
+	batches    map[[16]byte]Batch
+	err        string // why the stored records cannot be trusted, if they cannot
+	unrecorded bool   // no record of the anchor is stored at all
 }
 
 // Run audits the batches in q's range.
@@ -229,6 +229,10 @@ func Run(ctx context.Context, src Source, led Ledger, q Query) (Report, error) {
 		if a == nil {
 			if a, err = rep.anchor(ctx, src, aid, la); err != nil {
 				return rep, err
+			}
+			if a.unrecorded {
+				a.err = fmt.Sprintf("anchor %x (ledger entry %d): its batches name it, but no record of it is stored", aid, la.index)
+				rep.Unmatched = append(rep.Unmatched, a.err)
 			}
 			anchors[aid] = a
 		}
@@ -327,20 +331,16 @@ func (rep *Report) unseenAnchors(ctx context.Context, src Source, q Query, logge
 		if _, ok := seen[id]; ok || la.anchor.Time < q.From || la.anchor.Time > until {
 			continue
 		}
-		if _, err := src.Anchor(ctx, id); errors.Is(err, ErrNotFound) {
-			rep.Anchors++
-			seen[id] = &anchored{}
-			rep.add(q, Finding{Kind: Missing, Detail: fmt.Sprintf("anchor %x (ledger entry %d) commits %d batches with %d readings; none of it is stored",
-				id, la.index, la.anchor.Batches, la.anchor.Readings)})
-			continue
-		} else if err != nil {
-			return err
-		}
 		a, err := rep.anchor(ctx, src, id, la)
 		if err != nil {
 			return err
 		}
 		seen[id] = a
+		if a.unrecorded {
+			rep.add(q, Finding{Kind: Missing, Detail: fmt.Sprintf("anchor %x (ledger entry %d) commits %d batches with %d readings; none of it is stored",
+				id, la.index, la.anchor.Batches, la.anchor.Readings)})
+			continue
+		}
 		for bid, truth := range a.batches {
 			if rep.checked[bid] {
 				continue
@@ -398,7 +398,7 @@ func (rep *Report) anchor(ctx context.Context, src Source, id [16]byte, la logAn
 		return &anchored{err: msg}
 	}
 	if _, err := src.Anchor(ctx, id); errors.Is(err, ErrNotFound) {
-		return bad("its batches name it, but no record of it is stored"), nil
+		return &anchored{unrecorded: true}, nil // the caller says what that means where it found it
 	} else if err != nil {
 		return nil, err
 	}

@@ -2,11 +2,7 @@ package reading
 
 import (
 	"bytes"
-	"encoding/hex"
-	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -79,18 +75,7 @@ func sameAsGoCOSE(t *testing.T, raw []byte) {
 
 // Whatever the fast path accepts, go-cose accepts and reads the same way.
 func FuzzDecodeCommon(f *testing.F) {
-	b, err := os.ReadFile(filepath.Join("testdata", "readings.json"))
-	if err != nil {
-		f.Fatal(err)
-	}
-	var vectors []golden
-	if err := json.Unmarshal(b, &vectors); err != nil {
-		f.Fatal(err)
-	}
-	for _, g := range vectors {
-		raw, _ := hex.DecodeString(g.Raw)
-		f.Add(raw)
-	}
+	addGoldenSeeds(f)
 	f.Add([]byte{0xd2, 0x84, 0x45, 0xa2, 0x01, 0x27, 0x04, 0x40, 0xa0, 0x40, 0x58, 0x40})
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		if (&Message{Raw: raw}).decodeCommon() {

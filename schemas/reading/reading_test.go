@@ -376,7 +376,8 @@ func TestGoldenReadings(t *testing.T) {
 	}
 }
 
-func FuzzDecode(f *testing.F) {
+// addGoldenSeeds adds the raw bytes of every vector of testdata/readings.json to f's corpus.
+func addGoldenSeeds(f *testing.F) {
 	b, err := os.ReadFile(filepath.Join("testdata", "readings.json"))
 	if err != nil {
 		f.Fatal(err)
@@ -389,6 +390,10 @@ func FuzzDecode(f *testing.F) {
 		raw, _ := hex.DecodeString(g.Raw)
 		f.Add(raw)
 	}
+}
+
+func FuzzDecode(f *testing.F) {
+	addGoldenSeeds(f)
 	f.Add([]byte{0xd2, 0x84, 0x40, 0xa0, 0x40, 0x40})
 	key, err := GenerateKey(Ed25519)
 	if err != nil {
