@@ -103,8 +103,7 @@ func (a *App) CheckTx(_ context.Context, req *abci.RequestCheckTx) (*abci.Respon
 	a.mu.RLock()
 	defer a.mu.RUnlock()
 	if _, err := a.s.check(req.Tx, nil); err != nil {
-		te := err.(*txError)
-		return &abci.ResponseCheckTx{Code: te.code, Log: te.msg}, nil
+		return &abci.ResponseCheckTx{Code: txCode(err), Log: err.Error()}, nil
 	}
 	return &abci.ResponseCheckTx{Code: CodeOK}, nil
 }
@@ -122,11 +121,7 @@ func (a *App) FinalizeBlock(_ context.Context, req *abci.RequestFinalizeBlock) (
 			err = a.s.stage(st, dec, tx, height)
 		}
 		if err != nil {
-			code, msg := CodeMalformed, err.Error()
-			if te, ok := err.(*txError); ok {
-				code = te.code
-			}
-			results[i] = &abci.ExecTxResult{Code: code, Log: msg}
+			results[i] = &abci.ExecTxResult{Code: txCode(err), Log: err.Error()}
 			continue
 		}
 		results[i] = &abci.ExecTxResult{Code: CodeOK, Events: []abci.Event{{Type: "anchorline", Attributes: []abci.EventAttribute{

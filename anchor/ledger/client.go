@@ -8,7 +8,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cometbft/cometbft/libs/bytes"
 	rpcclient "github.com/cometbft/cometbft/rpc/client"
+	coretypes "github.com/cometbft/cometbft/rpc/core/types"
 	"github.com/cometbft/cometbft/types"
 
 	"github.com/anchorline/anchorline/anchor/merkle"
@@ -25,17 +27,28 @@ var (
 	ErrNotFound = errors.New("ledger: not found")
 )
 
-// Client talks to a ledger node through any CometBFT RPC client: in-process
-// (rpc/client/local) or over the network (rpc/client/http).
+// RPC is the part of a CometBFT RPC client that the ledger client uses. Both of CometBFT's
+// clients implement it: in-process (rpc/client/local) and over the network (rpc/client/http).
+type RPC interface {
+	ABCIQuery(ctx context.Context, path string, data bytes.HexBytes) (*coretypes.ResultABCIQuery, error)
+	BroadcastTxSync(ctx context.Context, tx types.Tx) (*coretypes.ResultBroadcastTx, error)
+	Status(ctx context.Context) (*coretypes.ResultStatus, error)
+	Validators(ctx context.Context, height *int64, page, perPage *int) (*coretypes.ResultValidators, error)
+	Commit(ctx context.Context, height *int64) (*coretypes.ResultCommit, error)
+}
+
+var _ RPC = rpcclient.Client(nil)
+
+// Client talks to a ledger node through an RPC client.
 type Client struct {
-	rpc rpcclient.Client
+	rpc RPC
 	// How long Submit waits for a broadcast entry to be included before broadcasting it again
 	// (v0.38 silently drops transactions when its mempool is full).
 	ResubmitAfter time.Duration
 }
 
 // NewClient returns a client over rpc.
-func NewClient(rpc rpcclient.Client) *Client {
+func NewClient(rpc RPC) *Client {
 	return &Client{rpc: rpc, ResubmitAfter: 10 * time.Second}
 }
 

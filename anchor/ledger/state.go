@@ -220,6 +220,15 @@ type txError struct {
 
 func (e *txError) Error() string { return e.msg }
 
+// txCode is the result code for a refused transaction: the txError's, or CodeMalformed for
+// any other error.
+func txCode(err error) uint32 {
+	if te, ok := errors.AsType[*txError](err); ok {
+		return te.code
+	}
+	return CodeMalformed
+}
+
 // staged is a block's changes on top of the committed state.
 type staged struct {
 	entries [][]byte
