@@ -1,15 +1,27 @@
 #!/usr/bin/env bash
-# The whole test suite: unit, golden, integration (real NATS, ClickHouse, CometBFT) and a short
-# run of every fuzz target. Installs ClickHouse from apt when it is missing.
+# The whole test suite: formatting, vet, staticcheck, unit, golden, integration (real NATS,
+# ClickHouse, CometBFT) under the race detector, and a short run of every fuzz target. Installs
+# ClickHouse from apt when it is missing. Any finding fails the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-clickhouse.sh
 
+echo "== gofmt"
+unformatted=$(gofmt -l $(git ls-files '*.go'))
+if [ -n "$unformatted" ]; then
+	echo "not gofmt-formatted (run gofmt -w):" >&2
+	echo "$unformatted" >&2
+	exit 1
+fi
 echo "== go vet"
 go vet ./...
-echo "== go test"
-go test -count=1 -timeout 20m ./...
+echo "== staticcheck"
+go tool staticcheck ./...
+echo "== go test -race"
+# Child processes that tests start (the anchorline binary, clickhouse-server) are built
+# without -race; everything in the test processes runs under it.
+go test -race -count=1 -timeout 25m ./...
 echo "== fuzz (short)"
 # A count, not a duration: with a duration, Go 1.26's fuzz coordinator can report its own
 # deadline as a failure ("context deadline exceeded", no crasher; golang/go#75804, fixed in 1.27).
