@@ -2,8 +2,6 @@ package anchoring
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -16,16 +14,10 @@ import (
 
 	"github.com/anchorline/anchorline/anchor/ledger"
 	"github.com/anchorline/anchorline/anchor/merkle"
+	"github.com/anchorline/anchorline/internal/retry"
 	"github.com/anchorline/anchorline/schemas/entry"
+	"github.com/anchorline/anchorline/schemas/stream"
 )
-
-// BatchRecord is the JSON record ingest publishes per flushed batch (docs/architecture.md).
-// Only the fields the anchor needs are read; others are ignored.
-type BatchRecord struct {
-	ID   string `json:"id"`   // 16 bytes, hex
-	Root string `json:"root"` // 32 bytes, hex
-	Size uint64 `json:"size"`
-}
 
 // Batch is a parsed batch record.
 type Batch struct {
@@ -37,9 +29,10 @@ type Batch struct {
 // ErrBadRecord marks a batch record that cannot be anchored (malformed JSON or fields).
 var ErrBadRecord = errors.New("anchoring: bad batch record")
 
-// ParseRecord parses and checks one batch record.
+// ParseRecord parses and checks one batch record (stream.BatchRecord); the anchor needs its id,
+// root and size.
 func ParseRecord(data []byte) (Batch, error) {
-	var r BatchRecord
+	var r stream.BatchRecord
 	if err := json.Unmarshal(data, &r); err != nil {
 		return Batch{}, fmt.Errorf("%w: %w", ErrBadRecord, err)
 	}
@@ -88,9 +81,13 @@ type Recorder interface {
 
 // Config tunes the service.
 type Config struct {
-	Stream, Consumer string        // JetStream stream and durable consumer of batch records
+	Stream, Consumer string        // stream and durable consumer of batch records (schemas/stream)
 	Interval         time.Duration // how often an anchor is committed (if anything is pending)
 	MaxBatches       int           // most batches in one anchor; more wait for the next interval
+	// Retry paces the retries of finding the consumer and of recording a committed anchor
+	// (the zero value is retry.Default()). Recording is retried until the context ends
+	// whatever Retry.Timeout says: the anchor is on the ledger already.
+	Retry retry.Policy
 }
 
 // Stats are the service's counters.
@@ -164,6 +161,9 @@ type pending struct {
 func (s *Service) Run(ctx context.Context) error {
 	cons, err := s.consumer(ctx)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
 		return err
 	}
 	var queue []*pending
@@ -192,7 +192,7 @@ func (s *Service) Run(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			s.failed(err)
+			s.failed(err, s.cfg.Interval)
 			continue // the same batches are tried again next interval
 		}
 		for _, p := range queue[:n] {
@@ -233,18 +233,15 @@ func (s *Service) dropAnchored(ctx context.Context, queue []*pending, byID map[[
 
 // consumer finds the durable consumer, retrying while JetStream is not reachable.
 func (s *Service) consumer(ctx context.Context) (jetstream.Consumer, error) {
-	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
-		cons, err := s.js.Consumer(ctx, s.cfg.Stream, s.cfg.Consumer)
-		if err == nil {
-			return cons, nil
-		}
-		s.log.Warn("anchoring: batch consumer not available, retrying", "stream", s.cfg.Stream, "consumer", s.cfg.Consumer, "err", err, "retry_in", wait)
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(wait):
-		}
+	cons, err := retry.Do(ctx, s.cfg.Retry, func(ctx context.Context) (jetstream.Consumer, error) {
+		return s.js.Consumer(ctx, s.cfg.Stream, s.cfg.Consumer)
+	}, func(err error, next time.Duration) {
+		s.log.WarnContext(ctx, "anchoring: batch consumer not available, retrying", "stream", s.cfg.Stream, "consumer", s.cfg.Consumer, "err", err, "retry_in", next)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("anchoring: consumer %s on %s: %w", s.cfg.Consumer, s.cfg.Stream, err)
 	}
+	return cons, nil
 }
 
 // collect fetches every batch record that is waiting, adds new batches to queue and keeps
@@ -253,7 +250,7 @@ func (s *Service) collect(ctx context.Context, cons jetstream.Consumer, queue []
 	for ctx.Err() == nil {
 		batch, err := cons.FetchNoWait(1000)
 		if err != nil {
-			s.failed(fmt.Errorf("fetch batch records: %w", err))
+			s.failed(fmt.Errorf("fetch batch records: %w", err), s.cfg.Interval)
 			return queue
 		}
 		n := 0
@@ -282,7 +279,7 @@ func (s *Service) collect(ctx context.Context, cons jetstream.Consumer, queue []
 			queue = append(queue, p)
 		}
 		if err := batch.Error(); err != nil {
-			s.failed(fmt.Errorf("fetch batch records: %w", err))
+			s.failed(fmt.Errorf("fetch batch records: %w", err), s.cfg.Interval)
 			return queue
 		}
 		if n < 1000 {
@@ -309,7 +306,7 @@ func (s *Service) anchor(ctx context.Context, ps []*pending) error {
 	if a.Root, err = merkle.Root(leaves); err != nil {
 		return err
 	}
-	a.ID = NewID(a.Time)
+	a.ID = stream.NewID(a.Time)
 	if a.Entry, err = entry.NewAnchor(a.ID, a.Root, uint64(len(ps)), a.Readings, a.Time); err != nil {
 		return fmt.Errorf("encode anchor entry: %w", err)
 	}
@@ -319,17 +316,14 @@ func (s *Service) anchor(ctx context.Context, ps []*pending) error {
 	}
 	a.Height, a.LogIndex, a.TxHash = rc.Height, rc.LogIndex, rc.TxHash
 	// The entry is on the ledger: record it, however long that takes.
-	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
-		err := s.rec.RecordAnchor(ctx, a)
-		if err == nil {
-			break
-		}
-		s.failed(fmt.Errorf("record anchor %x (committed at height %d): %w", a.ID, a.Height, err))
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(wait):
-		}
+	forever := s.cfg.Retry
+	forever.Timeout = 0
+	if _, err := retry.Do(ctx, forever, func(ctx context.Context) (struct{}, error) {
+		return struct{}{}, s.rec.RecordAnchor(ctx, a)
+	}, func(err error, next time.Duration) {
+		s.failed(fmt.Errorf("record anchor %x (committed at height %d): %w", a.ID, a.Height, err), next)
+	}); err != nil {
+		return fmt.Errorf("record anchor %x (committed at height %d): %w", a.ID, a.Height, err)
 	}
 	for _, p := range ps {
 		for _, m := range p.msgs {
@@ -377,8 +371,9 @@ func (s *Service) keepAlive(ps []*pending) (stop func()) {
 	return func() { close(done); wg.Wait() }
 }
 
-func (s *Service) failed(err error) {
-	s.log.Warn("anchoring: will retry", "err", err)
+// failed logs a failure that is retried after next and keeps it for Ready and Stats.
+func (s *Service) failed(err error, next time.Duration) {
+	s.log.Warn("anchoring: will retry", "err", err, "retry_in", next)
 	s.mu.Lock()
 	s.stats.LastError = err.Error()
 	s.stats.LastErrorTime = time.Now()
@@ -398,14 +393,4 @@ func (s *Service) anchored(id [16]byte) bool {
 	_, a := s.done[id]
 	_, b := s.doneOld[id]
 	return a || b
-}
-
-// NewID returns a time-ordered 16-byte id: 6 bytes of Unix milliseconds, then 10 random bytes.
-func NewID(t time.Time) [16]byte {
-	var id [16]byte
-	var ms [8]byte
-	binary.BigEndian.PutUint64(ms[:], uint64(t.UnixMilli()))
-	copy(id[:6], ms[2:])
-	_, _ = rand.Read(id[6:]) // crypto/rand.Read never fails
-	return id
 }

@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -17,26 +19,23 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/anchorline/anchorline/anchor/ledger"
 	"github.com/anchorline/anchorline/anchor/merkle"
 	"github.com/anchorline/anchorline/anchor/node"
 	"github.com/anchorline/anchorline/internal/natstest"
+	"github.com/anchorline/anchorline/internal/retry"
 	"github.com/anchorline/anchorline/schemas/entry"
-)
-
-const (
-	stream   = "BATCHES"
-	subject  = "anchorline.batches"
-	consumer = "anchor"
+	"github.com/anchorline/anchorline/schemas/stream"
 )
 
 func startNATS(t *testing.T) jetstream.JetStream {
 	t.Helper()
 	js := natstest.Start(t)
 	ctx := context.Background()
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: stream, Subjects: []string{subject}, Storage: jetstream.FileStorage}); err != nil {
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: stream.Batches, Subjects: []string{stream.BatchesSubject}, Storage: jetstream.FileStorage}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := js.CreateOrUpdateConsumer(ctx, stream, jetstream.ConsumerConfig{Durable: consumer, AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second}); err != nil {
+	if _, err := js.CreateOrUpdateConsumer(ctx, stream.Batches, jetstream.ConsumerConfig{Durable: stream.AnchorConsumer, AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second}); err != nil {
 		t.Fatal(err)
 	}
 	return js
@@ -102,8 +101,8 @@ func (r *memRecorder) snapshot() []Anchor {
 
 func publishBatch(t *testing.T, js jetstream.JetStream, b Batch) {
 	t.Helper()
-	data, _ := json.Marshal(BatchRecord{ID: hex.EncodeToString(b.ID[:]), Root: b.Root.String(), Size: b.Size})
-	msg := nats.NewMsg(subject)
+	data, _ := json.Marshal(stream.BatchRecord{ID: hex.EncodeToString(b.ID[:]), Root: b.Root.String(), Size: b.Size})
+	msg := nats.NewMsg(stream.BatchesSubject)
 	msg.Data = data
 	msg.Header.Set(nats.MsgIdHdr, hex.EncodeToString(b.ID[:]))
 	if _, err := js.PublishMsg(context.Background(), msg); err != nil {
@@ -112,7 +111,7 @@ func publishBatch(t *testing.T, js jetstream.JetStream, b Batch) {
 }
 
 func randomBatch(i int) Batch {
-	b := Batch{ID: NewID(time.Now()), Size: uint64(10 + i)}
+	b := Batch{ID: stream.NewID(time.Now()), Size: uint64(10 + i)}
 	_, _ = rand.Read(b.Root[:])
 	return b
 }
@@ -123,7 +122,7 @@ func TestAnchorsPendingBatches(t *testing.T) {
 	js := startNATS(t)
 	n := startLedger(t)
 	rec := &memRecorder{fail: 2} // ClickHouse down at first: the anchor is recorded later, not lost
-	s, err := New(js, n.Client(), rec, Config{Stream: stream, Consumer: consumer, Interval: 200 * time.Millisecond}, quiet())
+	s, err := New(js, n.Client(), rec, Config{Stream: stream.Batches, Consumer: stream.AnchorConsumer, Interval: 200 * time.Millisecond}, quiet())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,7 +133,7 @@ func TestAnchorsPendingBatches(t *testing.T) {
 		publishBatch(t, js, b)
 	}
 	publishBatch(t, js, batches[0]) // a repeat inside the duplicate window is dropped by JetStream
-	msg := nats.NewMsg(subject)
+	msg := nats.NewMsg(stream.BatchesSubject)
 	msg.Data = []byte(`{"id":"zz"}`)
 	if _, err := js.PublishMsg(ctx, msg); err != nil {
 		t.Fatal(err)
@@ -197,7 +196,7 @@ func TestAnchorsPendingBatches(t *testing.T) {
 	}
 	// Everything is acknowledged once recorded: nothing pending or in flight on the consumer.
 	for {
-		c, err := js.Consumer(ctx, stream, consumer)
+		c, err := js.Consumer(ctx, stream.Batches, stream.AnchorConsumer)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -217,7 +216,7 @@ func TestAnchorsPendingBatches(t *testing.T) {
 }
 
 func TestParseRecord(t *testing.T) {
-	id := NewID(time.UnixMilli(1_700_000_000_000))
+	id := stream.NewID(time.UnixMilli(1_700_000_000_000))
 	good := fmt.Sprintf(`{"id":"%x","root":"%s","size":3,"worker":"w"}`, id, merkle.EmptyRoot())
 	b, err := ParseRecord([]byte(good))
 	if err != nil || b.ID != id || b.Size != 3 || b.Root != merkle.EmptyRoot() {
@@ -229,8 +228,109 @@ func TestParseRecord(t *testing.T) {
 			t.Errorf("%s: %v, want ErrBadRecord", bad, err)
 		}
 	}
-	// Ids are time-ordered.
-	if a, b := NewID(time.UnixMilli(1000)), NewID(time.UnixMilli(2000)); string(a[:6]) >= string(b[:6]) {
-		t.Errorf("ids not time-ordered: %x %x", a, b)
+}
+
+// TestParseRecordGolden reads the contract's golden batch record, as ingest publishes it.
+func TestParseRecordGolden(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("..", "..", "schemas", "stream", "testdata", "batch_record.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := ParseRecord(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := hex.EncodeToString(b.ID[:]); got != "0189a3f2b1c00123456789abcdef0011" || b.Size != 1000 ||
+		b.Root.String() != "5f1c3e0a9b8d7c6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e" {
+		t.Fatalf("golden record parsed as %x %s %d", b.ID, b.Root, b.Size)
+	}
+}
+
+// ledgerFunc is a Ledger made of a function.
+type ledgerFunc func(ctx context.Context, entry []byte) (ledger.Receipt, error)
+
+func (f ledgerFunc) Submit(ctx context.Context, entry []byte) (ledger.Receipt, error) {
+	return f(ctx, entry)
+}
+
+// signalHandler is a slog handler that sends each record's message on a channel, dropping
+// those nobody waits for.
+type signalHandler chan string
+
+func (h signalHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h signalHandler) Handle(_ context.Context, r slog.Record) error {
+	select {
+	case h <- r.Message:
+	default:
+	}
+	return nil
+}
+func (h signalHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h signalHandler) WithGroup(string) slog.Handler      { return h }
+
+// TestWaitsForTheConsumer starts the service before its consumer exists: it reports that it
+// is retrying, and anchors once the consumer is there.
+func TestWaitsForTheConsumer(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	js := natstest.Start(t)
+	logs := make(signalHandler, 16)
+	rec := &memRecorder{}
+	committed := ledgerFunc(func(context.Context, []byte) (ledger.Receipt, error) { return ledger.Receipt{Height: 7}, nil })
+	s, err := New(js, committed, rec, Config{Stream: stream.Batches, Consumer: stream.AnchorConsumer, Interval: 20 * time.Millisecond,
+		Retry: retry.Policy{Initial: 10 * time.Millisecond, Max: 50 * time.Millisecond}}, slog.New(logs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	go func() { done <- s.Run(runCtx) }()
+	for msg := ""; msg != "anchoring: batch consumer not available, retrying"; {
+		select {
+		case msg = <-logs:
+		case <-ctx.Done():
+			t.Fatal("the missing consumer was not reported")
+		}
+	}
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: stream.Batches, Subjects: []string{stream.BatchesSubject}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateOrUpdateConsumer(ctx, stream.Batches, jetstream.ConsumerConfig{Durable: stream.AnchorConsumer, AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
+		t.Fatal(err)
+	}
+	publishBatch(t, js, randomBatch(0))
+	for len(rec.snapshot()) == 0 {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("not anchored: %+v", s.Stats())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	if a := rec.snapshot()[0]; a.Height != 7 || len(a.Batches) != 1 {
+		t.Fatalf("anchor %+v", a)
+	}
+	stop()
+	if err := <-done; err != nil {
+		t.Fatalf("run: %v", err)
+	}
+}
+
+// TestStopsWhileWaitingForTheConsumer: a service stopped before its consumer exists ends
+// cleanly.
+func TestStopsWhileWaitingForTheConsumer(t *testing.T) {
+	js := natstest.Start(t)
+	logs := make(signalHandler, 16)
+	s, err := New(js, nil, &memRecorder{}, Config{Stream: stream.Batches, Consumer: stream.AnchorConsumer, Interval: time.Second}, slog.New(logs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	<-logs // it is retrying
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("run stopped while waiting: %v, want nil", err)
 	}
 }

@@ -16,12 +16,7 @@ import (
 
 	"github.com/anchorline/anchorline/anchor/merkle"
 	"github.com/anchorline/anchorline/schemas/entry"
-)
-
-// Errors a Source returns.
-var (
-	ErrNotAnchored = errors.New("batch not anchored")  // BatchAnchor: no anchor covers the batch yet
-	ErrNotFound    = errors.New("anchor not recorded") // Anchor: no record of it
+	"github.com/anchorline/anchorline/schemas/lookup"
 )
 
 // Batch is a batch record as stored.
@@ -55,9 +50,11 @@ type Source interface {
 	Batches(ctx context.Context, from, to uint64, device string) ([]Batch, error)
 	// BatchReadings returns every row stored with the batch id, in leaf index order.
 	BatchReadings(ctx context.Context, id [16]byte) ([]Reading, error)
-	// BatchAnchor returns the anchor covering a batch, or ErrNotAnchored.
+	// BatchAnchor returns the anchor covering a batch, or an error wrapping
+	// lookup.ErrNotAnchored if no anchor covers it yet.
 	BatchAnchor(ctx context.Context, id [16]byte) (anchorID [16]byte, err error)
-	// Anchor returns an anchor's record, or ErrNotFound.
+	// Anchor returns an anchor's record, or an error wrapping lookup.ErrNotFound if it has
+	// none.
 	Anchor(ctx context.Context, id [16]byte) (Anchor, error)
 	// AnchorBatches returns the ids of an anchor's batches in batch index order, and the
 	// records of those that have one.
@@ -198,7 +195,7 @@ func Run(ctx context.Context, src Source, led Ledger, q Query) (Report, error) {
 			return rep, err
 		}
 		aid, err := src.BatchAnchor(ctx, b.ID)
-		if errors.Is(err, ErrNotAnchored) {
+		if errors.Is(err, lookup.ErrNotAnchored) {
 			if q.Now.Sub(b.CreatedAt) < q.Grace {
 				rep.Pending++
 				continue
@@ -397,7 +394,7 @@ func (rep *Report) anchor(ctx context.Context, src Source, id [16]byte, la logAn
 		rep.Unmatched = append(rep.Unmatched, msg)
 		return &anchored{err: msg}
 	}
-	if _, err := src.Anchor(ctx, id); errors.Is(err, ErrNotFound) {
+	if _, err := src.Anchor(ctx, id); errors.Is(err, lookup.ErrNotFound) {
 		return &anchored{unrecorded: true}, nil // the caller says what that means where it found it
 	} else if err != nil {
 		return nil, err

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -14,17 +15,19 @@ import (
 	"github.com/cometbft/cometbft/types"
 
 	"github.com/anchorline/anchorline/anchor/merkle"
+	"github.com/anchorline/anchorline/internal/retry"
 	"github.com/anchorline/anchorline/schemas/entry"
+	"github.com/anchorline/anchorline/schemas/lookup"
 )
 
 // Errors callers act on.
 var (
 	// ErrRejected: the ledger refused the entry (malformed, unauthorised, conflicting).
 	ErrRejected = errors.New("ledger: entry rejected")
-	// ErrUnknownDevice: no such device in the registry at that height.
+	// ErrUnknownDevice: no such device in the registry at that height. Device wraps it
+	// together with lookup.ErrNotFound, which every query for something that does not exist
+	// (yet) returns: an entry, a height, a log size, a device.
 	ErrUnknownDevice = errors.New("ledger: unknown device")
-	// ErrNotFound: the entry, height or size asked for does not exist (yet).
-	ErrNotFound = errors.New("ledger: not found")
 )
 
 // RPC is the part of a CometBFT RPC client that the ledger client uses. Both of CometBFT's
@@ -42,14 +45,21 @@ var _ RPC = rpcclient.Client(nil)
 // Client talks to a ledger node through an RPC client.
 type Client struct {
 	rpc RPC
+	log *slog.Logger
 	// How long Submit waits for a broadcast entry to be included before broadcasting it again
 	// (v0.38 silently drops transactions when its mempool is full).
 	ResubmitAfter time.Duration
+	// Retry paces Submit's retries of failed RPCs and of entries not included in time.
+	Retry retry.Policy
 }
 
-// NewClient returns a client over rpc.
-func NewClient(rpc RPC) *Client {
-	return &Client{rpc: rpc, ResubmitAfter: 10 * time.Second}
+// NewClient returns a client over rpc that logs the failures it retries to log (nil:
+// slog.Default(), as node.Config.Logger).
+func NewClient(rpc RPC, log *slog.Logger) *Client {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Client{rpc: rpc, log: log, ResubmitAfter: 10 * time.Second, Retry: retry.Default()}
 }
 
 // Receipt says where the ledger put an entry.
@@ -76,7 +86,7 @@ func (c *Client) query(ctx context.Context, path string, req, out any) error {
 		}
 		return nil
 	case CodeNotFound:
-		return fmt.Errorf("%w: %s", ErrNotFound, res.Response.Log)
+		return fmt.Errorf("ledger query %s: %w: %s", path, lookup.ErrNotFound, res.Response.Log)
 	default:
 		return fmt.Errorf("ledger query %s: code %d: %s", path, res.Response.Code, res.Response.Log)
 	}
@@ -94,57 +104,52 @@ func (c *Client) Lookup(ctx context.Context, e []byte) (Receipt, error) {
 
 // Submit commits an entry and returns once it is in a committed block. It broadcasts with
 // BroadcastTxSync, then watches the app for the entry, broadcasting again if it was not
-// included in time; transient RPC errors are retried with backoff until ctx ends. An entry the
-// ledger refuses returns an error wrapping ErrRejected with the ledger's reason. Submitting an
-// entry that is already committed returns its receipt.
+// included within ResubmitAfter; transient RPC errors are retried under c.Retry, each logged,
+// until ctx ends. An entry the ledger refuses returns an error wrapping ErrRejected with the
+// ledger's reason. Submitting an entry that is already committed returns its receipt.
 func (c *Client) Submit(ctx context.Context, e []byte) (Receipt, error) {
-	wait := 100 * time.Millisecond
-	backoff := func(err error) error {
+	rc, err := retry.Do(ctx, c.Retry, func(ctx context.Context) (Receipt, error) { return c.submitOnce(ctx, e) },
+		func(err error, next time.Duration) {
+			c.log.WarnContext(ctx, "ledger: submit failed, retrying", "tx", fmt.Sprintf("%X", types.Tx(e).Hash()), "err", err, "retry_in", next)
+		})
+	if err != nil {
+		return Receipt{}, fmt.Errorf("ledger submit: %w", err)
+	}
+	return rc, nil
+}
+
+// submitOnce is one try of Submit: look the entry up, broadcast it if it is not there, and
+// watch for it until ResubmitAfter. A refused entry is a retry.Permanent error.
+func (c *Client) submitOnce(ctx context.Context, e []byte) (Receipt, error) {
+	rc, err := c.Lookup(ctx, e)
+	if err == nil {
+		return rc, nil
+	}
+	if !errors.Is(err, lookup.ErrNotFound) {
+		return Receipt{}, err
+	}
+	res, err := c.rpc.BroadcastTxSync(ctx, e)
+	switch {
+	case err != nil && !strings.Contains(err.Error(), "already exists in cache"):
+		return Receipt{}, fmt.Errorf("broadcast: %w", err)
+	case err == nil && res.Code == CodeConflict && strings.Contains(res.Log, "already in the log"):
+		return c.Lookup(ctx, e) // committed meanwhile
+	case err == nil && res.Code != CodeOK:
+		return Receipt{}, retry.Permanent(fmt.Errorf("%w: %s", ErrRejected, res.Log))
+	}
+	// In the mempool: wait for a block to include it.
+	deadline := time.Now().Add(c.ResubmitAfter)
+	for time.Now().Before(deadline) {
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("ledger submit: %w (last error: %v)", ctx.Err(), err)
-		case <-time.After(wait):
+			return Receipt{}, context.Cause(ctx)
+		case <-time.After(25 * time.Millisecond):
 		}
-		wait = min(2*wait, 5*time.Second)
-		return nil
-	}
-	for {
-		rc, err := c.Lookup(ctx, e)
-		if err == nil {
+		if rc, err := c.Lookup(ctx, e); err == nil {
 			return rc, nil
 		}
-		if !errors.Is(err, ErrNotFound) {
-			if err := backoff(err); err != nil {
-				return Receipt{}, err
-			}
-			continue
-		}
-		res, err := c.rpc.BroadcastTxSync(ctx, e)
-		switch {
-		case err != nil && !strings.Contains(err.Error(), "already exists in cache"):
-			if err := backoff(err); err != nil {
-				return Receipt{}, err
-			}
-			continue
-		case err == nil && res.Code == CodeConflict && strings.Contains(res.Log, "already in the log"):
-			continue // committed meanwhile: the lookup finds it
-		case err == nil && res.Code != CodeOK:
-			return Receipt{}, fmt.Errorf("%w: %s", ErrRejected, res.Log)
-		}
-		// In the mempool: wait for a block to include it.
-		deadline := time.Now().Add(c.ResubmitAfter)
-		for time.Now().Before(deadline) {
-			select {
-			case <-ctx.Done():
-				return Receipt{}, fmt.Errorf("ledger submit: %w", ctx.Err())
-			case <-time.After(25 * time.Millisecond):
-			}
-			rc, err := c.Lookup(ctx, e)
-			if err == nil {
-				return rc, nil
-			}
-		}
 	}
+	return Receipt{}, fmt.Errorf("not in a block %s after broadcasting it", c.ResubmitAfter)
 }
 
 // EntryProof is a log entry with its inclusion proof in the log as of a height.
@@ -188,7 +193,7 @@ type DeviceProof struct {
 func (c *Client) Device(ctx context.Context, id string, height int64) (DeviceProof, error) {
 	var r deviceResponse
 	if err := c.query(ctx, PathDevice, DeviceRequest{ID: id, Height: uint64(height)}, &r); err != nil {
-		if errors.Is(err, ErrNotFound) {
+		if errors.Is(err, lookup.ErrNotFound) {
 			return DeviceProof{}, fmt.Errorf("%w: %w", ErrUnknownDevice, err)
 		}
 		return DeviceProof{}, err

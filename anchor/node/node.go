@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -22,6 +24,7 @@ import (
 	"github.com/cometbft/cometbft/proxy"
 	rpcclient "github.com/cometbft/cometbft/rpc/client"
 	"github.com/cometbft/cometbft/rpc/client/local"
+	rpcserver "github.com/cometbft/cometbft/rpc/jsonrpc/server"
 	"github.com/cometbft/cometbft/types"
 
 	"github.com/anchorline/anchorline/anchor/ledger"
@@ -29,9 +32,11 @@ import (
 
 // Config describes a node.
 type Config struct {
-	Home          string // config/, data/ (CometBFT) and app/ (the ledger's state) live here
-	ChainID       string // of a new chain; an existing home keeps its own
-	RPCAddr       string // host:port of the RPC listener; "" for none
+	Home    string // config/, data/ (CometBFT) and app/ (the ledger's state) live here
+	ChainID string // of a new chain; an existing home keeps its own
+	// RPC is the listener the node serves CometBFT's RPC on (HTTP and /websocket); nil for
+	// none. The node closes it when it stops.
+	RPC           net.Listener
 	TimeoutCommit time.Duration
 	Admins        []ed25519.PublicKey // written into the genesis of a new chain
 	Logger        *slog.Logger
@@ -43,10 +48,24 @@ type Node struct {
 	app    *ledger.App
 	rpc    rpcclient.Client
 	client *ledger.Client
+	rpcLn  net.Listener  // nil without an RPC listener
+	served chan struct{} // closed when the RPC server has returned
 }
 
+// ErrOtherChain means the home holds the ledger of another chain than the one configured.
+var ErrOtherChain = errors.New("the ledger home holds another chain")
+
 // Start creates the home on first start and starts the node; it returns once the node runs.
+// It owns c.RPC: the listener is closed by Stop, or at once if Start fails.
 func Start(ctx context.Context, c Config) (*Node, error) {
+	n, err := startNode(ctx, c)
+	if err != nil && c.RPC != nil {
+		c.RPC.Close()
+	}
+	return n, err
+}
+
+func startNode(ctx context.Context, c Config) (*Node, error) {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -60,10 +79,7 @@ func Start(ctx context.Context, c Config) (*Node, error) {
 	conf.Consensus.TimeoutPropose = time.Second
 	conf.Consensus.CreateEmptyBlocks = true
 	conf.Consensus.CreateEmptyBlocksInterval = time.Second // idle: one block a second; a tx block's app hash follows at once
-	conf.RPC.ListenAddress = ""
-	if c.RPCAddr != "" {
-		conf.RPC.ListenAddress = "tcp://" + c.RPCAddr
-	}
+	conf.RPC.ListenAddress = ""                            // served on c.RPC below, so that its port may be 0
 	conf.RPC.GRPCListenAddress = ""
 	conf.RPC.PprofListenAddress = ""
 	conf.P2P.ListenAddress = "tcp://127.0.0.1:0"
@@ -100,7 +116,53 @@ func Start(ctx context.Context, c Config) (*Node, error) {
 		return nil, fmt.Errorf("ledger node: start: %w", err)
 	}
 	rpc := local.New(n)
-	return &Node{node: n, app: app, rpc: rpc, client: ledger.NewClient(rpc)}, nil
+	nd := &Node{node: n, app: app, rpc: rpc, client: ledger.NewClient(rpc, c.Logger), rpcLn: c.RPC, served: make(chan struct{})}
+	if c.RPC == nil {
+		close(nd.served)
+		return nd, nil
+	}
+	if err := nd.serveRPC(conf, newLogger(c.Logger)); err != nil {
+		return nil, errors.Join(err, nd.Stop())
+	}
+	return nd, nil
+}
+
+// serveRPC serves CometBFT's RPC routes (HTTP JSON-RPC, URI and /websocket) on the node's
+// listener, as CometBFT's own node does on its configured address.
+func (n *Node) serveRPC(conf *cfg.Config, logger cmtlog.Logger) error {
+	env, err := n.node.ConfigureRPC()
+	if err != nil {
+		close(n.served)
+		return fmt.Errorf("ledger RPC: %w", err)
+	}
+	routes := env.GetRoutes()
+	rc := rpcserver.DefaultConfig()
+	rc.MaxBodyBytes, rc.MaxHeaderBytes = conf.RPC.MaxBodyBytes, conf.RPC.MaxHeaderBytes
+	if rc.WriteTimeout <= conf.RPC.TimeoutBroadcastTxCommit {
+		rc.WriteTimeout = conf.RPC.TimeoutBroadcastTxCommit + time.Second
+	}
+	rpcLogger := logger.With("module", "rpc-server")
+	bus := n.node.EventBus()
+	wm := rpcserver.NewWebsocketManager(routes,
+		rpcserver.OnDisconnect(func(remote string) { _ = bus.UnsubscribeAll(context.Background(), remote) }),
+		rpcserver.ReadLimit(rc.MaxBodyBytes))
+	wm.SetLogger(rpcLogger.With("protocol", "websocket"))
+	mux := http.NewServeMux()
+	mux.HandleFunc("/websocket", wm.WebsocketHandler)
+	rpcserver.RegisterRPCFuncs(mux, routes, rpcLogger)
+	go func() {
+		defer close(n.served)
+		_ = rpcserver.Serve(n.rpcLn, mux, rpcLogger, rc) // returns when Stop closes the listener
+	}()
+	return nil
+}
+
+// RPCAddr is the address the node's RPC listens on ("" without one).
+func (n *Node) RPCAddr() string {
+	if n.rpcLn == nil {
+		return ""
+	}
+	return n.rpcLn.Addr().String()
 }
 
 // initHome writes config, keys and genesis of a new home; an existing home is left as it is.
@@ -120,7 +182,7 @@ func initHome(conf *cfg.Config, c Config) error {
 		return fmt.Errorf("ledger home %s: validator key or state file missing or unreadable (%v, %v); restore both or start a new home", c.Home, errKey, errState)
 	}
 	if _, err := os.Stat(conf.GenesisFile()); err == nil {
-		return nil
+		return checkChain(conf.GenesisFile(), c)
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("ledger genesis: %w", err)
 	}
@@ -153,6 +215,19 @@ func initHome(conf *cfg.Config, c Config) error {
 	return doc.SaveAs(conf.GenesisFile())
 }
 
+// checkChain fails if the existing genesis is of another chain than c.ChainID.
+func checkChain(file string, c Config) error {
+	doc, err := types.GenesisDocFromFile(file)
+	if err != nil {
+		return fmt.Errorf("ledger home %s: genesis: %w", c.Home, err)
+	}
+	if c.ChainID != "" && doc.ChainID != c.ChainID {
+		return fmt.Errorf("%w: %s holds chain %q, not ledger.chain_id %q: set ledger.chain_id %q to run it, or use another data_dir for a new chain",
+			ErrOtherChain, c.Home, doc.ChainID, c.ChainID, doc.ChainID)
+	}
+	return nil
+}
+
 // Client returns a ledger client talking to this node in-process.
 func (n *Node) Client() *ledger.Client { return n.client }
 
@@ -161,6 +236,10 @@ func (n *Node) RPC() rpcclient.Client { return n.rpc }
 
 // Stop stops the node and closes the app's state.
 func (n *Node) Stop() error {
+	if n.rpcLn != nil {
+		n.rpcLn.Close()
+		<-n.served
+	}
 	var err error
 	if n.node.IsRunning() {
 		err = n.node.Stop()

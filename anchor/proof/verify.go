@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 
+	cmted25519 "github.com/cometbft/cometbft/crypto/ed25519"
 	cmtjson "github.com/cometbft/cometbft/libs/json"
 	"github.com/cometbft/cometbft/types"
 
@@ -292,6 +293,18 @@ func VerifyHead(trustJSON []byte, lb *types.LightBlock, logSize uint64, logRoot,
 	return nil
 }
 
+// CheckTrust checks that trustJSON is a trust file Verify and VerifyHead can use: the format,
+// a chain id and a well-formed validator set. A command calls it to refuse a bad trust file
+// before it asks anything of a ledger.
+func CheckTrust(trustJSON []byte) error {
+	t, err := bundle.ParseTrust(trustJSON)
+	if err != nil {
+		return err
+	}
+	_, err = parseValidators(t.Validators)
+	return err
+}
+
 // canonicalValidators returns vals with proposer priorities zeroed and the proposer chosen from
 // that: what ledger.Client.Validators serves, and the only form a bundle or trust file may hold.
 func canonicalValidators(vals []*types.Validator) (*types.ValidatorSet, error) {
@@ -299,6 +312,13 @@ func canonicalValidators(vals []*types.Validator) (*types.ValidatorSet, error) {
 	for i, v := range vals {
 		if v == nil {
 			return nil, errors.New("nil validator")
+		}
+		// CometBFT panics on an Ed25519 key of the wrong length (PubKey.Address).
+		if k, ok := v.PubKey.(cmted25519.PubKey); ok && len(k) != cmted25519.PubKeySize {
+			return nil, fmt.Errorf("validator %d: ed25519 pub_key is %d bytes, want %d", i, len(k), cmted25519.PubKeySize)
+		}
+		if v.VotingPower <= 0 {
+			return nil, fmt.Errorf("validator %d: voting_power %d, want a positive number", i, v.VotingPower)
 		}
 		c := *v
 		c.ProposerPriority = 0

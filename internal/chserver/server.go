@@ -5,22 +5,26 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/anchorline/anchorline/internal/retry"
 )
 
 // ErrNotInstalled means no clickhouse-server binary was found.
-var ErrNotInstalled = errors.New("clickhouse-server is not installed (run scripts/install-clickhouse.sh)")
+var ErrNotInstalled = errors.New("clickhouse-server is not installed: install it (scripts/install-clickhouse.sh, or apt-get install clickhouse-server), or point clickhouse.addr at a running ClickHouse without clickhouse.embedded")
 
 // Server is a running private clickhouse-server.
 type Server struct {
@@ -28,19 +32,25 @@ type Server struct {
 	HTTP string // HTTP interface, host:port
 	dir  string
 	cmd  *exec.Cmd
-	done chan error // receives the process's exit
-	log  *slog.Logger
-	stop sync.Once
+	// logFrom is where each log file ended when this server started.
+	logFrom map[string]int64
+	done    chan error // receives the process's exit
+	log     *slog.Logger
+	stop    sync.Once
 }
 
-// Binary finds clickhouse-server.
+// Binary finds clickhouse-server where Debian's package puts it, or on PATH.
 func Binary() (string, error) {
-	for _, p := range []string{"/usr/sbin/clickhouse-server", "/usr/bin/clickhouse-server"} {
+	return findBinary([]string{"/usr/sbin/clickhouse-server", "/usr/bin/clickhouse-server"}, "clickhouse-server")
+}
+
+func findBinary(paths []string, name string) (string, error) {
+	for _, p := range paths {
 		if _, err := os.Stat(p); err == nil {
 			return p, nil
 		}
 	}
-	if p, err := exec.LookPath("clickhouse-server"); err == nil {
+	if p, err := exec.LookPath(name); err == nil {
 		return p, nil
 	}
 	return "", ErrNotInstalled
@@ -113,9 +123,21 @@ func freePort(host string) (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
+// ErrAddrInUse means the native port asked for is taken by another process.
+var ErrAddrInUse = errors.New("address already in use")
+
+// ErrNotOurs means a server answers on the address, but it is not the child this package
+// started (another ClickHouse was there first).
+var ErrNotOurs = errors.New("the server answering is not the private ClickHouse started here")
+
+// errPortTaken is a start that failed because a port was taken when the server bound it.
+var errPortTaken = errors.New("a port was taken")
+
 // Start writes a private configuration under dir and starts clickhouse-server on addr (host:port
 // of the native protocol; "" picks a free port on 127.0.0.1; the HTTP port is a free one). It
-// returns once the server answers a ping. Data in dir survives a restart.
+// returns once the server answers a ping and the listener on addr is verified to be the
+// child's own. Data in dir survives a restart. A port this function picked that another
+// process takes before the server binds it is picked anew.
 func Start(ctx context.Context, dir, addr string, log *slog.Logger) (*Server, error) {
 	bin, err := Binary()
 	if err != nil {
@@ -138,20 +160,44 @@ func Start(ctx context.Context, dir, addr string, log *slog.Logger) (*Server, er
 			host = h
 		}
 	}
-	if tcp == 0 {
-		if tcp, err = freePort(host); err != nil {
-			return nil, err
+	if tcp != 0 {
+		// A server already there would answer our readiness ping: refuse at once.
+		l, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(tcp)))
+		if err != nil {
+			return nil, fmt.Errorf("clickhouse.addr %s: %w (another ClickHouse?): stop it or choose another clickhouse.addr", net.JoinHostPort(host, strconv.Itoa(tcp)), ErrAddrInUse)
 		}
-	}
-	httpPort, err := freePort(host)
-	if err != nil {
-		return nil, err
+		l.Close()
 	}
 	for _, sub := range []string{"data", "tmp", "user_files", "format_schemas", "log"} {
 		if err := os.MkdirAll(filepath.Join(dir, sub), 0o750); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("clickhouse dir: %w", err)
 		}
 	}
+	for attempt := 1; ; attempt++ {
+		port := tcp
+		if port == 0 {
+			if port, err = freePort(host); err != nil {
+				return nil, err
+			}
+		}
+		httpPort, err := freePort(host)
+		if err != nil {
+			return nil, err
+		}
+		s, err := start(ctx, bin, dir, host, port, httpPort, log)
+		if errors.Is(err, errPortTaken) && attempt < 5 {
+			log.Warn("private ClickHouse: a port was taken before the server bound it, picking others", "tcp", port, "http", httpPort)
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		log.Info("private ClickHouse ready", "addr", s.Addr, "dir", dir, "pid", s.cmd.Process.Pid)
+		return s, nil
+	}
+}
+
+func start(ctx context.Context, bin, dir, host string, tcp, httpPort int, log *slog.Logger) (*Server, error) {
 	r := func(s string) []byte {
 		for k, v := range map[string]string{"{{dir}}": dir, "{{host}}": host, "{{tcp}}": strconv.Itoa(tcp), "{{http}}": strconv.Itoa(httpPort)} {
 			s = string(bytes.ReplaceAll([]byte(s), []byte(k), []byte(v)))
@@ -168,6 +214,8 @@ func Start(ctx context.Context, dir, addr string, log *slog.Logger) (*Server, er
 	if err != nil {
 		return nil, err
 	}
+	s := &Server{Addr: net.JoinHostPort(host, strconv.Itoa(tcp)), HTTP: net.JoinHostPort(host, strconv.Itoa(httpPort)),
+		dir: dir, done: make(chan error, 1), log: log, logFrom: logSizes(dir)}
 	cmd := exec.Command(bin, "--config-file="+filepath.Join(dir, "config.xml"))
 	cmd.Dir = dir
 	cmd.Stdout, cmd.Stderr = out, out
@@ -177,44 +225,125 @@ func Start(ctx context.Context, dir, addr string, log *slog.Logger) (*Server, er
 		out.Close()
 		return nil, fmt.Errorf("start %s: %w", bin, err)
 	}
-	s := &Server{Addr: net.JoinHostPort(host, strconv.Itoa(tcp)), HTTP: net.JoinHostPort(host, strconv.Itoa(httpPort)),
-		dir: dir, cmd: cmd, done: make(chan error, 1), log: log}
+	s.cmd = cmd
 	go func() { s.done <- cmd.Wait(); out.Close() }()
 	if err := s.waitReady(ctx); err != nil {
 		_ = s.Stop()
+		if strings.Contains(s.logTail(), "Address already in use") {
+			return nil, fmt.Errorf("%w: %w", errPortTaken, err)
+		}
 		return nil, err
 	}
-	log.Info("private ClickHouse ready", "addr", s.Addr, "dir", dir)
+	if err := s.verifyOwn(tcp); err != nil {
+		_ = s.Stop()
+		return nil, err
+	}
 	return s, nil
 }
 
-func (s *Server) waitReady(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
-	for wait := 50 * time.Millisecond; ; wait = min(2*wait, time.Second) {
-		conn, err := s.open("default")
-		if err == nil {
-			err = conn.Ping(ctx)
-			conn.Close()
-			if err == nil {
-				return nil
-			}
+// verifyOwn checks that the socket listening on the native port belongs to the child process,
+// so that a stranger that took the port cannot pass for it. Without /proc (not Linux) it
+// trusts the check made before the start.
+func (s *Server) verifyOwn(port int) error {
+	inodes, err := listeningInodes(port)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("private ClickHouse: check who listens on %s: %w", s.Addr, err)
+	}
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", s.cmd.Process.Pid))
+	if err != nil {
+		return fmt.Errorf("private ClickHouse: check who listens on %s: %w", s.Addr, err)
+	}
+	for _, fd := range fds {
+		link, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", s.cmd.Process.Pid, fd.Name()))
+		if err == nil && inodes[link] {
+			return nil
 		}
+	}
+	return fmt.Errorf("clickhouse.addr %s: %w (process %d does not hold that port): stop the other server or choose another clickhouse.addr", s.Addr, ErrNotOurs, s.cmd.Process.Pid)
+}
+
+// listeningInodes returns the sockets listening on TCP port, as the "socket:[inode]" links
+// that /proc/<pid>/fd holds.
+func listeningInodes(port int) (map[string]bool, error) {
+	inodes := map[string]bool{}
+	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) && f == "/proc/net/tcp6" {
+				continue
+			}
+			return nil, err
+		}
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			fields := strings.Fields(line)
+			if len(fields) < 10 || fields[3] != "0A" { // 0A: LISTEN
+				continue
+			}
+			i := strings.LastIndexByte(fields[1], ':')
+			p, err := strconv.ParseUint(fields[1][i+1:], 16, 16)
+			if err != nil || int(p) != port {
+				continue
+			}
+			inodes["socket:["+fields[9]+"]"] = true
+		}
+	}
+	return inodes, nil
+}
+
+// logSizes records how long the log files are, so that a start reads only its own lines.
+func logSizes(dir string) map[string]int64 {
+	sizes := map[string]int64{}
+	for _, f := range []string{"error.log", "stdout.log"} {
+		if fi, err := os.Stat(filepath.Join(dir, "log", f)); err == nil {
+			sizes[f] = fi.Size()
+		}
+	}
+	return sizes
+}
+
+// errExited means the server process ended before it answered.
+var errExited = errors.New("clickhouse-server exited before it was ready")
+
+// waitReady pings the server until it answers, its process exits, or two minutes have passed.
+func (s *Server) waitReady(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute) // bounds the pings too
+	defer cancel()
+	ready := retry.Policy{Initial: 50 * time.Millisecond, Max: time.Second}
+	_, err := retry.Do(ctx, ready, func(ctx context.Context) (struct{}, error) {
 		select {
 		case exit := <-s.done:
 			s.done <- exit
-			return fmt.Errorf("clickhouse-server exited (%v) before it was ready; log:\n%s", exit, s.logTail())
-		case <-ctx.Done():
-			return fmt.Errorf("clickhouse-server on %s not ready: %w; log:\n%s", s.Addr, err, s.logTail())
-		case <-time.After(wait):
+			return struct{}{}, retry.Permanent(fmt.Errorf("%w (%v)", errExited, exit))
+		default:
 		}
+		conn, err := s.open("default")
+		if err != nil {
+			return struct{}{}, err
+		}
+		defer conn.Close()
+		return struct{}{}, conn.Ping(ctx)
+	}, func(err error, next time.Duration) {
+		s.log.DebugContext(ctx, "private ClickHouse not ready yet", "addr", s.Addr, "err", err, "retry_in", next)
+	})
+	switch {
+	case errors.Is(err, errExited):
+		return fmt.Errorf("%w; log:\n%s", err, s.logTail())
+	case err != nil:
+		return fmt.Errorf("clickhouse-server on %s not ready: %w; log:\n%s", s.Addr, err, s.logTail())
 	}
+	return nil
 }
 
 func (s *Server) logTail() string {
 	var out []byte
 	for _, f := range []string{"error.log", "stdout.log"} {
 		b, _ := os.ReadFile(filepath.Join(s.dir, "log", f))
+		if from := s.logFrom[f]; from <= int64(len(b)) {
+			b = b[from:] // a log rotated since is read whole
+		}
 		if len(b) > 2000 {
 			b = b[len(b)-2000:]
 		}

@@ -1,15 +1,13 @@
 package batch
 
 import (
-	"crypto/rand"
-	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"time"
 
 	"github.com/anchorline/anchorline/anchor/merkle"
-	"github.com/anchorline/anchorline/pipeline/consume"
 	"github.com/anchorline/anchorline/pipeline/write"
+	"github.com/anchorline/anchorline/schemas/stream"
 )
 
 // ErrEmpty is returned by Flush on an empty builder: an empty tree is not allowed.
@@ -51,16 +49,16 @@ func (b *Builder) Age() time.Duration {
 
 // Flush closes the batch: it computes the root, returns the batch and its record, and empties
 // the builder.
-func (b *Builder) Flush(now time.Time) (*write.Batch, consume.BatchRecord, error) {
+func (b *Builder) Flush(now time.Time) (*write.Batch, stream.BatchRecord, error) {
 	if len(b.readings) == 0 {
-		return nil, consume.BatchRecord{}, ErrEmpty
+		return nil, stream.BatchRecord{}, ErrEmpty
 	}
 	root, err := merkle.Root(b.leaves)
 	if err != nil {
-		return nil, consume.BatchRecord{}, err
+		return nil, stream.BatchRecord{}, err
 	}
-	out := &write.Batch{ID: NewID(now), Root: root, Created: now, Worker: b.worker, Readings: b.readings}
-	rec := consume.BatchRecord{ID: hex.EncodeToString(out.ID[:]), Root: root.String(), Size: len(b.readings),
+	out := &write.Batch{ID: stream.NewID(now), Root: root, Created: now, Worker: b.worker, Readings: b.readings}
+	rec := stream.BatchRecord{ID: hex.EncodeToString(out.ID[:]), Root: root.String(), Size: uint64(len(b.readings)),
 		TSMin: b.readings[0].TS, TSMax: b.readings[0].TS, Created: now.UnixMilli(), Worker: b.worker}
 	for _, r := range b.readings {
 		rec.TSMin, rec.TSMax = min(rec.TSMin, r.TS), max(rec.TSMax, r.TS)
@@ -68,14 +66,4 @@ func (b *Builder) Flush(now time.Time) (*write.Batch, consume.BatchRecord, error
 	b.readings = make([]write.Reading, 0, cap(b.readings))
 	b.leaves = b.leaves[:0]
 	return out, rec, nil
-}
-
-// NewID returns a time-ordered batch id: 6 bytes of Unix milliseconds, then 10 random bytes.
-func NewID(t time.Time) [16]byte {
-	var id [16]byte
-	var ms [8]byte
-	binary.BigEndian.PutUint64(ms[:], uint64(t.UnixMilli()))
-	copy(id[:6], ms[2:])
-	_, _ = rand.Read(id[6:]) // never fails
-	return id
 }

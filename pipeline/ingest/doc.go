@@ -1,4 +1,5 @@
 // Package ingest is the ingest stage: it pulls readings from the shared durable consumer,
-// verifies them, writes good readings in batches and bad ones to the quarantine, publishes each
-// batch record for anchoring, and acknowledges a message only after all of that is durable.
+// verifies them, checks device chains (pipeline/chain), writes good readings in batches and bad
+// ones to the quarantine, publishes each batch record for anchoring, and acknowledges a message
+// only after all of that is durable (a chain suspect's, only once its link is settled).
 package ingest

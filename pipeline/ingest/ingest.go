@@ -4,20 +4,21 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"log/slog"
 	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/nats-io/nuid"
 
 	"github.com/anchorline/anchorline/pipeline/batch"
+	"github.com/anchorline/anchorline/pipeline/chain"
 	"github.com/anchorline/anchorline/pipeline/consume"
 	"github.com/anchorline/anchorline/pipeline/verify"
 	"github.com/anchorline/anchorline/pipeline/write"
+	"github.com/anchorline/anchorline/schemas/stream"
 )
 
 // Config tunes a worker.
@@ -31,21 +32,17 @@ type Config struct {
 	Flushers  int           // batches written concurrently; default 2
 	AckWait   time.Duration // the consumer's ack wait; default 30s
 	// ChainWait is how long a reading whose prev is not (yet) stored waits for its predecessor
-	// (which another worker may be writing) before the break is recorded. Keep it above AckWait,
-	// so that a predecessor held by a worker that died is redelivered and stored first.
-	// Default AckWait + 5s.
+	// (which another worker may be writing) before the break is recorded (chain.Config.Wait).
+	// Keep it above AckWait, so that a predecessor held by a worker that died is redelivered
+	// and stored first. Default AckWait + 5s.
 	ChainWait time.Duration
 }
 
-// Writer stores batches, rejects and chain breaks durably, and reads back what the chain
-// check needs (each device's latest stored reading, the stored readings in seq ranges);
-// *write.Writer is one.
+// Writer stores batches, rejects and chain breaks durably; *write.Writer is one.
 type Writer interface {
 	WriteBatch(ctx context.Context, b *write.Batch) error
 	WriteRejects(ctx context.Context, rs []write.Reject) error
-	WriteAnomalies(ctx context.Context, as []write.Anomaly) error
-	LastReadings(ctx context.Context, devices []string) (map[string]write.Last, error)
-	Spans(ctx context.Context, spans []write.Span) (map[string][]write.Last, error)
+	WriteAnomalies(ctx context.Context, as []chain.Anomaly) error
 }
 
 // Observer receives measurements for histograms (the services layer exports them through
@@ -57,25 +54,27 @@ type Observer interface {
 
 // Stats are a worker's counters since it started.
 type Stats struct {
-	Received     uint64            `json:"received"`
-	Verified     uint64            `json:"verified"`
-	Rejected     uint64            `json:"rejected"`
-	Batches      uint64            `json:"batches"`
-	Inserted     uint64            `json:"inserted"`
-	Retries      uint64            `json:"retries"`
-	Deferred     uint64            `json:"deferred"`      // checks that could not be made (ledger down): redelivered later
-	Anomalies    uint64            `json:"anomalies"`     // chain breaks recorded
-	ChainHeld    int64             `json:"chain_held"`    // stored readings whose link to their predecessor is not settled yet (not acknowledged)
-	ChainRemote  uint64            `json:"chain_remote"`  // links settled by another worker's answer (it stored the predecessor)
-	ChainLookups uint64            `json:"chain_lookups"` // links settled by looking them up in ClickHouse (breaks, or no answer in time)
-	Redelivered  uint64            `json:"redelivered"`   // messages JetStream delivered more than once (possible duplicates)
-	RejectedBy   map[string]uint64 `json:"rejected_by_reason"`
+	Received     uint64                   `json:"received"`
+	Verified     uint64                   `json:"verified"`
+	Rejected     uint64                   `json:"rejected"`
+	Batches      uint64                   `json:"batches"`
+	Inserted     uint64                   `json:"inserted"`
+	Retries      uint64                   `json:"retries"`
+	Deferred     uint64                   `json:"deferred"`      // checks that could not be made (ledger down): redelivered later
+	Anomalies    uint64                   `json:"anomalies"`     // broken chain links recorded
+	ChainHeld    int64                    `json:"chain_held"`    // stored readings whose link to their predecessor is not settled yet (not acknowledged)
+	ChainRemote  uint64                   `json:"chain_remote"`  // links settled by another worker's answer (it stored the predecessor)
+	ChainLookups uint64                   `json:"chain_lookups"` // links settled by looking them up in ClickHouse (breaks, or no answer in time)
+	Redelivered  uint64                   `json:"redelivered"`   // messages JetStream delivered more than once (possible duplicates)
+	RejectedBy   map[verify.Reason]uint64 `json:"rejected_by_reason"`
 }
 
 // Ingest is one worker. A worker is a pipeline: a pull consumer feeds chunks of messages to
-// verifier goroutines (batch signature verification); an assembler cuts verified readings into
-// batches; flusher goroutines write each batch and its rejects to ClickHouse, publish its batch
-// record, and only then acknowledge its messages.
+// verifier goroutines (batch signature verification); an assembler checks device chains
+// (chain.Heads) and cuts verified readings into batches; flusher goroutines write each batch
+// and its rejects to ClickHouse, publish its batch record, and only then acknowledge its
+// messages, except those of chain suspects, which the chain.Checker acknowledges once their
+// links are settled.
 type Ingest struct {
 	js  jetstream.JetStream
 	v   *verify.Verifier
@@ -84,21 +83,18 @@ type Ingest struct {
 	log *slog.Logger
 	obs Observer
 
-	received, verified, rejected, batches, inserted, retries, deferred, anomalies, redelivered atomic.Uint64
+	received, verified, rejected, batches, inserted, retries, deferred, redelivered atomic.Uint64
 
-	chainHeld    atomic.Int64
-	chainLookups atomic.Uint64
-	chainRemote  atomic.Uint64
-	links        links
-	instance     string // names this worker in chain questions and answers
+	chain *chain.Checker
 
 	mu       sync.Mutex
-	byReason map[string]uint64
+	byReason map[verify.Reason]uint64
 	notReady error
 }
 
-// New returns a worker; the streams and consumer must exist (consume.EnsureStreams).
-func New(js jetstream.JetStream, v *verify.Verifier, w Writer, cfg Config, log *slog.Logger) *Ingest {
+// New returns a worker that stores with w and checks device chains against what lookup reads
+// of the stored readings; the streams and consumer must exist (consume.EnsureStreams).
+func New(js jetstream.JetStream, v *verify.Verifier, w Writer, lookup chain.Lookup, cfg Config, log *slog.Logger) *Ingest {
 	if cfg.BatchSize <= 0 {
 		cfg.BatchSize = 1000
 	}
@@ -115,13 +111,10 @@ func New(js jetstream.JetStream, v *verify.Verifier, w Writer, cfg Config, log *
 		cfg.Flushers = 2
 	}
 	if cfg.AckWait <= 0 {
-		cfg.AckWait = 30 * time.Second
+		cfg.AckWait = chain.DefaultAckWait
 	}
-	if cfg.ChainWait <= 0 {
-		cfg.ChainWait = cfg.AckWait + 5*time.Second
-	}
-	return &Ingest{js: js, v: v, w: w, cfg: cfg, log: log, byReason: map[string]uint64{},
-		instance: nuid.Next(), links: links{byPrev: map[string][]*suspect{}}}
+	checker := chain.NewChecker(js.Conn(), lookup, w.WriteAnomalies, chain.Config{Worker: cfg.Worker, AckWait: cfg.AckWait, Wait: cfg.ChainWait}, log)
+	return &Ingest{js: js, v: v, w: w, cfg: cfg, log: log, byReason: map[verify.Reason]uint64{}, chain: checker}
 }
 
 // Observe sets the observer; call before Run.
@@ -130,22 +123,28 @@ func (g *Ingest) Observe(o Observer) { g.obs = o }
 // Stats returns a snapshot of the counters.
 func (g *Ingest) Stats() Stats {
 	g.mu.Lock()
-	by := make(map[string]uint64, len(g.byReason))
+	by := make(map[verify.Reason]uint64, len(g.byReason))
 	for k, v := range g.byReason {
 		by[k] = v
 	}
 	g.mu.Unlock()
+	c := g.chain.Stats()
 	return Stats{Received: g.received.Load(), Verified: g.verified.Load(), Rejected: g.rejected.Load(),
 		Batches: g.batches.Load(), Inserted: g.inserted.Load(), Retries: g.retries.Load(), Deferred: g.deferred.Load(),
-		Anomalies: g.anomalies.Load(), ChainHeld: g.chainHeld.Load(), ChainRemote: g.chainRemote.Load(), ChainLookups: g.chainLookups.Load(),
+		Anomalies: c.Anomalies, ChainHeld: c.Held, ChainRemote: c.Remote, ChainLookups: c.Lookups,
 		Redelivered: g.redelivered.Load(), RejectedBy: by}
 }
 
-// Ready is nil, or why the worker cannot make progress right now (it keeps retrying).
+// Ready is nil, or why the worker cannot make progress right now (it keeps retrying): a write,
+// a pull or a chain lookup failing.
 func (g *Ingest) Ready() error {
 	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.notReady
+	err := g.notReady
+	g.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return g.chain.Ready()
 }
 
 func (g *Ingest) setReady(err error) {
@@ -177,9 +176,16 @@ type checked struct {
 type flush struct {
 	msgs     []jetstream.Msg
 	rejects  []write.Reject
-	suspects []*suspect // readings whose chain link is settled after the flush
+	suspects []suspect // readings whose chain link is settled after the flush
 	b        *batch.Builder
 	first    time.Time
+}
+
+// suspect is a reading of the flush whose chain link is to be settled: its message (msgs[i])
+// is acknowledged by the chain checker, not by the flush.
+type suspect struct {
+	i int
+	chain.Suspect
 }
 
 // Run pulls and processes messages until ctx ends. On the way out it finishes what it holds
@@ -193,14 +199,12 @@ func (g *Ingest) Run(ctx context.Context) error {
 	work, stopWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWork()
 
-	// Workers answer each other's questions about chain links (chain.go).
-	for subject, h := range map[string]nats.MsgHandler{AskSubject: g.onAsk, tellSubjectRoot + g.instance: g.onTell} {
-		sub, err := g.js.Conn().Subscribe(subject, h)
-		if err != nil {
-			return fmt.Errorf("subscribe %s: %w", subject, err)
-		}
-		defer func() { _ = sub.Unsubscribe() }()
+	// Workers answer each other's questions about chain links.
+	stopListening, err := g.chain.Listen()
+	if err != nil {
+		return err
 	}
+	defer stopListening()
 
 	msgs := make(chan jetstream.Msg, g.cfg.PullBatch)
 	cc, err := cons.Consume(func(m jetstream.Msg) {
@@ -210,11 +214,11 @@ func (g *Ingest) Run(ctx context.Context) error {
 		}
 	}, jetstream.PullMaxMessages(g.cfg.PullBatch), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 		if ctx.Err() == nil && !errors.Is(err, jetstream.ErrNoHeartbeat) {
-			g.failed(fmt.Errorf("pull from %s: %w", consume.ReadingsStream, err))
+			g.failed(fmt.Errorf("pull from %s: %w", stream.Readings, err))
 		}
 	}))
 	if err != nil {
-		return fmt.Errorf("consume %s: %w", consume.ReadingsStream, err)
+		return fmt.Errorf("consume %s: %w", stream.Readings, err)
 	}
 
 	chunks := make(chan chunk, g.cfg.Verifiers)
@@ -274,7 +278,7 @@ func (g *Ingest) Run(ctx context.Context) error {
 	}()
 	flushed := make(chan struct{})
 	chainsDone := make(chan struct{})
-	go func() { defer close(chainsDone); g.checkChains(work, flushed) }()
+	go func() { defer close(chainsDone); g.chain.Run(work, flushed) }()
 	g.assemble(ctx, results, flushes)
 	close(flushes)
 	flushers.Wait()
@@ -285,11 +289,11 @@ func (g *Ingest) Run(ctx context.Context) error {
 
 func (g *Ingest) consumer(ctx context.Context) (jetstream.Consumer, error) {
 	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
-		cons, err := g.js.Consumer(ctx, consume.ReadingsStream, consume.IngestConsumer)
+		cons, err := g.js.Consumer(ctx, stream.Readings, stream.IngestConsumer)
 		if err == nil {
 			return cons, nil
 		}
-		g.failed(fmt.Errorf("consumer %s on %s: %w", consume.IngestConsumer, consume.ReadingsStream, err))
+		g.failed(fmt.Errorf("consumer %s on %s: %w", stream.IngestConsumer, stream.Readings, err))
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
@@ -339,7 +343,7 @@ func (g *Ingest) chunk(ctx context.Context, msgs <-chan jetstream.Msg, chunks ch
 func (g *Ingest) assemble(ctx context.Context, results <-chan checked, flushes chan<- *flush) {
 	newFlush := func() *flush { return &flush{b: batch.New(g.cfg.Worker, g.cfg.BatchSize)} }
 	f := newFlush()
-	chains := map[string]*chainState{}
+	heads := chain.NewHeads()
 	tick := time.NewTicker(max(g.cfg.FlushAge/4, 5*time.Millisecond))
 	defer tick.Stop()
 	handOver := func() {
@@ -366,9 +370,9 @@ func (g *Ingest) assemble(ctx context.Context, results <-chan checked, flushes c
 				}
 				delete(early, next)
 				next++
-				g.learnChains(ctx, chains, c)
+				g.chain.Learn(ctx, heads, chained(c))
 				for i, m := range c.msgs {
-					g.add(f, m, c.results[i], chains)
+					g.add(f, m, c.results[i], heads)
 					if f.b.Len() >= g.cfg.BatchSize {
 						handOver()
 					}
@@ -383,7 +387,7 @@ func (g *Ingest) assemble(ctx context.Context, results <-chan checked, flushes c
 }
 
 // add puts one checked message into the flush, as a reading or as a reject.
-func (g *Ingest) add(f *flush, msg jetstream.Msg, res verify.Result, chains map[string]*chainState) {
+func (g *Ingest) add(f *flush, msg jetstream.Msg, res verify.Result, heads *chain.Heads) {
 	received := time.Now()
 	if md, err := msg.Metadata(); err == nil {
 		received = md.Timestamp
@@ -406,7 +410,9 @@ func (g *Ingest) add(f *flush, msg jetstream.Msg, res verify.Result, chains map[
 		r := res.Msg.Reading
 		wr := write.Reading{Device: r.Device, Seq: r.Seq, TS: r.TS, ReceivedAt: received, Raw: msg.Data(),
 			Leaf: res.Leaf, Prev: r.Prev, Metrics: r.Metrics}
-		g.checkChain(f, chains, wr)
+		if s, ok := heads.Check(chain.Reading{Device: r.Device, Seq: r.Seq, Leaf: res.Leaf, Prev: r.Prev}); ok {
+			f.suspects = append(f.suspects, suspect{i: len(f.msgs), Suspect: s})
+		}
 		f.b.Add(wr)
 	}
 	if len(f.msgs) == 0 {
@@ -419,15 +425,12 @@ func (g *Ingest) add(f *flush, msg jetstream.Msg, res verify.Result, chains map[
 // acknowledges its messages. If ctx ends first nothing is acknowledged: JetStream redelivers.
 func (g *Ingest) flush(ctx context.Context, f *flush) {
 	var b *write.Batch
-	var rec consume.BatchRecord
+	var rec stream.BatchRecord
 	if f.b.Len() > 0 {
 		var err error
 		if b, rec, err = f.b.Flush(time.Now()); err != nil {
 			g.log.Error("ingest: cannot close batch", "err", err)
 			return
-		}
-		for _, s := range f.suspects {
-			s.batch, s.msg = b.ID, f.msgs[s.i]
 		}
 	}
 	start := time.Now()
@@ -471,13 +474,15 @@ func (g *Ingest) flush(ctx context.Context, f *flush) {
 		}
 	}
 	if b != nil {
-		g.links.stored(b.Readings)
+		g.chain.Stored(stored(b.Readings))
 	}
 	held := make([]bool, len(f.msgs))
-	for _, s := range f.suspects {
+	hs := make([]chain.Held, len(f.suspects))
+	for k, s := range f.suspects {
 		held[s.i] = true
+		hs[k] = chain.Held{Suspect: s.Suspect, Batch: b.ID, Msg: f.msgs[s.i]}
 	}
-	g.hold(f.suspects)
+	g.chain.Hold(hs)
 	for i, m := range f.msgs {
 		if held[i] {
 			continue // acknowledged by the chain checker
@@ -504,6 +509,29 @@ func (g *Ingest) flush(ctx context.Context, f *flush) {
 		g.inserted.Add(uint64(len(b.Readings)))
 		g.batches.Add(1)
 		g.log.Debug("batch flushed", "batch", rec.ID, "size", rec.Size, "rejects", len(f.rejects))
+	}
+}
+
+// chained returns the devices of a chunk's valid readings that name a predecessor: their
+// chains are checked.
+func chained(c checked) []string {
+	var devs []string
+	for _, r := range c.results {
+		if r.Err == nil && r.Msg.Reading.Prev != nil {
+			devs = append(devs, r.Msg.Reading.Device)
+		}
+	}
+	return devs
+}
+
+// stored is what the chain checker needs of stored readings.
+func stored(rs []write.Reading) iter.Seq[chain.Reading] {
+	return func(yield func(chain.Reading) bool) {
+		for _, r := range rs {
+			if !yield(chain.Reading{Device: r.Device, Seq: r.Seq, Leaf: r.Leaf}) {
+				return
+			}
+		}
 	}
 }
 

@@ -17,10 +17,12 @@ import (
 
 	"github.com/anchorline/anchorline/anchor/merkle"
 	"github.com/anchorline/anchorline/internal/natstest"
+	"github.com/anchorline/anchorline/pipeline/chain"
 	"github.com/anchorline/anchorline/pipeline/consume"
 	"github.com/anchorline/anchorline/pipeline/verify"
 	"github.com/anchorline/anchorline/pipeline/write"
 	"github.com/anchorline/anchorline/schemas/reading"
+	"github.com/anchorline/anchorline/schemas/stream"
 )
 
 // flakyWriter keeps what it is given in memory, fails its first `fail` calls, and checks that
@@ -31,7 +33,7 @@ type flakyWriter struct {
 	calls     int
 	batches   []*write.Batch
 	rejects   []write.Reject
-	anomalies []write.Anomaly
+	anomalies []chain.Anomaly
 	cons      jetstream.Consumer
 	t         *testing.T
 }
@@ -73,7 +75,7 @@ func (w *flakyWriter) WriteRejects(_ context.Context, rs []write.Reject) error {
 	return nil
 }
 
-func (w *flakyWriter) WriteAnomalies(_ context.Context, as []write.Anomaly) error {
+func (w *flakyWriter) WriteAnomalies(_ context.Context, as []chain.Anomaly) error {
 	if err := w.attempt(); err != nil {
 		return err
 	}
@@ -83,32 +85,33 @@ func (w *flakyWriter) WriteAnomalies(_ context.Context, as []write.Anomaly) erro
 	return nil
 }
 
-func (w *flakyWriter) LastReadings(_ context.Context, devices []string) (map[string]write.Last, error) {
+// Heads and Spans make flakyWriter the chain check's lookup too, over what it was given.
+func (w *flakyWriter) Heads(_ context.Context, devices []string) (map[string]chain.Link, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	out := map[string]write.Last{}
+	out := map[string]chain.Link{}
 	for _, b := range w.batches {
 		for _, r := range b.Readings {
 			if slices.Contains(devices, r.Device) && r.Seq >= out[r.Device].Seq {
-				out[r.Device] = write.Last{Seq: r.Seq, Leaf: r.Leaf}
+				out[r.Device] = chain.Link{Seq: r.Seq, Leaf: r.Leaf}
 			}
 		}
 	}
 	return out, nil
 }
 
-func (w *flakyWriter) Spans(_ context.Context, spans []write.Span) (map[string][]write.Last, error) {
+func (w *flakyWriter) Spans(_ context.Context, spans []chain.Span) (map[string][]chain.Link, error) {
 	if err := w.attempt(); err != nil {
 		return nil, err
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	out := map[string][]write.Last{}
+	out := map[string][]chain.Link{}
 	for _, b := range w.batches {
 		for _, r := range b.Readings {
 			for _, sp := range spans {
 				if r.Device == sp.Device && r.Seq >= sp.From && r.Seq < sp.To {
-					out[r.Device] = append(out[r.Device], write.Last{Seq: r.Seq, Leaf: r.Leaf})
+					out[r.Device] = append(out[r.Device], chain.Link{Seq: r.Seq, Leaf: r.Leaf})
 				}
 			}
 		}
@@ -155,12 +158,12 @@ func TestIngestWritesThenAcks(t *testing.T) {
 		keys.Apply([]verify.Key{{Device: d.ID, Key: k.Public(), Height: 1}})
 		devs = append(devs, d)
 	}
-	cons, err := js.Consumer(ctx, consume.ReadingsStream, consume.IngestConsumer)
+	cons, err := js.Consumer(ctx, stream.Readings, stream.IngestConsumer)
 	if err != nil {
 		t.Fatal(err)
 	}
 	w := &flakyWriter{fail: 3, t: t, cons: cons}
-	g := New(js, verify.New(keys, verify.DefaultLimits()), w, Config{BatchSize: 25, FlushAge: 50 * time.Millisecond, PullBatch: 10, Worker: "t"},
+	g := New(js, verify.New(keys, verify.DefaultLimits()), w, w, Config{BatchSize: 25, FlushAge: 50 * time.Millisecond, PullBatch: 10, Worker: "t"},
 		slog.New(slog.NewTextHandler(io.Discard, nil)))
 
 	const per = 30
@@ -179,7 +182,7 @@ func TestIngestWritesThenAcks(t *testing.T) {
 		}
 	}
 	for _, bad := range [][]byte{[]byte("junk"), {0xd2, 0x84}} {
-		if _, err := js.Publish(ctx, "iot.readings.x", bad); err != nil {
+		if _, err := js.Publish(ctx, reading.Subject("x"), bad); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -225,7 +228,7 @@ func TestIngestWritesThenAcks(t *testing.T) {
 			t.Fatalf("batch %x root does not recompute", b.ID)
 		}
 	}
-	st, err := js.Stream(ctx, consume.BatchesStream)
+	st, err := js.Stream(ctx, stream.Batches)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -237,7 +240,7 @@ func TestIngestWritesThenAcks(t *testing.T) {
 		t.Fatalf("%d batch records for %d batches", info.State.Msgs, len(w.batches))
 	}
 	for _, r := range w.rejects {
-		if r.Reason != verify.BadCBOR || r.Subject != "iot.readings.x" || len(r.Raw) == 0 {
+		if r.Reason != verify.BadCBOR || r.Subject != reading.Subject("x") || len(r.Raw) == 0 {
 			t.Fatalf("reject %+v", r)
 		}
 	}
@@ -296,7 +299,7 @@ func TestChainBreaks(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	g := New(js, verify.New(keys, verify.DefaultLimits()), w, Config{BatchSize: 100, FlushAge: 20 * time.Millisecond, Worker: "t",
+	g := New(js, verify.New(keys, verify.DefaultLimits()), w, w, Config{BatchSize: 100, FlushAge: 20 * time.Millisecond, Worker: "t",
 		ChainWait: 300 * time.Millisecond}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
@@ -316,7 +319,7 @@ func TestChainBreaks(t *testing.T) {
 	got := map[uint64]uint64{}
 	for _, a := range w.anomalies {
 		got[a.Seq] = a.PrevSeq
-		if a.Kind != "chain_break" || a.BatchID == ([16]byte{}) || a.Worker != "t" {
+		if a.Kind != chain.Break || a.BatchID == ([16]byte{}) || a.Worker != "t" {
 			t.Errorf("anomaly %+v", a)
 		}
 	}
@@ -358,7 +361,7 @@ func TestChainAcrossWorkers(t *testing.T) {
 	w := &flakyWriter{t: t}
 	var workers []*Ingest
 	for i := range 2 {
-		workers = append(workers, New(js, verify.New(keys, verify.DefaultLimits()), w, Config{BatchSize: 7, FlushAge: 10 * time.Millisecond,
+		workers = append(workers, New(js, verify.New(keys, verify.DefaultLimits()), w, w, Config{BatchSize: 7, FlushAge: 10 * time.Millisecond,
 			PullBatch: 3, Worker: fmt.Sprintf("w%d", i), ChainWait: time.Second}, slog.New(slog.NewTextHandler(io.Discard, nil))))
 	}
 	runCtx, stop := context.WithCancel(ctx)
@@ -437,7 +440,7 @@ func TestChainAcrossWorkers(t *testing.T) {
 	wg.Wait()
 	got := map[string]uint64{}
 	for _, a := range w.anomalies {
-		if a.Kind != "chain_break" {
+		if a.Kind != chain.Break {
 			t.Errorf("anomaly %+v", a)
 		}
 		got[fmt.Sprintf("%s/%d", a.Device, a.Seq)] = a.PrevSeq
@@ -461,44 +464,5 @@ func TestChainAcrossWorkers(t *testing.T) {
 	// about the three breaks (and a few links whose predecessor was not stored in time).
 	if after := lookups - warmLookups; after < 3 || after > 3+remote/4 {
 		t.Errorf("%d links looked up in ClickHouse after the warm-up (%d before), %d settled by the other worker's answers", lookups-warmLookups, warmLookups, remote)
-	}
-}
-
-// A reading whose prev names the device's latest reading this worker knows is settled at once
-// only if no seq lies between; otherwise another worker may hold the readings between (a fork
-// to an older reading), so it is a suspect that only ClickHouse can settle.
-func TestCheckChainGap(t *testing.T) {
-	leaf := func(n byte) [32]byte { return [32]byte{n} }
-	last := write.Last{Seq: 60, Leaf: leaf(60)}
-	l60 := leaf(60)
-	for _, tc := range []struct {
-		seq     uint64
-		prev    []byte
-		suspect bool
-		gap     bool
-	}{
-		{61, l60[:], false, false},             // consecutive: settled by the worker alone
-		{70, l60[:], true, true},               // skips 61..69: maybe a fork
-		{61, []byte("elsewhere"), true, false}, // another predecessor: ask the others
-	} {
-		f := &flush{}
-		chains := map[string]*chainState{"d1": {last: last, stored: true}}
-		(&Ingest{}).checkChain(f, chains, write.Reading{Device: "d1", Seq: tc.seq, Prev: tc.prev, Leaf: leaf(byte(tc.seq))})
-		if got := len(f.suspects) == 1; got != tc.suspect {
-			t.Fatalf("seq %d prev %x: suspect %v, want %v", tc.seq, tc.prev, got, tc.suspect)
-		}
-		if tc.suspect && f.suspects[0].gap != tc.gap {
-			t.Fatalf("seq %d: gap %v, want %v", tc.seq, f.suspects[0].gap, tc.gap)
-		}
-		if chains["d1"].last.Seq != tc.seq {
-			t.Fatalf("seq %d: the chain did not move on", tc.seq)
-		}
-	}
-	// An answer settles only the immediate predecessor, and never a gap suspect.
-	var ls links
-	ss := []*suspect{{device: "d1", seq: 70, gap: true}, {device: "d1", seq: 62}, {device: "d1", seq: 61}}
-	left := ls.settle(ss, "d1", 60)
-	if len(ls.settled) != 1 || ls.settled[0].seq != 61 || len(left) != 2 {
-		t.Fatalf("settled %d (seq %v), left %d", len(ls.settled), ls.settled, len(left))
 	}
 }

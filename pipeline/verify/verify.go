@@ -12,20 +12,25 @@ import (
 	"github.com/anchorline/anchorline/schemas/reading"
 )
 
-// Reject reasons: the `reason` column of the rejected table.
+// Reason is why a message was refused: the value of the `reason` column of the rejected table
+// (DESIGN 2.5), which analysts filter on, and of the reason label of the rejected-messages
+// metric. The values are a contract: add new ones, never rename one.
+type Reason string
+
+// The reasons.
 const (
-	TooLarge        = "too_large"
-	BadCBOR         = "bad_cbor"
-	BadPayload      = "bad_payload"
-	UnsupportedAlg  = "unsupported_alg"
-	KIDMismatch     = "kid_mismatch"
-	SubjectMismatch = "subject_mismatch"
-	UnknownDevice   = "unknown_device"
-	RevokedDevice   = "revoked_device"
-	BadSignature    = "bad_signature"
-	ClockSkew       = "clock_skew"
-	TooManyMetrics  = "too_many_metrics"
-	TagsTooLarge    = "tags_too_large"
+	TooLarge        Reason = "too_large"        // more bytes than the size limit
+	BadCBOR         Reason = "bad_cbor"         // not a tagged COSE_Sign1 message of valid CBOR
+	BadPayload      Reason = "bad_payload"      // the payload breaks DESIGN 2.1 (fields, names, values)
+	UnsupportedAlg  Reason = "unsupported_alg"  // signed with neither EdDSA nor ES256
+	KIDMismatch     Reason = "kid_mismatch"     // the payload's dev is not the header's kid
+	SubjectMismatch Reason = "subject_mismatch" // published on another device's subject
+	ClockSkew       Reason = "clock_skew"       // device time too far ahead of ours, or too old
+	TooManyMetrics  Reason = "too_many_metrics" // more metrics than the limit
+	TagsTooLarge    Reason = "tags_too_large"   // more tags, or longer ones, than the limits
+	UnknownDevice   Reason = "unknown_device"   // the device is not registered on the ledger
+	RevokedDevice   Reason = "revoked_device"   // the device's key was revoked
+	BadSignature    Reason = "bad_signature"    // the signature does not verify under the registered key
 )
 
 // Limits are what a fleet's operator bounds; zero values take the defaults of DefaultLimits.
@@ -46,12 +51,12 @@ func DefaultLimits() Limits {
 
 // Rejection is why a message is refused; ingest stores it with the message in `rejected`.
 type Rejection struct {
-	Reason string
+	Reason Reason
 	Detail string
 	Device string // if known
 }
 
-func (r *Rejection) Error() string { return r.Reason + ": " + r.Detail }
+func (r *Rejection) Error() string { return string(r.Reason) + ": " + r.Detail }
 
 // Verified is a reading that passed every check.
 type Verified struct {

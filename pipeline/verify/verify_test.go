@@ -86,27 +86,27 @@ func TestCheckClassifies(t *testing.T) {
 	for _, tc := range []struct {
 		name, subject string
 		raw           []byte
-		want          string
+		want          Reason
 	}{
-		{"ed25519 ok", "iot.readings.ed", sign(t, "ed", 1, ed), ""},
-		{"es256 ok", "iot.readings.es", sign(t, "es", 1, es), ""},
-		{"bad signature", "iot.readings.ed", badSig, BadSignature},
-		{"signed by another key", "iot.readings.es", sign(t, "es", 2, key(t, reading.ES256)), BadSignature},
-		{"alg differs from the registered key", "iot.readings.wrongalg", sign(t, "wrongalg", 1, ed), BadSignature},
-		{"unknown device", "iot.readings.nobody", sign(t, "nobody", 1, ed), UnknownDevice},
-		{"revoked device", "iot.readings.gone", sign(t, "gone", 1, revoked), RevokedDevice},
-		{"kid mismatch", "iot.readings.ed", coseRaw(t, "ed", map[string]any{"dev": "es", "seq": 1, "ts": now, "m": map[string]any{"x": 1}}, raw), KIDMismatch},
-		{"subject mismatch", "iot.readings.es", sign(t, "ed", 3, ed), SubjectMismatch},
-		{"not cbor", "iot.readings.ed", []byte("hello"), BadCBOR},
-		{"no metrics", "iot.readings.ed", coseRaw(t, "ed", map[string]any{"dev": "ed", "seq": 1, "ts": now}, raw), BadPayload},
-		{"too large", "iot.readings.ed", bigRaw, TooLarge},
-		{"device clock ahead", "iot.readings.ed", signAt(t, ed, time.Now().Add(6*time.Minute), 1, nil), ClockSkew},
-		{"device clock slightly ahead", "iot.readings.ed", signAt(t, ed, time.Now().Add(4*time.Minute), 1, nil), ""},
-		{"reading too old", "iot.readings.ed", signAt(t, ed, time.Now().Add(-31*24*time.Hour), 1, nil), ClockSkew},
-		{"too many metrics", "iot.readings.ed", signAt(t, ed, time.Now(), 65, nil), TooManyMetrics},
-		{"64 metrics", "iot.readings.ed", signAt(t, ed, time.Now(), 64, nil), ""},
-		{"too many tags", "iot.readings.ed", signAt(t, ed, time.Now(), 1, tags(33, 4)), TagsTooLarge},
-		{"tag too long", "iot.readings.ed", signAt(t, ed, time.Now(), 1, tags(1, 129)), TagsTooLarge},
+		{"ed25519 ok", reading.Subject("ed"), sign(t, "ed", 1, ed), ""},
+		{"es256 ok", reading.Subject("es"), sign(t, "es", 1, es), ""},
+		{"bad signature", reading.Subject("ed"), badSig, BadSignature},
+		{"signed by another key", reading.Subject("es"), sign(t, "es", 2, key(t, reading.ES256)), BadSignature},
+		{"alg differs from the registered key", reading.Subject("wrongalg"), sign(t, "wrongalg", 1, ed), BadSignature},
+		{"unknown device", reading.Subject("nobody"), sign(t, "nobody", 1, ed), UnknownDevice},
+		{"revoked device", reading.Subject("gone"), sign(t, "gone", 1, revoked), RevokedDevice},
+		{"kid mismatch", reading.Subject("ed"), coseRaw(t, "ed", map[string]any{"dev": "es", "seq": 1, "ts": now, "m": map[string]any{"x": 1}}, raw), KIDMismatch},
+		{"subject mismatch", reading.Subject("es"), sign(t, "ed", 3, ed), SubjectMismatch},
+		{"not cbor", reading.Subject("ed"), []byte("hello"), BadCBOR},
+		{"no metrics", reading.Subject("ed"), coseRaw(t, "ed", map[string]any{"dev": "ed", "seq": 1, "ts": now}, raw), BadPayload},
+		{"too large", reading.Subject("ed"), bigRaw, TooLarge},
+		{"device clock ahead", reading.Subject("ed"), signAt(t, ed, time.Now().Add(6*time.Minute), 1, nil), ClockSkew},
+		{"device clock slightly ahead", reading.Subject("ed"), signAt(t, ed, time.Now().Add(4*time.Minute), 1, nil), ""},
+		{"reading too old", reading.Subject("ed"), signAt(t, ed, time.Now().Add(-31*24*time.Hour), 1, nil), ClockSkew},
+		{"too many metrics", reading.Subject("ed"), signAt(t, ed, time.Now(), 65, nil), TooManyMetrics},
+		{"64 metrics", reading.Subject("ed"), signAt(t, ed, time.Now(), 64, nil), ""},
+		{"too many tags", reading.Subject("ed"), signAt(t, ed, time.Now(), 1, tags(33, 4)), TagsTooLarge},
+		{"tag too long", reading.Subject("ed"), signAt(t, ed, time.Now(), 1, tags(1, 129)), TagsTooLarge},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := v.Check(ctx, tc.subject, tc.raw)
@@ -200,7 +200,7 @@ func TestKeysFetchAndNegativeCache(t *testing.T) {
 	}
 	// A ledger error is an error (retry), not a rejection.
 	v := New(keys, DefaultLimits())
-	if _, err := v.Check(ctx, "iot.readings.down", sign(t, "down", 1, k)); err == nil || errors.As(err, new(*Rejection)) {
+	if _, err := v.Check(ctx, reading.Subject("down"), sign(t, "down", 1, k)); err == nil || errors.As(err, new(*Rejection)) {
 		t.Fatalf("ledger down: %v", err)
 	}
 }
@@ -274,12 +274,12 @@ func TestCheckBatch(t *testing.T) {
 		if i == 7 || i == 30 {
 			raw[len(raw)-2] ^= 4
 		}
-		in = append(in, Input{"iot.readings.ed", raw})
+		in = append(in, Input{reading.Subject("ed"), raw})
 		if i%10 == 0 {
-			in = append(in, Input{"iot.readings.es", sign(t, "es", uint64(i+1), es)})
+			in = append(in, Input{reading.Subject("es"), sign(t, "es", uint64(i+1), es)})
 		}
 	}
-	in = append(in, Input{"iot.readings.nobody", sign(t, "nobody", 1, ed)}, Input{"iot.readings.ed", []byte("junk")})
+	in = append(in, Input{reading.Subject("nobody"), sign(t, "nobody", 1, ed)}, Input{reading.Subject("ed"), []byte("junk")})
 	out := make([]Result, len(in))
 	v.CheckBatch(ctx, in, out)
 	bad := 0
@@ -312,7 +312,7 @@ func BenchmarkCheckEd25519(b *testing.B) {
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := v.Check(ctx, "iot.readings.bench", raw); err != nil {
+		if _, err := v.Check(ctx, reading.Subject("bench"), raw); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -325,7 +325,7 @@ func BenchmarkCheckBatch1024(b *testing.B) {
 	v := New(keys, DefaultLimits())
 	in := make([]Input, 1024)
 	for i := range in {
-		in[i] = Input{"iot.readings.bench", sign(b, "bench", uint64(i+1), k)}
+		in[i] = Input{reading.Subject("bench"), sign(b, "bench", uint64(i+1), k)}
 	}
 	out := make([]Result, len(in))
 	ctx := context.Background()
@@ -334,4 +334,19 @@ func BenchmarkCheckBatch1024(b *testing.B) {
 		v.CheckBatch(ctx, in, out)
 	}
 	b.ReportMetric(float64(b.N*len(in))/b.Elapsed().Seconds(), "readings/s")
+}
+
+// TestReasons pins the reason codes: analysts filter the rejected table on them, so a value
+// may be added but never changed.
+func TestReasons(t *testing.T) {
+	for r, want := range map[Reason]string{
+		TooLarge: "too_large", BadCBOR: "bad_cbor", BadPayload: "bad_payload", UnsupportedAlg: "unsupported_alg",
+		KIDMismatch: "kid_mismatch", SubjectMismatch: "subject_mismatch", ClockSkew: "clock_skew",
+		TooManyMetrics: "too_many_metrics", TagsTooLarge: "tags_too_large", UnknownDevice: "unknown_device",
+		RevokedDevice: "revoked_device", BadSignature: "bad_signature",
+	} {
+		if string(r) != want {
+			t.Errorf("reason %q, want %q", r, want)
+		}
+	}
 }

@@ -1,4 +1,6 @@
-// Package write stores ingest's output in ClickHouse with columnar batch inserts: verified
-// readings into `readings` and `metrics` with their batch record in `batches`, and refused
-// messages into `rejected`.
+// Package write holds every ClickHouse write, each a columnar batch insert: ingest's verified
+// readings into `readings` and `metrics` with their batch record in `batches`, refused messages
+// into `rejected`, broken chain links into `anomalies`, and the anchor service's committed
+// anchors into `anchors` and `batch_anchors`. It reads nothing: the API's and the audit's reads
+// are services/store's, the chain check's are pipeline/chain's.
 package write

@@ -1,16 +1,14 @@
 package write
 
 import (
-	"cmp"
 	"context"
 	"fmt"
-	"maps"
-	"slices"
-	"strings"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
+	"github.com/anchorline/anchorline/pipeline/chain"
+	"github.com/anchorline/anchorline/pipeline/verify"
 	"github.com/anchorline/anchorline/schemas/reading"
 )
 
@@ -41,7 +39,7 @@ type Reject struct {
 	ReceivedAt time.Time
 	Subject    string
 	Device     string // if known
-	Reason     string
+	Reason     verify.Reason
 	Detail     string
 	Raw        []byte
 }
@@ -125,7 +123,7 @@ func (w *Writer) WriteRejects(ctx context.Context, rs []Reject) error {
 	n := len(rs)
 	at, subj, dev, reason, detail, raw := make([]time.Time, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 	for i, r := range rs {
-		at[i], subj[i], dev[i], reason[i], detail[i], raw[i] = r.ReceivedAt, r.Subject, r.Device, r.Reason, r.Detail, string(r.Raw)
+		at[i], subj[i], dev[i], reason[i], detail[i], raw[i] = r.ReceivedAt, r.Subject, r.Device, string(r.Reason), r.Detail, string(r.Raw)
 	}
 	return w.columns(ctx, "rejected (received_at, subject, device_id, reason, detail, raw)", at, subj, dev, reason, detail, raw)
 }
@@ -148,22 +146,8 @@ func (w *Writer) columns(ctx context.Context, table string, cols ...any) error {
 	return nil
 }
 
-// Anomaly is a break in a device's chain: the reading's prev is not the leaf of the device's
-// previous stored reading (Expected; empty if there was none).
-type Anomaly struct {
-	DetectedAt time.Time
-	Device     string
-	Seq        uint64
-	Kind       string
-	Expected   []byte
-	Got        []byte
-	PrevSeq    uint64 // seq of the previous stored reading, 0 if none
-	BatchID    [16]byte
-	Worker     string
-}
-
-// WriteAnomalies inserts chain breaks.
-func (w *Writer) WriteAnomalies(ctx context.Context, as []Anomaly) error {
+// WriteAnomalies inserts broken chain links (pipeline/chain decides them).
+func (w *Writer) WriteAnomalies(ctx context.Context, as []chain.Anomaly) error {
 	if len(as) == 0 {
 		return nil
 	}
@@ -171,130 +155,43 @@ func (w *Writer) WriteAnomalies(ctx context.Context, as []Anomaly) error {
 	at, dev, seq, kind, exp, got, prevSeq, batch, worker := make([]time.Time, n), make([]string, n), make([]uint64, n), make([]string, n),
 		make([]string, n), make([]string, n), make([]uint64, n), make([]string, n), make([]string, n)
 	for i, a := range as {
-		at[i], dev[i], seq[i], kind[i] = a.DetectedAt, a.Device, a.Seq, a.Kind
+		at[i], dev[i], seq[i], kind[i] = a.DetectedAt, a.Device, a.Seq, string(a.Kind)
 		exp[i], got[i], prevSeq[i], batch[i], worker[i] = string(a.Expected), string(a.Got), a.PrevSeq, string(a.BatchID[:]), a.Worker
 	}
 	return w.columns(ctx, "anomalies (detected_at, device_id, seq, kind, expected, got, prev_seq, batch_id, worker)",
 		at, dev, seq, kind, exp, got, prevSeq, batch, worker)
 }
 
-// Last is a device's stored reading, as far as its chain is concerned.
-type Last struct {
-	Seq  uint64
-	Leaf [32]byte
+// Anchor is a committed anchor, as the anchor service records it.
+type Anchor struct {
+	ID               [16]byte
+	Root             [32]byte
+	Batches          uint32 // batches it covers
+	Readings         uint64 // readings in those batches
+	Height, LogIndex uint64 // the ledger block and log position of its entry
+	TxHash           string // hex
+	Entry            []byte // the ledger entry (DESIGN 2.3)
+	AnchoredAt       time.Time
 }
 
-// LastReadings returns the latest stored reading (highest seq) of each of devices that has one.
-func (w *Writer) LastReadings(ctx context.Context, devices []string) (map[string]Last, error) {
-	out := make(map[string]Last, len(devices))
-	for len(devices) > 0 {
-		n := min(len(devices), 500)
-		// IN (not has()) so that ClickHouse reads only these devices' part of the primary key.
-		args := make([]any, n)
-		for i, d := range devices[:n] {
-			args[i] = d
-		}
-		// device_heads holds a few rows per device (schemas/clickhouse 0004), not its history.
-		q := "SELECT device_id, max(head_seq), argMax(head_leaf, head_seq) FROM " + w.db + ".device_heads WHERE device_id IN (" + placeholders(n) + ") GROUP BY device_id"
-		err := w.scanLasts(ctx, q, args, func(dev string, l Last) { out[dev] = l })
-		if err != nil {
-			return nil, fmt.Errorf("last readings: %w", err)
-		}
-		devices = devices[n:]
+// WriteAnchor records a committed anchor and its batches (batch_index = position in batchIDs):
+// the `batch_anchors` rows first, then the `anchors` row, so that an anchor listed in `anchors`
+// has all its batch rows. Writing the same anchor again is harmless: both tables replace by key.
+func (w *Writer) WriteAnchor(ctx context.Context, a Anchor, batchIDs [][16]byte) error {
+	n := len(batchIDs)
+	ids, anchorIDs, idx := make([]string, n), make([]string, n), make([]uint32, n)
+	for i, id := range batchIDs {
+		ids[i], anchorIDs[i], idx[i] = string(id[:]), string(a.ID[:]), uint32(i)
 	}
-	return out, nil
+	if n > 0 {
+		if err := w.columns(ctx, "batch_anchors (batch_id, anchor_id, batch_index)", ids, anchorIDs, idx); err != nil {
+			return fmt.Errorf("record anchor %x: %w", a.ID, err)
+		}
+	}
+	if err := w.columns(ctx, "anchors (anchor_id, root, batches, readings, height, log_index, tx_hash, entry, anchored_at)",
+		[]string{string(a.ID[:])}, []string{string(a.Root[:])}, []uint32{a.Batches}, []uint64{a.Readings}, []uint64{a.Height},
+		[]uint64{a.LogIndex}, []string{a.TxHash}, []string{string(a.Entry)}, []time.Time{a.AnchoredAt}); err != nil {
+		return fmt.Errorf("record anchor %x: %w", a.ID, err)
+	}
+	return nil
 }
-
-// Span names a device's readings with From <= seq < To.
-type Span struct {
-	Device   string
-	From, To uint64
-}
-
-// Spans returns the stored readings in spans, by device in seq order (a reading stored twice
-// appears twice).
-//
-// Spans with close seq ranges are asked together as `device_id IN (…) AND seq >= … AND seq < …`: the
-// primary key narrows that to the same granules as one condition per span, and ClickHouse 18.16
-// evaluates it about 25 times faster than an OR of 200 per-span conditions (45 ms against
-// 1.1 s over a million rows in 100 parts), which under load made chain checks time out. The
-// few rows of a group outside their own device's span are dropped here.
-func (w *Writer) Spans(ctx context.Context, spans []Span) (map[string][]Last, error) {
-	out := map[string][]Last{}
-	for _, g := range groupSpans(spans) {
-		want := make(map[string]Span, len(g))
-		args := make([]any, 0, len(g)+2)
-		from, to := g[0].From, g[0].To
-		for _, sp := range g {
-			want[sp.Device] = sp
-			args = append(args, sp.Device)
-			from, to = min(from, sp.From), max(to, sp.To)
-		}
-		args = append(args, from, to)
-		q := "SELECT device_id, seq, leaf FROM " + w.db + ".readings WHERE device_id IN (" + placeholders(len(g)) +
-			") AND seq >= ? AND seq < ? ORDER BY device_id, seq"
-		err := w.scanLasts(ctx, q, args, func(dev string, l Last) {
-			if sp := want[dev]; l.Seq >= sp.From && l.Seq < sp.To {
-				out[dev] = append(out[dev], l)
-			}
-		})
-		if err != nil {
-			return nil, fmt.Errorf("readings of %d device spans: %w", len(g), err)
-		}
-	}
-	return out, nil
-}
-
-// groupSpans sorts spans by From and cuts them into groups of at most 200 devices, each
-// group reading at most twice the rows its spans name (plus 64 per device): the group's seq
-// range times its devices against the sum of its spans' widths. A device appears once per
-// group (its spans are merged).
-func groupSpans(spans []Span) [][]Span {
-	byDev := map[string]Span{}
-	for _, sp := range spans {
-		if cur, ok := byDev[sp.Device]; ok {
-			sp.From, sp.To = min(sp.From, cur.From), max(sp.To, cur.To)
-		}
-		sp.To = max(sp.To, sp.From)
-		byDev[sp.Device] = sp
-	}
-	sorted := slices.SortedFunc(maps.Values(byDev), func(a, b Span) int { return cmp.Compare(a.From, b.From) })
-	var groups [][]Span
-	var cur []Span
-	var to, sum uint64
-	for _, sp := range sorted {
-		if len(cur) > 0 {
-			n := uint64(len(cur) + 1)
-			if len(cur) == 200 || (max(to, sp.To)-cur[0].From)*n > 2*(sum+sp.To-sp.From)+64*n {
-				groups = append(groups, cur)
-				cur, to, sum = nil, 0, 0
-			}
-		}
-		cur = append(cur, sp)
-		to, sum = max(to, sp.To), sum+sp.To-sp.From
-	}
-	if len(cur) > 0 {
-		groups = append(groups, cur)
-	}
-	return groups
-}
-
-func (w *Writer) scanLasts(ctx context.Context, q string, args []any, f func(dev string, l Last)) error {
-	rows, err := w.conn.Query(ctx, q, args...)
-	if err != nil {
-		return err
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var dev, leaf string
-		var l Last
-		if err := rows.Scan(&dev, &l.Seq, &leaf); err != nil {
-			return err
-		}
-		copy(l.Leaf[:], leaf)
-		f(dev, l)
-	}
-	return rows.Err()
-}
-
-func placeholders(n int) string { return strings.TrimSuffix(strings.Repeat("?, ", n), ", ") }

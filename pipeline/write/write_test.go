@@ -6,11 +6,12 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
-	"reflect"
 	"testing"
 	"time"
 
 	"github.com/anchorline/anchorline/internal/chserver"
+	"github.com/anchorline/anchorline/pipeline/chain"
+	"github.com/anchorline/anchorline/pipeline/verify"
 	"github.com/anchorline/anchorline/pipeline/write"
 	"github.com/anchorline/anchorline/schemas/reading"
 )
@@ -69,13 +70,13 @@ func TestWriteBatchAndRejects(t *testing.T) {
 		t.Fatalf("batch row: %d %x %d %d", size, root, tsMin, tsMax)
 	}
 
-	rejects := []write.Reject{{ReceivedAt: time.Now(), Subject: "iot.readings.x", Device: "x", Reason: "bad_signature", Detail: "no", Raw: []byte{1, 2}},
-		{ReceivedAt: time.Now(), Subject: "iot.readings.y", Reason: "bad_cbor", Detail: "eof", Raw: []byte("junk")}}
+	rejects := []write.Reject{{ReceivedAt: time.Now(), Subject: reading.Subject("x"), Device: "x", Reason: verify.BadSignature, Detail: "no", Raw: []byte{1, 2}},
+		{ReceivedAt: time.Now(), Subject: reading.Subject("y"), Reason: verify.BadCBOR, Detail: "eof", Raw: []byte("junk")}}
 	if err := w.WriteRejects(ctx, rejects); err != nil {
 		t.Fatal(err)
 	}
 	var reason, rawRej string
-	if err := conn.QueryRow(ctx, "SELECT reason, raw FROM "+db+".rejected WHERE subject = 'iot.readings.y'").Scan(&reason, &rawRej); err != nil || reason != "bad_cbor" || rawRej != "junk" {
+	if err := conn.QueryRow(ctx, "SELECT reason, raw FROM "+db+".rejected WHERE subject = ?", reading.Subject("y")).Scan(&reason, &rawRej); err != nil || reason != string(verify.BadCBOR) || rawRej != "junk" {
 		t.Fatalf("reject row: %s %q %v", reason, rawRej, err)
 	}
 	if err := w.WriteBatch(ctx, &write.Batch{}); err != nil {
@@ -97,40 +98,56 @@ func BenchmarkWriteBatch(b *testing.B) {
 	b.ReportMetric(float64(b.N*1000)/b.Elapsed().Seconds(), "readings/s")
 }
 
-func TestAnomaliesAndLastReadings(t *testing.T) {
-	ctx := context.Background()
+func TestWriteAnomaliesAndAnchor(t *testing.T) {
+	ctx := t.Context()
 	_, db, conn := chserver.NewDatabase(t)
 	w := write.New(conn, db)
-	b := testBatch(9) // devices d0, d1, d2, seqs 1..9
-	if err := w.WriteBatch(ctx, b); err != nil {
+	leaf := sha256.Sum256([]byte("prev"))
+	a := chain.Anomaly{DetectedAt: time.Now(), Device: "d0", Seq: 10, Kind: chain.Break, Expected: leaf[:], Got: []byte("x"), PrevSeq: 7, Worker: "w"}
+	if err := w.WriteAnomalies(ctx, []chain.Anomaly{a}); err != nil {
 		t.Fatal(err)
 	}
-	last, err := w.LastReadings(ctx, []string{"d0", "d2", "nobody"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(last) != 2 || last["d0"].Seq != 7 || last["d0"].Leaf != b.Readings[6].Leaf || last["d2"].Seq != 9 {
-		t.Fatalf("last readings %+v", last)
-	}
-	spans, err := w.Spans(ctx, []write.Span{{Device: "d0", From: 2, To: 8}, {Device: "d1", From: 0, To: 3}, {Device: "d2", From: 7, To: 9}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	// d0 has seqs 1, 4, 7; d1 2, 5, 8; d2 3, 6, 9.
-	want := map[string][]write.Last{
-		"d0": {{Seq: 4, Leaf: b.Readings[3].Leaf}, {Seq: 7, Leaf: b.Readings[6].Leaf}},
-		"d1": {{Seq: 2, Leaf: b.Readings[1].Leaf}},
-	}
-	if !reflect.DeepEqual(spans, want) {
-		t.Fatalf("spans %+v, want %+v", spans, want)
-	}
-	a := write.Anomaly{DetectedAt: time.Now(), Device: "d0", Seq: 10, Kind: "chain_break", Expected: b.Readings[6].Leaf[:], Got: []byte("x"), PrevSeq: 7, Worker: "w"}
-	if err := w.WriteAnomalies(ctx, []write.Anomaly{a}); err != nil {
-		t.Fatal(err)
-	}
-	var dev, got string
+	var dev, kind, expected, got string
 	var prevSeq uint64
-	if err := conn.QueryRow(ctx, "SELECT device_id, got, prev_seq FROM "+db+".anomalies").Scan(&dev, &got, &prevSeq); err != nil || dev != "d0" || got != "x" || prevSeq != 7 {
-		t.Fatalf("anomaly row %s %q %d %v", dev, got, prevSeq, err)
+	if err := conn.QueryRow(ctx, "SELECT device_id, kind, expected, got, prev_seq FROM "+db+".anomalies").Scan(&dev, &kind, &expected, &got, &prevSeq); err != nil ||
+		dev != "d0" || kind != "chain_break" || expected != string(leaf[:]) || got != "x" || prevSeq != 7 {
+		t.Fatalf("anomaly row %s %s %x %q %d %v", dev, kind, expected, got, prevSeq, err)
+	}
+
+	an := write.Anchor{Root: [32]byte{9}, Batches: 2, Readings: 3, Height: 12, LogIndex: 4, TxHash: "ab", Entry: []byte("entry"),
+		AnchoredAt: time.Now().Truncate(time.Second)}
+	an.ID[0] = 7
+	batches := [][16]byte{{1}, {2}}
+	for range 2 { // recording twice is harmless: both tables replace by key
+		if err := w.WriteAnchor(ctx, an, batches); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var root, entry, tx string
+	var height, logIndex, readings uint64
+	var nBatches uint32
+	if err := conn.QueryRow(ctx, "SELECT root, batches, readings, height, log_index, tx_hash, entry FROM "+db+".anchors FINAL").
+		Scan(&root, &nBatches, &readings, &height, &logIndex, &tx, &entry); err != nil ||
+		root != string(an.Root[:]) || nBatches != 2 || readings != 3 || height != 12 || logIndex != 4 || tx != "ab" || entry != "entry" {
+		t.Fatalf("anchor row %x %d %d %d %d %s %q %v", root, nBatches, readings, height, logIndex, tx, entry, err)
+	}
+	rows, err := conn.Query(ctx, "SELECT batch_id, anchor_id, batch_index FROM "+db+".batch_anchors FINAL ORDER BY batch_index")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var n uint32
+	for ; rows.Next(); n++ {
+		var batch, anchor string
+		var idx uint32
+		if err := rows.Scan(&batch, &anchor, &idx); err != nil {
+			t.Fatal(err)
+		}
+		if idx != n || batch != string(batches[n][:]) || anchor != string(an.ID[:]) {
+			t.Fatalf("batch_anchors row %d: %x %x %d", n, batch, anchor, idx)
+		}
+	}
+	if err := rows.Err(); err != nil || n != 2 {
+		t.Fatalf("%d batch_anchors rows, want 2 (%v)", n, err)
 	}
 }

@@ -3,6 +3,7 @@ package clickhouse
 import (
 	"context"
 	"embed"
+	"errors"
 	"fmt"
 	"io/fs"
 	"regexp"
@@ -92,22 +93,9 @@ func Migrate(ctx context.Context, conn driver.Conn, database string) ([]string, 
 			return nil, fmt.Errorf("migrate %s: %w", database, err)
 		}
 	}
-	applied := map[uint32]bool{}
-	rows, err := conn.Query(ctx, "SELECT version FROM "+database+".schema_migrations")
+	applied, err := appliedVersions(ctx, conn, database)
 	if err != nil {
-		return nil, fmt.Errorf("migrate %s: read versions: %w", database, err)
-	}
-	for rows.Next() {
-		var v uint32
-		if err := rows.Scan(&v); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("migrate %s: %w", database, err)
-		}
-		applied[v] = true
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("migrate %s: %w", database, err)
+		return nil, err
 	}
 	var done []string
 	for _, m := range ms {
@@ -125,6 +113,55 @@ func Migrate(ctx context.Context, conn driver.Conn, database string) ([]string, 
 		done = append(done, m.Name)
 	}
 	return done, nil
+}
+
+func appliedVersions(ctx context.Context, conn driver.Conn, database string) (map[uint32]bool, error) {
+	applied := map[uint32]bool{}
+	rows, err := conn.Query(ctx, "SELECT version FROM "+database+".schema_migrations")
+	if err != nil {
+		return nil, fmt.Errorf("migrate %s: read versions: %w", database, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var v uint32
+		if err := rows.Scan(&v); err != nil {
+			return nil, fmt.Errorf("migrate %s: %w", database, err)
+		}
+		applied[v] = true
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("migrate %s: %w", database, err)
+	}
+	return applied, nil
+}
+
+// ErrNotMigrated means the database lacks migrations this build needs: run `anchorline migrate`.
+var ErrNotMigrated = errors.New("schema not migrated")
+
+// Check returns nil if every migration of this build is applied to database, and otherwise
+// an error wrapping ErrNotMigrated that names the first missing one. It changes nothing.
+func Check(ctx context.Context, conn driver.Conn, database string) error {
+	var exists uint8
+	if err := conn.QueryRow(ctx, "SELECT count() > 0 FROM system.tables WHERE database = ? AND name = 'schema_migrations'", database).Scan(&exists); err != nil {
+		return fmt.Errorf("check schema of %s: %w", database, err)
+	}
+	if exists == 0 {
+		return fmt.Errorf("%w: database %s has no schema (run anchorline migrate)", ErrNotMigrated, database)
+	}
+	applied, err := appliedVersions(ctx, conn, database)
+	if err != nil {
+		return err
+	}
+	ms, err := Migrations()
+	if err != nil {
+		return err
+	}
+	for _, m := range ms {
+		if !applied[m.Version] {
+			return fmt.Errorf("%w: database %s lacks migration %s (run anchorline migrate)", ErrNotMigrated, database, m.Name)
+		}
+	}
+	return nil
 }
 
 // record inserts a version row. Inserts go through PrepareBatch with a column list: the only

@@ -35,8 +35,11 @@ func (d *Device) Next(metrics []Metric, tags map[string]string) ([]byte, error) 
 	return raw, nil
 }
 
+// SubjectPrefix begins every subject a device publishes to.
+const SubjectPrefix = "iot.readings."
+
 // Subject is the NATS subject a device publishes to: iot.readings.<device id>.
-func Subject(device string) string { return "iot.readings." + device }
+func Subject(device string) string { return SubjectPrefix + device }
 
 // MsgID is the Nats-Msg-Id header value, <device id>:<seq>, which lets JetStream drop
 // retransmissions inside its duplicate window.

@@ -16,6 +16,8 @@ import (
 	"github.com/anchorline/anchorline/anchor/audit"
 	"github.com/anchorline/anchorline/anchor/ledger"
 	"github.com/anchorline/anchorline/anchor/proof"
+	"github.com/anchorline/anchorline/schemas/lookup"
+	"github.com/anchorline/anchorline/schemas/reading"
 	"github.com/anchorline/anchorline/services/api"
 	"github.com/anchorline/anchorline/services/stack"
 	"github.com/anchorline/anchorline/services/store"
@@ -34,13 +36,13 @@ func proofCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if device == "" {
-				return errors.New("--device: name the device")
+			if !reading.ValidDeviceID(device) {
+				return badInput(fmt.Errorf("--device %q: name the device (%s)", device, deviceIDRule))
 			}
 			client := api.NewClient(apiURL(cfg))
 			b, err := retry(cmd.Context(), wait, func(ctx context.Context) ([]byte, error) {
 				return client.Proof(ctx, device, seq)
-			}, api.ErrNotAnchored, api.ErrNotFound)
+			}, lookup.ErrNotAnchored, lookup.ErrNotFound)
 			if err != nil {
 				return err
 			}
@@ -89,24 +91,24 @@ func verifyCmd() *cobra.Command {
 	var trustPath string
 	c := &cobra.Command{
 		Use:   "verify FILE --trust TRUSTFILE",
-		Short: "Verify a proof bundle offline; exit 0 only if every step holds",
+		Short: "Verify a proof bundle offline; exit 0 only if every step holds, 1 if one fails, 2 if a file is malformed",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if trustPath == "" {
-				return exitError{2, errors.New("--trust: name the trust file (from `anchorline trust export`)")}
+				return badInput(errors.New("--trust: name the trust file (from `anchorline trust export`)"))
 			}
-			b, err := os.ReadFile(args[0])
+			b, err := readBundleFile(args[0])
 			if err != nil {
-				return exitError{2, err}
+				return err
 			}
-			trust, err := os.ReadFile(trustPath)
+			trust, err := readTrustFile(trustPath)
 			if err != nil {
-				return exitError{2, err}
+				return err
 			}
 			report, err := proof.Verify(b, trust)
 			report.Print(cmd.OutOrStdout())
 			if err != nil {
-				return exitError{1, fmt.Errorf("verification failed: %w", err)}
+				return fmt.Errorf("verification failed: %w", err) // exitFailed
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), "bundle verified: every step holds")
 			return nil
@@ -287,47 +289,39 @@ and bounds the readings' device time.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, log, err := load(cmd)
 			if err != nil {
-				return exitError{2, err}
+				return err
 			}
-			q := audit.Query{To: math.MaxUint64, Device: device, Grace: grace, Now: time.Now()}
-			if q.From, err = parseAuditTime(from, "--from"); err != nil {
-				return exitError{2, err}
-			}
-			if to != "" {
-				if q.To, err = parseAuditTime(to, "--to"); err != nil {
-					return exitError{2, err}
-				}
-			}
-			if q.From > q.To {
-				return exitError{2, fmt.Errorf("--from %s is after --to %s", from, to)}
+			q, err := auditQuery(from, to, device, grace)
+			if err != nil {
+				return err
 			}
 			var trustJSON []byte
 			if trust != "" {
-				if trustJSON, err = os.ReadFile(trust); err != nil {
-					return exitError{2, fmt.Errorf("--trust: %w", err)}
+				if trustJSON, err = readTrustFile(trust); err != nil {
+					return err
 				}
 			}
-			led, err := remoteLedger(cfg)
+			led, err := remoteLedger(cfg, log)
 			if err != nil {
-				return exitError{2, err}
+				return badInput(err)
 			}
 			if trustJSON != nil {
 				if q.Head, err = signedHead(cmd.Context(), led, trustJSON); err != nil {
-					return exitError{3, fmt.Errorf("audit could not check the ledger against %s: %w", trust, err)}
+					return exitError{exitIncomplete, fmt.Errorf("audit could not check the ledger against %s: %w", trust, err)}
 				}
 			}
 			ch, err := stack.OpenClickHouse(cmd.Context(), cfg.ClickHouse, log)
 			if err != nil {
-				return exitError{3, fmt.Errorf("audit could not run: %w", err)}
+				return exitError{exitIncomplete, fmt.Errorf("audit could not run: %w", err)}
 			}
 			defer ch.Close()
 			rep, err := audit.Run(cmd.Context(), store.New(ch, cfg.ClickHouse.Database).Audit(), ledgerEntries{led}, q)
 			if err != nil {
-				return exitError{3, fmt.Errorf("audit could not finish: %w", err)}
+				return exitError{exitIncomplete, fmt.Errorf("audit could not finish: %w", err)}
 			}
 			rep.Print(cmd.OutOrStdout())
 			if !rep.OK() {
-				return exitError{1, errors.New("audit found readings that do not match the ledger")}
+				return errors.New("audit found readings that do not match the ledger") // exitFailed
 			}
 			return nil
 		},
@@ -338,6 +332,29 @@ and bounds the readings' device time.`,
 	c.Flags().DurationVar(&grace, "grace", time.Minute, "a batch younger than this may be unanchored yet without a finding")
 	c.Flags().StringVar(&trust, "trust", "", "trust file (from `anchorline trust export`): check the ledger node's log against a header its validators signed")
 	return c
+}
+
+// auditQuery is what audit's flags ask for.
+func auditQuery(from, to, device string, grace time.Duration) (audit.Query, error) {
+	q := audit.Query{To: math.MaxUint64, Device: device, Grace: grace, Now: time.Now()}
+	var err error
+	if q.From, err = parseAuditTime(from, "--from"); err != nil {
+		return q, err
+	}
+	if to != "" {
+		if q.To, err = parseAuditTime(to, "--to"); err != nil {
+			return q, err
+		}
+	}
+	switch {
+	case q.From > q.To:
+		return q, badInput(fmt.Errorf("--from %s is after --to %s", from, to))
+	case device != "" && !reading.ValidDeviceID(device):
+		return q, badInput(fmt.Errorf("--device %q: must match %s", device, deviceIDRule))
+	case grace < 0:
+		return q, badInput(fmt.Errorf("--grace %s: must not be negative", grace))
+	}
+	return q, nil
 }
 
 // parseAuditTime reads RFC 3339, a date or Unix milliseconds as Unix milliseconds.
@@ -353,7 +370,7 @@ func parseAuditTime(s, flag string) (uint64, error) {
 			return uint64(max(t.UnixMilli(), 0)), nil
 		}
 	}
-	return 0, fmt.Errorf("%s %q: give RFC 3339 (2026-12-01T10:00:00Z), a date (2026-12-01) or Unix milliseconds", flag, s)
+	return 0, badInput(fmt.Errorf("%s %q: give RFC 3339 (2026-12-01T10:00:00Z), a date (2026-12-01) or Unix milliseconds", flag, s))
 }
 
 // signedHead returns the ledger's latest state that a header signed by the trust file's

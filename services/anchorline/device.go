@@ -39,10 +39,13 @@ func keygenCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			a, err := reading.ParseAlg(alg)
 			if err != nil {
-				return fmt.Errorf("--alg: %w", err)
+				return badInput(fmt.Errorf("--alg %q: want ed25519 or es256", alg))
+			}
+			if !reading.ValidDeviceID(id) {
+				return badInput(fmt.Errorf("--id %q: must match %s", id, deviceIDRule))
 			}
 			if out == "" {
-				return fmt.Errorf("--out: name the key file to write")
+				return badInput(errors.New("--out: name the key file to write"))
 			}
 			k, err := reading.GenerateKey(a)
 			if err != nil {
@@ -50,16 +53,18 @@ func keygenCmd() *cobra.Command {
 			}
 			f, err := reading.NewKeyFile(id, k)
 			if err != nil {
-				return fmt.Errorf("--id: %w", err)
+				return err
 			}
-			if err := reading.WriteKeyFile(out, f); err != nil {
+			if err := reading.WriteKeyFile(out, f); errors.Is(err, fs.ErrExist) {
+				return badInput(fmt.Errorf("--out %s: the file exists; keygen does not overwrite a key", out))
+			} else if err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "device %s (%s) public key %s written to %s\n", f.ID, f.Alg, f.PublicKey, out)
 			return nil
 		},
 	}
-	c.Flags().StringVar(&id, "id", "", "device id (^[A-Za-z0-9_-]{1,64}$)")
+	c.Flags().StringVar(&id, "id", "", "device id ("+deviceIDRule+")")
 	c.Flags().StringVar(&alg, "alg", "ed25519", "ed25519 or es256")
 	c.Flags().StringVar(&out, "out", "", "key file to write")
 	return c
@@ -79,35 +84,21 @@ func registerCmd() *cobra.Command {
 			var pub reading.PublicKey
 			switch {
 			case len(args) == 1 && (id != "" || pubHex != ""):
-				return errors.New("give either a KEYFILE or --id/--alg/--pubkey, not both")
+				return badInput(errors.New("give either a KEYFILE or --id/--alg/--pubkey, not both"))
 			case len(args) == 1:
-				f, k, err := reading.ReadKeyFile(args[0])
+				f, k, err := readKeyFile(args[0])
 				if err != nil {
 					return err
 				}
 				id, pub = f.ID, k.Public()
 			default:
-				if id == "" || pubHex == "" {
-					return errors.New("give a KEYFILE, or --id, --alg and --pubkey (hex) for a key made elsewhere")
-				}
-				a, err := reading.ParseAlg(alg)
-				if err != nil {
-					return fmt.Errorf("--alg: %w", err)
-				}
-				raw, err := hex.DecodeString(pubHex)
-				if err != nil {
-					return fmt.Errorf("--pubkey: not hex: %w", err)
-				}
-				if pub, err = reading.ParsePublicKey(a, raw); err != nil {
-					return fmt.Errorf("--pubkey: %w", err)
-				}
-				if !reading.ValidDeviceID(id) {
-					return fmt.Errorf("--id %q: must match ^[A-Za-z0-9_-]{1,64}$", id)
+				if pub, err = externalKey(id, alg, pubHex); err != nil {
+					return err
 				}
 			}
 			admin, err := stack.LoadAdminKey(cfg.Ledger.AdminKey)
 			if err != nil {
-				return err
+				return badInput(err)
 			}
 			inc, err := registerDevice(cmd.Context(), api.NewClient(apiURL(cfg)), admin, id, pub)
 			if err != nil {
@@ -121,6 +112,30 @@ func registerCmd() *cobra.Command {
 	c.Flags().StringVar(&alg, "alg", "ed25519", "ed25519 or es256, with --pubkey")
 	c.Flags().StringVar(&pubHex, "pubkey", "", "public key in hex (ed25519: 32 bytes; es256: SEC1 65 or 33 bytes)")
 	return c
+}
+
+// externalKey is the public key of a device whose key was made elsewhere, from register's
+// --id, --alg and --pubkey.
+func externalKey(id, alg, pubHex string) (reading.PublicKey, error) {
+	if id == "" || pubHex == "" {
+		return reading.PublicKey{}, badInput(errors.New("give a KEYFILE, or --id, --alg and --pubkey (hex) for a key made elsewhere"))
+	}
+	if !reading.ValidDeviceID(id) {
+		return reading.PublicKey{}, badInput(fmt.Errorf("--id %q: must match %s", id, deviceIDRule))
+	}
+	a, err := reading.ParseAlg(alg)
+	if err != nil {
+		return reading.PublicKey{}, badInput(fmt.Errorf("--alg %q: want ed25519 or es256", alg))
+	}
+	raw, err := hex.DecodeString(pubHex)
+	if err != nil {
+		return reading.PublicKey{}, badInput(fmt.Errorf("--pubkey: not hex: %w", err))
+	}
+	pub, err := reading.ParsePublicKey(a, raw)
+	if err != nil {
+		return reading.PublicKey{}, badInput(fmt.Errorf("--pubkey: %w", err))
+	}
+	return pub, nil
 }
 
 func registerDevice(ctx context.Context, c *api.Client, admin ed25519.PrivateKey, id string, pub reading.PublicKey) (api.Inclusion, error) {
@@ -141,9 +156,12 @@ func revokeCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if !reading.ValidDeviceID(args[0]) {
+				return badInput(fmt.Errorf("device id %q: must match %s", args[0], deviceIDRule))
+			}
 			admin, err := stack.LoadAdminKey(cfg.Ledger.AdminKey)
 			if err != nil {
-				return err
+				return badInput(err)
 			}
 			ev, err := entry.NewRevoke(admin, args[0], time.Now())
 			if err != nil {
@@ -177,7 +195,7 @@ func publishCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			f, key, err := reading.ReadKeyFile(args[0])
+			f, key, err := readKeyFile(args[0])
 			if err != nil {
 				return err
 			}
@@ -191,22 +209,13 @@ func publishCmd() *cobra.Command {
 			}
 			statePath := args[0] + ".state"
 			d := reading.Device{ID: f.ID, Key: key}
-			if b, err := os.ReadFile(statePath); err == nil {
-				var st deviceState
-				if err := json.Unmarshal(b, &st); err != nil {
-					return fmt.Errorf("state file %s: %w", statePath, err)
-				}
-				prev, err := hex.DecodeString(st.Prev)
-				if err != nil || (len(prev) != 0 && len(prev) != 32) {
-					return fmt.Errorf("state file %s: prev must be 32 bytes of hex", statePath)
-				}
-				d.Seq = st.Seq
-				copy(d.Prev[:], prev)
-			} else if !errors.Is(err, fs.ErrNotExist) {
-				return fmt.Errorf("state file: %w", err)
+			if d.Seq, d.Prev, err = readState(statePath); err != nil {
+				return err
 			}
 			raw, err := d.Next(ms, tg)
-			if err != nil {
+			if errors.Is(err, reading.ErrBadPayload) {
+				return badInput(fmt.Errorf("--metric/--tag: %w", err))
+			} else if err != nil {
 				return err
 			}
 			nc, err := nats.Connect(cfg.NATS.URL, nats.Name("anchorline device publish"))
@@ -237,16 +246,37 @@ func publishCmd() *cobra.Command {
 	return c
 }
 
+// readState reads the state file beside a key file; a missing one is a device's first run.
+func readState(path string) (seq uint64, prev [32]byte, err error) {
+	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+		return 0, prev, nil
+	}
+	b, err := readInput(kindState, path)
+	if err != nil {
+		return 0, prev, err
+	}
+	var st deviceState
+	if err := json.Unmarshal(b, &st); err != nil {
+		return 0, prev, badFile(kindState, path, describeJSON(b, err)+" (delete it only if no reading of this device was ever published)")
+	}
+	p, err := hex.DecodeString(st.Prev)
+	if err != nil || (len(p) != 0 && len(p) != len(prev)) {
+		return 0, prev, badFile(kindState, path, "prev must be 32 bytes of hex")
+	}
+	copy(prev[:], p)
+	return st.Seq, prev, nil
+}
+
 func parseMetrics(in []string) ([]reading.Metric, error) {
 	if len(in) == 0 {
-		return nil, errors.New("--metric: give at least one, like --metric temp=21.5")
+		return nil, badInput(errors.New("--metric: give at least one, like --metric temp=21.5"))
 	}
 	out := make([]reading.Metric, 0, len(in))
 	for _, s := range in {
 		name, val, ok := strings.Cut(s, "=")
 		f, err := strconv.ParseFloat(val, 64)
-		if !ok || err != nil {
-			return nil, fmt.Errorf("--metric %q: want name=number, like temp=21.5", s)
+		if !ok || name == "" || err != nil {
+			return nil, badInput(fmt.Errorf("--metric %q: want name=number, like temp=21.5", s))
 		}
 		out = append(out, reading.Metric{Name: name, Value: f})
 	}
@@ -258,7 +288,7 @@ func parseTags(in []string) (map[string]string, error) {
 	for _, s := range in {
 		k, v, ok := strings.Cut(s, "=")
 		if !ok || k == "" {
-			return nil, fmt.Errorf("--tag %q: want key=value", s)
+			return nil, badInput(fmt.Errorf("--tag %q: want key=value, like site=lab", s))
 		}
 		out[k] = v
 	}
@@ -279,7 +309,7 @@ func simulateCmd() *cobra.Command {
 			}
 			r, err := strconv.ParseFloat(strings.TrimSuffix(rate, "/s"), 64)
 			if err != nil {
-				return fmt.Errorf("--rate %q: want readings per second, like 200/s", rate)
+				return badInput(fmt.Errorf("--rate %q: want readings per second, like 200/s", rate))
 			}
 			sc.Rate = r
 			switch alg {
@@ -287,13 +317,16 @@ func simulateCmd() *cobra.Command {
 			default:
 				a, err := reading.ParseAlg(alg)
 				if err != nil {
-					return fmt.Errorf("--alg: %w (or mixed)", err)
+					return badInput(fmt.Errorf("--alg %q: want ed25519, es256 or mixed", alg))
 				}
 				sc.Algs = []reading.Alg{a}
 			}
+			if err := sc.Validate(); err != nil {
+				return badInput(err)
+			}
 			admin, err := stack.LoadAdminKey(cfg.Ledger.AdminKey)
 			if err != nil {
-				return err
+				return badInput(err)
 			}
 			client := api.NewClient(apiURL(cfg))
 			sc.Register = func(ctx context.Context, id string, pub reading.PublicKey) error {

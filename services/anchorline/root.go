@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -8,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/anchorline/anchorline/services/config"
 )
@@ -29,7 +31,7 @@ func newRoot() *cobra.Command {
 		}
 		f, err := os.Create(cpuProfile)
 		if err != nil {
-			return fmt.Errorf("--cpuprofile: %w", err)
+			return badInput(fmt.Errorf("--cpuprofile: %w", err))
 		}
 		if err := pprof.StartCPUProfile(f); err != nil {
 			f.Close()
@@ -47,7 +49,53 @@ func newRoot() *cobra.Command {
 		devCmd(), migrateCmd(), ingestCmd(), anchorCmd(), ledgerCmd(), apiCmd(),
 		deviceCmd(), proofCmd(), verifyCmd(), auditCmd(), trustCmd(), statusCmd(), benchCmd(),
 	)
+	root.SetFlagErrorFunc(flagError) // subcommands ask their parents
+	badArgsAreBadInput(root)
 	return root
+}
+
+// flagError is the bad-input error for a flag that did not parse: unknown, without its value,
+// or with a value of the wrong type.
+func flagError(cmd *cobra.Command, err error) error {
+	var invalid *pflag.InvalidValueError
+	if errors.As(err, &invalid) {
+		f := invalid.GetFlag()
+		return badInput(fmt.Errorf("--%s %q: want %s (see %s --help)", f.Name, invalid.GetValue(), flagType(f.Value.Type()), cmd.CommandPath()))
+	}
+	return badInput(fmt.Errorf("%w (see %s --help)", err, cmd.CommandPath()))
+}
+
+// flagType says in words what a flag of pflag's type accepts.
+func flagType(t string) string {
+	switch t {
+	case "uint64", "uint", "uint32":
+		return "a whole number, 0 or more"
+	case "int", "int64", "int32":
+		return "a whole number"
+	case "float64", "float32":
+		return "a number"
+	case "duration":
+		return "a duration like 30s, 200ms or 1h"
+	case "bool":
+		return "true or false"
+	}
+	return "a " + t
+}
+
+// badArgsAreBadInput makes the argument check of cmd and every command under it fail as bad
+// input, with the command's usage.
+func badArgsAreBadInput(cmd *cobra.Command) {
+	if check := cmd.Args; check != nil {
+		cmd.Args = func(c *cobra.Command, args []string) error {
+			if err := check(c, args); err != nil {
+				return badInput(fmt.Errorf("%s: %w; usage: %s", c.CommandPath(), err, c.UseLine()))
+			}
+			return nil
+		}
+	}
+	for _, sub := range cmd.Commands() {
+		badArgsAreBadInput(sub)
+	}
 }
 
 // load reads the configuration for cmd and builds its logger.

@@ -10,14 +10,15 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
+
+	"github.com/anchorline/anchorline/schemas/lookup"
 )
 
 // Errors a Client returns for API answers that callers act on.
 var (
-	ErrNotFound    = errors.New("api: not found")
-	ErrNotAnchored = errors.New("api: reading not anchored yet")
-	ErrRejected    = errors.New("api: request rejected")
+	ErrRejected = errors.New("api: request rejected")
 )
 
 // Client talks to the HTTP API; client commands (device, proof, status, trust) use it.
@@ -31,9 +32,57 @@ func NewClient(base string) *Client {
 	return &Client{Base: base, HTTP: &http.Client{Timeout: 60 * time.Second}}
 }
 
-// errorBody is the JSON shape of every API error.
-type errorBody struct {
-	Error string `json:"error"`
+// StatusError is an error answer of the API: the request, its HTTP status, the server's message
+// and, on a 5xx, the request id under which the server logged the cause. It unwraps to
+// lookup.ErrNotFound (404), lookup.ErrNotAnchored (409) or ErrRejected (400, 413, 415, 422),
+// so callers test it with errors.Is, and read the rest with errors.As.
+type StatusError struct {
+	Method, Path string
+	Code         int
+	Message      string
+	RequestID    string
+}
+
+func (e *StatusError) Error() string {
+	msg := fmt.Sprintf("api: %s %s: %d %s: %s", e.Method, e.Path, e.Code, http.StatusText(e.Code), e.Message)
+	if e.RequestID != "" {
+		msg += " (request id " + e.RequestID + ")"
+	}
+	return msg
+}
+
+// Unwrap returns the sentinel of the status, or nil.
+func (e *StatusError) Unwrap() error {
+	switch e.Code {
+	case http.StatusNotFound:
+		return lookup.ErrNotFound
+	case http.StatusConflict:
+		return lookup.ErrNotAnchored
+	case http.StatusBadRequest, http.StatusRequestEntityTooLarge, http.StatusUnsupportedMediaType, http.StatusUnprocessableEntity:
+		return ErrRejected
+	}
+	return nil
+}
+
+// statusError decodes an error answer; a body that is not the API's JSON (a proxy's page) is
+// shown as text, shortened.
+func statusError(method, path string, code int, body []byte) *StatusError {
+	e := &StatusError{Method: method, Path: path, Code: code}
+	var eb errorBody
+	if json.Unmarshal(body, &eb) == nil && eb.Error != "" {
+		e.Message, e.RequestID = eb.Error, eb.RequestID
+		return e
+	}
+	const maxText = 512
+	text := strings.TrimSpace(string(body))
+	if len(text) > maxText {
+		text = text[:maxText] + "..."
+	}
+	if text == "" {
+		text = "(empty answer)"
+	}
+	e.Message = text
+	return e
 }
 
 func (c *Client) do(ctx context.Context, method, path, contentType string, body []byte) ([]byte, error) {
@@ -60,20 +109,7 @@ func (c *Client) do(ctx context.Context, method, path, contentType string, body 
 	if resp.StatusCode/100 == 2 {
 		return b, nil
 	}
-	var eb errorBody
-	msg := string(b)
-	if json.Unmarshal(b, &eb) == nil && eb.Error != "" {
-		msg = eb.Error
-	}
-	switch resp.StatusCode {
-	case http.StatusNotFound:
-		return nil, fmt.Errorf("%w: %s", ErrNotFound, msg)
-	case http.StatusConflict:
-		return nil, fmt.Errorf("%w: %s", ErrNotAnchored, msg)
-	case http.StatusBadRequest, http.StatusUnprocessableEntity:
-		return nil, fmt.Errorf("%w: %s", ErrRejected, msg)
-	}
-	return nil, fmt.Errorf("api: %s %s: %s: %s", method, path, resp.Status, msg)
+	return nil, statusError(method, path, resp.StatusCode, b)
 }
 
 func (c *Client) getJSON(ctx context.Context, path string, out any) error {

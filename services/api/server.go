@@ -2,13 +2,24 @@ package api
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"mime"
 	"net/http"
+	"path"
+	"regexp"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
+
+	"github.com/anchorline/anchorline/schemas/lookup"
+	"github.com/anchorline/anchorline/schemas/reading"
 )
 
 // Inclusion says where the ledger put an entry.
@@ -69,17 +80,49 @@ type DeviceInfo struct {
 	Height    uint64 `json:"height"` // ledger height of the last change
 }
 
-// Errors a dependency returns to choose the HTTP status; wrap them with %w.
+// MaxBodyBytes is the largest request body the server reads (POST /v1/devices takes one device
+// event, a few hundred bytes); a larger body is refused with 413.
+const MaxBodyBytes = 64 << 10
+
+// RequestIDHeader carries the id the server gave a request, on every answer. A caller may set
+// it on a request (1 to 64 characters of A-Z, a-z, 0-9, '.', '_', '-') to have the server use
+// that id instead of a random one.
+const RequestIDHeader = "X-Request-Id"
+
+// submitTimeout bounds how long POST /v1/devices waits for the ledger to commit an entry.
+const submitTimeout = 30 * time.Second
+
+// Errors a dependency returns to choose the HTTP status; wrap them with %w. lookup.ErrNotFound
+// (404), lookup.ErrNotAnchored (409) and ErrRejected (400) are also what the Client returns.
 var (
-	// ErrBadRequest maps to 400; ErrNotFound to 404; ErrNotAnchored to 409.
+	// ErrBadRequest: the request cannot be answered as asked (400). The error's text is shown to
+	// the caller, so it must name what was wrong.
 	ErrBadRequest = errors.New("bad request")
+	// ErrUnavailable: a backing service (ClickHouse, the ledger) could not be reached (503). The
+	// error's text is logged, never shown.
+	ErrUnavailable = errors.New("backing service unavailable")
 )
 
-// Deps are what the server calls. Every field is required except Metrics and StatusExtra.
+// UnavailableError is the failure of a named backing service (Deps.Ready returns them, joined):
+// the server names the service in its answer and logs Err. It matches ErrUnavailable.
+type UnavailableError struct {
+	Service string // "clickhouse", "ledger", ...
+	Err     error
+}
+
+func (e *UnavailableError) Error() string { return e.Service + ": " + e.Err.Error() }
+
+// Unwrap returns ErrUnavailable and the cause.
+func (e *UnavailableError) Unwrap() []error { return []error{ErrUnavailable, e.Err} }
+
+// Deps are what the server calls. Every field is required except Metrics. The server validates
+// path values before it calls a dependency: device ids match ^[A-Za-z0-9_-]{1,64}$. Errors
+// choose the status as the sentinels above say; any other error is a 500 whose text is logged,
+// never shown.
 type Deps struct {
 	Reading     func(ctx context.Context, device string, seq uint64) (any, error)
-	Batch       func(ctx context.Context, id string) (any, error)
-	Anchor      func(ctx context.Context, id string) (any, error)
+	Batch       func(ctx context.Context, id [16]byte) (any, error)
+	Anchor      func(ctx context.Context, id [16]byte) (any, error)
 	Device      func(ctx context.Context, id string) (DeviceInfo, error)
 	Proof       func(ctx context.Context, device string, seq uint64) ([]byte, error)
 	Trust       func(ctx context.Context) ([]byte, error)
@@ -89,34 +132,112 @@ type Deps struct {
 	Metrics     http.Handler
 }
 
-// Handler returns the API's routes.
+// errorBody is the JSON shape of every error answer. RequestID is set on a 5xx: the server
+// logged the cause under it.
+type errorBody struct {
+	Error     string `json:"error"`
+	RequestID string `json:"request_id,omitempty"`
+}
+
+type route struct {
+	method, pattern string
+	handler         http.HandlerFunc
+}
+
+// Handler returns the API's routes. Every answer carries a RequestIDHeader. Every error answer
+// is JSON {"error": "..."} whose message names what was wrong and how to fix it: 400 for a
+// malformed path value or body, 404 for an unknown path or id, 405 (with Allow) for a wrong
+// method, 409 for a reading not anchored yet, 413 for a body over MaxBodyBytes, 415 for a body
+// that is not CBOR. A 5xx carries a fixed message and "request_id"; the cause is logged with it.
 func Handler(d Deps, log *slog.Logger) http.Handler {
 	s := &server{d: d, log: log}
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	})
-	mux.HandleFunc("GET /readyz", s.ready)
-	if d.Metrics != nil {
-		mux.Handle("GET /metrics", d.Metrics)
+	routes := []route{
+		{"GET", "/healthz", s.healthz},
+		{"GET", "/readyz", s.ready},
+		{"GET", "/v1/readings/{device}/{seq}", s.reading},
+		{"GET", "/v1/readings/{device}/{seq}/proof", s.proof},
+		{"GET", "/v1/batches/{id}", s.batch},
+		{"GET", "/v1/anchors/{id}", s.anchor},
+		{"GET", "/v1/devices/{id}", s.device},
+		{"POST", "/v1/devices", s.submit},
+		{"GET", "/v1/trust", s.trust},
+		{"GET", "/v1/status", s.status},
 	}
-	mux.HandleFunc("GET /v1/readings/{device}/{seq}", s.reading)
-	mux.HandleFunc("GET /v1/readings/{device}/{seq}/proof", s.proof)
-	mux.HandleFunc("GET /v1/batches/{id}", s.byID(d.Batch))
-	mux.HandleFunc("GET /v1/anchors/{id}", s.byID(d.Anchor))
-	mux.HandleFunc("GET /v1/devices/{id}", s.device)
-	mux.HandleFunc("POST /v1/devices", s.submit)
-	mux.HandleFunc("GET /v1/trust", s.trust)
-	mux.HandleFunc("GET /v1/status", s.status)
+	if d.Metrics != nil {
+		routes = append(routes, route{"GET", "/metrics", d.Metrics.ServeHTTP})
+	}
+	mux := http.NewServeMux()
+	allowed := map[string][]string{}
+	var patterns, listing []string
+	for _, rt := range routes {
+		mux.HandleFunc(rt.method+" "+rt.pattern, rt.handler)
+		if _, ok := allowed[rt.pattern]; !ok {
+			patterns = append(patterns, rt.pattern)
+		}
+		allowed[rt.pattern] = append(allowed[rt.pattern], rt.method)
+		listing = append(listing, rt.method+" "+rt.pattern)
+	}
+	// A pattern without a method matches the other methods: 405. A GET route answers HEAD too.
+	for _, p := range patterns {
+		methods := slices.Clone(allowed[p])
+		if slices.Contains(methods, http.MethodGet) {
+			methods = append(methods, http.MethodHead)
+		}
+		slices.Sort(methods)
+		allow := strings.Join(methods, ", ")
+		mux.HandleFunc(p, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Allow", allow)
+			s.refuse(w, r, http.StatusMethodNotAllowed, fmt.Sprintf("method %s is not allowed on %s; allowed: %s", r.Method, r.URL.Path, allow))
+		})
+	}
+	routesMsg := strings.Join(listing, ", ")
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, "no route "+r.Method+" "+r.URL.Path)
+		s.refuse(w, r, http.StatusNotFound, fmt.Sprintf("no route %s %s; the API serves %s", r.Method, r.URL.Path, routesMsg))
 	})
-	return mux
+	return s.withRequestID(s.cleanPaths(mux))
 }
 
 type server struct {
 	d   Deps
 	log *slog.Logger
+}
+
+type requestIDKey struct{}
+
+var validRequestID = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+
+// withRequestID gives every request an id, in its context and in the answer's header.
+func (s *server) withRequestID(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := r.Header.Get(RequestIDHeader)
+		if !validRequestID.MatchString(id) {
+			id = rand.Text()
+		}
+		w.Header().Set(RequestIDHeader, id)
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id)))
+	})
+}
+
+func requestID(ctx context.Context) string {
+	id, _ := ctx.Value(requestIDKey{}).(string)
+	return id
+}
+
+// cleanPaths refuses a path with an empty, "." or ".." segment, which ServeMux would otherwise
+// answer with a redirect to the cleaned path (so /v1/readings//1 would become /v1/readings/1).
+func (s *server) cleanPaths(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p := r.URL.Path
+		clean := path.Clean("/" + p)
+		if strings.HasSuffix(p, "/") && clean != "/" {
+			clean += "/"
+		}
+		if p != clean {
+			s.refuse(w, r, http.StatusBadRequest, fmt.Sprintf("path %q has an empty, \".\" or \"..\" segment; fill in every path value (for example /v1/readings/{device}/{seq})", p))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
@@ -127,60 +248,145 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	_ = enc.Encode(v) // the client went away; nothing to do
 }
 
-func writeError(w http.ResponseWriter, code int, msg string) {
+// refuse answers a 4xx with a message for the caller.
+func (s *server) refuse(w http.ResponseWriter, r *http.Request, code int, msg string) {
+	s.log.DebugContext(r.Context(), "api request refused", "request_id", requestID(r.Context()),
+		"method", r.Method, "path", r.URL.Path, "status", code, "error", msg)
 	writeJSON(w, code, errorBody{Error: msg})
 }
 
-// fail maps an error to its status and logs server-side failures.
-func (s *server) fail(w http.ResponseWriter, r *http.Request, err error) {
-	code := http.StatusInternalServerError
-	switch {
-	case errors.Is(err, ErrBadRequest), errors.Is(err, ErrRejected):
-		code = http.StatusBadRequest
-	case errors.Is(err, ErrNotFound):
-		code = http.StatusNotFound
-	case errors.Is(err, ErrNotAnchored):
-		code = http.StatusConflict
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
-		code = http.StatusServiceUnavailable
-	}
-	if code >= 500 {
-		s.log.ErrorContext(r.Context(), "api request failed", "method", r.Method, "path", r.URL.Path, "err", err)
-	}
-	writeError(w, code, err.Error())
+// failServer answers a 5xx with a fixed message and the request id, and logs the cause with it
+// at level.
+func (s *server) failServer(w http.ResponseWriter, r *http.Request, level slog.Level, code int, msg string, err error) {
+	id := requestID(r.Context())
+	s.log.Log(r.Context(), level, "api request failed", "request_id", id,
+		"method", r.Method, "path", r.URL.Path, "status", code, "err", err)
+	writeJSON(w, code, errorBody{Error: msg + "; if this persists, give the operator the request_id (the server logged the cause under it)", RequestID: id})
 }
 
-func deviceSeq(r *http.Request) (string, uint64, error) {
-	seq, err := strconv.ParseUint(r.PathValue("seq"), 10, 64)
-	if err != nil {
-		return "", 0, errors.Join(ErrBadRequest, errors.New("seq must be an unsigned integer"))
+// messages are what a route tells the caller when a dependency fails; empty fields get a
+// generic message.
+type messages struct {
+	notFound    string // 404
+	notAnchored string // 409
+	rejected    string // appended to a 400's reason: what the route takes
+	timeout     string // 503 when the request's time ran out
+	internal    string // appended to a 500's message
+}
+
+// fail answers a dependency's error: its sentinel chooses the status; a 4xx shows the route's
+// message, a 5xx a fixed one (see failServer).
+func (s *server) fail(w http.ResponseWriter, r *http.Request, err error, m messages) {
+	or := func(msg, generic string) string {
+		if msg != "" {
+			return msg
+		}
+		return generic
 	}
-	return r.PathValue("device"), seq, nil
+	switch {
+	case errors.Is(err, ErrBadRequest), errors.Is(err, ErrRejected):
+		msg := err.Error()
+		if m.rejected != "" {
+			msg += "; " + m.rejected
+		}
+		s.refuse(w, r, http.StatusBadRequest, msg)
+	case errors.Is(err, lookup.ErrNotFound):
+		s.refuse(w, r, http.StatusNotFound, or(m.notFound, "not found"))
+	case errors.Is(err, lookup.ErrNotAnchored):
+		s.refuse(w, r, http.StatusConflict, or(m.notAnchored, "not anchored yet; retry in a few seconds"))
+	case errors.Is(err, ErrUnavailable):
+		s.failServer(w, r, slog.LevelError, http.StatusServiceUnavailable, "a backing service (ClickHouse or the ledger) is unavailable; retry later", err)
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		s.failServer(w, r, slog.LevelError, http.StatusServiceUnavailable, or(m.timeout, "a backing service (ClickHouse or the ledger) did not answer in time; retry later"), err)
+	default:
+		msg := "internal error: the server could not answer this request"
+		if m.internal != "" {
+			msg += "; " + m.internal
+		}
+		s.failServer(w, r, slog.LevelError, http.StatusInternalServerError, msg, err)
+	}
+}
+
+// The path values' checks; each message names the value and what it must be.
+
+func pathDevice(r *http.Request, name string) (string, string) {
+	id := r.PathValue(name)
+	if !reading.ValidDeviceID(id) {
+		return "", fmt.Sprintf("device id %q is not valid: use 1 to 64 characters of A-Z, a-z, 0-9, '_' and '-'", id)
+	}
+	return id, ""
+}
+
+func pathSeq(r *http.Request) (uint64, string) {
+	s := r.PathValue("seq")
+	seq, err := strconv.ParseUint(s, 10, 64)
+	if errors.Is(err, strconv.ErrRange) {
+		return 0, fmt.Sprintf("seq %q is out of range: the largest seq is %d", s, uint64(1<<64-1))
+	}
+	if err != nil {
+		return 0, fmt.Sprintf("seq %q is not an unsigned decimal integer (for example /v1/readings/dev-1/42)", s)
+	}
+	return seq, ""
+}
+
+func pathID(r *http.Request, kind string) ([16]byte, string) {
+	var id [16]byte
+	s := r.PathValue("id")
+	if len(s) != hex.EncodedLen(len(id)) {
+		return id, fmt.Sprintf("%s id %q is not 32 hex characters (16 bytes), like 0123456789abcdef0123456789abcdef", kind, s)
+	}
+	if _, err := hex.Decode(id[:], []byte(s)); err != nil {
+		return id, fmt.Sprintf("%s id %q is not 32 hex characters (16 bytes): %v", kind, s, err)
+	}
+	return id, ""
+}
+
+func (s *server) deviceSeq(w http.ResponseWriter, r *http.Request) (string, uint64, bool) {
+	dev, msg := pathDevice(r, "device")
+	if msg != "" {
+		s.refuse(w, r, http.StatusBadRequest, msg)
+		return "", 0, false
+	}
+	seq, msg := pathSeq(r)
+	if msg != "" {
+		s.refuse(w, r, http.StatusBadRequest, msg)
+		return "", 0, false
+	}
+	return dev, seq, true
+}
+
+func readingNotFound(dev string, seq uint64) string {
+	return fmt.Sprintf("no reading of device %q with seq %d is stored: check the device id and seq; a published reading is stored within seconds unless it was rejected (see the rejected table)", dev, seq)
+}
+
+func (s *server) healthz(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
 func (s *server) reading(w http.ResponseWriter, r *http.Request) {
-	dev, seq, err := deviceSeq(r)
-	if err != nil {
-		s.fail(w, r, err)
+	dev, seq, ok := s.deviceSeq(w, r)
+	if !ok {
 		return
 	}
 	v, err := s.d.Reading(r.Context(), dev, seq)
 	if err != nil {
-		s.fail(w, r, err)
+		s.fail(w, r, err, messages{notFound: readingNotFound(dev, seq)})
 		return
 	}
 	writeJSON(w, http.StatusOK, v)
 }
 
 func (s *server) proof(w http.ResponseWriter, r *http.Request) {
-	dev, seq, err := deviceSeq(r)
-	if err != nil {
-		s.fail(w, r, err)
+	dev, seq, ok := s.deviceSeq(w, r)
+	if !ok {
 		return
 	}
 	b, err := s.d.Proof(r.Context(), dev, seq)
 	if err != nil {
-		s.fail(w, r, err)
+		s.fail(w, r, err, messages{
+			notFound:    readingNotFound(dev, seq),
+			notAnchored: fmt.Sprintf("the reading of device %q with seq %d is stored but not anchored yet: anchors are committed every anchor.interval; retry in a few seconds (anchorline proof --wait 30s)", dev, seq),
+		})
 		return
 	}
 	// The bundle's exact bytes are its canonical encoding: send them untouched.
@@ -188,37 +394,87 @@ func (s *server) proof(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(b)
 }
 
-func (s *server) byID(get func(context.Context, string) (any, error)) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		v, err := get(r.Context(), r.PathValue("id"))
-		if err != nil {
-			s.fail(w, r, err)
-			return
-		}
-		writeJSON(w, http.StatusOK, v)
+func (s *server) batch(w http.ResponseWriter, r *http.Request) {
+	id, msg := pathID(r, "batch")
+	if msg != "" {
+		s.refuse(w, r, http.StatusBadRequest, msg)
+		return
 	}
-}
-
-func (s *server) device(w http.ResponseWriter, r *http.Request) {
-	v, err := s.d.Device(r.Context(), r.PathValue("id"))
+	v, err := s.d.Batch(r.Context(), id)
 	if err != nil {
-		s.fail(w, r, err)
+		s.fail(w, r, err, messages{notFound: fmt.Sprintf("no batch %x is stored: a batch id is the batch_id of a stored reading (GET /v1/readings/{device}/{seq})", id)})
 		return
 	}
 	writeJSON(w, http.StatusOK, v)
 }
 
-func (s *server) submit(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(io.LimitReader(r.Body, 64<<10))
-	if err != nil {
-		s.fail(w, r, errors.Join(ErrBadRequest, err))
+func (s *server) anchor(w http.ResponseWriter, r *http.Request) {
+	id, msg := pathID(r, "anchor")
+	if msg != "" {
+		s.refuse(w, r, http.StatusBadRequest, msg)
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
+	v, err := s.d.Anchor(r.Context(), id)
+	if err != nil {
+		s.fail(w, r, err, messages{notFound: fmt.Sprintf("no anchor %x is recorded: an anchor id is the anchor_id of an anchored reading or batch (GET /v1/batches/{id})", id)})
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
+func (s *server) device(w http.ResponseWriter, r *http.Request) {
+	id, msg := pathDevice(r, "id")
+	if msg != "" {
+		s.refuse(w, r, http.StatusBadRequest, msg)
+		return
+	}
+	v, err := s.d.Device(r.Context(), id)
+	if err != nil {
+		s.fail(w, r, err, messages{notFound: fmt.Sprintf("device %q is not registered on the ledger: register it with `anchorline device register`", id)})
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
+const entryHelp = "POST /v1/devices takes one register or revoke entry: deterministic CBOR signed with the admin key, as `anchorline device register` sends it"
+
+// readEntry reads a device event from the request body; it returns the status and message of a
+// refusal, or the body.
+func readEntry(w http.ResponseWriter, r *http.Request) ([]byte, int, string) {
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || (mt != "application/cbor" && mt != "application/octet-stream") {
+			return nil, http.StatusUnsupportedMediaType, fmt.Sprintf("Content-Type %q is not accepted: send the entry as application/cbor; %s", ct, entryHelp)
+		}
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig):
+		return nil, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body is larger than %d KiB; %s (a few hundred bytes)", MaxBodyBytes>>10, entryHelp)
+	case err != nil:
+		return nil, http.StatusBadRequest, fmt.Sprintf("could not read the request body: %v", err)
+	case len(body) == 0:
+		return nil, http.StatusBadRequest, "request body is empty; " + entryHelp
+	}
+	return body, 0, ""
+}
+
+func (s *server) submit(w http.ResponseWriter, r *http.Request) {
+	body, code, msg := readEntry(w, r)
+	if msg != "" {
+		s.refuse(w, r, code, msg)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), submitTimeout)
 	defer cancel()
 	inc, err := s.d.SubmitEvent(ctx, body)
 	if err != nil {
-		s.fail(w, r, err)
+		s.fail(w, r, err, messages{
+			rejected: entryHelp,
+			timeout:  fmt.Sprintf("the ledger did not commit the entry within %s; it may still be committed: send it again (sending an entry twice is harmless)", submitTimeout),
+			internal: "sending the same entry again is harmless",
+		})
 		return
 	}
 	writeJSON(w, http.StatusOK, inc)
@@ -227,7 +483,7 @@ func (s *server) submit(w http.ResponseWriter, r *http.Request) {
 func (s *server) trust(w http.ResponseWriter, r *http.Request) {
 	b, err := s.d.Trust(r.Context())
 	if err != nil {
-		s.fail(w, r, err)
+		s.fail(w, r, err, messages{})
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
@@ -237,7 +493,7 @@ func (s *server) trust(w http.ResponseWriter, r *http.Request) {
 func (s *server) status(w http.ResponseWriter, r *http.Request) {
 	st, err := s.d.Status(r.Context())
 	if err != nil {
-		s.fail(w, r, err)
+		s.fail(w, r, err, messages{})
 		return
 	}
 	writeJSON(w, http.StatusOK, st)
@@ -247,8 +503,35 @@ func (s *server) ready(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
 	defer cancel()
 	if err := s.d.Ready(ctx); err != nil {
-		writeError(w, http.StatusServiceUnavailable, "not ready: "+err.Error())
+		msg := "not ready"
+		if names := unavailable(err); len(names) > 0 {
+			msg += ": " + strings.Join(names, ", ") + " unavailable"
+		}
+		// A probe asks every few seconds: a warning, not an error, each time.
+		s.failServer(w, r, slog.LevelWarn, http.StatusServiceUnavailable, msg, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// unavailable returns the services named by the UnavailableErrors in err's tree.
+func unavailable(err error) []string {
+	var names []string
+	var walk func(error)
+	walk = func(err error) {
+		switch e := err.(type) {
+		case *UnavailableError:
+			if !slices.Contains(names, e.Service) {
+				names = append(names, e.Service)
+			}
+		case interface{ Unwrap() []error }:
+			for _, x := range e.Unwrap() {
+				walk(x)
+			}
+		case interface{ Unwrap() error }:
+			walk(e.Unwrap())
+		}
+	}
+	walk(err)
+	return names
 }

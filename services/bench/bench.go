@@ -36,9 +36,9 @@ import (
 	"github.com/anchorline/anchorline/schemas/clickhouse"
 	"github.com/anchorline/anchorline/schemas/entry"
 	"github.com/anchorline/anchorline/schemas/reading"
+	"github.com/anchorline/anchorline/schemas/stream"
 	"github.com/anchorline/anchorline/services/config"
 	"github.com/anchorline/anchorline/services/stack"
-	"github.com/anchorline/anchorline/services/store"
 )
 
 // ErrCheck is returned with the result when the stored data is not what was published.
@@ -181,7 +181,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options, log *slog.Logger)
 	}
 	drainSet, liveSet := all[:opts.Readings], all[opts.Readings:]
 
-	r.say("publishing %d readings to %s", len(drainSet), consume.ReadingsStream)
+	r.say("publishing %d readings to %s", len(drainSet), stream.Readings)
 	t := time.Now()
 	if err := publishAll(ctx, r.js, drainSet); err != nil {
 		return res, err
@@ -262,18 +262,17 @@ func (r *runner) setUp(ctx context.Context) (func(), error) {
 	}
 	var err error
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if r.natsURL, err = freeAddr(); err != nil {
-		return cleanup, err
-	}
-	r.natsURL = "nats://" + r.natsURL
-	ns, err := stack.StartNATS(r.natsURL, filepath.Join(r.dir, "nats"), quiet)
+	ns, err := stack.StartNATS("nats://127.0.0.1:0", filepath.Join(r.dir, "nats"), quiet)
 	if err != nil {
 		return cleanup, err
 	}
+	r.natsURL = ns.ClientURL()
 	stops = append(stops, func() { ns.Shutdown(); ns.WaitForShutdown() })
-	if r.rpcAddr, err = freeAddr(); err != nil {
+	rpcLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
 		return cleanup, err
 	}
+	r.rpcAddr = rpcLn.Addr().String()
 	if r.cfg.ClickHouse.Embedded {
 		srv, err := chserver.Start(ctx, filepath.Join(r.dir, "clickhouse"), "", quiet)
 		if err != nil {
@@ -283,7 +282,7 @@ func (r *runner) setUp(ctx context.Context) (func(), error) {
 		r.cfg.ClickHouse.Addr = srv.Addr
 	}
 	admin := ed25519.NewKeyFromSeed(make([]byte, 32))
-	r.node, err = node.Start(ctx, node.Config{Home: filepath.Join(r.dir, "ledger"), ChainID: "anchorline-bench", RPCAddr: r.rpcAddr,
+	r.node, err = node.Start(ctx, node.Config{Home: filepath.Join(r.dir, "ledger"), ChainID: "anchorline-bench", RPC: rpcLn,
 		TimeoutCommit: r.cfg.Ledger.TimeoutCommit, Admins: []ed25519.PublicKey{admin.Public().(ed25519.PublicKey)}, Logger: quiet})
 	if err != nil {
 		return cleanup, err
@@ -405,12 +404,12 @@ func publishAll(ctx context.Context, js jetstream.JetStream, set []signed) error
 // rawDrain drains the stream through a consumer of its own, acking every message, doing nothing
 // else: what a connector that checks nothing pays for JetStream alone.
 func (r *runner) rawDrain(ctx context.Context, n int) (float64, error) {
-	cons, err := r.js.CreateOrUpdateConsumer(ctx, consume.ReadingsStream, jetstream.ConsumerConfig{Durable: "bench-raw",
+	cons, err := r.js.CreateOrUpdateConsumer(ctx, stream.Readings, jetstream.ConsumerConfig{Durable: "bench-raw",
 		AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: 20_000})
 	if err != nil {
 		return 0, err
 	}
-	defer r.js.DeleteConsumer(context.Background(), consume.ReadingsStream, "bench-raw")
+	defer r.js.DeleteConsumer(context.Background(), stream.Readings, "bench-raw")
 	var got atomic.Int64
 	done := make(chan struct{})
 	start := time.Now()
@@ -581,7 +580,7 @@ func cause(ctx context.Context, err error) error {
 
 // waitStored waits until n readings are queryable and every batch record is in BATCHES.
 func (r *runner) waitStored(ctx context.Context, n int) error {
-	st, err := r.js.Stream(ctx, consume.BatchesStream)
+	st, err := r.js.Stream(ctx, stream.Batches)
 	if err != nil {
 		return err
 	}
@@ -616,7 +615,9 @@ func (r *runner) waitStored(ctx context.Context, n int) error {
 // live publishes at a fixed rate with ingest and anchoring running and samples latencies.
 func (r *runner) live(ctx context.Context, workers []*worker, set []signed, cpuBefore float64, res *Result) error {
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	anch, err := stack.NewAnchoring(ctx, r.cfg, r.js, store.New(r.ch, r.db), r.node.Client(), quiet)
+	acfg := r.cfg
+	acfg.ClickHouse.Database = r.db // the bench's own database
+	anch, err := stack.NewAnchoring(ctx, acfg, r.js, r.ch, r.node.Client(), quiet)
 	if err != nil {
 		return err
 	}

@@ -3,9 +3,12 @@ package config
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/url"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -13,88 +16,91 @@ import (
 	"github.com/spf13/viper"
 )
 
-// Config is everything a service or client command reads. Keys are dotted as in the YAML file
-// (`clickhouse.addr`); the environment variable is ANCHORLINE_ + the key upper-cased with dots
-// as underscores (ANCHORLINE_CLICKHOUSE_ADDR).
+// Config is everything a service or client command reads. Each field is set by one key (listed
+// in keys), dotted as in the YAML file (`clickhouse.addr`); the environment variable is
+// ANCHORLINE_ + the key upper-cased with dots as underscores (ANCHORLINE_CLICKHOUSE_ADDR).
 type Config struct {
-	DataDir    string     `mapstructure:"data_dir"`
-	ClickHouse ClickHouse `mapstructure:"clickhouse"`
-	NATS       NATS       `mapstructure:"nats"`
-	HTTP       HTTP       `mapstructure:"http"`
-	Anchor     Anchor     `mapstructure:"anchor"`
-	Ledger     Ledger     `mapstructure:"ledger"`
-	Ingest     Ingest     `mapstructure:"ingest"`
-	Log        Log        `mapstructure:"log"`
+	DataDir    string
+	ClickHouse ClickHouse
+	NATS       NATS
+	HTTP       HTTP
+	Anchor     Anchor
+	Ledger     Ledger
+	Ingest     Ingest
+	Log        Log
 }
 
 // ClickHouse is the analysts' store.
 type ClickHouse struct {
-	Addr     string `mapstructure:"addr"`     // native protocol host:port
-	Database string `mapstructure:"database"` // created by migrate
-	Username string `mapstructure:"username"`
-	Password string `mapstructure:"password"`
+	Addr     string // native protocol host:port
+	Database string // created by migrate
+	Username string
+	Password string
 	// Embedded makes `dev` start a private clickhouse-server (from Debian's package) under
 	// data_dir/clickhouse on Addr's port instead of connecting to a running one.
-	Embedded bool `mapstructure:"embedded"`
+	Embedded bool
+	// StartupTimeout is how long a command retries an unreachable ClickHouse before it exits
+	// with an error saying so.
+	StartupTimeout time.Duration
 }
 
 // NATS is the message bus.
 type NATS struct {
-	URL string `mapstructure:"url"` // clients; `dev` serves its embedded server here
+	URL string // clients; `dev` serves its embedded server here
 }
 
 // HTTP is the API.
 type HTTP struct {
-	Addr string `mapstructure:"addr"` // served by `api` and `dev`; used by client commands
+	Addr string // served by `api` and `dev`; used by client commands
 }
 
 // Anchor is the anchoring service.
 type Anchor struct {
-	Interval time.Duration `mapstructure:"interval"` // one anchor over all pending batches per interval
+	Interval time.Duration // one anchor over all pending batches per interval
 }
 
 // Ledger is the CometBFT ledger.
 type Ledger struct {
-	ChainID string `mapstructure:"chain_id"`
+	ChainID string
 	// RPC is the CometBFT RPC address: `dev` listens there (empty: no listener), separate
 	// services connect to it.
-	RPC string `mapstructure:"rpc"`
+	RPC string
 	// AdminKey is the hex Ed25519 seed file that authorises device registration and revocation.
 	// Default: data_dir/admin.key (created by `dev` on first start).
-	AdminKey      string        `mapstructure:"admin_key"`
-	TimeoutCommit time.Duration `mapstructure:"timeout_commit"`
+	AdminKey      string
+	TimeoutCommit time.Duration
 }
 
 // Ingest tunes the ingest workers.
 type Ingest struct {
-	BatchSize     int           `mapstructure:"batch_size"`      // readings per ClickHouse batch
-	FlushAge      time.Duration `mapstructure:"flush_age"`       // flush a partial batch after this long
-	PullBatch     int           `mapstructure:"pull_batch"`      // messages per JetStream fetch
-	MaxAckPending int           `mapstructure:"max_ack_pending"` // in flight per consumer
-	MaxSize       int           `mapstructure:"max_size"`        // largest reading accepted, bytes
-	Worker        string        `mapstructure:"worker"`          // name recorded with each batch
-	Verifiers     int           `mapstructure:"verifiers"`       // goroutines verifying signatures; 0: one per core
-	Flushers      int           `mapstructure:"flushers"`        // batches written to ClickHouse at once
-	AckWait       time.Duration `mapstructure:"ack_wait"`        // unacknowledged readings are redelivered after this
-	ChainWait     time.Duration `mapstructure:"chain_wait"`      // a reading whose predecessor is not stored waits this long before the break is recorded; 0: ack_wait + 5s
-	MaxFuture     time.Duration `mapstructure:"max_future"`      // device time this far ahead of ours is clock_skew
-	MaxAge        time.Duration `mapstructure:"max_age"`         // device time older than this is clock_skew; 0: no limit
-	MaxMetrics    int           `mapstructure:"max_metrics"`     // metrics per reading
-	MaxTags       int           `mapstructure:"max_tags"`        // tags per reading
-	MaxTagLen     int           `mapstructure:"max_tag_len"`     // bytes of a tag key or value
+	BatchSize     int           // readings per ClickHouse batch
+	FlushAge      time.Duration // flush a partial batch after this long
+	PullBatch     int           // messages per JetStream fetch
+	MaxAckPending int           // in flight per consumer
+	MaxSize       int           // largest reading accepted, bytes
+	Worker        string        // name recorded with each batch
+	Verifiers     int           // goroutines verifying signatures; 0: one per core
+	Flushers      int           // batches written to ClickHouse at once
+	AckWait       time.Duration // unacknowledged readings are redelivered after this
+	ChainWait     time.Duration // a reading whose predecessor is not stored waits this long before the break is recorded; 0: ack_wait + 5s
+	MaxFuture     time.Duration // device time this far ahead of ours is clock_skew
+	MaxAge        time.Duration // device time older than this is clock_skew; 0: no limit
+	MaxMetrics    int           // metrics per reading
+	MaxTags       int           // tags per reading
+	MaxTagLen     int           // bytes of a tag key or value
 }
 
 // Log chooses the slog handler.
 type Log struct {
-	Level  string `mapstructure:"level"`  // debug, info, warn, error
-	Format string `mapstructure:"format"` // text or json
+	Level  string // debug, info, warn, error
+	Format string // text or json
 }
 
 // Default is the configuration when nothing is set: a single machine on loopback.
 func Default() Config {
 	return Config{
 		DataDir:    ".anchorline",
-		ClickHouse: ClickHouse{Addr: "127.0.0.1:9000", Database: "anchorline", Username: "default"},
+		ClickHouse: ClickHouse{Addr: "127.0.0.1:9000", Database: "anchorline", Username: "default", StartupTimeout: time.Minute},
 		NATS:       NATS{URL: "nats://127.0.0.1:4222"},
 		HTTP:       HTTP{Addr: "127.0.0.1:8080"},
 		Anchor:     Anchor{Interval: 2 * time.Second},
@@ -106,6 +112,78 @@ func Default() Config {
 	}
 }
 
+// key is one configuration key and the field of a Config it sets: a *string, *int, *bool or
+// *time.Duration.
+type key struct {
+	name  string
+	field any
+}
+
+// keys lists every configuration key. Load takes the defaults, the keys a file may hold and
+// how each value is decoded from it.
+func keys(c *Config) []key {
+	return []key{
+		{"data_dir", &c.DataDir},
+		{"clickhouse.addr", &c.ClickHouse.Addr},
+		{"clickhouse.database", &c.ClickHouse.Database},
+		{"clickhouse.username", &c.ClickHouse.Username},
+		{"clickhouse.password", &c.ClickHouse.Password},
+		{"clickhouse.embedded", &c.ClickHouse.Embedded},
+		{"clickhouse.startup_timeout", &c.ClickHouse.StartupTimeout},
+		{"nats.url", &c.NATS.URL},
+		{"http.addr", &c.HTTP.Addr},
+		{"anchor.interval", &c.Anchor.Interval},
+		{"ledger.chain_id", &c.Ledger.ChainID},
+		{"ledger.rpc", &c.Ledger.RPC},
+		{"ledger.admin_key", &c.Ledger.AdminKey},
+		{"ledger.timeout_commit", &c.Ledger.TimeoutCommit},
+		{"ingest.batch_size", &c.Ingest.BatchSize},
+		{"ingest.flush_age", &c.Ingest.FlushAge},
+		{"ingest.pull_batch", &c.Ingest.PullBatch},
+		{"ingest.max_ack_pending", &c.Ingest.MaxAckPending},
+		{"ingest.max_size", &c.Ingest.MaxSize},
+		{"ingest.worker", &c.Ingest.Worker},
+		{"ingest.verifiers", &c.Ingest.Verifiers},
+		{"ingest.flushers", &c.Ingest.Flushers},
+		{"ingest.ack_wait", &c.Ingest.AckWait},
+		{"ingest.chain_wait", &c.Ingest.ChainWait},
+		{"ingest.max_future", &c.Ingest.MaxFuture},
+		{"ingest.max_age", &c.Ingest.MaxAge},
+		{"ingest.max_metrics", &c.Ingest.MaxMetrics},
+		{"ingest.max_tags", &c.Ingest.MaxTags},
+		{"ingest.max_tag_len", &c.Ingest.MaxTagLen},
+		{"log.level", &c.Log.Level},
+		{"log.format", &c.Log.Format},
+	}
+}
+
+// value is what k's field holds, and kind says in words what it must hold.
+func (k key) value() any {
+	switch f := k.field.(type) {
+	case *string:
+		return *f
+	case *int:
+		return *f
+	case *bool:
+		return *f
+	case *time.Duration:
+		return *f
+	}
+	return nil
+}
+
+func (k key) kind() string {
+	switch k.field.(type) {
+	case *int:
+		return "a whole number"
+	case *bool:
+		return "true or false"
+	case *time.Duration:
+		return "a duration like 30s, 200ms or 1h"
+	}
+	return "a string"
+}
+
 // Flags declares the flags every command accepts for the common keys.
 func Flags(fs *pflag.FlagSet) {
 	d := Default()
@@ -114,6 +192,7 @@ func Flags(fs *pflag.FlagSet) {
 	fs.String("clickhouse.addr", d.ClickHouse.Addr, "ClickHouse native protocol address")
 	fs.String("clickhouse.database", d.ClickHouse.Database, "ClickHouse database")
 	fs.Bool("clickhouse.embedded", d.ClickHouse.Embedded, "dev: start a private clickhouse-server under data_dir")
+	fs.Duration("clickhouse.startup_timeout", d.ClickHouse.StartupTimeout, "how long to retry an unreachable ClickHouse before giving up")
 	fs.String("nats.url", d.NATS.URL, "NATS server URL")
 	fs.String("http.addr", d.HTTP.Addr, "HTTP API address")
 	fs.Duration("anchor.interval", d.Anchor.Interval, "time between anchors")
@@ -123,49 +202,144 @@ func Flags(fs *pflag.FlagSet) {
 }
 
 // Load reads the configuration: defaults, then the file named by --config, then ANCHORLINE_*
-// variables, then flags that were set.
+// variables, then flags that were set. Every error wraps ErrInvalid and names the key (or
+// --config) it is about: a key the file holds that is not a configuration key, a value that is
+// not of its key's type, or a value Validate rejects.
 func Load(fs *pflag.FlagSet) (Config, error) {
+	c := Default()
+	ks := keys(&c)
 	v := viper.New()
-	d := Default()
-	for key, val := range map[string]any{
-		"data_dir": d.DataDir, "clickhouse.addr": d.ClickHouse.Addr, "clickhouse.database": d.ClickHouse.Database,
-		"clickhouse.username": d.ClickHouse.Username, "clickhouse.password": d.ClickHouse.Password,
-		"clickhouse.embedded": d.ClickHouse.Embedded, "nats.url": d.NATS.URL, "http.addr": d.HTTP.Addr,
-		"anchor.interval": d.Anchor.Interval, "ledger.chain_id": d.Ledger.ChainID, "ledger.rpc": d.Ledger.RPC,
-		"ledger.admin_key": d.Ledger.AdminKey, "ledger.timeout_commit": d.Ledger.TimeoutCommit,
-		"ingest.batch_size": d.Ingest.BatchSize, "ingest.flush_age": d.Ingest.FlushAge,
-		"ingest.pull_batch": d.Ingest.PullBatch, "ingest.max_ack_pending": d.Ingest.MaxAckPending,
-		"ingest.max_size": d.Ingest.MaxSize, "ingest.worker": d.Ingest.Worker,
-		"ingest.verifiers": d.Ingest.Verifiers, "ingest.flushers": d.Ingest.Flushers, "ingest.ack_wait": d.Ingest.AckWait,
-		"ingest.chain_wait": d.Ingest.ChainWait,
-		"ingest.max_future": d.Ingest.MaxFuture, "ingest.max_age": d.Ingest.MaxAge,
-		"ingest.max_metrics": d.Ingest.MaxMetrics, "ingest.max_tags": d.Ingest.MaxTags, "ingest.max_tag_len": d.Ingest.MaxTagLen,
-		"log.level": d.Log.Level, "log.format": d.Log.Format,
-	} {
-		v.SetDefault(key, val)
+	for _, k := range ks {
+		v.SetDefault(k.name, k.value())
 	}
 	v.SetEnvPrefix("ANCHORLINE")
 	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
 	v.AutomaticEnv()
 	if fs != nil {
-		if err := v.BindPFlags(fs); err != nil {
-			return Config{}, fmt.Errorf("config: flags: %w", err)
+		for _, k := range ks {
+			if f := fs.Lookup(k.name); f != nil {
+				if err := v.BindPFlag(k.name, f); err != nil {
+					return Config{}, fmt.Errorf("config: flag --%s: %w", k.name, err)
+				}
+			}
 		}
 		if f := fs.Lookup("config"); f != nil && f.Value.String() != "" {
-			v.SetConfigFile(f.Value.String())
-			if err := v.ReadInConfig(); err != nil {
-				return Config{}, fmt.Errorf("config: file %s: %w", f.Value.String(), err)
+			if err := readFile(v, f.Value.String(), ks); err != nil {
+				return Config{}, err
 			}
 		}
 	}
-	var c Config
-	if err := v.Unmarshal(&c); err != nil {
-		return Config{}, fmt.Errorf("config: %w", err)
+	for _, k := range ks {
+		if err := v.UnmarshalKey(k.name, k.field); err != nil {
+			return Config{}, invalid(k.name, "%q is not %s", fmt.Sprint(v.Get(k.name)), k.kind())
+		}
 	}
 	if c.Ledger.AdminKey == "" {
 		c.Ledger.AdminKey = filepath.Join(c.DataDir, "admin.key")
 	}
 	return c, c.Validate()
+}
+
+// readFile merges the YAML file at path into v, refusing keys that are not in ks: viper would
+// ignore them, and a misspelt key would silently do nothing.
+func readFile(v *viper.Viper, path string, ks []key) error {
+	file := viper.New()
+	file.SetConfigFile(path)
+	file.SetConfigType("yaml")
+	if err := file.ReadInConfig(); err != nil {
+		var parse viper.ConfigParseError
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			return invalid("--config", "%s: no such file", path)
+		case errors.As(err, &parse):
+			return invalid("--config", "%s is not YAML: %v", path, errors.Unwrap(parse))
+		}
+		return invalid("--config", "%s: %v", path, err)
+	}
+	names := make([]string, len(ks))
+	for i, k := range ks {
+		names[i] = k.name
+	}
+	for _, name := range file.AllKeys() {
+		if slices.Contains(names, name) {
+			continue
+		}
+		if section(name, names) {
+			if val := file.Get(name); val == nil || isMap(val) {
+				continue // an empty section
+			}
+			return invalid(name, "in %s is a section (keys like %s.%s), not a value", path, name, firstKeyIn(name, names))
+		}
+		for _, k := range ks {
+			if strings.HasPrefix(name, k.name+".") {
+				return invalid(k.name, "in %s must be %s, not a section", path, k.kind())
+			}
+		}
+		return invalid(name, "in %s is not a configuration key; %s", path, suggest(name, names))
+	}
+	return v.MergeConfigMap(file.AllSettings())
+}
+
+func isMap(v any) bool {
+	_, ok := v.(map[string]any)
+	return ok
+}
+
+// section reports whether name is the section of some key (clickhouse for clickhouse.addr).
+func section(name string, names []string) bool { return firstKeyIn(name, names) != "" }
+
+func firstKeyIn(section string, names []string) string {
+	for _, n := range names {
+		if rest, ok := strings.CutPrefix(n, section+"."); ok {
+			return rest
+		}
+	}
+	return ""
+}
+
+// suggest names the key that name is most likely a misspelling of, or the keys of its section.
+func suggest(name string, names []string) string {
+	best, bestDist := "", 3
+	for _, n := range names {
+		if d := distance(name, n); d < bestDist {
+			best, bestDist = n, d
+		}
+	}
+	if best != "" {
+		return "did you mean " + best + "?"
+	}
+	sec, _, _ := strings.Cut(name, ".")
+	var in []string
+	for _, n := range names {
+		if rest, ok := strings.CutPrefix(n, sec+"."); ok {
+			in = append(in, rest)
+		}
+	}
+	if len(in) > 0 {
+		return fmt.Sprintf("the %s keys are %s", sec, strings.Join(in, ", "))
+	}
+	return "deployments/config/anchorline.yaml lists every key"
+}
+
+// distance is the Levenshtein distance between a and b, in bytes.
+func distance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }
 
 // ErrInvalid marks a configuration error; the message names the field and the fix.
@@ -175,66 +349,150 @@ func invalid(field, format string, args ...any) error {
 	return fmt.Errorf("%w: %s: %s", ErrInvalid, field, fmt.Sprintf(format, args...))
 }
 
-// Validate checks every field and names the first one that is wrong.
+// Validate checks every field and names the first one that is wrong, with the values it
+// accepts.
 func (c Config) Validate() error {
+	for _, check := range []func() error{
+		c.checkDataDir, c.ClickHouse.check, c.NATS.check, c.HTTP.check, c.Anchor.check, c.Ledger.check, c.Ingest.check, c.Log.check,
+	} {
+		if err := check(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c Config) checkDataDir() error {
 	if c.DataDir == "" {
 		return invalid("data_dir", "must not be empty (a folder for the embedded NATS and ledger state)")
 	}
-	if _, _, err := net.SplitHostPort(c.ClickHouse.Addr); err != nil {
-		return invalid("clickhouse.addr", "%q is not host:port (for example 127.0.0.1:9000)", c.ClickHouse.Addr)
+	return nil
+}
+
+func (c ClickHouse) check() error {
+	switch {
+	case checkAddr(c.Addr, false) != nil:
+		return invalid("clickhouse.addr", "%q is not host:port with a port from 1 to 65535 (for example 127.0.0.1:9000)", c.Addr)
+	case !validIdent(c.Database):
+		return invalid("clickhouse.database", "%q must be letters, digits and underscores (default anchorline)", c.Database)
+	case c.Username == "":
+		return invalid("clickhouse.username", "must not be empty (ClickHouse's own user is default)")
+	case c.StartupTimeout <= 0:
+		return invalid("clickhouse.startup_timeout", "%s must be positive (default 1m)", c.StartupTimeout)
 	}
-	if !validIdent(c.ClickHouse.Database) {
-		return invalid("clickhouse.database", "%q must be letters, digits and underscores", c.ClickHouse.Database)
-	}
-	if u, err := url.Parse(c.NATS.URL); err != nil || u.Host == "" {
-		return invalid("nats.url", "%q is not a URL like nats://127.0.0.1:4222", c.NATS.URL)
-	}
-	if _, _, err := net.SplitHostPort(c.HTTP.Addr); err != nil {
-		return invalid("http.addr", "%q is not host:port (for example 127.0.0.1:8080)", c.HTTP.Addr)
-	}
-	if c.Anchor.Interval < 10*time.Millisecond {
-		return invalid("anchor.interval", "%s is too short; use at least 10ms (dev default 2s)", c.Anchor.Interval)
-	}
-	if c.Ledger.ChainID == "" {
-		return invalid("ledger.chain_id", "must not be empty")
-	}
-	if c.Ledger.RPC != "" {
-		if _, _, err := net.SplitHostPort(strings.TrimPrefix(strings.TrimPrefix(c.Ledger.RPC, "tcp://"), "http://")); err != nil {
-			return invalid("ledger.rpc", "%q is not host:port (for example 127.0.0.1:26657), or empty for none", c.Ledger.RPC)
+	return nil
+}
+
+func (n NATS) check() error {
+	for u := range strings.SplitSeq(n.URL, ",") {
+		p, err := url.Parse(strings.TrimSpace(u))
+		if err != nil || p.Host == "" || !slices.Contains([]string{"nats", "tls", "ws", "wss"}, p.Scheme) {
+			return invalid("nats.url", "%q is not a URL like nats://127.0.0.1:4222 (nats, tls, ws or wss; several separated by commas)", n.URL)
 		}
 	}
-	switch {
-	case c.Ingest.BatchSize < 1:
-		return invalid("ingest.batch_size", "%d must be at least 1 (default 10000)", c.Ingest.BatchSize)
-	case c.Ingest.FlushAge <= 0:
-		return invalid("ingest.flush_age", "%s must be positive (default 200ms)", c.Ingest.FlushAge)
-	case c.Ingest.PullBatch < 1:
-		return invalid("ingest.pull_batch", "%d must be at least 1 (default 1000)", c.Ingest.PullBatch)
-	case c.Ingest.MaxAckPending < c.Ingest.PullBatch:
-		return invalid("ingest.max_ack_pending", "%d must be at least ingest.pull_batch (%d)", c.Ingest.MaxAckPending, c.Ingest.PullBatch)
-	case c.Ingest.Verifiers < 0:
-		return invalid("ingest.verifiers", "%d must not be negative (0: one per core)", c.Ingest.Verifiers)
-	case c.Ingest.Flushers < 1:
-		return invalid("ingest.flushers", "%d must be at least 1 (default 2)", c.Ingest.Flushers)
-	case c.Ingest.AckWait < time.Second:
-		return invalid("ingest.ack_wait", "%s must be at least 1s (default 30s)", c.Ingest.AckWait)
-	case c.Ingest.ChainWait < 0:
-		return invalid("ingest.chain_wait", "%s must not be negative (0: ingest.ack_wait + 5s)", c.Ingest.ChainWait)
-	case c.Ingest.MaxFuture <= 0:
-		return invalid("ingest.max_future", "%s must be positive (default 5m)", c.Ingest.MaxFuture)
-	case c.Ingest.MaxAge < 0:
-		return invalid("ingest.max_age", "%s must not be negative (0: no limit; default 720h)", c.Ingest.MaxAge)
-	case c.Ingest.MaxMetrics < 1:
-		return invalid("ingest.max_metrics", "%d must be at least 1 (default 64)", c.Ingest.MaxMetrics)
-	case c.Ingest.MaxTags < 0 || c.Ingest.MaxTagLen < 1:
-		return invalid("ingest.max_tags", "max_tags %d must not be negative and max_tag_len %d positive (defaults 32, 128)", c.Ingest.MaxTags, c.Ingest.MaxTagLen)
-	case c.Ingest.MaxSize < 256:
-		return invalid("ingest.max_size", "%d bytes is too small (default 8192)", c.Ingest.MaxSize)
+	return nil
+}
+
+func (h HTTP) check() error {
+	if checkAddr(h.Addr, true) != nil {
+		return invalid("http.addr", "%q is not host:port (for example 127.0.0.1:8080; port 0 listens on any free port)", h.Addr)
 	}
-	switch strings.ToLower(c.Log.Level) {
+	return nil
+}
+
+func (a Anchor) check() error {
+	if a.Interval < 10*time.Millisecond {
+		return invalid("anchor.interval", "%s is too short; use at least 10ms (default 2s)", a.Interval)
+	}
+	return nil
+}
+
+// maxChainID is CometBFT's limit on the length of a chain id.
+const maxChainID = 50
+
+func (l Ledger) check() error {
+	switch {
+	case l.ChainID == "":
+		return invalid("ledger.chain_id", "must not be empty (default anchorline-dev)")
+	case len(l.ChainID) > maxChainID:
+		return invalid("ledger.chain_id", "%q is %d bytes; CometBFT allows at most %d", l.ChainID, len(l.ChainID), maxChainID)
+	case l.RPC != "" && checkAddr(strings.TrimPrefix(strings.TrimPrefix(l.RPC, "tcp://"), "http://"), true) != nil:
+		return invalid("ledger.rpc", "%q is not host:port (for example 127.0.0.1:26657), or empty for none", l.RPC)
+	case l.AdminKey == "":
+		return invalid("ledger.admin_key", "must name the admin key file (default data_dir/admin.key)")
+	case l.TimeoutCommit <= 0:
+		return invalid("ledger.timeout_commit", "%s must be positive (default 100ms)", l.TimeoutCommit)
+	}
+	return nil
+}
+
+func (i Ingest) check() error {
+	switch {
+	case i.BatchSize < 1:
+		return invalid("ingest.batch_size", "%d must be at least 1 (default 10000)", i.BatchSize)
+	case i.FlushAge <= 0:
+		return invalid("ingest.flush_age", "%s must be positive (default 200ms)", i.FlushAge)
+	case i.PullBatch < 1:
+		return invalid("ingest.pull_batch", "%d must be at least 1 (default 1000)", i.PullBatch)
+	case i.MaxAckPending < i.PullBatch:
+		return invalid("ingest.max_ack_pending", "%d must be at least ingest.pull_batch (%d)", i.MaxAckPending, i.PullBatch)
+	case i.MaxSize < 256:
+		return invalid("ingest.max_size", "%d bytes is too small; use at least 256 (default 8192)", i.MaxSize)
+	case i.Worker == "":
+		return invalid("ingest.worker", "must not be empty: it names this worker in the batches it records (default ingest)")
+	case i.Verifiers < 0:
+		return invalid("ingest.verifiers", "%d must not be negative (0: one per core)", i.Verifiers)
+	case i.Flushers < 1:
+		return invalid("ingest.flushers", "%d must be at least 1 (default 2)", i.Flushers)
+	case i.AckWait < time.Second:
+		return invalid("ingest.ack_wait", "%s must be at least 1s (default 30s)", i.AckWait)
+	case i.ChainWait < 0:
+		return invalid("ingest.chain_wait", "%s must not be negative (0: ingest.ack_wait + 5s)", i.ChainWait)
+	case i.ChainWait != 0 && i.ChainWait <= i.AckWait:
+		return invalid("ingest.chain_wait", "%s must be longer than ingest.ack_wait (%s): a reading whose predecessor is held by a worker that died "+
+			"would be recorded as a chain break before the predecessor is redelivered; set it above %s, or 0 for ingest.ack_wait + 5s",
+			i.ChainWait, i.AckWait, i.AckWait)
+	case i.MaxFuture <= 0:
+		return invalid("ingest.max_future", "%s must be positive (default 5m)", i.MaxFuture)
+	case i.MaxAge < 0:
+		return invalid("ingest.max_age", "%s must not be negative (0: no limit; default 720h)", i.MaxAge)
+	case i.MaxMetrics < 1:
+		return invalid("ingest.max_metrics", "%d must be at least 1 (default 64)", i.MaxMetrics)
+	case i.MaxTags < 0:
+		return invalid("ingest.max_tags", "%d must not be negative (default 32)", i.MaxTags)
+	case i.MaxTagLen < 1:
+		return invalid("ingest.max_tag_len", "%d must be at least 1 (default 128)", i.MaxTagLen)
+	}
+	return nil
+}
+
+func (l Log) check() error {
+	switch strings.ToLower(l.Level) {
 	case "debug", "info", "warn", "error":
 	default:
-		return invalid("log.level", "%q must be debug, info, warn or error", c.Log.Level)
+		return invalid("log.level", "%q must be debug, info, warn or error", l.Level)
+	}
+	switch strings.ToLower(l.Format) {
+	case "text", "json":
+	default:
+		return invalid("log.format", "%q must be text or json", l.Format)
+	}
+	return nil
+}
+
+// checkAddr checks that addr is host:port with a numeric port; port 0 (any free port) only
+// where listen is set.
+func checkAddr(addr string, listen bool) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	p, err := strconv.ParseUint(port, 10, 16)
+	if err != nil {
+		return err
+	}
+	if p == 0 && !listen {
+		return errors.New("port 0")
 	}
 	return nil
 }

@@ -12,12 +12,13 @@ import (
 
 	"github.com/anchorline/anchorline/internal/natstest"
 	"github.com/anchorline/anchorline/schemas/reading"
+	"github.com/anchorline/anchorline/schemas/stream"
 )
 
 func TestRunPublishesSignedChainedReadings(t *testing.T) {
 	js := natstest.Start(t)
 	ctx := context.Background()
-	st, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "READINGS", Subjects: []string{"iot.readings.>"}})
+	st, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: stream.Readings, Subjects: []string{stream.ReadingsSubjects}})
 	if err != nil {
 		t.Fatal(err)
 	}

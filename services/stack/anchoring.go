@@ -6,24 +6,30 @@ import (
 	"fmt"
 	"log/slog"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/anchorline/anchorline/anchor/anchoring"
 	"github.com/anchorline/anchorline/anchor/ledger"
 	"github.com/anchorline/anchorline/pipeline/consume"
+	"github.com/anchorline/anchorline/pipeline/write"
+	"github.com/anchorline/anchorline/schemas/stream"
 	"github.com/anchorline/anchorline/services/config"
 	"github.com/anchorline/anchorline/services/store"
 )
 
-// recorder stores committed anchors in ClickHouse.
-type recorder struct{ s *store.Store }
+// recorder records committed anchors in ClickHouse (w) and reads which batches are anchored (s).
+type recorder struct {
+	w *write.Writer
+	s *store.Store
+}
 
 func (r recorder) RecordAnchor(ctx context.Context, a anchoring.Anchor) error {
 	ids := make([][16]byte, len(a.Batches))
 	for i, b := range a.Batches {
 		ids[i] = b.ID
 	}
-	return r.s.WriteAnchor(ctx, store.AnchorRow{
+	return r.w.WriteAnchor(ctx, write.Anchor{
 		ID:         a.ID,
 		Root:       a.Root,
 		Batches:    uint32(len(a.Batches)),
@@ -40,14 +46,15 @@ func (r recorder) Anchored(ctx context.Context, ids [][16]byte) (map[[16]byte]bo
 	return r.s.AnchoredBatches(ctx, ids)
 }
 
-// NewAnchoring builds the anchor service; streams and consumers are created if missing.
-func NewAnchoring(ctx context.Context, cfg config.Config, js jetstream.JetStream, st *store.Store, l *ledger.Client, log *slog.Logger) (*anchoring.Service, error) {
+// NewAnchoring builds the anchor service, recording anchors in database cfg.ClickHouse.Database
+// of ch; streams and consumers are created if missing.
+func NewAnchoring(ctx context.Context, cfg config.Config, js jetstream.JetStream, ch driver.Conn, l *ledger.Client, log *slog.Logger) (*anchoring.Service, error) {
 	if err := consume.EnsureStreams(ctx, js, cfg.Ingest.MaxAckPending, cfg.Ingest.AckWait); err != nil {
 		return nil, fmt.Errorf("anchoring: streams: %w", err)
 	}
-	return anchoring.New(js, l, recorder{st}, anchoring.Config{
-		Stream:   consume.BatchesStream,
-		Consumer: consume.AnchorConsumer,
+	return anchoring.New(js, l, recorder{w: write.New(ch, cfg.ClickHouse.Database), s: store.New(ch, cfg.ClickHouse.Database)}, anchoring.Config{
+		Stream:   stream.Batches,
+		Consumer: stream.AnchorConsumer,
 		Interval: cfg.Anchor.Interval,
 	}, log)
 }

@@ -5,7 +5,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -14,6 +17,7 @@ import (
 	"github.com/anchorline/anchorline/anchor/merkle"
 	"github.com/anchorline/anchorline/anchor/node"
 	"github.com/anchorline/anchorline/anchor/proof"
+	"github.com/anchorline/anchorline/schemas/lookup"
 	"github.com/anchorline/anchorline/services/api"
 	"github.com/anchorline/anchorline/services/store"
 )
@@ -34,44 +38,63 @@ type Backend struct {
 	Lag func(context.Context) (api.Lag, error)
 }
 
-// Deps returns the API server's dependencies.
+// Deps returns the API server's dependencies. Every error they return is classified by
+// unreachable on its way out.
 func (b *Backend) Deps() api.Deps {
 	return api.Deps{
-		Reading:     b.reading,
-		Batch:       b.batch,
-		Anchor:      b.anchor,
-		Device:      b.device,
-		Proof:       b.Proof,
-		Trust:       b.trust,
-		SubmitEvent: b.submit,
-		Status:      b.status,
+		Reading: func(ctx context.Context, dev string, seq uint64) (any, error) {
+			return classified(b.reading(ctx, dev, seq))
+		},
+		Batch:  func(ctx context.Context, id [16]byte) (any, error) { return classified(b.batch(ctx, id)) },
+		Anchor: func(ctx context.Context, id [16]byte) (any, error) { return classified(b.anchor(ctx, id)) },
+		Device: func(ctx context.Context, id string) (api.DeviceInfo, error) { return classified(b.device(ctx, id)) },
+		Proof: func(ctx context.Context, dev string, seq uint64) ([]byte, error) {
+			return classified(b.Proof(ctx, dev, seq))
+		},
+		Trust:       func(ctx context.Context) ([]byte, error) { return classified(b.trust(ctx)) },
+		SubmitEvent: func(ctx context.Context, e []byte) (api.Inclusion, error) { return classified(b.submit(ctx, e)) },
+		Status:      func(ctx context.Context) (api.Status, error) { return classified(b.status(ctx)) },
 		Ready:       b.ready,
 		Metrics:     b.Metrics,
 	}
 }
 
-// apiErr maps storage and ledger errors onto the API's.
-func apiErr(err error) error {
-	switch {
-	case errors.Is(err, store.ErrNotFound), errors.Is(err, ledger.ErrUnknownDevice), errors.Is(err, ledger.ErrNotFound):
-		return fmt.Errorf("%w: %w", api.ErrNotFound, err)
-	case errors.Is(err, store.ErrNotAnchored):
-		return fmt.Errorf("%w: %w", api.ErrNotAnchored, err)
-	case errors.Is(err, ledger.ErrRejected):
+// lookupErr maps the errors of the lookup a request names (the reading, batch, anchor or device
+// asked for) onto the API's: lookup.ErrNotFound (404) and lookup.ErrNotAnchored (409) pass as
+// they are, an entry the ledger refused becomes api.ErrRejected.
+func lookupErr(err error) error {
+	if errors.Is(err, ledger.ErrRejected) {
 		return fmt.Errorf("%w: %w", api.ErrRejected, err)
 	}
 	return err
 }
 
-func parseID(s string) ([16]byte, error) {
-	var id [16]byte
-	b, err := hex.DecodeString(s)
-	if err != nil || len(b) != len(id) {
-		return id, fmt.Errorf("%w: id %q is not 16 bytes of hex", api.ErrBadRequest, s)
+// laterErr is the error of a lookup after the one a request names. It keeps the text but not
+// lookup's sentinels: a reading whose batch has no leaves is an inconsistency (500), not an
+// unknown reading (404).
+func laterErr(err error) error {
+	if errors.Is(err, lookup.ErrNotFound) || errors.Is(err, lookup.ErrNotAnchored) {
+		return fmt.Errorf("stored records disagree: %s", err.Error()) // not %w, on purpose
 	}
-	copy(id[:], b)
-	return id, nil
+	return err
 }
+
+// unreachable marks an error that means ClickHouse or the ledger could not be reached (a
+// network error, or a connection closed under the request) as api.ErrUnavailable: the API
+// answers 503, retry later, instead of 500.
+func unreachable(err error) error {
+	var ne net.Error
+	if err == nil || errors.Is(err, api.ErrUnavailable) {
+		return err
+	}
+	if errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) {
+		return fmt.Errorf("%w: %w", api.ErrUnavailable, err)
+	}
+	return err
+}
+
+func classified[T any](v T, err error) (T, error) { return v, unreachable(err) }
 
 type readingView struct {
 	Device     string `json:"device"`
@@ -88,49 +111,41 @@ type readingView struct {
 func (b *Backend) reading(ctx context.Context, dev string, seq uint64) (any, error) {
 	r, err := b.Store.Reading(ctx, dev, seq)
 	if err != nil {
-		return nil, apiErr(err)
+		return nil, lookupErr(err)
 	}
 	v := readingView{Device: r.Device, Seq: r.Seq, TS: r.TS, ReceivedAt: r.ReceivedAt.UTC().Format(time.RFC3339),
 		Raw: hex.EncodeToString(r.Raw), Leaf: hex.EncodeToString(r.Leaf[:]), BatchID: hex.EncodeToString(r.BatchID[:]), LeafIndex: r.LeafIndex}
 	if aid, _, err := b.Store.BatchAnchor(ctx, r.BatchID); err == nil {
 		v.AnchorID = hex.EncodeToString(aid[:])
-	} else if !errors.Is(err, store.ErrNotAnchored) {
+	} else if !errors.Is(err, lookup.ErrNotAnchored) {
 		return nil, err
 	}
 	return v, nil
 }
 
-func (b *Backend) batch(ctx context.Context, s string) (any, error) {
-	id, err := parseID(s)
-	if err != nil {
-		return nil, err
-	}
+func (b *Backend) batch(ctx context.Context, id [16]byte) (any, error) {
 	r, err := b.Store.Batch(ctx, id)
 	if err != nil {
-		return nil, apiErr(err)
+		return nil, lookupErr(err)
 	}
-	v := map[string]any{"id": s, "root": hex.EncodeToString(r.Root[:]), "size": r.Size,
+	v := map[string]any{"id": hex.EncodeToString(id[:]), "root": hex.EncodeToString(r.Root[:]), "size": r.Size,
 		"created_at": r.CreatedAt.UTC().Format(time.RFC3339), "worker": r.Worker}
 	if aid, idx, err := b.Store.BatchAnchor(ctx, id); err == nil {
 		v["anchor_id"], v["batch_index"] = hex.EncodeToString(aid[:]), idx
-	} else if !errors.Is(err, store.ErrNotAnchored) {
+	} else if !errors.Is(err, lookup.ErrNotAnchored) {
 		return nil, err
 	}
 	return v, nil
 }
 
-func (b *Backend) anchor(ctx context.Context, s string) (any, error) {
-	id, err := parseID(s)
-	if err != nil {
-		return nil, err
-	}
+func (b *Backend) anchor(ctx context.Context, id [16]byte) (any, error) {
 	a, err := b.Store.Anchor(ctx, id)
 	if err != nil {
-		return nil, apiErr(err)
+		return nil, lookupErr(err)
 	}
 	bs, err := b.Store.AnchorBatches(ctx, id)
 	if err != nil {
-		return nil, err
+		return nil, laterErr(err)
 	}
 	ids := make([]string, len(bs))
 	for i, x := range bs {
@@ -155,7 +170,7 @@ func anchorInfo(a store.AnchorRow, batchIDs []string) anchorView {
 func (b *Backend) device(ctx context.Context, id string) (api.DeviceInfo, error) {
 	p, err := b.Ledger.Device(ctx, id, 0)
 	if err != nil {
-		return api.DeviceInfo{}, apiErr(err)
+		return api.DeviceInfo{}, lookupErr(err)
 	}
 	return api.DeviceInfo{ID: p.Record.Dev, Alg: string(p.Record.Alg), PublicKey: hex.EncodeToString(p.Record.Key),
 		Status: string(p.Record.Status), Height: p.Record.Height}, nil
@@ -164,7 +179,7 @@ func (b *Backend) device(ctx context.Context, id string) (api.DeviceInfo, error)
 func (b *Backend) submit(ctx context.Context, e []byte) (api.Inclusion, error) {
 	rc, err := b.Ledger.Submit(ctx, e)
 	if err != nil {
-		return api.Inclusion{}, apiErr(err)
+		return api.Inclusion{}, lookupErr(err)
 	}
 	if b.AfterDeviceEvent != nil {
 		if err := b.AfterDeviceEvent(ctx); err != nil {
@@ -189,36 +204,36 @@ func (b *Backend) trust(ctx context.Context) ([]byte, error) {
 func (b *Backend) Proof(ctx context.Context, dev string, seq uint64) ([]byte, error) {
 	r, err := b.Store.Reading(ctx, dev, seq)
 	if err != nil {
-		return nil, apiErr(err)
+		return nil, lookupErr(err)
 	}
 	anchorID, batchIndex, err := b.Store.BatchAnchor(ctx, r.BatchID)
 	if err != nil {
-		return nil, apiErr(err)
+		return nil, lookupErr(err) // not anchored yet: 409
 	}
 	leaves, err := b.Store.BatchLeaves(ctx, r.BatchID)
 	if err != nil {
-		return nil, err
+		return nil, laterErr(fmt.Errorf("leaves of batch %x: %w", r.BatchID, err))
 	}
 	a, err := b.Store.Anchor(ctx, anchorID)
 	if err != nil {
-		return nil, apiErr(err)
+		return nil, laterErr(fmt.Errorf("anchor %x of batch %x: %w", anchorID, r.BatchID, err))
 	}
 	rows, err := b.Store.AnchorBatches(ctx, anchorID)
 	if err != nil {
-		return nil, err
+		return nil, laterErr(fmt.Errorf("batches of anchor %x: %w", anchorID, err))
 	}
 	h := int64(a.Height)
 	ep, err := b.Ledger.EntryProof(ctx, a.LogIndex, h)
 	if err != nil {
-		return nil, fmt.Errorf("ledger entry %d at height %d: %w", a.LogIndex, h, err)
+		return nil, laterErr(fmt.Errorf("ledger entry %d at height %d: %w", a.LogIndex, h, err))
 	}
 	dp, err := b.Ledger.Device(ctx, dev, h)
 	if err != nil {
-		return nil, fmt.Errorf("device %s at height %d: %w", dev, h, err)
+		return nil, laterErr(fmt.Errorf("device %s at height %d: %w", dev, h, err))
 	}
 	lb, err := b.Ledger.LightBlock(ctx, h+1)
 	if err != nil {
-		return nil, fmt.Errorf("light block %d: %w", h+1, err)
+		return nil, laterErr(fmt.Errorf("light block %d: %w", h+1, err))
 	}
 	chainID, err := b.Ledger.ChainID(ctx)
 	if err != nil {
@@ -303,16 +318,20 @@ func (b *Backend) status(ctx context.Context) (api.Status, error) {
 	return st, nil
 }
 
+// ready checks ClickHouse, the ledger and b.Checks, and returns every failure as an
+// api.UnavailableError naming what failed.
 func (b *Backend) ready(ctx context.Context) error {
+	var errs []error
 	if err := b.Store.Ping(ctx); err != nil {
-		return fmt.Errorf("clickhouse: %w", err)
+		errs = append(errs, &api.UnavailableError{Service: "clickhouse", Err: err})
 	}
 	if _, err := b.Ledger.Height(ctx); err != nil {
-		return fmt.Errorf("ledger: %w", err)
+		errs = append(errs, &api.UnavailableError{Service: "ledger", Err: err})
 	}
-	var errs []error
 	for _, c := range b.Checks {
-		errs = append(errs, c(ctx))
+		if err := c(ctx); err != nil {
+			errs = append(errs, &api.UnavailableError{Service: "ingest/anchoring", Err: err})
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -6,8 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sync"
@@ -15,199 +14,221 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 
+	"github.com/anchorline/anchorline/anchor/ledger"
 	"github.com/anchorline/anchorline/anchor/node"
 	"github.com/anchorline/anchorline/internal/chserver"
-	"github.com/anchorline/anchorline/schemas/clickhouse"
-	"github.com/anchorline/anchorline/services/api"
 	"github.com/anchorline/anchorline/services/config"
-	"github.com/anchorline/anchorline/services/store"
 )
 
-// Dev is a running `anchorline dev`: everything in one process.
+// Dev is a running `anchorline dev`: the embedded servers (NATS, a single-validator ledger,
+// optionally a private ClickHouse) and all of Anchorline's services, in one process.
 type Dev struct {
-	cfg    config.Config
-	log    *slog.Logger
-	runCtx context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	*Services // ingest, anchoring and the HTTP API, built as the standalone commands build them
 
-	errMu sync.Mutex
-	err   error
+	cfg     config.Config
+	log     *slog.Logger
+	nodeCfg node.Config
+	rpc     *nodeRPC
+	stops   []func() error // of the embedded servers, in start order
 
-	stops []func() error // in reverse start order
-	nats  *server.Server
+	natsMu sync.Mutex
+	nats   *server.Server
 
 	// Parts, for tests and status.
-	Node       *node.Node
-	Backend    *Backend
-	Ingest     *Ingest
-	HTTPAddr   string // where the API listens (resolved, if http.addr had port 0)
+	Node       *node.Node // the embedded ledger node (replaced by StartLedger)
+	LedgerRPC  string     // where its RPC listens (resolved, if ledger.rpc had port 0); "" for none
+	Ledger     *ledger.Client
 	AdminKey   ed25519.PrivateKey
 	ClickHouse *chserver.Server // nil unless clickhouse.embedded
 }
 
 // StartDev starts the embedded NATS server, the ledger node, ingest, anchoring and the API
 // (and a private ClickHouse if cfg.ClickHouse.Embedded), migrating the schema first. State
-// lives under cfg.DataDir, so a restart continues where the last run stopped.
-func StartDev(ctx context.Context, cfg config.Config, log *slog.Logger) (d *Dev, err error) {
-	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	d = &Dev{cfg: cfg, log: log, runCtx: runCtx, cancel: cancel}
-	defer func() {
-		if err != nil {
-			d.Stop()
+// lives under cfg.DataDir, so a restart continues where the last run stopped. Before starting
+// anything it checks that data_dir is writable and that every address it must listen on is
+// free; whatever it started is stopped again when it returns an error.
+func StartDev(ctx context.Context, cfg config.Config, log *slog.Logger) (*Dev, error) {
+	d := &Dev{cfg: cfg, log: log, rpc: &nodeRPC{}}
+	if err := d.start(ctx); err != nil {
+		return nil, errors.Join(err, d.Stop())
+	}
+	log.Info("anchorline dev is running", "api", "http://"+d.HTTPAddr, "nats", d.natsServer().ClientURL(),
+		"ledger_rpc", d.LedgerRPC, "clickhouse", cfg.ClickHouse.Addr, "database", cfg.ClickHouse.Database, "data_dir", cfg.DataDir)
+	return d, nil
+}
+
+func (d *Dev) start(ctx context.Context) error {
+	cfg := d.cfg
+	if err := checkDataDir(cfg.DataDir); err != nil {
+		return err
+	}
+	natsAddr, err := natsListenAddr(cfg.NATS.URL)
+	if err != nil {
+		return err
+	}
+	free := [][2]string{{"http.addr", cfg.HTTP.Addr}, {"nats.url", natsAddr}}
+	if cfg.Ledger.RPC != "" {
+		free = append(free, [2]string{"ledger.rpc", cfg.Ledger.RPC})
+	}
+	if cfg.ClickHouse.Embedded {
+		free = append(free, [2]string{"clickhouse.addr", cfg.ClickHouse.Addr})
+	}
+	for _, f := range free {
+		if err := checkFree(f[0], f[1]); err != nil {
+			return err
 		}
-	}()
-	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
-		return nil, fmt.Errorf("data_dir: %w", err)
 	}
 	if d.AdminKey, err = LoadOrCreateAdminKey(cfg.Ledger.AdminKey); err != nil {
-		return nil, err
+		return err
 	}
 
 	if cfg.ClickHouse.Embedded {
-		srv, err := chserver.Start(ctx, filepath.Join(cfg.DataDir, "clickhouse"), cfg.ClickHouse.Addr, log)
+		srv, err := chserver.Start(ctx, filepath.Join(cfg.DataDir, "clickhouse"), cfg.ClickHouse.Addr, d.log)
 		if err != nil {
-			return nil, fmt.Errorf("embedded clickhouse: %w", err)
+			return fmt.Errorf("clickhouse.embedded: %w", err)
 		}
 		d.ClickHouse = srv
 		d.stops = append(d.stops, srv.Stop)
 	}
 
-	ns, err := StartNATS(cfg.NATS.URL, filepath.Join(cfg.DataDir, "nats"), log)
+	ns, err := StartNATS(cfg.NATS.URL, filepath.Join(cfg.DataDir, "nats"), d.log)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	d.nats = ns
-	d.stops = append(d.stops, func() error { d.nats.Shutdown(); d.nats.WaitForShutdown(); return nil })
-
-	d.Node, err = node.Start(ctx, node.Config{
-		Home:          filepath.Join(cfg.DataDir, "ledger"),
-		ChainID:       cfg.Ledger.ChainID,
-		RPCAddr:       cfg.Ledger.RPC,
-		TimeoutCommit: cfg.Ledger.TimeoutCommit,
-		Admins:        []ed25519.PublicKey{d.AdminKey.Public().(ed25519.PublicKey)},
-		Logger:        log,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("ledger node: %w", err)
-	}
-	d.stops = append(d.stops, d.Node.Stop)
-	lc := d.Node.Client()
-
-	ch, err := OpenClickHouse(ctx, cfg.ClickHouse, log)
-	if err != nil {
-		return nil, err
-	}
-	d.stops = append(d.stops, ch.Close)
-	applied, err := clickhouse.Migrate(ctx, ch, cfg.ClickHouse.Database)
-	if err != nil {
-		return nil, fmt.Errorf("migrate: %w", err)
-	}
-	if len(applied) > 0 {
-		log.Info("clickhouse schema migrated", "database", cfg.ClickHouse.Database, "applied", applied)
-	}
-
-	nc, js, err := ConnectNATS(ctx, ns.ClientURL(), "anchorline-dev", log)
-	if err != nil {
-		return nil, err
-	}
-	d.stops = append(d.stops, func() error { return nc.Drain() })
-
-	st := store.New(ch, cfg.ClickHouse.Database)
-	if d.Ingest, err = NewIngest(ctx, cfg, js, ch, lc, log); err != nil {
-		return nil, err
-	}
-	anch, err := NewAnchoring(ctx, cfg, js, st, lc, log)
-	if err != nil {
-		return nil, err
-	}
-	d.Backend = &Backend{Store: st, Ledger: lc,
-		IngestStats:      func() any { return d.Ingest.Stats() },
-		AnchoringStats:   func() any { return anch.Stats() },
-		Checks:           []func(context.Context) error{func(context.Context) error { return d.Ingest.Ready() }, func(context.Context) error { return anch.Ready() }},
-		AfterDeviceEvent: d.Ingest.RefreshKeys,
-		Lag:              JetStreamLag(js),
-	}
-	d.Backend.Metrics, err = NewMetrics(d.Ingest, anch, js, st)
-	if err != nil {
-		return nil, err
-	}
-
-	ln, err := net.Listen("tcp", cfg.HTTP.Addr)
-	if err != nil {
-		return nil, fmt.Errorf("http.addr %s: %w", cfg.HTTP.Addr, err)
-	}
-	d.HTTPAddr = ln.Addr().String()
-	hs := &http.Server{Handler: api.Handler(d.Backend.Deps(), log), ReadHeaderTimeout: 10 * time.Second}
-
-	d.goRun("ingest", func() error { return d.Ingest.Run(runCtx) })
-	d.goRun("anchoring", func() error { return anch.Run(runCtx) })
-	d.goRun("http", func() error {
-		if err := hs.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-			return err
-		}
+	d.setNATS(ns)
+	d.stops = append(d.stops, func() error {
+		ns := d.natsServer()
+		ns.Shutdown()
+		ns.WaitForShutdown()
 		return nil
 	})
-	// Stopping: first the HTTP server, then ingest and anchoring (cancel + wait), then the rest.
-	d.stops = append(d.stops, func() error {
-		sctx, c := context.WithTimeout(context.Background(), 5*time.Second)
-		defer c()
-		err := hs.Shutdown(sctx)
-		cancel()
-		d.wg.Wait()
+
+	d.nodeCfg = node.Config{
+		Home:          filepath.Join(cfg.DataDir, "ledger"),
+		ChainID:       cfg.Ledger.ChainID,
+		TimeoutCommit: cfg.Ledger.TimeoutCommit,
+		Admins:        []ed25519.PublicKey{d.AdminKey.Public().(ed25519.PublicKey)},
+		Logger:        d.log,
+	}
+	if err := d.StartLedger(ctx); err != nil {
 		return err
-	})
-	log.Info("anchorline dev is running", "api", "http://"+d.HTTPAddr, "nats", ns.ClientURL(),
-		"ledger_rpc", cfg.Ledger.RPC, "clickhouse", cfg.ClickHouse.Addr, "database", cfg.ClickHouse.Database, "data_dir", cfg.DataDir)
-	return d, nil
+	}
+	d.stops = append(d.stops, d.StopLedger)
+	d.Ledger = ledger.NewClient(d.rpc, d.log)
+
+	d.Services, err = StartServices(ctx, cfg, d.log, Roles{Ingest: true, Anchoring: true},
+		Env{NATSURL: ns.ClientURL(), Ledger: d.Ledger, Migrate: true, Name: "anchorline-dev"})
+	return err
 }
 
-func (d *Dev) goRun(name string, f func() error) {
-	d.wg.Add(1)
-	go func() {
-		defer d.wg.Done()
-		if err := f(); err != nil {
-			d.log.Error("service stopped with an error", "service", name, "err", err)
-			d.errMu.Lock()
-			d.err = errors.Join(d.err, fmt.Errorf("%s: %w", name, err))
-			d.errMu.Unlock()
-			d.cancel()
-		}
-	}()
+// Config is the configuration dev runs with, with the addresses it resolved: nats.url,
+// http.addr, ledger.rpc and clickhouse.addr name where its servers listen even if they were
+// given with port 0. Clients (tests, commands) connect with it.
+func (d *Dev) Config() config.Config {
+	c := d.cfg
+	c.NATS.URL = d.natsServer().ClientURL()
+	c.HTTP.Addr = d.HTTPAddr
+	c.Ledger.RPC = d.LedgerRPC
+	if d.ClickHouse != nil {
+		c.ClickHouse.Addr = d.ClickHouse.Addr
+	}
+	return c
+}
+
+// checkDataDir makes sure dir exists and is writable.
+func checkDataDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return fmt.Errorf("data_dir %s: %w: choose another data_dir or fix its permissions", dir, err)
+	}
+	f, err := os.CreateTemp(dir, ".write-check-*")
+	if err != nil {
+		return fmt.Errorf("data_dir %s is not writable: %w: choose another data_dir or fix its permissions", dir, err)
+	}
+	f.Close()
+	return os.Remove(f.Name())
+}
+
+// natsListenAddr is the host:port the embedded NATS server listens on.
+func natsListenAddr(natsURL string) (string, error) {
+	u, err := url.Parse(natsURL)
+	if err != nil || u.Host == "" {
+		return "", fmt.Errorf("%w: nats.url: %q is not a URL like nats://127.0.0.1:4222", config.ErrInvalid, natsURL)
+	}
+	return u.Host, nil
+}
+
+func (d *Dev) natsServer() *server.Server {
+	d.natsMu.Lock()
+	defer d.natsMu.Unlock()
+	return d.nats
+}
+
+func (d *Dev) setNATS(ns *server.Server) {
+	d.natsMu.Lock()
+	defer d.natsMu.Unlock()
+	d.nats = ns
 }
 
 // RestartNATS shuts the embedded NATS server down and starts it again on the same address and
 // file store after pause (a fault drill: clients reconnect and resume).
 func (d *Dev) RestartNATS(pause time.Duration) error {
-	d.nats.Shutdown()
-	d.nats.WaitForShutdown()
+	ns := d.natsServer()
+	ns.Shutdown()
+	ns.WaitForShutdown()
 	time.Sleep(pause)
 	ns, err := StartNATS(d.cfg.NATS.URL, filepath.Join(d.cfg.DataDir, "nats"), d.log)
 	if err != nil {
 		return err
 	}
-	d.nats = ns
+	d.setNATS(ns)
 	return nil
 }
 
-// Done is closed when a service stopped on its own (see Err) or Stop was called.
-func (d *Dev) Done() <-chan struct{} { return d.runCtx.Done() }
-
-// Err returns the first errors of services that stopped on their own.
-func (d *Dev) Err() error {
-	d.errMu.Lock()
-	defer d.errMu.Unlock()
-	return d.err
+// StopLedger stops the embedded ledger node (a fault drill; Stop calls it too). The services
+// keep running: their ledger calls fail with ErrLedgerStopped until StartLedger.
+func (d *Dev) StopLedger() error {
+	n := d.rpc.swap(nil)
+	if n == nil {
+		return nil
+	}
+	return n.Stop()
 }
 
-// Stop shuts everything down in reverse order and returns what failed.
-func (d *Dev) Stop() error {
-	d.cancel()
-	var errs []error
-	for i := len(d.stops) - 1; i >= 0; i-- {
-		if err := d.stops[i](); err != nil {
-			errs = append(errs, err)
+// StartLedger starts the embedded ledger node from its home under data_dir, on ledger.rpc;
+// the services' ledger client reaches it from then on.
+func (d *Dev) StartLedger(ctx context.Context) error {
+	nc := d.nodeCfg
+	if d.cfg.Ledger.RPC != "" {
+		addr := d.cfg.Ledger.RPC
+		if d.LedgerRPC != "" {
+			addr = d.LedgerRPC // the port the first start resolved, if ledger.rpc had port 0
 		}
+		ln, err := Listen("ledger.rpc", addr)
+		if err != nil {
+			return err
+		}
+		nc.RPC = ln
+	}
+	n, err := node.Start(ctx, nc)
+	if err != nil {
+		return err
+	}
+	if old := d.rpc.swap(n); old != nil {
+		return errors.Join(errors.New("ledger node was already running"), n.Stop())
+	}
+	d.Node, d.LedgerRPC = n, n.RPCAddr()
+	return nil
+}
+
+// Stop shuts everything down in reverse start order and returns what failed. It may be
+// called more than once, and on a Dev that did not start completely.
+func (d *Dev) Stop() error {
+	var errs []error
+	if d.Services != nil {
+		errs = append(errs, d.Services.Stop())
+	}
+	for i := len(d.stops) - 1; i >= 0; i-- {
+		errs = append(errs, d.stops[i]())
 	}
 	d.stops = nil
 	return errors.Join(errs...)

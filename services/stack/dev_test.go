@@ -26,8 +26,10 @@ import (
 
 	"github.com/anchorline/anchorline/anchor/proof"
 	"github.com/anchorline/anchorline/internal/chserver"
+	"github.com/anchorline/anchorline/pipeline/verify"
 	"github.com/anchorline/anchorline/schemas/bundle"
 	"github.com/anchorline/anchorline/schemas/entry"
+	"github.com/anchorline/anchorline/schemas/lookup"
 	"github.com/anchorline/anchorline/schemas/reading"
 	"github.com/anchorline/anchorline/services/api"
 	"github.com/anchorline/anchorline/services/config"
@@ -258,34 +260,34 @@ func TestEndToEnd(t *testing.T) {
 	publish(t, js, reading.Subject(again.ID), reading.MsgID(again.ID, 1), dupRaw)
 
 	// Bad readings, one of each kind, with the reason each must be rejected for.
-	want := map[string]string{} // device id (or subject) -> reason
+	want := map[string]verify.Reason{} // device id (or subject) -> reason
 	bad := devs[2]
 	raw := bad.next(t)
 	raw[len(raw)-1] ^= 0x01
 	publish(t, js, reading.Subject(bad.ID), "", raw)
-	want[bad.ID] = "bad_signature"
+	want[bad.ID] = verify.BadSignature
 
 	stranger2 := newDevice(t, "e2e-unknown", reading.Ed25519)
 	publish(t, js, reading.Subject(stranger2.ID), "", stranger2.next(t))
-	want[stranger2.ID] = "unknown_device"
+	want[stranger2.ID] = verify.UnknownDevice
 
 	publish(t, js, reading.Subject(revoked.ID), "", revoked.next(t))
-	want[revoked.ID] = "revoked_device"
+	want[revoked.ID] = verify.RevokedDevice
 
 	k := newEdKey(t)
 	now := uint64(time.Now().UnixMilli())
 	publish(t, js, reading.Subject("e2e-kid"), "", signRaw(t, "e2e-kid", map[string]any{"dev": "e2e-other", "seq": 1, "ts": now, "m": map[string]any{"x": 1}}, k))
-	want["e2e-kid"] = "kid_mismatch"
+	want["e2e-kid"] = verify.KIDMismatch
 
 	publish(t, js, reading.Subject("e2e-notcbor"), "", []byte("this is not CBOR"))
-	want["iot.readings.e2e-notcbor"] = "bad_cbor"
+	want[reading.Subject("e2e-notcbor")] = verify.BadCBOR
 
 	publish(t, js, reading.Subject(devs[3].ID+"x"), "", devs[3].next(t)) // valid reading, wrong subject
-	want[devs[3].ID] = "subject_mismatch"
+	want[devs[3].ID] = verify.SubjectMismatch
 	delete(good, key{devs[3].ID, devs[3].Seq})
 
 	publish(t, js, reading.Subject("e2e-nometrics"), "", signRaw(t, "e2e-nometrics", map[string]any{"dev": "e2e-nometrics", "seq": 1, "ts": now}, k))
-	want["e2e-nometrics"] = "bad_payload"
+	want["e2e-nometrics"] = verify.BadPayload
 
 	tags := map[string]string{}
 	for i := range 200 {
@@ -299,11 +301,11 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatalf("oversize reading is only %d bytes", len(big))
 	}
 	publish(t, js, reading.Subject(devs[4].ID), "", big)
-	want["big"] = "too_large"
+	want["big"] = verify.TooLarge
 
 	// Fleet limits: device clocks and payload sizes.
 	stranger3 := reading.NewEd25519Key(newEdKey(t))
-	limit := func(dev string, r reading.Reading, reason string) {
+	limit := func(dev string, r reading.Reading, reason verify.Reason) {
 		r.Device, r.Seq = dev, 1
 		if len(r.Metrics) == 0 {
 			r.Metrics = []reading.Metric{{Name: "x", Value: 1}}
@@ -315,14 +317,14 @@ func TestEndToEnd(t *testing.T) {
 		publish(t, js, reading.Subject(dev), "", raw)
 		want[dev] = reason
 	}
-	limit("e2e-future", reading.Reading{TS: uint64(time.Now().Add(time.Hour).UnixMilli())}, "clock_skew")
-	limit("e2e-ancient", reading.Reading{TS: 1_000_000_000_000}, "clock_skew")
+	limit("e2e-future", reading.Reading{TS: uint64(time.Now().Add(time.Hour).UnixMilli())}, verify.ClockSkew)
+	limit("e2e-ancient", reading.Reading{TS: 1_000_000_000_000}, verify.ClockSkew)
 	var many []reading.Metric
 	for i := range 65 {
 		many = append(many, reading.Metric{Name: fmt.Sprintf("m%02d", i), Value: 1})
 	}
-	limit("e2e-metrics", reading.Reading{TS: now, Metrics: many}, "too_many_metrics")
-	limit("e2e-tags", reading.Reading{TS: now, Tags: map[string]string{"k": strings.Repeat("v", 200)}}, "tags_too_large")
+	limit("e2e-metrics", reading.Reading{TS: now, Metrics: many}, verify.TooManyMetrics)
+	limit("e2e-tags", reading.Reading{TS: now, Tags: map[string]string{"k": strings.Repeat("v", 200)}}, verify.TagsTooLarge)
 
 	// A reading that breaks its device's chain is stored, and the break recorded.
 	forged, err := reading.Sign(reading.Reading{Device: devs[1].ID, Seq: devs[1].Seq + 1, TS: now,
@@ -371,14 +373,14 @@ func TestEndToEnd(t *testing.T) {
 		}
 		k := dev
 		switch {
-		case reason == "too_large":
+		case verify.Reason(reason) == verify.TooLarge:
 			k = "big"
-		case reason == "bad_cbor":
+		case verify.Reason(reason) == verify.BadCBOR:
 			k = subject
 		case dev == "":
-			k = strings.TrimPrefix(subject, "iot.readings.")
+			k = strings.TrimPrefix(subject, reading.SubjectPrefix)
 		}
-		if want[k] != reason {
+		if want[k] != verify.Reason(reason) {
 			t.Errorf("rejected %s (subject %s) as %s (%s), want %q", dev, subject, reason, detail, want[k])
 		}
 		if size == 0 || detail == "" {
@@ -456,7 +458,7 @@ func TestEndToEnd(t *testing.T) {
 			tamperEveryByte(t, b, trust)
 		}
 	}
-	if _, err := client.Proof(ctx, "e2e-unknown", 1); !errors.Is(err, api.ErrNotFound) {
+	if _, err := client.Proof(ctx, "e2e-unknown", 1); !errors.Is(err, lookup.ErrNotFound) {
 		t.Errorf("proof of a rejected reading: %v, want ErrNotFound", err)
 	}
 	// A trust file for another validator set refuses a genuine bundle.
@@ -481,7 +483,7 @@ func TestEndToEnd(t *testing.T) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	for _, want := range []string{"anchorline_ingest_received_total", `anchorline_ingest_rejected_total{otel_scope_name="github.com/anchorline/anchorline",otel_scope_schema_url="",otel_scope_version="",reason="bad_signature"}`,
+	for _, want := range []string{"anchorline_ingest_received_total", `anchorline_ingest_rejected_total{otel_scope_name="github.com/anchorline/anchorline",otel_scope_schema_url="",otel_scope_version="",reason="` + string(verify.BadSignature) + `"}`,
 		"anchorline_ingest_batch_size_bucket", "anchorline_ingest_flush_duration_seconds_bucket", "anchorline_ingest_verify_batch_size_bucket",
 		"anchorline_ingest_consumer_pending", "anchorline_clickhouse_duplicate_readings", "anchorline_anchoring_anchors_total", "anchorline_ingest_chain_breaks_total", "anchorline_ingest_chain_held", "anchorline_ingest_chain_lookups_total"} {
 		if !strings.Contains(string(body), want) {

@@ -3,6 +3,8 @@ package stack
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,9 +14,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/anchorline/anchorline/anchor/ledger"
 	"github.com/anchorline/anchorline/internal/chserver"
 	"github.com/anchorline/anchorline/schemas/entry"
 	"github.com/anchorline/anchorline/schemas/reading"
@@ -445,4 +449,343 @@ func TestRevocationTakesEffect(t *testing.T) {
 	if n := count(t, ctx, ch, "SELECT count() FROM "+database+".rejected WHERE device_id = '"+dv.ID+"' AND reason = 'revoked_device'"); n == 0 {
 		t.Fatal("no reading rejected as revoked_device")
 	}
+}
+
+// TestLedgerOutage stops the ledger for 20 seconds while readings flow: ingest keeps storing,
+// anchors wait and resume, /readyz names the ledger while it is down; at the end every batch is
+// in exactly one anchor, every anchor on the ledger is recorded once, and every reading is
+// stored once.
+func TestLedgerOutage(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	chAddr, database, ch := chserver.NewDatabase(t)
+	cfg := devConfig(t, chAddr, database, t.TempDir())
+	cfg.Ingest.BatchSize = 100
+	d, err := StartDev(ctx, cfg, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Stop()
+	client := api.NewClient("http://" + d.HTTPAddr)
+	devs := registerAll(t, ctx, client, d, "ledgerout", 4)
+
+	// About 30 s of readings: before, during and after the outage.
+	const n = 6000
+	l := &load{devs: devs}
+	done := make(chan error, 1)
+	go func() { done <- l.run(t, ctx, cfg.NATS.URL, n, 200) }()
+	eventually(t, ctx, "a first anchor recorded", func() (bool, string) {
+		a := count(t, ctx, ch, "SELECT count() FROM "+database+".anchors")
+		return a > 0, fmt.Sprintf("%d anchors", a)
+	})
+
+	if err := d.StopLedger(); err != nil {
+		t.Fatal(err)
+	}
+	stopped := time.Now()
+	eventually(t, ctx, "not ready, naming the ledger", func() (bool, string) {
+		code, body := readyz(t, ctx, d.HTTPAddr)
+		return code == http.StatusServiceUnavailable && strings.Contains(body, "ledger"), fmt.Sprintf("%d %s", code, body)
+	})
+	// Readings flow on while anchors wait: batches pile up unanchored, no anchor is recorded.
+	atStop := count(t, ctx, ch, "SELECT count() FROM "+database+".readings")
+	eventually(t, ctx, "readings stored during the outage", func() (bool, string) {
+		c := count(t, ctx, ch, "SELECT count() FROM "+database+".readings")
+		return c >= atStop+1000, fmt.Sprintf("%d stored since the ledger stopped", c-atStop)
+	})
+	anchorsDown := count(t, ctx, ch, "SELECT count() FROM "+database+".anchors")
+	if u := unanchored(t, ctx, ch, database); u == 0 {
+		t.Fatal("no batch waits for an anchor while the ledger is down")
+	}
+	time.Sleep(time.Until(stopped.Add(20 * time.Second))) // the outage lasts 20 s
+	if a := count(t, ctx, ch, "SELECT count() FROM "+database+".anchors"); a != anchorsDown {
+		t.Fatalf("%d anchors recorded while the ledger was down", a-anchorsDown)
+	}
+	if u := unanchored(t, ctx, ch, database); u == 0 {
+		t.Fatal("no batch waits for an anchor at the end of the outage")
+	}
+	code, body := readyz(t, ctx, d.HTTPAddr)
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, "ledger") {
+		t.Fatalf("/readyz with the ledger down: %d %s", code, body)
+	}
+
+	if err := d.StartLedger(ctx); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, ctx, "ready again", func() (bool, string) {
+		code, body := readyz(t, ctx, d.HTTPAddr)
+		return code == http.StatusOK, fmt.Sprintf("%d %s", code, body)
+	})
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, ctx, "every reading stored and every batch anchored", func() (bool, string) {
+		c := count(t, ctx, ch, "SELECT count() FROM "+database+".readings_unique")
+		sized := count(t, ctx, ch, "SELECT toUInt64(sum(size)) FROM "+database+".batches FINAL")
+		u := unanchored(t, ctx, ch, database)
+		unrecorded := count(t, ctx, ch, "SELECT count() FROM (SELECT DISTINCT anchor_id FROM "+database+".batch_anchors) WHERE anchor_id NOT IN (SELECT anchor_id FROM "+database+".anchors)")
+		return c == n && sized == n && u == 0 && unrecorded == 0,
+			fmt.Sprintf("%d of %d readings, %d in batch rows, %d batches unanchored, %d anchors not recorded", c, n, sized, u, unrecorded)
+	})
+	if r := count(t, ctx, ch, "SELECT count() FROM "+database+".rejected"); r != 0 {
+		t.Errorf("%d readings rejected", r)
+	}
+	if c := count(t, ctx, ch, "SELECT uniqExact(device_id, seq) FROM "+database+".readings"); c != n {
+		t.Errorf("%d distinct readings stored, want %d", c, n)
+	}
+	anchoredOnce(t, ctx, ch, database, d.Ledger, n)
+	if a := count(t, ctx, ch, "SELECT count() FROM "+database+".anchors"); a <= anchorsDown {
+		t.Errorf("no anchor after the outage (%d before it)", a)
+	}
+	if st := d.Ingest.Stats(); st.Rejected != 0 {
+		t.Errorf("ingest rejected readings: %+v", st)
+	}
+	t.Logf("anchoring after the outage: %+v", d.Anchoring.Stats())
+}
+
+// TestIngestWhileLedgerUnreachable restarts dev's services while the ledger is down: the fresh
+// ingest worker has no device keys cached, so it cannot check the readings that arrive. It holds
+// them (rejects none, stores none) until the ledger is back, then stores every one once.
+func TestIngestWhileLedgerUnreachable(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	chAddr, database, ch := chserver.NewDatabase(t)
+	cfg := devConfig(t, chAddr, database, t.TempDir())
+	d, err := StartDev(ctx, cfg, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Stop()
+	devs := registerAll(t, ctx, api.NewClient("http://"+d.HTTPAddr), d, "unreach", 4)
+
+	// Dev's own services (and their key cache) go; the ledger stops; a fresh ingest worker comes.
+	if err := d.Services.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.StopLedger(); err != nil {
+		t.Fatal(err)
+	}
+	wcfg := cfg
+	wcfg.Ingest.Worker = "fresh"
+	fresh, err := StartServices(ctx, wcfg, testLogger(t), Roles{Ingest: true},
+		Env{NATSURL: cfg.NATS.URL, Ledger: d.Ledger, Name: "fresh-ingest"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fresh.Stop()
+
+	const n = 400
+	l := &load{devs: devs}
+	if err := l.run(t, ctx, cfg.NATS.URL, n, 1000); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, ctx, "every reading held at least once", func() (bool, string) {
+		st := fresh.Ingest.Stats()
+		return st.Deferred >= n, fmt.Sprintf("%+v", st)
+	})
+	if c, r := count(t, ctx, ch, "SELECT count() FROM "+database+".readings"), count(t, ctx, ch, "SELECT count() FROM "+database+".rejected"); c != 0 || r != 0 {
+		t.Fatalf("with the ledger down %d readings were stored and %d rejected, want them all held", c, r)
+	}
+	if st := fresh.Ingest.Stats(); st.Rejected != 0 || st.Verified != 0 {
+		t.Fatalf("with the ledger down the worker did not hold every reading: %+v", st)
+	}
+	_, js, err := ConnectNATS(ctx, cfg.NATS.URL, "unreach-test", testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lag, err := ConsumerLag(ctx, js); err != nil || lag.Pending+lag.AckPending != n {
+		t.Fatalf("consumer lag %+v (%v): want all %d readings unacknowledged", lag, err, n)
+	}
+	code, body := readyz(t, ctx, fresh.HTTPAddr)
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, "ledger") {
+		t.Fatalf("/readyz of the fresh worker with the ledger down: %d %s", code, body)
+	}
+	if v := metricValue(t, ctx, fresh.HTTPAddr, "anchorline_ingest_deferred_total"); v < n {
+		t.Fatalf("anchorline_ingest_deferred_total is %v, want at least %d", v, n)
+	}
+
+	if err := d.StartLedger(ctx); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, ctx, "every held reading stored once the ledger is back", func() (bool, string) {
+		c := count(t, ctx, ch, "SELECT count() FROM "+database+".readings_unique")
+		r := count(t, ctx, ch, "SELECT count() FROM "+database+".rejected")
+		return c == n || r > 0, fmt.Sprintf("%d of %d stored, %d rejected", c, n, r)
+	})
+	if r := count(t, ctx, ch, "SELECT count() FROM "+database+".rejected"); r != 0 {
+		t.Fatalf("%d readings rejected after the ledger came back", r)
+	}
+	eventually(t, ctx, "every message acknowledged", func() (bool, string) {
+		lag, err := ConsumerLag(ctx, js)
+		return err == nil && lag.Pending == 0 && lag.AckPending == 0, fmt.Sprintf("%+v %v", lag, err)
+	})
+	if a := count(t, ctx, ch, "SELECT count() FROM "+database+".anomalies"); a != 0 {
+		t.Errorf("%d chain anomalies recorded for intact chains", a)
+	}
+	eventually(t, ctx, "the fresh worker ready", func() (bool, string) {
+		code, body := readyz(t, ctx, fresh.HTTPAddr)
+		return code == http.StatusOK, fmt.Sprintf("%d %s", code, body)
+	})
+	st := fresh.Ingest.Stats()
+	if st.Rejected != 0 || st.Verified < n {
+		t.Fatalf("worker stats %+v: want %d verified, none rejected", st, n)
+	}
+	t.Logf("worker stats after the outage: %+v", st)
+}
+
+// readyz returns the status code and body of GET /readyz.
+func readyz(t *testing.T, ctx context.Context, addr string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/readyz", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("GET /readyz: %v", err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("GET /readyz: %v", err)
+	}
+	return resp.StatusCode, string(b)
+}
+
+// metricValue returns the value of a counter without labels (but the scope's) from /metrics.
+func metricValue(t *testing.T, ctx context.Context, addr, name string) float64 {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("GET /metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("GET /metrics: %v", err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
+			continue
+		}
+		var v float64
+		if _, err := fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &v); err != nil {
+			t.Fatalf("/metrics: %q: %v", line, err)
+		}
+		return v
+	}
+	t.Fatalf("/metrics has no %s", name)
+	return 0
+}
+
+// unanchored counts the batches that no anchor covers yet.
+func unanchored(t *testing.T, ctx context.Context, ch driver.Conn, database string) uint64 {
+	t.Helper()
+	return count(t, ctx, ch, "SELECT count() FROM "+database+".batches FINAL WHERE batch_id NOT IN (SELECT batch_id FROM "+database+".batch_anchors)")
+}
+
+// anchoredOnce checks that every batch is in exactly one anchor, and that the anchors on the
+// ledger and those recorded in ClickHouse are the same, each once, covering readings readings.
+func anchoredOnce(t *testing.T, ctx context.Context, ch driver.Conn, database string, l *ledger.Client, readings uint64) {
+	t.Helper()
+	batches := count(t, ctx, ch, "SELECT count() FROM "+database+".batches FINAL")
+	if twice := count(t, ctx, ch, "SELECT count() FROM (SELECT batch_id FROM "+database+".batch_anchors GROUP BY batch_id HAVING uniqExact(anchor_id) > 1)"); twice != 0 {
+		t.Errorf("%d batches are in more than one anchor", twice)
+	}
+	if u := unanchored(t, ctx, ch, database); u != 0 {
+		t.Errorf("%d batches are in no anchor", u)
+	}
+	if stray := count(t, ctx, ch, "SELECT count() FROM "+database+".batch_anchors WHERE batch_id NOT IN (SELECT batch_id FROM "+database+".batches)"); stray != 0 {
+		t.Errorf("%d batch_anchors rows name no batch", stray)
+	}
+
+	type recorded struct {
+		batches, covered       uint64
+		readings, logIndex, at uint64
+	}
+	byID := map[string]*recorded{}
+	rows, err := ch.Query(ctx, "SELECT anchor_id, batches, readings, log_index, height FROM "+database+".anchors FINAL")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var id string
+		var nb uint32
+		var r recorded
+		if err := rows.Scan(&id, &nb, &r.readings, &r.logIndex, &r.at); err != nil {
+			t.Fatal(err)
+		}
+		r.batches = uint64(nb)
+		byID[id] = &r
+	}
+	rows.Close()
+	if raw := count(t, ctx, ch, "SELECT count() FROM "+database+".anchors"); raw != uint64(len(byID)) {
+		t.Errorf("%d anchors rows for %d anchors: an anchor recorded twice", raw, len(byID))
+	}
+	if idx := count(t, ctx, ch, "SELECT uniqExact(log_index) FROM "+database+".anchors FINAL"); idx != uint64(len(byID)) {
+		t.Errorf("%d anchors recorded at %d log indexes", len(byID), idx)
+	}
+	rows, err = ch.Query(ctx, "SELECT anchor_id, count() FROM "+database+".batch_anchors FINAL GROUP BY anchor_id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var id string
+		var c uint64
+		if err := rows.Scan(&id, &c); err != nil {
+			t.Fatal(err)
+		}
+		if r := byID[id]; r != nil {
+			r.covered = c
+		}
+	}
+	rows.Close()
+	for id, r := range byID {
+		if r.covered != r.batches {
+			t.Errorf("anchor %x covers %d batches, batch_anchors lists %d", id, r.batches, r.covered)
+		}
+	}
+
+	// The ledger's log: each anchor entry recorded, none anchoring a batch a second time.
+	var onLedger, ledgerBatches, ledgerReadings uint64
+	for from := uint64(0); ; {
+		es, err := l.Entries(ctx, from, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, le := range es.Entries {
+			e, err := entry.Decode(le.Entry)
+			if err != nil {
+				t.Fatalf("ledger entry %d: %v", le.Index, err)
+			}
+			if e.Anchor == nil {
+				continue
+			}
+			onLedger++
+			ledgerBatches += e.Anchor.Batches
+			ledgerReadings += e.Anchor.Readings
+			r := byID[string(e.Anchor.ID)]
+			switch {
+			case r == nil:
+				t.Errorf("anchor %x at log index %d is not recorded in ClickHouse", e.Anchor.ID, le.Index)
+			case r.logIndex != le.Index || r.batches != e.Anchor.Batches || r.readings != e.Anchor.Readings:
+				t.Errorf("anchor %x recorded as %+v, the ledger has log index %d, %d batches, %d readings", e.Anchor.ID, *r, le.Index, e.Anchor.Batches, e.Anchor.Readings)
+			}
+		}
+		from += uint64(len(es.Entries))
+		if len(es.Entries) == 0 || from >= es.LogSize {
+			break
+		}
+	}
+	if onLedger != uint64(len(byID)) {
+		t.Errorf("%d anchors on the ledger, %d recorded", onLedger, len(byID))
+	}
+	if ledgerBatches != batches || ledgerReadings != readings {
+		t.Errorf("the ledger's anchors cover %d batches and %d readings; there are %d batches of %d readings", ledgerBatches, ledgerReadings, batches, readings)
+	}
+	t.Logf("%d anchors over %d batches", onLedger, batches)
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/anchorline/anchorline/anchor/ledger"
+	"github.com/anchorline/anchorline/pipeline/chain"
 	"github.com/anchorline/anchorline/pipeline/consume"
 	"github.com/anchorline/anchorline/pipeline/ingest"
 	"github.com/anchorline/anchorline/pipeline/verify"
@@ -34,7 +35,7 @@ func NewIngest(ctx context.Context, cfg config.Config, js jetstream.JetStream, c
 	}
 	keys := NewKeys(l)
 	g := ingest.New(js, verify.New(keys, verify.Limits{MaxSize: cfg.Ingest.MaxSize, MaxFuture: cfg.Ingest.MaxFuture, MaxAge: cfg.Ingest.MaxAge,
-		MaxMetrics: cfg.Ingest.MaxMetrics, MaxTags: cfg.Ingest.MaxTags, MaxTagLen: cfg.Ingest.MaxTagLen}), write.New(ch, cfg.ClickHouse.Database), ingest.Config{
+		MaxMetrics: cfg.Ingest.MaxMetrics, MaxTags: cfg.Ingest.MaxTags, MaxTagLen: cfg.Ingest.MaxTagLen}), write.New(ch, cfg.ClickHouse.Database), chain.NewReader(ch, cfg.ClickHouse.Database), ingest.Config{
 		BatchSize: cfg.Ingest.BatchSize,
 		FlushAge:  cfg.Ingest.FlushAge,
 		PullBatch: cfg.Ingest.PullBatch,

@@ -16,7 +16,7 @@ import (
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 
 	"github.com/anchorline/anchorline/anchor/anchoring"
-	"github.com/anchorline/anchorline/pipeline/consume"
+	"github.com/anchorline/anchorline/schemas/stream"
 	"github.com/anchorline/anchorline/services/store"
 )
 
@@ -28,7 +28,7 @@ type Lag struct {
 
 // ConsumerLag asks JetStream for the ingest consumer's backlog.
 func ConsumerLag(ctx context.Context, js jetstream.JetStream) (Lag, error) {
-	c, err := js.Consumer(ctx, consume.ReadingsStream, consume.IngestConsumer)
+	c, err := js.Consumer(ctx, stream.Readings, stream.IngestConsumer)
 	if err != nil {
 		return Lag{}, err
 	}
@@ -145,7 +145,7 @@ func NewMetrics(g *Ingest, a *anchoring.Service, js jetstream.JetStream, st *sto
 			o.ObserveInt64(chainLookups, int64(s.ChainLookups))
 			o.ObserveInt64(redelivered, int64(s.Redelivered))
 			for reason, n := range s.RejectedBy {
-				o.ObserveInt64(rejected, int64(n), metric.WithAttributes(attribute.String("reason", reason)))
+				o.ObserveInt64(rejected, int64(n), metric.WithAttributes(attribute.String("reason", string(reason))))
 			}
 		}
 		if js != nil {

@@ -12,10 +12,12 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/anchorline/anchorline/internal/retry"
 )
 
 // StartNATS starts an embedded NATS server with JetStream (file storage under dir), listening
-// where natsURL points.
+// where natsURL points (port 0: any free port; the server's ClientURL says which).
 func StartNATS(natsURL, dir string, log *slog.Logger) (*server.Server, error) {
 	u, err := url.Parse(natsURL)
 	if err != nil {
@@ -28,6 +30,9 @@ func StartNATS(natsURL, dir string, log *slog.Logger) (*server.Server, error) {
 	port, err := strconv.Atoi(portStr)
 	if err != nil {
 		return nil, fmt.Errorf("nats.url %q: port: %w", natsURL, err)
+	}
+	if port == 0 {
+		port = server.RANDOM_PORT // 0 would be NATS's default, 4222
 	}
 	srv, err := server.NewServer(&server.Options{
 		ServerName: "anchorline-dev",
@@ -43,18 +48,18 @@ func StartNATS(natsURL, dir string, log *slog.Logger) (*server.Server, error) {
 	go srv.Start()
 	if !srv.ReadyForConnections(30 * time.Second) {
 		srv.Shutdown()
-		return nil, fmt.Errorf("embedded nats: not ready on %s (is the port in use?)", u.Host)
+		return nil, fmt.Errorf("nats.url %s: the embedded NATS server did not start listening (is the port in use? stop what listens there or choose another nats.url)", u.Host)
 	}
 	log.Info("embedded NATS server ready", "url", srv.ClientURL(), "store", dir)
 	return srv, nil
 }
 
-// ConnectNATS connects to NATS, retrying forever on disconnects, and returns its JetStream.
+// ConnectNATS connects to NATS, retrying with backoff until the server answers or ctx ends
+// (each failure is logged), then reconnecting forever on disconnects; it returns the
+// connection's JetStream.
 func ConnectNATS(ctx context.Context, natsURL, name string, log *slog.Logger) (*nats.Conn, jetstream.JetStream, error) {
-	var nc *nats.Conn
-	var err error
-	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
-		nc, err = nats.Connect(natsURL, nats.Name(name), nats.MaxReconnects(-1),
+	nc, err := retry.Do(ctx, retry.Default(), func(context.Context) (*nats.Conn, error) {
+		return nats.Connect(natsURL, nats.Name(name), nats.MaxReconnects(-1),
 			nats.ReconnectWait(250*time.Millisecond),
 			nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 				if err != nil {
@@ -71,15 +76,11 @@ func ConnectNATS(ctx context.Context, natsURL, name string, log *slog.Logger) (*
 				}
 				log.Warn("nats: asynchronous error", "subject", subject, "err", err)
 			}))
-		if err == nil {
-			break
-		}
-		log.Warn("nats not reachable, retrying", "url", natsURL, "err", err, "retry_in", wait)
-		select {
-		case <-ctx.Done():
-			return nil, nil, fmt.Errorf("nats %s: %w", natsURL, err)
-		case <-time.After(wait):
-		}
+	}, func(err error, next time.Duration) {
+		log.Warn("nats not reachable, retrying", "url", natsURL, "err", err, "retry_in", next.Round(time.Millisecond))
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("nats.url %s: %w", natsURL, err)
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {

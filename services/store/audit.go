@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/anchorline/anchorline/anchor/audit"
+	"github.com/anchorline/anchorline/schemas/lookup"
 )
 
 // Audit is the store as the audit reads it (audit.Source).
@@ -78,21 +79,15 @@ func (a Audit) BatchReadings(ctx context.Context, id [16]byte) ([]audit.Reading,
 	return out, nil
 }
 
-// BatchAnchor returns the anchor covering a batch, or audit.ErrNotAnchored.
+// BatchAnchor returns the anchor covering a batch, or an error wrapping lookup.ErrNotAnchored.
 func (a Audit) BatchAnchor(ctx context.Context, id [16]byte) ([16]byte, error) {
 	anchorID, _, err := a.s.BatchAnchor(ctx, id)
-	if errors.Is(err, ErrNotAnchored) {
-		return anchorID, fmt.Errorf("%w: %w", audit.ErrNotAnchored, err)
-	}
 	return anchorID, err
 }
 
-// Anchor returns an anchor's record, or audit.ErrNotFound.
+// Anchor returns an anchor's record, or an error wrapping lookup.ErrNotFound.
 func (a Audit) Anchor(ctx context.Context, id [16]byte) (audit.Anchor, error) {
 	r, err := a.s.Anchor(ctx, id)
-	if errors.Is(err, ErrNotFound) {
-		return audit.Anchor{}, fmt.Errorf("%w: %w", audit.ErrNotFound, err)
-	}
 	if err != nil {
 		return audit.Anchor{}, err
 	}
@@ -109,7 +104,7 @@ func (a Audit) AnchorBatches(ctx context.Context, id [16]byte) ([][16]byte, map[
 	recs := make(map[[16]byte]audit.Batch, len(ids))
 	for _, bid := range ids {
 		b, err := a.s.Batch(ctx, bid)
-		if errors.Is(err, ErrNotFound) {
+		if errors.Is(err, lookup.ErrNotFound) {
 			continue
 		}
 		if err != nil {

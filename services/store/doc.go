@@ -1,3 +1,3 @@
-// Package store reads what ingest and anchoring wrote to ClickHouse, for the HTTP API and proof
-// bundles, and records committed anchors (`anchors`, `batch_anchors`).
+// Package store reads what ingest and anchoring wrote to ClickHouse (through pipeline/write),
+// for the HTTP API, proof bundles and the audit. It writes nothing.
 package store

@@ -3,23 +3,18 @@ package store
 import (
 	"context"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/anchorline/anchorline/schemas/lookup"
 )
 
-// Errors callers act on.
-var (
-	ErrNotFound    = errors.New("not found")
-	ErrNotAnchored = errors.New("batch not anchored yet")
-)
-
-// Store reads and writes one database. Binary keys (batch and anchor ids) are passed to
-// queries as hex and compared with unhex(?): binary bytes do not survive parameter quoting.
-// (Inserts go through columnar batches, which carry bytes as they are.)
+// Store reads one database; it writes nothing (every ClickHouse write is pipeline/write's).
+// Binary keys (batch and anchor ids) are passed to queries as hex and compared with unhex(?):
+// binary bytes do not survive parameter quoting.
 type Store struct {
 	conn driver.Conn
 	db   string
@@ -70,7 +65,7 @@ func (s *Store) Reading(ctx context.Context, device string, seq uint64) (Reading
 		return ReadingRow{}, fmt.Errorf("reading %s/%d: %w", device, seq, err)
 	}
 	if len(found) == 0 {
-		return ReadingRow{}, fmt.Errorf("%w: reading %s seq %d", ErrNotFound, device, seq)
+		return ReadingRow{}, fmt.Errorf("%w: reading %s seq %d", lookup.ErrNotFound, device, seq)
 	}
 	for _, r := range found[:len(found)-1] {
 		if _, _, err := s.BatchAnchor(ctx, r.BatchID); err == nil {
@@ -111,7 +106,7 @@ func (s *Store) Batch(ctx context.Context, id [16]byte) (BatchRow, error) {
 		if err := rows.Err(); err != nil {
 			return BatchRow{}, fmt.Errorf("batch %x: %w", id, err)
 		}
-		return BatchRow{}, fmt.Errorf("%w: batch %x", ErrNotFound, id)
+		return BatchRow{}, fmt.Errorf("%w: batch %x", lookup.ErrNotFound, id)
 	}
 	b, err := scanBatch(rows)
 	if err != nil {
@@ -146,7 +141,7 @@ func (s *Store) BatchLeaves(ctx context.Context, id [16]byte) ([][32]byte, error
 		return nil, fmt.Errorf("batch %x leaves: %w", id, err)
 	}
 	if len(out) == 0 {
-		return nil, fmt.Errorf("%w: readings of batch %x", ErrNotFound, id)
+		return nil, fmt.Errorf("%w: readings of batch %x", lookup.ErrNotFound, id)
 	}
 	return out, nil
 }
@@ -163,7 +158,7 @@ func (s *Store) BatchAnchor(ctx context.Context, batchID [16]byte) (anchorID [16
 		if err := rows.Err(); err != nil {
 			return anchorID, 0, fmt.Errorf("anchor of batch %x: %w", batchID, err)
 		}
-		return anchorID, 0, fmt.Errorf("%w: batch %x", ErrNotAnchored, batchID)
+		return anchorID, 0, fmt.Errorf("%w: batch %x", lookup.ErrNotAnchored, batchID)
 	}
 	var a string
 	if err := rows.Scan(&a, &batchIndex); err != nil {
@@ -201,7 +196,7 @@ func (s *Store) AnchoredBatches(ctx context.Context, ids [][16]byte) (map[[16]by
 	return out, rows.Err()
 }
 
-// AnchorRow is a committed anchor.
+// AnchorRow is a committed anchor as stored (the anchor service records it as a write.Anchor).
 type AnchorRow struct {
 	ID               [16]byte
 	Root             [32]byte
@@ -238,7 +233,7 @@ func (s *Store) Anchor(ctx context.Context, id [16]byte) (AnchorRow, error) {
 		if err := rows.Err(); err != nil {
 			return AnchorRow{}, fmt.Errorf("anchor %x: %w", id, err)
 		}
-		return AnchorRow{}, fmt.Errorf("%w: anchor %x", ErrNotFound, id)
+		return AnchorRow{}, fmt.Errorf("%w: anchor %x", lookup.ErrNotFound, id)
 	}
 	a, err := scanAnchor(rows)
 	if err != nil {
@@ -259,7 +254,7 @@ func (s *Store) AnchorBatches(ctx context.Context, id [16]byte) ([]BatchRow, err
 		}
 	}
 	if len(ids) == 0 {
-		return nil, fmt.Errorf("%w: batches of anchor %x", ErrNotFound, id)
+		return nil, fmt.Errorf("%w: batches of anchor %x", lookup.ErrNotFound, id)
 	}
 	out := make([]BatchRow, len(ids))
 	for i, bid := range ids {
@@ -294,37 +289,6 @@ func (s *Store) anchorBatchIDs(ctx context.Context, id [16]byte) ([][16]byte, []
 		return nil, nil, fmt.Errorf("batches of anchor %x: %w", id, err)
 	}
 	return ids, idx, nil
-}
-
-// WriteAnchor records a committed anchor and its batches (batch_index = position in batchIDs).
-// Writing the same anchor again is harmless: both tables replace by key.
-func (s *Store) WriteAnchor(ctx context.Context, a AnchorRow, batchIDs [][16]byte) error {
-	b, err := s.conn.PrepareBatch(ctx, "INSERT INTO "+s.t("batch_anchors")+" (batch_id, anchor_id, batch_index)")
-	if err != nil {
-		return fmt.Errorf("record anchor %x: %w", a.ID, err)
-	}
-	for i, id := range batchIDs {
-		if err := b.Append(string(id[:]), string(a.ID[:]), uint32(i)); err != nil {
-			_ = b.Abort()
-			return fmt.Errorf("record anchor %x: %w", a.ID, err)
-		}
-	}
-	if err := b.Send(); err != nil {
-		return fmt.Errorf("record anchor %x: %w", a.ID, err)
-	}
-	// The anchors row last: an anchor listed there has all its batch rows.
-	b, err = s.conn.PrepareBatch(ctx, "INSERT INTO "+s.t("anchors")+" ("+anchorCols+")")
-	if err != nil {
-		return fmt.Errorf("record anchor %x: %w", a.ID, err)
-	}
-	if err := b.Append(string(a.ID[:]), string(a.Root[:]), a.Batches, a.Readings, a.Height, a.LogIndex, a.TxHash, string(a.Entry), a.AnchoredAt); err != nil {
-		_ = b.Abort()
-		return fmt.Errorf("record anchor %x: %w", a.ID, err)
-	}
-	if err := b.Send(); err != nil {
-		return fmt.Errorf("record anchor %x: %w", a.ID, err)
-	}
-	return nil
 }
 
 // Counts summarises the tables for status.

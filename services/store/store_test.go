@@ -11,6 +11,7 @@ import (
 
 	"github.com/anchorline/anchorline/internal/chserver"
 	"github.com/anchorline/anchorline/pipeline/write"
+	"github.com/anchorline/anchorline/schemas/lookup"
 	"github.com/anchorline/anchorline/schemas/reading"
 	"github.com/anchorline/anchorline/services/store"
 )
@@ -39,10 +40,10 @@ func TestReadsAndAnchors(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := s.Reading(ctx, "d", 99); !errors.Is(err, store.ErrNotFound) {
+	if _, err := s.Reading(ctx, "d", 99); !errors.Is(err, lookup.ErrNotFound) {
 		t.Fatalf("missing reading: %v", err)
 	}
-	if _, _, err := s.BatchAnchor(ctx, b2.ID); !errors.Is(err, store.ErrNotAnchored) {
+	if _, _, err := s.BatchAnchor(ctx, b2.ID); !errors.Is(err, lookup.ErrNotAnchored) {
 		t.Fatalf("unanchored: %v", err)
 	}
 	c, err := s.Counts(ctx)
@@ -51,10 +52,10 @@ func TestReadsAndAnchors(t *testing.T) {
 	}
 
 	// Anchor only b2: the duplicate reading is served from the anchored copy.
-	a := store.AnchorRow{Root: [32]byte{9}, Batches: 1, Readings: 3, Height: 12, LogIndex: 4, TxHash: "ab", Entry: []byte("entry"), AnchoredAt: time.Now().Truncate(time.Second)}
+	a := write.Anchor{Root: [32]byte{9}, Batches: 1, Readings: 3, Height: 12, LogIndex: 4, TxHash: "ab", Entry: []byte("entry"), AnchoredAt: time.Now().Truncate(time.Second)}
 	a.ID[0] = 7
 	for range 2 { // recording twice is harmless
-		if err := s.WriteAnchor(ctx, a, [][16]byte{b2.ID}); err != nil {
+		if err := w.WriteAnchor(ctx, a, [][16]byte{b2.ID}); err != nil {
 			t.Fatal(err)
 		}
 	}

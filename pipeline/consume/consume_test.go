@@ -1,0 +1,62 @@
+package consume
+
+import (
+	"encoding/json"
+	"testing"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/anchorline/anchorline/internal/natstest"
+	"github.com/anchorline/anchorline/schemas/reading"
+	"github.com/anchorline/anchorline/schemas/stream"
+)
+
+func TestStreamsAndBatchRecords(t *testing.T) {
+	ctx := t.Context()
+	js := natstest.Start(t)
+	if err := EnsureStreams(ctx, js, 1000, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := EnsureStreams(ctx, js, 1000, 0); err != nil { // idempotent
+		t.Fatalf("second EnsureStreams: %v", err)
+	}
+	for _, c := range []struct{ stream, consumer string }{{stream.Readings, stream.IngestConsumer}, {stream.Batches, stream.AnchorConsumer}} {
+		if _, err := js.Consumer(ctx, c.stream, c.consumer); err != nil {
+			t.Fatalf("consumer %s on %s: %v", c.consumer, c.stream, err)
+		}
+	}
+
+	// A device's subject is captured by READINGS.
+	if _, err := js.Publish(ctx, reading.Subject("dev-1"), []byte("reading")); err != nil {
+		t.Fatalf("publish on %s: %v", reading.Subject("dev-1"), err)
+	}
+
+	rec := stream.BatchRecord{ID: "0189a3f2b1c00123456789abcdef0011", Root: "5f1c", Size: 3, Worker: "w"}
+	for range 2 { // the repeat is dropped: Nats-Msg-Id is the batch id
+		if err := PublishBatch(ctx, js, rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := PublishBatch(ctx, js, stream.BatchRecord{}); err == nil {
+		t.Fatal("a record without id was published")
+	}
+	st, err := js.Stream(ctx, stream.Batches)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := st.GetLastMsgForSubject(ctx, stream.BatchesSubject)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got stream.BatchRecord
+	if err := json.Unmarshal(msg.Data, &got); err != nil || got != rec || msg.Header.Get(jetstream.MsgIDHeader) != rec.ID {
+		t.Fatalf("stored record %s (%v), msg id %q", msg.Data, err, msg.Header.Get(jetstream.MsgIDHeader))
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != 1 {
+		t.Fatalf("BATCHES holds %d records, want 1", info.State.Msgs)
+	}
+}

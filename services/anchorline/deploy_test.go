@@ -1,0 +1,168 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/anchorline/anchorline/internal/chserver"
+	"github.com/anchorline/anchorline/internal/natstest"
+)
+
+// proc is an anchorline process whose JSON log lines the test reads.
+type proc struct {
+	cmd  *exec.Cmd
+	mu   sync.Mutex
+	logs []map[string]any
+	more chan struct{} // closed and replaced whenever a line arrives or the process ends
+	done chan error
+}
+
+func startProc(t *testing.T, ctx context.Context, env []string, bin string, args ...string) *proc {
+	t.Helper()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = append(append(os.Environ(), "ANCHORLINE_LOG_FORMAT=json", "ANCHORLINE_LOG_LEVEL=info"), env...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proc{cmd: cmd, more: make(chan struct{}), done: make(chan error, 1)}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			var line map[string]any
+			if json.Unmarshal(sc.Bytes(), &line) != nil {
+				line = map[string]any{"msg": sc.Text()}
+			}
+			p.mu.Lock()
+			p.logs = append(p.logs, line)
+			close(p.more)
+			p.more = make(chan struct{})
+			p.mu.Unlock()
+		}
+		p.done <- cmd.Wait()
+		p.mu.Lock()
+		close(p.more)
+		p.more = make(chan struct{})
+		p.mu.Unlock()
+	}()
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+		}
+	})
+	return p
+}
+
+// await returns the first log line whose msg is msg, once it is logged.
+func (p *proc) await(t *testing.T, ctx context.Context, msg string) map[string]any {
+	t.Helper()
+	for seen := 0; ; {
+		p.mu.Lock()
+		lines, more := p.logs[seen:], p.more
+		p.mu.Unlock()
+		for _, l := range lines {
+			if l["msg"] == msg {
+				return l
+			}
+		}
+		seen += len(lines)
+		select {
+		case <-more:
+		case err := <-p.done:
+			p.done <- err
+			t.Fatalf("%s exited (%v) before logging %q; log: %v", p.cmd.Args[1], err, msg, p.logs)
+		case <-ctx.Done():
+			t.Fatalf("%s never logged %q; log: %v", p.cmd.Args[1], msg, p.logs)
+		}
+	}
+}
+
+// stop interrupts the process (as Ctrl-C or systemd's KillSignal=SIGINT do) and expects a
+// clean exit.
+func (p *proc) stop(t *testing.T) {
+	t.Helper()
+	_ = p.cmd.Process.Signal(syscall.SIGINT)
+	if err := <-p.done; err != nil {
+		t.Errorf("%s: %v", p.cmd.Args[1], err)
+	}
+}
+
+// TestSeparateServices runs the multi-process layout that deployments/README.md describes,
+// each service its own `anchorline` process: a ledger validator, migrate, two ingest workers,
+// the anchoring service and the API, over one NATS server and one ClickHouse. A device
+// registered and published through the CLI gets a proof that verifies against the exported
+// trust file, and an audit of everything stored finds nothing; every service stops cleanly.
+func TestSeparateServices(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	bin := filepath.Join(t.TempDir(), "anchorline")
+	if out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	natsURL := natstest.Start(t).Conn().ConnectedUrl()
+	chAddr, existing, ch := chserver.NewDatabase(t)
+	database := existing + "_sep"
+	t.Cleanup(func() { _ = ch.Exec(context.Background(), "DROP DATABASE IF EXISTS "+database) })
+	dir := t.TempDir()
+	common := []string{"--clickhouse.addr", chAddr, "--clickhouse.database", database, "--nats.url", natsURL}
+	run := func(args ...string) string {
+		t.Helper()
+		out, err := exec.CommandContext(ctx, bin, args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("anchorline %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+
+	ledgerDir := filepath.Join(dir, "ledger")
+	ledger := startProc(t, ctx, nil, bin, "ledger", "--data_dir", ledgerDir, "--ledger.rpc", "127.0.0.1:0")
+	rpc := fmt.Sprint(ledger.await(t, ctx, "ledger node running")["rpc"])
+	common = append(common, "--ledger.rpc", rpc)
+	if out := run(append([]string{"migrate"}, common...)...); !strings.Contains(out, "applied") {
+		t.Fatalf("migrate: %s", out)
+	}
+	var workers []*proc
+	for _, w := range []string{"w1", "w2"} {
+		workers = append(workers, startProc(t, ctx, []string{"ANCHORLINE_INGEST_WORKER=" + w}, bin,
+			append([]string{"ingest", "--http.addr", "127.0.0.1:0"}, common...)...))
+	}
+	anchor := startProc(t, ctx, nil, bin, append([]string{"anchor", "--http.addr", "127.0.0.1:0", "--anchor.interval", "300ms"}, common...)...)
+	apiProc := startProc(t, ctx, nil, bin, append([]string{"api", "--http.addr", "127.0.0.1:0"}, common...)...)
+	apiAddr := strings.TrimPrefix(fmt.Sprint(apiProc.await(t, ctx, "anchorline api is running")["api"]), "http://")
+	for _, p := range append(workers, anchor) {
+		p.await(t, ctx, "anchorline "+p.cmd.Args[1]+" is running")
+	}
+
+	client := append([]string{"--http.addr", apiAddr, "--ledger.admin_key", filepath.Join(ledgerDir, "admin.key")}, common...)
+	key := filepath.Join(dir, "sep.key")
+	run(append([]string{"device", "keygen", "--id", "sep-1", "--out", key}, client...)...)
+	run(append([]string{"device", "register", key}, client...)...)
+	for i := 1; i <= 5; i++ {
+		run(append([]string{"device", "publish", key, "--metric", fmt.Sprintf("temp=%d", 20+i)}, client...)...)
+	}
+	proof, trust := filepath.Join(dir, "proof.json"), filepath.Join(dir, "trust.json")
+	run(append([]string{"proof", "--device", "sep-1", "--seq", "5", "--wait", "60s", "--out", proof}, client...)...)
+	run(append([]string{"trust", "export", "--out", trust}, client...)...)
+	if out := run(append([]string{"verify", proof, "--trust", trust}, client...)...); !strings.Contains(out, "bundle verified") {
+		t.Fatalf("verify: %s", out)
+	}
+	if out := run(append([]string{"audit", "--trust", trust}, client...)...); !strings.Contains(out, "every stored reading in range matches its anchor on the ledger") {
+		t.Fatalf("audit: %s", out)
+	}
+	for _, p := range []*proc{apiProc, anchor, workers[0], workers[1], ledger} {
+		p.stop(t)
+	}
+}

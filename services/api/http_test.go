@@ -1,0 +1,410 @@
+package api_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/anchorline/anchorline/internal/chserver"
+	"github.com/anchorline/anchorline/schemas/entry"
+	"github.com/anchorline/anchorline/schemas/reading"
+	"github.com/anchorline/anchorline/services/api"
+	"github.com/anchorline/anchorline/services/config"
+	"github.com/anchorline/anchorline/services/stack"
+)
+
+// logBuffer collects a logger's JSON lines; the server writes to it from many goroutines.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// records returns the logged records that carry request_id id.
+func (b *logBuffer) records(t *testing.T, id string) []map[string]any {
+	t.Helper()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []map[string]any
+	sc := bufio.NewScanner(bytes.NewReader(b.buf.Bytes()))
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		var rec map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
+			t.Fatalf("log line is not JSON: %v: %s", err, sc.Bytes())
+		}
+		if rec["request_id"] == id {
+			out = append(out, rec)
+		}
+	}
+	return out
+}
+
+// natsAddr returns a loopback address for the embedded NATS server. StartDev takes a URL, not
+// a listener, and nats-server's "random port" (-1) cannot be written in a URL.
+func natsAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// devStack is a running dev stack whose ClickHouse the test can stop.
+type devStack struct {
+	base       string
+	dev        *stack.Dev
+	clickhouse *chserver.Server
+	logs       *logBuffer
+	natsURL    string
+}
+
+func startStack(t *testing.T, ctx context.Context) *devStack {
+	t.Helper()
+	dir := t.TempDir()
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	ch, err := chserver.Start(ctx, filepath.Join(dir, "clickhouse"), "", quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ch.Stop() })
+	logs := &logBuffer{}
+	cfg := config.Default()
+	cfg.DataDir = filepath.Join(dir, "data")
+	cfg.ClickHouse.Addr = ch.Addr
+	cfg.ClickHouse.Database = "api_errors"
+	cfg.NATS.URL = "nats://" + natsAddr(t)
+	cfg.HTTP.Addr = "127.0.0.1:0"
+	cfg.Ledger.RPC = "" // the API uses the in-process client
+	cfg.Ledger.AdminKey = filepath.Join(dir, "admin.key")
+	cfg.Anchor.Interval = time.Hour // nothing is anchored, so a stored reading's proof is 409
+	cfg.Ingest.FlushAge = 100 * time.Millisecond
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	d, err := stack.StartDev(ctx, cfg, slog.New(slog.NewJSONHandler(logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := d.Stop(); err != nil {
+			t.Errorf("stop: %v", err)
+		}
+	})
+	return &devStack{base: "http://" + d.HTTPAddr, dev: d, clickhouse: ch, logs: logs, natsURL: cfg.NATS.URL}
+}
+
+// storeReading registers a device, publishes one reading of it and waits until the API has it.
+func (s *devStack) storeReading(t *testing.T, ctx context.Context, id string) map[string]any {
+	t.Helper()
+	key, err := reading.GenerateKey(reading.Ed25519)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, err := entry.NewRegister(s.dev.AdminKey, id, key.Public(), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := api.NewClient(s.base)
+	if _, err := client.SubmitDeviceEvent(ctx, ev); err != nil {
+		t.Fatalf("register %s: %v", id, err)
+	}
+	dev := reading.Device{ID: id, Key: key, Now: time.Now}
+	raw, err := dev.Next([]reading.Metric{{Name: "temp", Value: 21.5}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(s.natsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := nats.NewMsg(reading.Subject(id))
+	msg.Data = raw
+	msg.Header.Set(jetstream.MsgIDHeader, reading.MsgID(id, dev.Seq))
+	if _, err := js.PublishMsg(ctx, msg); err != nil {
+		t.Fatal(err)
+	}
+	var view map[string]any
+	eventually(t, ctx, "reading stored", func() (bool, string) {
+		resp := do(t, ctx, http.MethodGet, s.base+"/v1/readings/"+id+"/1", "", nil)
+		if resp.code != http.StatusOK {
+			return false, resp.String()
+		}
+		return json.Unmarshal(resp.body, &view) == nil, resp.String()
+	})
+	return view
+}
+
+// eventually polls cond until it holds, failing the test with the last reason if ctx ends.
+func eventually(t *testing.T, ctx context.Context, what string, cond func() (bool, string)) {
+	t.Helper()
+	last := ""
+	for {
+		ok, why := cond()
+		if ok {
+			return
+		}
+		last = why
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%s: never happened; last: %s", what, last)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+type response struct {
+	method, url string
+	code        int
+	header      http.Header
+	body        []byte
+}
+
+func (r response) String() string {
+	return r.method + " " + r.url + " -> " + r.header.Get("Content-Type") + " " + http.StatusText(r.code) + " " + string(r.body)
+}
+
+func do(t *testing.T, ctx context.Context, method, url, contentType string, body io.Reader) response {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, method, url, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: read: %v", method, url, err)
+	}
+	return response{method: method, url: url, code: resp.StatusCode, header: resp.Header, body: b}
+}
+
+// errorAnswer decodes an error answer strictly: a JSON object with "error" and, only on a 5xx,
+// "request_id".
+type errorAnswer struct {
+	Error     string `json:"error"`
+	RequestID string `json:"request_id"`
+}
+
+func decodeError(t *testing.T, r response) errorAnswer {
+	t.Helper()
+	if ct := r.header.Get("Content-Type"); ct != "application/json" {
+		t.Errorf("%s: Content-Type %q, want application/json", r, ct)
+	}
+	dec := json.NewDecoder(bytes.NewReader(r.body))
+	dec.DisallowUnknownFields()
+	var e errorAnswer
+	if err := dec.Decode(&e); err != nil {
+		t.Errorf("%s: not the error shape: %v", r, err)
+	}
+	if e.Error == "" {
+		t.Errorf("%s: empty error message", r)
+	}
+	return e
+}
+
+// chunked hides a body's length, so the client sends it chunked, without Content-Length.
+type chunked struct{ io.Reader }
+
+// TestHTTPErrors drives the API of a running dev stack (private ClickHouse, embedded NATS, the
+// in-process ledger) with bad requests of every kind and checks each answer's status, JSON shape
+// and message; then it stops ClickHouse and checks that a 5xx names no internal error and
+// carries a request id under which the server logged the cause.
+func TestHTTPErrors(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
+	defer cancel()
+	s := startStack(t, ctx)
+	view := s.storeReading(t, ctx, "dev-1")
+	batchID, _ := view["batch_id"].(string)
+	if len(batchID) != 32 {
+		t.Fatalf("reading view without a batch id: %v", view)
+	}
+
+	big := bytes.Repeat([]byte{0xa0}, api.MaxBodyBytes+1)
+	for _, tc := range []struct {
+		method, path string
+		contentType  string
+		body         []byte
+		hideLength   bool
+		code         int
+		msg          []string // substrings of the message, in order
+		allow        string
+	}{
+		// Well-formed requests, for contrast.
+		{method: "GET", path: "/healthz", code: 200},
+		{method: "GET", path: "/readyz", code: 200},
+		{method: "GET", path: "/metrics", code: 200},
+		{method: "GET", path: "/v1/status", code: 200},
+		{method: "GET", path: "/v1/trust", code: 200},
+		{method: "GET", path: "/v1/devices/dev-1", code: 200},
+		{method: "GET", path: "/v1/readings/dev-1/1", code: 200},
+		{method: "GET", path: "/v1/batches/" + batchID, code: 200},
+		{method: "HEAD", path: "/v1/devices/dev-1", code: 200},
+
+		// Malformed path values.
+		{method: "GET", path: "/v1/readings/dev!1/1", code: 400, msg: []string{`device id "dev!1"`, "A-Z, a-z, 0-9"}},
+		{method: "GET", path: "/v1/readings/" + strings.Repeat("d", 65) + "/1", code: 400, msg: []string{"device id", "1 to 64"}},
+		{method: "GET", path: "/v1/readings/dev%2F1/1", code: 400, msg: []string{`device id "dev/1"`}},
+		{method: "GET", path: "/v1/readings/dev-1/abc", code: 400, msg: []string{`seq "abc"`, "unsigned decimal integer"}},
+		{method: "GET", path: "/v1/readings/dev-1/-1", code: 400, msg: []string{`seq "-1"`, "unsigned decimal integer"}},
+		{method: "GET", path: "/v1/readings/dev-1/18446744073709551616", code: 400, msg: []string{`seq "18446744073709551616"`, "out of range", "18446744073709551615"}},
+		{method: "GET", path: "/v1/readings/dev-1/x/proof", code: 400, msg: []string{`seq "x"`}},
+		{method: "GET", path: "/v1/readings/d%20v/1/proof", code: 400, msg: []string{`device id "d v"`}},
+		{method: "GET", path: "/v1/readings//1", code: 400, msg: []string{"empty", "segment"}},
+		{method: "GET", path: "/v1/batches/xyz", code: 400, msg: []string{`batch id "xyz"`, "32 hex"}},
+		{method: "GET", path: "/v1/batches/" + batchID[:31], code: 400, msg: []string{"batch id", "32 hex"}},
+		{method: "GET", path: "/v1/batches/" + strings.Repeat("g", 32), code: 400, msg: []string{"batch id", "32 hex"}},
+		{method: "GET", path: "/v1/anchors/12", code: 400, msg: []string{`anchor id "12"`, "32 hex"}},
+		{method: "GET", path: "/v1/devices/no%20such", code: 400, msg: []string{`device id "no such"`}},
+
+		// Unknown ids.
+		{method: "GET", path: "/v1/readings/dev-1/99", code: 404, msg: []string{`no reading of device "dev-1" with seq 99`}},
+		{method: "GET", path: "/v1/readings/nobody/1", code: 404, msg: []string{`no reading of device "nobody" with seq 1`}},
+		{method: "GET", path: "/v1/readings/dev-1/99/proof", code: 404, msg: []string{`no reading of device "dev-1" with seq 99`}},
+		{method: "GET", path: "/v1/readings/dev-1/1/proof", code: 409, msg: []string{`reading of device "dev-1" with seq 1`, "not anchored yet", "retry"}},
+		{method: "GET", path: "/v1/batches/" + strings.Repeat("0", 32), code: 404, msg: []string{"no batch " + strings.Repeat("0", 32)}},
+		{method: "GET", path: "/v1/anchors/" + strings.Repeat("0", 32), code: 404, msg: []string{"no anchor " + strings.Repeat("0", 32)}},
+		{method: "GET", path: "/v1/devices/nobody", code: 404, msg: []string{`device "nobody" is not registered`, "anchorline device register"}},
+
+		// Wrong methods.
+		{method: "POST", path: "/v1/readings/dev-1/1", code: 405, msg: []string{"POST", "/v1/readings/dev-1/1", "GET"}, allow: "GET, HEAD"},
+		{method: "DELETE", path: "/v1/devices/dev-1", code: 405, msg: []string{"DELETE"}, allow: "GET, HEAD"},
+		{method: "GET", path: "/v1/devices", code: 405, msg: []string{"GET", "/v1/devices", "POST"}, allow: "POST"},
+		{method: "PUT", path: "/v1/status", code: 405, allow: "GET, HEAD"},
+		{method: "POST", path: "/healthz", code: 405, allow: "GET, HEAD"},
+
+		// Unknown paths.
+		{method: "GET", path: "/nowhere", code: 404, msg: []string{"no route", "/nowhere", "/v1/readings/{device}/{seq}"}},
+		{method: "GET", path: "/v1/readings/dev-1", code: 404, msg: []string{"no route"}},
+		{method: "GET", path: "/v1/readings/dev-1/1/proof/x", code: 404, msg: []string{"no route"}},
+
+		// Bodies.
+		{method: "POST", path: "/v1/devices", contentType: "application/cbor", code: 400, msg: []string{"empty", "register or revoke entry"}},
+		{method: "POST", path: "/v1/devices", contentType: "application/cbor", body: []byte("not cbor"), code: 400, msg: []string{"rejected"}},
+		{method: "POST", path: "/v1/devices", contentType: "application/json", body: []byte(`{"type":"register"}`), code: 415, msg: []string{"application/json", "application/cbor"}},
+		{method: "POST", path: "/v1/devices", contentType: "application/cbor", body: big, code: 413, msg: []string{"64 KiB"}},
+		{method: "POST", path: "/v1/devices", contentType: "application/cbor", body: big, hideLength: true, code: 413, msg: []string{"64 KiB"}},
+	} {
+		var body io.Reader
+		if tc.body != nil {
+			body = bytes.NewReader(tc.body)
+			if tc.hideLength {
+				body = chunked{body}
+			}
+		}
+		r := do(t, ctx, tc.method, s.base+tc.path, tc.contentType, body)
+		t.Log(r)
+		if r.code != tc.code {
+			t.Errorf("%s: want %d", r, tc.code)
+			continue
+		}
+		if r.header.Get("X-Request-Id") == "" {
+			t.Errorf("%s: no X-Request-Id header", r)
+		}
+		if tc.allow != "" && r.header.Get("Allow") != tc.allow {
+			t.Errorf("%s: Allow %q, want %q", r, r.header.Get("Allow"), tc.allow)
+		}
+		if tc.code < 400 || tc.method == "HEAD" {
+			continue
+		}
+		e := decodeError(t, r)
+		if e.RequestID != "" {
+			t.Errorf("%s: a 4xx names no request id", r)
+		}
+		rest := e.Error
+		for _, m := range tc.msg {
+			i := strings.Index(rest, m)
+			if i < 0 {
+				t.Errorf("%s: message lacks %q (in order)", r, m)
+				break
+			}
+			rest = rest[i+len(m):]
+		}
+	}
+
+	// ClickHouse fails: the server answers with a stable message and a request id, and logs the
+	// cause under that id.
+	if err := s.clickhouse.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		path string
+		code int
+		msg  string
+	}{
+		{"/v1/readings/dev-1/1", http.StatusServiceUnavailable, "unavailable"},
+		{"/v1/batches/" + batchID, http.StatusServiceUnavailable, "unavailable"},
+		{"/v1/status", http.StatusServiceUnavailable, "unavailable"},
+		{"/readyz", http.StatusServiceUnavailable, "not ready: clickhouse"},
+	} {
+		r := do(t, ctx, http.MethodGet, s.base+tc.path, "", nil)
+		t.Log(r)
+		if r.code != tc.code {
+			t.Errorf("%s: want %d", r, tc.code)
+			continue
+		}
+		e := decodeError(t, r)
+		if !strings.Contains(e.Error, tc.msg) {
+			t.Errorf("%s: message lacks %q", r, tc.msg)
+		}
+		for _, leak := range []string{s.clickhouse.Addr, "dial", "refused", "EOF", "clickhouse-go", "code:"} {
+			if strings.Contains(string(r.body), leak) {
+				t.Errorf("%s: internal error text %q leaked", r, leak)
+			}
+		}
+		id := r.header.Get("X-Request-Id")
+		if id == "" || e.RequestID != id {
+			t.Errorf("%s: request id in header %q and body %q", r, id, e.RequestID)
+			continue
+		}
+		recs := s.logs.records(t, id)
+		if len(recs) == 0 {
+			t.Errorf("%s: nothing logged under request id %s", r, id)
+			continue
+		}
+		if rec := recs[len(recs)-1]; (rec["level"] != "ERROR" && rec["level"] != "WARN") || rec["err"] == "" || rec["err"] == nil {
+			t.Errorf("%s: logged %v, want an ERROR or WARN record with the cause", r, rec)
+		}
+	}
+
+	// The client shows the server's message and, for a 5xx, the request id.
+	client := api.NewClient(s.base)
+	_, err := client.Status(ctx)
+	var se *api.StatusError
+	if !errors.As(err, &se) || se.Code != http.StatusServiceUnavailable || se.RequestID == "" ||
+		!strings.Contains(err.Error(), se.Message) || !strings.Contains(err.Error(), se.RequestID) {
+		t.Errorf("client status error: %v (%+v)", err, se)
+	}
+}

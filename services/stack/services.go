@@ -1,0 +1,223 @@
+package stack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/anchorline/anchorline/anchor/anchoring"
+	"github.com/anchorline/anchorline/anchor/ledger"
+	"github.com/anchorline/anchorline/schemas/clickhouse"
+	"github.com/anchorline/anchorline/services/api"
+	"github.com/anchorline/anchorline/services/config"
+	"github.com/anchorline/anchorline/services/store"
+)
+
+// Roles are the parts of Anchorline one process runs besides the HTTP API, which every
+// process serves (readings, proofs, status, /readyz, /metrics of what runs there).
+type Roles struct {
+	Ingest    bool // an ingest worker
+	Anchoring bool // the anchor service
+}
+
+// Env is what the services connect to.
+type Env struct {
+	NATSURL string         // "" when no role needs NATS
+	Ledger  *ledger.Client // the ledger node's RPC
+	// Migrate applies the ClickHouse schema first (dev); otherwise a database that lacks a
+	// migration of this build is an error that says to run `anchorline migrate`.
+	Migrate bool
+	Name    string // the NATS connection's name
+}
+
+// Services is a running set of Anchorline's own services in one process. `anchorline dev`
+// runs all of them over embedded servers; `ingest`, `anchor` and `api` run one each over
+// external servers. Both are built by StartServices.
+type Services struct {
+	Ingest    *Ingest            // nil unless Roles.Ingest
+	Anchoring *anchoring.Service // nil unless Roles.Anchoring
+	Backend   *Backend
+	HTTPAddr  string // where the API listens (resolved, if http.addr had port 0)
+
+	log    *slog.Logger
+	cancel context.CancelFunc
+	runCtx context.Context
+	wg     sync.WaitGroup
+	stops  []func() error // in start order; Stop runs them in reverse
+
+	errMu sync.Mutex
+	err   error
+}
+
+// StartServices takes the HTTP address, connects to ClickHouse (retrying up to
+// clickhouse.startup_timeout) and NATS, builds the roles' services and runs them until Stop
+// or until one of them fails (Done, Err). Whatever it started is stopped again when it
+// returns an error.
+func StartServices(ctx context.Context, cfg config.Config, log *slog.Logger, roles Roles, env Env) (*Services, error) {
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s := &Services{log: log, cancel: cancel, runCtx: runCtx}
+	if err := s.start(ctx, cfg, roles, env); err != nil {
+		return nil, errors.Join(err, s.Stop())
+	}
+	return s, nil
+}
+
+func (s *Services) onStop(f func() error) { s.stops = append(s.stops, f) }
+
+func (s *Services) start(ctx context.Context, cfg config.Config, roles Roles, env Env) error {
+	ln, err := Listen("http.addr", cfg.HTTP.Addr)
+	if err != nil {
+		return err
+	}
+	s.onStop(func() error { ln.Close(); return nil }) // replaced by the server's shutdown below
+	s.HTTPAddr = ln.Addr().String()
+
+	ch, err := OpenClickHouse(ctx, cfg.ClickHouse, s.log)
+	if err != nil {
+		return err
+	}
+	s.onStop(ch.Close)
+	if err := schema(ctx, ch, cfg.ClickHouse.Database, env.Migrate, s.log); err != nil {
+		return err
+	}
+	st := store.New(ch, cfg.ClickHouse.Database)
+
+	var js jetstream.JetStream
+	if roles.Ingest || roles.Anchoring {
+		nc, j, err := ConnectNATS(ctx, env.NATSURL, env.Name, s.log)
+		if err != nil {
+			return err
+		}
+		s.onStop(func() error { return nc.Drain() })
+		js = j
+	}
+	b := &Backend{Store: st, Ledger: env.Ledger}
+	if roles.Ingest {
+		if s.Ingest, err = NewIngest(ctx, cfg, js, ch, env.Ledger, s.log); err != nil {
+			return err
+		}
+		g := s.Ingest
+		b.IngestStats = func() any { return g.Stats() }
+		b.Checks = append(b.Checks, func(context.Context) error { return g.Ready() })
+		b.AfterDeviceEvent = g.RefreshKeys
+		b.Lag = JetStreamLag(js)
+	}
+	if roles.Anchoring {
+		if s.Anchoring, err = NewAnchoring(ctx, cfg, js, ch, env.Ledger, s.log); err != nil {
+			return err
+		}
+		a := s.Anchoring
+		b.AnchoringStats = func() any { return a.Stats() }
+		b.Checks = append(b.Checks, func(context.Context) error { return a.Ready() })
+	}
+	var dupStore *store.Store
+	if roles.Ingest {
+		dupStore = st
+	}
+	if b.Metrics, err = NewMetrics(s.Ingest, s.Anchoring, js, dupStore); err != nil {
+		return err
+	}
+	s.Backend = b
+
+	hs := &http.Server{Handler: api.Handler(b.Deps(), s.log), ReadHeaderTimeout: 10 * time.Second}
+	if s.Ingest != nil {
+		s.goRun("ingest", s.Ingest.Run)
+	}
+	if s.Anchoring != nil {
+		s.goRun("anchoring", s.Anchoring.Run)
+	}
+	s.goRun("http", func(context.Context) error {
+		if err := hs.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("http.addr %s: %w", s.HTTPAddr, err)
+		}
+		return nil
+	})
+	// Stopping: first the HTTP server, then the services (cancel and wait), then the
+	// connections (earlier stops).
+	s.onStop(func() error {
+		sctx, c := context.WithTimeout(context.Background(), 5*time.Second)
+		defer c()
+		err := hs.Shutdown(sctx)
+		s.cancel()
+		s.wg.Wait()
+		return err
+	})
+	return nil
+}
+
+// schema migrates the database, or checks that it is migrated.
+func schema(ctx context.Context, ch driver.Conn, database string, migrate bool, log *slog.Logger) error {
+	if !migrate {
+		if err := clickhouse.Check(ctx, ch, database); err != nil {
+			return fmt.Errorf("clickhouse.database: %w", err)
+		}
+		return nil
+	}
+	applied, err := clickhouse.Migrate(ctx, ch, database)
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	if len(applied) > 0 {
+		log.Info("clickhouse schema migrated", "database", database, "applied", applied)
+	}
+	return nil
+}
+
+func (s *Services) goRun(name string, f func(context.Context) error) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if err := f(s.runCtx); err != nil {
+			s.log.Error("service stopped with an error", "service", name, "err", err)
+			s.errMu.Lock()
+			s.err = errors.Join(s.err, fmt.Errorf("%s: %w", name, err))
+			s.errMu.Unlock()
+			s.cancel()
+		}
+	}()
+}
+
+// Done is closed when a service stopped on its own (see Err) or Stop was called.
+func (s *Services) Done() <-chan struct{} { return s.runCtx.Done() }
+
+// Err returns the errors of services that stopped on their own.
+func (s *Services) Err() error {
+	s.errMu.Lock()
+	defer s.errMu.Unlock()
+	return s.err
+}
+
+// Stop shuts everything down in reverse start order and returns what failed. It may be
+// called more than once.
+func (s *Services) Stop() error {
+	s.cancel()
+	var errs []error
+	for i := len(s.stops) - 1; i >= 0; i-- {
+		if err := s.stops[i](); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	s.stops = nil
+	return errors.Join(errs...)
+}
+
+// Run runs the services until ctx ends (Ctrl-C) or one of them fails, then stops them.
+func (s *Services) Run(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+	case <-s.Done():
+	}
+	s.log.Info("shutting down")
+	err := errors.Join(s.Err(), s.Stop())
+	if err == nil {
+		s.log.Info("stopped cleanly")
+	}
+	return err
+}
