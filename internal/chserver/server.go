@@ -305,7 +305,7 @@ func logSizes(dir string) map[string]int64 {
 }
 
 // errExited means the server process ended before it answered.
-var errExited = errors.New("clickhouse-server exited before it was ready")
+var errExited = errors.New("exited before it was ready")
 
 // waitReady pings the server until it answers, its process exits, or two minutes have passed.
 func (s *Server) waitReady(ctx context.Context) error {
@@ -328,13 +328,30 @@ func (s *Server) waitReady(ctx context.Context) error {
 	}, func(err error, next time.Duration) {
 		s.log.DebugContext(ctx, "private ClickHouse not ready yet", "addr", s.Addr, "err", err, "retry_in", next)
 	})
-	switch {
-	case errors.Is(err, errExited):
-		return fmt.Errorf("%w; log:\n%s", err, s.logTail())
-	case err != nil:
-		return fmt.Errorf("clickhouse-server on %s not ready: %w; log:\n%s", s.Addr, err, s.logTail())
+	if err == nil {
+		return nil
 	}
-	return nil
+	tail := s.logTail()
+	s.log.Error("private ClickHouse did not start", "addr", s.Addr, "err", err, "log", tail)
+	why := lastError(tail)
+	if errors.Is(err, errExited) {
+		return fmt.Errorf("clickhouse-server %w: %s (log in %s)", err, why, filepath.Join(s.dir, "log"))
+	}
+	return fmt.Errorf("clickhouse-server on %s not ready: %w: %s (log in %s)", s.Addr, err, why, filepath.Join(s.dir, "log"))
+}
+
+// lastError is the last line of a ClickHouse log that reports an error, for a one-line message.
+func lastError(log string) string {
+	lines := strings.Split(strings.TrimSpace(log), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if l := strings.TrimSpace(lines[i]); strings.Contains(l, "<Error>") || strings.Contains(l, "Exception") {
+			return l
+		}
+	}
+	if l := strings.TrimSpace(lines[len(lines)-1]); l != "" {
+		return l
+	}
+	return "nothing in its log"
 }
 
 func (s *Server) logTail() string {

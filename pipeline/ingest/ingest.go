@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/anchorline/anchorline/internal/retry"
 	"github.com/anchorline/anchorline/pipeline/batch"
 	"github.com/anchorline/anchorline/pipeline/chain"
 	"github.com/anchorline/anchorline/pipeline/consume"
@@ -288,18 +289,14 @@ func (g *Ingest) Run(ctx context.Context) error {
 }
 
 func (g *Ingest) consumer(ctx context.Context) (jetstream.Consumer, error) {
-	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
+	return retry.Do(ctx, retry.Default(), func(ctx context.Context) (jetstream.Consumer, error) {
 		cons, err := g.js.Consumer(ctx, stream.Readings, stream.IngestConsumer)
-		if err == nil {
-			return cons, nil
+		if err != nil {
+			err = fmt.Errorf("consumer %s on %s: %w", stream.IngestConsumer, stream.Readings, err)
+			g.failed(err)
 		}
-		g.failed(fmt.Errorf("consumer %s on %s: %w", stream.IngestConsumer, stream.Readings, err))
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(wait):
-		}
-	}
+		return cons, err
+	}, nil)
 }
 
 // chunk groups messages for batch verification: a chunk is sent when it is full or a couple of
@@ -436,7 +433,7 @@ func (g *Ingest) flush(ctx context.Context, f *flush) {
 	start := time.Now()
 	rejectsDone, batchDone, recordDone := len(f.rejects) == 0, b == nil, b == nil
 	lastProgress := time.Now()
-	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
+	for w := retry.Default().Start(); ; {
 		var err error
 		if !rejectsDone {
 			if err = g.w.WriteRejects(ctx, f.rejects); err == nil {
@@ -467,10 +464,8 @@ func (g *Ingest) flush(ctx context.Context, f *flush) {
 			}
 			lastProgress = time.Now()
 		}
-		select {
-		case <-ctx.Done():
+		if w.Wait(ctx, err) != nil {
 			return
-		case <-time.After(wait):
 		}
 	}
 	if b != nil {

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -59,18 +58,6 @@ func (b *logBuffer) records(t *testing.T, id string) []map[string]any {
 	return out
 }
 
-// natsAddr returns a loopback address for the embedded NATS server. StartDev takes a URL, not
-// a listener, and nats-server's "random port" (-1) cannot be written in a URL.
-func natsAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 // devStack is a running dev stack whose ClickHouse the test can stop.
 type devStack struct {
 	base       string
@@ -94,7 +81,7 @@ func startStack(t *testing.T, ctx context.Context) *devStack {
 	cfg.DataDir = filepath.Join(dir, "data")
 	cfg.ClickHouse.Addr = ch.Addr
 	cfg.ClickHouse.Database = "api_errors"
-	cfg.NATS.URL = "nats://" + natsAddr(t)
+	cfg.NATS.URL = "nats://127.0.0.1:0" // port 0: dev.Config() says which
 	cfg.HTTP.Addr = "127.0.0.1:0"
 	cfg.Ledger.RPC = "" // the API uses the in-process client
 	cfg.Ledger.AdminKey = filepath.Join(dir, "admin.key")
@@ -112,7 +99,7 @@ func startStack(t *testing.T, ctx context.Context) *devStack {
 			t.Errorf("stop: %v", err)
 		}
 	})
-	return &devStack{base: "http://" + d.HTTPAddr, dev: d, clickhouse: ch, logs: logs, natsURL: cfg.NATS.URL}
+	return &devStack{base: "http://" + d.HTTPAddr, dev: d, clickhouse: ch, logs: logs, natsURL: d.Config().NATS.URL}
 }
 
 // storeReading registers a device, publishes one reading of it and waits until the API has it.

@@ -80,6 +80,9 @@ type Result struct {
 	AnchorIntervalMs   float64 `json:"anchor_interval_ms"`
 	RatioToRaw         float64 `json:"ratio_to_raw_jetstream"`
 	RatioToVerify      float64 `json:"ratio_to_verify_all_cores"`
+	// RevocationMs is how long after a revoking block was committed the last reading ingest
+	// still accepted from that device was published.
+	RevocationMs float64 `json:"revocation_ms"`
 	// Checks of the stored data at the end: every reading is valid and every chain intact,
 	// so both must be 0.
 	Rejected  uint64 `json:"rejected"`
@@ -104,6 +107,7 @@ func (r Result) Print(w io.Writer) {
 			r.P50QueryableMs, r.P99QueryableMs, r.P50AnchoredMs, r.P99AnchoredMs, r.AnchorIntervalMs)
 	}
 	fmt.Fprintf(w, "checks:     %8d rejected, %d chain anomalies (every reading valid and every chain intact: both must be 0)\n", r.Rejected, r.Anomalies)
+	fmt.Fprintf(w, "revocation: %8.0f ms after its block, the last reading of a revoked device that was still accepted had been published (target: under 2,000)\n", r.RevocationMs)
 	if r.Workers > 1 {
 		fmt.Fprintf(w, "chains:     %8d links settled by another worker's answer, %d looked up in ClickHouse\n", r.ChainRemote, r.ChainLookups)
 	}
@@ -250,6 +254,11 @@ func Run(ctx context.Context, cfg config.Config, opts Options, log *slog.Logger)
 	if res.Rejected != 0 || res.Anomalies != 0 {
 		return res, fmt.Errorf("%w: %d readings rejected and %d chain anomalies recorded; all were valid and chained", ErrCheck, res.Rejected, res.Anomalies)
 	}
+	effect, err := r.revocation(ctx)
+	if err != nil {
+		return res, cause(ctx, err)
+	}
+	res.RevocationMs = float64(effect.Milliseconds())
 	return res, nil
 }
 

@@ -199,6 +199,7 @@ func Flags(fs *pflag.FlagSet) {
 	fs.String("ledger.rpc", d.Ledger.RPC, "CometBFT RPC address")
 	fs.String("ledger.admin_key", "", "admin key file (default data_dir/admin.key)")
 	fs.String("log.level", d.Log.Level, "log level: debug, info, warn or error")
+	fs.String("log.format", d.Log.Format, "log format: text or json")
 }
 
 // Load reads the configuration: defaults, then the file named by --config, then ANCHORLINE_*

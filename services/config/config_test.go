@@ -204,6 +204,8 @@ func TestLoadRejects(t *testing.T) {
 			want: `ingest.flushers: "two" is not a whole number`},
 		{name: "bad flag value", args: []string{"--log.level", "loud"},
 			want: `log.level: "loud" must be debug, info, warn or error`},
+		{name: "bad log format", args: []string{"--log.format", "xml"},
+			want: `log.format: "xml" must be text or json`},
 		{name: "missing file", args: []string{"--config", "/nonexistent/anchorline.yaml"},
 			want: "--config: /nonexistent/anchorline.yaml: no such file"},
 		{name: "a folder for a file", args: []string{"--config", os.TempDir()},

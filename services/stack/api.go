@@ -29,7 +29,7 @@ type Backend struct {
 	// Optional views of the services running in this process.
 	IngestStats    func() any
 	AnchoringStats func() any
-	Checks         []func(context.Context) error // readiness checks besides ClickHouse and the ledger
+	Checks         []Check // readiness checks besides ClickHouse and the ledger
 	Metrics        http.Handler
 	// AfterDeviceEvent runs after a device event is committed (an ingest worker in the same
 	// process refreshes its keys).
@@ -318,6 +318,12 @@ func (b *Backend) status(ctx context.Context) (api.Status, error) {
 	return st, nil
 }
 
+// Check is a named readiness check of a service running in this process.
+type Check struct {
+	Name  string // the service, as /readyz names it (ingest, anchoring)
+	Check func(context.Context) error
+}
+
 // ready checks ClickHouse, the ledger and b.Checks, and returns every failure as an
 // api.UnavailableError naming what failed.
 func (b *Backend) ready(ctx context.Context) error {
@@ -329,8 +335,8 @@ func (b *Backend) ready(ctx context.Context) error {
 		errs = append(errs, &api.UnavailableError{Service: "ledger", Err: err})
 	}
 	for _, c := range b.Checks {
-		if err := c(ctx); err != nil {
-			errs = append(errs, &api.UnavailableError{Service: "ingest/anchoring", Err: err})
+		if err := c.Check(ctx); err != nil {
+			errs = append(errs, &api.UnavailableError{Service: c.Name, Err: err})
 		}
 	}
 	return errors.Join(errs...)

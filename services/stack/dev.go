@@ -59,6 +59,9 @@ func StartDev(ctx context.Context, cfg config.Config, log *slog.Logger) (*Dev, e
 
 func (d *Dev) start(ctx context.Context) error {
 	cfg := d.cfg
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
 	if err := checkDataDir(cfg.DataDir); err != nil {
 		return err
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/anchorline/anchorline/schemas/entry"
 	"github.com/anchorline/anchorline/schemas/reading"
 	"github.com/anchorline/anchorline/services/api"
+	"github.com/anchorline/anchorline/services/config"
 )
 
 // load publishes readings of devs, round-robin, at about rate per second until n are
@@ -459,13 +460,14 @@ func TestLedgerOutage(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	chAddr, database, ch := chserver.NewDatabase(t)
-	cfg := devConfig(t, chAddr, database, t.TempDir())
+	cfg := anyPorts(devConfig(t, chAddr, database, t.TempDir()))
 	cfg.Ingest.BatchSize = 100
 	d, err := StartDev(ctx, cfg, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer d.Stop()
+	cfg = d.Config()
 	client := api.NewClient("http://" + d.HTTPAddr)
 	devs := registerAll(t, ctx, client, d, "ledgerout", 4)
 
@@ -550,12 +552,13 @@ func TestIngestWhileLedgerUnreachable(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	chAddr, database, ch := chserver.NewDatabase(t)
-	cfg := devConfig(t, chAddr, database, t.TempDir())
+	cfg := anyPorts(devConfig(t, chAddr, database, t.TempDir()))
 	d, err := StartDev(ctx, cfg, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer d.Stop()
+	cfg = d.Config()
 	devs := registerAll(t, ctx, api.NewClient("http://"+d.HTTPAddr), d, "unreach", 4)
 
 	// Dev's own services (and their key cache) go; the ledger stops; a fresh ingest worker comes.
@@ -567,6 +570,7 @@ func TestIngestWhileLedgerUnreachable(t *testing.T) {
 	}
 	wcfg := cfg
 	wcfg.Ingest.Worker = "fresh"
+	wcfg.HTTP.Addr = "127.0.0.1:0"
 	fresh, err := StartServices(ctx, wcfg, testLogger(t), Roles{Ingest: true},
 		Env{NATSURL: cfg.NATS.URL, Ledger: d.Ledger, Name: "fresh-ingest"})
 	if err != nil {
@@ -631,6 +635,14 @@ func TestIngestWhileLedgerUnreachable(t *testing.T) {
 		t.Fatalf("worker stats %+v: want %d verified, none rejected", st, n)
 	}
 	t.Logf("worker stats after the outage: %+v", st)
+}
+
+// anyPorts lets dev's servers listen on any free port (Dev.Config tells which).
+func anyPorts(cfg config.Config) config.Config {
+	cfg.NATS.URL = "nats://127.0.0.1:0"
+	cfg.Ledger.RPC = "127.0.0.1:0"
+	cfg.HTTP.Addr = "127.0.0.1:0"
+	return cfg
 }
 
 // readyz returns the status code and body of GET /readyz.

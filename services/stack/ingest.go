@@ -29,10 +29,6 @@ func NewIngest(ctx context.Context, cfg config.Config, js jetstream.JetStream, c
 	if err := consume.EnsureStreams(ctx, js, cfg.Ingest.MaxAckPending, cfg.Ingest.AckWait); err != nil {
 		return nil, fmt.Errorf("ingest: streams: %w", err)
 	}
-	if cfg.Ingest.ChainWait != 0 && cfg.Ingest.ChainWait <= cfg.Ingest.AckWait {
-		log.Warn("ingest.chain_wait is not longer than ingest.ack_wait: a reading whose predecessor was held by a worker that died may be recorded as a chain break",
-			"chain_wait", cfg.Ingest.ChainWait, "ack_wait", cfg.Ingest.AckWait)
-	}
 	keys := NewKeys(l)
 	g := ingest.New(js, verify.New(keys, verify.Limits{MaxSize: cfg.Ingest.MaxSize, MaxFuture: cfg.Ingest.MaxFuture, MaxAge: cfg.Ingest.MaxAge,
 		MaxMetrics: cfg.Ingest.MaxMetrics, MaxTags: cfg.Ingest.MaxTags, MaxTagLen: cfg.Ingest.MaxTagLen}), write.New(ch, cfg.ClickHouse.Database), chain.NewReader(ch, cfg.ClickHouse.Database), ingest.Config{

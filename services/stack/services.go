@@ -61,6 +61,9 @@ type Services struct {
 // or until one of them fails (Done, Err). Whatever it started is stopped again when it
 // returns an error.
 func StartServices(ctx context.Context, cfg config.Config, log *slog.Logger, roles Roles, env Env) (*Services, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s := &Services{log: log, cancel: cancel, runCtx: runCtx}
 	if err := s.start(ctx, cfg, roles, env); err != nil {
@@ -105,7 +108,7 @@ func (s *Services) start(ctx context.Context, cfg config.Config, roles Roles, en
 		}
 		g := s.Ingest
 		b.IngestStats = func() any { return g.Stats() }
-		b.Checks = append(b.Checks, func(context.Context) error { return g.Ready() })
+		b.Checks = append(b.Checks, Check{"ingest", func(context.Context) error { return g.Ready() }})
 		b.AfterDeviceEvent = g.RefreshKeys
 		b.Lag = JetStreamLag(js)
 	}
@@ -115,7 +118,7 @@ func (s *Services) start(ctx context.Context, cfg config.Config, roles Roles, en
 		}
 		a := s.Anchoring
 		b.AnchoringStats = func() any { return a.Stats() }
-		b.Checks = append(b.Checks, func(context.Context) error { return a.Ready() })
+		b.Checks = append(b.Checks, Check{"anchoring", func(context.Context) error { return a.Ready() }})
 	}
 	var dupStore *store.Store
 	if roles.Ingest {
