@@ -12,7 +12,12 @@ import (
 // may hold the readings between: the link would then be a fork). A suspect is stored like any
 // other, but its message is acknowledged only once its link is settled: another worker answers
 // that it stored the immediate predecessor (seq-1, and never for a gap), or ClickHouse holds the
-// predecessor as the latest reading before it (decide). A link that provably points elsewhere,
+// predecessor as the latest reading before it (decide). A reading at or below the device's
+// latest reading the worker knows is a suspect too (Behind): it was held back (its check
+// deferred, say) or redelivered (its worker died before settling it) while a later reading
+// was checked, so its own link may never have been checked; ClickHouse places it among the
+// stored readings before it (or an answer names its immediate predecessor), and an exact
+// duplicate of a stored reading links like the original. A link that provably points elsewhere,
 // or whose predecessor stays missing for Config.Wait of healthy ClickHouse time, is a Break,
 // recorded before the acknowledgement; a crash before that redelivers the message, so a break is
 // never lost by acknowledging too early. A worker that stops with links still open records
@@ -103,26 +108,32 @@ func (h *Heads) Learn(devs []string, found map[string]Link) {
 }
 
 // Check compares r's prev with the device's latest reading this worker knows and moves the
-// chain on. It returns a suspect when they differ, or when they match but seqs lie between
-// (Gap). A device never learned is not checked: its chain starts at r. A reading older than
-// the head (a redelivery) was checked when it first came.
+// chain on. It returns a suspect when they differ, when they match but seqs lie between (Gap),
+// and when r is not above that reading (Behind: a reading held back or redelivered, whose
+// link may never have been checked; r's own earlier copy may be stored). A device never
+// learned is not checked: its chain starts at r.
 func (h *Heads) Check(r Reading) (Suspect, bool) {
 	st, seen := h.m[r.Device]
-	var s Suspect
+	s := Suspect{Device: r.Device, Seq: r.Seq, Prev: r.Prev}
 	suspect := false
-	if seen && r.Prev != nil && (!st.known || st.last.Seq < r.Seq) {
+	if seen && r.Prev != nil {
 		switch {
+		case st.known && r.Seq <= st.last.Seq:
+			s.Behind, s.from, suspect = true, max(r.Seq, 1)-1, true
 		case !st.known || !bytes.Equal(r.Prev, st.last.Leaf[:]):
-			s, suspect = Suspect{Device: r.Device, Seq: r.Seq, Prev: r.Prev, Floor: st.last, HasFloor: st.known}, true
+			s.Floor, s.HasFloor, suspect = st.last, st.known, true
 		case r.Seq > st.last.Seq+1:
-			s, suspect = Suspect{Device: r.Device, Seq: r.Seq, Prev: r.Prev, Floor: st.last, HasFloor: true, Gap: true}, true
+			s.Floor, s.HasFloor, s.Gap, suspect = st.last, true, true, true
 		}
 	}
 	if !st.known || r.Seq > st.last.Seq {
 		st = head{last: Link{Seq: r.Seq, Leaf: r.Leaf}, known: true}
 	}
 	h.m[r.Device] = st
-	return s, suspect
+	if !suspect {
+		return Suspect{}, false
+	}
+	return s, true
 }
 
 // Suspect is a reading whose link to its predecessor is not confirmed yet.
@@ -137,7 +148,17 @@ type Suspect struct {
 	// Gap: prev names the floor, but seqs lie between them that another worker may have
 	// stored (then prev skips them: a fork). Only ClickHouse can tell; answers cannot.
 	Gap bool
+	// Behind: the reading is not above the device's latest reading the worker knew, so it has
+	// no floor. ClickHouse is asked for the stored readings from seq-1 up to it; while that
+	// span holds none, each lookup reaches further back (lookFurther), down to seq 0.
+	Behind bool
+	from   uint64 // for Behind: where the span looked up starts
 }
+
+// reach is how many times wider a Behind suspect's span gets each time it held no stored
+// reading before the suspect: a device that skipped seqs, or one whose predecessor is not
+// stored yet, is placed within a few lookups without reading its whole history at once.
+const reach = 64
 
 // settledBy reports whether another worker's stored reading (device, seq) settles the link:
 // only an immediate predecessor does, since nothing can lie between seq and seq+1. Any other
@@ -148,8 +169,22 @@ func (s *Suspect) settledBy(device string, seq uint64) bool {
 }
 
 // span is the seq range ClickHouse must show to place the suspect: from its floor (0 without
-// one) up to it.
-func (s *Suspect) span() Span { return Span{Device: s.Device, From: s.Floor.Seq, To: s.Seq} }
+// one; for Behind, as far back as it has been looked for) up to it.
+func (s *Suspect) span() Span {
+	if s.Behind {
+		return Span{Device: s.Device, From: s.from, To: s.Seq}
+	}
+	return Span{Device: s.Device, From: s.Floor.Seq, To: s.Seq}
+}
+
+// lookFurther widens a Behind suspect's span back (reach times), down to seq 0 at most.
+func (s *Suspect) lookFurther() {
+	if w := s.Seq - s.from; w == 0 || w > s.Seq/reach {
+		s.from = 0
+	} else {
+		s.from = s.Seq - w*reach
+	}
+}
 
 // verdict is what the stored readings before a suspect say of its link.
 type verdict struct {
@@ -157,21 +192,27 @@ type verdict struct {
 	kind    Kind // a broken link's kind; "" while the link is open (and when linked)
 	prev    Link // the latest reading before the suspect (has: there is one)
 	hasPrev bool
+	further bool // open: a Behind suspect's span held no stored reading; look further back
 }
 
 // decide settles a suspect's link from its device's stored readings before it (a
 // Lookup.Spans answer, in any order). waited is how long the suspect has waited while
 // ClickHouse answered; wait is how long a missing predecessor is waited for. With final (the
-// worker is stopping) no link stays open: one not settled is Unconfirmed.
+// worker is stopping) no link stays open: one not settled is Unconfirmed. A Behind suspect
+// whose span holds no stored reading before it is not placed yet, however long it waited:
+// the previous stored reading may lie further back (further).
 func decide(s *Suspect, stored []Link, waited, wait time.Duration, final bool) verdict {
 	linked, prev, has, found := s.judge(stored)
 	v := verdict{linked: linked, prev: prev, hasPrev: has}
+	unplaced := s.Behind && !has && s.from > 0
 	switch {
 	case linked:
-	case found || waited >= wait:
+	case found || (waited >= wait && !unplaced):
 		v.kind = Break
 	case final:
 		v.kind = Unconfirmed
+	case unplaced:
+		v.further = true
 	}
 	return v
 }

@@ -24,6 +24,7 @@ func TestCheck(t *testing.T) {
 		suspect  bool
 		gap      bool
 		hasFloor bool
+		behind   bool
 		headSeq  uint64 // after
 	}{
 		{name: "never learned: not checked, the chain starts here", seq: 5, prev: prev(4), headSeq: 5},
@@ -34,8 +35,9 @@ func TestCheck(t *testing.T) {
 		{name: "another predecessor: ask the others", learned: true, head: &l60, seq: 61, prev: []byte("elsewhere"), suspect: true, hasFloor: true, headSeq: 61},
 		{name: "another predecessor after a gap", learned: true, head: &l60, seq: 65, prev: prev(64), suspect: true, hasFloor: true, headSeq: 65},
 		{name: "no prev: nothing to check", learned: true, head: &l60, seq: 61, headSeq: 61},
-		{name: "older than the head: a redelivery, checked when it came", learned: true, head: &l60, seq: 59, prev: []byte("x"), headSeq: 60},
-		{name: "the head again: a redelivery", learned: true, head: &l60, seq: 60, prev: []byte("x"), headSeq: 60},
+		{name: "older than the head: held back or redelivered, maybe never checked", learned: true, head: &l60, seq: 59, prev: []byte("x"), suspect: true, behind: true, headSeq: 60},
+		{name: "the head again: a redelivery, maybe never settled", learned: true, head: &l60, seq: 60, prev: prev(59), suspect: true, behind: true, headSeq: 60},
+		{name: "older than the head, no prev: nothing to check", learned: true, head: &l60, seq: 59, headSeq: 60},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := NewHeads()
@@ -51,13 +53,22 @@ func TestCheck(t *testing.T) {
 				t.Fatalf("suspect %v, want %v", ok, tc.suspect)
 			}
 			if ok {
-				want := Suspect{Device: "d", Seq: tc.seq, Prev: tc.prev, HasFloor: tc.hasFloor, Gap: tc.gap}
+				want := Suspect{Device: "d", Seq: tc.seq, Prev: tc.prev, HasFloor: tc.hasFloor, Gap: tc.gap, Behind: tc.behind}
 				if tc.hasFloor {
 					want.Floor = *tc.head
 				}
 				if s.Device != want.Device || s.Seq != want.Seq || !bytes.Equal(s.Prev, want.Prev) || s.Floor != want.Floor ||
-					s.HasFloor != want.HasFloor || s.Gap != want.Gap {
+					s.HasFloor != want.HasFloor || s.Gap != want.Gap || s.Behind != want.Behind {
 					t.Fatalf("suspect %+v, want %+v", s, want)
+				}
+				// ClickHouse is asked from the floor, or for a reading behind the head from
+				// the seq before it; without either, from the start of the chain.
+				from := want.Floor.Seq
+				if tc.behind {
+					from = tc.seq - 1
+				}
+				if sp := s.span(); sp != (Span{Device: "d", From: from, To: tc.seq}) {
+					t.Fatalf("span %+v, want d %d..%d", sp, from, tc.seq)
 				}
 			}
 			if got := h.m["d"]; !got.known || got.last.Seq != tc.headSeq || got.last.Leaf != leaf(byte(tc.headSeq)) {
@@ -91,6 +102,9 @@ func TestDecide(t *testing.T) {
 		return out
 	}
 	floor60 := Suspect{Device: "d", Seq: 70, Prev: prev(60), Floor: Link{Seq: 60, Leaf: leaf(60)}, HasFloor: true, Gap: true}
+	behind := func(seq, from byte, p []byte) Suspect {
+		return Suspect{Seq: uint64(seq), Prev: p, Behind: true, from: uint64(from)}
+	}
 	for _, tc := range []struct {
 		name    string
 		s       Suspect
@@ -101,6 +115,7 @@ func TestDecide(t *testing.T) {
 		kind    Kind
 		prevSeq uint64 // the latest stored before the suspect
 		hasPrev bool
+		further bool
 	}{
 		{name: "predecessor stored", s: Suspect{Seq: 10, Prev: prev(9)}, stored: links(7, 8, 9), linked: true, prevSeq: 9, hasPrev: true},
 		{name: "predecessor stored twice", s: Suspect{Seq: 10, Prev: prev(9)}, stored: links(9, 9), linked: true, prevSeq: 9, hasPrev: true},
@@ -116,16 +131,47 @@ func TestDecide(t *testing.T) {
 		{name: "gap with nothing between", s: floor60, linked: true, prevSeq: 60, hasPrev: true},
 		{name: "nothing stored before it", s: Suspect{Seq: 3, Prev: prev(2)}, waited: wait, kind: Break},
 		{name: "nothing stored before it, waiting", s: Suspect{Seq: 3, Prev: prev(2)}},
+		{name: "behind the head, predecessor stored", s: behind(10, 9, prev(9)), stored: links(9, 11), linked: true, prevSeq: 9, hasPrev: true},
+		{name: "an exact duplicate of a stored reading", s: behind(10, 9, prev(9)), stored: links(9, 10), linked: true, prevSeq: 9, hasPrev: true},
+		{name: "behind the head, wrong prev, waiting", s: behind(10, 9, []byte("forged")), stored: links(9, 10), prevSeq: 9, hasPrev: true},
+		{name: "behind the head, wrong prev after the wait: break", s: behind(10, 9, []byte("forged")), stored: links(9, 10), waited: wait,
+			kind: Break, prevSeq: 9, hasPrev: true},
+		{name: "behind the head, fork to an older reading: break at once", s: behind(10, 5, prev(6)), stored: links(6, 9), kind: Break, prevSeq: 9, hasPrev: true},
+		{name: "behind the head, nothing in its span: look further back, however long it waited", s: behind(10, 9, prev(8)), waited: wait, further: true},
+		{name: "behind the head, nothing in its span at shutdown: unconfirmed", s: behind(10, 9, prev(8)), final: true, kind: Unconfirmed},
+		{name: "behind the head, span from seq 0 and nothing stored: break", s: behind(1, 0, prev(0)), waited: wait, kind: Break},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			v := decide(&tc.s, tc.stored, tc.waited, wait, tc.final)
-			if v.linked != tc.linked || v.kind != tc.kind || v.prev.Seq != tc.prevSeq || v.hasPrev != tc.hasPrev {
-				t.Fatalf("verdict %+v, want linked %v kind %q prev %d (%v)", v, tc.linked, tc.kind, tc.prevSeq, tc.hasPrev)
+			if v.linked != tc.linked || v.kind != tc.kind || v.prev.Seq != tc.prevSeq || v.hasPrev != tc.hasPrev || v.further != tc.further {
+				t.Fatalf("verdict %+v, want linked %v kind %q prev %d (%v) further %v", v, tc.linked, tc.kind, tc.prevSeq, tc.hasPrev, tc.further)
 			}
 			if v.hasPrev && v.prev.Leaf != leaf(byte(tc.prevSeq)) {
 				t.Fatalf("prev leaf %x, want that of seq %d", v.prev.Leaf, tc.prevSeq)
 			}
 		})
+	}
+}
+
+// A Behind suspect's span reaches reach times further back each time, and stops at seq 0.
+func TestLookFurther(t *testing.T) {
+	const top = ^uint64(0)
+	for _, tc := range []struct {
+		seq  uint64
+		from []uint64 // after each lookFurther
+	}{
+		{seq: 10_000, from: []uint64{10_000 - reach, 10_000 - reach*reach, 0, 0}},
+		{seq: 1, from: []uint64{0}},
+		{seq: 0, from: []uint64{0}},
+		{seq: top, from: []uint64{top - reach, top - reach*reach}},
+	} {
+		s := Suspect{Seq: tc.seq, Behind: true, from: max(tc.seq, 1) - 1}
+		for i, want := range tc.from {
+			s.lookFurther()
+			if s.from != want {
+				t.Fatalf("seq %d, step %d: from %d, want %d", tc.seq, i, s.from, want)
+			}
+		}
 	}
 }
 

@@ -146,8 +146,12 @@ func (c *Checker) Run(ctx context.Context, last <-chan struct{}) {
 		stopping := !final.IsZero() && time.Since(final) > finalAfter
 		c.ask(ctx)
 		c.mu.Lock()
+		stale := c.links.stale(time.Now(), c.cfg.AckWait/3)
 		settled, lookup := c.links.take(time.Now(), stopping)
 		c.mu.Unlock()
+		for _, m := range stale {
+			_ = m.InProgress() // still ours while its link is open; a failure only risks a redelivery
+		}
 		c.ack(ctx, settled)
 		c.remote.Add(uint64(len(settled)))
 		if len(lookup) > 0 {
@@ -209,6 +213,8 @@ func (c *Checker) settle(ctx context.Context, ws []*waiter, healthy time.Time, s
 				continue
 			case v.kind != "":
 				w.decided = w.anomaly(v, now, w.Batch, c.cfg.Worker)
+			case v.further:
+				w.lookFurther()
 			}
 		}
 		if w.decided != nil {

@@ -179,6 +179,21 @@ func (l *links) take(now time.Time, all bool) (settled, lookup []*waiter) {
 	return settled, lookup
 }
 
+// stale returns the messages of the waiting suspects not kept in progress within every (the
+// first lookup may come after the ack wait, lookupAfter), counting them as kept from now.
+func (l *links) stale(now time.Time, every time.Duration) []Msg {
+	var out []Msg
+	for _, ws := range l.byPrev {
+		for _, w := range ws {
+			if now.Sub(w.touched) > every {
+				out = append(out, w.Msg)
+				w.touched = now
+			}
+		}
+	}
+	return out
+}
+
 // wait puts suspects back among the waiting ones.
 func (l *links) wait(ws []*waiter) {
 	for _, w := range ws {

@@ -122,3 +122,42 @@ func TestAnswers(t *testing.T) {
 		t.Fatal("still keeping stored readings after nobody asked for rememberFor")
 	}
 }
+
+// A run of readings redelivered together is held before it is stored, so its own readings
+// settle the links of all but the first: only that one is left to look up.
+func TestRunSettlesItself(t *testing.T) {
+	l := newLinks()
+	now := time.Now()
+	var hs []Held
+	var rs []Reading
+	for s := byte(10); s < 20; s++ {
+		hs = append(hs, Held{Suspect: Suspect{Device: "d", Seq: uint64(s), Prev: prev(s - 1), Behind: true, from: uint64(s - 1)}})
+		rs = append(rs, Reading{Device: "d", Seq: uint64(s), Leaf: leaf(s)})
+	}
+	l.hold(hs, now)
+	l.stored(readings(rs...), now)
+	settled, lookup := l.take(now, true)
+	if len(settled) != 9 || len(lookup) != 1 || lookup[0].Seq != 10 {
+		t.Fatalf("%d settled, %d to look up (want 9 and seq 10)", len(settled), len(lookup))
+	}
+}
+
+// Waiting suspects are kept in progress every so often from the moment they are held, not
+// only once they are looked up (which may come after the ack wait).
+func TestStale(t *testing.T) {
+	t0 := time.Now()
+	l := newLinks()
+	a, b := &fakeMsg{}, &fakeMsg{}
+	l.hold([]Held{{Suspect: Suspect{Device: "d", Seq: 5, Prev: prev(4)}, Msg: a}}, t0)
+	l.hold([]Held{{Suspect: Suspect{Device: "d", Seq: 9, Prev: prev(8)}, Msg: b}}, t0.Add(time.Second))
+	const every = 600 * time.Millisecond
+	ms := time.Millisecond
+	for _, tc := range []struct {
+		at   time.Duration
+		want []Msg
+	}{{600 * ms, nil}, {601 * ms, []Msg{a}}, {1200 * ms, nil}, {1210 * ms, []Msg{a}}, {1610 * ms, []Msg{b}}, {1811 * ms, []Msg{a}}} {
+		if got := l.stale(t0.Add(tc.at), every); !slices.Equal(got, tc.want) {
+			t.Fatalf("at %v kept %d in progress, want %d", tc.at, len(got), len(tc.want))
+		}
+	}
+}

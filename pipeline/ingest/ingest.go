@@ -468,16 +468,18 @@ func (g *Ingest) flush(ctx context.Context, f *flush) {
 			return
 		}
 	}
-	if b != nil {
-		g.chain.Stored(stored(b.Readings))
-	}
 	held := make([]bool, len(f.msgs))
 	hs := make([]chain.Held, len(f.suspects))
 	for k, s := range f.suspects {
 		held[s.i] = true
 		hs[k] = chain.Held{Suspect: s.Suspect, Batch: b.ID, Msg: f.msgs[s.i]}
 	}
+	// Held first: the batch's own readings settle the links of its suspects that follow them
+	// (a run of readings redelivered together after a crash settles all but its first).
 	g.chain.Hold(hs)
+	if b != nil {
+		g.chain.Stored(stored(b.Readings))
+	}
 	for i, m := range f.msgs {
 		if held[i] {
 			continue // acknowledged by the chain checker

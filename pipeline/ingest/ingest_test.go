@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -464,5 +465,85 @@ func TestChainAcrossWorkers(t *testing.T) {
 	// about the three breaks (and a few links whose predecessor was not stored in time).
 	if after := lookups - warmLookups; after < 3 || after > 3+remote/4 {
 		t.Errorf("%d links looked up in ClickHouse after the warm-up (%d before), %d settled by the other worker's answers", lookups-warmLookups, warmLookups, remote)
+	}
+}
+
+// A reading that reaches the worker after its successor (held back, or redelivered) has its
+// own link checked: one whose prev is right is no break; one that names another predecessor
+// is, although its successor links to it.
+func TestChainLateReading(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	js := startNATS(t)
+	keys := verify.NewKeys(nil)
+	w := &flakyWriter{t: t}
+	late := map[string][][]byte{} // each device's seqs 4 and 5
+	leaf3 := map[string][32]byte{}
+	forged := [32]byte{0xff}
+	for _, id := range []string{"good", "forged"} {
+		k, err := reading.GenerateKey(reading.Ed25519)
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys.Apply([]verify.Key{{Device: id, Key: k.Public(), Height: 1}})
+		d := &reading.Device{ID: id, Key: k}
+		var rs []write.Reading // seqs 1..3, stored before the worker starts
+		for range 5 {
+			if d.Seq == 3 {
+				leaf3[id] = d.Prev
+				if id == "forged" {
+					d.Prev = forged // seq 4 names a reading that is not seq 3; seq 5 links to seq 4
+				}
+			}
+			raw, err := d.Next([]reading.Metric{{Name: "x", Value: 1}}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d.Seq <= 3 {
+				rs = append(rs, write.Reading{Device: id, Seq: d.Seq, Leaf: reading.Leaf(raw)})
+			} else {
+				late[id] = append(late[id], raw)
+			}
+		}
+		w.batches = append(w.batches, &write.Batch{Readings: rs})
+	}
+	for _, i := range []int{1, 0} { // seq 5 before seq 4
+		for _, id := range []string{"good", "forged"} {
+			if _, err := js.Publish(ctx, reading.Subject(id), late[id][i]); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	g := New(js, verify.New(keys, verify.DefaultLimits()), w, w, Config{BatchSize: 100, FlushAge: 20 * time.Millisecond, Worker: "t",
+		ChainWait: 300 * time.Millisecond}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- g.Run(runCtx) }()
+	// Four links to settle: each seq 5 (by the seq 4 stored after it) and each seq 4.
+	for {
+		n, _ := w.counts()
+		s := g.Stats()
+		if n == 3*2+2*2 && s.ChainRemote+s.ChainLookups == 4 && s.ChainHeld == 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%d readings stored, stats %+v", n, s)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.anomalies) != 1 {
+		t.Fatalf("anomalies %+v, want the forged seq 4 only", w.anomalies)
+	}
+	a, want := w.anomalies[0], leaf3["forged"]
+	if a.Device != "forged" || a.Seq != 4 || a.Kind != chain.Break || a.PrevSeq != 3 || !bytes.Equal(a.Expected, want[:]) ||
+		!bytes.Equal(a.Got, forged[:]) || a.BatchID == ([16]byte{}) {
+		t.Fatalf("anomaly %+v, want forged seq 4 after seq 3", a)
 	}
 }

@@ -176,10 +176,11 @@ func (d *Dev) setNATS(ns *server.Server) {
 // file store after pause (a fault drill: clients reconnect and resume).
 func (d *Dev) RestartNATS(pause time.Duration) error {
 	ns := d.natsServer()
+	url := ns.ClientURL() // the port it got, if nats.url had port 0
 	ns.Shutdown()
 	ns.WaitForShutdown()
 	time.Sleep(pause)
-	ns, err := StartNATS(d.cfg.NATS.URL, filepath.Join(d.cfg.DataDir, "nats"), d.log)
+	ns, err := StartNATS(url, filepath.Join(d.cfg.DataDir, "nats"), d.log)
 	if err != nil {
 		return err
 	}

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -37,16 +36,6 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(chserver.RunTests(m)) }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 func testLogger(t *testing.T) *slog.Logger {
 	if testing.Verbose() {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
@@ -60,9 +49,10 @@ func devConfig(t *testing.T, chAddr, database, dataDir string) config.Config {
 	cfg.DataDir = dataDir
 	cfg.ClickHouse.Addr = chAddr
 	cfg.ClickHouse.Database = database
-	cfg.NATS.URL = fmt.Sprintf("nats://127.0.0.1:%d", freePort(t))
+	// Any free port: StartDev listens on them, and Dev.Config tells which it got.
+	cfg.NATS.URL = "nats://127.0.0.1:0"
 	cfg.HTTP.Addr = "127.0.0.1:0"
-	cfg.Ledger.RPC = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	cfg.Ledger.RPC = "127.0.0.1:0"
 	cfg.Ledger.AdminKey = dataDir + "/admin.key"
 	cfg.Anchor.Interval = 500 * time.Millisecond
 	cfg.Ingest.FlushAge = 100 * time.Millisecond
@@ -191,11 +181,14 @@ func TestEndToEnd(t *testing.T) {
 	defer cancel()
 	chAddr, database, ch := chserver.NewDatabase(t)
 	cfg := devConfig(t, chAddr, database, t.TempDir())
-	cfg.Ingest.ChainWait = 2 * time.Second // one worker: a missing predecessor is not on its way
+	// One worker: a missing predecessor is not on its way. chain_wait must be longer than
+	// ack_wait, which must be long enough for a flush under the race detector.
+	cfg.Ingest.AckWait, cfg.Ingest.ChainWait = 5*time.Second, 6*time.Second
 	d, err := StartDev(ctx, cfg, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
+	cfg = d.Config() // the addresses dev resolved
 	defer func() {
 		if err := d.Stop(); err != nil {
 			t.Errorf("stop: %v", err)

@@ -29,7 +29,7 @@ func TestRestart(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		nc, err := nats.Connect(cfg.NATS.URL)
+		nc, err := nats.Connect(d.Config().NATS.URL)
 		if err != nil {
 			t.Fatal(err)
 		}
