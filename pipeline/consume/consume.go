@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -27,7 +28,7 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, maxAckPending in
 	if maxAckPending <= 0 {
 		return fmt.Errorf("ingest.max_ack_pending %d: must be positive", maxAckPending)
 	}
-	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	if err := ensureStream(ctx, js, jetstream.StreamConfig{
 		Name:        stream.Readings,
 		Description: "signed device readings (COSE_Sign1)",
 		Subjects:    []string{stream.ReadingsSubjects},
@@ -38,7 +39,7 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, maxAckPending in
 	}); err != nil {
 		return fmt.Errorf("stream %s: %w", stream.Readings, err)
 	}
-	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	if err := ensureStream(ctx, js, jetstream.StreamConfig{
 		Name:        stream.Batches,
 		Description: "batch records (id, Merkle root, size) waiting to be anchored",
 		Subjects:    []string{stream.BatchesSubject},
@@ -58,11 +59,49 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, maxAckPending in
 		{stream.Batches, jetstream.ConsumerConfig{Durable: stream.AnchorConsumer, AckPolicy: jetstream.AckExplicitPolicy,
 			AckWait: 60 * time.Second, MaxAckPending: 100_000, MaxDeliver: -1, Description: "the anchor service"}},
 	} {
-		if _, err := js.CreateOrUpdateConsumer(ctx, c.stream, c.cfg); err != nil {
+		if err := ensureConsumer(ctx, js, c.stream, c.cfg); err != nil {
 			return fmt.Errorf("consumer %s on %s: %w", c.cfg.Durable, c.stream, err)
 		}
 	}
 	return nil
+}
+
+// ensureStream creates the stream, or updates it if the fields Anchorline sets differ; a stream
+// that already has them is left alone (every worker calls this at start, and an update while
+// another worker creates its consumer is a data race inside nats-server v2.15).
+func ensureStream(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig) error {
+	s, err := js.Stream(ctx, want.Name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		_, err = js.CreateStream(ctx, want)
+		return err
+	}
+	if err != nil {
+		return err
+	}
+	have := s.CachedInfo().Config
+	if have.Description == want.Description && slices.Equal(have.Subjects, want.Subjects) && have.Storage == want.Storage &&
+		have.Retention == want.Retention && have.MaxMsgSize == want.MaxMsgSize && have.Duplicates == want.Duplicates {
+		return nil
+	}
+	_, err = js.UpdateStream(ctx, want)
+	return err
+}
+
+// ensureConsumer creates the durable consumer, or updates it if the fields Anchorline sets
+// differ.
+func ensureConsumer(ctx context.Context, js jetstream.JetStream, streamName string, want jetstream.ConsumerConfig) error {
+	c, err := js.Consumer(ctx, streamName, want.Durable)
+	if err == nil {
+		have := c.CachedInfo().Config
+		if have.Description == want.Description && have.AckPolicy == want.AckPolicy && have.AckWait == want.AckWait &&
+			have.MaxAckPending == want.MaxAckPending && have.MaxDeliver == want.MaxDeliver && have.MaxRequestBatch == want.MaxRequestBatch {
+			return nil
+		}
+	} else if !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return err
+	}
+	_, err = js.CreateOrUpdateConsumer(ctx, streamName, want)
+	return err
 }
 
 // PublishBatch publishes a batch record on stream.BatchesSubject, with Nats-Msg-Id set to its

@@ -3,6 +3,7 @@ package consume
 import (
 	"encoding/json"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -58,5 +59,32 @@ func TestStreamsAndBatchRecords(t *testing.T) {
 	}
 	if info.State.Msgs != 1 {
 		t.Fatalf("BATCHES holds %d records, want 1", info.State.Msgs)
+	}
+}
+
+// TestEnsureStreamsConcurrently: workers starting together on a fresh server all succeed, and a
+// changed ack wait reaches the existing consumer. (Under -race this also shows that no stream
+// update runs while another worker creates its consumer: a data race inside nats-server.)
+func TestEnsureStreamsConcurrently(t *testing.T) {
+	ctx := t.Context()
+	js := natstest.Start(t)
+	errs := make(chan error, 4)
+	for range 4 {
+		go func() { errs <- EnsureStreams(ctx, js, 1000, 0) }()
+	}
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := EnsureStreams(ctx, js, 1000, 7*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	c, err := js.Consumer(ctx, stream.Readings, stream.IngestConsumer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.CachedInfo().Config.AckWait; got != 7*time.Second {
+		t.Fatalf("ack wait %s after the change, want 7s", got)
 	}
 }

@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -164,5 +166,63 @@ func TestSeparateServices(t *testing.T) {
 	}
 	for _, p := range []*proc{apiProc, anchor, workers[0], workers[1], ledger} {
 		p.stop(t)
+	}
+}
+
+// TestServiceCannotStart: a service that cannot start exits 1 with one line on stderr naming
+// the cause and the key to change.
+func TestServiceCannotStart(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	bin := filepath.Join(t.TempDir(), "anchorline")
+	if out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	chAddr, existing, _ := chserver.NewDatabase(t)
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	unreachable := closed.Addr().String()
+	closed.Close()
+	ch := []string{"--clickhouse.addr", chAddr, "--clickhouse.database", existing, "--log.level", "error"}
+	for _, tc := range []struct {
+		name string
+		args []string
+		says []string
+	}{
+		{"api on a taken http.addr", append([]string{"api", "--http.addr", taken.Addr().String()}, ch...),
+			[]string{"http.addr " + taken.Addr().String(), "address already in use", "choose another http.addr"}},
+		{"ledger on a taken ledger.rpc", []string{"ledger", "--data_dir", t.TempDir(), "--ledger.rpc", taken.Addr().String(), "--log.level", "error"},
+			[]string{"ledger.rpc " + taken.Addr().String(), "choose another ledger.rpc"}},
+		{"migrate with ClickHouse unreachable", []string{"migrate", "--clickhouse.addr", unreachable, "--clickhouse.startup_timeout", "300ms", "--log.level", "error"},
+			[]string{"clickhouse.addr " + unreachable, "not reachable within clickhouse.startup_timeout", "raise clickhouse.startup_timeout"}},
+		{"api on a database never migrated", []string{"api", "--http.addr", "127.0.0.1:0", "--clickhouse.addr", chAddr, "--clickhouse.database", "never_migrated", "--log.level", "error"},
+			[]string{"never_migrated", "run anchorline migrate"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := exec.CommandContext(ctx, bin, tc.args...)
+			var stderr strings.Builder
+			cmd.Stderr = &stderr
+			err := cmd.Run()
+			exit, ok := errors.AsType[*exec.ExitError](err)
+			if !ok || exit.ExitCode() != 1 {
+				t.Fatalf("exit %v, want status 1; stderr: %s", err, stderr.String())
+			}
+			msg := strings.TrimSuffix(stderr.String(), "\n")
+			if strings.Contains(msg, "\n") || !strings.HasPrefix(msg, "anchorline: ") {
+				t.Errorf("stderr is not one line: %q", msg)
+			}
+			for _, want := range tc.says {
+				if !strings.Contains(msg, want) {
+					t.Errorf("%q does not say %q", msg, want)
+				}
+			}
+		})
 	}
 }
