@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/anchorline/anchorline/internal/await"
 	"github.com/anchorline/anchorline/internal/chserver"
 	"github.com/anchorline/anchorline/schemas/entry"
 	"github.com/anchorline/anchorline/schemas/reading"
@@ -138,7 +139,7 @@ func (s *devStack) storeReading(t *testing.T, ctx context.Context, id string) ma
 		t.Fatal(err)
 	}
 	var view map[string]any
-	eventually(t, ctx, "reading stored", func() (bool, string) {
+	await.Until(t, ctx, "reading stored", func() (bool, string) {
 		resp := do(t, ctx, http.MethodGet, s.base+"/v1/readings/"+id+"/1", "", nil)
 		if resp.code != http.StatusOK {
 			return false, resp.String()
@@ -146,24 +147,6 @@ func (s *devStack) storeReading(t *testing.T, ctx context.Context, id string) ma
 		return json.Unmarshal(resp.body, &view) == nil, resp.String()
 	})
 	return view
-}
-
-// eventually polls cond until it holds, failing the test with the last reason if ctx ends.
-func eventually(t *testing.T, ctx context.Context, what string, cond func() (bool, string)) {
-	t.Helper()
-	last := ""
-	for {
-		ok, why := cond()
-		if ok {
-			return
-		}
-		last = why
-		select {
-		case <-ctx.Done():
-			t.Fatalf("%s: never happened; last: %s", what, last)
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
 }
 
 type response struct {

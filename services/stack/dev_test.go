@@ -24,6 +24,7 @@ import (
 	"github.com/veraison/go-cose"
 
 	"github.com/anchorline/anchorline/anchor/proof"
+	"github.com/anchorline/anchorline/internal/await"
 	"github.com/anchorline/anchorline/internal/chserver"
 	"github.com/anchorline/anchorline/pipeline/verify"
 	"github.com/anchorline/anchorline/schemas/bundle"
@@ -137,24 +138,6 @@ func register(t *testing.T, ctx context.Context, c *api.Client, admin ed25519.Pr
 	}
 	if _, err := c.SubmitDeviceEvent(ctx, ev); err != nil {
 		t.Fatalf("register %s: %v", id, err)
-	}
-}
-
-// eventually polls cond until it holds, failing the test with the last reason if ctx ends.
-func eventually(t *testing.T, ctx context.Context, what string, cond func() (bool, string)) {
-	t.Helper()
-	last := ""
-	for {
-		ok, why := cond()
-		if ok {
-			return
-		}
-		last = why
-		select {
-		case <-ctx.Done():
-			t.Fatalf("%s: never happened; last: %s", what, last)
-		case <-time.After(200 * time.Millisecond):
-		}
 	}
 }
 
@@ -329,7 +312,7 @@ func TestEndToEnd(t *testing.T) {
 	good[key{devs[1].ID, devs[1].Seq + 1}] = true
 
 	// Every good reading is stored exactly once; every bad one is rejected with its reason.
-	eventually(t, ctx, "all readings stored and rejected", func() (bool, string) {
+	await.Until(t, ctx, "all readings stored and rejected", func() (bool, string) {
 		n := count(t, ctx, ch, "SELECT count() FROM "+database+".readings")
 		r := count(t, ctx, ch, "SELECT count() FROM "+database+".rejected")
 		return n == uint64(len(good)) && r == uint64(len(want)), fmt.Sprintf("%d/%d readings, %d/%d rejected", n, len(good), r, len(want))
@@ -388,7 +371,7 @@ func TestEndToEnd(t *testing.T) {
 
 	// The devices chain their readings (prev): the one forged break is recorded (once its
 	// predecessor has had chain_wait to turn up), nothing else.
-	eventually(t, ctx, "the chain break recorded", func() (bool, string) {
+	await.Until(t, ctx, "the chain break recorded", func() (bool, string) {
 		n := count(t, ctx, ch, "SELECT count() FROM "+database+".anomalies")
 		return n > 0, fmt.Sprintf("%d anomalies", n)
 	})
@@ -408,7 +391,7 @@ func TestEndToEnd(t *testing.T) {
 	}
 
 	// Every batch is anchored.
-	eventually(t, ctx, "all batches anchored", func() (bool, string) {
+	await.Until(t, ctx, "all batches anchored", func() (bool, string) {
 		b := count(t, ctx, ch, "SELECT count() FROM "+database+".batches FINAL")
 		a := count(t, ctx, ch, "SELECT uniqExact(batch_id) FROM "+database+".batch_anchors")
 		sized := count(t, ctx, ch, "SELECT toUInt64(sum(size)) FROM "+database+".batches FINAL")

@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/anchorline/anchorline/anchor/ledger"
+	"github.com/anchorline/anchorline/internal/await"
 	"github.com/anchorline/anchorline/internal/chserver"
 	"github.com/anchorline/anchorline/pipeline/verify"
 	"github.com/anchorline/anchorline/schemas/entry"
@@ -139,7 +140,7 @@ func TestWorkersShareTheConsumer(t *testing.T) {
 		t.Fatal(err)
 	}
 	total := n + len(devs)
-	eventually(t, ctx, "all readings stored, every link settled", func() (bool, string) {
+	await.Until(t, ctx, "all readings stored, every link settled", func() (bool, string) {
 		c := count(t, ctx, ch, "SELECT count() FROM "+database+".readings")
 		a := count(t, ctx, ch, "SELECT count() FROM "+database+".anomalies")
 		return c >= uint64(total) && a > 0, fmt.Sprintf("%d of %d readings, %d anomalies", c, total, a)
@@ -214,7 +215,7 @@ func TestClickHouseOutage(t *testing.T) {
 	if err := l.run(t, ctx, cfg.NATS.URL, 200, 1000); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, ctx, "first readings stored", func() (bool, string) {
+	await.Until(t, ctx, "first readings stored", func() (bool, string) {
 		c := count(t, ctx, ch, "SELECT count() FROM outage.readings")
 		return c == 200, fmt.Sprintf("%d", c)
 	})
@@ -229,7 +230,7 @@ func TestClickHouseOutage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, ctx, "not ready with the reason", func() (bool, string) {
+	await.Until(t, ctx, "not ready with the reason", func() (bool, string) {
 		err := client.Ready(ctx)
 		return err != nil && strings.Contains(err.Error(), "clickhouse"), fmt.Sprint(err)
 	})
@@ -241,7 +242,7 @@ func TestClickHouseOutage(t *testing.T) {
 		t.Fatalf("ingest kept pulling during the outage: %+v", lag)
 	}
 
-	eventually(t, ctx, "flushes retried with backoff", func() (bool, string) {
+	await.Until(t, ctx, "flushes retried with backoff", func() (bool, string) {
 		st := d.Ingest.Stats()
 		return st.Retries >= 3, fmt.Sprintf("%d retries", st.Retries)
 	})
@@ -254,11 +255,11 @@ func TestClickHouseOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ch2.Close()
-	eventually(t, ctx, "everything stored after the outage", func() (bool, string) {
+	await.Until(t, ctx, "everything stored after the outage", func() (bool, string) {
 		c := count(t, ctx, ch2, "SELECT uniqExact(device_id, seq) FROM outage.readings")
 		return c == 2200, fmt.Sprintf("%d of 2200", c)
 	})
-	eventually(t, ctx, "ready again", func() (bool, string) {
+	await.Until(t, ctx, "ready again", func() (bool, string) {
 		err := client.Ready(ctx)
 		return err == nil, fmt.Sprint(err)
 	})
@@ -285,7 +286,7 @@ func TestNATSRestart(t *testing.T) {
 	l := &load{devs: devs}
 	done := make(chan error, 1)
 	go func() { done <- l.run(t, ctx, cfg.NATS.URL, 3000, 1000) }()
-	eventually(t, ctx, "readings flowing", func() (bool, string) { // restart in the middle of the load
+	await.Until(t, ctx, "readings flowing", func() (bool, string) { // restart in the middle of the load
 		c := count(t, ctx, ch, "SELECT count() FROM "+database+".readings")
 		return c >= 300, fmt.Sprintf("%d stored", c)
 	})
@@ -295,11 +296,11 @@ func TestNATSRestart(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, ctx, "everything stored after the restart", func() (bool, string) {
+	await.Until(t, ctx, "everything stored after the restart", func() (bool, string) {
 		c := count(t, ctx, ch, "SELECT uniqExact(device_id, seq) FROM "+database+".readings")
 		return c == 3000, fmt.Sprintf("%d of 3000", c)
 	})
-	eventually(t, ctx, "all batches anchored", func() (bool, string) {
+	await.Until(t, ctx, "all batches anchored", func() (bool, string) {
 		b := count(t, ctx, ch, "SELECT count() FROM "+database+".batches FINAL")
 		a := count(t, ctx, ch, "SELECT uniqExact(batch_id) FROM "+database+".batch_anchors")
 		return a == b, fmt.Sprintf("%d of %d", a, b)
@@ -341,7 +342,7 @@ func TestWorkerKilled(t *testing.T) {
 	l := &load{devs: devs}
 	done := make(chan error, 1)
 	go func() { done <- l.run(t, ctx, cfg.NATS.URL, 6000, 2000) }()
-	eventually(t, ctx, "the worker is busy", func() (bool, string) {
+	await.Until(t, ctx, "the worker is busy", func() (bool, string) {
 		c := count(t, ctx, ch, "SELECT count() FROM "+database+".batches WHERE worker = 'victim'")
 		return c >= 2, fmt.Sprintf("%d batches", c)
 	})
@@ -354,7 +355,7 @@ func TestWorkerKilled(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, ctx, "every reading stored after the crash", func() (bool, string) {
+	await.Until(t, ctx, "every reading stored after the crash", func() (bool, string) {
 		c := count(t, ctx, ch, "SELECT uniqExact(device_id, seq) FROM "+database+".readings")
 		return c == 6000, fmt.Sprintf("%d of 6000", c)
 	})
@@ -364,7 +365,7 @@ func TestWorkerKilled(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, ctx, "every message acknowledged", func() (bool, string) {
+	await.Until(t, ctx, "every message acknowledged", func() (bool, string) {
 		lag, err := ConsumerLag(ctx, js)
 		return err == nil && lag.Pending == 0 && lag.AckPending == 0, fmt.Sprintf("%+v %v", lag, err)
 	})
@@ -421,7 +422,7 @@ func TestRevocationTakesEffect(t *testing.T) {
 	for range 20 {
 		pub()
 	}
-	eventually(t, ctx, "the device's first readings stored", func() (bool, string) {
+	await.Until(t, ctx, "the device's first readings stored", func() (bool, string) {
 		n := count(t, ctx, ch, "SELECT count() FROM "+database+".readings WHERE device_id = ?", dv.ID)
 		return n == 20, fmt.Sprintf("%d of 20", n)
 	})
@@ -436,7 +437,7 @@ func TestRevocationTakesEffect(t *testing.T) {
 	}
 	// Keep publishing until a reading is refused as revoked; how soon that happens is the
 	// benchmark's to measure (anchorline bench reports revocation_ms).
-	eventually(t, ctx, "a reading refused as revoked_device", func() (bool, string) {
+	await.Until(t, ctx, "a reading refused as revoked_device", func() (bool, string) {
 		pub()
 		n := count(t, ctx, ch, "SELECT count() FROM "+database+".rejected WHERE device_id = ? AND reason = ?", dv.ID, string(verify.RevokedDevice))
 		return n > 0, fmt.Sprintf("%d published since the revocation at height %d, none refused yet", published-20, rc.Height)
@@ -446,7 +447,7 @@ func TestRevocationTakesEffect(t *testing.T) {
 	for range 20 {
 		pub()
 	}
-	eventually(t, ctx, "every reading handled", func() (bool, string) {
+	await.Until(t, ctx, "every reading handled", func() (bool, string) {
 		n := count(t, ctx, ch, "SELECT count() FROM "+database+".readings WHERE device_id = '"+dv.ID+"'") +
 			count(t, ctx, ch, "SELECT count() FROM "+database+".rejected WHERE device_id = '"+dv.ID+"'")
 		return n == uint64(published), fmt.Sprintf("%d of %d", n, published)
@@ -484,7 +485,7 @@ func TestLedgerOutage(t *testing.T) {
 	l := &load{devs: devs}
 	done := make(chan error, 1)
 	go func() { done <- l.run(t, ctx, cfg.NATS.URL, n, 200) }()
-	eventually(t, ctx, "a first anchor recorded", func() (bool, string) {
+	await.Until(t, ctx, "a first anchor recorded", func() (bool, string) {
 		a := count(t, ctx, ch, "SELECT count() FROM "+database+".anchors")
 		return a > 0, fmt.Sprintf("%d anchors", a)
 	})
@@ -493,13 +494,13 @@ func TestLedgerOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	stopped := time.Now()
-	eventually(t, ctx, "not ready, naming the ledger", func() (bool, string) {
+	await.Until(t, ctx, "not ready, naming the ledger", func() (bool, string) {
 		code, body := readyz(t, ctx, d.HTTPAddr)
 		return code == http.StatusServiceUnavailable && strings.Contains(body, "ledger"), fmt.Sprintf("%d %s", code, body)
 	})
 	// Readings flow on while anchors wait: batches pile up unanchored, no anchor is recorded.
 	atStop := count(t, ctx, ch, "SELECT count() FROM "+database+".readings")
-	eventually(t, ctx, "readings stored during the outage", func() (bool, string) {
+	await.Until(t, ctx, "readings stored during the outage", func() (bool, string) {
 		c := count(t, ctx, ch, "SELECT count() FROM "+database+".readings")
 		return c >= atStop+1000, fmt.Sprintf("%d stored since the ledger stopped", c-atStop)
 	})
@@ -522,14 +523,14 @@ func TestLedgerOutage(t *testing.T) {
 	if err := d.StartLedger(ctx); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, ctx, "ready again", func() (bool, string) {
+	await.Until(t, ctx, "ready again", func() (bool, string) {
 		code, body := readyz(t, ctx, d.HTTPAddr)
 		return code == http.StatusOK, fmt.Sprintf("%d %s", code, body)
 	})
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, ctx, "every reading stored and every batch anchored", func() (bool, string) {
+	await.Until(t, ctx, "every reading stored and every batch anchored", func() (bool, string) {
 		c := count(t, ctx, ch, "SELECT count() FROM "+database+".readings_unique")
 		sized := count(t, ctx, ch, "SELECT toUInt64(sum(size)) FROM "+database+".batches FINAL")
 		u := unanchored(t, ctx, ch, database)
@@ -592,7 +593,7 @@ func TestIngestWhileLedgerUnreachable(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Held through a few redeliveries, not just the first.
-	eventually(t, ctx, "the readings held again and again", func() (bool, string) {
+	await.Until(t, ctx, "the readings held again and again", func() (bool, string) {
 		st := fresh.Ingest.Stats()
 		return st.Deferred >= 3*n, fmt.Sprintf("%+v", st)
 	})
@@ -621,7 +622,7 @@ func TestIngestWhileLedgerUnreachable(t *testing.T) {
 	if err := d.StartLedger(ctx); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, ctx, "every held reading stored once the ledger is back", func() (bool, string) {
+	await.Until(t, ctx, "every held reading stored once the ledger is back", func() (bool, string) {
 		c := count(t, ctx, ch, "SELECT count() FROM "+database+".readings_unique")
 		r := count(t, ctx, ch, "SELECT count() FROM "+database+".rejected")
 		return c == n || r > 0, fmt.Sprintf("%d of %d stored, %d rejected", c, n, r)
@@ -629,14 +630,14 @@ func TestIngestWhileLedgerUnreachable(t *testing.T) {
 	if r := count(t, ctx, ch, "SELECT count() FROM "+database+".rejected"); r != 0 {
 		t.Fatalf("%d readings rejected after the ledger came back", r)
 	}
-	eventually(t, ctx, "every message acknowledged", func() (bool, string) {
+	await.Until(t, ctx, "every message acknowledged", func() (bool, string) {
 		lag, err := ConsumerLag(ctx, js)
 		return err == nil && lag.Pending == 0 && lag.AckPending == 0, fmt.Sprintf("%+v %v", lag, err)
 	})
 	if a := count(t, ctx, ch, "SELECT count() FROM "+database+".anomalies"); a != 0 {
 		t.Errorf("%d chain anomalies recorded for intact chains", a)
 	}
-	eventually(t, ctx, "the fresh worker ready", func() (bool, string) {
+	await.Until(t, ctx, "the fresh worker ready", func() (bool, string) {
 		code, body := readyz(t, ctx, fresh.HTTPAddr)
 		return code == http.StatusOK, fmt.Sprintf("%d %s", code, body)
 	})

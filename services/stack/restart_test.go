@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/anchorline/anchorline/anchor/proof"
+	"github.com/anchorline/anchorline/internal/await"
 	"github.com/anchorline/anchorline/internal/chserver"
 	"github.com/anchorline/anchorline/schemas/reading"
 	"github.com/anchorline/anchorline/services/api"
@@ -45,7 +46,7 @@ func TestRestart(t *testing.T) {
 		}
 	}
 	anchoredAll := func(want uint64) {
-		eventually(t, ctx, fmt.Sprintf("%d readings stored and anchored", want), func() (bool, string) {
+		await.Until(t, ctx, fmt.Sprintf("%d readings stored and anchored", want), func() (bool, string) {
 			n := count(t, ctx, ch, "SELECT count() FROM "+database+".readings")
 			b := count(t, ctx, ch, "SELECT count() FROM "+database+".batches FINAL")
 			a := count(t, ctx, ch, "SELECT uniqExact(batch_id) FROM "+database+".batch_anchors")
