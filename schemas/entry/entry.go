@@ -166,7 +166,7 @@ func NewRegister(admin ed25519.PrivateKey, dev string, pub reading.PublicKey, t 
 		return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
 	r := Register{Type: TypeRegister, Dev: dev, Alg: string(pub.Alg), Key: pub.Key, Time: uint64(t.UnixMilli()),
-		Admin: admin.Public().(ed25519.PublicKey)}
+		Admin: reading.Ed25519Public(admin)}
 	if err := r.check(); err != nil {
 		return nil, err
 	}
@@ -180,7 +180,7 @@ func NewRegister(admin ed25519.PrivateKey, dev string, pub reading.PublicKey, t 
 
 // NewRevoke encodes a revoke event for dev, signed by admin.
 func NewRevoke(admin ed25519.PrivateKey, dev string, t time.Time) ([]byte, error) {
-	r := Revoke{Type: TypeRevoke, Dev: dev, Time: uint64(t.UnixMilli()), Admin: admin.Public().(ed25519.PublicKey)}
+	r := Revoke{Type: TypeRevoke, Dev: dev, Time: uint64(t.UnixMilli()), Admin: reading.Ed25519Public(admin)}
 	if err := r.check(); err != nil {
 		return nil, err
 	}

@@ -134,7 +134,7 @@ func (k PrivateKey) Alg() Alg { return k.alg }
 func (k PrivateKey) Public() PublicKey {
 	switch k.alg {
 	case Ed25519:
-		return PublicKey{Alg: Ed25519, Key: append([]byte(nil), k.ed.Public().(ed25519.PublicKey)...)}
+		return PublicKey{Alg: Ed25519, Key: Ed25519Public(k.ed)}
 	case ES256:
 		raw, _ := k.ec.PublicKey.Bytes() // a generated or parsed P-256 key always encodes
 		return PublicKey{Alg: ES256, Key: raw}
@@ -243,4 +243,14 @@ func ReadKeyFile(path string) (KeyFile, PrivateKey, error) {
 		return KeyFile{}, PrivateKey{}, fmt.Errorf("key file %s: %w", path, err)
 	}
 	return f, k, nil
+}
+
+// Ed25519Public returns the public half of an Ed25519 private key (its last 32 bytes, as
+// crypto/ed25519 lays keys out) without asserting the type of Public's crypto.PublicKey; nil
+// for a key of the wrong length.
+func Ed25519Public(k ed25519.PrivateKey) ed25519.PublicKey {
+	if len(k) != ed25519.PrivateKeySize {
+		return nil
+	}
+	return append(ed25519.PublicKey(nil), k[ed25519.SeedSize:]...)
 }

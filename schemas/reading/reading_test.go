@@ -1,6 +1,7 @@
 package reading
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"encoding/hex"
 	"encoding/json"
@@ -415,4 +416,15 @@ func FuzzDecode(f *testing.F) {
 		_ = m.Verify(key.Public()) // must not panic
 		_ = m.SigStructure()
 	})
+}
+
+func TestEd25519Public(t *testing.T) {
+	k := ed25519.NewKeyFromSeed(make([]byte, ed25519.SeedSize))
+	want, _ := k.Public().(ed25519.PublicKey)
+	if got := Ed25519Public(k); !bytes.Equal(got, want) {
+		t.Fatalf("got %x, want %x", got, want)
+	}
+	if got := Ed25519Public(k[:10]); got != nil {
+		t.Fatalf("a short key gave %x, want nil", got)
+	}
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/anchorline/anchorline/anchor/ledger"
 	"github.com/anchorline/anchorline/anchor/node"
 	"github.com/anchorline/anchorline/schemas/clickhouse"
+	"github.com/anchorline/anchorline/schemas/reading"
 	"github.com/anchorline/anchorline/services/config"
 	"github.com/anchorline/anchorline/services/stack"
 )
@@ -153,7 +154,7 @@ func ledgerCmd() *cobra.Command {
 				ChainID:       cfg.Ledger.ChainID,
 				RPC:           rpcLn,
 				TimeoutCommit: cfg.Ledger.TimeoutCommit,
-				Admins:        []ed25519.PublicKey{admin.Public().(ed25519.PublicKey)},
+				Admins:        []ed25519.PublicKey{reading.Ed25519Public(admin)},
 				Logger:        log,
 			})
 			if err != nil {

@@ -292,7 +292,7 @@ func (r *runner) setUp(ctx context.Context) (func(), error) {
 	}
 	admin := ed25519.NewKeyFromSeed(make([]byte, 32))
 	r.node, err = node.Start(ctx, node.Config{Home: filepath.Join(r.dir, "ledger"), ChainID: "anchorline-bench", RPC: rpcLn,
-		TimeoutCommit: r.cfg.Ledger.TimeoutCommit, Admins: []ed25519.PublicKey{admin.Public().(ed25519.PublicKey)}, Logger: quiet})
+		TimeoutCommit: r.cfg.Ledger.TimeoutCommit, Admins: []ed25519.PublicKey{reading.Ed25519Public(admin)}, Logger: quiet})
 	if err != nil {
 		return cleanup, err
 	}
@@ -335,7 +335,7 @@ func (r *runner) register(ctx context.Context) ([]ed25519.PrivateKey, error) {
 		}
 		keys[i] = k
 		g.Go(func() error {
-			e, err := entry.NewRegister(admin, devID(i), reading.PublicKey{Alg: reading.Ed25519, Key: k.Public().(ed25519.PublicKey)}, time.Now())
+			e, err := entry.NewRegister(admin, devID(i), reading.PublicKey{Alg: reading.Ed25519, Key: reading.Ed25519Public(k)}, time.Now())
 			if err != nil {
 				return err
 			}
@@ -373,7 +373,7 @@ func sign(keys []ed25519.PrivateKey, n int) ([]signed, error) {
 						fail(err)
 						return
 					}
-					out[i] = signed{dev: dev.ID, seq: dev.Seq, raw: raw, key: voi.PublicKey(keys[d].Public().(ed25519.PublicKey)), sigm: m.SigStructure(), sig: m.Signature()}
+					out[i] = signed{dev: dev.ID, seq: dev.Seq, raw: raw, key: voi.PublicKey(reading.Ed25519Public(keys[d])), sigm: m.SigStructure(), sig: m.Signature()}
 				}
 			}
 		}()

@@ -17,6 +17,7 @@ import (
 	"github.com/anchorline/anchorline/anchor/ledger"
 	"github.com/anchorline/anchorline/anchor/node"
 	"github.com/anchorline/anchorline/internal/chserver"
+	"github.com/anchorline/anchorline/schemas/reading"
 	"github.com/anchorline/anchorline/services/config"
 )
 
@@ -110,7 +111,7 @@ func (d *Dev) start(ctx context.Context) error {
 		Home:          filepath.Join(cfg.DataDir, "ledger"),
 		ChainID:       cfg.Ledger.ChainID,
 		TimeoutCommit: cfg.Ledger.TimeoutCommit,
-		Admins:        []ed25519.PublicKey{d.AdminKey.Public().(ed25519.PublicKey)},
+		Admins:        []ed25519.PublicKey{reading.Ed25519Public(d.AdminKey)},
 		Logger:        d.log,
 	}
 	if err := d.StartLedger(ctx); err != nil {
