@@ -416,14 +416,21 @@ func TestChainAcrossWorkers(t *testing.T) {
 			}
 			published++
 			if d.ID == "d3" && d.Seq == 35 {
-				time.Sleep(200 * time.Millisecond)
+				// The delayed reading arrives once its successor is held waiting for it.
+				for workers[0].Stats().ChainHeld+workers[1].Stats().ChainHeld == 0 {
+					select {
+					case <-ctx.Done():
+						t.Fatal("d3's seq 31 never held for its predecessor")
+					case <-time.After(10 * time.Millisecond):
+					}
+				}
 				if _, err := js.Publish(ctx, reading.Subject(d.ID), late); err != nil {
 					t.Fatal(err)
 				}
 				published++
 			}
 		}
-		time.Sleep(time.Millisecond)
+		time.Sleep(time.Millisecond) // pacing, so that the two workers interleave
 	}
 	for {
 		n, _ := w.counts()

@@ -139,7 +139,7 @@ func TestAudit(t *testing.T) {
 	if exitCode(err) != exitFailed || !strings.Contains(out, "missing 1,") || !strings.Contains(out, "commits 1 batches with 8 readings; none of it is stored") {
 		t.Fatalf("audit of an emptied database: %v\n%s", err, out)
 	}
-	if _, err := run("audit", "--ledger.rpc", freeAddr(t)); exitCode(err) != exitIncomplete {
+	if _, err := run("audit", "--ledger.rpc", closedAddr(t)); exitCode(err) != exitIncomplete {
 		t.Errorf("audit without a ledger: %v, want exit status 3", err)
 	}
 	if _, err := run("audit", "--from", "yesterday"); exitCode(err) != exitBadInput || !strings.Contains(err.Error(), "--from") {

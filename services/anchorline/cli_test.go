@@ -26,7 +26,8 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(chserver.RunTests(m)) }
 
-func freeAddr(t *testing.T) string {
+// closedAddr is an address where nothing listens (a listener taken and closed again).
+func closedAddr(t *testing.T) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -49,9 +50,7 @@ func startCLIStack(ctx context.Context, t *testing.T) *cliStack {
 	cfg := config.Default()
 	cfg.DataDir = filepath.Join(t.TempDir(), "data")
 	cfg.ClickHouse.Addr, cfg.ClickHouse.Database = chAddr, database
-	cfg.NATS.URL = "nats://" + freeAddr(t)
-	cfg.HTTP.Addr = freeAddr(t)
-	cfg.Ledger.RPC = freeAddr(t)
+	cfg.NATS.URL, cfg.HTTP.Addr, cfg.Ledger.RPC = "nats://127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0" // any free port
 	cfg.Ledger.AdminKey = filepath.Join(cfg.DataDir, "admin.key")
 	cfg.Anchor.Interval = 300 * time.Millisecond
 	d, err := stack.StartDev(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
@@ -59,6 +58,7 @@ func startCLIStack(ctx context.Context, t *testing.T) *cliStack {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = d.Stop() })
+	cfg = d.Config() // the addresses dev took
 	global := []string{"--data_dir", cfg.DataDir, "--nats.url", cfg.NATS.URL, "--http.addr", cfg.HTTP.Addr, "--ledger.rpc", cfg.Ledger.RPC,
 		"--clickhouse.addr", chAddr, "--clickhouse.database", database, "--log.level", "error"}
 	run := func(args ...string) (string, error) {
