@@ -57,13 +57,18 @@ type HTTP struct {
 // Anchor is the anchoring service.
 type Anchor struct {
 	Interval time.Duration // one anchor over all pending batches per interval
+	// Key is the hex Ed25519 seed file of the anchoring key that signs anchor entries; the
+	// ledger accepts anchors only from keys its genesis or an admin entry authorised.
+	// Default: data_dir/anchor.key (created by `dev` on first start, and authorised by it).
+	Key string
 }
 
 // Ledger is the CometBFT ledger.
 type Ledger struct {
 	ChainID string
-	// RPC is the CometBFT RPC address: `dev` listens there (empty: no listener), separate
-	// services connect to it.
+	// RPC is the CometBFT RPC address: `dev` and `ledger` listen there (empty: no listener);
+	// separate services connect to it, or to the first that answers of several addresses
+	// separated by commas (one per validator).
 	RPC string
 	// AdminKey is the hex Ed25519 seed file that authorises device registration and revocation.
 	// Default: data_dir/admin.key (created by `dev` on first start).
@@ -133,6 +138,7 @@ func keys(c *Config) []key {
 		{"nats.url", &c.NATS.URL},
 		{"http.addr", &c.HTTP.Addr},
 		{"anchor.interval", &c.Anchor.Interval},
+		{"anchor.key", &c.Anchor.Key},
 		{"ledger.chain_id", &c.Ledger.ChainID},
 		{"ledger.rpc", &c.Ledger.RPC},
 		{"ledger.admin_key", &c.Ledger.AdminKey},
@@ -196,7 +202,8 @@ func Flags(fs *pflag.FlagSet) {
 	fs.String("nats.url", d.NATS.URL, "NATS server URL")
 	fs.String("http.addr", d.HTTP.Addr, "HTTP API address")
 	fs.Duration("anchor.interval", d.Anchor.Interval, "time between anchors")
-	fs.String("ledger.rpc", d.Ledger.RPC, "CometBFT RPC address")
+	fs.String("anchor.key", "", "anchoring key file that signs anchor entries (default data_dir/anchor.key)")
+	fs.String("ledger.rpc", d.Ledger.RPC, "CometBFT RPC address (clients: several, comma-separated, one per validator)")
 	fs.String("ledger.admin_key", "", "admin key file (default data_dir/admin.key)")
 	fs.String("log.level", d.Log.Level, "log level: debug, info, warn or error")
 	fs.String("log.format", d.Log.Format, "log format: text or json")
@@ -238,6 +245,7 @@ func Load(fs *pflag.FlagSet) (Config, error) {
 	if c.Ledger.AdminKey == "" {
 		c.Ledger.AdminKey = filepath.Join(c.DataDir, "admin.key")
 	}
+	c.Anchor.Key = c.AnchorKey()
 	return c, c.Validate()
 }
 
@@ -408,6 +416,14 @@ func (a Anchor) check() error {
 	return nil
 }
 
+// AnchorKey is the anchoring key file: anchor.key, or data_dir/anchor.key when it is not set.
+func (c Config) AnchorKey() string {
+	if c.Anchor.Key != "" {
+		return c.Anchor.Key
+	}
+	return filepath.Join(c.DataDir, "anchor.key")
+}
+
 // maxChainID is CometBFT's limit on the length of a chain id.
 const maxChainID = 50
 
@@ -417,14 +433,35 @@ func (l Ledger) check() error {
 		return invalid("ledger.chain_id", "must not be empty (default anchorline-dev)")
 	case len(l.ChainID) > maxChainID:
 		return invalid("ledger.chain_id", "%q is %d bytes; CometBFT allows at most %d", l.ChainID, len(l.ChainID), maxChainID)
-	case l.RPC != "" && checkAddr(strings.TrimPrefix(strings.TrimPrefix(l.RPC, "tcp://"), "http://"), true) != nil:
-		return invalid("ledger.rpc", "%q is not host:port (for example 127.0.0.1:26657), or empty for none", l.RPC)
+	case l.RPC != "" && !rpcAddrs(l.RPC):
+		return invalid("ledger.rpc", "%q is not host:port (for example 127.0.0.1:26657), several separated by commas, or empty for none", l.RPC)
 	case l.AdminKey == "":
 		return invalid("ledger.admin_key", "must name the admin key file (default data_dir/admin.key)")
 	case l.TimeoutCommit <= 0:
 		return invalid("ledger.timeout_commit", "%s must be positive (default 100ms)", l.TimeoutCommit)
 	}
 	return nil
+}
+
+// rpcAddrs reports whether s is one or more host:port addresses separated by commas.
+func rpcAddrs(s string) bool {
+	for a := range strings.SplitSeq(s, ",") {
+		if checkAddr(strings.TrimPrefix(strings.TrimPrefix(strings.TrimSpace(a), "tcp://"), "http://"), true) != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// RPCAddrs are the addresses ledger.rpc lists, in order.
+func (l Ledger) RPCAddrs() []string {
+	var out []string
+	for a := range strings.SplitSeq(l.RPC, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 func (i Ingest) check() error {

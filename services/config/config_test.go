@@ -62,6 +62,7 @@ func TestLoadDefaults(t *testing.T) {
 	}
 	want := Default()
 	want.Ledger.AdminKey = filepath.Join(want.DataDir, "admin.key")
+	want.Anchor.Key = filepath.Join(want.DataDir, "anchor.key")
 	if c != want {
 		t.Errorf("Load() = %+v\nwant      %+v", c, want)
 	}
@@ -100,7 +101,7 @@ func TestValidateRejects(t *testing.T) {
 		{func(c *Config) { c.Anchor.Interval = 0 }, "anchor.interval: 0s is too short; use at least 10ms"},
 		{func(c *Config) { c.Ledger.ChainID = "" }, "ledger.chain_id: must not be empty"},
 		{func(c *Config) { c.Ledger.ChainID = strings.Repeat("x", 51) }, "ledger.chain_id: \"xxxx"},
-		{func(c *Config) { c.Ledger.RPC = "26657" }, `ledger.rpc: "26657" is not host:port (for example 127.0.0.1:26657), or empty for none`},
+		{func(c *Config) { c.Ledger.RPC = "26657" }, `ledger.rpc: "26657" is not host:port (for example 127.0.0.1:26657), several separated by commas, or empty for none`},
 		{func(c *Config) { c.Ledger.AdminKey = "" }, "ledger.admin_key: must name the admin key file"},
 		{func(c *Config) { c.Ledger.TimeoutCommit = -time.Second }, "ledger.timeout_commit: -1s must be positive"},
 		{func(c *Config) { c.Ingest.BatchSize = 0 }, "ingest.batch_size: 0 must be at least 1"},
@@ -137,18 +138,19 @@ func TestValidateRejects(t *testing.T) {
 // Values at the edge of what Validate accepts.
 func TestValidateAccepts(t *testing.T) {
 	for name, mutate := range map[string]func(*Config){
-		"defaults":                     func(*Config) {},
-		"chain_wait 0 (ack_wait+5s)":   func(c *Config) { c.Ingest.ChainWait = 0 },
-		"chain_wait above ack_wait":    func(c *Config) { c.Ingest.AckWait, c.Ingest.ChainWait = 2*time.Second, 3*time.Second },
-		"http.addr on any free port":   func(c *Config) { c.HTTP.Addr = "127.0.0.1:0" },
-		"http.addr on every address":   func(c *Config) { c.HTTP.Addr = ":8080" },
-		"no ledger rpc listener":       func(c *Config) { c.Ledger.RPC = "" },
-		"ledger.rpc with a scheme":     func(c *Config) { c.Ledger.RPC = "tcp://ledger-1:26657" },
-		"a NATS cluster":               func(c *Config) { c.NATS.URL = "nats://nats-1:4222, tls://nats-2:4222" },
-		"log settings in upper case":   func(c *Config) { c.Log.Level, c.Log.Format = "DEBUG", "JSON" },
-		"no age limit, no tags":        func(c *Config) { c.Ingest.MaxAge, c.Ingest.MaxTags = 0, 0 },
-		"one verifier per core":        func(c *Config) { c.Ingest.Verifiers = 0 },
-		"an empty ClickHouse password": func(c *Config) { c.ClickHouse.Password = "" },
+		"defaults":                      func(*Config) {},
+		"chain_wait 0 (ack_wait+5s)":    func(c *Config) { c.Ingest.ChainWait = 0 },
+		"chain_wait above ack_wait":     func(c *Config) { c.Ingest.AckWait, c.Ingest.ChainWait = 2*time.Second, 3*time.Second },
+		"http.addr on any free port":    func(c *Config) { c.HTTP.Addr = "127.0.0.1:0" },
+		"http.addr on every address":    func(c *Config) { c.HTTP.Addr = ":8080" },
+		"no ledger rpc listener":        func(c *Config) { c.Ledger.RPC = "" },
+		"ledger.rpc with a scheme":      func(c *Config) { c.Ledger.RPC = "tcp://ledger-1:26657" },
+		"ledger.rpc of four validators": func(c *Config) { c.Ledger.RPC = "ledger-1:26657, ledger-2:26657,ledger-3:26657,ledger-4:26657" },
+		"a NATS cluster":                func(c *Config) { c.NATS.URL = "nats://nats-1:4222, tls://nats-2:4222" },
+		"log settings in upper case":    func(c *Config) { c.Log.Level, c.Log.Format = "DEBUG", "JSON" },
+		"no age limit, no tags":         func(c *Config) { c.Ingest.MaxAge, c.Ingest.MaxTags = 0, 0 },
+		"one verifier per core":         func(c *Config) { c.Ingest.Verifiers = 0 },
+		"an empty ClickHouse password":  func(c *Config) { c.ClickHouse.Password = "" },
 	} {
 		c := Default()
 		c.Ledger.AdminKey = "admin.key"
