@@ -2,6 +2,7 @@ package anchoring
 
 import (
 	"context"
+	"crypto/ed25519"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -84,6 +85,10 @@ type Config struct {
 	Stream, Consumer string        // stream and durable consumer of batch records (schemas/stream)
 	Interval         time.Duration // how often an anchor is committed (if anything is pending)
 	MaxBatches       int           // most batches in one anchor; more wait for the next interval
+	// Key is the anchoring key: every anchor entry carries its public key and is signed by it
+	// (DESIGN 2.3, authorised writers). The ledger accepts the anchors only if genesis or an
+	// admin's anchor_key entry authorised the key. Required.
+	Key ed25519.PrivateKey
 	// Retry paces the retries of finding the consumer and of recording a committed anchor
 	// (the zero value is retry.Default()). Recording is retried until the context ends
 	// whatever Retry.Timeout says: the anchor is on the ledger already.
@@ -126,6 +131,9 @@ func New(js jetstream.JetStream, l Ledger, rec Recorder, cfg Config, log *slog.L
 	}
 	if cfg.Interval <= 0 {
 		return nil, fmt.Errorf("anchoring: interval %v must be positive", cfg.Interval)
+	}
+	if len(cfg.Key) != ed25519.PrivateKeySize {
+		return nil, fmt.Errorf("anchoring: key is %d bytes, want an Ed25519 private key (anchor.key)", len(cfg.Key))
 	}
 	if cfg.MaxBatches <= 0 {
 		cfg.MaxBatches = 10_000
@@ -307,7 +315,7 @@ func (s *Service) anchor(ctx context.Context, ps []*pending) error {
 		return err
 	}
 	a.ID = stream.NewID(a.Time)
-	if a.Entry, err = entry.NewAnchor(a.ID, a.Root, uint64(len(ps)), a.Readings, a.Time); err != nil {
+	if a.Entry, err = entry.NewSignedAnchor(s.cfg.Key, a.ID, a.Root, uint64(len(ps)), a.Readings, a.Time); err != nil {
 		return fmt.Errorf("encode anchor entry: %w", err)
 	}
 	rc, err := s.ledger.Submit(ctx, a.Entry)

@@ -25,6 +25,7 @@ import (
 	"github.com/anchorline/anchorline/internal/natstest"
 	"github.com/anchorline/anchorline/internal/retry"
 	"github.com/anchorline/anchorline/schemas/entry"
+	"github.com/anchorline/anchorline/schemas/reading"
 	"github.com/anchorline/anchorline/schemas/stream"
 )
 
@@ -41,6 +42,9 @@ func startNATS(t *testing.T) jetstream.JetStream {
 	return js
 }
 
+// anchorKey is the tests' anchoring key, authorised in startLedger's genesis.
+var anchorKey = ed25519.NewKeyFromSeed(make([]byte, ed25519.SeedSize))
+
 func startLedger(t *testing.T) *node.Node {
 	t.Helper()
 	pub, _, err := ed25519.GenerateKey(rand.Reader)
@@ -48,7 +52,8 @@ func startLedger(t *testing.T) *node.Node {
 		t.Fatal(err)
 	}
 	n, err := node.Start(context.Background(), node.Config{Home: t.TempDir(), ChainID: "anchoring-test",
-		TimeoutCommit: 50 * time.Millisecond, Admins: []ed25519.PublicKey{pub}, Logger: quiet()})
+		TimeoutCommit: 50 * time.Millisecond, Admins: []ed25519.PublicKey{pub}, Logger: quiet(),
+		AnchorKeys: []ed25519.PublicKey{reading.Ed25519Public(anchorKey)}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,7 +127,7 @@ func TestAnchorsPendingBatches(t *testing.T) {
 	js := startNATS(t)
 	n := startLedger(t)
 	rec := &memRecorder{fail: 2} // ClickHouse down at first: the anchor is recorded later, not lost
-	s, err := New(js, n.Client(), rec, Config{Stream: stream.Batches, Consumer: stream.AnchorConsumer, Interval: 200 * time.Millisecond}, quiet())
+	s, err := New(js, n.Client(), rec, Config{Key: anchorKey, Stream: stream.Batches, Consumer: stream.AnchorConsumer, Interval: 200 * time.Millisecond}, quiet())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -184,6 +189,9 @@ func TestAnchorsPendingBatches(t *testing.T) {
 		e, err := entry.Decode(a.Entry)
 		if err != nil || e.Anchor == nil || e.Anchor.Batches != uint64(len(a.Batches)) || string(e.Anchor.Root) != string(a.Root[:]) {
 			t.Fatalf("entry %+v, %v", e, err)
+		}
+		if !e.Anchor.Signed() || !reading.Ed25519Public(anchorKey).Equal(ed25519.PublicKey(e.Anchor.Key)) {
+			t.Fatalf("anchor %x is not signed by the anchoring key", a.ID)
 		}
 	}
 	for _, b := range batches {
@@ -268,6 +276,13 @@ func (h signalHandler) Handle(_ context.Context, r slog.Record) error {
 func (h signalHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
 func (h signalHandler) WithGroup(string) slog.Handler      { return h }
 
+// TestNeedsKey: the service signs every anchor, so it refuses to start without a key.
+func TestNeedsKey(t *testing.T) {
+	if _, err := New(nil, nil, &memRecorder{}, Config{Stream: stream.Batches, Consumer: stream.AnchorConsumer, Interval: time.Second}, quiet()); err == nil {
+		t.Fatal("a service without an anchoring key was built")
+	}
+}
+
 // TestWaitsForTheConsumer starts the service before its consumer exists: it reports that it
 // is retrying, and anchors once the consumer is there.
 func TestWaitsForTheConsumer(t *testing.T) {
@@ -277,7 +292,7 @@ func TestWaitsForTheConsumer(t *testing.T) {
 	logs := make(signalHandler, 16)
 	rec := &memRecorder{}
 	committed := ledgerFunc(func(context.Context, []byte) (ledger.Receipt, error) { return ledger.Receipt{Height: 7}, nil })
-	s, err := New(js, committed, rec, Config{Stream: stream.Batches, Consumer: stream.AnchorConsumer, Interval: 20 * time.Millisecond,
+	s, err := New(js, committed, rec, Config{Key: anchorKey, Stream: stream.Batches, Consumer: stream.AnchorConsumer, Interval: 20 * time.Millisecond,
 		Retry: retry.Policy{Initial: 10 * time.Millisecond, Max: 50 * time.Millisecond}}, slog.New(logs))
 	if err != nil {
 		t.Fatal(err)
@@ -321,7 +336,7 @@ func TestWaitsForTheConsumer(t *testing.T) {
 func TestStopsWhileWaitingForTheConsumer(t *testing.T) {
 	js := natstest.Start(t)
 	logs := make(signalHandler, 16)
-	s, err := New(js, nil, &memRecorder{}, Config{Stream: stream.Batches, Consumer: stream.AnchorConsumer, Interval: time.Second}, slog.New(logs))
+	s, err := New(js, nil, &memRecorder{}, Config{Key: anchorKey, Stream: stream.Batches, Consumer: stream.AnchorConsumer, Interval: time.Second}, slog.New(logs))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,9 +2,8 @@ package ledger
 
 import (
 	"context"
-	"crypto/ed25519"
-	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -15,9 +14,17 @@ import (
 	"github.com/anchorline/anchorline/anchor/merkle"
 )
 
-// Genesis is the app_state of the genesis file.
+// Genesis is the app_state of the genesis file (schemas/ledger.md).
 type Genesis struct {
 	Admins []string `json:"admins"` // hex Ed25519 public keys allowed to sign device events
+	// AdminThreshold is M, the admin signatures a validator or admins entry needs; nil: 1 for
+	// one admin, a majority of several.
+	AdminThreshold *uint64 `json:"admin_threshold,omitempty"`
+	// AnchorKeys are the hex Ed25519 anchoring keys authorised from genesis. Present (even
+	// empty), it makes the ledger accept only anchors signed by an authorised key from the
+	// first block; absent (a genesis older than authorised writers), the rule holds from the
+	// block after the first anchor_key entry.
+	AnchorKeys *[]string `json:"anchor_keys,omitempty"`
 }
 
 // App is the ABCI application.
@@ -35,8 +42,12 @@ type App struct {
 
 var _ abci.Application = (*App)(nil)
 
-// OpenApp opens (or creates) the app's database under dir.
+// OpenApp opens (or creates) the app's database under dir; it logs refused entries to log
+// (nil: slog.Default()).
 func OpenApp(dir string, log *slog.Logger) (*App, error) {
+	if log == nil {
+		log = slog.Default()
+	}
 	db, err := dbm.NewGoLevelDB("anchorline", dir)
 	if err != nil {
 		return nil, fmt.Errorf("ledger: open state in %s: %w", dir, err)
@@ -67,7 +78,8 @@ func (a *App) Info(context.Context, *abci.RequestInfo) (*abci.ResponseInfo, erro
 	return resp, nil
 }
 
-// InitChain reads the admin keys from the genesis app_state.
+// InitChain reads the admins, their threshold and the anchoring keys from the genesis
+// app_state, and the validators from the genesis.
 func (a *App) InitChain(_ context.Context, req *abci.RequestInitChain) (*abci.ResponseInitChain, error) {
 	var g Genesis
 	if len(req.AppStateBytes) > 0 {
@@ -75,22 +87,29 @@ func (a *App) InitChain(_ context.Context, req *abci.RequestInitChain) (*abci.Re
 			return nil, fmt.Errorf("ledger: genesis app_state: %w", err)
 		}
 	}
-	var admins []ed25519.PublicKey
+	auth, err := genesisAuthority(g, req.Validators)
+	if err != nil {
+		return nil, err
+	}
 	var raw []byte
-	for _, h := range g.Admins {
-		k, err := hex.DecodeString(h)
-		if err != nil || len(k) != ed25519.PublicKeySize {
-			return nil, fmt.Errorf("ledger: genesis app_state: admin %q is not a hex Ed25519 public key", h)
-		}
-		admins = append(admins, k)
+	for _, k := range auth.Admins {
 		raw = append(raw, k...)
 	}
-	if err := a.db.SetSync(keyAdmins, raw); err != nil {
+	enc, err := auth.encode()
+	if err != nil {
 		return nil, err
+	}
+	b := a.db.NewBatch()
+	defer b.Close()
+	if err := errors.Join(b.Set(keyAdmins, raw), b.Set(keyAuthority, enc)); err != nil {
+		return nil, err
+	}
+	if err := b.WriteSync(); err != nil {
+		return nil, fmt.Errorf("ledger: persist genesis: %w", err)
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.s.admins = admins
+	a.s.auth = auth
 	h, err := a.s.appHash()
 	if err != nil {
 		return nil, err
@@ -102,26 +121,30 @@ func (a *App) InitChain(_ context.Context, req *abci.RequestInitChain) (*abci.Re
 func (a *App) CheckTx(_ context.Context, req *abci.RequestCheckTx) (*abci.ResponseCheckTx, error) {
 	a.mu.RLock()
 	defer a.mu.RUnlock()
-	if _, err := a.s.check(req.Tx, nil); err != nil {
+	if _, err := a.s.check(req.Tx, nil, a.s.height+1); err != nil {
 		return &abci.ResponseCheckTx{Code: txCode(err), Log: err.Error()}, nil
 	}
 	return &abci.ResponseCheckTx{Code: CodeOK}, nil
 }
 
 // FinalizeBlock validates the block's entries in order and stages the valid ones.
-func (a *App) FinalizeBlock(_ context.Context, req *abci.RequestFinalizeBlock) (*abci.ResponseFinalizeBlock, error) {
+func (a *App) FinalizeBlock(ctx context.Context, req *abci.RequestFinalizeBlock) (*abci.ResponseFinalizeBlock, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	height := uint64(req.Height)
-	st := &staged{records: map[string]version{}, anchors: map[string]bool{}}
+	st := newStaged(a.s)
+	if !st.auth.ValidatorsKnown {
+		st.auth.learnValidators(req.DecidedLastCommit.Votes)
+	}
 	results := make([]*abci.ExecTxResult, len(req.Txs))
 	for i, tx := range req.Txs {
-		dec, err := a.s.check(tx, st)
+		dec, err := a.s.check(tx, st, height)
 		if err == nil {
 			err = a.s.stage(st, dec, tx, height)
 		}
 		if err != nil {
 			results[i] = &abci.ExecTxResult{Code: txCode(err), Log: err.Error()}
+			a.log.WarnContext(ctx, "ledger: entry refused in a block", "height", height, "code", txCode(err), "reason", err.Error())
 			continue
 		}
 		results[i] = &abci.ExecTxResult{Code: CodeOK, Events: []abci.Event{{Type: "anchorline", Attributes: []abci.EventAttribute{
@@ -136,7 +159,7 @@ func (a *App) FinalizeBlock(_ context.Context, req *abci.RequestFinalizeBlock) (
 		return nil, err
 	}
 	a.staged, a.stHt = st, height
-	return &abci.ResponseFinalizeBlock{TxResults: results, AppHash: hash[:]}, nil
+	return &abci.ResponseFinalizeBlock{TxResults: results, AppHash: hash[:], ValidatorUpdates: st.validatorUpdates()}, nil
 }
 
 // hashWith computes the app hash the state will have once st is applied at height. The staged
@@ -199,7 +222,11 @@ func (a *App) Commit(context.Context, *abci.RequestCommit) (*abci.ResponseCommit
 			return nil, err
 		}
 	}
-	if err := b.Set(keyHeight, u64(height)); err != nil {
+	auth, err := st.auth.encode()
+	if err != nil {
+		return nil, err
+	}
+	if err := errors.Join(b.Set(keyHeight, u64(height)), b.Set(keyAuthority, auth)); err != nil {
 		return nil, err
 	}
 	if err := b.WriteSync(); err != nil {
@@ -214,6 +241,7 @@ func (a *App) Commit(context.Context, *abci.RequestCommit) (*abci.ResponseCommit
 		a.s.setRecord(d, st.records[d])
 	}
 	a.s.height = height
+	a.s.auth = st.auth
 	if len(st.records) > 0 {
 		root, err := a.s.registryRoot(height)
 		if err != nil {

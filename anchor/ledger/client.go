@@ -297,12 +297,16 @@ func (c *Client) Validators(ctx context.Context, height int64) (*types.Validator
 // next block too, so that the commit is the canonical one (the same on every node and every
 // call).
 func (c *Client) LightBlock(ctx context.Context, height int64) (*types.LightBlock, error) {
-	if err := c.WaitHeight(ctx, height+1); err != nil {
-		return nil, err
-	}
-	com, err := c.rpc.Commit(ctx, &height)
-	if err != nil {
-		return nil, fmt.Errorf("ledger commit at %d: %w", height, err)
+	var com *coretypes.ResultCommit
+	for com == nil || !com.CanonicalCommit {
+		// Not canonical: a Failover switched to a node that does not have block height+1 yet.
+		if err := c.WaitHeight(ctx, height+1); err != nil {
+			return nil, err
+		}
+		var err error
+		if com, err = c.rpc.Commit(ctx, &height); err != nil {
+			return nil, fmt.Errorf("ledger commit at %d: %w", height, err)
+		}
 	}
 	vals, err := c.Validators(ctx, height)
 	if err != nil {

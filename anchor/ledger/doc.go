@@ -1,5 +1,8 @@
 // Package ledger is the Anchorline ledger: a CometBFT ABCI application that keeps an
-// append-only RFC 6962 log of entries (anchors and device-key events), a registry of device
-// records, and an app hash committing both after every block; and the Client that submits
-// entries, confirms their inclusion and asks for proofs at any height.
+// append-only RFC 6962 log of entries (anchors, device-key events and the authority entries that
+// name anchoring keys, validators and admins), a registry of device records, and an app hash
+// committing both after every block. It accepts an anchor only from an authorised anchoring key
+// and a validator or admin-set change only with M of N admin signatures (authority.go,
+// ../../schemas/ledger.md). And the Client that submits entries, confirms their inclusion and
+// asks for proofs at any height.
 package ledger

@@ -22,6 +22,7 @@ const (
 	PathConsistency    = "/consistency"     // ConsistencyRequest -> []merkle.Hash
 	PathState          = "/state"           // StateRequest -> State
 	PathEntries        = "/entries"         // EntriesRequest -> Entries
+	PathAuthority      = "/authority"       // (no request) -> Authority, at the latest height only
 )
 
 // EntriesRequest asks for up to Max committed log entries from index From on (Max is capped
@@ -262,6 +263,8 @@ func (a *App) query(path string, data []byte) (any, error) {
 			return nil, err
 		}
 		return State{Height: h, LogSize: size, LogRoot: logRoot, RegistryRoot: regRoot, AppHash: merkle.AppHash(size, logRoot, regRoot)}, nil
+	case PathAuthority:
+		return s.auth.view(s.height), nil
 	}
 	return nil, &queryError{CodeBadRequest, fmt.Sprintf("unknown query path %q", path)}
 }

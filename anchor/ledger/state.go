@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
 
 	dbm "github.com/cometbft/cometbft-db"
+	abci "github.com/cometbft/cometbft/abci/types"
+	cmted25519 "github.com/cometbft/cometbft/crypto/ed25519"
 
 	"github.com/anchorline/anchorline/anchor/merkle"
 	"github.com/anchorline/anchorline/schemas/entry"
@@ -35,7 +38,7 @@ type version struct {
 // state is the app's committed state, all of it in memory (rebuilt from the database on open).
 type state struct {
 	height  uint64
-	admins  []ed25519.PublicKey
+	auth    *authority
 	log     merkle.Tree
 	heights []uint64               // block height of each log entry
 	byLeaf  map[merkle.Hash]uint64 // log index of each entry leaf
@@ -58,11 +61,8 @@ func loadState(db dbm.DB) (*state, error) {
 	if len(b) == 8 {
 		s.height = binary.BigEndian.Uint64(b)
 	}
-	if b, err = db.Get(keyAdmins); err != nil {
+	if s.auth, err = loadAuthority(db); err != nil {
 		return nil, err
-	}
-	for ; len(b) >= ed25519.PublicKeySize; b = b[ed25519.PublicKeySize:] {
-		s.admins = append(s.admins, ed25519.PublicKey(bytes.Clone(b[:ed25519.PublicKeySize])))
 	}
 	it, err := db.Iterator(prefEntry, prefixEnd(prefEntry))
 	if err != nil {
@@ -101,6 +101,31 @@ func loadState(db dbm.DB) (*state, error) {
 	it.Close()
 	s.regRoot, err = s.registryRoot(s.height)
 	return s, err
+}
+
+// loadAuthority reads the authority state; a database of a chain older than it has only its
+// admins (keyAdmins), and gets the default threshold and no anchoring rule.
+func loadAuthority(db dbm.DB) (*authority, error) {
+	b, err := db.Get(keyAuthority)
+	if err != nil {
+		return nil, err
+	}
+	if b != nil {
+		var a authority
+		if err := json.Unmarshal(b, &a); err != nil {
+			return nil, fmt.Errorf("ledger db: authority: %w", err)
+		}
+		return &a, nil
+	}
+	if b, err = db.Get(keyAdmins); err != nil {
+		return nil, err
+	}
+	a := &authority{AnchorKeys: [][]byte{}, Validators: []validator{}}
+	for ; len(b) >= ed25519.PublicKeySize; b = b[ed25519.PublicKeySize:] {
+		a.Admins = append(a.Admins, bytes.Clone(b[:ed25519.PublicKeySize]))
+	}
+	a.Threshold = defaultThreshold(len(a.Admins))
+	return a, nil
 }
 
 func prefixEnd(p []byte) []byte {
@@ -210,6 +235,8 @@ const (
 	CodeMalformed    uint32 = 1
 	CodeUnauthorised uint32 = 2
 	CodeConflict     uint32 = 3
+	// CodeBadSignature: a signature in the entry does not verify (entry.ErrBadSignature).
+	CodeBadSignature uint32 = 4
 )
 
 // txError is why a transaction is refused.
@@ -234,24 +261,53 @@ type staged struct {
 	entries [][]byte
 	records map[string]version
 	anchors map[string]bool
+	auth    *authority                      // the committed authority with the block's changes
+	updates map[string]abci.ValidatorUpdate // by validator address: the last update wins
 }
 
-// check validates an entry against the committed state plus the block's earlier changes.
-func (s *state) check(e []byte, st *staged) (entry.Entry, error) {
+func newStaged(s *state) *staged {
+	return &staged{records: map[string]version{}, anchors: map[string]bool{}, auth: s.auth.clone(), updates: map[string]abci.ValidatorUpdate{}}
+}
+
+// validatorUpdates returns the block's validator updates, one per validator, by address.
+func (st *staged) validatorUpdates() []abci.ValidatorUpdate {
+	out := make([]abci.ValidatorUpdate, 0, len(st.updates))
+	for _, addr := range sortedKeys(boolKeys(st.updates)) {
+		out = append(out, st.updates[addr])
+	}
+	return out
+}
+
+// check validates an entry against the committed state plus the block's earlier changes (st;
+// nil for CheckTx, which checks against the committed state) for the block at height.
+func (s *state) check(e []byte, st *staged, height uint64) (entry.Entry, error) {
 	dec, err := entry.Decode(e)
+	if errors.Is(err, entry.ErrBadSignature) {
+		return dec, &txError{CodeBadSignature, err.Error()}
+	}
 	if err != nil {
 		return dec, &txError{CodeMalformed, err.Error()}
 	}
 	if _, dup := s.byLeaf[merkle.EntryLeaf(e)]; dup {
 		return dec, &txError{CodeConflict, "entry is already in the log"}
 	}
-	if dec.Anchor != nil {
+	auth := s.auth
+	if st != nil {
+		auth = st.auth
+	}
+	if err := checkAuthority(auth, dec, height); err != nil {
+		return dec, err
+	}
+	switch {
+	case dec.Anchor != nil:
 		if s.anchors[string(dec.Anchor.ID)] || (st != nil && st.anchors[string(dec.Anchor.ID)]) {
 			return dec, &txError{CodeConflict, fmt.Sprintf("anchor %x is already in the log", dec.Anchor.ID)}
 		}
 		return dec, nil
+	case dec.AnchorKey != nil, dec.Validator != nil, dec.Admins != nil:
+		return dec, nil
 	}
-	if !s.isAdmin(dec.Admin()) {
+	if !auth.isAdmin(dec.Admin()) {
 		return dec, &txError{CodeUnauthorised, fmt.Sprintf("%s of %s: key %x is not an admin of this ledger", dec.Type, dec.Device(), []byte(dec.Admin()))}
 	}
 	cur, known := s.recordAt(dec.Device(), s.height)
@@ -272,21 +328,16 @@ func (s *state) check(e []byte, st *staged) (entry.Entry, error) {
 	return dec, nil
 }
 
-func (s *state) isAdmin(k ed25519.PublicKey) bool {
-	for _, a := range s.admins {
-		if a.Equal(k) {
-			return true
-		}
-	}
-	return false
-}
-
 // stage adds a valid entry of the block at height to st.
 func (s *state) stage(st *staged, dec entry.Entry, e []byte, height uint64) error {
 	st.entries = append(st.entries, e)
 	switch {
 	case dec.Anchor != nil:
 		st.anchors[string(dec.Anchor.ID)] = true
+	case dec.AnchorKey != nil, dec.Validator != nil, dec.Admins != nil:
+		if u := applyAuthority(st.auth, dec, height); u != nil {
+			st.updates[string(cmted25519.PubKey(dec.Validator.PubKey).Address())] = *u
+		}
 	case dec.Register != nil:
 		r := dec.Register
 		rec := entry.Record{Dev: r.Dev, Alg: reading.Alg(r.Alg), Key: r.Key, Status: entry.StatusActive, Height: height}

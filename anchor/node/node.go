@@ -3,7 +3,6 @@ package node
 import (
 	"context"
 	"crypto/ed25519"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -39,7 +38,15 @@ type Config struct {
 	RPC           net.Listener
 	TimeoutCommit time.Duration
 	Admins        []ed25519.PublicKey // written into the genesis of a new chain
-	Logger        *slog.Logger
+	// AnchorKeys are the anchoring keys a new chain's genesis authorises (app_state
+	// anchor_keys): such a chain accepts only anchors signed by one of them (or by a key an
+	// admin adds later) from its first block. Nil: the genesis has no anchor_keys, and the
+	// chain accepts unsigned anchors until an admin's first anchor_key entry.
+	AnchorKeys []ed25519.PublicKey
+	// AdminThreshold is M, the admin signatures a validator or admins entry needs (app_state
+	// admin_threshold); 0 leaves it out: 1 for one admin, a majority of several.
+	AdminThreshold int
+	Logger         *slog.Logger
 }
 
 // Node is a running node.
@@ -69,59 +76,52 @@ func startNode(ctx context.Context, c Config) (*Node, error) {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
-	conf := cfg.DefaultConfig()
-	conf.SetRoot(c.Home)
-	conf.Moniker = "anchorline"
-	conf.Consensus.TimeoutCommit = c.TimeoutCommit
-	if conf.Consensus.TimeoutCommit <= 0 {
-		conf.Consensus.TimeoutCommit = 100 * time.Millisecond
-	}
-	conf.Consensus.TimeoutPropose = time.Second
-	conf.Consensus.CreateEmptyBlocks = true
-	conf.Consensus.CreateEmptyBlocksInterval = time.Second // idle: one block a second; a tx block's app hash follows at once
-	conf.RPC.ListenAddress = ""                            // served on c.RPC below, so that its port may be 0
-	conf.RPC.GRPCListenAddress = ""
-	conf.RPC.PprofListenAddress = ""
+	conf := baseConfig(c.Home, c.TimeoutCommit)
+	conf.RPC.ListenAddress = "" // served on c.RPC below, so that its port may be 0
 	conf.P2P.ListenAddress = "tcp://127.0.0.1:0"
-	conf.P2P.PexReactor = false
-	conf.P2P.Seeds, conf.P2P.PersistentPeers = "", ""
-	conf.Instrumentation.Prometheus = false
-	conf.TxIndex.Indexer = "null" // the app answers inclusion queries itself
-	conf.Mempool.Size = 10_000
-	conf.Storage.DiscardABCIResponses = true
 
 	if err := initHome(conf, c); err != nil {
 		return nil, err
 	}
+	return launch(ctx, conf, c.RPC, c.Logger)
+}
+
+// launch starts a node from a home whose config, keys and genesis exist, with its RPC served
+// on rpcLn (nil: none); conf.RPC.ListenAddress must be empty (rpcLn replaces it).
+func launch(ctx context.Context, conf *cfg.Config, rpcLn net.Listener, logger *slog.Logger) (*Node, error) {
 	nodeKey, err := p2p.LoadOrGenNodeKey(conf.NodeKeyFile())
 	if err != nil {
 		return nil, fmt.Errorf("ledger node key: %w", err)
 	}
-	// privval.LoadFilePV exits the process on a bad file: initHome made sure both exist.
+	// privval.LoadFilePV exits the process on a bad file: initHome and LoadConfig made sure
+	// both exist.
 	pv := privval.LoadFilePV(conf.PrivValidatorKeyFile(), conf.PrivValidatorStateFile())
 
-	app, err := ledger.OpenApp(filepath.Join(c.Home, "app"), c.Logger)
+	app, err := ledger.OpenApp(filepath.Join(conf.RootDir, "app"), logger)
 	if err != nil {
 		return nil, err
 	}
 	n, err := cmtnode.NewNodeWithContext(ctx, conf, pv, nodeKey, proxy.NewLocalClientCreator(app),
-		cmtnode.DefaultGenesisDocProviderFunc(conf), cfg.DefaultDBProvider,
-		cmtnode.DefaultMetricsProvider(conf.Instrumentation), newLogger(c.Logger))
+		cmtnode.DefaultGenesisDocProviderFunc(conf), stopSafeDBProvider,
+		cmtnode.DefaultMetricsProvider(conf.Instrumentation), newLogger(logger))
 	if err != nil {
 		app.Close()
 		return nil, fmt.Errorf("ledger node: %w", err)
 	}
 	if err := n.Start(); err != nil {
+		// A failed start (a taken P2P port, say) leaves the stores NewNode opened: OnStop
+		// closes them, so that the home can be started again in this process.
+		n.OnStop()
 		app.Close()
 		return nil, fmt.Errorf("ledger node: start: %w", err)
 	}
 	rpc := local.New(n)
-	nd := &Node{node: n, app: app, rpc: rpc, client: ledger.NewClient(rpc, c.Logger), rpcLn: c.RPC, served: make(chan struct{})}
-	if c.RPC == nil {
+	nd := &Node{node: n, app: app, rpc: rpc, client: ledger.NewClient(rpc, logger), rpcLn: rpcLn, served: make(chan struct{})}
+	if rpcLn == nil {
 		close(nd.served)
 		return nd, nil
 	}
-	if err := nd.serveRPC(conf, newLogger(c.Logger)); err != nil {
+	if err := nd.serveRPC(conf, newLogger(logger)); err != nil {
 		return nil, errors.Join(err, nd.Stop())
 	}
 	return nd, nil
@@ -191,11 +191,7 @@ func initHome(conf *cfg.Config, c Config) error {
 	if err != nil {
 		return err
 	}
-	g := ledger.Genesis{}
-	for _, a := range c.Admins {
-		g.Admins = append(g.Admins, hex.EncodeToString(a))
-	}
-	appState, err := json.Marshal(g)
+	appState, err := json.Marshal(ledger.NewGenesis(c.Admins, c.AnchorKeys, c.AdminThreshold))
 	if err != nil {
 		return err
 	}
@@ -276,7 +272,7 @@ func (s slogger) Debug(string, ...any) {}
 func (s slogger) Info(msg string, kv ...any) { s.l.Debug(msg, kv...) }
 
 func (s slogger) Error(msg string, kv ...any) {
-	for _, quiet := range []string{"Stopping", "stopped", "closed", "Error stopping", "use of closed", "connection reset", "already stopped"} {
+	for _, quiet := range []string{"Stopping", "stopped", "closed", "Error stopping", "use of closed", "connection reset", "already stopped", "switch is not running"} {
 		if strings.Contains(msg, quiet) || strings.Contains(fmt.Sprint(kv...), quiet) {
 			s.l.Debug(msg, kv...)
 			return

@@ -92,7 +92,12 @@ func (w *Waiter) Wait(ctx context.Context, err error) error {
 	return w.sleep(ctx, next, err)
 }
 
-// Next is the wait Wait would sleep next; it advances the backoff.
+// Next advances the backoff after failure err and returns the wait Wait would sleep, without
+// sleeping: for pacing that is not a sleep (a server marked down until a time). It returns
+// ErrGaveUp (wrapping err) once the policy's Timeout has passed.
+func (w *Waiter) Next(err error) (time.Duration, error) { return w.next(err) }
+
+// next is the wait Wait would sleep next; it advances the backoff.
 func (w *Waiter) next(err error) (time.Duration, error) {
 	next := w.b.NextBackOff()
 	if w.p.Timeout > 0 {

@@ -1,4 +1,5 @@
 // Package entry is the wire format of the ledger's log entries (DESIGN 2.3) and of the device
-// records in its registry: deterministic CBOR maps, with the admin signatures that authorise device
-// key events. The exact fields are documented in ../ledger.md.
+// records in its registry: deterministic CBOR maps, with the signatures that authorise them (an
+// admin's for device events and anchor_key entries, M admins' for validator and admins entries,
+// the anchoring key's for signed anchors). The exact fields are documented in ../ledger.md.
 package entry

@@ -17,8 +17,9 @@ var (
 	// ErrMalformed: not a well-formed entry (bad CBOR, not deterministic, unknown or missing
 	// field, wrong size, unknown type).
 	ErrMalformed = errors.New("entry: malformed")
-	// ErrBadSignature: a device event whose admin signature does not verify.
-	ErrBadSignature = errors.New("entry: bad admin signature")
+	// ErrBadSignature: a signature in the entry (an admin's, or an anchoring key's) does not
+	// verify.
+	ErrBadSignature = errors.New("entry: bad signature")
 )
 
 // Type is the value of an entry's "type" key.
@@ -29,9 +30,16 @@ const (
 	TypeAnchor   Type = "anchor"
 	TypeRegister Type = "register"
 	TypeRevoke   Type = "revoke"
+	// Authority entries (authority.go).
+	TypeAnchorKey Type = "anchor_key"
+	TypeValidator Type = "validator"
+	TypeAdmins    Type = "admins"
 )
 
 // Anchor commits an anchor root (DESIGN 2.2) over Batches batch roots holding Readings readings.
+// A signed anchor (DESIGN 2.3, authorised writers) also carries the anchoring service's Ed25519
+// public key and its signature over the encoding without "sig"; an anchor of the first release
+// carries neither, and stays valid.
 type Anchor struct {
 	Type     Type   `cbor:"type"`
 	ID       []byte `cbor:"id"`
@@ -39,7 +47,13 @@ type Anchor struct {
 	Batches  uint64 `cbor:"batches"`
 	Readings uint64 `cbor:"readings"`
 	Time     uint64 `cbor:"time"` // Unix milliseconds
+	Key      []byte `cbor:"key,omitempty"`
+	Sig      []byte `cbor:"sig,omitempty"`
 }
+
+// Signed reports whether the anchor carries an anchoring key (and so, once decoded, a valid
+// signature by it).
+func (a Anchor) Signed() bool { return len(a.Key) > 0 }
 
 // Register puts a device's public key on the ledger. Admin is the authorising admin's Ed25519
 // public key; Sig its signature over the entry's encoding without "sig".
@@ -62,12 +76,15 @@ type Revoke struct {
 	Sig   []byte `cbor:"sig,omitempty"`
 }
 
-// Entry is a decoded entry: exactly one of Anchor, Register, Revoke is set, as Type says.
+// Entry is a decoded entry: exactly one of the pointers is set, as Type says.
 type Entry struct {
-	Type     Type
-	Anchor   *Anchor
-	Register *Register
-	Revoke   *Revoke
+	Type      Type
+	Anchor    *Anchor
+	Register  *Register
+	Revoke    *Revoke
+	AnchorKey *AnchorKey
+	Validator *Validator
+	Admins    *Admins
 }
 
 // Device returns the device id of a device event, "" for an anchor.
@@ -81,13 +98,16 @@ func (e Entry) Device() string {
 	return ""
 }
 
-// Admin returns the admin key of a device event, nil for an anchor.
+// Admin returns the admin key of an entry signed by one admin (device events, anchor_key),
+// nil for the others.
 func (e Entry) Admin() ed25519.PublicKey {
 	switch {
 	case e.Register != nil:
 		return e.Register.Admin
 	case e.Revoke != nil:
 		return e.Revoke.Admin
+	case e.AnchorKey != nil:
+		return e.AnchorKey.Admin
 	}
 	return nil
 }
@@ -152,12 +172,41 @@ func (a Anchor) check() error {
 	if a.Batches == 0 {
 		return fmt.Errorf("%w: an anchor commits at least one batch", ErrMalformed)
 	}
+	if len(a.Key) == 0 && len(a.Sig) == 0 {
+		return nil
+	}
+	if len(a.Key) != ed25519.PublicKeySize {
+		return fmt.Errorf("%w: anchoring key is %d bytes, want %d (a signed anchor carries both key and sig)", ErrMalformed, len(a.Key), ed25519.PublicKeySize)
+	}
+	if len(a.Sig) != ed25519.SignatureSize {
+		return fmt.Errorf("%w: anchor signature is %d bytes, want %d (a signed anchor carries both key and sig)", ErrMalformed, len(a.Sig), ed25519.SignatureSize)
+	}
 	return nil
 }
 
-// NewAnchor encodes an anchor entry.
+// NewAnchor encodes an unsigned anchor entry, as the first release wrote them. A ledger that
+// enforces authorised writers refuses it: the anchoring service uses NewSignedAnchor.
 func NewAnchor(id [16]byte, root [32]byte, batches, readings uint64, t time.Time) ([]byte, error) {
 	return Anchor{ID: id[:], Root: root[:], Batches: batches, Readings: readings, Time: uint64(t.UnixMilli())}.Encode()
+}
+
+// NewSignedAnchor encodes an anchor entry signed by the anchoring key: "key" is key's public
+// key, "sig" its signature over the deterministic encoding of the map without "sig".
+func NewSignedAnchor(key ed25519.PrivateKey, id [16]byte, root [32]byte, batches, readings uint64, t time.Time) ([]byte, error) {
+	if len(key) != ed25519.PrivateKeySize {
+		return nil, fmt.Errorf("%w: anchoring key is %d bytes, want an Ed25519 private key", ErrMalformed, len(key))
+	}
+	a := Anchor{Type: TypeAnchor, ID: id[:], Root: root[:], Batches: batches, Readings: readings, Time: uint64(t.UnixMilli()),
+		Key: reading.Ed25519Public(key)}
+	if err := (Anchor{ID: a.ID, Root: a.Root, Batches: a.Batches}).check(); err != nil {
+		return nil, err
+	}
+	msg, err := codecs.enc.Marshal(a)
+	if err != nil {
+		return nil, err
+	}
+	a.Sig = ed25519.Sign(key, msg)
+	return codecs.enc.Marshal(a)
 }
 
 // NewRegister encodes a register event for dev's public key, signed by admin.
@@ -238,6 +287,14 @@ func Decode(b []byte) (Entry, error) {
 		if err := a.check(); err != nil {
 			return Entry{}, err
 		}
+		if a.Signed() {
+			sig := a.Sig
+			a.Sig = nil
+			if err := checkSig(a.Key, a, sig); err != nil {
+				return Entry{}, fmt.Errorf("anchor: %w", err)
+			}
+			a.Sig = sig
+		}
 		return Entry{Type: TypeAnchor, Anchor: &a}, nil
 	case TypeRegister:
 		var r Register
@@ -269,6 +326,8 @@ func Decode(b []byte) (Entry, error) {
 		}
 		r.Sig = sig
 		return Entry{Type: TypeRevoke, Revoke: &r}, nil
+	case TypeAnchorKey, TypeValidator, TypeAdmins:
+		return decodeAuthority(head.Type, b)
 	default:
 		return Entry{}, fmt.Errorf("%w: unknown type %q", ErrMalformed, head.Type)
 	}

@@ -227,11 +227,34 @@ func TestGolden(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Authorised writers (after the first release): appended, the vectors above stay as
+	// they were.
+	anchorKey := adminKey(7)
+	signed, err := NewSignedAnchor(anchorKey, id, root, 12, 12000, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ak, err := NewAnchorKey(admin, OpAdd, reading.Ed25519Public(anchorKey), t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	val, err := NewValidator(reading.Ed25519Public(adminKey(20)), 10, t0, admin, adminKey(3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	adm, err := NewAdmins([]ed25519.PublicKey{reading.Ed25519Public(adminKey(4))}, []ed25519.PublicKey{reading.Ed25519Public(admin)}, 2, t0, admin, adminKey(3))
+	if err != nil {
+		t.Fatal(err)
+	}
 	got := []golden{
 		{"anchor", hex.EncodeToString(anc)},
 		{"register", hex.EncodeToString(reg)},
 		{"revoke", hex.EncodeToString(rev)},
 		{"record", hex.EncodeToString(rec)},
+		{"anchor_signed", hex.EncodeToString(signed)},
+		{"anchor_key", hex.EncodeToString(ak)},
+		{"validator", hex.EncodeToString(val)},
+		{"admins", hex.EncodeToString(adm)},
 	}
 	path := filepath.Join("testdata", "entries.json")
 	if *update {
@@ -272,6 +295,14 @@ func TestGolden(t *testing.T) {
 func FuzzDecode(f *testing.F) {
 	reg, _ := NewRegister(adminKey(1), "dev-1", devicePub(2), t0)
 	f.Add(reg)
+	var id [16]byte
+	var root [32]byte
+	signed, _ := NewSignedAnchor(adminKey(7), id, root, 1, 1, t0)
+	f.Add(signed)
+	val, _ := NewValidator(reading.Ed25519Public(adminKey(20)), 10, t0, adminKey(1), adminKey(3))
+	f.Add(val)
+	adm, _ := NewAdmins(nil, []ed25519.PublicKey{reading.Ed25519Public(adminKey(1))}, 1, t0, adminKey(1))
+	f.Add(adm)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		e, err := Decode(b)
 		if err != nil {
@@ -281,6 +312,12 @@ func FuzzDecode(f *testing.F) {
 		switch e.Type {
 		case TypeAnchor:
 			again, err = e.Anchor.Encode()
+		case TypeAnchorKey:
+			again, err = codecs.enc.Marshal(e.AnchorKey)
+		case TypeValidator:
+			again, err = codecs.enc.Marshal(e.Validator)
+		case TypeAdmins:
+			again, err = codecs.enc.Marshal(e.Admins)
 		default:
 			return
 		}

@@ -66,9 +66,21 @@ func migrateCmd() *cobra.Command {
 	}
 }
 
-// remoteLedger is a ledger client over a node's RPC address (ledger.rpc).
+// remoteLedger is a ledger client over the RPC addresses of ledger.rpc: one node's directly,
+// several validators' through a ledger.Failover that uses whichever answers.
 func remoteLedger(cfg config.Config, log *slog.Logger) (*ledger.Client, error) {
-	rpc, err := rpchttp.New("tcp://"+cfg.Ledger.RPC, "/websocket")
+	addrs := cfg.Ledger.RPCAddrs()
+	switch len(addrs) {
+	case 0:
+		return nil, fmt.Errorf("ledger.rpc is empty: give the RPC address of a ledger node (host:port), or of several validators separated by commas")
+	case 1:
+		rpc, err := rpchttp.New("tcp://"+addrs[0], "/websocket")
+		if err != nil {
+			return nil, fmt.Errorf("ledger.rpc %s: %w", addrs[0], err)
+		}
+		return ledger.NewClient(rpc, log), nil
+	}
+	rpc, err := ledger.NewFailover(addrs, log)
 	if err != nil {
 		return nil, fmt.Errorf("ledger.rpc %s: %w", cfg.Ledger.RPC, err)
 	}
@@ -132,14 +144,21 @@ func apiCmd() *cobra.Command {
 }
 
 func ledgerCmd() *cobra.Command {
-	return &cobra.Command{
+	var home string
+	cmd := &cobra.Command{
 		Use:   "ledger",
 		Short: "Run a ledger node (the Anchorline ABCI app in CometBFT) with its RPC on ledger.rpc",
-		Args:  cobra.NoArgs,
+		Long: `ledger runs a single-validator ledger under data_dir/ledger with its RPC on ledger.rpc, or,
+with --home, one validator of a network from a home written by ` + "`ledger init`" + `: its keys, genesis
+and config.toml (P2P and RPC addresses, persistent_peers, timeouts).`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, log, err := load(cmd)
 			if err != nil {
 				return err
+			}
+			if home != "" {
+				return runValidator(cmd.Context(), home, log)
 			}
 			admin, err := stack.LoadOrCreateAdminKey(cfg.Ledger.AdminKey)
 			if err != nil {
@@ -165,4 +184,7 @@ func ledgerCmd() *cobra.Command {
 			return n.Stop()
 		},
 	}
+	cmd.Flags().StringVar(&home, "home", "", "run one validator from this home (written by `anchorline ledger init`) and its config.toml")
+	cmd.AddCommand(ledgerInitCmd())
+	return cmd
 }

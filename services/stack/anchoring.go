@@ -47,12 +47,18 @@ func (r recorder) Anchored(ctx context.Context, ids [][16]byte) (map[[16]byte]bo
 }
 
 // NewAnchoring builds the anchor service, recording anchors in database cfg.ClickHouse.Database
-// of ch; streams and consumers are created if missing.
+// of ch; streams and consumers are created if missing. It signs anchors with the key in
+// cfg.AnchorKey() (anchor.key), creating the file if it is missing.
 func NewAnchoring(ctx context.Context, cfg config.Config, js jetstream.JetStream, ch driver.Conn, l *ledger.Client, log *slog.Logger) (*anchoring.Service, error) {
+	key, err := LoadOrCreateAnchorKey(cfg.AnchorKey())
+	if err != nil {
+		return nil, fmt.Errorf("anchoring: %w", err)
+	}
 	if err := consume.EnsureStreams(ctx, js, cfg.Ingest.MaxAckPending, cfg.Ingest.AckWait); err != nil {
 		return nil, fmt.Errorf("anchoring: streams: %w", err)
 	}
 	return anchoring.New(js, l, recorder{w: write.New(ch, cfg.ClickHouse.Database), s: store.New(ch, cfg.ClickHouse.Database)}, anchoring.Config{
+		Key:      key,
 		Stream:   stream.Batches,
 		Consumer: stream.AnchorConsumer,
 		Interval: cfg.Anchor.Interval,

@@ -114,11 +114,21 @@ func (d *Dev) start(ctx context.Context) error {
 		Admins:        []ed25519.PublicKey{reading.Ed25519Public(d.AdminKey)},
 		Logger:        d.log,
 	}
+	// The genesis of a new chain authorises dev's anchoring key; an older data_dir's chain
+	// gets it authorised by an admin entry below.
+	anchorKey, err := LoadOrCreateAnchorKey(cfg.AnchorKey())
+	if err != nil {
+		return err
+	}
+	d.nodeCfg.AnchorKeys = []ed25519.PublicKey{reading.Ed25519Public(anchorKey)}
 	if err := d.StartLedger(ctx); err != nil {
 		return err
 	}
 	d.stops = append(d.stops, d.StopLedger)
 	d.Ledger = ledger.NewClient(d.rpc, d.log)
+	if err := AuthoriseAnchorKey(ctx, d.Ledger, d.AdminKey, reading.Ed25519Public(anchorKey), d.log); err != nil {
+		return err
+	}
 
 	d.Services, err = StartServices(ctx, cfg, d.log, Roles{Ingest: true, Anchoring: true},
 		Env{NATSURL: ns.ClientURL(), Ledger: d.Ledger, Migrate: true, Name: "anchorline-dev"})
