@@ -32,6 +32,7 @@ type proc struct {
 func startProc(t *testing.T, ctx context.Context, env []string, bin string, args ...string) *proc {
 	t.Helper()
 	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Dir = t.TempDir() // whatever a default data_dir holds goes there
 	cmd.Env = append(append(os.Environ(), "ANCHORLINE_LOG_FORMAT=json", "ANCHORLINE_LOG_LEVEL=info"), env...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -122,7 +123,9 @@ func TestSeparateServices(t *testing.T) {
 	common := []string{"--clickhouse.addr", chAddr, "--clickhouse.database", database, "--nats.url", natsURL}
 	run := func(args ...string) string {
 		t.Helper()
-		out, err := exec.CommandContext(ctx, bin, args...).CombinedOutput()
+		cmd := exec.CommandContext(ctx, bin, args...)
+		cmd.Dir = dir
+		out, err := cmd.CombinedOutput()
 		if err != nil {
 			t.Fatalf("anchorline %s: %v\n%s", strings.Join(args, " "), err, out)
 		}
@@ -139,10 +142,12 @@ func TestSeparateServices(t *testing.T) {
 	var workers []*proc
 	for _, w := range []string{"w1", "w2"} {
 		workers = append(workers, startProc(t, ctx, []string{"ANCHORLINE_INGEST_WORKER=" + w}, bin,
-			append([]string{"ingest", "--http.addr", "127.0.0.1:0"}, common...)...))
+			append([]string{"ingest", "--http.addr", "127.0.0.1:0", "--data_dir", filepath.Join(dir, w)}, common...)...))
 	}
-	anchor := startProc(t, ctx, nil, bin, append([]string{"anchor", "--http.addr", "127.0.0.1:0", "--anchor.interval", "300ms"}, common...)...)
-	apiProc := startProc(t, ctx, nil, bin, append([]string{"api", "--http.addr", "127.0.0.1:0"}, common...)...)
+	// The ledger's genesis authorised the anchoring key it made: the anchor service signs with it.
+	anchor := startProc(t, ctx, nil, bin, append([]string{"anchor", "--http.addr", "127.0.0.1:0", "--anchor.interval", "300ms",
+		"--data_dir", filepath.Join(dir, "anchor"), "--anchor.key", filepath.Join(ledgerDir, "anchor.key")}, common...)...)
+	apiProc := startProc(t, ctx, nil, bin, append([]string{"api", "--http.addr", "127.0.0.1:0", "--data_dir", filepath.Join(dir, "api")}, common...)...)
 	apiAddr := strings.TrimPrefix(fmt.Sprint(apiProc.await(t, ctx, "anchorline api is running")["api"]), "http://")
 	for _, p := range append(workers, anchor) {
 		p.await(t, ctx, "anchorline "+p.cmd.Args[1]+" is running")
@@ -207,6 +212,7 @@ func TestServiceCannotStart(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cmd := exec.CommandContext(ctx, bin, tc.args...)
+			cmd.Dir = t.TempDir()
 			var stderr strings.Builder
 			cmd.Stderr = &stderr
 			err := cmd.Run()

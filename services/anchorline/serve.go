@@ -164,6 +164,12 @@ and config.toml (P2P and RPC addresses, persistent_peers, timeouts).`,
 			if err != nil {
 				return err
 			}
+			// A new chain authorises the anchoring key at anchor.key (created here if missing):
+			// give that file to the anchor service.
+			anchorKey, err := stack.LoadOrCreateAnchorKey(cfg.AnchorKey())
+			if err != nil {
+				return err
+			}
 			rpcLn, err := stack.Listen("ledger.rpc", cfg.Ledger.RPC)
 			if err != nil {
 				return err
@@ -174,6 +180,7 @@ and config.toml (P2P and RPC addresses, persistent_peers, timeouts).`,
 				RPC:           rpcLn,
 				TimeoutCommit: cfg.Ledger.TimeoutCommit,
 				Admins:        []ed25519.PublicKey{reading.Ed25519Public(admin)},
+				AnchorKeys:    []ed25519.PublicKey{reading.Ed25519Public(anchorKey)},
 				Logger:        log,
 			})
 			if err != nil {

@@ -625,7 +625,8 @@ func (r *runner) waitStored(ctx context.Context, n int) error {
 func (r *runner) live(ctx context.Context, workers []*worker, set []signed, cpuBefore float64, res *Result) error {
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	acfg := r.cfg
-	acfg.ClickHouse.Database = r.db // the bench's own database
+	acfg.ClickHouse.Database = r.db                      // the bench's own database
+	acfg.Anchor.Key = filepath.Join(r.dir, "anchor.key") // made now; the bench's genesis names no anchoring keys
 	anch, err := stack.NewAnchoring(ctx, acfg, r.js, r.ch, r.node.Client(), quiet)
 	if err != nil {
 		return err
