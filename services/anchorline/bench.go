@@ -58,5 +58,61 @@ anchor.interval come from the configuration.`,
 	c.Flags().DurationVar(&opts.LiveDuration, "duration", 10*time.Second, "live mode: how long to publish")
 	c.Flags().StringVar(&out, "out", "", "write the result as JSON to this file")
 	c.Flags().StringVar(&opts.ProfileDir, "profile", "", "folder where each ingest worker writes a CPU profile (go tool pprof)")
+	c.AddCommand(benchLedgerCmd())
+	return c
+}
+
+// benchLedgerCmd is `bench ledger`: a subcommand rather than a --ledger flag of bench, because
+// it shares none of bench's flags (readings, devices, workers, rate of readings, profile) and
+// needs neither ClickHouse nor NATS; its own flags and help say what it measures.
+func benchLedgerCmd() *cobra.Command {
+	var opts bench.LedgerOptions
+	var out string
+	c := &cobra.Command{
+		Use:   "ledger [--validators N] [--out FILE]",
+		Short: "Measure the ledger: anchor latency with all validators up and with one down, and the anchor throughput ceiling",
+		Long: `bench ledger writes a network of --validators homes (as ledger init does, on loopback,
+with ledger.timeout_commit) in a temporary folder and runs each validator in this process, as
+ledger --home runs one; no ClickHouse, no NATS. The client is a failover client over every
+validator's RPC, as ledger.rpc lists them for the anchoring service.
+
+latency: signed anchor entries are submitted open loop at --rate for --duration, and each is
+timed from Submit to its return (the entry is in a committed block): p50, p99, max; the
+signatures on the commits of the blocks that included them are counted.
+throughput: --anchors signed anchors are submitted with --in-flight Submits at once:
+committed anchors/s and blocks/s. The window must be large enough that blocks are not
+bounded by it (a block holds at most --in-flight anchors).
+one down: then the validator the client uses (node0) is stopped and the latency phase runs
+again (four or more validators; fewer cannot commit with one down).
+The same is measured for one validator (the dev default) in the same run: compare the ratios,
+since machine speed drifts between runs.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, log, err := load(cmd)
+			if err != nil {
+				return err
+			}
+			opts.TimeoutCommit = cfg.Ledger.TimeoutCommit
+			opts.Progress = cmd.ErrOrStderr()
+			res, err := bench.RunLedger(cmd.Context(), opts, log)
+			if err != nil {
+				return err
+			}
+			res.Print(cmd.OutOrStdout())
+			if out != "" {
+				if err := res.WriteJSON(out); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "result written to %s\n", out)
+			}
+			return nil
+		},
+	}
+	c.Flags().IntVar(&opts.Validators, "validators", bench.DefaultLedgerValidators, "validators of the network measured (one more run of one validator is the reference)")
+	c.Flags().Float64Var(&opts.Rate, "rate", bench.DefaultLedgerRate, "latency phases: anchors submitted per second")
+	c.Flags().DurationVar(&opts.Duration, "duration", bench.DefaultLedgerDuration, "latency phases: how long each submits")
+	c.Flags().IntVar(&opts.Anchors, "anchors", bench.DefaultLedgerAnchors, "throughput phase: anchors submitted")
+	c.Flags().IntVar(&opts.InFlight, "in-flight", bench.DefaultLedgerInFlight, "throughput phase: Submits in flight at once")
+	c.Flags().StringVar(&out, "out", "", "write the result as JSON to this file")
 	return c
 }

@@ -191,7 +191,7 @@ and config.toml (P2P and RPC addresses, persistent_peers, timeouts).`,
 			return n.Stop()
 		},
 	}
-	cmd.Flags().StringVar(&home, "home", "", "run one validator from this home (written by `anchorline ledger init`) and its config.toml")
-	cmd.AddCommand(ledgerInitCmd())
+	cmd.Flags().StringVar(&home, "home", "", "run one validator from this home (written by anchorline ledger init) and its config.toml")
+	cmd.AddCommand(append([]*cobra.Command{ledgerInitCmd()}, authorityCmds()...)...)
 	return cmd
 }

@@ -822,8 +822,11 @@ func percentile(xs []float64, p float64) float64 {
 }
 
 // WriteJSON writes the result file.
-func (r Result) WriteJSON(path string) error {
-	b, err := json.MarshalIndent(r, "", "  ")
+func (r Result) WriteJSON(path string) error { return writeJSON(path, r) }
+
+// writeJSON writes v as indented JSON to path.
+func writeJSON(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return err
 	}
