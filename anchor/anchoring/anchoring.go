@@ -318,7 +318,9 @@ func (s *Service) anchor(ctx context.Context, ps []*pending) error {
 	if a.Entry, err = entry.NewSignedAnchor(s.cfg.Key, a.ID, a.Root, uint64(len(ps)), a.Readings, a.Time); err != nil {
 		return fmt.Errorf("encode anchor entry: %w", err)
 	}
+	stopWatch := s.watchCommit(a.ID, len(ps))
 	rc, err := s.ledger.Submit(ctx, a.Entry)
+	stopWatch()
 	if err != nil {
 		return fmt.Errorf("commit anchor %x: %w", a.ID, err)
 	}
@@ -352,6 +354,19 @@ func (s *Service) anchor(ctx context.Context, ps []*pending) error {
 	s.mu.Unlock()
 	s.log.Info("anchor committed", "anchor", hex.EncodeToString(a.ID[:]), "batches", len(ps), "readings", a.Readings, "height", a.Height, "log_index", a.LogIndex)
 	return nil
+}
+
+// watchCommit reports, for Ready and Stats, an anchor that the ledger has not committed within
+// a few intervals (Submit keeps confirming and resubmitting it: building another anchor could
+// commit the same batches twice): the ledger may have lost its quorum.
+func (s *Service) watchCommit(id [16]byte, batches int) (stop func()) {
+	after := max(3*s.cfg.Interval, 5*time.Second)
+	start := time.Now()
+	t := time.AfterFunc(after, func() {
+		s.failed(fmt.Errorf("anchor %x of %d batches not committed after %s: the ledger makes no block with it (are too few validators up?); still waiting for it",
+			id, batches, time.Since(start).Round(time.Second)), after)
+	})
+	return func() { t.Stop() }
 }
 
 // keepAlive marks the records in progress every few seconds until stop is called.

@@ -246,6 +246,17 @@ func (c *Client) Height(ctx context.Context) (int64, error) {
 	return st.SyncInfo.LatestBlockHeight, nil
 }
 
+// Head returns the height and time of the latest block the node knows. A chain that is idle
+// still makes a block a second (create_empty_blocks_interval), so an old head means the
+// validators have lost their quorum, or this node its peers.
+func (c *Client) Head(ctx context.Context) (int64, time.Time, error) {
+	st, err := c.rpc.Status(ctx)
+	if err != nil {
+		return 0, time.Time{}, fmt.Errorf("ledger status: %w", err)
+	}
+	return st.SyncInfo.LatestBlockHeight, st.SyncInfo.LatestBlockTime, nil
+}
+
 // ChainID returns the ledger's chain id.
 func (c *Client) ChainID(ctx context.Context) (string, error) {
 	st, err := c.rpc.Status(ctx)

@@ -116,6 +116,14 @@ func launch(ctx context.Context, conf *cfg.Config, rpcLn net.Listener, logger *s
 		return nil, fmt.Errorf("ledger node: start: %w", err)
 	}
 	rpc := local.New(n)
+	if rpcLn != nil {
+		// Stop closes the connections it accepted too, as a process exit would: CometBFT's RPC
+		// server has no shutdown, and keep-alive connections would go on being served by a
+		// stopped node.
+		if _, ok := rpcLn.(*exitListener); !ok {
+			rpcLn = &exitListener{Listener: rpcLn}
+		}
+	}
 	nd := &Node{node: n, app: app, rpc: rpc, client: ledger.NewClient(rpc, logger), rpcLn: rpcLn, served: make(chan struct{})}
 	if rpcLn == nil {
 		close(nd.served)

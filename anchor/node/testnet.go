@@ -37,10 +37,9 @@ type Testnet struct {
 var ErrPortTaken = errors.New("testnet: a validator's port was taken")
 
 // StartTestnet writes the homes of network n with InitNetwork on 127.0.0.1, with P2P and RPC
-// ports it found free and holds, starts every validator and returns once each has committed
-// a block. n.Hosts, n.P2PPort and n.RPCPort
-// must be left zero (the Testnet chooses them); the rest of n is as InitNetwork takes it.
-// Close stops the validators again.
+// ports it found free and holds, starts every validator and returns once each has committed a
+// block. n.Hosts, n.P2PPort and n.RPCPort must be left zero (the Testnet chooses them); the
+// rest of n is as InitNetwork takes it. Close stops the validators again.
 func StartTestnet(ctx context.Context, n Network, log *slog.Logger) (*Testnet, error) {
 	if len(n.Hosts) > 0 || n.P2PPort != 0 || n.RPCPort != 0 {
 		return nil, fmt.Errorf("testnet: %w: hosts and ports are the testnet's own", ErrInvalidNetwork)
@@ -140,7 +139,7 @@ func (tn *Testnet) Start(ctx context.Context, i int) error {
 		if err != nil {
 			return nil, fmt.Errorf("%w: rpc %s: %w", ErrPortTaken, v.RPCAddr, err)
 		}
-		n, err := StartHome(ctx, v.Home, HomeOptions{RPC: &exitListener{Listener: ln}, Logger: tn.log})
+		n, err := StartHome(ctx, v.Home, HomeOptions{RPC: ln, Logger: tn.log})
 		if err != nil && !errors.Is(err, syscall.EADDRINUSE) {
 			return nil, retry.Permanent(err)
 		}
@@ -194,62 +193,6 @@ func (tn *Testnet) Close() error {
 		tn.holds[i] = nil
 	}
 	return errors.Join(errs...)
-}
-
-// exitListener is a node's RPC listener that, when the node's Stop closes it, also closes the
-// connections it accepted, as the exit of a validator's process would. Without it the RPC's
-// HTTP server (CometBFT's rpcserver.Serve, which has no shutdown) keeps serving its
-// keep-alive connections after Stop, from the stopped node: clients see a node that answers
-// (status, queries, broadcasts into a mempool that no longer runs) and do not fail over.
-type exitListener struct {
-	net.Listener
-	mu     sync.Mutex
-	conns  map[*trackedConn]struct{}
-	closed bool
-}
-
-func (l *exitListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.closed {
-		c.Close()
-		return nil, net.ErrClosed
-	}
-	if l.conns == nil {
-		l.conns = map[*trackedConn]struct{}{}
-	}
-	tc := &trackedConn{Conn: c, l: l}
-	l.conns[tc] = struct{}{}
-	return tc, nil
-}
-
-func (l *exitListener) Close() error {
-	err := l.Listener.Close()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.closed = true
-	for c := range l.conns {
-		c.Conn.Close()
-	}
-	l.conns = nil
-	return err
-}
-
-// trackedConn leaves its listener's set when it is closed.
-type trackedConn struct {
-	net.Conn
-	l *exitListener
-}
-
-func (c *trackedConn) Close() error {
-	c.l.mu.Lock()
-	delete(c.l.conns, c)
-	c.l.mu.Unlock()
-	return c.Conn.Close()
 }
 
 // hold keeps a port taken: it accepts connections and closes them at once.

@@ -112,7 +112,7 @@ since machine speed drifts between runs.`,
 	c.Flags().Float64Var(&opts.Rate, "rate", bench.DefaultLedgerRate, "latency phases: anchors submitted per second")
 	c.Flags().DurationVar(&opts.Duration, "duration", bench.DefaultLedgerDuration, "latency phases: how long each submits")
 	c.Flags().IntVar(&opts.Anchors, "anchors", bench.DefaultLedgerAnchors, "throughput phase: anchors submitted")
-	c.Flags().IntVar(&opts.InFlight, "in-flight", bench.DefaultLedgerInFlight, "throughput phase: Submits in flight at once")
+	c.Flags().IntVar(&opts.InFlight, "in-flight", bench.DefaultLedgerInFlight, "throughput phase: Submits in flight at once (each holds a connection to a validator)")
 	c.Flags().StringVar(&out, "out", "", "write the result as JSON to this file")
 	return c
 }

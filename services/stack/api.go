@@ -318,6 +318,13 @@ func (b *Backend) status(ctx context.Context) (api.Status, error) {
 	return st, nil
 }
 
+// stalledLedger is how old the ledger's latest block may be before /readyz says it stalled: an
+// idle chain still makes a block a second.
+const stalledLedger = 10 * time.Second
+
+// errLedgerStalled: the ledger answers but makes no blocks.
+var errLedgerStalled = errors.New("the ledger makes no blocks")
+
 // Check is a named readiness check of a service running in this process.
 type Check struct {
 	Name  string // the service, as /readyz names it (ingest, anchoring)
@@ -331,8 +338,10 @@ func (b *Backend) ready(ctx context.Context) error {
 	if err := b.Store.Ping(ctx); err != nil {
 		errs = append(errs, &api.UnavailableError{Service: "clickhouse", Err: err})
 	}
-	if _, err := b.Ledger.Height(ctx); err != nil {
+	if h, at, err := b.Ledger.Head(ctx); err != nil {
 		errs = append(errs, &api.UnavailableError{Service: "ledger", Err: err})
+	} else if age := time.Since(at); h > 0 && age > stalledLedger {
+		errs = append(errs, &api.UnavailableError{Service: "ledger", Err: fmt.Errorf("%w: no block since height %d, %s ago (are too few validators up?)", errLedgerStalled, h, age.Round(time.Second))})
 	}
 	for _, c := range b.Checks {
 		if err := c.Check(ctx); err != nil {

@@ -5,9 +5,11 @@ import (
 	"context"
 	"crypto/ed25519"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -15,6 +17,7 @@ import (
 	"github.com/cometbft/cometbft/types"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/anchorline/anchorline/anchor/anchoring"
 	"github.com/anchorline/anchorline/anchor/ledger"
 	"github.com/anchorline/anchorline/anchor/node"
 	"github.com/anchorline/anchorline/anchor/proof"
@@ -36,11 +39,14 @@ import (
 //     still commit, and the bundle of a reading anchored then verifies against the network's
 //     trust file, its light block's commit signed by the three that run;
 //  3. node1 stopped too: nothing commits, readings are still stored, the batches wait for an
-//     anchor; once both are back every batch is anchored exactly once.
+//     anchor and the anchoring service says why (its stats or /readyz); once both are back
+//     every batch is anchored exactly once, and a reading stored during the stall has a
+//     bundle that verifies.
 func TestFourValidators(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
-	log := testLogger(t)
+	logs := newLogCounts(notInABlock)
+	log := slog.New(countingHandler{testLogger(t).Handler(), logs})
 	dir := t.TempDir()
 
 	// What `anchorline ledger init` does: an admin key and an anchoring key, both in the
@@ -97,10 +103,11 @@ func TestFourValidators(t *testing.T) {
 		}
 	}()
 	client := api.NewClient("http://" + s.HTTPAddr)
-	_, js, err := ConnectNATS(ctx, cfg.NATS.URL, "four-validators-test", log)
+	nc, js, err := ConnectNATS(ctx, cfg.NATS.URL, "four-validators-test", log)
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer nc.Close()
 
 	// The trust file the API exports is the network's: its chain id and the four validators.
 	trust, err := client.Trust(ctx)
@@ -142,10 +149,14 @@ func TestFourValidators(t *testing.T) {
 		t.Fatalf("with every validator up the client uses %s, not its first address %s", cur, addrs[0])
 	}
 
-	// (2) and the failover: node0, the client's first address, stops.
+	// (2) and the failover: node0, the client's first address, stops. An admin's entry and
+	// anchors commit through the others.
 	if err := tn.Stop(0); err != nil {
 		t.Fatal(err)
 	}
+	late := newDevice(t, "four-late", reading.Ed25519)
+	register(t, ctx, client, admin, late.ID, late.Key.Public())
+	l.devs = append(l.devs, late)
 	publish(400)
 	dv := devs[0] // its last reading was published after node0 stopped
 	var bundleJSON []byte
@@ -192,8 +203,10 @@ func TestFourValidators(t *testing.T) {
 		stalledAt = max(stalledAt, h)
 	}
 	anchorsAtStop := count(t, ctx, ch, "SELECT count() FROM "+database+".anchors FINAL")
+	resubmitsAtStop := logs.count(notInABlock)
 	storedAtStop := count(t, ctx, ch, "SELECT count() FROM "+database+".readings_unique")
 	publish(400)
+	stalledID, stalledSeq := late.ID, late.Seq // published with two validators down
 	await.Until(t, ctx, "readings published with two validators down stored", func() (bool, string) {
 		c := count(t, ctx, ch, "SELECT count() FROM "+database+".readings_unique")
 		return c == uint64(total), fmt.Sprintf("%d of %d", c, total)
@@ -208,6 +221,12 @@ func TestFourValidators(t *testing.T) {
 	if u := unanchored(t, ctx, ch, database); u < 4 {
 		t.Fatalf("%d batches unanchored with two validators down, want at least the 4 of the %d readings stored since", u, uint64(total)-storedAtStop)
 	}
+	// The ledger client has waited ResubmitAfter for the anchor it broadcast and broadcasts it
+	// again: the anchoring service has been waiting for a block as long.
+	await.Until(t, ctx, "the anchor entry not committed, broadcast again", func() (bool, string) {
+		n := logs.count(notInABlock)
+		return n > resubmitsAtStop, fmt.Sprintf("%d resubmits logged, %d before node1 stopped", n, resubmitsAtStop)
+	})
 	// At most the block that was being decided as node1 stopped (with its vote) committed.
 	for i, n := range live {
 		if h, err := n.Client().Height(ctx); err != nil || h > stalledAt+1 {
@@ -217,9 +236,18 @@ func TestFourValidators(t *testing.T) {
 	if a := count(t, ctx, ch, "SELECT count() FROM "+database+".anchors FINAL"); a > anchorsAtStop+1 {
 		t.Fatalf("%d anchors recorded with two validators down", a-anchorsAtStop)
 	}
-	st := s.Anchoring.Stats()
-	code, body := readyz(t, ctx, s.HTTPAddr)
-	t.Logf("with two validators down: anchoring %+v; /readyz %d %s", st, code, body)
+	// The anchoring service says why it waits, in its stats or through /readyz, by the time the
+	// ledger client has broadcast the anchor a second time.
+	var st anchoring.Stats
+	var code int
+	var body string
+	await.Until(t, ctx, "the anchoring stats or /readyz saying why, or a second resubmit", func() (bool, string) {
+		st = s.Anchoring.Stats()
+		code, body = readyz(t, ctx, s.HTTPAddr)
+		says := st.LastError != "" || code != http.StatusOK
+		return says || logs.count(notInABlock) > resubmitsAtStop+1, fmt.Sprintf("%d resubmits logged", logs.count(notInABlock)-resubmitsAtStop)
+	})
+	t.Logf("with two validators down: anchoring %+v (%d batch records waiting); /readyz %d %s", st, batchRecordsWaiting(t, ctx, js), code, body)
 	if st.LastError == "" && code == http.StatusOK {
 		t.Errorf("nothing commits, but neither the anchoring stats nor /readyz say why: %+v, /readyz %d %s", st, code, body)
 	}
@@ -240,6 +268,15 @@ func TestFourValidators(t *testing.T) {
 		t.Errorf("%d readings rejected", r)
 	}
 	anchoredOnce(t, ctx, ch, database, lc, uint64(total))
+	b, err := client.Proof(ctx, stalledID, stalledSeq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := proof.Verify(b, trust); err != nil {
+		var w strings.Builder
+		rep.Print(&w)
+		t.Fatalf("bundle of a reading stored with two validators down: %v\n%s", err, w.String())
+	}
 	t.Logf("anchoring: %+v; the client uses %s", s.Anchoring.Stats(), f.Current())
 }
 
@@ -289,4 +326,67 @@ func batchRecordsWaiting(t *testing.T, ctx context.Context, js jetstream.JetStre
 		t.Fatal(err)
 	}
 	return info.NumPending + uint64(info.NumAckPending)
+}
+
+// notInABlock is the ledger client's log of an entry it broadcast that no block included
+// within ResubmitAfter (it broadcasts it again).
+const notInABlock = "not in a block"
+
+// logCounts counts the log records whose text (message and attributes) contains one of
+// the texts it was made with.
+type logCounts struct {
+	mu sync.Mutex
+	n  map[string]int // by text looked for
+}
+
+func newLogCounts(texts ...string) *logCounts {
+	c := &logCounts{n: map[string]int{}}
+	for _, t := range texts {
+		c.n[t] = 0
+	}
+	return c
+}
+
+func (c *logCounts) add(record string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for t := range c.n {
+		if strings.Contains(record, t) {
+			c.n[t]++
+		}
+	}
+}
+
+func (c *logCounts) count(text string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n[text]
+}
+
+// countingHandler passes records on to a handler and keeps the text of those at warning level
+// and above in a logCounts.
+type countingHandler struct {
+	slog.Handler
+	c *logCounts
+}
+
+func (h countingHandler) Handle(ctx context.Context, r slog.Record) error {
+	if r.Level >= slog.LevelWarn {
+		var b strings.Builder
+		b.WriteString(r.Message)
+		r.Attrs(func(a slog.Attr) bool {
+			fmt.Fprintf(&b, " %s=%s", a.Key, a.Value)
+			return true
+		})
+		h.c.add(b.String())
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h countingHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return countingHandler{h.Handler.WithAttrs(as), h.c}
+}
+
+func (h countingHandler) WithGroup(name string) slog.Handler {
+	return countingHandler{h.Handler.WithGroup(name), h.c}
 }
