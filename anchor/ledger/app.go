@@ -25,6 +25,10 @@ type Genesis struct {
 	// first block; absent (a genesis older than authorised writers), the rule holds from the
 	// block after the first anchor_key entry.
 	AnchorKeys *[]string `json:"anchor_keys,omitempty"`
+	// AppHashVersion is the app hash version of a new chain (DESIGN 2.2, schemas/ledger.md):
+	// 0 or 1, the first (the default: proof bundles of the second are not built yet); 2, the
+	// second from genesis on.
+	AppHashVersion uint64 `json:"app_hash_version,omitempty"`
 }
 
 // App is the ABCI application.
@@ -91,6 +95,9 @@ func (a *App) InitChain(_ context.Context, req *abci.RequestInitChain) (*abci.Re
 	if err != nil {
 		return nil, err
 	}
+	if g.AppHashVersion > merkle.AppHashV2 {
+		return nil, fmt.Errorf("ledger: genesis app_state: app_hash_version %d is not 1 or 2", g.AppHashVersion)
+	}
 	var raw []byte
 	for _, k := range auth.Admins {
 		raw = append(raw, k...)
@@ -104,12 +111,20 @@ func (a *App) InitChain(_ context.Context, req *abci.RequestInitChain) (*abci.Re
 	if err := errors.Join(b.Set(keyAdmins, raw), b.Set(keyAuthority, enc)); err != nil {
 		return nil, err
 	}
+	// The state after genesis (height 0) already has the chain's version.
+	v2 := g.AppHashVersion == merkle.AppHashV2
+	if v2 {
+		if err := b.Set(keyHashV2, u64(0)); err != nil {
+			return nil, err
+		}
+	}
 	if err := b.WriteSync(); err != nil {
 		return nil, fmt.Errorf("ledger: persist genesis: %w", err)
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.s.auth = auth
+	a.s.v2From, a.s.hasV2 = 0, v2
 	h, err := a.s.appHash()
 	if err != nil {
 		return nil, err
@@ -177,28 +192,16 @@ func (a *App) hashWith(st *staged, height uint64) (merkle.Hash, error) {
 	if size > 0 {
 		logRoot = a.s.log.Root()
 	}
-	regRoot := a.s.regRoot
-	if len(st.records) > 0 {
-		ids := boolKeys(st.records)
-		for _, d := range a.s.order {
-			ids[d] = true
-		}
-		var leaves []merkle.Hash
-		for _, d := range sortedKeys(ids) {
-			v, ok := st.records[d]
-			if !ok {
-				v, ok = a.s.recordAt(d, a.s.height)
-			}
-			if ok {
-				leaves = append(leaves, merkle.LeafHash(v.record))
-			}
-		}
-		var err error
-		if regRoot, err = merkle.RegistryFromLeaves(leaves); err != nil {
-			return merkle.Hash{}, err
-		}
+	changed := make(map[string]merkle.Hash, len(st.records))
+	for d, v := range st.records {
+		changed[d] = v.leaf
 	}
-	return merkle.AppHash(size, logRoot, regRoot), nil
+	var err error
+	if st.reg, err = a.s.reg.next(changed); err != nil {
+		return merkle.Hash{}, err
+	}
+	c, err := a.s.hashOf(height, size, logRoot, st.reg.root)
+	return c.appHash, err
 }
 
 // Commit persists the staged block atomically, then makes it visible to queries.
@@ -237,18 +240,14 @@ func (a *App) Commit(context.Context, *abci.RequestCommit) (*abci.ResponseCommit
 			return nil, err
 		}
 	}
-	for _, d := range sortedKeys(boolKeys(st.records)) {
-		a.s.setRecord(d, st.records[d])
+	for d, v := range st.records {
+		a.s.devices[d] = append(a.s.devices[d], v)
+	}
+	if err := a.s.reg.apply(st.reg); err != nil {
+		return nil, err
 	}
 	a.s.height = height
 	a.s.auth = st.auth
-	if len(st.records) > 0 {
-		root, err := a.s.registryRoot(height)
-		if err != nil {
-			return nil, err
-		}
-		a.s.regRoot = root
-	}
 	a.staged = nil
 	return &abci.ResponseCommit{}, nil
 }

@@ -99,13 +99,18 @@ type StateRequest struct {
 	Height uint64 `json:"height"`
 }
 
-// State is what the app hash at a height commits.
+// State is what the app hash at a height commits. Under the second app hash version
+// (Version 2) AppHash is merkle.AppHashV2Of(LogSize, LogRoot, StateRoot) and RegistryProof
+// proves RegistryRoot as the state root's "registry" sub-root.
 type State struct {
-	Height       uint64      `json:"height"`
-	LogSize      uint64      `json:"log_size"`
-	LogRoot      merkle.Hash `json:"log_root"`
-	RegistryRoot merkle.Hash `json:"registry_root"`
-	AppHash      merkle.Hash `json:"app_hash"`
+	Height        uint64             `json:"height"`
+	Version       uint64             `json:"version"`
+	LogSize       uint64             `json:"log_size"`
+	LogRoot       merkle.Hash        `json:"log_root"`
+	RegistryRoot  merkle.Hash        `json:"registry_root"`
+	StateRoot     *merkle.Hash       `json:"state_root,omitempty"`
+	RegistryProof *merkle.StateProof `json:"registry_proof,omitempty"`
+	AppHash       merkle.Hash        `json:"app_hash"`
 }
 
 // queryError is a query that cannot be answered, with its code.
@@ -214,23 +219,18 @@ func (a *App) query(path string, data []byte) (any, error) {
 		if !ok {
 			return nil, notFound("device %s is not registered at height %d", r.ID, h)
 		}
-		leaves, idx := s.registryAt(h, r.ID)
-		path, err := merkle.InclusionPath(leaves, uint64(idx))
+		p, err := s.registryProof(r.ID, h)
 		if err != nil {
 			return nil, err
 		}
-		root, err := merkle.RegistryFromLeaves(leaves)
-		if err != nil {
-			return nil, err
-		}
-		return deviceResponse{Record: v.record, Index: uint64(idx), Size: uint64(len(leaves)), Path: nonNil(path), Root: root, Height: h}, nil
+		return deviceResponse{Record: v.record, Index: p.index, Size: p.size, Path: p.path, Root: p.root, Height: h}, nil
 	case PathDevicesChanged:
 		var r ChangesRequest
 		if err := json.Unmarshal(data, &r); err != nil {
 			return nil, err
 		}
 		resp := changesResponse{Records: [][]byte{}, Height: s.height}
-		for _, d := range s.order {
+		for _, d := range s.reg.order {
 			if v, ok := s.recordAt(d, s.height); ok && v.height > r.Since {
 				resp.Records = append(resp.Records, v.record)
 			}
@@ -258,11 +258,19 @@ func (a *App) query(path string, data []byte) (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		size, logRoot, regRoot, err := s.roots(h)
+		c, err := s.committedAt(h)
 		if err != nil {
 			return nil, err
 		}
-		return State{Height: h, LogSize: size, LogRoot: logRoot, RegistryRoot: regRoot, AppHash: merkle.AppHash(size, logRoot, regRoot)}, nil
+		out := State{Height: h, Version: c.version, LogSize: c.logSize, LogRoot: c.logRoot, RegistryRoot: c.registryRoot, AppHash: c.appHash}
+		if c.version == merkle.AppHashV2 {
+			p, err := merkle.ProveSubRoot(c.subRoots, merkle.SubRootRegistry)
+			if err != nil {
+				return nil, err
+			}
+			out.StateRoot, out.RegistryProof = &c.stateRoot, &p
+		}
+		return out, nil
 	case PathAuthority:
 		return s.auth.view(s.height), nil
 	}

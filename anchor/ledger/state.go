@@ -7,11 +7,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 
 	dbm "github.com/cometbft/cometbft-db"
 	abci "github.com/cometbft/cometbft/abci/types"
 	cmted25519 "github.com/cometbft/cometbft/crypto/ed25519"
+	"github.com/fxamacker/cbor/v2"
 
 	"github.com/anchorline/anchorline/anchor/merkle"
 	"github.com/anchorline/anchorline/schemas/entry"
@@ -22,8 +24,11 @@ import (
 var (
 	keyHeight = []byte("meta/height") // last committed height, uint64 BE
 	keyAdmins = []byte("meta/admins") // concatenated 32-byte admin keys
-	prefEntry = []byte("e/")          // e/<index BE> = height BE || entry bytes
-	prefDev   = []byte("d/")          // d/<device> 0x00 <height BE> = record bytes
+	// keyHashV2 holds the first height (uint64 BE) whose state the app hash commits in its
+	// second version (DESIGN 2.2); absent: every height is hashed in the first version.
+	keyHashV2 = []byte("meta/app_hash_v2_from")
+	prefEntry = []byte("e/") // e/<index BE> = height BE || entry bytes
+	prefDev   = []byte("d/") // d/<device> 0x00 <height BE> = record bytes
 )
 
 func u64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
@@ -32,7 +37,12 @@ func u64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
 type version struct {
 	height uint64
 	record []byte
+	leaf   merkle.Hash // merkle.LeafHash(record), the record's registry leaf
 	rec    entry.Record
+}
+
+func newVersion(height uint64, record []byte, rec entry.Record) version {
+	return version{height: height, record: record, leaf: merkle.LeafHash(record), rec: rec}
 }
 
 // state is the app's committed state, all of it in memory (rebuilt from the database on open).
@@ -44,12 +54,14 @@ type state struct {
 	byLeaf  map[merkle.Hash]uint64 // log index of each entry leaf
 	anchors map[string]bool        // anchor ids in the log
 	devices map[string][]version   // each device's record history, oldest first
-	order   []string               // device ids, sorted
-	regRoot merkle.Hash            // registry root at height
+	reg     *registry              // the registry tree at height
+	// v2From is the first height whose app hash is of the second version (hasV2 false: none).
+	v2From uint64
+	hasV2  bool
 }
 
 func newState() *state {
-	return &state{byLeaf: map[merkle.Hash]uint64{}, anchors: map[string]bool{}, devices: map[string][]version{}, regRoot: merkle.RegistryRoot(0, merkle.EmptyRoot())}
+	return &state{byLeaf: map[merkle.Hash]uint64{}, anchors: map[string]bool{}, devices: map[string][]version{}, reg: newRegistry()}
 }
 
 func loadState(db dbm.DB) (*state, error) {
@@ -63,6 +75,12 @@ func loadState(db dbm.DB) (*state, error) {
 	}
 	if s.auth, err = loadAuthority(db); err != nil {
 		return nil, err
+	}
+	if b, err = db.Get(keyHashV2); err != nil {
+		return nil, err
+	}
+	if len(b) == 8 {
+		s.v2From, s.hasV2 = binary.BigEndian.Uint64(b), true
 	}
 	it, err := db.Iterator(prefEntry, prefixEnd(prefEntry))
 	if err != nil {
@@ -84,6 +102,8 @@ func loadState(db dbm.DB) (*state, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Keys sort by device id, then height: each device's versions come together, oldest first.
+	var change regChange
 	for ; it.Valid(); it.Next() {
 		k := it.Key()[len(prefDev):]
 		i := bytes.IndexByte(k, 0)
@@ -96,11 +116,30 @@ func loadState(db dbm.DB) (*state, error) {
 			it.Close()
 			return nil, fmt.Errorf("ledger db: %w", err)
 		}
-		s.setRecord(string(k[:i]), version{height: binary.BigEndian.Uint64(k[i+1:]), record: bytes.Clone(it.Value()), rec: rec})
+		dev := string(k[:i])
+		v := newVersion(binary.BigEndian.Uint64(k[i+1:]), bytes.Clone(it.Value()), rec)
+		s.devices[dev] = append(s.devices[dev], v)
+		if n := len(change.order); n > 0 && change.order[n-1] == dev {
+			change.leaves[n-1] = v.leaf
+		} else {
+			change.order, change.leaves = append(change.order, dev), append(change.leaves, v.leaf)
+		}
 	}
 	it.Close()
-	s.regRoot, err = s.registryRoot(s.height)
-	return s, err
+	if !slices.IsSorted(change.order) {
+		return nil, errors.New("ledger db: device records are not in device order")
+	}
+	if len(change.order) > 0 {
+		tree, err := merkle.Root(change.leaves)
+		if err != nil {
+			return nil, err
+		}
+		change.root = merkle.RegistryRoot(uint64(len(change.leaves)), tree)
+	}
+	if err := s.reg.apply(change); err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
 // loadAuthority reads the authority state; a database of a chain older than it has only its
@@ -138,29 +177,25 @@ func prefixEnd(p []byte) []byte {
 // FinalizeBlock did already.
 func (s *state) appendEntry(height uint64, e []byte, inTree bool) error {
 	leaf := merkle.EntryLeaf(e)
-	dec, err := entry.Decode(e)
-	if err != nil {
-		return err
+	// The entry was checked (entry.Decode, signatures included) before it entered the log; on
+	// a restart only its type and anchor id are read back, so that opening a ledger of many
+	// entries does not verify every signature again.
+	var head struct {
+		Type entry.Type `cbor:"type"`
+		ID   []byte     `cbor:"id"`
+	}
+	if err := cbor.Unmarshal(e, &head); err != nil {
+		return fmt.Errorf("entry %d: %w", len(s.heights), err)
 	}
 	s.byLeaf[leaf] = uint64(len(s.heights))
 	if !inTree {
 		s.log.Append(leaf)
 	}
 	s.heights = append(s.heights, height)
-	if dec.Anchor != nil {
-		s.anchors[string(dec.Anchor.ID)] = true
+	if head.Type == entry.TypeAnchor {
+		s.anchors[string(head.ID)] = true
 	}
 	return nil
-}
-
-func (s *state) setRecord(dev string, v version) {
-	if _, ok := s.devices[dev]; !ok {
-		i := sort.SearchStrings(s.order, dev)
-		s.order = append(s.order, "")
-		copy(s.order[i+1:], s.order[i:])
-		s.order[i] = dev
-	}
-	s.devices[dev] = append(s.devices[dev], v)
 }
 
 // logSizeAt is the number of entries committed in blocks up to height.
@@ -178,27 +213,20 @@ func (s *state) recordAt(dev string, height uint64) (version, bool) {
 	return vs[i-1], true
 }
 
-// registryAt returns the registry's sorted leaves as of height and the index of dev among them
-// (-1 if absent).
-func (s *state) registryAt(height uint64, dev string) ([]merkle.Hash, int) {
-	leaves := make([]merkle.Hash, 0, len(s.order))
-	idx := -1
-	for _, d := range s.order {
-		v, ok := s.recordAt(d, height)
-		if !ok {
-			continue
-		}
-		if d == dev {
-			idx = len(leaves)
-		}
-		leaves = append(leaves, merkle.LeafHash(v.record))
-	}
-	return leaves, idx
+// leafAt is dev's registry leaf as of height.
+func (s *state) leafAt(dev string, height uint64) (merkle.Hash, bool) {
+	v, ok := s.recordAt(dev, height)
+	return v.leaf, ok
 }
 
+// registryRoot is the registry root as of height.
 func (s *state) registryRoot(height uint64) (merkle.Hash, error) {
-	leaves, _ := s.registryAt(height, "")
-	return merkle.RegistryFromLeaves(leaves)
+	return s.reg.rootAt(height, s.height, s.leafAt)
+}
+
+// registryProof is dev's registry proof as of height.
+func (s *state) registryProof(dev string, height uint64) (regProof, error) {
+	return s.reg.prove(dev, height, s.height, s.leafAt)
 }
 
 // roots returns the log size and root and the registry root as of height.
@@ -210,23 +238,67 @@ func (s *state) roots(height uint64) (size uint64, logRoot, regRoot merkle.Hash,
 			return
 		}
 	}
-	if height == s.height {
-		regRoot = s.regRoot
-	} else {
-		regRoot, err = s.registryRoot(height)
-	}
+	regRoot, err = s.registryRoot(height)
 	return
+}
+
+// hashVersion is the app hash version of the state at height.
+func (s *state) hashVersion(height uint64) uint64 {
+	if s.hasV2 && height >= s.v2From {
+		return merkle.AppHashV2
+	}
+	return merkle.AppHashV1
+}
+
+// committed is what the app hash of a height commits, and the hash.
+type committed struct {
+	version      uint64
+	logSize      uint64
+	logRoot      merkle.Hash
+	registryRoot merkle.Hash
+	subRoots     []merkle.SubRoot // v2 only, sorted by name
+	stateRoot    merkle.Hash      // v2 only
+	appHash      merkle.Hash
+}
+
+// subRoots are the named sub-roots a v2 state root commits at a height: the registry's only,
+// so far. A later sub-root (rules, owners, consent) joins from a height recorded in state, so
+// that every earlier height keeps its state root.
+func subRoots(regRoot merkle.Hash) []merkle.SubRoot {
+	return []merkle.SubRoot{{Name: merkle.SubRootRegistry, Root: regRoot}}
+}
+
+// hashOf is the app hash, of height's version, over the given roots.
+func (s *state) hashOf(height, size uint64, logRoot, regRoot merkle.Hash) (committed, error) {
+	c := committed{version: s.hashVersion(height), logSize: size, logRoot: logRoot, registryRoot: regRoot}
+	if c.version == merkle.AppHashV1 {
+		c.appHash = merkle.AppHash(size, logRoot, regRoot)
+		return c, nil
+	}
+	c.subRoots = subRoots(regRoot)
+	var err error
+	if c.stateRoot, err = merkle.StateRoot(c.subRoots); err != nil {
+		return committed{}, err
+	}
+	c.appHash = merkle.AppHashV2Of(size, logRoot, c.stateRoot)
+	return c, nil
+}
+
+// committedAt is what the app hash after block height commits.
+func (s *state) committedAt(height uint64) (committed, error) {
+	size, logRoot, regRoot, err := s.roots(height)
+	if err != nil {
+		return committed{}, err
+	}
+	return s.hashOf(height, size, logRoot, regRoot)
 }
 
 // logSize is the committed log size (the tree may hold a finalized block's leaves already).
 func (s *state) logSize() uint64 { return uint64(len(s.heights)) }
 
 func (s *state) appHash() (merkle.Hash, error) {
-	size, logRoot, regRoot, err := s.roots(s.height)
-	if err != nil {
-		return merkle.Hash{}, err
-	}
-	return merkle.AppHash(size, logRoot, regRoot), nil
+	c, err := s.committedAt(s.height)
+	return c.appHash, err
 }
 
 // Codes of rejected transactions.
@@ -260,6 +332,7 @@ func txCode(err error) uint32 {
 type staged struct {
 	entries [][]byte
 	records map[string]version
+	reg     regChange // the registry after records, computed by FinalizeBlock
 	anchors map[string]bool
 	auth    *authority                      // the committed authority with the block's changes
 	updates map[string]abci.ValidatorUpdate // by validator address: the last update wins
@@ -345,7 +418,7 @@ func (s *state) stage(st *staged, dec entry.Entry, e []byte, height uint64) erro
 		if err != nil {
 			return err
 		}
-		st.records[r.Dev] = version{height: height, record: b, rec: rec}
+		st.records[r.Dev] = newVersion(height, b, rec)
 	case dec.Revoke != nil:
 		prev, ok := st.records[dec.Revoke.Dev]
 		if !ok {
@@ -357,7 +430,7 @@ func (s *state) stage(st *staged, dec entry.Entry, e []byte, height uint64) erro
 		if err != nil {
 			return err
 		}
-		st.records[dec.Revoke.Dev] = version{height: height, record: b, rec: rec}
+		st.records[dec.Revoke.Dev] = newVersion(height, b, rec)
 	default:
 		return errors.New("ledger: entry of no known type")
 	}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 )
 
@@ -118,6 +119,25 @@ type vectors struct {
 		Tree string `json:"tree"`
 		Root string `json:"root"`
 	} `json:"registry_root"`
+	// StateRoot and AppHashV2 are the second app hash version (added later; the vectors above
+	// are unchanged by it).
+	StateRoot struct {
+		SubRoots []SubRoot  `json:"sub_roots"`
+		Root     string     `json:"root"`
+		Registry StateProof `json:"registry_proof"`
+	} `json:"state_root"`
+	AppHashV2 struct {
+		LogSize   uint64 `json:"log_size"`
+		LogRoot   string `json:"log_root"`
+		StateRoot string `json:"state_root"`
+		AppHash   string `json:"app_hash"`
+	} `json:"app_hash_v2"`
+}
+
+// goldenSubRoots are the state root vector's sub-roots: the registry vector's root and a
+// second name, in reverse order so that StateRoot must sort them.
+func goldenSubRoots(registry Hash, leaves []Hash) []SubRoot {
+	return []SubRoot{{Name: "rules", Root: leaves[3]}, {Name: SubRootRegistry, Root: registry}}
 }
 
 func TestGoldenHashes(t *testing.T) {
@@ -154,6 +174,12 @@ func TestGoldenHashes(t *testing.T) {
 		tree, _ := Root(leaves[:3])
 		v.Registry.Size, v.Registry.Tree = 3, tree.String()
 		v.Registry.Root = RegistryRoot(3, tree).String()
+		subs := goldenSubRoots(RegistryRoot(3, tree), leaves)
+		sr, _ := StateRoot(subs)
+		v.StateRoot.SubRoots, v.StateRoot.Root = subs, sr.String()
+		v.StateRoot.Registry, _ = ProveSubRoot(subs, SubRootRegistry)
+		v.AppHashV2.LogSize, v.AppHashV2.LogRoot, v.AppHashV2.StateRoot = 15, leaves[1].String(), sr.String()
+		v.AppHashV2.AppHash = AppHashV2Of(15, leaves[1], sr).String()
 		b, _ := json.MarshalIndent(v, "", "  ")
 		if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
 			t.Fatal(err)
@@ -214,5 +240,133 @@ func TestGoldenHashes(t *testing.T) {
 	}
 	if err := VerifyRegistry(0, 4, leaves[0], regPath, root); !errors.Is(err, ErrProof) {
 		t.Errorf("registry proof with the wrong size: %v", err)
+	}
+	checkGoldenV2(t, v, root, leaves)
+}
+
+// checkGoldenV2 checks the second app hash version's vectors, each also written out by hand
+// from DESIGN 2.2 and schemas/ledger.md.
+func checkGoldenV2(t *testing.T, v vectors, registry Hash, leaves []Hash) {
+	t.Helper()
+	subs := goldenSubRoots(registry, leaves)
+	sr, err := StateRoot(subs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Sorted by name: "registry" < "rules".
+	l0 := sha256.Sum256(append(append([]byte{0}, "registry"...), registry[:]...))
+	l1 := sha256.Sum256(append(append([]byte{0}, "rules"...), leaves[3][:]...))
+	if manual := sha256.Sum256(append(append([]byte{1}, l0[:]...), l1[:]...)); sr.String() != v.StateRoot.Root || sr != manual {
+		t.Errorf("state root = %s, want %s (manual %x)", sr, v.StateRoot.Root, manual)
+	}
+	if got, _ := StateRoot(v.StateRoot.SubRoots); got != sr {
+		t.Errorf("state root of the golden sub-roots = %s, want %s", got, sr)
+	}
+	p, err := ProveSubRoot(subs, SubRootRegistry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Index != v.StateRoot.Registry.Index || p.Size != v.StateRoot.Registry.Size || p.Root != v.StateRoot.Registry.Root || !slices.Equal(p.Path, v.StateRoot.Registry.Path) {
+		t.Errorf("registry sub-root proof = %+v, want %+v", p, v.StateRoot.Registry)
+	}
+	if err := VerifySubRoot(v.StateRoot.Registry, sr); err != nil {
+		t.Errorf("registry sub-root proof: %v", err)
+	}
+	lr, _ := ParseHash(v.AppHashV2.LogRoot)
+	manualApp := sha256.Sum256(append(append(append([]byte("anchorline/ledger/v2"), 0, 0, 0, 0, 0, 0, 0, 15), lr[:]...), sr[:]...))
+	if got := AppHashV2Of(v.AppHashV2.LogSize, lr, sr); got.String() != v.AppHashV2.AppHash || got != manualApp {
+		t.Errorf("app hash v2 = %s, want %s", got, v.AppHashV2.AppHash)
+	}
+	if AppHashV2Of(15, lr, sr) == AppHash(15, lr, sr) {
+		t.Error("v1 and v2 app hashes agree over the same inputs")
+	}
+}
+
+func TestStateRoot(t *testing.T) {
+	r := leavesN(5)
+	subs := []SubRoot{{"registry", r[0]}, {"rules", r[1]}, {"owners", r[2]}, {"consent", r[3]}, {"erase", r[4]}}
+	sr, err := StateRoot(subs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range subs {
+		p, err := ProveSubRoot(subs, s.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := VerifySubRoot(p, sr); err != nil {
+			t.Errorf("%s: %v", s.Name, err)
+		}
+		// The name is in the leaf: the same path does not prove the root under another name.
+		q := p
+		q.Name = "x" + p.Name
+		if err := VerifySubRoot(q, sr); !errors.Is(err, ErrProof) {
+			t.Errorf("%s proven under another name: %v", s.Name, err)
+		}
+		q = p
+		q.Root = r[(p.Index+1)%5]
+		if err := VerifySubRoot(q, sr); !errors.Is(err, ErrProof) {
+			t.Errorf("%s with another root: %v", s.Name, err)
+		}
+	}
+	for name, bad := range map[string][]SubRoot{
+		"none":       nil,
+		"empty name": {{"", r[0]}},
+		"twice":      {{"registry", r[0]}, {"registry", r[1]}},
+	} {
+		if _, err := StateRoot(bad); !errors.Is(err, ErrStateRoot) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	if _, err := ProveSubRoot(subs, "missing"); !errors.Is(err, ErrStateRoot) {
+		t.Errorf("missing sub-root: %v", err)
+	}
+}
+
+func TestTreeReplaceAndRootWith(t *testing.T) {
+	all := leavesN(40)
+	for _, n := range []int{0, 1, 2, 7, 16, 33} {
+		for prefix := 0; prefix <= n; prefix++ {
+			var tree Tree
+			for _, l := range all[:n] {
+				tree.Append(l)
+			}
+			// New leaves from prefix on: a different set, one longer.
+			suffix := leavesN(n - prefix + 1 + 40)[40:]
+			want := EmptyRoot()
+			if full := append(slices.Clone(all[:prefix]), suffix...); len(full) > 0 {
+				want = naiveRoot(full)
+			}
+			got, err := tree.RootWith(uint64(prefix), suffix)
+			if err != nil || got != want {
+				t.Fatalf("RootWith(%d of %d) = %s, %v; want %s", prefix, n, got, err, want)
+			}
+			if tree.Size() != uint64(n) {
+				t.Fatalf("RootWith changed the tree")
+			}
+			if err := tree.Replace(uint64(prefix), suffix); err != nil {
+				t.Fatal(err)
+			}
+			if r := tree.Root(); r != want {
+				t.Fatalf("Replace(%d of %d) root = %s, want %s", prefix, n, r, want)
+			}
+			for i := range tree.Size() {
+				p, err := tree.InclusionProof(i, tree.Size())
+				if err != nil {
+					t.Fatal(err)
+				}
+				l, _ := tree.Leaf(i)
+				if err := VerifyInclusion(i, tree.Size(), l, p, want); err != nil {
+					t.Fatalf("after Replace(%d of %d), leaf %d: %v", prefix, n, i, err)
+				}
+			}
+		}
+	}
+	var tree Tree
+	if _, err := tree.RootWith(1, nil); err == nil {
+		t.Error("RootWith beyond the size succeeded")
+	}
+	if err := tree.Replace(1, nil); err == nil {
+		t.Error("Replace beyond the size succeeded")
 	}
 }

@@ -132,3 +132,66 @@ func (t *Tree) fetch(nodes proof.Nodes) ([]Hash, error) {
 	}
 	return out, nil
 }
+
+// prefixRange is the compact range of the first size leaves: their perfect subtrees, left to
+// right.
+func (t *Tree) prefixRange(size uint64) (*compact.Range, error) {
+	var hashes [][]byte
+	for begin := uint64(0); begin < size; {
+		level := uint(bits.Len64(size-begin) - 1)
+		h, err := t.node(compact.NewNodeID(level, begin>>level))
+		if err != nil {
+			return nil, err
+		}
+		hashes = append(hashes, h[:])
+		begin += 1 << level
+	}
+	rf := compact.RangeFactory{Hash: hasher.HashChildren}
+	r, err := rf.NewRange(0, size, hashes)
+	if err != nil {
+		return nil, fmt.Errorf("merkle: range of %d: %w", size, err)
+	}
+	return r, nil
+}
+
+// RootWith is the root of the tree whose first prefix leaves are t's and whose next leaves are
+// suffix, without changing t. It costs O(len(suffix) + log prefix) hashes; the root of no
+// leaves is EmptyRoot.
+func (t *Tree) RootWith(prefix uint64, suffix []Hash) (Hash, error) {
+	if prefix > t.Size() {
+		return Hash{}, fmt.Errorf("merkle: prefix %d beyond size %d", prefix, t.Size())
+	}
+	if prefix+uint64(len(suffix)) == 0 {
+		return EmptyRoot(), nil
+	}
+	r, err := t.prefixRange(prefix)
+	if err != nil {
+		return Hash{}, err
+	}
+	for i := range suffix {
+		if err := r.Append(suffix[i][:], nil); err != nil {
+			return Hash{}, fmt.Errorf("merkle: append leaf %d: %w", prefix+uint64(i), err)
+		}
+	}
+	root, err := r.GetRootHash(nil)
+	if err != nil {
+		return Hash{}, fmt.Errorf("merkle: root: %w", err)
+	}
+	return HashFromBytes(root)
+}
+
+// Replace keeps the first prefix leaves and replaces the rest with suffix, rehashing only what
+// covers the new leaves: O(len(suffix) + log prefix) hashes. A sorted tree (the v1 device
+// registry) that changes from index i on is updated with Replace(i, the leaves from i).
+func (t *Tree) Replace(prefix uint64, suffix []Hash) error {
+	if prefix > t.Size() {
+		return fmt.Errorf("merkle: prefix %d beyond size %d", prefix, t.Size())
+	}
+	for k := range t.levels {
+		t.levels[k] = t.levels[k][:prefix>>k]
+	}
+	for _, l := range suffix {
+		t.Append(l)
+	}
+	return nil
+}

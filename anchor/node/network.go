@@ -153,6 +153,10 @@ func (n Network) validate() error {
 		return errors.New("the chain id must not be empty")
 	case n.Validators < 1:
 		return fmt.Errorf("%d validators: want 1 or more", n.Validators)
+	case len(n.Admins) == 0:
+		return errors.New("no admin keys: a ledger without admins could never register a device or change its validators (give at least one)")
+	case n.AdminThreshold > len(n.Admins):
+		return fmt.Errorf("admin threshold %d is more than the %d admins: no change of validators or admins could ever be signed", n.AdminThreshold, len(n.Admins))
 	case len(n.Hosts) > 1 && len(n.Hosts) != n.Validators:
 		return fmt.Errorf("%d hosts for %d validators: give one host per validator, or one for all", len(n.Hosts), n.Validators)
 	}

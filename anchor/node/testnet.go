@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"time"
 
+	cfg "github.com/cometbft/cometbft/config"
+
 	"github.com/anchorline/anchorline/internal/retry"
 )
 
@@ -41,6 +43,22 @@ var ErrPortTaken = errors.New("testnet: a validator's port was taken")
 // block. n.Hosts, n.P2PPort and n.RPCPort must be left zero (the Testnet chooses them); the
 // rest of n is as InitNetwork takes it. Close stops the validators again.
 func StartTestnet(ctx context.Context, n Network, log *slog.Logger) (*Testnet, error) {
+	return StartTestnetWith(ctx, n, TestnetOptions{Log: log})
+}
+
+// TestnetOptions are what StartTestnetWith takes beyond the network.
+type TestnetOptions struct {
+	Log *slog.Logger // nil: slog.Default()
+	// Configure, if set, edits validator i's config as InitNetwork wrote it, before the
+	// validator first starts; the result is its home's config.toml, kept across restarts (a
+	// test's faster consensus timeouts, say). Addresses and peers are the Testnet's: leave
+	// them.
+	Configure func(i int, conf *cfg.Config)
+}
+
+// StartTestnetWith is StartTestnet with options.
+func StartTestnetWith(ctx context.Context, n Network, o TestnetOptions) (*Testnet, error) {
+	log := o.Log
 	if len(n.Hosts) > 0 || n.P2PPort != 0 || n.RPCPort != 0 {
 		return nil, fmt.Errorf("testnet: %w: hosts and ports are the testnet's own", ErrInvalidNetwork)
 	}
@@ -69,6 +87,11 @@ func StartTestnet(ctx context.Context, n Network, log *slog.Logger) (*Testnet, e
 		}
 		tn.Validators[i].RPCAddr = rpc.Addr().String()
 		tn.holds[i] = append(tn.holds[i], rpc)
+		if o.Configure != nil {
+			if err := configure(tn.Validators[i].Home, func(conf *cfg.Config) { o.Configure(i, conf) }); err != nil {
+				return nil, errors.Join(err, tn.Close())
+			}
+		}
 	}
 	for i := range tn.Validators {
 		if err := tn.Start(ctx, i); err != nil {
@@ -79,6 +102,19 @@ func StartTestnet(ctx context.Context, n Network, log *slog.Logger) (*Testnet, e
 		return nil, errors.Join(err, tn.Close())
 	}
 	return tn, nil
+}
+
+// configure rewrites a home's config.toml with edit applied.
+func configure(home string, edit func(*cfg.Config)) error {
+	conf, err := LoadConfig(home)
+	if err != nil {
+		return fmt.Errorf("testnet: %w", err)
+	}
+	edit(conf)
+	if err := conf.ValidateBasic(); err != nil {
+		return fmt.Errorf("testnet: %s: configured: %w", home, err)
+	}
+	return writeConfig(conf)
 }
 
 // awaitBlocks waits until every validator has left block sync and committed a first block:

@@ -48,6 +48,9 @@ type Parts struct {
 	RegistryPath  []merkle.Hash
 
 	LightBlock *types.LightBlock // whose header's app hash commits the state above
+	// LightChain leads from earlier validator sets to LightBlock's (ledger.Client.LightChain):
+	// older light blocks, oldest first; empty while the set never changed.
+	LightChain []*types.LightBlock
 }
 
 // ErrInconsistent means the parts do not fit together (stored data and ledger disagree).
@@ -110,13 +113,21 @@ func Build(p Parts) (*bundle.Bundle, error) {
 	if !bytes.Equal(p.LightBlock.Header.AppHash, want[:]) {
 		return nil, fmt.Errorf("%w: the header at %d does not commit this log and registry", ErrInconsistent, p.LightBlock.Height)
 	}
-	vals, err := canonicalValidators(p.LightBlock.ValidatorSet.Validators)
+	lb, err := encodeLightBlock(p.LightBlock)
 	if err != nil {
 		return nil, err
 	}
-	lb, err := cmtjson.Marshal(&types.LightBlock{SignedHeader: p.LightBlock.SignedHeader, ValidatorSet: vals})
-	if err != nil {
-		return nil, err
+	var chain []json.RawMessage
+	for i, l := range p.LightChain {
+		if l == nil || l.SignedHeader == nil || l.ValidatorSet == nil || l.Height >= p.LightBlock.Height ||
+			i > 0 && l.Height <= p.LightChain[i-1].Height {
+			return nil, fmt.Errorf("%w: light chain block %d is missing or out of order", ErrInconsistent, i)
+		}
+		raw, err := encodeLightBlock(l)
+		if err != nil {
+			return nil, err
+		}
+		chain = append(chain, raw)
 	}
 	return &bundle.Bundle{
 		Format:  bundle.Format,
@@ -126,12 +137,28 @@ func Build(p Parts) (*bundle.Bundle, error) {
 		Batch:  bundle.Batch{ID: bytes.Clone(p.BatchID[:]), Size: uint64(len(p.BatchLeaves)), LeafIndex: p.LeafIndex, Path: hexes(batchPath), Root: bytes.Clone(batchRoot[:])},
 		Anchor: bundle.Anchor{ID: bytes.Clone(p.AnchorID[:]), Batches: uint64(len(leaves)), BatchIndex: p.BatchIndex, Path: hexes(anchorPath), Root: bytes.Clone(anchorRoot[:])},
 		Ledger: bundle.Ledger{ChainID: p.ChainID, Height: p.LightBlock.Height, Entry: p.Entry, LogIndex: p.LogIndex, LogSize: p.LogSize,
-			LogPath: hexes(p.LogPath), LogRoot: bytes.Clone(p.LogRoot[:]), RegistryRoot: bytes.Clone(p.RegistryRoot[:]), LightBlock: lb},
+			LogPath: hexes(p.LogPath), LogRoot: bytes.Clone(p.LogRoot[:]), RegistryRoot: bytes.Clone(p.RegistryRoot[:]), LightBlock: lb, LightChain: chain},
 	}, nil
 }
 
-// TrustFile encodes the trust file for a chain and its validator set.
+// encodeLightBlock is CometBFT's JSON of lb with its validator set in canonical form.
+func encodeLightBlock(lb *types.LightBlock) ([]byte, error) {
+	vals, err := canonicalValidators(lb.ValidatorSet.Validators)
+	if err != nil {
+		return nil, err
+	}
+	return cmtjson.Marshal(&types.LightBlock{SignedHeader: lb.SignedHeader, ValidatorSet: vals})
+}
+
+// TrustFile encodes the trust file for a chain and its validator set, without a height (as
+// trust files were first made): its set is the one a bundle's light chain starts from.
 func TrustFile(chainID string, vals *types.ValidatorSet) ([]byte, error) {
+	return TrustFileAt(chainID, 0, vals)
+}
+
+// TrustFileAt encodes the trust file for a chain and the validator set that signs its header at
+// height.
+func TrustFileAt(chainID string, height int64, vals *types.ValidatorSet) ([]byte, error) {
 	canon, err := canonicalValidators(vals.Validators)
 	if err != nil {
 		return nil, err
@@ -140,7 +167,7 @@ func TrustFile(chainID string, vals *types.ValidatorSet) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := bundle.Trust{Format: bundle.TrustFormat, ChainID: chainID, Validators: raw}
+	t := bundle.Trust{Format: bundle.TrustFormat, ChainID: chainID, Height: height, Validators: raw}
 	return t.Marshal()
 }
 

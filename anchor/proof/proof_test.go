@@ -21,6 +21,7 @@ import (
 	cmted25519 "github.com/cometbft/cometbft/crypto/ed25519"
 	"github.com/cometbft/cometbft/types"
 
+	"github.com/anchorline/anchorline/anchor/ledger"
 	"github.com/anchorline/anchorline/anchor/merkle"
 	"github.com/anchorline/anchorline/anchor/node"
 	"github.com/anchorline/anchorline/schemas/bundle"
@@ -34,7 +35,7 @@ func seeded(b byte) []byte { return bytes.Repeat([]byte{b}, 32) }
 
 // chain is a real in-process ledger with an admin, for building bundles.
 type chain struct {
-	n     *node.Node
+	lc    *ledger.Client
 	admin ed25519.PrivateKey
 }
 
@@ -47,12 +48,12 @@ func newChain(t *testing.T) *chain {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = n.Stop() })
-	return &chain{n: n, admin: admin}
+	return &chain{lc: n.Client(), admin: admin}
 }
 
 func (c *chain) submit(t *testing.T, e []byte) int64 {
 	t.Helper()
-	rc, err := c.n.Client().Submit(context.Background(), e)
+	rc, err := c.lc.Submit(context.Background(), e)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,11 +92,11 @@ func (c *chain) bundleFor(t *testing.T, readings [][]byte, idx int) *bundle.Bund
 	if err != nil {
 		t.Fatal(err)
 	}
-	rc, err := c.n.Client().Submit(ctx, e)
+	rc, err := c.lc.Submit(ctx, e)
 	if err != nil {
 		t.Fatal(err)
 	}
-	lc := c.n.Client()
+	lc := c.lc
 	ep, err := lc.EntryProof(ctx, rc.LogIndex, rc.Height)
 	if err != nil {
 		t.Fatal(err)
@@ -112,10 +113,14 @@ func (c *chain) bundleFor(t *testing.T, readings [][]byte, idx int) *bundle.Bund
 	if err != nil {
 		t.Fatal(err)
 	}
+	lchain, err := lc.LightChain(ctx, rc.Height+1)
+	if err != nil {
+		t.Fatal(err)
+	}
 	b, err := Build(Parts{Raw: readings[idx], Device: msg.Reading.Device, Seq: msg.Reading.Seq, BatchID: batchID, BatchLeaves: leaves,
 		LeafIndex: uint64(idx), AnchorID: anchorID, AnchorBatches: batches, BatchIndex: 1, ChainID: "proof-test",
 		Entry: ep.Entry, LogIndex: ep.LogIndex, LogSize: ep.LogSize, LogPath: ep.Path, LogRoot: ep.LogRoot, RegistryRoot: ep.RegistryRoot,
-		Record: dp.RecordBytes, RegistryIndex: dp.Index, RegistrySize: dp.Size, RegistryPath: dp.Path, LightBlock: lb})
+		Record: dp.RecordBytes, RegistryIndex: dp.Index, RegistrySize: dp.Size, RegistryPath: dp.Path, LightBlock: lb, LightChain: lchain})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,7 +129,7 @@ func (c *chain) bundleFor(t *testing.T, readings [][]byte, idx int) *bundle.Bund
 
 func (c *chain) trust(t *testing.T) []byte {
 	t.Helper()
-	chainID, vals, err := node.Trust(context.Background(), c.n.Client())
+	chainID, vals, err := node.Trust(context.Background(), c.lc)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 
 	cmted25519 "github.com/cometbft/cometbft/crypto/ed25519"
 	cmtjson "github.com/cometbft/cometbft/libs/json"
@@ -96,6 +97,7 @@ func Verify(bundleJSON, trustJSON []byte) (Report, error) {
 	var b *bundle.Bundle
 	var trusted *types.ValidatorSet
 	var chainID string
+	var trustHeight int64
 	v.step("bundle", func() (string, error) {
 		var err error
 		b, err = bundle.Parse(bundleJSON)
@@ -112,8 +114,12 @@ func Verify(bundleJSON, trustJSON []byte) (Report, error) {
 		if trusted, err = parseValidators(t.Validators); err != nil {
 			return "", err
 		}
-		chainID = t.ChainID
-		return fmt.Sprintf("chain %s, %d validators, set %X", chainID, trusted.Size(), trusted.Hash()), nil
+		chainID, trustHeight = t.ChainID, t.Height
+		at := ""
+		if t.Height > 0 {
+			at = fmt.Sprintf(" at height %d", t.Height)
+		}
+		return fmt.Sprintf("chain %s, %d validators, set %X%s", chainID, trusted.Size(), trusted.Hash(), at), nil
 	})
 	var msg *reading.Message
 	var pub reading.PublicKey
@@ -242,6 +248,31 @@ func Verify(bundleJSON, trustJSON []byte) (Report, error) {
 		}
 		return fmt.Sprintf("%X at height %d commits log size, log root and registry root", want[:], lb.Height), nil
 	})
+	if v.err != nil {
+		return v.r, v.err
+	}
+	lc := &lightChain{chainID: chainID, trusted: trusted, trustHeight: trustHeight}
+	if len(b.Ledger.LightChain) > 0 {
+		v.step("light chain", func() (string, error) {
+			for i, raw := range b.Ledger.LightChain {
+				l, err := parseLightBlock(raw)
+				if err != nil {
+					return "", fmt.Errorf("light_chain[%d]: %w", i, err)
+				}
+				lc.blocks = append(lc.blocks, l)
+			}
+			first, last := lc.blocks[0].Height, lc.blocks[len(lc.blocks)-1].Height
+			return fmt.Sprintf("%d light blocks, heights %d to %d, in canonical form", len(lc.blocks), first, last), nil
+		})
+	}
+	lc.blocks = append(lc.blocks, lb)
+	hops := len(b.Ledger.LightChain) + 1
+	for i := range hops - 1 {
+		v.step("light chain", func() (string, error) {
+			d, err := lc.hop(i)
+			return fmt.Sprintf("hop %d of %d: %s", i+1, hops, d), err
+		})
+	}
 	v.step("signed header", func() (string, error) {
 		if lb.ChainID != chainID || b.Ledger.ChainID != chainID {
 			return "", fmt.Errorf("chain %q (header) / %q (bundle), the trust file is for %q", lb.ChainID, b.Ledger.ChainID, chainID)
@@ -249,30 +280,24 @@ func Verify(bundleJSON, trustJSON []byte) (Report, error) {
 		if lb.Height != b.Ledger.Height {
 			return "", fmt.Errorf("header height %d, the bundle says %d", lb.Height, b.Ledger.Height)
 		}
-		if err := signedByTrusted(lb, chainID, trusted); err != nil {
+		d, err := lc.hop(hops - 1)
+		if err != nil {
 			return "", err
 		}
-		return fmt.Sprintf("block %d of %s committed by the trusted validators (%d signatures)", lb.Height, chainID, len(lb.Commit.Signatures)), nil
+		if hops == 1 {
+			return fmt.Sprintf("block %d of %s committed by the trusted validators (%d signatures)", lb.Height, chainID, len(lb.Commit.Signatures)), nil
+		}
+		return fmt.Sprintf("hop %d of %d: %s %s (%d signatures)", hops, hops, chainID, d, len(lb.Commit.Signatures)), nil
 	})
 	return v.r, v.err
 }
 
-// signedByTrusted checks that lb is a well-formed header of chainID committed by all of the
-// trusted validators.
-func signedByTrusted(lb *types.LightBlock, chainID string, trusted *types.ValidatorSet) error {
-	if err := lb.ValidateBasic(chainID); err != nil {
-		return err
-	}
-	if !bytes.Equal(trusted.Hash(), lb.Header.ValidatorsHash) {
-		return fmt.Errorf("header is signed by validator set %X, the trust file pins %X", lb.Header.ValidatorsHash, trusted.Hash())
-	}
-	return trusted.VerifyCommitLightAllSignatures(chainID, lb.Commit.BlockID, lb.Height, lb.Commit)
-}
-
-// VerifyHead checks that lb, a header signed by the validators of the trust file, commits the
-// ledger state (logSize, logRoot, registryRoot) through its app hash: an auditor who holds the
-// trust file can then trust any log entry that rebuilds logRoot.
-func VerifyHead(trustJSON []byte, lb *types.LightBlock, logSize uint64, logRoot, registryRoot merkle.Hash) error {
+// VerifyHead checks that lb commits the ledger state (logSize, logRoot, registryRoot) through
+// its app hash and that it is trusted from the trust file's validator set by following chain
+// (light blocks older than lb, oldest first, as ledger.Client.LightChain returns them; empty
+// while the set never changed) by the same rules as a bundle's light_chain. An auditor who
+// holds the trust file can then trust any log entry that rebuilds logRoot.
+func VerifyHead(trustJSON []byte, chain []*types.LightBlock, lb *types.LightBlock, logSize uint64, logRoot, registryRoot merkle.Hash) error {
 	t, err := bundle.ParseTrust(trustJSON)
 	if err != nil {
 		return err
@@ -281,11 +306,17 @@ func VerifyHead(trustJSON []byte, lb *types.LightBlock, logSize uint64, logRoot,
 	if err != nil {
 		return err
 	}
-	if lb == nil || lb.SignedHeader == nil || lb.Header == nil || lb.Commit == nil {
-		return errors.New("light block: signed header and commit are required")
+	blocks := append(slices.Clone(chain), lb)
+	for _, b := range blocks {
+		if b == nil || b.SignedHeader == nil || b.Header == nil || b.Commit == nil || b.ValidatorSet == nil {
+			return errors.New("light block: signed header, commit and validator set are required")
+		}
 	}
-	if err := signedByTrusted(lb, t.ChainID, trusted); err != nil {
-		return fmt.Errorf("header %d: %w", lb.Height, err)
+	lc := &lightChain{chainID: t.ChainID, trusted: trusted, trustHeight: t.Height, blocks: blocks}
+	for i := range blocks {
+		if _, err := lc.hop(i); err != nil {
+			return fmt.Errorf("header %d: %w", blocks[i].Height, err)
+		}
 	}
 	if want := merkle.AppHash(logSize, logRoot, registryRoot); !bytes.Equal(lb.Header.AppHash, want[:]) {
 		return fmt.Errorf("header %d app hash %X, the ledger's state gives %X", lb.Height, lb.Header.AppHash, want[:])

@@ -106,6 +106,10 @@ type Ledger struct {
 	LogRoot      Hex             `json:"log_root"`
 	RegistryRoot Hex             `json:"registry_root"`
 	LightBlock   json.RawMessage `json:"light_block"`
+	// LightChain holds the light blocks (oldest first, each in the same JSON as LightBlock)
+	// that lead from an earlier validator set to LightBlock's. Absent when the set never
+	// changed, so bundles made before it existed keep their bytes.
+	LightChain []json.RawMessage `json:"light_chain,omitempty"`
 }
 
 func nonNil(p []Hex) []Hex {
@@ -129,6 +133,17 @@ func (b *Bundle) Marshal() ([]byte, error) {
 			return nil, fmt.Errorf("%w: light_block: %w", ErrFormat, err)
 		}
 		c.Ledger.LightBlock = buf.Bytes()
+	}
+	if len(c.Ledger.LightChain) > 0 {
+		chain := make([]json.RawMessage, len(c.Ledger.LightChain))
+		for i, lb := range c.Ledger.LightChain {
+			var buf bytes.Buffer
+			if err := json.Compact(&buf, lb); err != nil {
+				return nil, fmt.Errorf("%w: light_chain[%d]: %w", ErrFormat, i, err)
+			}
+			chain[i] = buf.Bytes()
+		}
+		c.Ledger.LightChain = chain
 	}
 	out, err := json.MarshalIndent(&c, "", "  ")
 	if err != nil {
@@ -179,10 +194,13 @@ func firstDiff(a, b []byte) int {
 }
 
 // Trust is what an auditor pins: a chain id and its validator set (CometBFT's JSON of the
-// validators, as its /validators endpoint returns them, with proposer priorities set to 0).
+// validators, as its /validators endpoint returns them, with proposer priorities set to 0),
+// and the height whose header that set signs. Trust files made before Height existed have
+// none (0): their set is taken to be the one the bundle's light chain starts from.
 type Trust struct {
 	Format     string          `json:"format"`
 	ChainID    string          `json:"chain_id"`
+	Height     int64           `json:"height,omitempty"`
 	Validators json.RawMessage `json:"validators"`
 }
 
@@ -213,6 +231,9 @@ func ParseTrust(data []byte) (*Trust, error) {
 	}
 	if t.ChainID == "" || len(t.Validators) == 0 {
 		return nil, fmt.Errorf("%w: trust file needs chain_id and validators", ErrFormat)
+	}
+	if t.Height < 0 {
+		return nil, fmt.Errorf("%w: trust file height %d is negative", ErrFormat, t.Height)
 	}
 	return &t, nil
 }

@@ -89,3 +89,53 @@ func TestTrust(t *testing.T) {
 		}
 	}
 }
+
+// A bundle without light_chain encodes as before (no member at all); one with it encodes each
+// light block like light_block; an empty light_chain written out is not canonical.
+func TestLightChain(t *testing.T) {
+	plain, _ := sample().Marshal()
+	if bytes.Contains(plain, []byte("light_chain")) {
+		t.Fatalf("a bundle without a light chain has the member:\n%s", plain)
+	}
+	s := sample()
+	s.Ledger.LightChain = []json.RawMessage{json.RawMessage(`{"h": 1}`), json.RawMessage(`{"h":  2}`)}
+	b, err := s.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), "\"light_chain\": [\n      {\n        \"h\": 1\n      },") {
+		t.Fatalf("encoding:\n%s", b)
+	}
+	got, err := Parse(b)
+	if err != nil || len(got.Ledger.LightChain) != 2 {
+		t.Fatalf("Parse: %v", err)
+	}
+	empty := bytes.Replace(plain, []byte("\n  }\n}\n"), []byte(",\n    \"light_chain\": []\n  }\n}\n"), 1)
+	if bytes.Equal(empty, plain) {
+		t.Fatal("could not add an empty light_chain")
+	}
+	if _, err := Parse(empty); !errors.Is(err, ErrNotCanonical) {
+		t.Fatalf("empty light_chain: %v", err)
+	}
+}
+
+// A trust file may name its height; one without (made before) still parses, as height 0.
+func TestTrustHeight(t *testing.T) {
+	tr := &Trust{Format: TrustFormat, ChainID: "c", Height: 42, Validators: json.RawMessage(`[{"x":1}]`)}
+	b, err := tr.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), `"height": 42`) {
+		t.Fatalf("encoding:\n%s", b)
+	}
+	if got, err := ParseTrust(b); err != nil || got.Height != 42 {
+		t.Fatalf("%+v %v", got, err)
+	}
+	if got, err := ParseTrust([]byte(`{"format":"anchorline.trust/v1","chain_id":"c","validators":[1]}`)); err != nil || got.Height != 0 {
+		t.Fatalf("old trust file: %+v %v", got, err)
+	}
+	if _, err := ParseTrust([]byte(`{"format":"anchorline.trust/v1","chain_id":"c","height":-1,"validators":[1]}`)); !errors.Is(err, ErrFormat) {
+		t.Fatalf("negative height: %v", err)
+	}
+}

@@ -16,6 +16,7 @@ import (
 	"github.com/anchorline/anchorline/anchor/audit"
 	"github.com/anchorline/anchorline/anchor/ledger"
 	"github.com/anchorline/anchorline/anchor/proof"
+	"github.com/anchorline/anchorline/schemas/bundle"
 	"github.com/anchorline/anchorline/schemas/lookup"
 	"github.com/anchorline/anchorline/schemas/reading"
 	"github.com/anchorline/anchorline/services/api"
@@ -134,14 +135,19 @@ func trustCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if out == "" {
+			t, err := bundle.ParseTrust(b)
+			if err != nil {
+				return fmt.Errorf("the API served a bad trust file: %w", err)
+			}
+			pins := fmt.Sprintf("chain %s, the validator set that signs from height %d on", t.ChainID, t.Height)
+			if out == "" { // the file names its height itself
 				_, err := cmd.OutOrStdout().Write(b)
 				return err
 			}
 			if err := os.WriteFile(out, b, 0o644); err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.ErrOrStderr(), "trust file written to %s\n", out)
+			fmt.Fprintf(cmd.ErrOrStderr(), "trust file written to %s: %s\n", out, pins)
 			return nil
 		},
 	}
@@ -391,7 +397,12 @@ func signedHead(ctx context.Context, led *ledger.Client, trustJSON []byte) (*aud
 	if err != nil {
 		return nil, err
 	}
-	if err := proof.VerifyHead(trustJSON, lb, st.LogSize, st.LogRoot, st.RegistryRoot); err != nil {
+	// From the trust file's validator set to this header, across the set's changes.
+	chain, err := led.LightChain(ctx, h)
+	if err != nil {
+		return nil, err
+	}
+	if err := proof.VerifyHead(trustJSON, chain, lb, st.LogSize, st.LogRoot, st.RegistryRoot); err != nil {
 		return nil, err
 	}
 	return &audit.Head{Height: h - 1, LogSize: st.LogSize, LogRoot: st.LogRoot}, nil

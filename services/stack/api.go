@@ -15,7 +15,6 @@ import (
 
 	"github.com/anchorline/anchorline/anchor/ledger"
 	"github.com/anchorline/anchorline/anchor/merkle"
-	"github.com/anchorline/anchorline/anchor/node"
 	"github.com/anchorline/anchorline/anchor/proof"
 	"github.com/anchorline/anchorline/schemas/lookup"
 	"github.com/anchorline/anchorline/services/api"
@@ -189,12 +188,32 @@ func (b *Backend) submit(ctx context.Context, e []byte) (api.Inclusion, error) {
 	return api.Inclusion{Height: uint64(rc.Height), LogIndex: rc.LogIndex}, nil
 }
 
+// trust is the trust file of the ledger's current validator set: its chain id, the set, and
+// the first height that set signed (the last change of the set, or the earliest height), so
+// that every export while the set stays the same is the same file.
 func (b *Backend) trust(ctx context.Context) ([]byte, error) {
-	chainID, vals, err := node.Trust(ctx, b.Ledger)
+	chainID, err := b.Ledger.ChainID(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return proof.TrustFile(chainID, vals)
+	h, err := b.Ledger.Height(ctx)
+	if err != nil {
+		return nil, err
+	}
+	h = max(h, 1)
+	changes, err := b.Ledger.ValidatorChanges(ctx, h)
+	if err != nil {
+		return nil, err
+	}
+	since := int64(1)
+	if len(changes) > 0 {
+		since = changes[len(changes)-1]
+	}
+	vals, err := b.Ledger.Validators(ctx, h)
+	if err != nil {
+		return nil, err
+	}
+	return proof.TrustFileAt(chainID, since, vals)
 }
 
 // Proof assembles the proof bundle of one reading: from ClickHouse the reading, its batch's
@@ -235,6 +254,10 @@ func (b *Backend) Proof(ctx context.Context, dev string, seq uint64) ([]byte, er
 	if err != nil {
 		return nil, laterErr(fmt.Errorf("light block %d: %w", h+1, err))
 	}
+	chain, err := b.Ledger.LightChain(ctx, h+1)
+	if err != nil {
+		return nil, laterErr(fmt.Errorf("light chain to %d: %w", h+1, err))
+	}
 	chainID, err := b.Ledger.ChainID(ctx)
 	if err != nil {
 		return nil, err
@@ -261,6 +284,7 @@ func (b *Backend) Proof(ctx context.Context, dev string, seq uint64) ([]byte, er
 		RegistrySize:  dp.Size,
 		RegistryPath:  dp.Path,
 		LightBlock:    lb,
+		LightChain:    chain,
 	}
 	for i, l := range leaves {
 		p.BatchLeaves[i] = l

@@ -118,7 +118,7 @@ func TestFourValidators(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want, err := proof.TrustFile(id, vals); err != nil || !bytes.Equal(trust, want) || vals.Size() != 4 {
+	if want, err := proof.TrustFileAt(id, 1, vals); err != nil || !bytes.Equal(trust, want) || vals.Size() != 4 {
 		t.Fatalf("/v1/trust is not the network's trust file (%v):\n%s\nwant (%d validators)\n%s", err, trust, vals.Size(), want)
 	}
 	node0 := validatorAddress(t, tn.Validators[0].Home, "node0")
