@@ -639,42 +639,36 @@ func TestIngestWhileLedgerUnreachable(t *testing.T) {
 	t.Logf("worker stats after the outage: %+v", st)
 }
 
-// readyz returns the status code and body of GET /readyz.
-func readyz(t *testing.T, ctx context.Context, addr string) (int, string) {
+// get returns the status code and body of GET http://addr+path.
+func get(t *testing.T, ctx context.Context, addr, path string) (int, string) {
 	t.Helper()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/readyz", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		t.Fatalf("GET /readyz: %v", err)
+		t.Fatalf("GET %s: %v", path, err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		t.Fatalf("GET /readyz: %v", err)
+		t.Fatalf("GET %s: %v", path, err)
 	}
 	return resp.StatusCode, string(b)
+}
+
+// readyz returns the status code and body of GET /readyz.
+func readyz(t *testing.T, ctx context.Context, addr string) (int, string) {
+	t.Helper()
+	return get(t, ctx, addr, "/readyz")
 }
 
 // metricValue returns the value of a counter without labels (but the scope's) from /metrics.
 func metricValue(t *testing.T, ctx context.Context, addr, name string) float64 {
 	t.Helper()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("GET /metrics: %v", err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("GET /metrics: %v", err)
-	}
-	for _, line := range strings.Split(string(b), "\n") {
+	_, b := get(t, ctx, addr, "/metrics")
+	for _, line := range strings.Split(b, "\n") {
 		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
 			continue
 		}
