@@ -77,6 +77,9 @@ type Head struct {
 	Height  int64
 	LogSize uint64
 	LogRoot merkle.Hash
+	// LightBlocks is how many light blocks led from the trusted validator set to the header
+	// (0: the trusted set signed it).
+	LightBlocks int
 }
 
 // LogEntry is a ledger log entry at its position.
@@ -124,14 +127,16 @@ type Query struct {
 
 // Report is the outcome of an audit.
 type Report struct {
-	Batches   int    // batch records checked
-	Readings  int    // readings checked against an anchor
-	Anchors   int    // anchors checked against their ledger entry
-	Entries   uint64 // ledger log entries read
-	Verified  bool   // the log read rebuilt the log root of a signed header (Query.Head)
-	Pending   int    // batches within the grace period or anchored after the ledger was read
-	Findings  []Finding
-	Unmatched []string // anchors whose batch records do not rebuild their ledger root
+	Batches  int    // batch records checked
+	Readings int    // readings checked against an anchor
+	Anchors  int    // anchors checked against their ledger entry
+	Entries  uint64 // ledger log entries read
+	Verified bool   // the log read rebuilt the log root of a signed header (Query.Head)
+	// LightBlocks is Head.LightBlocks of a verified head: the validator-set changes followed.
+	LightBlocks int
+	Pending     int // batches within the grace period or anchored after the ledger was read
+	Findings    []Finding
+	Unmatched   []string // anchors whose batch records do not rebuild their ledger root
 
 	checked map[[16]byte]bool // batches already compared with their anchor
 }
@@ -147,9 +152,12 @@ func (r Report) Print(w io.Writer) {
 	}
 	fmt.Fprintf(w, "audited %d batches, %d readings, %d anchors (%d batches too recent to be anchored)\n",
 		r.Batches, r.Readings, r.Anchors, r.Pending)
-	if r.Verified {
+	switch {
+	case r.Verified && r.LightBlocks > 0:
+		fmt.Fprintf(w, "ledger log: %d entries, rebuilt to the log root a header commits, reached from the trusted validators through %d light blocks across validator-set changes\n", r.Entries, r.LightBlocks)
+	case r.Verified:
 		fmt.Fprintf(w, "ledger log: %d entries, rebuilt to the log root a header signed by the trusted validators commits\n", r.Entries)
-	} else {
+	default:
 		fmt.Fprintf(w, "ledger log: %d entries, as the ledger node served them (give --trust to check them against signed headers)\n", r.Entries)
 	}
 	fmt.Fprintf(w, "modified %d, missing %d, inserted %d, unanchored %d\n", count[Modified], count[Missing], count[Inserted], count[Unanchored])
@@ -309,7 +317,7 @@ func (rep *Report) readLog(ctx context.Context, led Ledger, q Query) (map[[16]by
 				rep.Entries, q.Head.LogRoot, q.Head.LogSize, q.Head.Height))
 			return out, nil
 		}
-		rep.Verified = true
+		rep.Verified, rep.LightBlocks = true, q.Head.LightBlocks
 	}
 	return out, nil
 }

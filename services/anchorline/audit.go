@@ -405,7 +405,7 @@ func signedHead(ctx context.Context, led *ledger.Client, trustJSON []byte) (*aud
 	if err := proof.VerifyHead(trustJSON, chain, lb, st.LogSize, st.LogRoot, st.RegistryRoot); err != nil {
 		return nil, err
 	}
-	return &audit.Head{Height: h - 1, LogSize: st.LogSize, LogRoot: st.LogRoot}, nil
+	return &audit.Head{Height: h - 1, LogSize: st.LogSize, LogRoot: st.LogRoot, LightBlocks: len(chain)}, nil
 }
 
 // ledgerEntries reads log entries from the ledger node.

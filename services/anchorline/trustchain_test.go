@@ -90,7 +90,7 @@ func TestTrustAcrossValidatorChanges(t *testing.T) {
 			t.Fatalf("verify does not print %q:\n%s", want, out)
 		}
 	}
-	must("rebuilt to the log root a header signed by the trusted validators commits", "audit", "--trust", trust)
+	must("reached from the trusted validators through 2 light blocks across validator-set changes", "audit", "--trust", trust)
 
 	out = must("trust file written to", "trust", "export", "--out", filepath.Join(dir, "trust2.json"))
 	if strings.Contains(out, "from height 1 on") {
