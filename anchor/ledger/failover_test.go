@@ -1,7 +1,6 @@
 package ledger_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -14,7 +13,6 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -90,36 +88,6 @@ func listen(t *testing.T) net.Listener {
 		t.Fatal(err)
 	}
 	return ln
-}
-
-// exitingListener closes the connections it accepted when it is closed, as the exit of a node's
-// process would: an in-process node's Stop closes its RPC listener but leaves the HTTP server's
-// keep-alive connections open, answering 500 ("leveldb: closed") from the stopped node.
-type exitingListener struct {
-	net.Listener
-	mu    sync.Mutex
-	conns []net.Conn
-}
-
-func (l *exitingListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err == nil {
-		l.mu.Lock()
-		l.conns = append(l.conns, c)
-		l.mu.Unlock()
-	}
-	return c, err
-}
-
-func (l *exitingListener) Close() error {
-	err := l.Listener.Close()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for _, c := range l.conns {
-		c.Close()
-	}
-	l.conns = nil
-	return err
 }
 
 // deadAddr is an address nothing listens on: connections to it are refused.
@@ -247,7 +215,7 @@ func TestFailoverNodeStopsAndComesBack(t *testing.T) {
 	defer cancel()
 	adminPub, admin, _ := ed25519.GenerateKey(rand.Reader)
 	home := t.TempDir()
-	first, second := &exitingListener{Listener: listen(t)}, listen(t) // second: held but not served until the restart
+	first, second := listen(t), listen(t) // second: held but not served until the restart
 	addr1, addr2 := first.Addr().String(), second.Addr().String()
 	n := ledgerNode(t, home, adminPub, first)
 	stopped := false
@@ -338,37 +306,13 @@ func TestFailoverFourValidators(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
 	adminPub, admin, _ := ed25519.GenerateKey(rand.Reader)
-	// The validators' P2P ports are fixed by their homes: a loopback address of this test's
-	// own (all of 127/8 is loopback) keeps them apart from other tests using the defaults.
-	var b [3]byte
-	_, _ = rand.Read(b[:])
-	host := fmt.Sprintf("127.%d.%d.%d", b[0]%254+1, b[1], b[2]%254+1)
-	vals, err := node.InitNetwork(node.Network{Dir: filepath.Join(t.TempDir(), "net"), ChainID: "failover-4", Validators: 4, Hosts: []string{host},
-		RPCPort: -1, Admins: []ed25519.PublicKey{adminPub}})
+	tn, err := node.StartTestnet(ctx, node.Network{Dir: filepath.Join(t.TempDir(), "net"), ChainID: "failover-4", Validators: 4,
+		Admins: []ed25519.PublicKey{adminPub}}, quiet)
 	if err != nil {
 		t.Fatal(err)
 	}
-	nodes := make([]*node.Node, len(vals))
-	addrs := make([]string, len(vals))
-	for i, v := range vals {
-		quietMaj23(t, v.Home)
-		ln, err := net.Listen("tcp", host+":0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		n, err := node.StartHome(ctx, v.Home, node.HomeOptions{RPC: &exitingListener{Listener: ln}, Logger: quiet})
-		if err != nil {
-			t.Fatal(err)
-		}
-		nodes[i], addrs[i] = n, n.RPCAddr()
-	}
-	defer func() {
-		for _, n := range nodes {
-			if n != nil {
-				n.Stop()
-			}
-		}
-	}()
+	defer tn.Close()
+	addrs := tn.RPCAddrs()
 	logs := &switchLog{}
 	f, c := failover(t, addrs, slog.New(logs))
 
@@ -376,10 +320,9 @@ func TestFailoverFourValidators(t *testing.T) {
 		t.Fatal(err)
 	}
 	used := slices.Index(addrs, f.Current())
-	if err := nodes[used].Stop(); err != nil {
+	if err := tn.Stop(used); err != nil {
 		t.Fatal(err)
 	}
-	nodes[used] = nil
 
 	rc, err := c.Submit(ctx, registration(t, admin, "three"))
 	if err != nil {
@@ -406,30 +349,6 @@ func TestFailoverFourValidators(t *testing.T) {
 	}
 	if signed != 3 {
 		t.Fatalf("%d of 4 validators signed block %d with one stopped", signed, lb.Height)
-	}
-}
-
-// quietMaj23 works around a race in CometBFT v0.38 that panics a process running several
-// validators when one stops: the consensus reactor's queryMaj23Routine sleeps
-// peer_query_maj23_sleep_duration (2s) between steps without checking that the node still
-// runs, then reads the closed block store ("panic: leveldb: closed" in LoadSeenCommit). With
-// a sleep longer than the test, it never wakes after the first query.
-func quietMaj23(t *testing.T, home string) {
-	t.Helper()
-	file := filepath.Join(home, "config", "config.toml")
-	b, err := os.ReadFile(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	const key = "peer_query_maj23_sleep_duration = "
-	i := bytes.Index(b, []byte(key))
-	if i < 0 {
-		t.Fatalf("%s has no %s", file, key)
-	}
-	end := i + bytes.IndexByte(b[i:], '\n')
-	b = slices.Concat(b[:i], []byte(key+`"1h"`), b[end:])
-	if err := os.WriteFile(file, b, 0o600); err != nil {
-		t.Fatal(err)
 	}
 }
 

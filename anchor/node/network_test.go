@@ -4,14 +4,10 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"strconv"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -21,119 +17,50 @@ import (
 
 	"github.com/anchorline/anchorline/anchor/ledger"
 	"github.com/anchorline/anchorline/internal/await"
-	"github.com/anchorline/anchorline/internal/retry"
 	"github.com/anchorline/anchorline/schemas/entry"
 	"github.com/anchorline/anchorline/schemas/reading"
 )
 
-// network is validators run in-process from the homes InitNetwork wrote. P2P addresses must
-// be in config.toml before a node starts (CometBFT binds them itself and peers dial them), so
-// the test holds a listener on each validator's P2P port whenever that validator is not
-// running, closes it right before the validator starts, and starts again (internal/retry)
-// if something else took the port in between. RPC addresses are port 0 in config.toml
-// (RPCPort -1): StartHome listens on any free port.
+// network is the Testnet of this test, with the validators' addresses in node order.
 type network struct {
 	t     *testing.T
-	vals  []Validator
+	tn    *Testnet
 	addrs []types.Address // validator addresses, by node index
-	nodes []*Node         // nil while stopped
-	holds []net.Listener  // the held P2P port of a stopped validator
-	log   *slog.Logger
-}
-
-// holdPorts listens on n loopback ports PortStride apart and returns the first port.
-func holdPorts(t *testing.T, n int) (int, []net.Listener) {
-	t.Helper()
-	for range 20 {
-		first, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		base := first.Addr().(*net.TCPAddr).Port
-		holds := []net.Listener{first}
-		for i := 1; i < n; i++ {
-			l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(base+PortStride*i)))
-			if err != nil {
-				break
-			}
-			holds = append(holds, l)
-		}
-		if len(holds) == n {
-			return base, holds
-		}
-		for _, l := range holds {
-			l.Close()
-		}
-	}
-	t.Fatal("no run of free loopback ports")
-	return 0, nil
 }
 
 func startNetwork(t *testing.T, n int, admins []ed25519.PublicKey) *network {
 	t.Helper()
-	base, holds := holdPorts(t, n)
-	vals, err := InitNetwork(Network{Dir: t.TempDir() + "/net", ChainID: "net-test", Validators: n,
-		P2PPort: base, RPCPort: -1, Admins: admins})
+	tn, err := StartTestnet(t.Context(), Network{Dir: t.TempDir() + "/net", ChainID: "net-test", Validators: n, Admins: admins},
+		slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	nw := &network{t: t, vals: vals, nodes: make([]*Node, n), holds: holds,
-		log: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	doc, err := types.GenesisDocFromFile(vals[0].Home + "/config/genesis.json")
+	t.Cleanup(func() { _ = tn.Close() })
+	doc, err := types.GenesisDocFromFile(tn.Validators[0].Home + "/config/genesis.json")
 	if err != nil {
 		t.Fatal(err)
 	}
+	nw := &network{t: t, tn: tn}
 	for _, v := range doc.Validators { // in node order
 		nw.addrs = append(nw.addrs, v.Address)
-	}
-	t.Cleanup(func() {
-		for i := range nw.nodes {
-			nw.stop(i)
-		}
-		for _, l := range nw.holds {
-			if l != nil {
-				l.Close()
-			}
-		}
-	})
-	for i := range n {
-		nw.start(i)
 	}
 	return nw
 }
 
-// start starts validator i from its home, giving up its held P2P port just before.
+// node is validator i's node (nil while it is stopped).
+func (nw *network) node(i int) *Node { return nw.tn.Node(i) }
+
 func (nw *network) start(i int) {
 	nw.t.Helper()
-	if nw.holds[i] != nil {
-		nw.holds[i].Close()
-		nw.holds[i] = nil
-	}
-	n, err := retry.Do(nw.t.Context(), retry.Within(10*time.Second), func(ctx context.Context) (*Node, error) {
-		n, err := StartHome(ctx, nw.vals[i].Home, HomeOptions{Logger: nw.log})
-		if err != nil && !errors.Is(err, syscall.EADDRINUSE) {
-			return nil, retry.Permanent(err)
-		}
-		return n, err
-	}, nil)
-	if err != nil {
+	if err := nw.tn.Start(nw.t.Context(), i); err != nil {
 		nw.t.Fatalf("start node%d: %v", i, err)
 	}
-	nw.nodes[i] = n
 }
 
-// stop stops validator i and holds its P2P port until it starts again.
 func (nw *network) stop(i int) {
 	nw.t.Helper()
-	if nw.nodes[i] == nil {
-		return
-	}
-	if err := nw.nodes[i].Stop(); err != nil {
+	if err := nw.tn.Stop(i); err != nil {
 		nw.t.Errorf("stop node%d: %v", i, err)
-	}
-	nw.nodes[i] = nil
-	if l, err := net.Listen("tcp", nw.vals[i].P2PAddr); err == nil {
-		nw.holds[i] = l
 	}
 }
 
@@ -236,10 +163,10 @@ func TestNetwork(t *testing.T) {
 		t.Fatal(err)
 	}
 	nw := startNetwork(t, 4, []ed25519.PublicKey{adminPub})
-	c0 := nw.nodes[0].Client()
+	c0 := nw.node(0).Client()
 	// From here on node0 records every vote it sees: the heights after the one in progress
 	// now are seen whole, which (3) relies on.
-	votes := watchVotes(t, nw.nodes[0])
+	votes := watchVotes(t, nw.node(0))
 	register := func(id string) []byte {
 		key, err := reading.GenerateKey(reading.Ed25519)
 		if err != nil {
@@ -258,7 +185,8 @@ func TestNetwork(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i, n := range nw.nodes {
+	for i := range nw.tn.Validators {
+		n := nw.node(i)
 		// The block store is written before the app applies the block: the next block is the
 		// sign that rc.Height is applied.
 		if err := n.Client().WaitHeight(ctx, rc.Height+1); err != nil {
@@ -269,11 +197,11 @@ func TestNetwork(t *testing.T) {
 		}
 	}
 	// The RPC listens where config.toml says (port 0 there): a client over HTTP reads the chain.
-	hc, err := rpchttp.New("tcp://"+nw.nodes[1].RPCAddr(), "/websocket")
+	hc, err := rpchttp.New("tcp://"+nw.node(1).RPCAddr(), "/websocket")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if id, err := ledger.NewClient(hc, nw.log).ChainID(ctx); err != nil || id != "net-test" {
+	if id, err := ledger.NewClient(hc, slog.New(slog.NewTextHandler(io.Discard, nil))).ChainID(ctx); err != nil || id != "net-test" {
 		t.Fatalf("chain id over HTTP: %q %v", id, err)
 	}
 
@@ -330,7 +258,7 @@ func TestNetwork(t *testing.T) {
 	default:
 	}
 	for _, i := range []int{0, 1} {
-		if h, err := nw.nodes[i].Client().Height(ctx); err != nil || h != stalledAt {
+		if h, err := nw.node(i).Client().Height(ctx); err != nil || h != stalledAt {
 			t.Fatalf("node%d at height %d (%v) while two are down, want %d", i, h, err, stalledAt)
 		}
 	}
@@ -349,7 +277,7 @@ func TestNetwork(t *testing.T) {
 		t.Fatal(err)
 	}
 	nw.start(3)
-	c3 := nw.nodes[3].Client()
+	c3 := nw.node(3).Client()
 	if err := c3.WaitHeight(ctx, target+1); err != nil {
 		t.Fatal(err)
 	}

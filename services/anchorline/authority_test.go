@@ -39,14 +39,7 @@ func TestLedgerAuthority(t *testing.T) {
 	defer cancel()
 	st := startCLIStack(ctx, t)
 	dir := t.TempDir()
-	must := func(want string, args ...string) string {
-		t.Helper()
-		out, err := st.run(args...)
-		if err != nil || !strings.Contains(out, want) {
-			t.Fatalf("anchorline %s: %v\n%s\nwant %q", strings.Join(args, " "), err, out, want)
-		}
-		return out
-	}
+	must := func(want string, args ...string) string { t.Helper(); return st.must(t, want, args...) }
 	fails := func(code int, want string, args ...string) error {
 		t.Helper()
 		out, err := st.run(args...)

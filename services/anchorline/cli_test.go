@@ -74,6 +74,16 @@ func startCLIStack(ctx context.Context, t *testing.T) *cliStack {
 	return &cliStack{dev: d, database: database, ch: ch, run: run}
 }
 
+// must runs the CLI and fails the test unless the command succeeds and its output holds want.
+func (s *cliStack) must(t *testing.T, want string, args ...string) string {
+	t.Helper()
+	out, err := s.run(args...)
+	if err != nil || !strings.Contains(out, want) {
+		t.Fatalf("anchorline %s: %v\n%s\nwant %q", strings.Join(args, " "), err, out, want)
+	}
+	return out
+}
+
 // TestCommands drives the CLI as a device maker and an auditor would, against a running dev
 // stack: keys, both forms of registration, publish, proof, trust export, verify, revoke, status.
 func TestCommands(t *testing.T) {
@@ -81,14 +91,7 @@ func TestCommands(t *testing.T) {
 	defer cancel()
 	st := startCLIStack(ctx, t)
 	dir, database, ch, run := t.TempDir(), st.database, st.ch, st.run
-	must := func(want string, args ...string) string {
-		t.Helper()
-		out, err := run(args...)
-		if err != nil || !strings.Contains(out, want) {
-			t.Fatalf("anchorline %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-		return out
-	}
+	must := func(want string, args ...string) string { t.Helper(); return st.must(t, want, args...) }
 
 	edKey, esKey := filepath.Join(dir, "ed.key"), filepath.Join(dir, "es.key")
 	must("written to", "device", "keygen", "--id", "cli-ed", "--out", edKey)

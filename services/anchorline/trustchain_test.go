@@ -29,14 +29,7 @@ func TestTrustAcrossValidatorChanges(t *testing.T) {
 	defer cancel()
 	st := startCLIStack(ctx, t)
 	dir := t.TempDir()
-	must := func(want string, args ...string) string {
-		t.Helper()
-		out, err := st.run(args...)
-		if err != nil || !strings.Contains(out, want) {
-			t.Fatalf("anchorline %s: %v\n%s\nwant %q", strings.Join(args, " "), err, out, want)
-		}
-		return out
-	}
+	must := func(want string, args ...string) string { t.Helper(); return st.must(t, want, args...) }
 	l, err := remoteLedger(st.dev.Config(), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
