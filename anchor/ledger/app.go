@@ -10,8 +10,11 @@ import (
 
 	dbm "github.com/cometbft/cometbft-db"
 	abci "github.com/cometbft/cometbft/abci/types"
+	"github.com/syndtr/goleveldb/leveldb/filter"
+	"github.com/syndtr/goleveldb/leveldb/opt"
 
 	"github.com/anchorline/anchorline/anchor/merkle"
+	"github.com/anchorline/anchorline/anchor/smt"
 )
 
 // Genesis is the app_state of the genesis file (schemas/ledger.md).
@@ -25,9 +28,9 @@ type Genesis struct {
 	// first block; absent (a genesis older than authorised writers), the rule holds from the
 	// block after the first anchor_key entry.
 	AnchorKeys *[]string `json:"anchor_keys,omitempty"`
-	// AppHashVersion is the app hash version of a new chain (DESIGN 2.2, schemas/ledger.md):
-	// 0 or 1, the first (the default: proof bundles of the second are not built yet); 2, the
-	// second from genesis on.
+	// AppHashVersion is the app hash version of the chain (DESIGN 2.2, schemas/ledger.md):
+	// absent, 0 or 1, the first (every genesis made before the second existed); 2, the second
+	// from genesis on, which NewGenesis writes for every new chain.
 	AppHashVersion uint64 `json:"app_hash_version,omitempty"`
 }
 
@@ -52,7 +55,7 @@ func OpenApp(dir string, log *slog.Logger) (*App, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	db, err := dbm.NewGoLevelDB("anchorline", dir)
+	db, err := dbm.NewGoLevelDBWithOpts("anchorline", dir, dbOptions())
 	if err != nil {
 		return nil, fmt.Errorf("ledger: open state in %s: %w", dir, err)
 	}
@@ -62,6 +65,20 @@ func OpenApp(dir string, log *slog.Logger) (*App, error) {
 		return nil, fmt.Errorf("ledger: load state: %w", err)
 	}
 	return &App{db: db, log: log, s: s}, nil
+}
+
+// dbOptions are the app database's goleveldb options: a bloom filter, so that the lookups of
+// keys that are not there (a new device's record, an entry not yet in the log) read nothing,
+// and a write buffer and tables larger than the defaults (4 and 2 MiB), so that a fleet's
+// registrations are not spent compacting. Memory stays bounded: two write buffers and the
+// block cache.
+func dbOptions() *opt.Options {
+	return &opt.Options{
+		Filter:              filter.NewBloomFilter(10),
+		WriteBuffer:         32 << 20,
+		BlockCacheCapacity:  32 << 20,
+		CompactionTableSize: 8 << 20,
+	}
 }
 
 // Close closes the database.
@@ -124,7 +141,9 @@ func (a *App) InitChain(_ context.Context, req *abci.RequestInitChain) (*abci.Re
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.s.auth = auth
-	a.s.v2From, a.s.hasV2 = 0, v2
+	if v2 {
+		a.s.version = merkle.AppHashV2
+	}
 	h, err := a.s.appHash()
 	if err != nil {
 		return nil, err
@@ -169,7 +188,7 @@ func (a *App) FinalizeBlock(ctx context.Context, req *abci.RequestFinalizeBlock)
 	}
 	// The app hash after this block: apply on a copy-free basis by computing roots with the
 	// staged entries appended (they are applied for real at Commit).
-	hash, err := a.hashWith(st, height)
+	hash, err := a.hashWith(ctx, st, height)
 	if err != nil {
 		return nil, err
 	}
@@ -177,30 +196,49 @@ func (a *App) FinalizeBlock(ctx context.Context, req *abci.RequestFinalizeBlock)
 	return &abci.ResponseFinalizeBlock{TxResults: results, AppHash: hash[:], ValidatorUpdates: st.validatorUpdates()}, nil
 }
 
-// hashWith computes the app hash the state will have once st is applied at height. The staged
-// leaves go into the log tree now: CometBFT never takes back a finalized block, and queries only
-// see sizes up to the committed height.
-func (a *App) hashWith(st *staged, height uint64) (merkle.Hash, error) {
-	if a.s.log.Size() != a.s.logSize() {
-		return merkle.Hash{}, fmt.Errorf("ledger: block %d finalized twice without a commit", height)
-	}
+// hashWith computes the app hash the state will have once st is applied at height: the log
+// after the block's entries (its new nodes kept in st for Commit) and the registry after its
+// records. Under v2 the registry's sparse Merkle tree gets its version for height now: its
+// nodes are immutable and CometBFT never takes back a finalized block; when a restart replays
+// a block whose version the tree already has (the app crashed between this and Commit), that
+// version's root is used as it is.
+func (a *App) hashWith(ctx context.Context, st *staged, height uint64) (merkle.Hash, error) {
+	st.log, st.nodes = a.s.log.Clone(), nil
 	for _, e := range st.entries {
-		a.s.log.Append(merkle.EntryLeaf(e))
+		st.log.Append(merkle.EntryLeaf(e), func(level uint, index uint64, h merkle.Hash) {
+			st.nodes = append(st.nodes, logNode{level, index, h})
+		})
 	}
-	size := a.s.log.Size()
-	logRoot := merkle.EmptyRoot()
-	if size > 0 {
-		logRoot = a.s.log.Root()
+	var regRoot merkle.Hash
+	switch a.s.version {
+	case merkle.AppHashV2:
+		changes := make([]smt.Change, 0, len(st.records))
+		for d, v := range st.records {
+			changes = append(changes, smt.Change{Key: smt.KeyOf(d), Value: smt.Hash(v.leaf)})
+		}
+		var root smt.Hash
+		var err error
+		if a.s.smt.Latest() >= height {
+			root, err = a.s.smt.Root(height)
+		} else {
+			root, err = a.s.smt.Commit(ctx, height, changes)
+		}
+		if err != nil {
+			return merkle.Hash{}, fmt.Errorf("ledger: registry at %d: %w", height, err)
+		}
+		regRoot = merkle.Hash(root)
+	default:
+		changed := make(map[string]merkle.Hash, len(st.records))
+		for d, v := range st.records {
+			changed[d] = v.leaf
+		}
+		var err error
+		if st.reg, err = a.s.reg.next(changed); err != nil {
+			return merkle.Hash{}, err
+		}
+		regRoot = st.reg.root
 	}
-	changed := make(map[string]merkle.Hash, len(st.records))
-	for d, v := range st.records {
-		changed[d] = v.leaf
-	}
-	var err error
-	if st.reg, err = a.s.reg.next(changed); err != nil {
-		return merkle.Hash{}, err
-	}
-	c, err := a.s.hashOf(height, size, logRoot, st.reg.root)
+	c, err := a.s.hashOf(height, st.log.Size(), st.log.Root(), regRoot)
 	return c.appHash, err
 }
 
@@ -214,38 +252,47 @@ func (a *App) Commit(context.Context, *abci.RequestCommit) (*abci.ResponseCommit
 	}
 	b := a.db.NewBatch()
 	defer b.Close()
+	var errs []error
+	set := func(k, v []byte) { errs = append(errs, b.Set(k, v)) }
 	next := a.s.logSize()
 	for i, e := range st.entries {
-		if err := b.Set(append(prefEntry, u64(next+uint64(i))...), append(u64(height), e...)); err != nil {
-			return nil, err
-		}
+		set(dbKey(prefEntry, u64(next+uint64(i))), append(u64(height), e...))
+		leaf := merkle.EntryLeaf(e)
+		set(dbKey(prefLeaf, leaf[:]), u64(next+uint64(i)))
+	}
+	for id := range st.anchors {
+		set(dbKey(prefAnchor, []byte(id)), present)
+	}
+	for _, n := range st.nodes {
+		set(nodeKey(n.level, n.index), n.hash[:])
+	}
+	if len(st.entries) > 0 {
+		set(dbKey(prefSize, u64(height)), u64(st.log.Size()))
 	}
 	for d, v := range st.records {
-		if err := b.Set(append(append(append([]byte(nil), prefDev...), d...), append([]byte{0}, u64(height)...)...), v.record); err != nil {
-			return nil, err
-		}
+		set(devKey(d, height), v.record)
+		set(dbKey(prefLatest, []byte(d)), append(u64(height), v.record...))
+		set(dbKey(prefChange, u64(height), []byte(d)), present)
 	}
 	auth, err := st.auth.encode()
 	if err != nil {
 		return nil, err
 	}
-	if err := errors.Join(b.Set(keyHeight, u64(height)), b.Set(keyAuthority, auth)); err != nil {
-		return nil, err
+	set(keyAuthority, auth)
+	set(keyLogSize, u64(st.log.Size()))
+	set(keyHeight, u64(height))
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("ledger: persist block %d: %w", height, err)
 	}
 	if err := b.WriteSync(); err != nil {
 		return nil, fmt.Errorf("ledger: persist block %d: %w", height, err)
 	}
-	for _, e := range st.entries {
-		if err := a.s.appendEntry(height, e, true); err != nil {
+	if a.s.version == merkle.AppHashV1 {
+		if err := a.s.reg.apply(st.reg); err != nil {
 			return nil, err
 		}
 	}
-	for d, v := range st.records {
-		a.s.devices[d] = append(a.s.devices[d], v)
-	}
-	if err := a.s.reg.apply(st.reg); err != nil {
-		return nil, err
-	}
+	a.s.log = st.log
 	a.s.height = height
 	a.s.auth = st.auth
 	a.staged = nil

@@ -13,6 +13,7 @@ import (
 	cmted25519 "github.com/cometbft/cometbft/crypto/ed25519"
 	"github.com/cometbft/cometbft/types"
 
+	"github.com/anchorline/anchorline/anchor/merkle"
 	"github.com/anchorline/anchorline/schemas/entry"
 )
 
@@ -364,9 +365,10 @@ func (c *Client) Authority(ctx context.Context) (Authority, error) {
 // NewGenesis is the app_state of a new chain: its admins, their threshold M (0: leave it out,
 // which means 1 for one admin and a majority of several) and the anchoring keys it authorises
 // from its first block (nil: leave anchor_keys out, as a genesis older than authorised writers;
-// such a chain accepts unsigned anchors until an admin's first anchor_key entry).
+// such a chain accepts unsigned anchors until an admin's first anchor_key entry). A new chain
+// has the second app hash version, whose registry is a sparse Merkle tree in the app's database.
 func NewGenesis(admins, anchorKeys []ed25519.PublicKey, threshold int) Genesis {
-	g := Genesis{Admins: []string{}}
+	g := Genesis{Admins: []string{}, AppHashVersion: merkle.AppHashV2}
 	for _, a := range admins {
 		g.Admins = append(g.Admins, hex.EncodeToString(a))
 	}

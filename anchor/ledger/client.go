@@ -161,6 +161,12 @@ type EntryProof struct {
 	LogRoot      merkle.Hash   `json:"log_root"`
 	RegistryRoot merkle.Hash   `json:"registry_root"`
 	Height       int64         `json:"height"`
+	// Version is the app hash version of the state at Height (0 from a ledger older than v2:
+	// read it as 1). Under v2 StateRoot is the state root the app hash commits and StateProof
+	// proves RegistryRoot as its "registry" sub-root (merkle.VerifySubRoot).
+	Version    uint64             `json:"version,omitempty"`
+	StateRoot  *merkle.Hash       `json:"state_root,omitempty"`
+	StateProof *merkle.StateProof `json:"state_proof,omitempty"`
 }
 
 // EntryProof returns the entry at logIndex and its proof against the state after block height
@@ -183,10 +189,14 @@ func (c *Client) Entries(ctx context.Context, from, limit uint64) (Entries, erro
 type DeviceProof struct {
 	Record      entry.Record
 	RecordBytes []byte
-	Index, Size uint64
-	Path        []merkle.Hash
-	Root        merkle.Hash
-	Height      int64
+	Index, Size uint64        // v1: the record's place in the sorted registry tree
+	Path        []merkle.Hash // v1: its inclusion path
+	// SMTProof is, under app hash v2, the record's membership proof in the registry's sparse
+	// Merkle tree (smt.Proof.Encode; key smt.KeyOf(id), value merkle.LeafHash(RecordBytes)),
+	// checked with smt.Verify against Root; nil under v1.
+	SMTProof []byte
+	Root     merkle.Hash
+	Height   int64
 }
 
 // Device returns a device's record and registry proof as of block height (0: the latest).
@@ -202,7 +212,7 @@ func (c *Client) Device(ctx context.Context, id string, height int64) (DevicePro
 	if err != nil {
 		return DeviceProof{}, fmt.Errorf("ledger: device %s: %w", id, err)
 	}
-	return DeviceProof{Record: rec, RecordBytes: r.Record, Index: r.Index, Size: r.Size, Path: r.Path, Root: r.Root, Height: int64(r.Height)}, nil
+	return DeviceProof{Record: rec, RecordBytes: r.Record, Index: r.Index, Size: r.Size, Path: r.Path, SMTProof: r.SMTProof, Root: r.Root, Height: int64(r.Height)}, nil
 }
 
 // DevicesChanged returns the current records of the devices changed in blocks after since (0:

@@ -76,6 +76,8 @@ type deviceResponse struct {
 	Path   []merkle.Hash `json:"path"`
 	Root   merkle.Hash   `json:"root"`
 	Height uint64        `json:"height"`
+	// SMTProof: under app hash v2, the record's proof in the registry's sparse Merkle tree.
+	SMTProof []byte `json:"smt_proof,omitempty"`
 }
 
 // ChangesRequest asks for the device records changed in blocks after Since.
@@ -111,6 +113,15 @@ type State struct {
 	StateRoot     *merkle.Hash       `json:"state_root,omitempty"`
 	RegistryProof *merkle.StateProof `json:"registry_proof,omitempty"`
 	AppHash       merkle.Hash        `json:"app_hash"`
+}
+
+// AppState is what s says the app hash commits, for proof.VerifyHead.
+func (s State) AppState() merkle.AppState {
+	as := merkle.AppState{Version: s.Version, LogSize: s.LogSize, LogRoot: s.LogRoot, RegistryRoot: s.RegistryRoot, StateProof: s.RegistryProof}
+	if s.StateRoot != nil {
+		as.StateRoot = *s.StateRoot
+	}
+	return as
 }
 
 // queryError is a query that cannot be answered, with its code.
@@ -173,15 +184,27 @@ func (a *App) query(path string, data []byte) (any, error) {
 		if r.Index >= size {
 			return nil, notFound("log entry %d is not in the log at height %d (size %d)", r.Index, h, size)
 		}
-		path, err := s.log.InclusionProof(r.Index, size)
+		path, err := merkle.InclusionProofOf(logNodes{a.db}, r.Index, size)
 		if err != nil {
 			return nil, err
 		}
-		e, err := a.db.Get(append(prefEntry, u64(r.Index)...))
-		if err != nil || len(e) < 8 {
-			return nil, fmt.Errorf("log entry %d: %v", r.Index, err)
+		e, _, err := s.entryAt(r.Index)
+		if err != nil {
+			return nil, err
 		}
-		return EntryProof{Entry: e[8:], LogIndex: r.Index, LogSize: size, Path: nonNil(path), LogRoot: logRoot, RegistryRoot: regRoot, Height: int64(h)}, nil
+		c, err := s.hashOf(h, size, logRoot, regRoot)
+		if err != nil {
+			return nil, err
+		}
+		out := EntryProof{Entry: e, LogIndex: r.Index, LogSize: size, Path: nonNil(path), LogRoot: logRoot, RegistryRoot: regRoot, Height: int64(h), Version: c.version}
+		if c.version == merkle.AppHashV2 {
+			p, err := merkle.ProveSubRoot(c.subRoots, merkle.SubRootRegistry)
+			if err != nil {
+				return nil, err
+			}
+			out.StateRoot, out.StateProof = &c.stateRoot, &p
+		}
+		return out, nil
 	case PathEntries:
 		var r EntriesRequest
 		if err := json.Unmarshal(data, &r); err != nil {
@@ -189,11 +212,11 @@ func (a *App) query(path string, data []byte) (any, error) {
 		}
 		out := Entries{Entries: []LogEntry{}, LogSize: s.logSize()}
 		for i := r.From; i < out.LogSize && uint64(len(out.Entries)) < min(max(r.Max, 1), maxEntries); i++ {
-			e, err := a.db.Get(append(prefEntry, u64(i)...))
-			if err != nil || len(e) < 8 {
-				return nil, fmt.Errorf("log entry %d: %v", i, err)
+			e, _, err := s.entryAt(i)
+			if err != nil {
+				return nil, err
 			}
-			out.Entries = append(out.Entries, LogEntry{Index: i, Entry: e[8:]})
+			out.Entries = append(out.Entries, LogEntry{Index: i, Entry: e})
 		}
 		return out, nil
 	case PathEntryByLeaf:
@@ -201,11 +224,18 @@ func (a *App) query(path string, data []byte) (any, error) {
 		if err := json.Unmarshal(data, &r); err != nil {
 			return nil, err
 		}
-		i, ok := s.byLeaf[r.Leaf]
+		i, ok, err := s.leafIndex(r.Leaf)
+		if err != nil {
+			return nil, err
+		}
 		if !ok {
 			return nil, notFound("entry %s is not in the log", r.Leaf)
 		}
-		return Receipt{Height: int64(s.heights[i]), LogIndex: i}, nil
+		_, height, err := s.entryAt(i)
+		if err != nil {
+			return nil, err
+		}
+		return Receipt{Height: int64(height), LogIndex: i}, nil
 	case PathDevice:
 		var r DeviceRequest
 		if err := json.Unmarshal(data, &r); err != nil {
@@ -215,23 +245,34 @@ func (a *App) query(path string, data []byte) (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		v, ok := s.recordAt(r.ID, h)
-		if !ok {
-			return nil, notFound("device %s is not registered at height %d", r.ID, h)
-		}
-		p, err := s.registryProof(r.ID, h)
+		v, ok, err := s.recordAt(r.ID, h)
 		if err != nil {
 			return nil, err
 		}
-		return deviceResponse{Record: v.record, Index: p.index, Size: p.size, Path: p.path, Root: p.root, Height: h}, nil
+		if !ok {
+			return nil, notFound("device %s is not registered at height %d", r.ID, h)
+		}
+		p, err := s.registryProof(r.ID, v, h)
+		if err != nil {
+			return nil, err
+		}
+		return deviceResponse{Record: v.record, Index: p.index, Size: p.size, Path: nonNil(p.path), Root: p.root, Height: h, SMTProof: p.smt}, nil
 	case PathDevicesChanged:
 		var r ChangesRequest
 		if err := json.Unmarshal(data, &r); err != nil {
 			return nil, err
 		}
 		resp := changesResponse{Records: [][]byte{}, Height: s.height}
-		for _, d := range s.reg.order {
-			if v, ok := s.recordAt(d, s.height); ok && v.height > r.Since {
+		devs, err := s.changedSince(r.Since)
+		if err != nil {
+			return nil, err
+		}
+		for _, d := range devs {
+			v, ok, err := s.recordAt(d, s.height)
+			if err != nil {
+				return nil, err
+			}
+			if ok && v.height > r.Since {
 				resp.Records = append(resp.Records, v.record)
 			}
 		}
@@ -244,7 +285,7 @@ func (a *App) query(path string, data []byte) (any, error) {
 		if r.Size2 > s.logSize() {
 			return nil, notFound("log size %d is beyond the committed size %d", r.Size2, s.logSize())
 		}
-		p, err := s.log.ConsistencyProof(r.Size1, r.Size2)
+		p, err := merkle.ConsistencyProofOf(logNodes{a.db}, r.Size1, r.Size2)
 		if err != nil {
 			return nil, err
 		}

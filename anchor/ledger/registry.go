@@ -105,14 +105,15 @@ func (r *registry) apply(c regChange) error {
 
 // proof is a record's place in the registry at a height.
 type regProof struct {
-	index, size uint64
-	path        []merkle.Hash
+	index, size uint64        // v1
+	path        []merkle.Hash // v1
 	root        merkle.Hash
+	smt         []byte // v2: the encoded sparse Merkle tree proof
 }
 
 // prove returns dev's registry proof at height, committed is the committed height and
 // leafAt(dev, height) the device's leaf then (false: none).
-func (r *registry) prove(dev string, height, committed uint64, leafAt func(dev string, height uint64) (merkle.Hash, bool)) (regProof, error) {
+func (r *registry) prove(dev string, height, committed uint64, leafAt func(dev string, height uint64) (merkle.Hash, bool, error)) (regProof, error) {
 	order, tree := r.order, &r.tree
 	if height != committed {
 		old, err := r.at(height, leafAt)
@@ -138,7 +139,7 @@ func (r *registry) prove(dev string, height, committed uint64, leafAt func(dev s
 }
 
 // rootAt is RegistryRoot at height (committed: the committed height).
-func (r *registry) rootAt(height, committed uint64, leafAt func(dev string, height uint64) (merkle.Hash, bool)) (merkle.Hash, error) {
+func (r *registry) rootAt(height, committed uint64, leafAt func(dev string, height uint64) (merkle.Hash, bool, error)) (merkle.Hash, error) {
 	if height == committed {
 		return r.root, nil
 	}
@@ -154,7 +155,7 @@ func (r *registry) rootAt(height, committed uint64, leafAt func(dev string, heig
 }
 
 // at returns the registry at an older height, from the last one built or built now.
-func (r *registry) at(height uint64, leafAt func(dev string, height uint64) (merkle.Hash, bool)) (*oldRegistry, error) {
+func (r *registry) at(height uint64, leafAt func(dev string, height uint64) (merkle.Hash, bool, error)) (*oldRegistry, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.old != nil && r.old.height == height {
@@ -162,7 +163,11 @@ func (r *registry) at(height uint64, leafAt func(dev string, height uint64) (mer
 	}
 	old := &oldRegistry{height: height}
 	for _, d := range r.order {
-		if l, ok := leafAt(d, height); ok {
+		l, ok, err := leafAt(d, height)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
 			old.order = append(old.order, d)
 			old.tree.Append(l)
 		}

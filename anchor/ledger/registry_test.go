@@ -9,9 +9,11 @@ import (
 	"testing"
 	"time"
 
+	dbm "github.com/cometbft/cometbft-db"
 	abci "github.com/cometbft/cometbft/abci/types"
 
 	"github.com/anchorline/anchorline/anchor/merkle"
+	"github.com/anchorline/anchorline/anchor/smt"
 	"github.com/anchorline/anchorline/schemas/entry"
 	"github.com/anchorline/anchorline/schemas/reading"
 )
@@ -138,6 +140,10 @@ func checkRegistry(t *testing.T, c *chain, m *model) {
 	for h := 1; h <= int(c.height); h++ {
 		var st State
 		c.query(PathState, StateRequest{Height: uint64(h)}, &st)
+		if st.Version == merkle.AppHashV2 {
+			checkRegistryV2(t, c, m, h, st)
+			continue
+		}
 		if want := m.root(t, h); st.RegistryRoot != want {
 			t.Fatalf("registry root at %d = %s, the v1 rebuild gives %s", h, st.RegistryRoot, want)
 		}
@@ -150,6 +156,38 @@ func checkRegistry(t *testing.T, c *chain, m *model) {
 			if err := merkle.VerifyRegistry(resp.Index, resp.Size, merkle.LeafHash(resp.Record), resp.Path, st.RegistryRoot); err != nil {
 				t.Fatalf("device %s at %d: %v", dev, h, err)
 			}
+		}
+	}
+}
+
+// checkRegistryV2 checks the v2 registry at height h: its root is the sparse Merkle tree over
+// the model's records then, built afresh in memory, and each device's proof verifies under it.
+func checkRegistryV2(t *testing.T, c *chain, m *model, h int, st State) {
+	t.Helper()
+	ref, err := smt.Open(smt.DBStore{DB: dbm.NewMemDB()}, smt.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var changes []smt.Change
+	for dev, rec := range m.byHt[h-1] {
+		changes = append(changes, smt.Change{Key: smt.KeyOf(dev), Value: smt.Hash(merkle.LeafHash(rec))})
+	}
+	want, err := ref.Commit(t.Context(), 1, changes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.RegistryRoot != merkle.Hash(want) {
+		t.Fatalf("v2 registry root at %d = %s, a fresh tree of the records gives %x", h, st.RegistryRoot, want)
+	}
+	for dev, rec := range m.byHt[h-1] {
+		var resp deviceResponse
+		c.query(PathDevice, DeviceRequest{ID: dev, Height: uint64(h)}, &resp)
+		leaf := merkle.LeafHash(rec)
+		if !bytes.Equal(resp.Record, rec) || resp.Root != st.RegistryRoot || len(resp.SMTProof) == 0 || resp.Size != 0 {
+			t.Fatalf("device %s at %d: record %x root %s proof %x size %d; want %x %s", dev, h, resp.Record, resp.Root, resp.SMTProof, resp.Size, rec, st.RegistryRoot)
+		}
+		if err := smt.Verify(want, smt.KeyOf(dev), leaf[:], resp.SMTProof); err != nil {
+			t.Fatalf("device %s at %d: %v", dev, h, err)
 		}
 	}
 }
@@ -186,8 +224,9 @@ func TestAppHashV2FromGenesis(t *testing.T) {
 			if st.Version != merkle.AppHashV2 || st.StateRoot == nil || st.RegistryProof == nil {
 				t.Fatalf("height %d: %+v, want version 2 with a state root and its registry proof", h, st)
 			}
-			// The same log and registry as the v1 chain, committed by another hash.
-			if st.LogSize != st1.LogSize || st.LogRoot != st1.LogRoot || st.RegistryRoot != st1.RegistryRoot || st.AppHash == st1.AppHash {
+			// The same log as the v1 chain; the registry as a sparse Merkle tree (checked by
+			// checkRegistry), all committed by another hash.
+			if st.LogSize != st1.LogSize || st.LogRoot != st1.LogRoot || st.RegistryRoot == st1.RegistryRoot || st.AppHash == st1.AppHash {
 				t.Fatalf("height %d: v2 %+v, v1 %+v", h, st, st1)
 			}
 			want := merkle.AppHashV2Of(st.LogSize, st.LogRoot, *st.StateRoot)

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sort"
 
 	dbm "github.com/cometbft/cometbft-db"
 	abci "github.com/cometbft/cometbft/abci/types"
@@ -16,22 +15,55 @@ import (
 	"github.com/fxamacker/cbor/v2"
 
 	"github.com/anchorline/anchorline/anchor/merkle"
+	"github.com/anchorline/anchorline/anchor/smt"
 	"github.com/anchorline/anchorline/schemas/entry"
 	"github.com/anchorline/anchorline/schemas/reading"
 )
 
-// Keys of the app's database.
+// Keys of the app's database. The entries, the device records, the height and the authority
+// are the state; everything else is derived from them, written in the same batch, and rebuilt
+// by migrate for a database made before it existed.
 var (
 	keyHeight = []byte("meta/height") // last committed height, uint64 BE
 	keyAdmins = []byte("meta/admins") // concatenated 32-byte admin keys
-	// keyHashV2 holds the first height (uint64 BE) whose state the app hash commits in its
-	// second version (DESIGN 2.2); absent: every height is hashed in the first version.
-	keyHashV2 = []byte("meta/app_hash_v2_from")
-	prefEntry = []byte("e/") // e/<index BE> = height BE || entry bytes
-	prefDev   = []byte("d/") // d/<device> 0x00 <height BE> = record bytes
+	// keyHashV2 is present (uint64 BE 0) on a chain whose app hash is of the second version
+	// (DESIGN 2.2) from genesis on; absent: the first version at every height.
+	keyHashV2  = []byte("meta/app_hash_v2_from")
+	keyLayout  = []byte("meta/layout")   // layoutVersion once the derived keys below exist
+	keyLogSize = []byte("meta/log_size") // committed log size, uint64 BE
+	prefEntry  = []byte("e/")            // e/<index BE> = height BE || entry bytes
+	prefDev    = []byte("d/")            // d/<device> 0x00 <height BE> = record bytes
+	prefNode   = []byte("t/")            // t/<level u8><index BE> = the log tree's complete subtree hash
+	prefLeaf   = []byte("l/")            // l/<entry leaf> = log index BE
+	prefAnchor = []byte("a/")            // a/<anchor id> = 0x01: the anchor is in the log
+	prefSize   = []byte("z/")            // z/<height BE> = log size after the block, for blocks with entries
+	prefChange = []byte("c/")            // c/<height BE><device> = 0x01: the device's record changed then
+	prefLatest = []byte("r/")            // r/<device> = height BE || its latest record
+	prefSMT    = []byte("s/")            // the v2 registry's sparse Merkle tree (anchor/smt)
 )
 
+// layoutVersion is the database layout with the derived keys above.
+const layoutVersion = 2
+
+var present = []byte{1}
+
 func u64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
+
+func dbKey(prefix []byte, parts ...[]byte) []byte {
+	k := bytes.Clone(prefix)
+	for _, p := range parts {
+		k = append(k, p...)
+	}
+	return k
+}
+
+func nodeKey(level uint, index uint64) []byte {
+	return dbKey(prefNode, []byte{byte(level)}, u64(index))
+}
+
+func devKey(dev string, height uint64) []byte {
+	return dbKey(prefDev, []byte(dev), []byte{0}, u64(height))
+}
 
 // version is a device record as of a height.
 type version struct {
@@ -45,27 +77,37 @@ func newVersion(height uint64, record []byte, rec entry.Record) version {
 	return version{height: height, record: record, leaf: merkle.LeafHash(record), rec: rec}
 }
 
-// state is the app's committed state, all of it in memory (rebuilt from the database on open).
-type state struct {
-	height  uint64
-	auth    *authority
-	log     merkle.Tree
-	heights []uint64               // block height of each log entry
-	byLeaf  map[merkle.Hash]uint64 // log index of each entry leaf
-	anchors map[string]bool        // anchor ids in the log
-	devices map[string][]version   // each device's record history, oldest first
-	reg     *registry              // the registry tree at height
-	// v2From is the first height whose app hash is of the second version (hasV2 false: none).
-	v2From uint64
-	hasV2  bool
+// logNodes reads the log tree's complete subtrees from the database.
+type logNodes struct{ db dbm.DB }
+
+func (n logNodes) Node(level uint, index uint64) (merkle.Hash, error) {
+	b, err := n.db.Get(nodeKey(level, index))
+	if err != nil {
+		return merkle.Hash{}, fmt.Errorf("ledger db: log node %d/%d: %w", level, index, err)
+	}
+	h, err := merkle.HashFromBytes(b)
+	if err != nil {
+		return merkle.Hash{}, fmt.Errorf("ledger db: log node %d/%d: %w", level, index, err)
+	}
+	return h, nil
 }
 
-func newState() *state {
-	return &state{byLeaf: map[merkle.Hash]uint64{}, anchors: map[string]bool{}, devices: map[string][]version{}, reg: newRegistry()}
+// state is the app's committed state. It lives in the database; memory holds only the height,
+// the authority, the log tree's right edge and, on a chain of the first app hash version, the
+// v1 registry tree (whose shape needs every leaf). Under the second version the registry is a
+// sparse Merkle tree in the database, so memory does not grow with the fleet or the log.
+type state struct {
+	db      dbm.DB
+	height  uint64
+	auth    *authority
+	log     merkle.Frontier // the committed log
+	version uint64          // the chain's app hash version
+	reg     *registry       // v1 only: the registry tree at height
+	smt     *smt.Tree       // v2 only: the registry, a version per height
 }
 
 func loadState(db dbm.DB) (*state, error) {
-	s := newState()
+	s := &state{db: db, reg: newRegistry(), version: merkle.AppHashV1}
 	b, err := db.Get(keyHeight)
 	if err != nil {
 		return nil, err
@@ -79,67 +121,200 @@ func loadState(db dbm.DB) (*state, error) {
 	if b, err = db.Get(keyHashV2); err != nil {
 		return nil, err
 	}
+	switch {
+	case b == nil:
+	case len(b) == 8 && binary.BigEndian.Uint64(b) == 0:
+		s.version = merkle.AppHashV2
+	default:
+		return nil, fmt.Errorf("ledger db: %s is %x: only a second app hash version from genesis (0) is supported", keyHashV2, b)
+	}
+	if s.smt, err = smt.Open(smt.DBStore{DB: db}, smt.DefaultConfig(prefSMT)); err != nil {
+		return nil, fmt.Errorf("ledger db: %w", err)
+	}
+	if err := migrate(db); err != nil {
+		return nil, err
+	}
+	if b, err = db.Get(keyLogSize); err != nil {
+		return nil, err
+	}
+	var size uint64
 	if len(b) == 8 {
-		s.v2From, s.hasV2 = binary.BigEndian.Uint64(b), true
+		size = binary.BigEndian.Uint64(b)
 	}
-	it, err := db.Iterator(prefEntry, prefixEnd(prefEntry))
-	if err != nil {
+	if s.log, err = merkle.FrontierOf(logNodes{db}, size); err != nil {
 		return nil, err
 	}
-	for ; it.Valid(); it.Next() {
-		v := it.Value()
-		if len(v) < 8 {
-			it.Close()
-			return nil, fmt.Errorf("ledger db: entry %x is truncated", it.Key())
-		}
-		if err := s.appendEntry(binary.BigEndian.Uint64(v[:8]), bytes.Clone(v[8:]), false); err != nil {
-			it.Close()
-			return nil, fmt.Errorf("ledger db: %w", err)
+	if s.version == merkle.AppHashV1 {
+		if err := s.loadRegistryV1(); err != nil {
+			return nil, err
 		}
 	}
-	it.Close()
-	it, err = db.Iterator(prefDev, prefixEnd(prefDev))
+	return s, nil
+}
+
+// loadRegistryV1 builds the v1 registry tree from the latest record of every device.
+func (s *state) loadRegistryV1() error {
+	it, err := s.db.Iterator(prefDev, prefixEnd(prefDev))
 	if err != nil {
-		return nil, err
+		return err
 	}
+	defer it.Close()
 	// Keys sort by device id, then height: each device's versions come together, oldest first.
 	var change regChange
 	for ; it.Valid(); it.Next() {
-		k := it.Key()[len(prefDev):]
-		i := bytes.IndexByte(k, 0)
-		if i < 0 || len(k) != i+9 {
-			it.Close()
-			return nil, fmt.Errorf("ledger db: bad device key %q", it.Key())
-		}
-		rec, err := entry.DecodeRecord(it.Value())
+		dev, _, err := parseDevKey(it.Key())
 		if err != nil {
-			it.Close()
-			return nil, fmt.Errorf("ledger db: %w", err)
+			return err
 		}
-		dev := string(k[:i])
-		v := newVersion(binary.BigEndian.Uint64(k[i+1:]), bytes.Clone(it.Value()), rec)
-		s.devices[dev] = append(s.devices[dev], v)
+		leaf := merkle.LeafHash(it.Value())
 		if n := len(change.order); n > 0 && change.order[n-1] == dev {
-			change.leaves[n-1] = v.leaf
+			change.leaves[n-1] = leaf
 		} else {
-			change.order, change.leaves = append(change.order, dev), append(change.leaves, v.leaf)
+			change.order, change.leaves = append(change.order, dev), append(change.leaves, leaf)
 		}
 	}
-	it.Close()
 	if !slices.IsSorted(change.order) {
-		return nil, errors.New("ledger db: device records are not in device order")
+		return errors.New("ledger db: device records are not in device order")
 	}
 	if len(change.order) > 0 {
 		tree, err := merkle.Root(change.leaves)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		change.root = merkle.RegistryRoot(uint64(len(change.leaves)), tree)
 	}
-	if err := s.reg.apply(change); err != nil {
-		return nil, err
+	return s.reg.apply(change)
+}
+
+func parseDevKey(k []byte) (dev string, height uint64, err error) {
+	rest := k[len(prefDev):]
+	i := bytes.IndexByte(rest, 0)
+	if i < 0 || len(rest) != i+9 {
+		return "", 0, fmt.Errorf("ledger db: bad device key %q", k)
 	}
-	return s, nil
+	return string(rest[:i]), binary.BigEndian.Uint64(rest[i+1:]), nil
+}
+
+// migrate writes the derived keys of a database made before they existed (the log tree's
+// nodes, the leaf, anchor, size and change indexes), from its entries and records, in batches;
+// the layout key, written last, says it is done, so an interrupted migration starts again.
+func migrate(db dbm.DB) error {
+	b, err := db.Get(keyLayout)
+	if err != nil {
+		return err
+	}
+	if len(b) == 8 && binary.BigEndian.Uint64(b) >= layoutVersion {
+		return nil
+	}
+	batch := db.NewBatch()
+	pending := 0
+	flush := func(force bool) error {
+		if pending < 10_000 && !force {
+			return nil
+		}
+		if err := batch.Write(); err != nil {
+			return fmt.Errorf("ledger db: migrate: %w", err)
+		}
+		batch.Close()
+		batch, pending = db.NewBatch(), 0
+		return nil
+	}
+	defer func() { batch.Close() }()
+	set := func(k, v []byte) error { pending++; return batch.Set(k, v) }
+
+	it, err := db.Iterator(prefEntry, prefixEnd(prefEntry))
+	if err != nil {
+		return err
+	}
+	var log merkle.Frontier
+	var lastHeight uint64
+	for ; it.Valid(); it.Next() {
+		v := it.Value()
+		if len(v) < 8 {
+			it.Close()
+			return fmt.Errorf("ledger db: entry %x is truncated", it.Key())
+		}
+		height, e := binary.BigEndian.Uint64(v[:8]), v[8:]
+		if log.Size() > 0 && height != lastHeight {
+			if err := set(dbKey(prefSize, u64(lastHeight)), u64(log.Size())); err != nil {
+				it.Close()
+				return err
+			}
+		}
+		lastHeight = height
+		writes, err := entryKeys(log.Size(), e)
+		if err == nil {
+			for _, w := range writes {
+				if err = set(w[0], w[1]); err != nil {
+					break
+				}
+			}
+		}
+		if err == nil {
+			log.Append(merkle.EntryLeaf(e), func(level uint, index uint64, h merkle.Hash) {
+				if err == nil {
+					err = set(nodeKey(level, index), bytes.Clone(h[:]))
+				}
+			})
+		}
+		if err == nil {
+			err = flush(false)
+		}
+		if err != nil {
+			it.Close()
+			return fmt.Errorf("ledger db: migrate entry %d: %w", log.Size(), err)
+		}
+	}
+	it.Close()
+	if log.Size() > 0 {
+		if err := set(dbKey(prefSize, u64(lastHeight)), u64(log.Size())); err != nil {
+			return err
+		}
+	}
+	if it, err = db.Iterator(prefDev, prefixEnd(prefDev)); err != nil {
+		return err
+	}
+	for ; it.Valid(); it.Next() {
+		dev, height, err := parseDevKey(it.Key())
+		if err == nil {
+			err = set(dbKey(prefChange, u64(height), []byte(dev)), present)
+		}
+		if err == nil { // keys sort by device, then height: the last one set is the latest
+			err = set(dbKey(prefLatest, []byte(dev)), append(u64(height), it.Value()...))
+		}
+		if err == nil {
+			err = flush(false)
+		}
+		if err != nil {
+			it.Close()
+			return err
+		}
+	}
+	it.Close()
+	if err := errors.Join(set(keyLogSize, u64(log.Size())), set(keyLayout, u64(layoutVersion))); err != nil {
+		return err
+	}
+	return flush(true)
+}
+
+// entryKeys are the derived keys of the entry e at log index i, besides the log tree's nodes:
+// its leaf's index and, for an anchor, its id. The entry was checked (entry.Decode, signatures
+// included) before it entered the log; only its type and anchor id are read here, so that
+// migrating a ledger of many entries does not verify every signature again.
+func entryKeys(i uint64, e []byte) ([][2][]byte, error) {
+	var head struct {
+		Type entry.Type `cbor:"type"`
+		ID   []byte     `cbor:"id"`
+	}
+	if err := cbor.Unmarshal(e, &head); err != nil {
+		return nil, fmt.Errorf("entry %d: %w", i, err)
+	}
+	leaf := merkle.EntryLeaf(e)
+	out := [][2][]byte{{dbKey(prefLeaf, leaf[:]), u64(i)}}
+	if head.Type == entry.TypeAnchor {
+		out = append(out, [2][]byte{dbKey(prefAnchor, head.ID), present})
+	}
+	return out, nil
 }
 
 // loadAuthority reads the authority state; a database of a chain older than it has only its
@@ -173,82 +348,166 @@ func prefixEnd(p []byte) []byte {
 	return e
 }
 
-// appendEntry records a committed entry; its leaf is appended to the tree unless inTree says
-// FinalizeBlock did already.
-func (s *state) appendEntry(height uint64, e []byte, inTree bool) error {
-	leaf := merkle.EntryLeaf(e)
-	// The entry was checked (entry.Decode, signatures included) before it entered the log; on
-	// a restart only its type and anchor id are read back, so that opening a ledger of many
-	// entries does not verify every signature again.
-	var head struct {
-		Type entry.Type `cbor:"type"`
-		ID   []byte     `cbor:"id"`
-	}
-	if err := cbor.Unmarshal(e, &head); err != nil {
-		return fmt.Errorf("entry %d: %w", len(s.heights), err)
-	}
-	s.byLeaf[leaf] = uint64(len(s.heights))
-	if !inTree {
-		s.log.Append(leaf)
-	}
-	s.heights = append(s.heights, height)
-	if head.Type == entry.TypeAnchor {
-		s.anchors[string(head.ID)] = true
-	}
-	return nil
-}
+// logSize is the committed log size (a finalized block's leaves are staged apart).
+func (s *state) logSize() uint64 { return s.log.Size() }
 
 // logSizeAt is the number of entries committed in blocks up to height.
-func (s *state) logSizeAt(height uint64) uint64 {
-	return uint64(sort.Search(len(s.heights), func(i int) bool { return s.heights[i] > height }))
+func (s *state) logSizeAt(height uint64) (uint64, error) {
+	if height >= s.height {
+		return s.log.Size(), nil
+	}
+	it, err := s.db.ReverseIterator(prefSize, dbKey(prefSize, u64(height+1)))
+	if err != nil {
+		return 0, err
+	}
+	defer it.Close()
+	if !it.Valid() {
+		return 0, it.Error()
+	}
+	if len(it.Value()) != 8 {
+		return 0, fmt.Errorf("ledger db: log size key %x is %d bytes", it.Key(), len(it.Value()))
+	}
+	return binary.BigEndian.Uint64(it.Value()), nil
+}
+
+// entryAt returns the committed entry at log index i and the height of its block.
+func (s *state) entryAt(i uint64) ([]byte, uint64, error) {
+	v, err := s.db.Get(dbKey(prefEntry, u64(i)))
+	if err != nil {
+		return nil, 0, err
+	}
+	if len(v) < 8 {
+		return nil, 0, fmt.Errorf("ledger db: log entry %d is missing or truncated", i)
+	}
+	return v[8:], binary.BigEndian.Uint64(v[:8]), nil
+}
+
+// leafIndex returns the log index of the committed entry whose leaf is leaf.
+func (s *state) leafIndex(leaf merkle.Hash) (uint64, bool, error) {
+	v, err := s.db.Get(dbKey(prefLeaf, leaf[:]))
+	if err != nil || v == nil {
+		return 0, false, err
+	}
+	if len(v) != 8 {
+		return 0, false, fmt.Errorf("ledger db: leaf index %s is %d bytes", leaf, len(v))
+	}
+	return binary.BigEndian.Uint64(v), true, nil
+}
+
+// hasAnchor reports whether the anchor with this id is in the committed log.
+func (s *state) hasAnchor(id []byte) (bool, error) {
+	return s.db.Has(dbKey(prefAnchor, id))
 }
 
 // recordAt returns a device's record as of height.
-func (s *state) recordAt(dev string, height uint64) (version, bool) {
-	vs := s.devices[dev]
-	i := sort.Search(len(vs), func(i int) bool { return vs[i].height > height })
-	if i == 0 {
-		return version{}, false
+func (s *state) recordAt(dev string, height uint64) (version, bool, error) {
+	if height >= s.height {
+		return s.latestRecord(dev)
 	}
-	return vs[i-1], true
+	it, err := s.db.ReverseIterator(devKey(dev, 0), devKey(dev, height+1))
+	if err != nil {
+		return version{}, false, err
+	}
+	defer it.Close()
+	if !it.Valid() {
+		return version{}, false, it.Error()
+	}
+	_, h, err := parseDevKey(it.Key())
+	if err != nil {
+		return version{}, false, err
+	}
+	rec, err := entry.DecodeRecord(it.Value())
+	if err != nil {
+		return version{}, false, fmt.Errorf("ledger db: device %s at %d: %w", dev, h, err)
+	}
+	return newVersion(h, bytes.Clone(it.Value()), rec), true, nil
+}
+
+// latestRecord returns a device's committed record, by one lookup (which the database's bloom
+// filter answers without a read for a device it never saw).
+func (s *state) latestRecord(dev string) (version, bool, error) {
+	v, err := s.db.Get(dbKey(prefLatest, []byte(dev)))
+	if err != nil || v == nil {
+		return version{}, false, err
+	}
+	if len(v) < 8 {
+		return version{}, false, fmt.Errorf("ledger db: latest record of %s is truncated", dev)
+	}
+	rec, err := entry.DecodeRecord(v[8:])
+	if err != nil {
+		return version{}, false, fmt.Errorf("ledger db: device %s: %w", dev, err)
+	}
+	return newVersion(binary.BigEndian.Uint64(v[:8]), v[8:], rec), true, nil
 }
 
 // leafAt is dev's registry leaf as of height.
-func (s *state) leafAt(dev string, height uint64) (merkle.Hash, bool) {
-	v, ok := s.recordAt(dev, height)
-	return v.leaf, ok
+func (s *state) leafAt(dev string, height uint64) (merkle.Hash, bool, error) {
+	v, ok, err := s.recordAt(dev, height)
+	return v.leaf, ok, err
+}
+
+// changedSince returns the ids of the devices whose record changed in blocks after since,
+// sorted.
+func (s *state) changedSince(since uint64) ([]string, error) {
+	it, err := s.db.Iterator(dbKey(prefChange, u64(since+1)), prefixEnd(prefChange))
+	if err != nil {
+		return nil, err
+	}
+	defer it.Close()
+	seen := map[string]bool{}
+	for ; it.Valid(); it.Next() {
+		k := it.Key()
+		if len(k) < len(prefChange)+8 {
+			return nil, fmt.Errorf("ledger db: bad change key %q", k)
+		}
+		seen[string(k[len(prefChange)+8:])] = true
+	}
+	return sortedKeys(seen), it.Error()
 }
 
 // registryRoot is the registry root as of height.
 func (s *state) registryRoot(height uint64) (merkle.Hash, error) {
+	if s.version == merkle.AppHashV2 {
+		r, err := s.smt.Root(height)
+		return merkle.Hash(r), err
+	}
 	return s.reg.rootAt(height, s.height, s.leafAt)
 }
 
-// registryProof is dev's registry proof as of height.
-func (s *state) registryProof(dev string, height uint64) (regProof, error) {
-	return s.reg.prove(dev, height, s.height, s.leafAt)
+// registryProof is dev's registry proof as of height: under v1 its place in the sorted tree,
+// under v2 its encoded sparse Merkle tree proof (smt).
+func (s *state) registryProof(dev string, v version, height uint64) (regProof, error) {
+	if s.version == merkle.AppHashV1 {
+		return s.reg.prove(dev, height, s.height, s.leafAt)
+	}
+	root, err := s.smt.Root(height)
+	if err != nil {
+		return regProof{}, err
+	}
+	p, val, err := s.smt.Prove(height, smt.KeyOf(dev))
+	if err != nil {
+		return regProof{}, err
+	}
+	if !bytes.Equal(val, v.leaf[:]) {
+		return regProof{}, fmt.Errorf("ledger db: device %s at %d: the registry holds leaf %x, the record hashes to %s", dev, height, val, v.leaf)
+	}
+	return regProof{path: []merkle.Hash{}, root: merkle.Hash(root), smt: p.Encode()}, nil
 }
 
 // roots returns the log size and root and the registry root as of height.
 func (s *state) roots(height uint64) (size uint64, logRoot, regRoot merkle.Hash, err error) {
-	size = s.logSizeAt(height)
-	logRoot = merkle.EmptyRoot()
-	if size > 0 {
-		if logRoot, err = s.log.RootAt(size); err != nil {
-			return
-		}
+	if size, err = s.logSizeAt(height); err != nil {
+		return
+	}
+	if logRoot, err = merkle.RootOf(logNodes{s.db}, size); err != nil {
+		return
 	}
 	regRoot, err = s.registryRoot(height)
 	return
 }
 
-// hashVersion is the app hash version of the state at height.
-func (s *state) hashVersion(height uint64) uint64 {
-	if s.hasV2 && height >= s.v2From {
-		return merkle.AppHashV2
-	}
-	return merkle.AppHashV1
-}
+// hashVersion is the app hash version of the state at height: the chain's, at every height.
+func (s *state) hashVersion(uint64) uint64 { return s.version }
 
 // committed is what the app hash of a height commits, and the hash.
 type committed struct {
@@ -293,9 +552,6 @@ func (s *state) committedAt(height uint64) (committed, error) {
 	return s.hashOf(height, size, logRoot, regRoot)
 }
 
-// logSize is the committed log size (the tree may hold a finalized block's leaves already).
-func (s *state) logSize() uint64 { return uint64(len(s.heights)) }
-
 func (s *state) appHash() (merkle.Hash, error) {
 	c, err := s.committedAt(s.height)
 	return c.appHash, err
@@ -332,7 +588,9 @@ func txCode(err error) uint32 {
 type staged struct {
 	entries [][]byte
 	records map[string]version
-	reg     regChange // the registry after records, computed by FinalizeBlock
+	log     merkle.Frontier // the log after entries, computed by FinalizeBlock
+	nodes   []logNode       // the log tree nodes entries complete
+	reg     regChange       // v1: the registry after records, computed by FinalizeBlock
 	anchors map[string]bool
 	auth    *authority                      // the committed authority with the block's changes
 	updates map[string]abci.ValidatorUpdate // by validator address: the last update wins
@@ -340,6 +598,13 @@ type staged struct {
 
 func newStaged(s *state) *staged {
 	return &staged{records: map[string]version{}, anchors: map[string]bool{}, auth: s.auth.clone(), updates: map[string]abci.ValidatorUpdate{}}
+}
+
+// logNode is a complete subtree of the log tree.
+type logNode struct {
+	level uint
+	index uint64
+	hash  merkle.Hash
 }
 
 // validatorUpdates returns the block's validator updates, one per validator, by address.
@@ -361,7 +626,10 @@ func (s *state) check(e []byte, st *staged, height uint64) (entry.Entry, error) 
 	if err != nil {
 		return dec, &txError{CodeMalformed, err.Error()}
 	}
-	if _, dup := s.byLeaf[merkle.EntryLeaf(e)]; dup {
+	if _, dup, err := s.leafIndex(merkle.EntryLeaf(e)); err != nil || dup {
+		if err != nil {
+			return dec, err
+		}
 		return dec, &txError{CodeConflict, "entry is already in the log"}
 	}
 	auth := s.auth
@@ -373,7 +641,11 @@ func (s *state) check(e []byte, st *staged, height uint64) (entry.Entry, error) 
 	}
 	switch {
 	case dec.Anchor != nil:
-		if s.anchors[string(dec.Anchor.ID)] || (st != nil && st.anchors[string(dec.Anchor.ID)]) {
+		in, err := s.hasAnchor(dec.Anchor.ID)
+		if err != nil {
+			return dec, err
+		}
+		if in || (st != nil && st.anchors[string(dec.Anchor.ID)]) {
 			return dec, &txError{CodeConflict, fmt.Sprintf("anchor %x is already in the log", dec.Anchor.ID)}
 		}
 		return dec, nil
@@ -383,7 +655,10 @@ func (s *state) check(e []byte, st *staged, height uint64) (entry.Entry, error) 
 	if !auth.isAdmin(dec.Admin()) {
 		return dec, &txError{CodeUnauthorised, fmt.Sprintf("%s of %s: key %x is not an admin of this ledger", dec.Type, dec.Device(), []byte(dec.Admin()))}
 	}
-	cur, known := s.recordAt(dec.Device(), s.height)
+	cur, known, err := s.recordAt(dec.Device(), s.height)
+	if err != nil {
+		return dec, err
+	}
 	if st != nil {
 		if v, ok := st.records[dec.Device()]; ok {
 			cur, known = v, true
@@ -422,7 +697,10 @@ func (s *state) stage(st *staged, dec entry.Entry, e []byte, height uint64) erro
 	case dec.Revoke != nil:
 		prev, ok := st.records[dec.Revoke.Dev]
 		if !ok {
-			prev, _ = s.recordAt(dec.Revoke.Dev, s.height)
+			var err error
+			if prev, _, err = s.recordAt(dec.Revoke.Dev, s.height); err != nil {
+				return err
+			}
 		}
 		rec := prev.rec
 		rec.Status, rec.Height = entry.StatusRevoked, height

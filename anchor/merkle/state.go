@@ -123,3 +123,56 @@ func ProveSubRoot(subs []SubRoot, name string) (StateProof, error) {
 func VerifySubRoot(p StateProof, stateRoot Hash) error {
 	return VerifyInclusion(p.Index, p.Size, SubRootLeaf(p.Name, p.Root), p.Path, stateRoot)
 }
+
+// ErrAppState marks an app state whose parts do not hold together, so that no app hash can be
+// computed from them: an unknown version, or under v2 a registry sub-root proof that is
+// missing, names another sub-root, proves another root or does not lead to the state root.
+var ErrAppState = errors.New("merkle: app state does not hold together")
+
+// AppState is what an app hash commits, under either version: the one place that says which
+// hash a state has.
+type AppState struct {
+	// Version is the app hash version: 0 or AppHashV1 for v1, AppHashV2 for v2.
+	Version      uint64
+	LogSize      uint64
+	LogRoot      Hash
+	RegistryRoot Hash
+	// StateRoot and StateProof are for v2 only (v1 ignores them): the state root over the
+	// named sub-roots, and the proof that RegistryRoot is its SubRootRegistry sub-root.
+	StateRoot  Hash
+	StateProof *StateProof
+}
+
+// AppHash returns the app hash of s: AppHash under v1; under v2, once StateProof is checked to
+// prove RegistryRoot as the SubRootRegistry sub-root of StateRoot, AppHashV2Of. An error wraps
+// ErrAppState (and ErrProof when the sub-root proof does not verify).
+func (s AppState) AppHash() (Hash, error) {
+	switch s.Version {
+	case 0, AppHashV1:
+		return AppHash(s.LogSize, s.LogRoot, s.RegistryRoot), nil
+	case AppHashV2:
+		if err := s.checkRegistry(); err != nil {
+			return Hash{}, err
+		}
+		return AppHashV2Of(s.LogSize, s.LogRoot, s.StateRoot), nil
+	default:
+		return Hash{}, fmt.Errorf("%w: app hash version %d, want %d or %d", ErrAppState, s.Version, AppHashV1, AppHashV2)
+	}
+}
+
+// checkRegistry checks, under v2, that StateProof proves RegistryRoot in StateRoot.
+func (s AppState) checkRegistry() error {
+	p := s.StateProof
+	switch {
+	case p == nil:
+		return fmt.Errorf("%w: v2 state without the proof of its %q sub-root", ErrAppState, SubRootRegistry)
+	case p.Name != SubRootRegistry:
+		return fmt.Errorf("%w: the state proof is of sub-root %q, want %q", ErrAppState, p.Name, SubRootRegistry)
+	case p.Root != s.RegistryRoot:
+		return fmt.Errorf("%w: the state proof proves registry root %s, the state's is %s", ErrAppState, p.Root, s.RegistryRoot)
+	}
+	if err := VerifySubRoot(*p, s.StateRoot); err != nil {
+		return fmt.Errorf("%w: %q sub-root %s in state root %s: %w", ErrAppState, SubRootRegistry, p.Root, s.StateRoot, err)
+	}
+	return nil
+}

@@ -2,10 +2,8 @@ package merkle
 
 import (
 	"fmt"
-	"math/bits"
 
 	"github.com/transparency-dev/merkle/compact"
-	"github.com/transparency-dev/merkle/proof"
 )
 
 // Tree is an append-only RFC 6962 tree kept in memory with every complete subtree hash, so
@@ -49,11 +47,13 @@ func (t *Tree) Append(leaf Hash) {
 	}
 }
 
-func (t *Tree) node(id compact.NodeID) (Hash, error) {
-	if int(id.Level) >= len(t.levels) || id.Index >= uint64(len(t.levels[id.Level])) {
-		return Hash{}, fmt.Errorf("merkle: node %d/%d not complete at size %d", id.Level, id.Index, t.Size())
+// Node returns the hash of the complete subtree at level covering leaves
+// [index<<level, (index+1)<<level) (level 0: the leaves); Tree is a NodeReader.
+func (t *Tree) Node(level uint, index uint64) (Hash, error) {
+	if int(level) >= len(t.levels) || index >= uint64(len(t.levels[level])) {
+		return Hash{}, fmt.Errorf("merkle: node %d/%d not complete at size %d", level, index, t.Size())
 	}
-	return t.levels[id.Level][id.Index], nil
+	return t.levels[level][index], nil
 }
 
 // RootAt is the root of the first size leaves. The root of size 0 is EmptyRoot.
@@ -61,26 +61,7 @@ func (t *Tree) RootAt(size uint64) (Hash, error) {
 	if size > t.Size() {
 		return Hash{}, fmt.Errorf("merkle: root at %d beyond size %d", size, t.Size())
 	}
-	if size == 0 {
-		return EmptyRoot(), nil
-	}
-	// Perfect subtrees of [0, size), left to right, folded right to left.
-	var parts []Hash
-	var begin uint64
-	for begin < size {
-		level := uint(bits.Len64(size-begin) - 1)
-		h, err := t.node(compact.NewNodeID(level, begin>>level))
-		if err != nil {
-			return Hash{}, err
-		}
-		parts = append(parts, h)
-		begin += 1 << level
-	}
-	root := parts[len(parts)-1]
-	for i := len(parts) - 2; i >= 0; i-- {
-		root = NodeHash(parts[i], root)
-	}
-	return root, nil
+	return RootOf(t, size)
 }
 
 // Root is the root at the current size.
@@ -94,11 +75,7 @@ func (t *Tree) InclusionProof(index, size uint64) ([]Hash, error) {
 	if size > t.Size() {
 		return nil, fmt.Errorf("merkle: proof at size %d beyond size %d", size, t.Size())
 	}
-	nodes, err := proof.Inclusion(index, size)
-	if err != nil {
-		return nil, fmt.Errorf("merkle: inclusion %d of %d: %w", index, size, err)
-	}
-	return t.fetch(nodes)
+	return InclusionProofOf(t, index, size)
 }
 
 // ConsistencyProof returns the proof that the tree of size2 extends the tree of size1.
@@ -106,52 +83,17 @@ func (t *Tree) ConsistencyProof(size1, size2 uint64) ([]Hash, error) {
 	if size2 > t.Size() {
 		return nil, fmt.Errorf("merkle: proof at size %d beyond size %d", size2, t.Size())
 	}
-	nodes, err := proof.Consistency(size1, size2)
-	if err != nil {
-		return nil, fmt.Errorf("merkle: consistency %d→%d: %w", size1, size2, err)
-	}
-	return t.fetch(nodes)
-}
-
-func (t *Tree) fetch(nodes proof.Nodes) ([]Hash, error) {
-	raw := make([][]byte, len(nodes.IDs))
-	for i, id := range nodes.IDs {
-		h, err := t.node(id)
-		if err != nil {
-			return nil, err
-		}
-		raw[i] = h[:]
-	}
-	raw, err := nodes.Rehash(raw, hasher.HashChildren)
-	if err != nil {
-		return nil, fmt.Errorf("merkle: rehash: %w", err)
-	}
-	out := make([]Hash, len(raw))
-	for i := range raw {
-		copy(out[i][:], raw[i])
-	}
-	return out, nil
+	return ConsistencyProofOf(t, size1, size2)
 }
 
 // prefixRange is the compact range of the first size leaves: their perfect subtrees, left to
 // right.
 func (t *Tree) prefixRange(size uint64) (*compact.Range, error) {
-	var hashes [][]byte
-	for begin := uint64(0); begin < size; {
-		level := uint(bits.Len64(size-begin) - 1)
-		h, err := t.node(compact.NewNodeID(level, begin>>level))
-		if err != nil {
-			return nil, err
-		}
-		hashes = append(hashes, h[:])
-		begin += 1 << level
-	}
-	rf := compact.RangeFactory{Hash: hasher.HashChildren}
-	r, err := rf.NewRange(0, size, hashes)
+	f, err := FrontierOf(t, size)
 	if err != nil {
-		return nil, fmt.Errorf("merkle: range of %d: %w", size, err)
+		return nil, err
 	}
-	return r, nil
+	return f.compact()
 }
 
 // RootWith is the root of the tree whose first prefix leaves are t's and whose next leaves are

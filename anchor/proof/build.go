@@ -10,6 +10,7 @@ import (
 	"github.com/cometbft/cometbft/types"
 
 	"github.com/anchorline/anchorline/anchor/merkle"
+	"github.com/anchorline/anchorline/anchor/smt"
 	"github.com/anchorline/anchorline/schemas/bundle"
 	"github.com/anchorline/anchorline/schemas/entry"
 )
@@ -42,10 +43,23 @@ type Parts struct {
 	LogRoot      merkle.Hash
 	RegistryRoot merkle.Hash
 
-	Record        []byte // the device's registry record in the same state
+	// Version is the app hash version of the state (ledger.EntryProof.Version): 0 or 1 builds
+	// a v1 bundle, 2 a v2 bundle. Under v2, StateRoot is the state root the app hash commits
+	// and StateProof proves RegistryRoot as its "registry" sub-root (EntryProof.StateRoot and
+	// StateProof).
+	Version    uint64
+	StateRoot  *merkle.Hash
+	StateProof *merkle.StateProof
+
+	Record []byte // the device's registry record in the same state
+	// v1: the record's place and inclusion path in the sorted registry tree (ledger.DeviceProof
+	// Index, Size, Path); unused under v2.
 	RegistryIndex uint64
 	RegistrySize  uint64
 	RegistryPath  []merkle.Hash
+	// SMTProof is, under v2, the record's proof in the registry's sparse Merkle tree under
+	// RegistryRoot (ledger.DeviceProof.SMTProof); unused under v1.
+	SMTProof []byte
 
 	LightBlock *types.LightBlock // whose header's app hash commits the state above
 	// LightChain leads from earlier validator sets to LightBlock's (ledger.Client.LightChain):
@@ -109,9 +123,22 @@ func Build(p Parts) (*bundle.Bundle, error) {
 	if p.LightBlock == nil || p.LightBlock.SignedHeader == nil || p.LightBlock.ValidatorSet == nil {
 		return nil, fmt.Errorf("%w: no light block", ErrInconsistent)
 	}
-	want := merkle.AppHash(p.LogSize, p.LogRoot, p.RegistryRoot)
+	st, err := p.appState()
+	if err != nil {
+		return nil, err
+	}
+	want, err := st.AppHash()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInconsistent, err)
+	}
 	if !bytes.Equal(p.LightBlock.Header.AppHash, want[:]) {
-		return nil, fmt.Errorf("%w: the header at %d does not commit this log and registry", ErrInconsistent, p.LightBlock.Height)
+		return nil, fmt.Errorf("%w: the header at %d does not commit this log and registry (app hash v%d)", ErrInconsistent, p.LightBlock.Height, max(st.Version, 1))
+	}
+	if st.Version == merkle.AppHashV2 {
+		leaf := merkle.LeafHash(p.Record)
+		if err := smt.Verify(smt.Hash(p.RegistryRoot), smt.KeyOf(rec.Dev), leaf[:], p.SMTProof); err != nil {
+			return nil, fmt.Errorf("%w: the record of %s is not in registry %s: %w", ErrInconsistent, rec.Dev, p.RegistryRoot, err)
+		}
 	}
 	lb, err := encodeLightBlock(p.LightBlock)
 	if err != nil {
@@ -129,16 +156,37 @@ func Build(p Parts) (*bundle.Bundle, error) {
 		}
 		chain = append(chain, raw)
 	}
-	return &bundle.Bundle{
+	b := &bundle.Bundle{
 		Format:  bundle.Format,
 		Reading: bundle.Reading{Device: p.Device, Seq: p.Seq, Raw: p.Raw},
-		Device: bundle.Device{ID: rec.Dev, Alg: string(rec.Alg), PublicKey: rec.Key, Status: string(rec.Status), Height: rec.Height,
-			Record: p.Record, RegistryIndex: p.RegistryIndex, RegistrySize: p.RegistrySize, RegistryPath: hexes(p.RegistryPath)},
-		Batch:  bundle.Batch{ID: bytes.Clone(p.BatchID[:]), Size: uint64(len(p.BatchLeaves)), LeafIndex: p.LeafIndex, Path: hexes(batchPath), Root: bytes.Clone(batchRoot[:])},
-		Anchor: bundle.Anchor{ID: bytes.Clone(p.AnchorID[:]), Batches: uint64(len(leaves)), BatchIndex: p.BatchIndex, Path: hexes(anchorPath), Root: bytes.Clone(anchorRoot[:])},
+		Device:  bundle.Device{ID: rec.Dev, Alg: string(rec.Alg), PublicKey: rec.Key, Status: string(rec.Status), Height: rec.Height, Record: p.Record},
+		Batch:   bundle.Batch{ID: bytes.Clone(p.BatchID[:]), Size: uint64(len(p.BatchLeaves)), LeafIndex: p.LeafIndex, Path: hexes(batchPath), Root: bytes.Clone(batchRoot[:])},
+		Anchor:  bundle.Anchor{ID: bytes.Clone(p.AnchorID[:]), Batches: uint64(len(leaves)), BatchIndex: p.BatchIndex, Path: hexes(anchorPath), Root: bytes.Clone(anchorRoot[:])},
 		Ledger: bundle.Ledger{ChainID: p.ChainID, Height: p.LightBlock.Height, Entry: p.Entry, LogIndex: p.LogIndex, LogSize: p.LogSize,
 			LogPath: hexes(p.LogPath), LogRoot: bytes.Clone(p.LogRoot[:]), RegistryRoot: bytes.Clone(p.RegistryRoot[:]), LightBlock: lb, LightChain: chain},
-	}, nil
+	}
+	if st.Version == merkle.AppHashV2 {
+		b.Device.RegistryProof = bytes.Clone(p.SMTProof)
+		b.Ledger.AppHashVersion = bundle.AppHashV2
+		b.Ledger.StateRoot = bytes.Clone(st.StateRoot[:])
+		b.Ledger.StateProof = &bundle.StateProof{Name: st.StateProof.Name, Index: st.StateProof.Index, Size: st.StateProof.Size, Path: hexes(st.StateProof.Path)}
+	} else {
+		b.Device.RegistryIndex, b.Device.RegistrySize, b.Device.RegistryPath = p.RegistryIndex, p.RegistrySize, hexes(p.RegistryPath)
+	}
+	return b, nil
+}
+
+// appState is the state the parts say the light block's app hash commits.
+func (p Parts) appState() (merkle.AppState, error) {
+	st := merkle.AppState{Version: p.Version, LogSize: p.LogSize, LogRoot: p.LogRoot, RegistryRoot: p.RegistryRoot}
+	if p.Version != merkle.AppHashV2 {
+		return st, nil
+	}
+	if p.StateRoot == nil || p.StateProof == nil || len(p.SMTProof) == 0 {
+		return st, fmt.Errorf("%w: app hash v2 needs the state root, its registry sub-root proof and the record's sparse Merkle proof", ErrInconsistent)
+	}
+	st.StateRoot, st.StateProof = *p.StateRoot, p.StateProof
+	return st, nil
 }
 
 // encodeLightBlock is CometBFT's JSON of lb with its validator set in canonical form.

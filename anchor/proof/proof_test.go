@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -120,7 +121,8 @@ func (c *chain) bundleFor(t *testing.T, readings [][]byte, idx int) *bundle.Bund
 	b, err := Build(Parts{Raw: readings[idx], Device: msg.Reading.Device, Seq: msg.Reading.Seq, BatchID: batchID, BatchLeaves: leaves,
 		LeafIndex: uint64(idx), AnchorID: anchorID, AnchorBatches: batches, BatchIndex: 1, ChainID: "proof-test",
 		Entry: ep.Entry, LogIndex: ep.LogIndex, LogSize: ep.LogSize, LogPath: ep.Path, LogRoot: ep.LogRoot, RegistryRoot: ep.RegistryRoot,
-		Record: dp.RecordBytes, RegistryIndex: dp.Index, RegistrySize: dp.Size, RegistryPath: dp.Path, LightBlock: lb, LightChain: lchain})
+		Version: ep.Version, StateRoot: ep.StateRoot, StateProof: ep.StateProof,
+		Record: dp.RecordBytes, RegistryIndex: dp.Index, RegistrySize: dp.Size, RegistryPath: dp.Path, SMTProof: dp.SMTProof, LightBlock: lb, LightChain: lchain})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,18 +203,29 @@ func TestBuildAndVerify(t *testing.T) {
 	// Each field changed on its own, re-encoded canonically, fails at its own step.
 	b := c.bundleFor(t, readings, 1)
 	flip := func(h bundle.Hex) bundle.Hex { h = bytes.Clone(h); h[len(h)/2] ^= 1; return h }
-	for name, tc := range map[string]struct {
+	type mutation struct {
 		mutate func(*bundle.Bundle)
 		step   string
-	}{
+	}
+	// The registry proof of the ledger's app hash version (a new chain has v2).
+	registry := map[string]mutation{
+		"registry index": {func(b *bundle.Bundle) { b.Device.RegistryIndex ^= 1 }, "device record"},
+		"registry size":  {func(b *bundle.Bundle) { b.Device.RegistrySize++ }, "device record"},
+		"registry path":  {func(b *bundle.Bundle) { b.Device.RegistryPath[0] = flip(b.Device.RegistryPath[0]) }, "device record"},
+	}
+	if b.V2() {
+		registry = map[string]mutation{
+			"registry proof": {func(b *bundle.Bundle) { b.Device.RegistryProof = flip(b.Device.RegistryProof) }, "device record"},
+			"state root":     {func(b *bundle.Bundle) { b.Ledger.StateRoot = flip(b.Ledger.StateRoot) }, "app hash"},
+			"state proof":    {func(b *bundle.Bundle) { b.Ledger.StateProof.Size++ }, "app hash"},
+		}
+	}
+	mutations := map[string]mutation{
 		"raw":            {func(b *bundle.Bundle) { b.Reading.Raw = flip(b.Reading.Raw) }, "reading signature"},
 		"seq":            {func(b *bundle.Bundle) { b.Reading.Seq++ }, "reading signature"},
 		"public key":     {func(b *bundle.Bundle) { b.Device.PublicKey = readings2Key(t) }, "reading signature"},
 		"device status":  {func(b *bundle.Bundle) { b.Device.Status = "revoked" }, "device record"},
 		"device height":  {func(b *bundle.Bundle) { b.Device.Height++ }, "device record"},
-		"registry index": {func(b *bundle.Bundle) { b.Device.RegistryIndex ^= 1 }, "device record"},
-		"registry size":  {func(b *bundle.Bundle) { b.Device.RegistrySize++ }, "device record"},
-		"registry path":  {func(b *bundle.Bundle) { b.Device.RegistryPath[0] = flip(b.Device.RegistryPath[0]) }, "device record"},
 		"registry root":  {func(b *bundle.Bundle) { b.Ledger.RegistryRoot = flip(b.Ledger.RegistryRoot) }, "device record"},
 		"batch path":     {func(b *bundle.Bundle) { b.Batch.Path[0] = flip(b.Batch.Path[0]) }, "batch"},
 		"batch root":     {func(b *bundle.Bundle) { b.Batch.Root = flip(b.Batch.Root) }, "batch"},
@@ -235,7 +248,9 @@ func TestBuildAndVerify(t *testing.T) {
 			b.Ledger.LightBlock = changeAfter(t, b.Ledger.LightBlock, `"app_hash":"`)
 		}, "app hash"},
 		"light block sig": {func(b *bundle.Bundle) { b.Ledger.LightBlock = flipSignature(t, b.Ledger.LightBlock) }, "signed header"},
-	} {
+	}
+	maps.Copy(mutations, registry)
+	for name, tc := range mutations {
 		t.Run(name, func(t *testing.T) {
 			cp := clone(t, b)
 			tc.mutate(cp)
@@ -359,7 +374,11 @@ func TestGolden(t *testing.T) {
 		if err := os.MkdirAll("testdata", 0o755); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(filepath.Join("testdata", "bundle.json"), marshal(t, c.bundleFor(t, readings, 2)), 0o644); err != nil {
+		b := c.bundleFor(t, readings, 2)
+		if b.V2() {
+			t.Fatal("the ledger makes v2 bundles: bundle.json is the v1 golden bundle and must keep its bytes (TestGoldenV2 writes bundle-v2.json)")
+		}
+		if err := os.WriteFile(filepath.Join("testdata", "bundle.json"), marshal(t, b), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		if err := os.WriteFile(filepath.Join("testdata", "trust.json"), c.trust(t), 0o644); err != nil {
@@ -384,14 +403,22 @@ func TestEveryByteMatters(t *testing.T) {
 	}
 }
 
+// FuzzVerify: nothing but the golden bundles verifies, v1 (bundle.json) against its trust
+// file and v2 (bundle-v2.json) against its own.
 func FuzzVerify(f *testing.F) {
 	b, trust := golden(f)
+	b2, trust2 := goldenV2(f)
 	f.Add(b)
 	f.Add(bytes.Replace(b, []byte(`"seq": 3`), []byte(`"seq": 4`), 1))
 	f.Add([]byte(`{"format":"anchorline.proof/v1"}`))
+	f.Add(b2)
+	f.Add(bytes.Replace(b2, []byte(`"app_hash_version": 2`), []byte(`"app_hash_version": 1`), 1))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if _, err := Verify(data, trust); err == nil && !bytes.Equal(data, b) {
 			t.Fatalf("a bundle other than the golden one verified:\n%s", data)
+		}
+		if _, err := Verify(data, trust2); err == nil && !bytes.Equal(data, b2) {
+			t.Fatalf("a bundle other than the golden v2 one verified:\n%s", data)
 		}
 	})
 }

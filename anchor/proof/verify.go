@@ -13,6 +13,7 @@ import (
 	"github.com/cometbft/cometbft/types"
 
 	"github.com/anchorline/anchorline/anchor/merkle"
+	"github.com/anchorline/anchorline/anchor/smt"
 	"github.com/anchorline/anchorline/schemas/bundle"
 	"github.com/anchorline/anchorline/schemas/entry"
 	"github.com/anchorline/anchorline/schemas/reading"
@@ -162,6 +163,13 @@ func Verify(bundleJSON, trustJSON []byte) (Report, error) {
 		if regRoot, err = hash(b.Ledger.RegistryRoot, "ledger.registry_root"); err != nil {
 			return "", err
 		}
+		if b.V2() {
+			n, err := verifyRegistrySMT(b.Device, regRoot)
+			if err != nil {
+				return "", err
+			}
+			return fmt.Sprintf("%s active since height %d, record in registry %s (sparse Merkle tree, %d siblings)", rec.Dev, rec.Height, short(regRoot[:]), n), nil
+		}
 		p, err := path(b.Device.RegistryPath, "device.registry_path")
 		if err != nil {
 			return "", err
@@ -242,9 +250,20 @@ func Verify(bundleJSON, trustJSON []byte) (Report, error) {
 		if lb, err = parseLightBlock(b.Ledger.LightBlock); err != nil {
 			return "", err
 		}
-		want := merkle.AppHash(b.Ledger.LogSize, logRoot, regRoot)
+		st, err := appState(b, logRoot, regRoot)
+		if err != nil {
+			return "", err
+		}
+		want, err := st.AppHash()
+		if err != nil {
+			return "", err
+		}
 		if !bytes.Equal(lb.Header.AppHash, want[:]) {
 			return "", fmt.Errorf("header app hash %X, the log and registry give %X", lb.Header.AppHash, want[:])
+		}
+		if st.Version == merkle.AppHashV2 {
+			return fmt.Sprintf("%X at height %d commits log size, log root and state root %s (app hash v2; registry root is sub-root %d of %d)",
+				want[:], lb.Height, short(st.StateRoot[:]), st.StateProof.Index+1, st.StateProof.Size), nil
 		}
 		return fmt.Sprintf("%X at height %d commits log size, log root and registry root", want[:], lb.Height), nil
 	})
@@ -292,12 +311,48 @@ func Verify(bundleJSON, trustJSON []byte) (Report, error) {
 	return v.r, v.err
 }
 
-// VerifyHead checks that lb commits the ledger state (logSize, logRoot, registryRoot) through
-// its app hash and that it is trusted from the trust file's validator set by following chain
-// (light blocks older than lb, oldest first, as ledger.Client.LightChain returns them; empty
-// while the set never changed) by the same rules as a bundle's light_chain. An auditor who
-// holds the trust file can then trust any log entry that rebuilds logRoot.
-func VerifyHead(trustJSON []byte, chain []*types.LightBlock, lb *types.LightBlock, logSize uint64, logRoot, registryRoot merkle.Hash) error {
+// verifyRegistrySMT checks a v2 bundle's device record in the registry's sparse Merkle tree
+// under root (key SHA-256(device id), value the record's leaf hash) and returns the number of
+// siblings on its path.
+func verifyRegistrySMT(d bundle.Device, root merkle.Hash) (int, error) {
+	p, err := smt.DecodeProof(d.RegistryProof)
+	if err != nil {
+		return 0, fmt.Errorf("device.registry_proof: %w", err)
+	}
+	leaf := merkle.LeafHash(d.Record)
+	if err := p.Verify(smt.Hash(root), smt.KeyOf(d.ID), leaf[:]); err != nil {
+		return 0, fmt.Errorf("device.registry_proof: %w", err)
+	}
+	return len(p.Siblings), nil
+}
+
+// appState is the state a bundle says its header's app hash commits.
+func appState(b *bundle.Bundle, logRoot, regRoot merkle.Hash) (merkle.AppState, error) {
+	st := merkle.AppState{Version: merkle.AppHashV1, LogSize: b.Ledger.LogSize, LogRoot: logRoot, RegistryRoot: regRoot}
+	if !b.V2() {
+		return st, nil
+	}
+	st.Version = merkle.AppHashV2
+	var err error
+	if st.StateRoot, err = hash(b.Ledger.StateRoot, "ledger.state_root"); err != nil {
+		return st, err
+	}
+	sp := b.Ledger.StateProof
+	p, err := path(sp.Path, "ledger.state_proof.path")
+	if err != nil {
+		return st, err
+	}
+	st.StateProof = &merkle.StateProof{Name: sp.Name, Root: regRoot, Index: sp.Index, Size: sp.Size, Path: p}
+	return st, nil
+}
+
+// VerifyHead checks that lb commits the ledger state st through its app hash (of st's version;
+// under v2 st's registry sub-root proof is checked against its state root) and that lb is
+// trusted from the trust file's validator set by following chain (light blocks older than lb,
+// oldest first, as ledger.Client.LightChain returns them; empty while the set never changed)
+// by the same rules as a bundle's light_chain. An auditor who holds the trust file can then
+// trust any log entry that rebuilds st.LogRoot.
+func VerifyHead(trustJSON []byte, chain []*types.LightBlock, lb *types.LightBlock, st merkle.AppState) error {
 	t, err := bundle.ParseTrust(trustJSON)
 	if err != nil {
 		return err
@@ -318,8 +373,12 @@ func VerifyHead(trustJSON []byte, chain []*types.LightBlock, lb *types.LightBloc
 			return fmt.Errorf("header %d: %w", blocks[i].Height, err)
 		}
 	}
-	if want := merkle.AppHash(logSize, logRoot, registryRoot); !bytes.Equal(lb.Header.AppHash, want[:]) {
-		return fmt.Errorf("header %d app hash %X, the ledger's state gives %X", lb.Height, lb.Header.AppHash, want[:])
+	want, err := st.AppHash()
+	if err != nil {
+		return fmt.Errorf("ledger state after block %d: %w", lb.Height-1, err)
+	}
+	if !bytes.Equal(lb.Header.AppHash, want[:]) {
+		return fmt.Errorf("header %d app hash %X, the ledger's state gives %X (app hash v%d)", lb.Height, lb.Header.AppHash, want[:], max(st.Version, 1))
 	}
 	return nil
 }

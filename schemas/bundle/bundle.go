@@ -64,7 +64,10 @@ type Reading struct {
 	Raw    Hex    `json:"raw"`
 }
 
-// Device is the device's registry record in the state the header commits, with its proof.
+// Device is the device's registry record in the state the header commits, with its proof: in
+// a v1 bundle RegistryIndex, RegistrySize and RegistryPath (the sorted registry tree), in a v2
+// bundle RegistryProof instead (the registry's sparse Merkle tree). Its JSON carries only the
+// members of its version: a non-nil RegistryProof makes it v2.
 type Device struct {
 	ID            string `json:"id"`
 	Alg           string `json:"alg"`
@@ -75,6 +78,75 @@ type Device struct {
 	RegistryIndex uint64 `json:"registry_index"`
 	RegistrySize  uint64 `json:"registry_size"`
 	RegistryPath  []Hex  `json:"registry_path"`
+	// RegistryProof is, in a v2 bundle only, the record's membership proof in the registry's
+	// sparse Merkle tree (anchor/smt's encoding); nil in a v1 bundle.
+	RegistryProof Hex `json:"registry_proof,omitempty"`
+}
+
+// deviceV2 is a Device's JSON in a v2 bundle: the v1 registry members are not there.
+type deviceV2 struct {
+	ID            string `json:"id"`
+	Alg           string `json:"alg"`
+	PublicKey     Hex    `json:"public_key"`
+	Status        string `json:"status"`
+	Height        uint64 `json:"height"`
+	Record        Hex    `json:"record"`
+	RegistryProof Hex    `json:"registry_proof"`
+}
+
+// MarshalJSON encodes d with the members of its version: registry_index, registry_size and
+// registry_path (as [] when empty) without RegistryProof, registry_proof alone with it.
+func (d Device) MarshalJSON() ([]byte, error) {
+	type plain Device // without the methods
+	if d.RegistryProof == nil {
+		p := plain(d)
+		p.RegistryPath = nonNil(p.RegistryPath)
+		return json.Marshal(p)
+	}
+	if d.RegistryIndex != 0 || d.RegistrySize != 0 || len(d.RegistryPath) != 0 {
+		return nil, fmt.Errorf("%w: device has registry_proof (v2) and registry_index, registry_size or registry_path (v1)", ErrFormat)
+	}
+	return json.Marshal(deviceV2{ID: d.ID, Alg: d.Alg, PublicKey: d.PublicKey, Status: d.Status, Height: d.Height, Record: d.Record, RegistryProof: d.RegistryProof})
+}
+
+// UnmarshalJSON decodes a device strictly (known members only) and refuses one that mixes the
+// members of the two versions or has an empty registry_proof.
+func (d *Device) UnmarshalJSON(b []byte) error {
+	type plain Device
+	var w struct {
+		*plain
+		// Shadow the registry members to see which are present.
+		RegistryIndex *uint64 `json:"registry_index"`
+		RegistrySize  *uint64 `json:"registry_size"`
+		RegistryPath  *[]Hex  `json:"registry_path"`
+		RegistryProof *Hex    `json:"registry_proof"`
+	}
+	var c Device
+	w.plain = (*plain)(&c)
+	if err := strictValue(b, &w); err != nil {
+		return fmt.Errorf("device: %w", err)
+	}
+	v1 := w.RegistryIndex != nil || w.RegistrySize != nil || w.RegistryPath != nil
+	if w.RegistryProof != nil {
+		if v1 {
+			return errors.New("device: registry_proof (app hash v2) together with registry_index, registry_size or registry_path (v1)")
+		}
+		if len(*w.RegistryProof) == 0 {
+			return errors.New("device: registry_proof is empty")
+		}
+		c.RegistryProof = *w.RegistryProof
+	}
+	if w.RegistryIndex != nil {
+		c.RegistryIndex = *w.RegistryIndex
+	}
+	if w.RegistrySize != nil {
+		c.RegistrySize = *w.RegistrySize
+	}
+	if w.RegistryPath != nil {
+		c.RegistryPath = *w.RegistryPath
+	}
+	*d = c
+	return nil
 }
 
 // Batch proves the reading's leaf in its batch.
@@ -97,19 +169,85 @@ type Anchor struct {
 
 // Ledger proves the anchor entry in the ledger's log and the log in a signed header.
 type Ledger struct {
-	ChainID      string          `json:"chain_id"`
-	Height       int64           `json:"height"` // of the header in light_block
-	Entry        Hex             `json:"entry"`
-	LogIndex     uint64          `json:"log_index"`
-	LogSize      uint64          `json:"log_size"`
-	LogPath      []Hex           `json:"log_path"`
-	LogRoot      Hex             `json:"log_root"`
-	RegistryRoot Hex             `json:"registry_root"`
-	LightBlock   json.RawMessage `json:"light_block"`
+	ChainID      string `json:"chain_id"`
+	Height       int64  `json:"height"` // of the header in light_block
+	Entry        Hex    `json:"entry"`
+	LogIndex     uint64 `json:"log_index"`
+	LogSize      uint64 `json:"log_size"`
+	LogPath      []Hex  `json:"log_path"`
+	LogRoot      Hex    `json:"log_root"`
+	RegistryRoot Hex    `json:"registry_root"`
+	// AppHashVersion, StateRoot and StateProof are present in v2 bundles only (the header's
+	// app hash is of the second version, schemas/ledger.md): AppHashVersion is 2, StateRoot
+	// the state root the app hash commits, StateProof the proof of RegistryRoot as its
+	// "registry" sub-root. A v1 bundle has none of them, so its bytes are as before.
+	AppHashVersion uint64          `json:"app_hash_version,omitempty"`
+	StateRoot      Hex             `json:"state_root,omitempty"`
+	StateProof     *StateProof     `json:"state_proof,omitempty"`
+	LightBlock     json.RawMessage `json:"light_block"`
 	// LightChain holds the light blocks (oldest first, each in the same JSON as LightBlock)
 	// that lead from an earlier validator set to LightBlock's. Absent when the set never
 	// changed, so bundles made before it existed keep their bytes.
 	LightChain []json.RawMessage `json:"light_chain,omitempty"`
+}
+
+// UnmarshalJSON decodes the ledger member strictly and refuses an app_hash_version that is
+// written out but not 2 (a v1 bundle has none).
+func (l *Ledger) UnmarshalJSON(b []byte) error {
+	type plain Ledger
+	var w struct {
+		*plain
+		AppHashVersion *uint64 `json:"app_hash_version"` // shadows plain's, to see it present
+	}
+	var c Ledger
+	w.plain = (*plain)(&c)
+	if err := strictValue(b, &w); err != nil {
+		return fmt.Errorf("ledger: %w", err)
+	}
+	if w.AppHashVersion != nil {
+		if *w.AppHashVersion != AppHashV2 {
+			return fmt.Errorf("ledger: app_hash_version %d: a bundle has none (v1) or %d", *w.AppHashVersion, AppHashV2)
+		}
+		c.AppHashVersion = *w.AppHashVersion
+	}
+	*l = c
+	return nil
+}
+
+// StateProof proves the registry root as the "registry" sub-root of the state root
+// (merkle.StateProof without its root, which is the bundle's registry_root).
+type StateProof struct {
+	Name  string `json:"name"`
+	Index uint64 `json:"index"`
+	Size  uint64 `json:"size"`
+	Path  []Hex  `json:"path"`
+}
+
+// AppHashV2 is the only app_hash_version a bundle writes out (schemas/ledger.md).
+const AppHashV2 = 2
+
+// V2 reports whether b is a v2 bundle: its header's app hash is of the second version.
+func (b *Bundle) V2() bool { return b.Ledger.AppHashVersion == AppHashV2 }
+
+// checkVersion checks that b carries exactly the members of its app hash version.
+func (b *Bundle) checkVersion() error {
+	d, l := &b.Device, &b.Ledger
+	switch l.AppHashVersion {
+	case 0:
+		if d.RegistryProof != nil || l.StateRoot != nil || l.StateProof != nil {
+			return fmt.Errorf("%w: device.registry_proof, ledger.state_root and ledger.state_proof are only in bundles with app_hash_version %d", ErrFormat, AppHashV2)
+		}
+	case AppHashV2:
+		if len(d.RegistryProof) == 0 || len(l.StateRoot) == 0 || l.StateProof == nil {
+			return fmt.Errorf("%w: a bundle with app_hash_version %d needs device.registry_proof, ledger.state_root and ledger.state_proof", ErrFormat, AppHashV2)
+		}
+		if d.RegistryIndex != 0 || d.RegistrySize != 0 || len(d.RegistryPath) != 0 {
+			return fmt.Errorf("%w: a bundle with app_hash_version %d has no device.registry_index, registry_size or registry_path", ErrFormat, AppHashV2)
+		}
+	default:
+		return fmt.Errorf("%w: ledger.app_hash_version %d: a bundle has none (v1) or %d", ErrFormat, l.AppHashVersion, AppHashV2)
+	}
+	return nil
 }
 
 func nonNil(p []Hex) []Hex {
@@ -121,9 +259,20 @@ func nonNil(p []Hex) []Hex {
 
 // Marshal returns the canonical encoding: two-space indented JSON in field order, paths as []
 // when empty, the light block compacted then indented like the rest, and a final newline.
+// A v1 bundle (no AppHashVersion) has device.registry_index, registry_size and registry_path
+// and nothing of v2; a v2 bundle (AppHashVersion 2) has device.registry_proof instead of those
+// three, and ledger.app_hash_version, state_root and state_proof after registry_root. Marshal
+// refuses a bundle that mixes the two (ErrFormat).
 func (b *Bundle) Marshal() ([]byte, error) {
+	if err := b.checkVersion(); err != nil {
+		return nil, err
+	}
 	c := *b
-	c.Device.RegistryPath = nonNil(c.Device.RegistryPath)
+	if c.Ledger.StateProof != nil {
+		sp := *c.Ledger.StateProof
+		sp.Path = nonNil(sp.Path)
+		c.Ledger.StateProof = &sp
+	}
 	c.Batch.Path = nonNil(c.Batch.Path)
 	c.Anchor.Path = nonNil(c.Anchor.Path)
 	c.Ledger.LogPath = nonNil(c.Ledger.LogPath)
@@ -182,6 +331,14 @@ func strict(data []byte, v any) error {
 		return fmt.Errorf("%w: data after the JSON object", ErrFormat)
 	}
 	return nil
+}
+
+// strictValue decodes one JSON value that an UnmarshalJSON method was given, with unknown
+// members refused (the outer decoder's setting does not reach inside an UnmarshalJSON).
+func strictValue(data []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	return dec.Decode(v)
 }
 
 func firstDiff(a, b []byte) int {

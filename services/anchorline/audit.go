@@ -402,7 +402,7 @@ func signedHead(ctx context.Context, led *ledger.Client, trustJSON []byte) (*aud
 	if err != nil {
 		return nil, err
 	}
-	if err := proof.VerifyHead(trustJSON, chain, lb, st.LogSize, st.LogRoot, st.RegistryRoot); err != nil {
+	if err := proof.VerifyHead(trustJSON, chain, lb, st.AppState()); err != nil {
 		return nil, err
 	}
 	return &audit.Head{Height: h - 1, LogSize: st.LogSize, LogRoot: st.LogRoot, LightBlocks: len(chain)}, nil
