@@ -2,25 +2,35 @@ package smt
 
 import (
 	"flag"
+	"runtime"
 	"testing"
 
 	dbm "github.com/cometbft/cometbft-db"
+	"github.com/syndtr/goleveldb/leveldb/opt"
 )
 
 var (
 	benchN     = flag.Int("smt.n", 100_000, "keys inserted by the smt benchmarks")
 	benchBlock = flag.Int("smt.b", 1_000, "keys per commit in the smt benchmarks")
+	benchTop   = flag.Int("smt.top", DefaultTopLevels, "Config.TopLevels in the smt benchmarks")
+	benchOpts  = flag.Bool("smt.ldbopts", true, "open goleveldb with LevelDBOptions (false: goleveldb's defaults)")
 )
 
 // benchTree opens a tree on goleveldb in a temporary directory.
 func benchTree(b *testing.B) (*Tree, dbm.DB) {
 	b.Helper()
-	db, err := dbm.NewGoLevelDB("smt", b.TempDir())
+	var o *opt.Options
+	if *benchOpts {
+		o = LevelDBOptions()
+	}
+	db, err := dbm.NewGoLevelDBWithOpts("smt", b.TempDir(), o)
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { _ = db.Close() })
-	tr, err := Open(DBStore{DB: db}, DefaultConfig([]byte("registry/")))
+	cfg := DefaultConfig([]byte("registry/"))
+	cfg.TopLevels = *benchTop
+	tr, err := Open(DBStore{DB: db}, cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -47,17 +57,30 @@ func fill(b *testing.B, tr *Tree) {
 }
 
 // BenchmarkInsert inserts -smt.n keys in commits of -smt.b keys into an empty tree on
-// goleveldb per iteration; it reports keys/s and ns per key.
+// goleveldb per iteration; it reports keys/s, ns per key, and the heap in use after the
+// last fill (with the tree and its database still open), which must not grow with -smt.n.
 func BenchmarkInsert(b *testing.B) {
+	var tr *Tree
 	for b.Loop() {
 		b.StopTimer()
-		tr, _ := benchTree(b)
+		tr, _ = benchTree(b)
 		b.StartTimer()
 		fill(b, tr)
 	}
 	keys := float64(*benchN) * float64(b.N)
 	b.ReportMetric(keys/b.Elapsed().Seconds(), "keys/s")
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/keys, "ns/key")
+	reportHeap(b)
+	runtime.KeepAlive(tr)
+}
+
+// reportHeap reports the heap in use, after a collection, in MB.
+func reportHeap(b *testing.B) {
+	b.Helper()
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	b.ReportMetric(float64(m.HeapInuse)/(1<<20), "heap-MB")
 }
 
 // BenchmarkProveOld proves a present key at a version half-way through filling a tree of
@@ -89,6 +112,7 @@ func BenchmarkProveOld(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
+			reportHeap(b)
 		})
 	}
 }

@@ -2,7 +2,8 @@
 // key-value store (Store; DBStore adapts a cometbft-db DB). The ledger's device registry is
 // meant to live in it: key = SHA-256(device id) (KeyOf), value = the 32-byte leaf hash of the
 // device's record. A proof at any committed version costs O(log n) node reads and an update
-// O(log n) node writes per changed key (expected, for uniformly distributed keys).
+// O(log n) node writes per changed key (expected, for uniformly distributed keys), fewer
+// reads for the levels held in memory.
 //
 // # Hashes
 //
@@ -33,16 +34,35 @@
 // # Versions and storage
 //
 // Commit(ctx, version, changes) applies a set of changes to the latest version and records
-// the result as version; versions strictly increase. Nodes are immutable and addressed by
-// their hash (identical subtrees in different versions are stored once); nothing is ever
-// overwritten or deleted, so Root and Prove answer for every committed version. A bounded
-// cache of recently used nodes (Config.CacheNodes) keeps the nodes near the root, which every
-// commit and proof reads, out of the store; the store stays the only copy. Storage keys,
-// under the prefix given to Open:
+// the result as version; versions strictly increase. Nodes are immutable: a commit writes
+// each node it creates once, under the version it commits and the node's position (depth,
+// and the path from the root: the first depth bits of every key below it), and nothing is
+// ever overwritten or deleted, so Root and Prove answer for every committed version. An
+// interior node records, beside its children's hashes, the versions that stored them, so a
+// subtree that a commit leaves unchanged is shared with the versions before, and reading a
+// node takes one store lookup. A leaf that moves up (its sibling subtree emptied) is stored
+// again at its new position. Because storage keys start with the version, the nodes of one
+// commit are adjacent, with those of one key's path close together, and the keys a commit
+// writes all sort after the ones written before: an LSM store such as goleveldb then flushes
+// tables that barely overlap and compacts little (see LevelDBOptions). Every node read is
+// checked against the hash its parent (or the root record) names; a mismatch is ErrCorrupt.
 //
-//	prefix || 'n' || hash          node: 0x00 || key || value, or 0x01 || left || right
-//	prefix || 'r' || uint64be(v)   root of version v
-//	prefix || 'l'                  latest committed version, uint64be
+// Two fixed-size caches keep reads out of the store: the top Config.TopLevels levels of the
+// latest version, one slot per position (every commit reads the top of the tree, and a
+// commit of k keys reads most of the top log2(k) levels), and the recently used nodes
+// (Config.CacheNodes). Neither grows with the tree; the store stays the only copy.
+// Storage keys, under the prefix given to Open:
+//
+//	prefix || 'n' || uint64be(version) || path || uint16be(depth)
+//	                               node stored by version at depth; path is the first depth
+//	                               bits, in ceil(depth/8) bytes, unused low bits 0. Value:
+//	                               leaf     0x00 || key || value
+//	                               interior 0x01 || left || right ||
+//	                                        uint64be(left's version) || uint64be(right's version)
+//	                               (version 0 for an Empty child)
+//	prefix || 'r' || uint64be(v)   root of version v: root hash || uint64be(version that
+//	                               stored the root node), 0 for the empty tree
+//	prefix || 'v'                  latest committed version, uint64be
 //
 // # Proofs
 //

@@ -6,7 +6,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	dbm "github.com/cometbft/cometbft-db"
@@ -14,7 +16,8 @@ import (
 
 func newTree(t *testing.T) *Tree {
 	t.Helper()
-	tr, err := Open(DBStore{DB: dbm.NewMemDB()}, Config{Prefix: []byte("smt/"), CacheNodes: 16}) // a small cache, to exercise eviction
+	// Small caches, to exercise eviction, and nodes both above and below the top levels.
+	tr, err := Open(DBStore{DB: dbm.NewMemDB()}, Config{Prefix: []byte("smt/"), CacheNodes: 16, TopLevels: 4})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,47 +143,63 @@ func TestCommitTable(t *testing.T) {
 			}(),
 		}},
 	}
+	uncached := func(t *testing.T) *Tree {
+		tr, err := Open(DBStore{DB: dbm.NewMemDB()}, Config{Prefix: []byte("smt/")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tr
+	}
 	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			tr := newTree(t)
-			model := map[Hash]Hash{}
-			var sets []map[Hash]Hash
-			for i, step := range tc.steps {
-				for _, c := range step {
-					if c.Delete {
-						delete(model, c.Key)
-					} else {
-						model[c.Key] = c.Value
-					}
-				}
-				snap := make(map[Hash]Hash, len(model))
-				for k, v := range model {
-					snap[k] = v
-				}
-				sets = append(sets, snap)
-				root, err := tr.Commit(t.Context(), uint64(i+1), step)
-				if err != nil {
-					t.Fatalf("Commit(%d): %v", i+1, err)
-				}
-				if want := refRoot(snap); root != want {
-					t.Fatalf("Commit(%d) root %x, reference %x", i+1, root, want)
-				}
+		for _, open := range []struct {
+			name string
+			tree func(*testing.T) *Tree
+		}{{"cached", newTree}, {"uncached", uncached}} {
+			t.Run(tc.name+"/"+open.name, func(t *testing.T) { runSteps(t, open.tree(t), tc.steps) })
+		}
+	}
+}
+
+// runSteps commits steps as versions 1, 2, ..., checks each root against the reference, and
+// then every version's proofs.
+func runSteps(t *testing.T, tr *Tree, steps [][]Change) {
+	t.Helper()
+	model := map[Hash]Hash{}
+	var sets []map[Hash]Hash
+	for i, step := range steps {
+		for _, c := range step {
+			if c.Delete {
+				delete(model, c.Key)
+			} else {
+				model[c.Key] = c.Value
 			}
-			var absent []Hash
-			for i := 1000; i < 1010; i++ {
-				absent = append(absent, key(i))
+		}
+		snap := make(map[Hash]Hash, len(model))
+		for k, v := range model {
+			snap[k] = v
+		}
+		sets = append(sets, snap)
+		root, err := tr.Commit(t.Context(), uint64(i+1), step)
+		if err != nil {
+			t.Fatalf("Commit(%d): %v", i+1, err)
+		}
+		if want := refRoot(snap); root != want {
+			t.Fatalf("Commit(%d) root %x, reference %x", i+1, root, want)
+		}
+	}
+	var absent []Hash
+	for i := 1000; i < 1010; i++ {
+		absent = append(absent, key(i))
+	}
+	// Every version, old and new, still answers.
+	for i, snap := range sets {
+		var gone []Hash
+		for k := range sets[len(sets)-1] {
+			if _, ok := snap[k]; !ok {
+				gone = append(gone, k)
 			}
-			// Every version, old and new, still answers.
-			for i, snap := range sets {
-				var gone []Hash
-				for k := range sets[len(sets)-1] {
-					if _, ok := snap[k]; !ok {
-						gone = append(gone, k)
-					}
-				}
-				checkVersion(t, tr, uint64(i+1), snap, append(absent, gone...))
-			}
-		})
+		}
+		checkVersion(t, tr, uint64(i+1), snap, append(absent, gone...))
 	}
 }
 
@@ -341,15 +360,31 @@ func TestCorruptStore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	root, err := tr.Commit(t.Context(), 1, []Change{{Key: key(1), Value: val(1)}, {Key: key(2), Value: val(2)}})
-	if err != nil {
+	if _, err := tr.Commit(t.Context(), 1, []Change{{Key: key(1), Value: val(1)}, {Key: key(2), Value: val(2)}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.Delete(tr.nodeKey(root)); err != nil {
+	// The root is the interior node at version 1, depth 0.
+	rootKey := tr.nodeKey(1, 0, Empty)
+	stored, err := db.Get(rootKey)
+	if err != nil || len(stored) != interiorSize {
+		t.Fatalf("root node record: %x, %v", stored, err)
+	}
+	tampered := slices.Clone(stored)
+	tampered[1] ^= 1
+	if err := db.Set(rootKey, tampered); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := tr.Prove(1, key(1)); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("Prove with root node altered: %v, want ErrCorrupt", err)
+	}
+	if err := db.Delete(rootKey); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, err := tr.Prove(1, key(1)); !errors.Is(err, ErrCorrupt) {
 		t.Errorf("Prove with root node missing: %v, want ErrCorrupt", err)
+	}
+	if _, err := tr.Commit(t.Context(), 2, []Change{{Key: key(3), Value: val(3)}}); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("Commit with root node missing: %v, want ErrCorrupt", err)
 	}
 	if err := db.Set(tr.latestKey(), []byte{1}); err != nil {
 		t.Fatal(err)
@@ -449,7 +484,63 @@ func TestDecodeProofRejects(t *testing.T) {
 }
 
 func TestOpenConfig(t *testing.T) {
-	if _, err := Open(DBStore{DB: dbm.NewMemDB()}, Config{CacheNodes: -1}); err == nil {
-		t.Fatal("Open with CacheNodes -1 succeeded")
+	for _, cfg := range []Config{{CacheNodes: -1}, {TopLevels: -1}, {TopLevels: MaxTopLevels + 1}} {
+		if _, err := Open(DBStore{DB: dbm.NewMemDB()}, cfg); err == nil {
+			t.Errorf("Open with %+v succeeded", cfg)
+		}
+	}
+}
+
+// TestRandomHistory commits random inserts, updates and deletes over many versions, with
+// caches small enough to be both hit and missed, and checks every root against the
+// reference and every version's proofs at the end, then again after reopening the store.
+func TestRandomHistory(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	db := dbm.NewMemDB()
+	cfg := Config{Prefix: []byte("smt/"), CacheNodes: 32, TopLevels: 5}
+	tr, err := Open(DBStore{DB: db}, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	model := map[Hash]Hash{}
+	var sets []map[Hash]Hash
+	for v := 1; v <= 40; v++ {
+		var cs []Change
+		for range 1 + rng.IntN(40) {
+			i := rng.IntN(300)
+			cs = append(cs, Change{Key: key(i), Value: val(rng.IntN(1000)), Delete: rng.IntN(3) == 0})
+		}
+		for _, c := range normalise(cs) {
+			if c.Delete {
+				delete(model, c.Key)
+			} else {
+				model[c.Key] = c.Value
+			}
+		}
+		sets = append(sets, maps.Clone(model))
+		root, err := tr.Commit(t.Context(), uint64(v), cs)
+		if err != nil {
+			t.Fatalf("Commit(%d): %v", v, err)
+		}
+		if want := refRoot(model); root != want {
+			t.Fatalf("Commit(%d) root %x, reference %x", v, root, want)
+		}
+	}
+	for _, tree := range []*Tree{tr, func() *Tree {
+		reopened, err := Open(DBStore{DB: db}, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return reopened
+	}()} {
+		for i, snap := range sets {
+			var absent []Hash
+			for k := range 300 {
+				if _, ok := snap[key(k)]; !ok {
+					absent = append(absent, key(k))
+				}
+			}
+			checkVersion(t, tree, uint64(i+1), snap, absent)
+		}
 	}
 }

@@ -2,6 +2,8 @@ package smt
 
 import (
 	dbm "github.com/cometbft/cometbft-db"
+	"github.com/syndtr/goleveldb/leveldb/filter"
+	"github.com/syndtr/goleveldb/leveldb/opt"
 )
 
 // Store is the key-value store the tree keeps its nodes and roots in. Get returns nil, nil
@@ -46,4 +48,23 @@ func (b dbBatch) Write() error {
 		return b.b.WriteSync()
 	}
 	return b.b.Write()
+}
+
+// LevelDBOptions returns the goleveldb options recommended for a database that holds a tree
+// of about a million keys, for dbm.NewGoLevelDBWithOpts. The tree writes each commit's nodes
+// under keys that grow with the version, so flushed tables barely overlap and compaction
+// mostly moves them down; what costs is reading older nodes, which the block cache and the
+// bloom filter serve. Memory: BlockCacheCapacity, plus up to two write buffers, whatever the
+// tree's size.
+func LevelDBOptions() *opt.Options {
+	return &opt.Options{
+		BlockCacheCapacity:  32 * opt.MiB,
+		WriteBuffer:         32 * opt.MiB,
+		CompactionTableSize: 8 * opt.MiB,
+		CompactionTotalSize: 80 * opt.MiB,
+		Filter:              filter.NewBloomFilter(10),
+		// Node values are hashes, which do not compress: snappy would only cost a decode
+		// on every block read.
+		Compression: opt.NoCompression,
+	}
 }
