@@ -7,11 +7,13 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"reflect"
 	"testing"
 	"time"
 
 	"github.com/anchorline/anchorline/anchor/ledger"
 	"github.com/anchorline/anchorline/anchor/merkle"
+	"github.com/anchorline/anchorline/anchor/smt"
 	"github.com/anchorline/anchorline/schemas/entry"
 	"github.com/anchorline/anchorline/schemas/reading"
 )
@@ -50,8 +52,12 @@ func checkState(t *testing.T, ctx context.Context, c *ledger.Client, height int6
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := merkle.AppHash(st.LogSize, st.LogRoot, st.RegistryRoot); got != st.AppHash || string(lb.Header.AppHash) != string(got[:]) {
-		t.Fatalf("app hash at %d: state %x, header %x", height, got, lb.Header.AppHash)
+	got, err := st.AppState().AppHash()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Version != merkle.AppHashV2 || got != st.AppHash || string(lb.Header.AppHash) != string(got[:]) {
+		t.Fatalf("app hash at %d: state of version %d %x, header %x", height, st.Version, got, lb.Header.AppHash)
 	}
 	if err := lb.ValidatorSet.VerifyCommitLight(lb.ChainID, lb.Commit.BlockID, lb.Height, lb.Commit); err != nil {
 		t.Fatalf("light block commit: %v", err)
@@ -104,7 +110,8 @@ func TestLedger(t *testing.T) {
 		t.Fatalf("record %+v", dp.Record)
 	}
 	st := checkState(t, ctx, c, rcReg.Height)
-	if err := merkle.VerifyRegistry(dp.Index, dp.Size, merkle.LeafHash(dp.RecordBytes), dp.Path, st.RegistryRoot); err != nil {
+	leaf := merkle.LeafHash(dp.RecordBytes)
+	if err := smt.Verify(smt.Hash(st.RegistryRoot), smt.KeyOf("dev-a"), leaf[:], dp.SMTProof); err != nil {
 		t.Fatalf("registry proof: %v", err)
 	}
 	if _, err := c.Device(ctx, "nobody", 0); !errors.Is(err, ledger.ErrUnknownDevice) {
@@ -195,7 +202,7 @@ func TestLedger(t *testing.T) {
 	if err != nil || string(p.Entry) != string(entries[2]) {
 		t.Fatalf("entry after restart: %v", err)
 	}
-	if st2 := checkState(t, ctx, c, rcRev.Height); st2 != stNow {
+	if st2 := checkState(t, ctx, c, rcRev.Height); !reflect.DeepEqual(st2, stNow) {
 		t.Fatalf("state at %d changed across restart: %+v vs %+v", rcRev.Height, st2, stNow)
 	}
 	if got, err := c.Device(ctx, "dev-a", 0); err != nil || got.Record.Status != entry.StatusRevoked {
