@@ -394,6 +394,9 @@ func (s *Server) Open(ctx context.Context, database string) (driver.Conn, error)
 	return conn, nil
 }
 
+// Pid is the server's process id (its CPU time is in /proc/<pid>/stat).
+func (s *Server) Pid() int { return s.cmd.Process.Pid }
+
 // Stop terminates the server (SIGTERM, then SIGKILL after 30 s) and waits for it.
 func (s *Server) Stop() error {
 	s.stop.Do(func() {

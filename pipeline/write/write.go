@@ -99,15 +99,14 @@ func (w *Writer) WriteBatch(ctx context.Context, b *Batch) error {
 	mTimes := make([]time.Time, 0, metrics)
 	names := make([]string, 0, metrics)
 	values := make([]float64, 0, metrics)
-	mBatch := make([]string, 0, metrics)
 	for i, r := range b.Readings {
 		for _, m := range r.Metrics {
 			mDevs, mSeqs, mTSs, mTimes = append(mDevs, r.Device), append(mSeqs, r.Seq), append(mTSs, r.TS), append(mTimes, times[i])
-			names, values, mBatch = append(names, m.Name), append(values, m.Value), append(mBatch, id)
+			names, values = append(names, m.Name), append(values, m.Value)
 		}
 	}
-	if err := w.columns(ctx, "metrics (device_id, seq, ts, time, metric, value, batch_id)",
-		mDevs, mSeqs, mTSs, mTimes, names, values, mBatch); err != nil {
+	if err := w.columns(ctx, "metrics (device_id, seq, ts, time, metric, value)",
+		mDevs, mSeqs, mTSs, mTimes, names, values); err != nil {
 		return err
 	}
 	return w.columns(ctx, "batches (batch_id, root, size, created_at, worker, ts_min, ts_max)",

@@ -103,7 +103,21 @@ func Migrate(ctx context.Context, conn driver.Conn, database string) ([]string, 
 			continue
 		}
 		for i, st := range m.Statements {
-			if err := conn.Exec(ctx, strings.ReplaceAll(st, "{db}", database)); err != nil {
+			st = strings.ReplaceAll(st, "{db}", database)
+			if strings.Contains(st, "{metrics_1m_source}") {
+				src, err := cascadeSource(ctx, conn, database)
+				if err != nil {
+					return done, fmt.Errorf("migration %s, statement %d: %w", m.Name, i+1, err)
+				}
+				st = strings.ReplaceAll(st, "{metrics_1m_source}", database+"."+src)
+			}
+			if skip, err := columnGone(ctx, conn, st); err != nil || skip {
+				if err != nil {
+					return done, fmt.Errorf("migration %s, statement %d: %w", m.Name, i+1, err)
+				}
+				continue
+			}
+			if err := conn.Exec(ctx, st); err != nil {
 				return done, fmt.Errorf("migration %s, statement %d: %w", m.Name, i+1, err)
 			}
 		}
@@ -113,6 +127,68 @@ func Migrate(ctx context.Context, conn driver.Conn, database string) ([]string, 
 		done = append(done, m.Name)
 	}
 	return done, nil
+}
+
+// cascadeSource finds out what a materialized view must read FROM to be triggered by what
+// another view (metrics_1m_mv, writing TO metrics_1m) writes: 18.16 triggers views on the first
+// view, current releases views on its target table. It builds the two chains with probe tables
+// in database, inserts one row, and answers "metrics_1m_mv" or "metrics_1m".
+func cascadeSource(ctx context.Context, conn driver.Conn, database string) (string, error) {
+	p := database + "._cascade_probe_"
+	drop := func() error {
+		var errs []error
+		for _, t := range []string{"via_table_mv", "via_view_mv", "a_mv", "via_table", "via_view", "a", "src"} {
+			errs = append(errs, conn.Exec(ctx, "DROP TABLE IF EXISTS "+p+t))
+		}
+		return errors.Join(errs...)
+	}
+	if err := drop(); err != nil {
+		return "", fmt.Errorf("cascade probe: %w", err)
+	}
+	defer func() { _ = drop() }()
+	for _, q := range []string{
+		"CREATE TABLE " + p + "src (x UInt8) ENGINE = Null",
+		"CREATE TABLE " + p + "a (x UInt8) ENGINE = Memory",
+		"CREATE TABLE " + p + "via_view (x UInt8) ENGINE = Memory",
+		"CREATE TABLE " + p + "via_table (x UInt8) ENGINE = Memory",
+		"CREATE MATERIALIZED VIEW " + p + "a_mv TO " + p + "a AS SELECT x FROM " + p + "src",
+		"CREATE MATERIALIZED VIEW " + p + "via_view_mv TO " + p + "via_view AS SELECT x FROM " + p + "a_mv",
+		"CREATE MATERIALIZED VIEW " + p + "via_table_mv TO " + p + "via_table AS SELECT x FROM " + p + "a",
+		"INSERT INTO " + p + "src SELECT 1",
+	} {
+		if err := conn.Exec(ctx, q); err != nil {
+			return "", fmt.Errorf("cascade probe: %w", err)
+		}
+	}
+	var viaView, viaTable uint64
+	if err := conn.QueryRow(ctx, "SELECT (SELECT count() FROM "+p+"via_view), (SELECT count() FROM "+p+"via_table)").Scan(&viaView, &viaTable); err != nil {
+		return "", fmt.Errorf("cascade probe: %w", err)
+	}
+	switch {
+	case viaTable > 0:
+		return "metrics_1m", nil
+	case viaView > 0:
+		return "metrics_1m_mv", nil
+	}
+	return "", errors.New("cascade probe: this ClickHouse triggers no materialized view from what another one writes, so metrics_1h cannot be built from metrics_1m")
+}
+
+// dropColumn is an ALTER TABLE db.table DROP COLUMN column statement: 18.16 has no IF EXISTS
+// for it, so Migrate skips one whose column is gone already (a migration run again after it was
+// interrupted).
+var dropColumn = regexp.MustCompile(`^ALTER TABLE ([A-Za-z0-9_]+)\.([A-Za-z0-9_]+) DROP COLUMN ([A-Za-z0-9_]+)$`)
+
+// columnGone reports whether st drops a column that the table does not have.
+func columnGone(ctx context.Context, conn driver.Conn, st string) (bool, error) {
+	m := dropColumn.FindStringSubmatch(st)
+	if m == nil {
+		return false, nil
+	}
+	var n uint64
+	if err := conn.QueryRow(ctx, "SELECT count() FROM system.columns WHERE database = ? AND table = ? AND name = ?", m[1], m[2], m[3]).Scan(&n); err != nil {
+		return false, err
+	}
+	return n == 0, nil
 }
 
 func appliedVersions(ctx context.Context, conn driver.Conn, database string) (map[uint32]bool, error) {

@@ -16,7 +16,7 @@ func benchCmd() *cobra.Command {
 	var out string
 	c := &cobra.Command{
 		Use:   "bench [--readings N] [--out FILE]",
-		Short: "Measure ingest: drain a pre-filled stream and sustain a live rate, next to raw JetStream and Ed25519 references",
+		Short: "Measure ingest: drain a pre-filled stream and sustain a live rate, next to a plain-connector, raw JetStream and Ed25519 references",
 		Long: `bench starts an in-process stack (embedded NATS and ledger; the ClickHouse at clickhouse.addr,
 in a fresh database that is dropped afterwards) and runs the ingest workers as separate
 processes, so that their CPU time and peak memory are measured on their own.

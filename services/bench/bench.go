@@ -80,6 +80,17 @@ type Result struct {
 	AnchorIntervalMs   float64 `json:"anchor_interval_ms"`
 	RatioToRaw         float64 `json:"ratio_to_raw_jetstream"`
 	RatioToVerify      float64 `json:"ratio_to_verify_all_cores"`
+
+	// The other processes of the drain, per 1,000 readings: the ClickHouse server (only when
+	// the bench started it, clickhouse_embedded; 0 otherwise, unknown) and the bench process,
+	// which embeds NATS and the ledger.
+	ClickHouseEmbedded      bool    `json:"clickhouse_embedded"`
+	ClickHouseCPUPer1k      float64 `json:"clickhouse_cpu_seconds_per_1k"`
+	NATSAndBenchCPUPer1k    float64 `json:"nats_and_bench_cpu_seconds_per_1k"`
+	PlainConnectorPerSec    float64 `json:"plain_connector_per_sec"` // the plain-connector reference (plain.go)
+	PlainClickHouseCPUPer1k float64 `json:"plain_clickhouse_cpu_seconds_per_1k"`
+	PlainCPUPer1k           float64 `json:"plain_cpu_seconds_per_1k"` // the bench process: the connector with NATS and the ledger
+	RatioToPlain            float64 `json:"ratio_to_plain"`
 	// RevocationMs is how long after a revoking block was committed the last reading ingest
 	// still accepted from that device was published.
 	RevocationMs float64 `json:"revocation_ms"`
@@ -98,9 +109,26 @@ func (r Result) Print(w io.Writer) {
 	fmt.Fprintf(w, "\n== anchorline bench: %d readings from %d devices, %d ingest worker(s), %d cores\n", r.Readings, r.Devices, r.Workers, r.Cores)
 	fmt.Fprintf(w, "drain:      %8.0f readings/s  (first pull to last row queryable with its batch record in BATCHES)\n", r.ReadingsPerSec)
 	fmt.Fprintf(w, "            %8.3f CPU-s per 1,000 readings in ingest, peak RSS %.1f MiB\n", r.CPUSecondsPer1k, float64(r.PeakRSSBytes)/(1<<20))
-	fmt.Fprintf(w, "references: %8.0f msg/s raw JetStream drain of the same messages (no processing)\n", r.RawJetStreamPerSec)
+	fmt.Fprintf(w, "            %8.3f CPU-s per 1,000 in the bench process (embedded NATS, ledger, bench)\n", r.NATSAndBenchCPUPer1k)
+	chCPU := func(v float64) string {
+		if !r.ClickHouseEmbedded {
+			return "   unknown CPU-s per 1,000 in ClickHouse (external server: run with --clickhouse.embedded to measure it)"
+		}
+		return fmt.Sprintf("%8.3f CPU-s per 1,000 in ClickHouse", v)
+	}
+	fmt.Fprintf(w, "            %s\n", chCPU(r.ClickHouseCPUPer1k))
+	if r.ClickHouseEmbedded {
+		fmt.Fprintf(w, "            %8.3f CPU-s per 1,000 in all\n", r.CPUSecondsPer1k+r.NATSAndBenchCPUPer1k+r.ClickHouseCPUPer1k)
+	}
+	fmt.Fprintf(w, "references: %8.0f rows/s plain connector (unsigned JSON, push consumer, generic map, database/sql, 10,000 rows per commit)\n", r.PlainConnectorPerSec)
+	fmt.Fprintf(w, "            %8.3f CPU-s per 1,000 in the bench process (the connector, embedded NATS, ledger)\n", r.PlainCPUPer1k)
+	fmt.Fprintf(w, "            %s\n", chCPU(r.PlainClickHouseCPUPer1k))
+	if r.ClickHouseEmbedded {
+		fmt.Fprintf(w, "            %8.3f CPU-s per 1,000 in all\n", r.PlainCPUPer1k+r.PlainClickHouseCPUPer1k)
+	}
+	fmt.Fprintf(w, "            %8.0f msg/s raw JetStream drain of the same messages (no processing)\n", r.RawJetStreamPerSec)
 	fmt.Fprintf(w, "            %8.0f Ed25519 verifications/s on one core (%0.f on all cores; curve25519-voi batches, ZIP-215)\n", r.VerifyPerSec, r.VerifyPerSecAll)
-	fmt.Fprintf(w, "ratios:     %8.2f of raw JetStream, %.2f of all-core verification\n", r.RatioToRaw, r.RatioToVerify)
+	fmt.Fprintf(w, "ratios:     %8.2f of the plain connector, %.2f of raw JetStream, %.2f of all-core verification\n", r.RatioToPlain, r.RatioToRaw, r.RatioToVerify)
 	if r.LiveRate > 0 {
 		fmt.Fprintf(w, "live:       %8.0f readings/s asked, %.0f published (%d readings), %.3f CPU-s per 1,000\n", r.LiveRate, r.LiveAchievedRate, r.LiveReadings, r.LiveCPUPer1k)
 		fmt.Fprintf(w, "            publish→queryable p50 %.0f ms, p99 %.0f ms; publish→anchored p50 %.0f ms, p99 %.0f ms (anchor.interval %.0f ms)\n",
@@ -142,6 +170,7 @@ type runner struct {
 	rpcAddr string
 	db      string
 	ch      driver.Conn
+	chPid   int // the ClickHouse server's process when the bench started it, else 0
 	js      jetstream.JetStream
 	node    *node.Node
 }
@@ -201,7 +230,32 @@ func Run(ctx context.Context, cfg config.Config, opts Options, log *slog.Logger)
 		return res, err
 	}
 
+	r.say("reference: plain connector draining %d unsigned JSON messages into one flat table", len(drainSet))
+	plain, err := r.plainReference(ctx, drainSet)
+	if err != nil {
+		return res, err
+	}
+	if err := r.dropPlain(ctx); err != nil {
+		return res, fmt.Errorf("bench: drop the plain table: %w", err)
+	}
+	res.PlainConnectorPerSec = plain.perSec
+	res.PlainCPUPer1k = plain.self / float64(len(drainSet)) * 1000
+	res.PlainClickHouseCPUPer1k = plain.clickhouse / float64(len(drainSet)) * 1000
+	res.ClickHouseEmbedded = r.chPid != 0
+	r.say("plain connector: %.0f rows/s", plain.perSec)
+
 	r.say("drain: %d ingest worker(s) draining %d readings", opts.Workers, len(drainSet))
+	// Watching BATCHES costs ClickHouse nothing during the drain; it starts before the
+	// workers so that it sees every record from the first.
+	stored, err := r.watchStored(ctx, len(drainSet))
+	if err != nil {
+		return res, err
+	}
+	defer stored.stop()
+	cpuBefore, err := snapshotCPU(r.chPid)
+	if err != nil {
+		return res, err
+	}
 	// A worker that exits before it is stopped ends the run with its error instead of leaving
 	// the bench waiting for readings that will never come.
 	ctx, abort := context.WithCancelCause(ctx)
@@ -212,11 +266,19 @@ func Run(ctx context.Context, cfg config.Config, opts Options, log *slog.Logger)
 		return res, err
 	}
 	t0 := time.Now()
-	if err := r.waitStored(ctx, len(drainSet)); err != nil {
+	if err := stored.wait(ctx); err != nil {
 		return res, cause(ctx, err)
 	}
 	elapsed := time.Since(t0)
+	cpuAfter, err := snapshotCPU(r.chPid)
+	if err != nil {
+		return res, err
+	}
+	stored.stop()
 	res.ReadingsPerSec = float64(len(drainSet)) / elapsed.Seconds()
+	used := cpuAfter.since(cpuBefore)
+	res.NATSAndBenchCPUPer1k = used.self / float64(len(drainSet)) * 1000
+	res.ClickHouseCPUPer1k = used.clickhouse / float64(len(drainSet)) * 1000
 	cpuDrain := 0.0
 	for _, w := range workers {
 		c, err := cpuSeconds(w.cmd.Process.Pid)
@@ -233,7 +295,11 @@ func Run(ctx context.Context, cfg config.Config, opts Options, log *slog.Logger)
 	res.CPUSecondsPer1k = cpuDrain / float64(len(drainSet)) * 1000
 	res.RatioToRaw = res.ReadingsPerSec / res.RawJetStreamPerSec
 	res.RatioToVerify = res.ReadingsPerSec / res.VerifyPerSecAll
+	res.RatioToPlain = res.ReadingsPerSec / res.PlainConnectorPerSec
 	r.say("drained in %s: %.0f readings/s", elapsed.Round(time.Millisecond), res.ReadingsPerSec)
+	if err := r.checkStored(ctx, len(drainSet)); err != nil {
+		return res, cause(ctx, err)
+	}
 
 	if liveN > 0 {
 		if err := r.live(ctx, workers, liveSet, cpuDrain, &res); err != nil {
@@ -289,6 +355,7 @@ func (r *runner) setUp(ctx context.Context) (func(), error) {
 		}
 		stops = append(stops, func() { _ = srv.Stop() })
 		r.cfg.ClickHouse.Addr = srv.Addr
+		r.chPid = srv.Pid()
 	}
 	admin := ed25519.NewKeyFromSeed(make([]byte, 32))
 	r.node, err = node.Start(ctx, node.Config{Home: filepath.Join(r.dir, "ledger"), ChainID: "anchorline-bench", RPC: rpcLn,
@@ -587,38 +654,89 @@ func cause(ctx context.Context, err error) error {
 	return err
 }
 
-// waitStored waits until n readings are queryable and every batch record is in BATCHES.
-func (r *runner) waitStored(ctx context.Context, n int) error {
+// storedWatch follows the batch records in BATCHES through an ordered consumer. Ingest
+// publishes a batch's record after its rows are inserted, so the records' sizes count the
+// readings stored, at the cost of one small NATS message per batch and no ClickHouse query.
+type storedWatch struct {
+	cc    jetstream.ConsumeContext
+	done  chan struct{} // closed once the records count n readings
+	err   chan error    // a record that does not decode
+	n     int
+	sum   atomic.Uint64
+	count atomic.Uint64
+	say   func(format string, args ...any)
+}
+
+// watchStored starts following BATCHES from its first record until they count n readings.
+func (r *runner) watchStored(ctx context.Context, n int) (*storedWatch, error) {
+	cons, err := r.js.OrderedConsumer(ctx, stream.Batches, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		return nil, fmt.Errorf("bench: watch %s: %w", stream.Batches, err)
+	}
+	w := &storedWatch{done: make(chan struct{}), err: make(chan error, 1), n: n, say: r.say}
+	var doneOnce sync.Once
+	w.cc, err = cons.Consume(func(m jetstream.Msg) {
+		var rec stream.BatchRecord
+		if err := json.Unmarshal(m.Data(), &rec); err != nil {
+			select {
+			case w.err <- fmt.Errorf("bench: batch record: %w", err):
+			default:
+			}
+			return
+		}
+		w.count.Add(1)
+		if w.sum.Add(rec.Size) >= uint64(n) {
+			doneOnce.Do(func() { close(w.done) })
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bench: watch %s: %w", stream.Batches, err)
+	}
+	return w, nil
+}
+
+// wait returns once the batch records count n readings, saying how far they are every 2 s.
+func (w *storedWatch) wait(ctx context.Context) error {
+	tick := time.NewTicker(2 * time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-w.done:
+			return nil
+		case err := <-w.err:
+			return err
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+			w.say("  %d of %d readings stored, %d batches", w.sum.Load(), w.n, w.count.Load())
+		}
+	}
+}
+
+// stop ends the watch; calling it again does nothing.
+func (w *storedWatch) stop() { w.cc.Stop() }
+
+// checkStored is the one ClickHouse check after the drain: n readings queryable, batch rows
+// counting them, and every batch row's record in BATCHES.
+func (r *runner) checkStored(ctx context.Context, n int) error {
+	var rows, sized, batches uint64
+	if err := r.ch.QueryRow(ctx, "SELECT (SELECT count() FROM "+r.db+".readings), (SELECT toUInt64(sum(size)) FROM "+r.db+".batches), (SELECT count() FROM "+r.db+".batches)").
+		Scan(&rows, &sized, &batches); err != nil {
+		return fmt.Errorf("bench: check of the drain: %w", err)
+	}
 	st, err := r.js.Stream(ctx, stream.Batches)
 	if err != nil {
 		return err
 	}
-	last := time.Now()
-	for {
-		var rows, sized, batches uint64
-		if err := r.ch.QueryRow(ctx, "SELECT count() FROM "+r.db+".readings").Scan(&rows); err != nil {
-			return err
-		}
-		if err := r.ch.QueryRow(ctx, "SELECT toUInt64(sum(size)), count() FROM "+r.db+".batches").Scan(&sized, &batches); err != nil {
-			return err
-		}
-		info, err := st.Info(ctx)
-		if err != nil {
-			return err
-		}
-		if rows >= uint64(n) && sized >= uint64(n) && info.State.Msgs >= batches {
-			return nil
-		}
-		if time.Since(last) > 2*time.Second {
-			r.say("  %d of %d readings stored, %d batches", rows, n, batches)
-			last = time.Now()
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(100 * time.Millisecond): // at most 0.3% of a 30 s drain; every 25 ms took ClickHouse CPU the drain needs
-		}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return err
 	}
+	if rows < uint64(n) || sized < uint64(n) || info.State.Msgs < batches {
+		return fmt.Errorf("%w: after the drain, %d of %d readings in ClickHouse, batch rows of %d readings, %d batch rows and %d records in %s",
+			ErrCheck, rows, n, sized, batches, info.State.Msgs, stream.Batches)
+	}
+	return nil
 }
 
 // live publishes at a fixed rate with ingest and anchoring running and samples latencies.

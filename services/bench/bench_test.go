@@ -40,6 +40,15 @@ func TestSmallRun(t *testing.T) {
 	if res.ReadingsPerSec <= 0 || res.RawJetStreamPerSec <= 0 || res.VerifyPerSec <= 0 || res.CPUSecondsPer1k <= 0 || res.PeakRSSBytes == 0 {
 		t.Fatalf("drain result %+v", res)
 	}
+	// The plain reference ran; ClickHouse is the tests' server, not the bench's child, so its
+	// CPU is unknown and said to be.
+	if res.PlainConnectorPerSec <= 0 || res.RatioToPlain <= 0 || res.PlainCPUPer1k <= 0 || res.NATSAndBenchCPUPer1k <= 0 ||
+		res.ClickHouseEmbedded || res.ClickHouseCPUPer1k != 0 || res.PlainClickHouseCPUPer1k != 0 {
+		t.Fatalf("plain reference and CPU accounting %+v", res)
+	}
+	if !strings.Contains(progress.String(), "reference: plain connector") || !strings.Contains(progress.String(), "plain connector: ") {
+		t.Fatalf("no plain reference in the progress:\n%s", progress.String())
+	}
 	if res.LiveReadings != 1000 || res.P50QueryableMs <= 0 || res.P99QueryableMs < res.P50QueryableMs || res.P99AnchoredMs < res.P50QueryableMs {
 		t.Fatalf("live result %+v", res)
 	}
@@ -53,14 +62,17 @@ func TestSmallRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, k := range []string{"readings_per_sec", "raw_jetstream_per_sec", "verify_per_sec", "p50_queryable_ms", "p99_queryable_ms",
-		"p50_anchored_ms", "p99_anchored_ms", "cpu_seconds_per_1k", "peak_rss_bytes", "rejected", "anomalies", "chain_remote", "chain_lookups"} {
+		"p50_anchored_ms", "p99_anchored_ms", "cpu_seconds_per_1k", "peak_rss_bytes", "rejected", "anomalies", "chain_remote", "chain_lookups",
+		"plain_connector_per_sec", "ratio_to_plain", "clickhouse_embedded", "clickhouse_cpu_seconds_per_1k", "nats_and_bench_cpu_seconds_per_1k",
+		"plain_clickhouse_cpu_seconds_per_1k", "plain_cpu_seconds_per_1k"} {
 		if _, ok := fields[k]; !ok {
 			t.Errorf("result file lacks %s", k)
 		}
 	}
 	var out strings.Builder
 	res.Print(&out)
-	if !strings.Contains(out.String(), "readings/s") {
+	if !strings.Contains(out.String(), "readings/s") || !strings.Contains(out.String(), "rows/s plain connector") ||
+		!strings.Contains(out.String(), "unknown CPU-s per 1,000 in ClickHouse") || !strings.Contains(out.String(), "of the plain connector") {
 		t.Fatalf("summary:\n%s", out.String())
 	}
 }

@@ -47,3 +47,31 @@ func peakRSS(pid int) (uint64, error) {
 	}
 	return 0, fmt.Errorf("/proc/%d/status: no VmHWM", pid)
 }
+
+// cpuSnapshot is the CPU time used so far by the bench process (which embeds NATS and the
+// ledger) and by the ClickHouse server when the bench started it.
+type cpuSnapshot struct {
+	self       float64
+	clickhouse float64 // 0 when ClickHouse is not a child of the bench
+}
+
+// snapshotCPU reads the CPU time of this process and, if chPid is not 0, of the ClickHouse
+// server.
+func snapshotCPU(chPid int) (cpuSnapshot, error) {
+	var s cpuSnapshot
+	var err error
+	if s.self, err = cpuSeconds(os.Getpid()); err != nil {
+		return s, err
+	}
+	if chPid != 0 {
+		if s.clickhouse, err = cpuSeconds(chPid); err != nil {
+			return s, fmt.Errorf("bench: ClickHouse CPU: %w", err)
+		}
+	}
+	return s, nil
+}
+
+// since is the CPU time used between earlier and s.
+func (s cpuSnapshot) since(earlier cpuSnapshot) cpuSnapshot {
+	return cpuSnapshot{self: s.self - earlier.self, clickhouse: s.clickhouse - earlier.clickhouse}
+}
