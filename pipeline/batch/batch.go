@@ -13,17 +13,19 @@ import (
 // ErrEmpty is returned by Flush on an empty builder: an empty tree is not allowed.
 var ErrEmpty = errors.New("batch: nothing to flush")
 
-// Builder accumulates the readings of one batch.
+// Builder accumulates the readings of one batch. It builds the batch's Merkle tree as readings
+// come (merkle.Frontier: the perfect subtrees so far, no allocation per reading), so that
+// Flush only folds at most 64 hashes into the root.
 type Builder struct {
 	worker   string
 	readings []write.Reading
-	leaves   []merkle.Hash
+	tree     merkle.Frontier
 	first    time.Time // when the first reading was added
 }
 
 // New returns an empty builder whose batches name worker.
 func New(worker string, capacity int) *Builder {
-	return &Builder{worker: worker, readings: make([]write.Reading, 0, capacity), leaves: make([]merkle.Hash, 0, capacity)}
+	return &Builder{worker: worker, readings: make([]write.Reading, 0, capacity)}
 }
 
 // Add appends a verified reading; its LeafIndex is set to its position.
@@ -33,7 +35,7 @@ func (b *Builder) Add(r write.Reading) {
 	}
 	r.LeafIndex = uint32(len(b.readings))
 	b.readings = append(b.readings, r)
-	b.leaves = append(b.leaves, r.Leaf)
+	b.tree.Append(r.Leaf, nil)
 }
 
 // Len is the number of readings in the batch.
@@ -53,10 +55,7 @@ func (b *Builder) Flush(now time.Time) (*write.Batch, stream.BatchRecord, error)
 	if len(b.readings) == 0 {
 		return nil, stream.BatchRecord{}, ErrEmpty
 	}
-	root, err := merkle.Root(b.leaves)
-	if err != nil {
-		return nil, stream.BatchRecord{}, err
-	}
+	root := b.tree.Root()
 	out := &write.Batch{ID: stream.NewID(now), Root: root, Created: now, Worker: b.worker, Readings: b.readings}
 	rec := stream.BatchRecord{ID: hex.EncodeToString(out.ID[:]), Root: root.String(), Size: uint64(len(b.readings)),
 		TSMin: b.readings[0].TS, TSMax: b.readings[0].TS, Created: now.UnixMilli(), Worker: b.worker}
@@ -64,6 +63,6 @@ func (b *Builder) Flush(now time.Time) (*write.Batch, stream.BatchRecord, error)
 		rec.TSMin, rec.TSMax = min(rec.TSMin, r.TS), max(rec.TSMax, r.TS)
 	}
 	b.readings = make([]write.Reading, 0, cap(b.readings))
-	b.leaves = b.leaves[:0]
+	b.tree = merkle.Frontier{}
 	return out, rec, nil
 }

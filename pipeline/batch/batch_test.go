@@ -60,3 +60,25 @@ func TestFlush(t *testing.T) {
 		t.Fatalf("batch id %x does not begin with the flush time", out.ID)
 	}
 }
+
+// BenchmarkFlush1000 is the batch stage of ingest per batch of 1,000 readings: adding them,
+// the batch root over their leaves and the batch record.
+func BenchmarkFlush1000(b *testing.B) {
+	const n = 1000
+	rs := make([]write.Reading, n)
+	for i := range rs {
+		rs[i] = write.Reading{Device: "d", Seq: uint64(i), TS: uint64(i), Leaf: merkle.ReadingLeaf([]byte{byte(i), byte(i >> 8)})}
+	}
+	bl := New("w1", n)
+	now := time.UnixMilli(1_764_000_000_123)
+	b.ReportAllocs()
+	for b.Loop() {
+		for _, r := range rs {
+			bl.Add(r)
+		}
+		if _, _, err := bl.Flush(now); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/reading")
+}

@@ -135,7 +135,7 @@ func (w *flakyWriter) counts() (readings, rejects int) {
 	return readings, len(w.rejects)
 }
 
-func startNATS(t *testing.T) jetstream.JetStream {
+func startNATS(t testing.TB) jetstream.JetStream {
 	t.Helper()
 	js := natstest.Start(t)
 	if err := consume.EnsureStreams(context.Background(), js, 1000, 0); err != nil {
@@ -552,5 +552,18 @@ func TestChainLateReading(t *testing.T) {
 	if a.Device != "forged" || a.Seq != 4 || a.Kind != chain.Break || a.PrevSeq != 3 || !bytes.Equal(a.Expected, want[:]) ||
 		!bytes.Equal(a.Got, forged[:]) || a.BatchID == ([16]byte{}) {
 		t.Fatalf("anomaly %+v, want forged seq 4 after seq 3", a)
+	}
+}
+
+func TestChunkWait(t *testing.T) {
+	for _, tc := range []struct{ flushAge, want time.Duration }{
+		{time.Millisecond, minChunkWait},
+		{50 * time.Millisecond, 6250 * time.Microsecond},
+		{200 * time.Millisecond, maxChunkWait},
+		{time.Minute, maxChunkWait},
+	} {
+		if got := chunkWait(tc.flushAge); got != tc.want {
+			t.Errorf("chunkWait(%s) = %s, want %s", tc.flushAge, got, tc.want)
+		}
 	}
 }

@@ -350,3 +350,46 @@ func TestReasons(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkCheckBatchSizes measures what a signature costs by the size of the batch verified
+// together (ingest's chunk size): ns/reading is the figure to compare.
+func BenchmarkCheckBatchSizes(b *testing.B) {
+	k := key(b, reading.Ed25519)
+	keys := NewKeys(nil)
+	keys.Apply([]Key{{Device: "bench", Key: k.Public(), Height: 1}})
+	v := New(keys, DefaultLimits())
+	all := make([]Input, 4096)
+	for i := range all {
+		all[i] = Input{reading.Subject("bench"), sign(b, "bench", uint64(i+1), k)}
+	}
+	ctx := context.Background()
+	for _, n := range []int{1, 16, 64, 128, 256, 512, 1024, 2048, 4096} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			in, out := all[:n], make([]Result, n)
+			b.ReportAllocs()
+			for b.Loop() {
+				v.CheckBatch(ctx, in, out)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/reading")
+		})
+	}
+}
+
+func TestIsSubject(t *testing.T) {
+	for _, tc := range []struct {
+		subject, device string
+		want            bool
+	}{
+		{"iot.readings.d-1", "d-1", true},
+		{"iot.readings.d-1", "d-2", false},
+		{"iot.readings.d-12", "d-1", false},
+		{"iot.readings.d", "d-1", false},
+		{"iot.reading.sd-1", "d-1", false},
+		{"xot.readings.d-1", "d-1", false},
+		{"iot.readings.", "", true}, // what reading.Subject gives; Decode never yields an empty device
+	} {
+		if got := isSubject(tc.subject, tc.device); got != tc.want || got != (tc.subject == reading.Subject(tc.device)) {
+			t.Errorf("isSubject(%q, %q) = %v, want %v", tc.subject, tc.device, got, tc.want)
+		}
+	}
+}

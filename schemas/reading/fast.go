@@ -10,7 +10,8 @@ package reading
 //	   58 40 signature         signature: bstr of 64 bytes
 //
 // with definite, shortest-form lengths. decodeCommon recognises exactly that shape by hand, in
-// a few hundred nanoseconds and no allocations, and leaves anything else to go-cose. It
+// a few hundred nanoseconds and one allocation (a string holding kid and payload, of which the
+// reading's strings are substrings), and leaves anything else to go-cose. It
 // accepts nothing go-cose would refuse and reads the same fields: FuzzDecodeCommon checks both
 // against each other.
 
@@ -37,16 +38,21 @@ func (m *Message) decodeCommon() bool {
 	if len(b) < 1 || b[0] != 0xa0 {
 		return false
 	}
+	kidEnd := len(m.Raw) - len(b) // kid ends the protected header
 	payload, b, ok := shortBstr(b[1:])
 	if !ok {
 		return false
 	}
+	payloadEnd := len(m.Raw) - len(b)
 	sig, b, ok := shortBstr(b)
 	if !ok || len(b) != 0 || len(sig) != 64 {
 		return false
 	}
+	// One copy of the bytes for every string of the message (kid, device, names, tags).
+	text := string(m.Raw[kidEnd-len(kid) : payloadEnd])
 	m.Alg = Ed25519
-	m.KID = string(kid)
+	m.KID = text[:len(kid)]
+	m.payloadText = text[len(text)-len(payload):]
 	m.protected = prot
 	m.msg.Payload = payload
 	m.msg.Signature = sig

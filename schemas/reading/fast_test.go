@@ -102,6 +102,15 @@ func BenchmarkDecode(b *testing.B) {
 			}
 		}
 	})
+	b.Run("into", func(b *testing.B) { // what a batch verifier does: no Message allocated
+		var m Message
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := DecodeInto(&m, raw); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 	b.Run("go-cose", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
@@ -110,6 +119,18 @@ func BenchmarkDecode(b *testing.B) {
 				b.Fatal(err)
 			}
 			if err := m.decodePayload(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("go-cose+reflection", func(b *testing.B) { // neither fast path
+		b.ReportAllocs()
+		for b.Loop() {
+			m := &Message{Raw: raw}
+			if err := m.decodeCOSE(); err != nil {
+				b.Fatal(err)
+			}
+			if err := m.decodePayloadSlow(); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -52,6 +52,11 @@ type Message struct {
 	msg cose.Sign1Message
 	// protected is the content of the protected header byte string, set by the fast path.
 	protected []byte
+	// payloadText holds the payload's bytes as a string, set by the fast path: the reading's
+	// strings are substrings of it (one allocation for all of them).
+	payloadText string
+	// metrics holds Reading.Metrics when they fit: no allocation for a reading's few metrics.
+	metrics [4]Metric
 }
 
 // payload is the CBOR shape of the signed map; pointers detect missing fields.
@@ -93,18 +98,27 @@ func newCodec() codec {
 var codecs = newCodec()
 
 // Decode parses a reading. It checks the COSE structure (tag 18, algorithm, kid, empty
-// unprotected header, attached payload) and the payload (DESIGN 2.1), not the signature.
+// unprotected header, attached payload) and the payload (DESIGN 2.1), not the signature. The
+// message keeps raw (Raw; Reading.Prev may point into it): raw must not be modified while the
+// message is in use.
 func Decode(raw []byte) (*Message, error) {
-	m := &Message{Raw: raw}
-	if !m.decodeCommon() {
-		if err := m.decodeCOSE(); err != nil {
-			return nil, err
-		}
-	}
-	if err := m.decodePayload(); err != nil {
+	m := new(Message)
+	if err := DecodeInto(m, raw); err != nil {
 		return nil, err
 	}
 	return m, nil
+}
+
+// DecodeInto is Decode into m, which it overwrites: a caller decoding many messages can keep
+// them in one slice instead of allocating each. Its Reading.Metrics may point into m.
+func DecodeInto(m *Message, raw []byte) error {
+	*m = Message{Raw: raw}
+	if !m.decodeCommon() {
+		if err := m.decodeCOSE(); err != nil {
+			return err
+		}
+	}
+	return m.decodePayload()
 }
 
 // decodeCOSE reads the COSE structure of m.Raw with go-cose: any shape the standard allows.
@@ -138,7 +152,21 @@ func (m *Message) decodeCOSE() error {
 	return nil
 }
 
+// decodePayload decodes and checks the payload: by hand if it can (fastPayload), else through
+// fxamacker/cbor, which accepts any valid encoding and words the errors.
 func (m *Message) decodePayload() error {
+	text := m.payloadText
+	if text == "" {
+		text = string(m.msg.Payload)
+	}
+	if r, ok := fastPayload(m.msg.Payload, text, m.metrics[:0]); ok && r.Device == m.KID {
+		m.Reading = r
+		return nil
+	}
+	return m.decodePayloadSlow()
+}
+
+func (m *Message) decodePayloadSlow() error {
 	var p payload
 	if err := codecs.dec.Unmarshal(m.msg.Payload, &p); err != nil {
 		return fmt.Errorf("%w: %w", ErrBadPayload, err)
@@ -203,19 +231,31 @@ func number(v any) (float64, error) {
 // ["Signature1", protected, h”, payload] (RFC 9052 section 4.4). Batch verifiers sign-check
 // these bytes directly.
 func (m *Message) SigStructure() []byte {
+	return m.AppendSigStructure(make([]byte, 0, 16+len(m.msg.Headers.RawProtected)+len(m.protected)+len(m.msg.Payload)+18))
+}
+
+// AppendSigStructure appends SigStructure to buf: a batch verifier can keep the signed bytes
+// of many messages in one buffer.
+func (m *Message) AppendSigStructure(buf []byte) []byte {
 	content := m.protected
 	if content == nil {
-		if err := cbor.Unmarshal(m.msg.Headers.RawProtected, &content); err != nil {
-			content = nil // cannot happen after Decode: go-cose checked the protected bstr
-		}
+		content = m.unwrapProtected()
 	}
-	buf := make([]byte, 0, 16+len(content)+len(m.msg.Payload)+18)
 	buf = append(buf, 0x84, 0x6a)
 	buf = append(buf, "Signature1"...)
 	buf = appendBstr(buf, content)
 	buf = append(buf, 0x40)
 	buf = appendBstr(buf, m.msg.Payload)
 	return buf
+}
+
+// unwrapProtected is the content of the protected header byte string that go-cose read.
+func (m *Message) unwrapProtected() []byte {
+	var content []byte
+	if err := cbor.Unmarshal(m.msg.Headers.RawProtected, &content); err != nil {
+		return nil // cannot happen after Decode: go-cose checked the protected bstr
+	}
+	return content
 }
 
 // Signature is the raw COSE signature (Ed25519 64 bytes, or ES256 r||s 64 bytes).
