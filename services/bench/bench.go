@@ -231,6 +231,9 @@ func Run(ctx context.Context, cfg config.Config, opts Options, log *slog.Logger)
 	}
 
 	r.say("reference: plain connector draining %d unsigned JSON messages into one flat table", len(drainSet))
+	if err := r.settle(ctx); err != nil {
+		return res, err
+	}
 	plain, err := r.plainReference(ctx, drainSet)
 	if err != nil {
 		return res, err
@@ -245,6 +248,9 @@ func Run(ctx context.Context, cfg config.Config, opts Options, log *slog.Logger)
 	r.say("plain connector: %.0f rows/s", plain.perSec)
 
 	r.say("drain: %d ingest worker(s) draining %d readings", opts.Workers, len(drainSet))
+	if err := r.settle(ctx); err != nil {
+		return res, err
+	}
 	// Watching BATCHES costs ClickHouse nothing during the drain; it starts before the
 	// workers so that it sees every record from the first.
 	stored, err := r.watchStored(ctx, len(drainSet))
@@ -326,6 +332,41 @@ func Run(ctx context.Context, cfg config.Config, opts Options, log *slog.Logger)
 	}
 	res.RevocationMs = float64(effect.Milliseconds())
 	return res, nil
+}
+
+// settleMax bounds how long settle waits for the server's merges.
+const settleMax = 2 * time.Minute
+
+// settle waits, before a measured drain, until the ClickHouse server runs no merge in any
+// database. Merges are what an insert leaves behind: those of an earlier drain, of another
+// workload's tables (a connector's table that grows from round to round merges ever larger
+// parts), or of this run's previous phase would otherwise be counted in the drain's ClickHouse
+// CPU and slow it. It says how long it waited and gives up, saying so, after settleMax.
+func (r *runner) settle(ctx context.Context) error {
+	start := time.Now()
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for first := true; ; first = false {
+		var merges uint64
+		if err := r.ch.QueryRow(ctx, "SELECT count() FROM system.merges").Scan(&merges); err != nil {
+			return fmt.Errorf("bench: merges running on the server: %w", err)
+		}
+		if merges == 0 {
+			if !first {
+				r.say("waited %s for the server's merges to finish", time.Since(start).Round(time.Millisecond))
+			}
+			return nil
+		}
+		if time.Since(start) > settleMax {
+			r.say("the server still runs %d merges after %s; measuring anyway (its CPU counts them)", merges, settleMax)
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
 }
 
 func (r *runner) setUp(ctx context.Context) (func(), error) {
