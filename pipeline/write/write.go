@@ -20,7 +20,7 @@ type Reading struct {
 	ReceivedAt time.Time
 	Raw        []byte
 	Leaf       [32]byte
-	Prev       []byte
+	Prev       []byte // the reading's prev (DESIGN 2.1), for the chain check; not stored apart from raw
 	Metrics    []reading.Metric
 	LeafIndex  uint32
 }
@@ -72,7 +72,6 @@ func (w *Writer) WriteBatch(ctx context.Context, b *Batch) error {
 		received = make([]time.Time, n)
 		raws     = make([]string, n)
 		leaves   = make([]string, n)
-		prevs    = make([]string, n)
 		batchIDs = make([]string, n)
 		indexes  = make([]uint32, n)
 	)
@@ -83,13 +82,13 @@ func (w *Writer) WriteBatch(ctx context.Context, b *Batch) error {
 		devs[i], seqs[i], tss[i] = r.Device, r.Seq, r.TS
 		times[i] = time.UnixMilli(int64(r.TS))
 		received[i] = r.ReceivedAt
-		raws[i], leaves[i], prevs[i] = string(r.Raw), string(r.Leaf[:]), string(r.Prev)
+		raws[i], leaves[i] = string(r.Raw), string(r.Leaf[:])
 		batchIDs[i], indexes[i] = id, r.LeafIndex
 		metrics += len(r.Metrics)
 		tsMin, tsMax = min(tsMin, r.TS), max(tsMax, r.TS)
 	}
-	if err := w.columns(ctx, "readings (device_id, seq, ts, time, received_at, raw, leaf, prev, batch_id, leaf_index)",
-		devs, seqs, tss, times, received, raws, leaves, prevs, batchIDs, indexes); err != nil {
+	if err := w.columns(ctx, "readings (device_id, seq, ts, time, received_at, raw, leaf, batch_id, leaf_index)",
+		devs, seqs, tss, times, received, raws, leaves, batchIDs, indexes); err != nil {
 		return err
 	}
 

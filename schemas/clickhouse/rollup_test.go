@@ -198,6 +198,10 @@ func TestRollupsRebuiltOnUpgrade(t *testing.T) {
 		if err := conn.QueryRow(ctx, "SELECT count() FROM system.columns WHERE database = ? AND table = 'metrics' AND name = 'batch_id'", db).Scan(&batchCols); err != nil || batchCols != 0 {
 			t.Fatalf("round %d: metrics.batch_id still there (%d, %v)", round, batchCols, err)
 		}
+		var prevCols, unique, metricsUnique uint64
+		if err := conn.QueryRow(ctx, "SELECT (SELECT count() FROM system.columns WHERE database = ? AND table = 'readings' AND name = 'prev'), (SELECT count() FROM "+db+".readings_unique), (SELECT count() FROM "+db+".metrics_unique)", db).Scan(&prevCols, &unique, &metricsUnique); err != nil || prevCols != 0 || metricsUnique != uint64(len(vs)) {
+			t.Fatalf("round %d: readings.prev columns %d, readings_unique %d rows, metrics_unique %d of %d (%v)", round, prevCols, unique, metricsUnique, len(vs), err)
+		}
 		checkRollups(t, ctx, conn, db, vs)
 		// As if it had been interrupted before it was recorded: it runs again.
 		if err := conn.Exec(ctx, "ALTER TABLE "+db+".schema_migrations DELETE WHERE version >= 5"); err != nil {

@@ -11,7 +11,8 @@
 --
 -- metrics no longer carries the batch id: 16 incompressible bytes per metric value that no
 -- query needs (a reading's copies, stored twice by a redelivery, have the same values, so
--- metrics_unique keeps any one of them).
+-- metrics_unique keeps any one of them). Nor readings its prev: 32 incompressible bytes that
+-- are inside raw already (the signed payload's prev), and that nothing reads from the column.
 --
 -- The old rollups are derived data: they are dropped and rebuilt from metrics below. Run
 -- this migration with ingest stopped: a reading inserted while it runs may be counted twice.
@@ -82,6 +83,7 @@ GROUP BY device_id, metric, period;
 DROP TABLE IF EXISTS {db}.metrics_unique;
 -- (Migrate skips a DROP COLUMN whose column is gone: 18.16 has no IF EXISTS for it.)
 ALTER TABLE {db}.metrics DROP COLUMN batch_id;
+ALTER TABLE {db}.readings DROP COLUMN prev;
 CREATE VIEW IF NOT EXISTS {db}.metrics_unique AS
 SELECT * FROM {db}.metrics
 ORDER BY device_id, seq, metric
