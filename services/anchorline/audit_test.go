@@ -90,10 +90,10 @@ func TestAudit(t *testing.T) {
 	r := database + ".readings"
 	exec("ALTER TABLE " + r + " UPDATE raw = concat(raw, 'x') WHERE device_id = 'au-a' AND seq = 2")
 	exec("ALTER TABLE " + r + " DELETE WHERE device_id = 'au-b' AND seq = 3")
-	exec("INSERT INTO " + r + " SELECT device_id, 99, ts, time, received_at, raw, leaf, prev, batch_id, 1000 FROM " + r + " WHERE device_id = 'au-a' AND seq = 1")
-	exec("INSERT INTO " + r + " SELECT device_id, 98, ts, time, toDateTime('2020-01-01 00:00:00'), raw, leaf, prev, toFixedString('forged-batch-id!', 16), 0 FROM " + r + " WHERE device_id = 'au-b' AND seq = 1")
+	exec("INSERT INTO " + r + " SELECT device_id, 99, ts, time, received_at, raw, leaf, batch_id, 1000 FROM " + r + " WHERE device_id = 'au-a' AND seq = 1")
+	exec("INSERT INTO " + r + " SELECT device_id, 98, ts, time, toDateTime('2020-01-01 00:00:00'), raw, leaf, toFixedString('forged-batch-id!', 16), 0 FROM " + r + " WHERE device_id = 'au-b' AND seq = 1")
 	exec("INSERT INTO " + database + ".batches SELECT toFixedString('unanchored-batch', 16), root, 1, toDateTime('2020-01-01 00:00:00'), 'w', ts_min, ts_max FROM " + database + ".batches LIMIT 1")
-	exec("INSERT INTO " + r + " SELECT device_id, 97, ts, time, received_at, raw, leaf, prev, toFixedString('unanchored-batch', 16), 0 FROM " + r + " WHERE device_id = 'au-b' AND seq = 2")
+	exec("INSERT INTO " + r + " SELECT device_id, 97, ts, time, received_at, raw, leaf, toFixedString('unanchored-batch', 16), 0 FROM " + r + " WHERE device_id = 'au-b' AND seq = 2")
 	for count("SELECT count() FROM system.mutations WHERE database = '"+database+"' AND NOT is_done") > 0 {
 		select {
 		case <-ctx.Done():

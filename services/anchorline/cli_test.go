@@ -146,19 +146,23 @@ func TestCommands(t *testing.T) {
 
 	// The seq chain continues across publish runs (state beside the key file).
 	var prev []byte
-	rows, err := ch.Query(ctx, "SELECT seq, raw, prev FROM "+database+".readings WHERE device_id = 'cli-ed' ORDER BY seq")
+	rows, err := ch.Query(ctx, "SELECT seq, raw FROM "+database+".readings WHERE device_id = 'cli-ed' ORDER BY seq")
 	if err != nil {
 		t.Fatal(err)
 	}
 	n := 0
 	for rows.Next() {
 		var seq uint64
-		var raw, p string
-		if err := rows.Scan(&seq, &raw, &p); err != nil {
+		var raw string
+		if err := rows.Scan(&seq, &raw); err != nil {
+			t.Fatal(err)
+		}
+		m, err := reading.Decode([]byte(raw))
+		if err != nil {
 			t.Fatal(err)
 		}
 		n++
-		if seq != uint64(n) || (n > 1 && p != string(prev)) {
+		if seq != uint64(n) || (n > 1 && string(m.Reading.Prev) != string(prev)) {
 			t.Fatalf("seq %d: chain broken", seq)
 		}
 		l := reading.Leaf([]byte(raw))
