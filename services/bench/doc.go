@@ -8,7 +8,8 @@
 // process involved: the ingest workers, the bench process (embedded NATS and ledger), and the
 // ClickHouse server when the bench started it (--clickhouse.embedded). While a drain runs the
 // bench asks ClickHouse nothing: it follows the batch records in BATCHES and checks the stored
-// rows once at the end.
+// rows once at the end, and before it starts it waits until the server runs no merge, so that
+// what an earlier phase or another database left behind is not counted.
 //
 // RunLedger is `anchorline bench ledger`: the ledger alone (no NATS, no ClickHouse), a network
 // of validators run in this process from `ledger init` homes (node.Testnet) — anchor latency
