@@ -2,6 +2,7 @@ package stack
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/anchorline/anchorline/anchor/proof"
 	"github.com/anchorline/anchorline/internal/await"
 	"github.com/anchorline/anchorline/internal/chserver"
+	"github.com/anchorline/anchorline/schemas/lookup"
 	"github.com/anchorline/anchorline/schemas/reading"
 	"github.com/anchorline/anchorline/services/api"
 )
@@ -52,7 +54,9 @@ func TestRestart(t *testing.T) {
 			a := count(t, ctx, ch, "SELECT uniqExact(batch_id) FROM "+database+".batch_anchors")
 			// Rows land before their batch row: count the readings the batch rows cover too.
 			sized := count(t, ctx, ch, "SELECT toUInt64(sum(size)) FROM "+database+".batches FINAL")
-			return n == want && sized == want && a == b, fmt.Sprintf("%d readings (%d in batch rows), %d of %d batches anchored", n, sized, a, b)
+			// The anchors row is written after its batch_anchors rows, and a proof needs it.
+			unrecorded := count(t, ctx, ch, "SELECT count() FROM (SELECT DISTINCT anchor_id FROM "+database+".batch_anchors) WHERE anchor_id NOT IN (SELECT anchor_id FROM "+database+".anchors)")
+			return n == want && sized == want && a == b && unrecorded == 0, fmt.Sprintf("%d readings (%d in batch rows), %d of %d batches anchored, %d anchors not recorded yet", n, sized, a, b, unrecorded)
 		})
 	}
 
@@ -71,7 +75,7 @@ func TestRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	before, err := client.Proof(ctx, "rs-es", 5)
+	before, err := anchoredProof(t, ctx, client, "rs-es", 5)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,18 +121,34 @@ func TestRestart(t *testing.T) {
 	if _, err := proof.Verify(before, trust2); err != nil {
 		t.Fatalf("proof from before the restart: %v", err)
 	}
-	again, err := client.Proof(ctx, "rs-es", 5)
+	again, err := anchoredProof(t, ctx, client, "rs-es", 5)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if string(again) != string(before) {
 		t.Errorf("the proof of the same reading changed across the restart")
 	}
-	after, err := client.Proof(ctx, "rs-ed", 40)
+	after, err := anchoredProof(t, ctx, client, "rs-ed", 40)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := proof.Verify(after, trust2); err != nil {
 		t.Fatalf("proof after restart: %v", err)
 	}
+}
+
+// anchoredProof fetches a reading's proof through the API, asking again while the API answers
+// that the reading is not anchored yet (409, which tells a client to retry).
+func anchoredProof(t *testing.T, ctx context.Context, client *api.Client, dev string, seq uint64) ([]byte, error) {
+	t.Helper()
+	var b []byte
+	var err error
+	await.Until(t, ctx, fmt.Sprintf("the proof of %s seq %d", dev, seq), func() (bool, string) {
+		b, err = client.Proof(ctx, dev, seq)
+		if errors.Is(err, lookup.ErrNotAnchored) {
+			return false, err.Error()
+		}
+		return true, ""
+	})
+	return b, err
 }
