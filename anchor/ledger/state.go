@@ -506,9 +506,6 @@ func (s *state) roots(height uint64) (size uint64, logRoot, regRoot merkle.Hash,
 	return
 }
 
-// hashVersion is the app hash version of the state at height: the chain's, at every height.
-func (s *state) hashVersion(uint64) uint64 { return s.version }
-
 // committed is what the app hash of a height commits, and the hash.
 type committed struct {
 	version      uint64
@@ -529,7 +526,7 @@ func subRoots(regRoot merkle.Hash) []merkle.SubRoot {
 
 // hashOf is the app hash, of height's version, over the given roots.
 func (s *state) hashOf(height, size uint64, logRoot, regRoot merkle.Hash) (committed, error) {
-	c := committed{version: s.hashVersion(height), logSize: size, logRoot: logRoot, registryRoot: regRoot}
+	c := committed{version: s.version, logSize: size, logRoot: logRoot, registryRoot: regRoot}
 	if c.version == merkle.AppHashV1 {
 		c.appHash = merkle.AppHash(size, logRoot, regRoot)
 		return c, nil

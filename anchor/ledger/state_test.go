@@ -24,8 +24,6 @@ func answers(c *chain) []string {
 		c.query(path, req, &v)
 		out = append(out, fmt.Sprintf("%s %v: %s", path, req, v))
 	}
-	var latest State
-	c.query(PathState, StateRequest{}, &latest)
 	for h := uint64(1); h <= uint64(c.height); h++ {
 		ask(PathState, StateRequest{Height: h})
 		var st State

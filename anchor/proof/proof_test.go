@@ -353,11 +353,18 @@ func flipSignature(t *testing.T, raw []byte) []byte {
 }
 
 func golden(t testing.TB) (b, trust []byte) {
-	b, err := os.ReadFile(filepath.Join("testdata", "bundle.json"))
+	return readGolden(t, "bundle.json", "trust.json", "TestGolden")
+}
+
+// readGolden reads a golden bundle and its trust file from testdata; writer names the test
+// whose -update writes them.
+func readGolden(t testing.TB, bundleFile, trustFile, writer string) (b, trust []byte) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", bundleFile))
 	if err != nil {
-		t.Fatalf("%v (go test -run TestGolden -update writes it)", err)
+		t.Fatalf("%v (go test -run %s -update writes it)", err, writer)
 	}
-	trust, err = os.ReadFile(filepath.Join("testdata", "trust.json"))
+	trust, err = os.ReadFile(filepath.Join("testdata", trustFile))
 	if err != nil {
 		t.Fatal(err)
 	}

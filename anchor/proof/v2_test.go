@@ -149,15 +149,7 @@ func newV2Fixture(t *testing.T) v2Fixture {
 }
 
 func goldenV2(t testing.TB) (b, trust []byte) {
-	b, err := os.ReadFile(filepath.Join("testdata", "bundle-v2.json"))
-	if err != nil {
-		t.Fatalf("%v (go test -run TestGoldenV2 -update writes it)", err)
-	}
-	trust, err = os.ReadFile(filepath.Join("testdata", "trust-v2.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b, trust
+	return readGolden(t, "bundle-v2.json", "trust-v2.json", "TestGoldenV2")
 }
 
 // The golden v2 bundle verifies, forever, and Build still makes exactly its bytes from the

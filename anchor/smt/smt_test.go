@@ -162,22 +162,24 @@ func TestCommitTable(t *testing.T) {
 
 // runSteps commits steps as versions 1, 2, ..., checks each root against the reference, and
 // then every version's proofs.
+// applyModel applies changes to the reference model, in order, and returns a copy of it.
+func applyModel(model map[Hash]Hash, changes []Change) map[Hash]Hash {
+	for _, c := range changes {
+		if c.Delete {
+			delete(model, c.Key)
+		} else {
+			model[c.Key] = c.Value
+		}
+	}
+	return maps.Clone(model)
+}
+
 func runSteps(t *testing.T, tr *Tree, steps [][]Change) {
 	t.Helper()
 	model := map[Hash]Hash{}
 	var sets []map[Hash]Hash
 	for i, step := range steps {
-		for _, c := range step {
-			if c.Delete {
-				delete(model, c.Key)
-			} else {
-				model[c.Key] = c.Value
-			}
-		}
-		snap := make(map[Hash]Hash, len(model))
-		for k, v := range model {
-			snap[k] = v
-		}
+		snap := applyModel(model, step)
 		sets = append(sets, snap)
 		root, err := tr.Commit(t.Context(), uint64(i+1), step)
 		if err != nil {
@@ -417,18 +419,7 @@ func TestRestart(t *testing.T) {
 			c := Change{Key: key(k), Value: val(v*1000 + i), Delete: i%7 == 0}
 			cs = append(cs, c)
 		}
-		for _, c := range normalise(cs) {
-			if c.Delete {
-				delete(model, c.Key)
-			} else {
-				model[c.Key] = c.Value
-			}
-		}
-		snap := make(map[Hash]Hash, len(model))
-		for k, v := range model {
-			snap[k] = v
-		}
-		sets = append(sets, snap)
+		sets = append(sets, applyModel(model, normalise(cs)))
 		if _, err := tr.Commit(t.Context(), uint64(v), cs); err != nil {
 			t.Fatal(err)
 		}

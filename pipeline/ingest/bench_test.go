@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/anchorline/anchorline/pipeline/batch"
@@ -49,12 +48,7 @@ func benchMessages(b *testing.B, devices, n int) (jetstream.JetStream, []jetstre
 		if err != nil {
 			b.Fatal(err)
 		}
-		msg := nats.NewMsg(reading.Subject(d.ID))
-		msg.Data = raw
-		msg.Header.Set(jetstream.MsgIDHeader, reading.MsgID(d.ID, d.Seq))
-		if _, err := js.PublishMsg(ctx, msg); err != nil {
-			b.Fatal(err)
-		}
+		publishReading(b, ctx, js, d, raw)
 	}
 	cons, err := js.OrderedConsumer(ctx, stream.Readings, jetstream.OrderedConsumerConfig{})
 	if err != nil {

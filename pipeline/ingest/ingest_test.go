@@ -174,12 +174,7 @@ func TestIngestWritesThenAcks(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			msg := nats.NewMsg(reading.Subject(d.ID))
-			msg.Data = raw
-			msg.Header.Set(jetstream.MsgIDHeader, reading.MsgID(d.ID, d.Seq))
-			if _, err := js.PublishMsg(ctx, msg); err != nil {
-				t.Fatal(err)
-			}
+			publishReading(t, ctx, js, d, raw)
 		}
 	}
 	for _, bad := range [][]byte{[]byte("junk"), {0xd2, 0x84}} {
@@ -565,5 +560,17 @@ func TestChunkWait(t *testing.T) {
 		if got := chunkWait(tc.flushAge); got != tc.want {
 			t.Errorf("chunkWait(%s) = %s, want %s", tc.flushAge, got, tc.want)
 		}
+	}
+}
+
+// publishReading publishes a device's reading as a device does: on its subject, with its
+// message id.
+func publishReading(tb testing.TB, ctx context.Context, js jetstream.JetStream, d *reading.Device, raw []byte) {
+	tb.Helper()
+	msg := nats.NewMsg(reading.Subject(d.ID))
+	msg.Data = raw
+	msg.Header.Set(jetstream.MsgIDHeader, reading.MsgID(d.ID, d.Seq))
+	if _, err := js.PublishMsg(ctx, msg); err != nil {
+		tb.Fatal(err)
 	}
 }
