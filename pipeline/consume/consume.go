@@ -21,32 +21,27 @@ const StreamMaxMsgSize = 1 << 20
 
 // EnsureStreams creates or updates both streams (file storage) and both durable pull consumers;
 // ackWait is how long a worker has to acknowledge a reading before it is redelivered (0: 30s).
+// Services call the part they own: EnsureIngest and EnsureAnchoring.
 func EnsureStreams(ctx context.Context, js jetstream.JetStream, maxAckPending int, ackWait time.Duration) error {
+	if err := EnsureIngest(ctx, js, maxAckPending, ackWait); err != nil {
+		return err
+	}
+	return EnsureAnchoring(ctx, js)
+}
+
+// EnsureIngest creates or updates what ingest reads and writes: the Readings stream and its
+// durable consumer, and the Batches stream it publishes batch records on.
+func EnsureIngest(ctx context.Context, js jetstream.JetStream, maxAckPending int, ackWait time.Duration) error {
 	if ackWait <= 0 {
 		ackWait = 30 * time.Second
 	}
 	if maxAckPending <= 0 {
 		return fmt.Errorf("ingest.max_ack_pending %d: must be positive", maxAckPending)
 	}
-	if err := ensureStream(ctx, js, jetstream.StreamConfig{
-		Name:        stream.Readings,
-		Description: "signed device readings (COSE_Sign1)",
-		Subjects:    []string{stream.ReadingsSubjects},
-		Storage:     jetstream.FileStorage,
-		Retention:   jetstream.LimitsPolicy,
-		MaxMsgSize:  StreamMaxMsgSize,
-		Duplicates:  2 * time.Minute,
-	}); err != nil {
+	if err := ensureStream(ctx, js, readingsStream); err != nil {
 		return fmt.Errorf("stream %s: %w", stream.Readings, err)
 	}
-	if err := ensureStream(ctx, js, jetstream.StreamConfig{
-		Name:        stream.Batches,
-		Description: "batch records (id, Merkle root, size) waiting to be anchored",
-		Subjects:    []string{stream.BatchesSubject},
-		Storage:     jetstream.FileStorage,
-		Retention:   jetstream.LimitsPolicy,
-		Duplicates:  10 * time.Minute,
-	}); err != nil {
+	if err := ensureStream(ctx, js, batchesStream); err != nil {
 		return fmt.Errorf("stream %s: %w", stream.Batches, err)
 	}
 	// Acknowledgements are explicit, one per message, not AckAll: the workers share the
@@ -55,22 +50,48 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, maxAckPending in
 	// suspects are acknowledged later than the readings after them, and deferred messages are
 	// nak'ed. Each ack is one small publish that the client batches into its writes (the server
 	// spends about 0.4 µs on one: pipeline/ingest BenchmarkDrain's profile).
-	for _, c := range []struct {
-		stream string // the stream the consumer reads
-		cfg    jetstream.ConsumerConfig
-	}{
-		{stream.Readings, jetstream.ConsumerConfig{Durable: stream.IngestConsumer, AckPolicy: jetstream.AckExplicitPolicy,
-			AckWait: ackWait, MaxAckPending: maxAckPending, MaxDeliver: -1, MaxRequestBatch: 0,
-			Description: "ingest workers share it"}},
-		{stream.Batches, jetstream.ConsumerConfig{Durable: stream.AnchorConsumer, AckPolicy: jetstream.AckExplicitPolicy,
-			AckWait: 60 * time.Second, MaxAckPending: 100_000, MaxDeliver: -1, Description: "the anchor service"}},
-	} {
-		if err := ensureConsumer(ctx, js, c.stream, c.cfg); err != nil {
-			return fmt.Errorf("consumer %s on %s: %w", c.cfg.Durable, c.stream, err)
-		}
+	c := jetstream.ConsumerConfig{Durable: stream.IngestConsumer, AckPolicy: jetstream.AckExplicitPolicy,
+		AckWait: ackWait, MaxAckPending: maxAckPending, MaxDeliver: -1, MaxRequestBatch: 0,
+		Description: "ingest workers share it"}
+	if err := ensureConsumer(ctx, js, stream.Readings, c); err != nil {
+		return fmt.Errorf("consumer %s on %s: %w", c.Durable, stream.Readings, err)
 	}
 	return nil
 }
+
+// EnsureAnchoring creates or updates what the anchor service reads: the Batches stream and its
+// durable consumer.
+func EnsureAnchoring(ctx context.Context, js jetstream.JetStream) error {
+	if err := ensureStream(ctx, js, batchesStream); err != nil {
+		return fmt.Errorf("stream %s: %w", stream.Batches, err)
+	}
+	c := jetstream.ConsumerConfig{Durable: stream.AnchorConsumer, AckPolicy: jetstream.AckExplicitPolicy,
+		AckWait: 60 * time.Second, MaxAckPending: 100_000, MaxDeliver: -1, Description: "the anchor service"}
+	if err := ensureConsumer(ctx, js, stream.Batches, c); err != nil {
+		return fmt.Errorf("consumer %s on %s: %w", c.Durable, stream.Batches, err)
+	}
+	return nil
+}
+
+var (
+	readingsStream = jetstream.StreamConfig{
+		Name:        stream.Readings,
+		Description: "signed device readings (COSE_Sign1)",
+		Subjects:    []string{stream.ReadingsSubjects},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		MaxMsgSize:  StreamMaxMsgSize,
+		Duplicates:  2 * time.Minute,
+	}
+	batchesStream = jetstream.StreamConfig{
+		Name:        stream.Batches,
+		Description: "batch records (id, Merkle root, size) waiting to be anchored",
+		Subjects:    []string{stream.BatchesSubject},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		Duplicates:  10 * time.Minute,
+	}
+)
 
 // ensureStream creates the stream, or updates it if the fields Anchorline sets differ; a stream
 // that already has them is left alone (every worker calls this at start, and an update while

@@ -54,7 +54,7 @@ func NewAnchoring(ctx context.Context, cfg config.Config, js jetstream.JetStream
 	if err != nil {
 		return nil, fmt.Errorf("anchoring: %w", err)
 	}
-	if err := consume.EnsureStreams(ctx, js, cfg.Ingest.MaxAckPending, cfg.Ingest.AckWait); err != nil {
+	if err := consume.EnsureAnchoring(ctx, js); err != nil {
 		return nil, fmt.Errorf("anchoring: streams: %w", err)
 	}
 	return anchoring.New(js, l, recorder{w: write.New(ch, cfg.ClickHouse.Database), s: store.New(ch, cfg.ClickHouse.Database)}, anchoring.Config{

@@ -26,7 +26,7 @@ type Ingest struct {
 
 // NewIngest builds an ingest worker: streams and consumers are created if missing.
 func NewIngest(ctx context.Context, cfg config.Config, js jetstream.JetStream, ch driver.Conn, l *ledger.Client, log *slog.Logger) (*Ingest, error) {
-	if err := consume.EnsureStreams(ctx, js, cfg.Ingest.MaxAckPending, cfg.Ingest.AckWait); err != nil {
+	if err := consume.EnsureIngest(ctx, js, cfg.Ingest.MaxAckPending, cfg.Ingest.AckWait); err != nil {
 		return nil, fmt.Errorf("ingest: streams: %w", err)
 	}
 	keys := NewKeys(l)
