@@ -6,10 +6,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -17,7 +20,8 @@ import (
 	"time"
 
 	"github.com/anchorline/anchorline/internal/chserver"
-	"github.com/anchorline/anchorline/internal/natstest"
+	"github.com/anchorline/anchorline/services/auth"
+	"github.com/anchorline/anchorline/services/stack"
 )
 
 // proc is an anchorline process whose JSON log lines the test reads.
@@ -104,10 +108,12 @@ func (p *proc) stop(t *testing.T) {
 }
 
 // TestSeparateServices runs the multi-process layout that deployments/README.md describes,
-// each service its own `anchorline` process: a ledger validator, migrate, two ingest workers,
-// the anchoring service and the API, over one NATS server and one ClickHouse. A device
-// registered and published through the CLI gets a proof that verifies against the exported
-// trust file, and an audit of everything stored finds nothing; every service stops cleanly.
+// each service its own `anchorline` process: a ledger validator, migrate, the auth callout
+// service, two ingest workers, the anchoring service and the API, over one NATS server (with
+// the accounts and callout of `anchorline auth init`) and one ClickHouse. Each service connects
+// with its own seed file. A device registered through the CLI publishes as itself, gets a proof
+// that verifies against the exported trust file, and an audit of everything stored finds
+// nothing; every service stops cleanly.
 func TestSeparateServices(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -115,11 +121,22 @@ func TestSeparateServices(t *testing.T) {
 	if out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
-	natsURL := natstest.Start(t).Conn().ConnectedUrl()
+	dir := t.TempDir()
+	authDir := filepath.Join(dir, "nats-auth")
+	if out, err := exec.CommandContext(ctx, bin, "auth", "init", "--nats.auth_dir", authDir).CombinedOutput(); err != nil || !strings.Contains(string(out), "auth.conf") {
+		t.Fatalf("auth init: %v\n%s", err, out)
+	}
+	setup := auth.Setup{Dir: authDir}
+	ns, err := stack.StartNATS("nats://127.0.0.1:0", filepath.Join(dir, "nats"), &setup, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ns.Shutdown)
+	natsURL := ns.ClientURL()
+	creds := func(r auth.Role) []string { return []string{"--nats.credentials", setup.File(r)} }
 	chAddr, existing, ch := chserver.NewDatabase(t)
 	database := existing + "_sep"
 	t.Cleanup(func() { _ = ch.Exec(context.Background(), "DROP DATABASE IF EXISTS "+database) })
-	dir := t.TempDir()
 	common := []string{"--clickhouse.addr", chAddr, "--clickhouse.database", database, "--nats.url", natsURL}
 	run := func(args ...string) string {
 		t.Helper()
@@ -139,14 +156,16 @@ func TestSeparateServices(t *testing.T) {
 	if out := run(append([]string{"migrate"}, common...)...); !strings.Contains(out, "applied") {
 		t.Fatalf("migrate: %s", out)
 	}
+	authProc := startProc(t, ctx, nil, bin, append([]string{"auth", "--nats.auth_dir", authDir}, common...)...)
+	authProc.await(t, ctx, "anchorline auth is running")
 	var workers []*proc
 	for _, w := range []string{"w1", "w2"} {
 		workers = append(workers, startProc(t, ctx, []string{"ANCHORLINE_INGEST_WORKER=" + w}, bin,
-			append([]string{"ingest", "--http.addr", "127.0.0.1:0", "--data_dir", filepath.Join(dir, w)}, common...)...))
+			slices.Concat([]string{"ingest", "--http.addr", "127.0.0.1:0", "--data_dir", filepath.Join(dir, w)}, creds(auth.RoleIngest), common)...))
 	}
 	// The ledger's genesis authorised the anchoring key it made: the anchor service signs with it.
-	anchor := startProc(t, ctx, nil, bin, append([]string{"anchor", "--http.addr", "127.0.0.1:0", "--anchor.interval", "300ms",
-		"--data_dir", filepath.Join(dir, "anchor"), "--anchor.key", filepath.Join(ledgerDir, "anchor.key")}, common...)...)
+	anchor := startProc(t, ctx, nil, bin, slices.Concat([]string{"anchor", "--http.addr", "127.0.0.1:0", "--anchor.interval", "300ms",
+		"--data_dir", filepath.Join(dir, "anchor"), "--anchor.key", filepath.Join(ledgerDir, "anchor.key")}, creds(auth.RoleAnchoring), common)...)
 	apiProc := startProc(t, ctx, nil, bin, append([]string{"api", "--http.addr", "127.0.0.1:0", "--data_dir", filepath.Join(dir, "api")}, common...)...)
 	apiAddr := strings.TrimPrefix(fmt.Sprint(apiProc.await(t, ctx, "anchorline api is running")["api"]), "http://")
 	for _, p := range append(workers, anchor) {
@@ -169,7 +188,7 @@ func TestSeparateServices(t *testing.T) {
 	if out := run(append([]string{"audit", "--trust", trust}, client...)...); !strings.Contains(out, "every stored reading in range matches its anchor on the ledger") {
 		t.Fatalf("audit: %s", out)
 	}
-	for _, p := range []*proc{apiProc, anchor, workers[0], workers[1], ledger} {
+	for _, p := range []*proc{apiProc, anchor, workers[0], workers[1], authProc, ledger} {
 		p.stop(t)
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/anchorline/anchorline/schemas/entry"
 	"github.com/anchorline/anchorline/schemas/reading"
 	"github.com/anchorline/anchorline/services/api"
+	"github.com/anchorline/anchorline/services/auth"
 	"github.com/anchorline/anchorline/services/simulate"
 	"github.com/anchorline/anchorline/services/stack"
 )
@@ -218,8 +219,16 @@ func publishCmd() *cobra.Command {
 			} else if err != nil {
 				return err
 			}
-			nc, err := nats.Connect(cfg.NATS.URL, nats.Name("anchorline device publish"))
+			// The device connects as itself: the broker lets it in on its registered key and
+			// lets it publish on its own subject only.
+			opts, err := reading.ConnectOptions(d.ID, key)
 			if err != nil {
+				return err
+			}
+			nc, err := nats.Connect(cfg.NATS.URL, append(opts, nats.Name("anchorline device publish"))...)
+			if errors.Is(err, nats.ErrAuthorization) {
+				return fmt.Errorf("nats %s: the broker refused device %s: %w (is it registered with this key, and not revoked? GET /v1/devices/%s shows its record)", cfg.NATS.URL, d.ID, err, d.ID)
+			} else if err != nil {
 				return fmt.Errorf("nats %s: %w", cfg.NATS.URL, err)
 			}
 			defer nc.Close()
@@ -297,9 +306,9 @@ func parseTags(in []string) (map[string]string, error) {
 
 func simulateCmd() *cobra.Command {
 	var sc simulate.Config
-	var rate, alg string
+	var rate, alg, as string
 	c := &cobra.Command{
-		Use:   "simulate --devices N --rate R/s --duration D",
+		Use:   "simulate --devices N --rate R/s --duration D [--as devices|simulator]",
 		Short: "Register N simulated devices and publish signed readings at a fixed rate",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -334,14 +343,46 @@ func simulateCmd() *cobra.Command {
 				return err
 			}
 			sc.Progress = cmd.ErrOrStderr()
-			nc, err := nats.Connect(cfg.NATS.URL, nats.Name("anchorline device simulate"))
-			if err != nil {
-				return fmt.Errorf("nats %s: %w", cfg.NATS.URL, err)
-			}
-			defer nc.Close()
-			js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
-			if err != nil {
-				return err
+			var js jetstream.JetStream
+			switch as {
+			case "devices":
+				// Each device connects as itself, as a real one does: the broker checks its key
+				// against the registry and lets it publish on its own subject only.
+				var conns []*nats.Conn
+				defer func() {
+					for _, nc := range conns {
+						nc.Close()
+					}
+				}()
+				sc.Connect = func(ctx context.Context, id string, key reading.PrivateKey) (jetstream.JetStream, error) {
+					opts, err := reading.ConnectOptions(id, key)
+					if err != nil {
+						return nil, err
+					}
+					nc, err := nats.Connect(cfg.NATS.URL, append(opts, nats.Name("anchorline device simulate "+id))...)
+					if err != nil {
+						return nil, fmt.Errorf("nats %s: %w", cfg.NATS.URL, err)
+					}
+					conns = append(conns, nc)
+					return jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
+				}
+			case "simulator":
+				// A load generator publishes for every device on one connection: the simulator
+				// role's credentials.
+				creds, err := stack.NATSCredentials(cfg, auth.RoleSimulator)
+				if err != nil {
+					return badInput(err)
+				}
+				nc, err := nats.Connect(cfg.NATS.URL, append(creds, nats.Name("anchorline device simulate"))...)
+				if err != nil {
+					return fmt.Errorf("nats %s: %w (--as simulator connects with nats.credentials, default the simulator seed under nats.auth_dir)", cfg.NATS.URL, err)
+				}
+				defer nc.Close()
+				if js, err = jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096)); err != nil {
+					return err
+				}
+			default:
+				return badInput(fmt.Errorf("--as %q: want devices (each connects with its own key) or simulator (one connection with the simulator credentials)", as))
 			}
 			fmt.Fprintf(cmd.ErrOrStderr(), "registering %d devices...\n", sc.Devices)
 			res, err := simulate.Run(cmd.Context(), js, sc)
@@ -357,5 +398,6 @@ func simulateCmd() *cobra.Command {
 	c.Flags().DurationVar(&sc.Duration, "duration", 10*time.Second, "how long to publish")
 	c.Flags().StringVar(&sc.Prefix, "prefix", "sim", "device id prefix")
 	c.Flags().StringVar(&alg, "alg", "mixed", "ed25519, es256 or mixed")
+	c.Flags().StringVar(&as, "as", "devices", "devices: each connects as itself with its own key; simulator: one connection with the simulator role's credentials")
 	return c
 }

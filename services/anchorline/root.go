@@ -46,7 +46,7 @@ func newRoot() *cobra.Command {
 		}
 	}
 	root.AddCommand(
-		devCmd(), migrateCmd(), ingestCmd(), anchorCmd(), ledgerCmd(), apiCmd(),
+		devCmd(), migrateCmd(), ingestCmd(), anchorCmd(), authCmd(), ledgerCmd(), apiCmd(),
 		deviceCmd(), proofCmd(), verifyCmd(), auditCmd(), trustCmd(), statusCmd(), benchCmd(),
 	)
 	root.SetFlagErrorFunc(flagError) // subcommands ask their parents

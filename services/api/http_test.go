@@ -123,7 +123,11 @@ func (s *devStack) storeReading(t *testing.T, ctx context.Context, id string) ma
 	if err != nil {
 		t.Fatal(err)
 	}
-	nc, err := nats.Connect(s.natsURL)
+	opts, err := reading.ConnectOptions(id, key) // the device connects as itself
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(s.natsURL, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}

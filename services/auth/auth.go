@@ -243,40 +243,58 @@ type connzReply struct {
 }
 
 // Kick closes every open connection of the given devices on every server of the cluster that
-// answers on sys (a RoleSystem connection): it asks all servers for the devices' connections,
-// then asks each server to close them. It returns how many it closed.
+// answers on sys (a RoleSystem connection): it asks all servers for the devices' connections
+// (by user for a few devices, all of the App account's for many), then asks each server to
+// close them. It returns how many it closed.
 func (s *Service) Kick(ctx context.Context, sys *nats.Conn, devices []string) (int, error) {
-	closed := 0
-	var errs []error
+	want := map[string]bool{}
 	for _, d := range devices {
-		conns, err := findConns(ctx, sys, d)
+		want[d] = true
+	}
+	var conns []conn
+	var errs []error
+	if len(devices) <= 16 {
+		for _, d := range devices {
+			c, err := findConns(ctx, sys, d)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("device %s: %w", d, err))
+			}
+			conns = append(conns, c...)
+		}
+	} else {
+		c, err := findConns(ctx, sys, "")
 		if err != nil {
-			errs = append(errs, fmt.Errorf("device %s: %w", d, err))
+			errs = append(errs, err)
+		}
+		conns = c
+	}
+	closed := 0
+	for _, c := range conns {
+		if !want[c.user] {
 			continue
 		}
-		for _, c := range conns {
-			body, _ := json.Marshal(map[string]uint64{"cid": c.cid})
-			if _, err := sys.RequestWithContext(ctx, fmt.Sprintf(kickSubject, c.server), body); err != nil {
-				errs = append(errs, fmt.Errorf("device %s: kick connection %d on %s: %w", d, c.cid, c.server, err))
-				continue
-			}
-			closed++
-			s.mu.Lock()
-			s.refused[Kicked]++
-			s.mu.Unlock()
-			s.log.Warn("nats: revoked device disconnected", "device", d, "server", c.server, "cid", c.cid)
+		body, _ := json.Marshal(map[string]uint64{"cid": c.cid})
+		if _, err := sys.RequestWithContext(ctx, fmt.Sprintf(kickSubject, c.server), body); err != nil {
+			errs = append(errs, fmt.Errorf("device %s: kick connection %d on %s: %w", c.user, c.cid, c.server, err))
+			continue
 		}
+		closed++
+		s.mu.Lock()
+		s.refused[Kicked]++
+		s.mu.Unlock()
+		s.log.Warn("nats: revoked device disconnected", "device", c.user, "server", c.server, "cid", c.cid)
 	}
 	return closed, errors.Join(errs...)
 }
 
 type conn struct {
-	server string
-	cid    uint64
+	server, user string
+	cid          uint64
 }
 
-// findConns asks every server for the connections whose user is device: the servers answer
-// one after another on one inbox; it gathers answers until none came for a short while.
+// findConns asks every server for the App account's connections whose user is device (all of
+// them for ""): the servers answer one after another on one inbox; it gathers answers until
+// none came for a short while.
 func findConns(ctx context.Context, sys *nats.Conn, device string) ([]conn, error) {
 	inbox := sys.NewRespInbox()
 	ch := make(chan *nats.Msg, 64)
@@ -285,7 +303,11 @@ func findConns(ctx context.Context, sys *nats.Conn, device string) ([]conn, erro
 		return nil, err
 	}
 	defer func() { _ = sub.Unsubscribe() }()
-	body, _ := json.Marshal(map[string]any{"user": device, "auth": true, "acc": AppAccount, "limit": 1024})
+	req := map[string]any{"auth": true, "acc": AppAccount, "limit": 1 << 20}
+	if device != "" {
+		req["user"] = device
+	}
+	body, _ := json.Marshal(req)
 	if err := sys.PublishRequest(connzSubject, inbox, body); err != nil {
 		return nil, err
 	}
@@ -304,8 +326,8 @@ func findConns(ctx context.Context, sys *nats.Conn, device string) ([]conn, erro
 				return out, fmt.Errorf("connz answer: %w", err)
 			}
 			for _, c := range r.Data.Conns {
-				if c.User == device {
-					out = append(out, conn{server: r.Server.ID, cid: c.CID})
+				if device == "" || c.User == device {
+					out = append(out, conn{server: r.Server.ID, user: c.User, cid: c.CID})
 				}
 			}
 			wait = 100 * time.Millisecond

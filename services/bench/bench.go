@@ -37,6 +37,7 @@ import (
 	"github.com/anchorline/anchorline/schemas/entry"
 	"github.com/anchorline/anchorline/schemas/reading"
 	"github.com/anchorline/anchorline/schemas/stream"
+	"github.com/anchorline/anchorline/services/auth"
 	"github.com/anchorline/anchorline/services/config"
 	"github.com/anchorline/anchorline/services/stack"
 )
@@ -94,6 +95,9 @@ type Result struct {
 	// RevocationMs is how long after a revoking block was committed the last reading ingest
 	// still accepted from that device was published.
 	RevocationMs float64 `json:"revocation_ms"`
+	// DisconnectMs is how long after that block the broker closed the revoked device's own
+	// connection (the auth service follows the registry and kicks it).
+	DisconnectMs float64 `json:"revocation_disconnect_ms"`
 	// Checks of the stored data at the end: every reading is valid and every chain intact,
 	// so both must be 0.
 	Rejected  uint64 `json:"rejected"`
@@ -136,6 +140,7 @@ func (r Result) Print(w io.Writer) {
 	}
 	fmt.Fprintf(w, "checks:     %8d rejected, %d chain anomalies (every reading valid and every chain intact: both must be 0)\n", r.Rejected, r.Anomalies)
 	fmt.Fprintf(w, "revocation: %8.0f ms after its block, the last reading of a revoked device that was still accepted had been published (target: under 2,000)\n", r.RevocationMs)
+	fmt.Fprintf(w, "revocation: %8.0f ms after its block, the broker closed the revoked device's connection (target: under 2,000)\n", r.DisconnectMs)
 	if r.Workers > 1 {
 		fmt.Fprintf(w, "chains:     %8d links settled by another worker's answer, %d looked up in ClickHouse\n", r.ChainRemote, r.ChainLookups)
 	}
@@ -173,6 +178,13 @@ type runner struct {
 	chPid   int // the ClickHouse server's process when the bench started it, else 0
 	js      jetstream.JetStream
 	node    *node.Node
+	setup   auth.Setup // the broker's accounts and service seeds
+}
+
+// natsOptions are a role's connect options on the bench's broker.
+func (r *runner) natsOptions(role auth.Role) []nats.Option {
+	opts, _ := auth.ConnectOptions(role, r.setup.File(role)) // setUp made the seed files
+	return opts
 }
 
 func (r *runner) say(format string, args ...any) {
@@ -326,11 +338,12 @@ func Run(ctx context.Context, cfg config.Config, opts Options, log *slog.Logger)
 	if res.Rejected != 0 || res.Anomalies != 0 {
 		return res, fmt.Errorf("%w: %d readings rejected and %d chain anomalies recorded; all were valid and chained", ErrCheck, res.Rejected, res.Anomalies)
 	}
-	effect, err := r.revocation(ctx)
+	effect, disconnect, err := r.revocation(ctx)
 	if err != nil {
 		return res, cause(ctx, err)
 	}
 	res.RevocationMs = float64(effect.Milliseconds())
+	res.DisconnectMs = float64(disconnect.Milliseconds())
 	return res, nil
 }
 
@@ -378,7 +391,12 @@ func (r *runner) setUp(ctx context.Context) (func(), error) {
 	}
 	var err error
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	ns, err := stack.StartNATS("nats://127.0.0.1:0", filepath.Join(r.dir, "nats"), quiet)
+	// The broker runs as dev's does: devices through the auth callout, services with their
+	// own nkeys (the bench itself as admin, the ingest workers as ingest).
+	if r.setup, err = auth.Init(filepath.Join(r.dir, "nats-auth")); err != nil {
+		return cleanup, err
+	}
+	ns, err := stack.StartNATS("nats://127.0.0.1:0", filepath.Join(r.dir, "nats"), &r.setup, quiet)
 	if err != nil {
 		return cleanup, err
 	}
@@ -416,7 +434,15 @@ func (r *runner) setUp(ctx context.Context) (func(), error) {
 		return cleanup, err
 	}
 	stops = append(stops, func() { _ = r.ch.Exec(context.Background(), "DROP DATABASE IF EXISTS "+r.db) })
-	nc, js, err := stack.ConnectNATS(ctx, r.natsURL, "anchorline bench", quiet)
+	au, err := stack.StartAuth(ctx, r.setup, r.natsURL, r.node.Client(), quiet)
+	if err != nil {
+		return cleanup, err
+	}
+	authCtx, stopAuth := context.WithCancel(context.WithoutCancel(ctx))
+	authDone := make(chan struct{})
+	go func() { defer close(authDone); _ = au.Run(authCtx) }()
+	stops = append(stops, func() { stopAuth(); <-authDone; au.Close() })
+	nc, js, err := stack.ConnectNATS(ctx, r.natsURL, "anchorline bench", quiet, r.natsOptions(auth.RoleAdmin)...)
 	if err != nil {
 		return cleanup, err
 	}
@@ -614,7 +640,8 @@ func (r *runner) startWorkers(ctx context.Context, abort context.CancelCauseFunc
 		if err != nil {
 			return ws, err
 		}
-		cmd := exec.CommandContext(ctx, r.opts.Binary, "ingest", "--nats.url", r.natsURL, "--clickhouse.addr", r.cfg.ClickHouse.Addr,
+		cmd := exec.CommandContext(ctx, r.opts.Binary, "ingest", "--nats.url", r.natsURL, "--nats.credentials", r.setup.File(auth.RoleIngest),
+			"--clickhouse.addr", r.cfg.ClickHouse.Addr,
 			"--clickhouse.database", r.db, "--ledger.rpc", r.rpcAddr, "--http.addr", httpAddr, "--log.level", "warn")
 		if r.opts.ProfileDir != "" {
 			cmd.Args = append(cmd.Args, "--cpuprofile", filepath.Join(r.opts.ProfileDir, fmt.Sprintf("ingest-%d.pprof", i)))

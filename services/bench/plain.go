@@ -39,6 +39,7 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/anchorline/anchorline/services/auth"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -104,7 +105,7 @@ func (r *runner) plainReference(ctx context.Context, set []signed) (plainFigures
 	if err != nil {
 		return plainFigures{}, err
 	}
-	elapsed, err := drainPlain(ctx, r.natsURL, clickhouse.Options{Addr: []string{r.cfg.ClickHouse.Addr},
+	elapsed, err := drainPlain(ctx, r.natsURL, r.natsOptions(auth.RoleAdmin), clickhouse.Options{Addr: []string{r.cfg.ClickHouse.Addr},
 		Auth: clickhouse.Auth{Database: r.db, Username: r.cfg.ClickHouse.Username, Password: r.cfg.ClickHouse.Password}},
 		r.db+"."+plainTable, len(set))
 	if err != nil {
@@ -194,8 +195,8 @@ func decodePlain(data []byte) ([]any, error) {
 
 // drainPlain runs the connector until n rows are committed and acked, and returns the time from
 // the first message handled to the last commit.
-func drainPlain(ctx context.Context, natsURL string, opts clickhouse.Options, table string, n int) (time.Duration, error) {
-	nc, err := nats.Connect(natsURL, nats.Name("plain connector"))
+func drainPlain(ctx context.Context, natsURL string, natsOpts []nats.Option, opts clickhouse.Options, table string, n int) (time.Duration, error) {
+	nc, err := nats.Connect(natsURL, append(natsOpts, nats.Name("plain connector"))...)
 	if err != nil {
 		return 0, fmt.Errorf("bench: plain connector: %w", err)
 	}

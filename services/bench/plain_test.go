@@ -25,7 +25,7 @@ func plainStack(t *testing.T, ctx context.Context) *runner {
 	t.Helper()
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	addr, db, conn := chserver.NewDatabase(t)
-	ns, err := stack.StartNATS("nats://127.0.0.1:0", filepath.Join(t.TempDir(), "nats"), quiet)
+	ns, err := stack.StartNATS("nats://127.0.0.1:0", filepath.Join(t.TempDir(), "nats"), nil, quiet)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,7 +117,7 @@ func TestPlainConnectorBadMessage(t *testing.T) {
 	if _, err := r.js.Publish(ctx, "plain.bench-00000", []byte(`{"device":"bench-00000","seq":"one"}`)); err != nil {
 		t.Fatal(err)
 	}
-	_, err := drainPlain(ctx, r.natsURL, clickhouse.Options{Addr: []string{r.cfg.ClickHouse.Addr}, Auth: clickhouse.Auth{Database: r.db}}, r.db+"."+plainTable, 1)
+	_, err := drainPlain(ctx, r.natsURL, nil, clickhouse.Options{Addr: []string{r.cfg.ClickHouse.Addr}, Auth: clickhouse.Auth{Database: r.db}}, r.db+"."+plainTable, 1)
 	if !errors.Is(err, errPlainMessage) {
 		t.Fatalf("err = %v, want %v", err, errPlainMessage)
 	}

@@ -47,6 +47,13 @@ type ClickHouse struct {
 // NATS is the message bus.
 type NATS struct {
 	URL string // clients; `dev` serves its embedded server here
+	// Credentials is the nkey seed file this process connects with (its role's: ingest,
+	// anchoring, simulator, admin). Empty: the role's file under AuthDir if it exists, else no
+	// credentials (a server without authentication).
+	Credentials string
+	// AuthDir holds the broker's identity setup that `anchorline auth init` and `dev` write:
+	// the callout issuer's seed, one seed per role and auth.conf. Default: data_dir/nats-auth.
+	AuthDir string
 }
 
 // HTTP is the API.
@@ -136,6 +143,8 @@ func keys(c *Config) []key {
 		{"clickhouse.embedded", &c.ClickHouse.Embedded},
 		{"clickhouse.startup_timeout", &c.ClickHouse.StartupTimeout},
 		{"nats.url", &c.NATS.URL},
+		{"nats.credentials", &c.NATS.Credentials},
+		{"nats.auth_dir", &c.NATS.AuthDir},
 		{"http.addr", &c.HTTP.Addr},
 		{"anchor.interval", &c.Anchor.Interval},
 		{"anchor.key", &c.Anchor.Key},
@@ -200,6 +209,8 @@ func Flags(fs *pflag.FlagSet) {
 	fs.Bool("clickhouse.embedded", d.ClickHouse.Embedded, "dev: start a private clickhouse-server under data_dir")
 	fs.Duration("clickhouse.startup_timeout", d.ClickHouse.StartupTimeout, "how long to retry an unreachable ClickHouse before giving up")
 	fs.String("nats.url", d.NATS.URL, "NATS server URL")
+	fs.String("nats.credentials", "", "nkey seed file this command connects to NATS with (default: its role's under nats.auth_dir, if there)")
+	fs.String("nats.auth_dir", "", "broker identity setup: service seeds, callout issuer, auth.conf (default data_dir/nats-auth)")
 	fs.String("http.addr", d.HTTP.Addr, "HTTP API address")
 	fs.Duration("anchor.interval", d.Anchor.Interval, "time between anchors")
 	fs.String("anchor.key", "", "anchoring key file that signs anchor entries (default data_dir/anchor.key)")
@@ -246,6 +257,7 @@ func Load(fs *pflag.FlagSet) (Config, error) {
 		c.Ledger.AdminKey = filepath.Join(c.DataDir, "admin.key")
 	}
 	c.Anchor.Key = c.AnchorKey()
+	c.NATS.AuthDir = c.AuthDir()
 	return c, c.Validate()
 }
 
@@ -422,6 +434,14 @@ func (c Config) AnchorKey() string {
 		return c.Anchor.Key
 	}
 	return filepath.Join(c.DataDir, "anchor.key")
+}
+
+// AuthDir is the broker identity setup's directory: nats.auth_dir, or data_dir/nats-auth.
+func (c Config) AuthDir() string {
+	if c.NATS.AuthDir != "" {
+		return c.NATS.AuthDir
+	}
+	return filepath.Join(c.DataDir, "nats-auth")
 }
 
 // maxChainID is CometBFT's limit on the length of a chain id.

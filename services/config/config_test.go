@@ -63,6 +63,7 @@ func TestLoadDefaults(t *testing.T) {
 	want := Default()
 	want.Ledger.AdminKey = filepath.Join(want.DataDir, "admin.key")
 	want.Anchor.Key = filepath.Join(want.DataDir, "anchor.key")
+	want.NATS.AuthDir = filepath.Join(want.DataDir, "nats-auth")
 	if c != want {
 		t.Errorf("Load() = %+v\nwant      %+v", c, want)
 	}

@@ -26,6 +26,10 @@ type Config struct {
 	Algs     []reading.Alg // assigned round-robin; default Ed25519 and ES256 alternating
 	// Register puts a device's public key on the ledger before it publishes.
 	Register func(ctx context.Context, id string, pub reading.PublicKey) error
+	// Connect, if set, gives each device a connection of its own, made with its key (the broker
+	// authenticates it as that device, as it would a real one); otherwise every device
+	// publishes on the js Run is given (a connection with the simulator role's rights).
+	Connect  func(ctx context.Context, id string, key reading.PrivateKey) (jetstream.JetStream, error)
 	Progress io.Writer // live progress, one line a second; nil for none
 }
 
@@ -73,12 +77,14 @@ func (r Result) String() string {
 
 type device struct {
 	sdk   reading.Device
+	js    jetstream.JetStream // the device's own connection, or the shared one
 	temp  float64
 	acked atomic.Uint64 // highest seq acknowledged (publishes are acked in order per device)
 }
 
 // Run registers the devices and publishes readings until Duration has passed or ctx ends.
-// It returns after every publish has been acknowledged or has failed.
+// It returns after every publish has been acknowledged or has failed. js may be nil if
+// cfg.Connect is set.
 func Run(ctx context.Context, js jetstream.JetStream, cfg Config) (Result, error) {
 	if err := cfg.Validate(); err != nil {
 		return Result{}, err
@@ -100,7 +106,12 @@ func Run(ctx context.Context, js jetstream.JetStream, cfg Config) (Result, error
 				return Result{}, fmt.Errorf("simulate: register %s: %w", id, err)
 			}
 		}
-		devs[i] = &device{sdk: reading.Device{ID: id, Key: key}, temp: 15 + 10*rand.Float64()}
+		devs[i] = &device{sdk: reading.Device{ID: id, Key: key}, js: js, temp: 15 + 10*rand.Float64()}
+		if cfg.Connect != nil {
+			if devs[i].js, err = cfg.Connect(ctx, id, key); err != nil {
+				return Result{}, fmt.Errorf("simulate: device %s connects: %w", id, err)
+			}
+		}
 	}
 
 	var published, acked, failed atomic.Uint64
@@ -139,7 +150,7 @@ loop:
 			msg := &nats.Msg{Subject: reading.Subject(d.sdk.ID), Data: raw, Header: nats.Header{}}
 			msg.Header.Set(jetstream.MsgIDHeader, reading.MsgID(d.sdk.ID, seq))
 			// A slow server holds the publisher back (up to 10 s) rather than failing the reading.
-			fut, err := js.PublishMsgAsync(msg, jetstream.WithStallWait(10*time.Second))
+			fut, err := d.js.PublishMsgAsync(msg, jetstream.WithStallWait(10*time.Second))
 			if err != nil {
 				failed.Add(1)
 				errOnce.Do(func() { firstErr = err })

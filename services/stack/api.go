@@ -28,11 +28,12 @@ type Backend struct {
 	// Optional views of the services running in this process.
 	IngestStats    func() any
 	AnchoringStats func() any
+	AuthStats      func() any
 	Checks         []Check // readiness checks besides ClickHouse and the ledger
 	Metrics        http.Handler
-	// AfterDeviceEvent runs after a device event is committed (an ingest worker in the same
-	// process refreshes its keys).
-	AfterDeviceEvent func(context.Context) error
+	// AfterDeviceEvent run after a device event is committed (an ingest worker or the auth
+	// service in the same process refreshes its keys).
+	AfterDeviceEvent []func(context.Context) error
 	// Lag reports the ingest consumer's backlog, if this process can see it.
 	Lag func(context.Context) (api.Lag, error)
 }
@@ -180,8 +181,8 @@ func (b *Backend) submit(ctx context.Context, e []byte) (api.Inclusion, error) {
 	if err != nil {
 		return api.Inclusion{}, lookupErr(err)
 	}
-	if b.AfterDeviceEvent != nil {
-		if err := b.AfterDeviceEvent(ctx); err != nil {
+	for _, after := range b.AfterDeviceEvent {
+		if err := after(ctx); err != nil {
 			return api.Inclusion{}, fmt.Errorf("committed at height %d, but refreshing device keys failed: %w", rc.Height, err)
 		}
 	}
@@ -338,6 +339,9 @@ func (b *Backend) status(ctx context.Context) (api.Status, error) {
 	}
 	if b.AnchoringStats != nil {
 		st.Anchoring = b.AnchoringStats()
+	}
+	if b.AuthStats != nil {
+		st.Auth = b.AuthStats()
 	}
 	st.Ready = "ok"
 	if err := b.ready(ctx); err != nil {

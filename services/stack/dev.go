@@ -13,11 +13,13 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 
 	"github.com/anchorline/anchorline/anchor/ledger"
 	"github.com/anchorline/anchorline/anchor/node"
 	"github.com/anchorline/anchorline/internal/chserver"
 	"github.com/anchorline/anchorline/schemas/reading"
+	"github.com/anchorline/anchorline/services/auth"
 	"github.com/anchorline/anchorline/services/config"
 )
 
@@ -34,6 +36,7 @@ type Dev struct {
 
 	natsMu sync.Mutex
 	nats   *server.Server
+	setup  auth.Setup // the broker's identity: accounts, service seeds, callout issuer
 
 	// Parts, for tests and status.
 	Node       *node.Node // the embedded ledger node (replaced by StartLedger)
@@ -41,6 +44,7 @@ type Dev struct {
 	Ledger     *ledger.Client
 	AdminKey   ed25519.PrivateKey
 	ClickHouse *chserver.Server // nil unless clickhouse.embedded
+	Auth       *Auth            // the auth callout service for the embedded NATS server
 }
 
 // StartDev starts the embedded NATS server, the ledger node, ingest, anchoring and the API
@@ -95,7 +99,10 @@ func (d *Dev) start(ctx context.Context) error {
 		d.stops = append(d.stops, srv.Stop)
 	}
 
-	ns, err := StartNATS(cfg.NATS.URL, filepath.Join(cfg.DataDir, "nats"), d.log)
+	if d.setup, err = auth.Init(cfg.AuthDir()); err != nil {
+		return err
+	}
+	ns, err := StartNATS(cfg.NATS.URL, filepath.Join(cfg.DataDir, "nats"), &d.setup, d.log)
 	if err != nil {
 		return err
 	}
@@ -130,9 +137,30 @@ func (d *Dev) start(ctx context.Context) error {
 		return err
 	}
 
+	// Devices connect through the callout, answered from the ledger's registry.
+	if d.Auth, err = StartAuth(ctx, d.setup, ns.ClientURL(), d.Ledger, d.log); err != nil {
+		return err
+	}
+	authCtx, stopAuth := context.WithCancel(context.WithoutCancel(ctx))
+	authDone := make(chan struct{})
+	go func() { defer close(authDone); _ = d.Auth.Run(authCtx) }()
+	d.stops = append(d.stops, func() error { stopAuth(); <-authDone; d.Auth.Close(); return nil })
+
 	d.Services, err = StartServices(ctx, cfg, d.log, Roles{Ingest: true, Anchoring: true},
-		Env{NATSURL: ns.ClientURL(), Ledger: d.Ledger, Migrate: true, Name: "anchorline-dev"})
+		Env{NATSURL: ns.ClientURL(), Ledger: d.Ledger, Migrate: true, Name: "anchorline-dev",
+			AfterDeviceEvent: []func(context.Context) error{d.Auth.Refresh}, AuthStats: d.Auth.Stats})
 	return err
+}
+
+// AuthSetup is the broker identity setup dev runs with (its seed files are the services'
+// credentials: give a separate process of a role its File).
+func (d *Dev) AuthSetup() auth.Setup { return d.setup }
+
+// NATSOptions are the connect options of a role on dev's NATS server (tests and tools in the
+// same process: the seed files are those under nats.auth_dir).
+func (d *Dev) NATSOptions(role auth.Role) []nats.Option {
+	opts, _ := auth.ConnectOptions(role, d.setup.File(role)) // the seed files exist: StartDev made them
+	return opts
 }
 
 // Config is the configuration dev runs with, with the addresses it resolved: nats.url,
@@ -191,7 +219,7 @@ func (d *Dev) RestartNATS(pause time.Duration) error {
 	ns.Shutdown()
 	ns.WaitForShutdown()
 	time.Sleep(pause)
-	ns, err := StartNATS(url, filepath.Join(d.cfg.DataDir, "nats"), d.log)
+	ns, err := StartNATS(url, filepath.Join(d.cfg.DataDir, "nats"), &d.setup, d.log)
 	if err != nil {
 		return err
 	}

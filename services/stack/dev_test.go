@@ -32,6 +32,7 @@ import (
 	"github.com/anchorline/anchorline/schemas/lookup"
 	"github.com/anchorline/anchorline/schemas/reading"
 	"github.com/anchorline/anchorline/services/api"
+	"github.com/anchorline/anchorline/services/auth"
 	"github.com/anchorline/anchorline/services/config"
 )
 
@@ -178,7 +179,7 @@ func TestEndToEnd(t *testing.T) {
 		}
 	}()
 	client := api.NewClient("http://" + d.HTTPAddr)
-	nc, err := nats.Connect(cfg.NATS.URL)
+	nc, err := nats.Connect(cfg.NATS.URL, d.NATSOptions(auth.RoleAdmin)...)
 	if err != nil {
 		t.Fatal(err)
 	}

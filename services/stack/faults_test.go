@@ -23,18 +23,20 @@ import (
 	"github.com/anchorline/anchorline/schemas/entry"
 	"github.com/anchorline/anchorline/schemas/reading"
 	"github.com/anchorline/anchorline/services/api"
+	"github.com/anchorline/anchorline/services/auth"
 )
 
 // load publishes readings of devs, round-robin, at about rate per second until n are
 // acknowledged by JetStream, retrying through outages (the message id makes a retry harmless).
 type load struct {
 	devs []*testDevice
+	opts []nats.Option // the publisher's credentials (the simulator role's)
 	mu   sync.Mutex
 	sent int
 }
 
 func (l *load) run(t *testing.T, ctx context.Context, url string, n int, rate float64) error {
-	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	nc, err := nats.Connect(url, append(l.opts, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))...)
 	if err != nil {
 		return err
 	}
@@ -111,7 +113,7 @@ func TestWorkersShareTheConsumer(t *testing.T) {
 	for i := range 3 {
 		wcfg := cfg
 		wcfg.Ingest.Worker = fmt.Sprintf("extra-%d", i)
-		_, js, err := ConnectNATS(ctx, cfg.NATS.URL, wcfg.Ingest.Worker, testLogger(t))
+		_, js, err := ConnectNATS(ctx, cfg.NATS.URL, wcfg.Ingest.Worker, testLogger(t), d.NATSOptions(auth.RoleIngest)...)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -125,7 +127,7 @@ func TestWorkersShareTheConsumer(t *testing.T) {
 	defer func() { stopWorkers(); wg.Wait() }()
 
 	const n = 6000
-	l := &load{devs: devs}
+	l := &load{devs: devs, opts: d.NATSOptions(auth.RoleSimulator)}
 	if err := l.run(t, ctx, cfg.NATS.URL, n, 3000); err != nil {
 		t.Fatal(err)
 	}
@@ -209,7 +211,7 @@ func TestClickHouseOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ch.Close()
-	l := &load{devs: devs}
+	l := &load{devs: devs, opts: d.NATSOptions(auth.RoleSimulator)}
 	if err := l.run(t, ctx, cfg.NATS.URL, 200, 1000); err != nil {
 		t.Fatal(err)
 	}
@@ -224,7 +226,7 @@ func TestClickHouseOutage(t *testing.T) {
 	if err := l.run(t, ctx, cfg.NATS.URL, 2000, 2000); err != nil {
 		t.Fatal(err)
 	}
-	_, js, err := ConnectNATS(ctx, cfg.NATS.URL, "outage-test", testLogger(t))
+	_, js, err := ConnectNATS(ctx, cfg.NATS.URL, "outage-test", testLogger(t), d.NATSOptions(auth.RoleAdmin)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -281,7 +283,7 @@ func TestNATSRestart(t *testing.T) {
 	defer d.Stop()
 	client := api.NewClient("http://" + d.HTTPAddr)
 	devs := registerAll(t, ctx, client, d, "natsrs", 4)
-	l := &load{devs: devs}
+	l := &load{devs: devs, opts: d.NATSOptions(auth.RoleSimulator)}
 	done := make(chan error, 1)
 	go func() { done <- l.run(t, ctx, cfg.NATS.URL, 3000, 1000) }()
 	await.Until(t, ctx, "readings flowing", func() (bool, string) { // restart in the middle of the load
@@ -328,7 +330,7 @@ func TestWorkerKilled(t *testing.T) {
 	devs := registerAll(t, ctx, client, d, "kill", 4)
 
 	worker := func() *exec.Cmd {
-		cmd := exec.CommandContext(ctx, bin, "ingest", "--nats.url", cfg.NATS.URL, "--clickhouse.addr", chAddr,
+		cmd := exec.CommandContext(ctx, bin, "ingest", "--nats.url", cfg.NATS.URL, "--nats.credentials", d.AuthSetup().File(auth.RoleIngest), "--clickhouse.addr", chAddr,
 			"--clickhouse.database", database, "--ledger.rpc", cfg.Ledger.RPC, "--http.addr", "127.0.0.1:0", "--log.level", "error")
 		cmd.Env = append(os.Environ(), "ANCHORLINE_INGEST_WORKER=victim", "ANCHORLINE_INGEST_BATCH_SIZE=300", "ANCHORLINE_INGEST_ACK_WAIT=2s")
 		if err := cmd.Start(); err != nil {
@@ -337,7 +339,7 @@ func TestWorkerKilled(t *testing.T) {
 		return cmd
 	}
 	victim := worker()
-	l := &load{devs: devs}
+	l := &load{devs: devs, opts: d.NATSOptions(auth.RoleSimulator)}
 	done := make(chan error, 1)
 	go func() { done <- l.run(t, ctx, cfg.NATS.URL, 6000, 2000) }()
 	await.Until(t, ctx, "the worker is busy", func() (bool, string) {
@@ -359,7 +361,7 @@ func TestWorkerKilled(t *testing.T) {
 	})
 	// Once every message is acknowledged no more duplicates can come. Readings whose
 	// predecessor the victim held waited for its redelivery: no chain break may be recorded.
-	_, js, err := ConnectNATS(ctx, cfg.NATS.URL, "kill-test", testLogger(t))
+	_, js, err := ConnectNATS(ctx, cfg.NATS.URL, "kill-test", testLogger(t), d.NATSOptions(auth.RoleAdmin)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -402,7 +404,7 @@ func TestRevocationTakesEffect(t *testing.T) {
 	defer d.Stop()
 	client := api.NewClient("http://" + d.HTTPAddr)
 	dv := registerAll(t, ctx, client, d, "revoke", 1)[0]
-	nc, err := nats.Connect(cfg.NATS.URL)
+	nc, err := nats.Connect(cfg.NATS.URL, d.NATSOptions(auth.RoleAdmin)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -480,7 +482,7 @@ func TestLedgerOutage(t *testing.T) {
 
 	// About 30 s of readings: before, during and after the outage.
 	const n = 6000
-	l := &load{devs: devs}
+	l := &load{devs: devs, opts: d.NATSOptions(auth.RoleSimulator)}
 	done := make(chan error, 1)
 	go func() { done <- l.run(t, ctx, cfg.NATS.URL, n, 200) }()
 	await.Until(t, ctx, "a first anchor recorded", func() (bool, string) {
@@ -579,7 +581,7 @@ func TestIngestWhileLedgerUnreachable(t *testing.T) {
 	defer fresh.Stop()
 
 	const n = 400
-	l := &load{devs: devs}
+	l := &load{devs: devs, opts: d.NATSOptions(auth.RoleSimulator)}
 	if err := l.run(t, ctx, cfg.NATS.URL, n, 1000); err != nil {
 		t.Fatal(err)
 	}
@@ -594,7 +596,7 @@ func TestIngestWhileLedgerUnreachable(t *testing.T) {
 	if st := fresh.Ingest.Stats(); st.Rejected != 0 || st.Verified != 0 {
 		t.Fatalf("with the ledger down the worker did not hold every reading: %+v", st)
 	}
-	nc, js, err := ConnectNATS(ctx, cfg.NATS.URL, "unreach-test", testLogger(t))
+	nc, js, err := ConnectNATS(ctx, cfg.NATS.URL, "unreach-test", testLogger(t), d.NATSOptions(auth.RoleAdmin)...)
 	if err != nil {
 		t.Fatal(err)
 	}

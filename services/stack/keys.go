@@ -43,6 +43,9 @@ type follower struct {
 	log   *slog.Logger
 	mu    sync.Mutex
 	since int64 // changes up to this height are applied
+	// applied, if set, is called with the keys each refresh applied (the auth service closes
+	// revoked devices' connections).
+	applied func(ctx context.Context, keys []verify.Key)
 }
 
 // refresh applies the changes since the last refresh.
@@ -64,6 +67,9 @@ func (f *follower) refresh(ctx context.Context) error {
 	}
 	f.keys.Apply(ks)
 	f.since = height
+	if f.applied != nil {
+		f.applied(ctx, ks)
+	}
 	return nil
 }
 

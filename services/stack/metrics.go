@@ -17,6 +17,7 @@ import (
 
 	"github.com/anchorline/anchorline/anchor/anchoring"
 	"github.com/anchorline/anchorline/schemas/stream"
+	"github.com/anchorline/anchorline/services/auth"
 	"github.com/anchorline/anchorline/services/store"
 )
 
@@ -58,7 +59,7 @@ func (o *observer) Flush(readings, _ int, d time.Duration) {
 // NewMetrics exposes the counters of ingest and anchoring, the ingest consumer's lag, the
 // duplicate rows in ClickHouse and ingest's histograms through OpenTelemetry, exported in
 // Prometheus format by the returned handler. Any argument may be nil.
-func NewMetrics(g *Ingest, a *anchoring.Service, js jetstream.JetStream, st *store.Store) (http.Handler, error) {
+func NewMetrics(g *Ingest, a *anchoring.Service, js jetstream.JetStream, st *store.Store, au func() auth.Stats) (http.Handler, error) {
 	reg := prometheus.NewRegistry()
 	exp, err := otelprom.New(otelprom.WithRegisterer(reg))
 	if err != nil {
@@ -97,6 +98,9 @@ func NewMetrics(g *Ingest, a *anchoring.Service, js jetstream.JetStream, st *sto
 	anchored := counter("anchorline.anchoring.batches", "batches anchored")
 	pendingBatches := gauge("anchorline.anchoring.pending_batches", "batch records waiting for the next anchor")
 	height := gauge("anchorline.anchoring.last_height", "ledger height of the last anchor")
+	admitted := counter("anchorline.auth.admitted", "device connections the auth callout let in")
+	refused := counter("anchorline.auth.refused", "device connections the auth callout refused, and revoked devices' connections it closed, by reason")
+	serverRefused := counter("anchorline.auth.server_refused", "connections the NATS servers refused at authentication (any client)")
 
 	hist := func(name, desc, unit string, bounds ...float64) metric.Float64Histogram {
 		h, err := m.Float64Histogram(name, metric.WithDescription(desc), metric.WithUnit(unit), metric.WithExplicitBucketBoundaries(bounds...))
@@ -171,6 +175,14 @@ func NewMetrics(g *Ingest, a *anchoring.Service, js jetstream.JetStream, st *sto
 			dupMu.Unlock()
 			o.ObserveInt64(duplicates, int64(n))
 		}
+		if au != nil {
+			s := au()
+			o.ObserveInt64(admitted, int64(s.Granted))
+			o.ObserveInt64(serverRefused, int64(s.ServerRefused))
+			for reason, n := range s.Refused {
+				o.ObserveInt64(refused, int64(n), metric.WithAttributes(attribute.String("reason", reason)))
+			}
+		}
 		if a != nil {
 			s := a.Stats()
 			o.ObserveInt64(anchors, int64(s.Anchors))
@@ -179,7 +191,7 @@ func NewMetrics(g *Ingest, a *anchoring.Service, js jetstream.JetStream, st *sto
 			o.ObserveInt64(height, s.LastHeight)
 		}
 		return nil
-	}, received, verified, rejected, inserted, batches, retries, deferred, anomalies, chainHeld, chainRemote, chainLookups, redelivered, duplicates, pending, ackPending, anchors, anchored, pendingBatches, height)
+	}, received, verified, rejected, inserted, batches, retries, deferred, anomalies, chainHeld, chainRemote, chainLookups, redelivered, duplicates, pending, ackPending, anchors, anchored, pendingBatches, height, admitted, refused, serverRefused)
 	if err != nil {
 		return nil, fmt.Errorf("metrics: %w", err)
 	}

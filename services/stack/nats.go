@@ -2,10 +2,13 @@ package stack
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/url"
+	"os"
 	"strconv"
 	"time"
 
@@ -14,11 +17,15 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/anchorline/anchorline/internal/retry"
+	"github.com/anchorline/anchorline/services/auth"
+	"github.com/anchorline/anchorline/services/config"
 )
 
 // StartNATS starts an embedded NATS server with JetStream (file storage under dir), listening
-// where natsURL points (port 0: any free port; the server's ClientURL says which).
-func StartNATS(natsURL, dir string, log *slog.Logger) (*server.Server, error) {
+// where natsURL points (port 0: any free port; the server's ClientURL says which). With setup,
+// it loads the setup's accounts, service users and auth callout (auth.conf), as an external
+// nats-server would: devices are then let in only by the callout service (StartAuth).
+func StartNATS(natsURL, dir string, setup *auth.Setup, log *slog.Logger) (*server.Server, error) {
 	u, err := url.Parse(natsURL)
 	if err != nil {
 		return nil, fmt.Errorf("nats.url %q: %w", natsURL, err)
@@ -34,14 +41,14 @@ func StartNATS(natsURL, dir string, log *slog.Logger) (*server.Server, error) {
 	if port == 0 {
 		port = server.RANDOM_PORT // 0 would be NATS's default, 4222
 	}
-	srv, err := server.NewServer(&server.Options{
-		ServerName: "anchorline-dev",
-		Host:       host,
-		Port:       port,
-		JetStream:  true,
-		StoreDir:   dir,
-		NoSigs:     true,
-	})
+	opts := &server.Options{}
+	if setup != nil {
+		if opts, err = setup.ServerOptions(); err != nil {
+			return nil, err
+		}
+	}
+	opts.ServerName, opts.Host, opts.Port, opts.JetStream, opts.StoreDir, opts.NoSigs = "anchorline-dev", host, port, true, dir, true
+	srv, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("embedded nats: %w", err)
 	}
@@ -54,13 +61,32 @@ func StartNATS(natsURL, dir string, log *slog.Logger) (*server.Server, error) {
 	return srv, nil
 }
 
-// ConnectNATS connects to NATS, retrying with backoff until the server answers or ctx ends
-// (each failure is logged), then reconnecting forever on disconnects; it returns the
-// connection's JetStream.
-func ConnectNATS(ctx context.Context, natsURL, name string, log *slog.Logger) (*nats.Conn, jetstream.JetStream, error) {
+// NATSCredentials are the connect options of a role: its nkey from nats.credentials, or from
+// the role's seed file under nats.auth_dir if that exists; none if neither is set (a server
+// without authentication).
+func NATSCredentials(cfg config.Config, role auth.Role) ([]nats.Option, error) {
+	file := cfg.NATS.Credentials
+	if file == "" {
+		file = auth.Setup{Dir: cfg.AuthDir()}.File(role)
+		if _, err := os.Stat(file); errors.Is(err, fs.ErrNotExist) {
+			return nil, nil
+		}
+	}
+	opts, err := auth.ConnectOptions(role, file)
+	if err != nil {
+		return nil, fmt.Errorf("%w: nats.credentials: %w", config.ErrInvalid, err)
+	}
+	return opts, nil
+}
+
+// ConnectNATS connects to NATS with the given options (credentials), retrying with backoff
+// until the server answers or ctx ends (each failure is logged), then reconnecting forever on
+// disconnects; it returns the connection's JetStream. An authorization violation is not
+// retried: the credentials are wrong, and waiting will not make them right.
+func ConnectNATS(ctx context.Context, natsURL, name string, log *slog.Logger, opts ...nats.Option) (*nats.Conn, jetstream.JetStream, error) {
 	nc, err := retry.Do(ctx, retry.Default(), func(context.Context) (*nats.Conn, error) {
-		return nats.Connect(natsURL, nats.Name(name), nats.MaxReconnects(-1),
-			nats.ReconnectWait(250*time.Millisecond),
+		nc, err := nats.Connect(natsURL, append([]nats.Option{nats.Name(name), nats.MaxReconnects(-1),
+			nats.ReconnectWait(250 * time.Millisecond),
 			nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 				if err != nil {
 					log.Warn("nats disconnected", "err", err)
@@ -75,7 +101,11 @@ func ConnectNATS(ctx context.Context, natsURL, name string, log *slog.Logger) (*
 					subject = sub.Subject
 				}
 				log.Warn("nats: asynchronous error", "subject", subject, "err", err)
-			}))
+			})}, opts...)...)
+		if errors.Is(err, nats.ErrAuthorization) {
+			return nil, retry.Permanent(fmt.Errorf("%w (check nats.credentials: the server does not accept %s's)", err, name))
+		}
+		return nc, err
 	}, func(err error, next time.Duration) {
 		log.Warn("nats not reachable, retrying", "url", natsURL, "err", err, "retry_in", next.Round(time.Millisecond))
 	})

@@ -16,6 +16,7 @@ import (
 	"github.com/anchorline/anchorline/schemas/lookup"
 	"github.com/anchorline/anchorline/schemas/reading"
 	"github.com/anchorline/anchorline/services/api"
+	"github.com/anchorline/anchorline/services/auth"
 )
 
 // TestRestart stops dev and starts it again on the same data folder: the ledger height, the
@@ -32,7 +33,7 @@ func TestRestart(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		nc, err := nats.Connect(d.Config().NATS.URL)
+		nc, err := nats.Connect(d.Config().NATS.URL, d.NATSOptions(auth.RoleAdmin)...)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -16,6 +16,7 @@ import (
 	"github.com/anchorline/anchorline/anchor/ledger"
 	"github.com/anchorline/anchorline/schemas/clickhouse"
 	"github.com/anchorline/anchorline/services/api"
+	"github.com/anchorline/anchorline/services/auth"
 	"github.com/anchorline/anchorline/services/config"
 	"github.com/anchorline/anchorline/services/store"
 )
@@ -35,6 +36,11 @@ type Env struct {
 	// migration of this build is an error that says to run `anchorline migrate`.
 	Migrate bool
 	Name    string // the NATS connection's name
+	// AfterDeviceEvent run after the API committed a device event (besides an ingest worker's
+	// refresh): the auth service in the same process, so that a revocation disconnects now.
+	AfterDeviceEvent []func(context.Context) error
+	// AuthStats, if set, reports the auth callout service's counts (the metrics and /stats).
+	AuthStats func() auth.Stats
 }
 
 // Services is a running set of Anchorline's own services in one process. `anchorline dev`
@@ -92,27 +98,43 @@ func (s *Services) start(ctx context.Context, cfg config.Config, roles Roles, en
 	}
 	st := store.New(ch, cfg.ClickHouse.Database)
 
-	var js jetstream.JetStream
-	if roles.Ingest || roles.Anchoring {
-		nc, j, err := ConnectNATS(ctx, env.NATSURL, env.Name, s.log)
+	// Each role connects with its own credentials (NATSCredentials), so that a process running
+	// several roles holds no more rights than the roles' own.
+	connect := func(role auth.Role) (jetstream.JetStream, error) {
+		opts, err := NATSCredentials(cfg, role)
 		if err != nil {
-			return err
+			return nil, err
+		}
+		nc, js, err := ConnectNATS(ctx, env.NATSURL, env.Name+" "+string(role), s.log, opts...)
+		if err != nil {
+			return nil, err
 		}
 		s.onStop(func() error { return nc.Drain() })
-		js = j
+		return js, nil
 	}
-	b := &Backend{Store: st, Ledger: env.Ledger}
+	var ingestJS jetstream.JetStream
+	b := &Backend{Store: st, Ledger: env.Ledger, AfterDeviceEvent: env.AfterDeviceEvent}
+	if env.AuthStats != nil {
+		b.AuthStats = func() any { return env.AuthStats() }
+	}
 	if roles.Ingest {
-		if s.Ingest, err = NewIngest(ctx, cfg, js, ch, env.Ledger, s.log); err != nil {
+		if ingestJS, err = connect(auth.RoleIngest); err != nil {
+			return err
+		}
+		if s.Ingest, err = NewIngest(ctx, cfg, ingestJS, ch, env.Ledger, s.log); err != nil {
 			return err
 		}
 		g := s.Ingest
 		b.IngestStats = func() any { return g.Stats() }
 		b.Checks = append(b.Checks, Check{"ingest", func(context.Context) error { return g.Ready() }})
-		b.AfterDeviceEvent = g.RefreshKeys
-		b.Lag = JetStreamLag(js)
+		b.AfterDeviceEvent = append(b.AfterDeviceEvent, g.RefreshKeys)
+		b.Lag = JetStreamLag(ingestJS)
 	}
 	if roles.Anchoring {
+		js, err := connect(auth.RoleAnchoring)
+		if err != nil {
+			return err
+		}
 		if s.Anchoring, err = NewAnchoring(ctx, cfg, js, ch, env.Ledger, s.log); err != nil {
 			return err
 		}
@@ -124,7 +146,7 @@ func (s *Services) start(ctx context.Context, cfg config.Config, roles Roles, en
 	if roles.Ingest {
 		dupStore = st
 	}
-	if b.Metrics, err = NewMetrics(s.Ingest, s.Anchoring, js, dupStore); err != nil {
+	if b.Metrics, err = NewMetrics(s.Ingest, s.Anchoring, ingestJS, dupStore, env.AuthStats); err != nil {
 		return err
 	}
 	s.Backend = b

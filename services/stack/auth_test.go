@@ -1,0 +1,173 @@
+package stack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/anchorline/anchorline/internal/await"
+	"github.com/anchorline/anchorline/internal/chserver"
+	"github.com/anchorline/anchorline/schemas/entry"
+	"github.com/anchorline/anchorline/schemas/reading"
+	"github.com/anchorline/anchorline/schemas/stream"
+	"github.com/anchorline/anchorline/services/api"
+	"github.com/anchorline/anchorline/services/auth"
+)
+
+// TestIdentityAtTheBroker runs dev as a user would and checks the broker's side of device
+// identity against the real ledger: a registered device publishes as itself and its readings
+// are stored; an anonymous client and an unregistered device are refused at connect; a device
+// revoked through the API and one revoked straight on the ledger (the auth service learns of it
+// only by following blocks) are disconnected and cannot come back; the refusals show in
+// /metrics.
+func TestIdentityAtTheBroker(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	chAddr, database, ch := chserver.NewDatabase(t)
+	cfg := devConfig(t, chAddr, database, t.TempDir())
+	d, err := StartDev(ctx, cfg, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg = d.Config()
+	defer d.Stop()
+	client := api.NewClient("http://" + d.HTTPAddr)
+	devs := registerAll(t, ctx, client, d, "broker", 3) // Ed25519, ES256, Ed25519
+
+	connect := func(dv *testDevice, closed chan struct{}) (*nats.Conn, error) {
+		opts, err := reading.ConnectOptions(dv.ID, dv.Key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		opts = append(opts, nats.MaxReconnects(0))
+		if closed != nil {
+			opts = append(opts, nats.ClosedHandler(func(*nats.Conn) { close(closed) }))
+		}
+		nc, err := nats.Connect(cfg.NATS.URL, opts...)
+		if err == nil {
+			t.Cleanup(nc.Close)
+		}
+		return nc, err
+	}
+
+	// Anonymous clients, as before this issue anyone could be, and strangers are refused.
+	if _, err := nats.Connect(cfg.NATS.URL, nats.MaxReconnects(0)); !errors.Is(err, nats.ErrAuthorization) {
+		t.Fatalf("anonymous client: err = %v, want an authorization violation", err)
+	}
+	if _, err := connect(newDevice(t, "broker-stranger", reading.Ed25519), nil); !errors.Is(err, nats.ErrAuthorization) {
+		t.Fatalf("unregistered device: err = %v, want an authorization violation", err)
+	}
+
+	// Each device publishes its readings itself; they are verified and stored as always.
+	closed := make([]chan struct{}, len(devs))
+	for i, dv := range devs {
+		closed[i] = make(chan struct{})
+		nc, err := connect(dv, closed[i])
+		if err != nil {
+			t.Fatalf("%s cannot connect: %v", dv.ID, err)
+		}
+		js, err := jetstream.New(nc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 5 {
+			publish(t, js, reading.Subject(dv.ID), reading.MsgID(dv.ID, dv.Seq+1), dv.next(t))
+		}
+	}
+	await.Until(t, ctx, "every device's readings stored", func() (bool, string) {
+		n := count(t, ctx, ch, "SELECT count() FROM "+database+".readings")
+		return n == 15, fmt.Sprintf("%d of 15", n)
+	})
+
+	// Revoked through the API (which refreshes the auth service at once), and straight on the
+	// ledger (the auth service follows the blocks).
+	rev, err := entry.NewRevoke(d.AdminKey, devs[0].ID, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.SubmitDeviceEvent(ctx, rev); err != nil {
+		t.Fatal(err)
+	}
+	rev, err = entry.NewRevoke(d.AdminKey, devs[1].ID, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Node.Client().Submit(ctx, rev); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		select {
+		case <-closed[i]:
+		case <-ctx.Done():
+			t.Fatalf("revoked device %s is still connected", devs[i].ID)
+		}
+		if _, err := connect(devs[i], nil); !errors.Is(err, nats.ErrAuthorization) {
+			t.Fatalf("revoked device %s reconnects: err = %v, want an authorization violation", devs[i].ID, err)
+		}
+	}
+	select {
+	case <-closed[2]:
+		t.Fatalf("%s was disconnected, but only the others were revoked", devs[2].ID)
+	default:
+	}
+
+	// The refusals are counted in the metrics (and the stats).
+	await.Until(t, ctx, "refusals in /metrics", func() (bool, string) {
+		m := metricsText(t, ctx, d.HTTPAddr)
+		for _, want := range []string{`reason="revoked_kicked"} 2`, `reason="unknown_device"} 1`, `reason="revoked"} 2`} {
+			if !strings.Contains(m, want) {
+				return false, "no " + want + " in\n" + grepLines(m, "anchorline_auth")
+			}
+		}
+		return true, ""
+	})
+
+	// Services keep their own rights: the ingest credential cannot publish a reading.
+	nc, err := nats.Connect(cfg.NATS.URL, d.NATSOptions(auth.RoleIngest)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	ijs, _ := jetstream.New(nc)
+	pctx, pcancel := context.WithTimeout(ctx, 2*time.Second)
+	defer pcancel()
+	if _, err := ijs.Publish(pctx, reading.Subject(devs[2].ID), devs[2].next(t)); err == nil {
+		t.Fatal("the ingest credential published a reading")
+	}
+	if _, err := ijs.Stream(ctx, stream.Readings); err != nil {
+		t.Fatalf("the ingest credential cannot read its stream's info: %v", err)
+	}
+}
+
+func metricsText(t *testing.T, ctx context.Context, addr string) string {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func grepLines(s, substr string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, substr) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
