@@ -30,8 +30,20 @@ stop_dev() {
 trap stop_dev EXIT
 bin/anchorline status --wait 120s || { tail -n 40 "$ANCHORLINE_DATA_DIR/dev.log"; exit 1; }
 
-echo "== simulating 4 devices (ed25519 and es256) for 10s"
+echo "== simulating 4 devices (ed25519 and es256) for 10s, each connecting to NATS as itself"
 bin/anchorline device simulate --devices 4 --rate 200/s --duration 10s --prefix demo
+
+echo "== a device of your own: key, registration, a reading published as itself"
+bin/anchorline device keygen --id demo-boiler --out "$ANCHORLINE_DATA_DIR/boiler.key"
+bin/anchorline device register "$ANCHORLINE_DATA_DIR/boiler.key"
+bin/anchorline device publish "$ANCHORLINE_DATA_DIR/boiler.key" --metric temp=21.5 --tag site=demo
+
+echo "== a stranger's key is refused by the broker itself (no registration, no connection)"
+bin/anchorline device keygen --id demo-stranger --out "$ANCHORLINE_DATA_DIR/stranger.key"
+if bin/anchorline device publish "$ANCHORLINE_DATA_DIR/stranger.key" --metric temp=99; then
+	echo "the broker let an unregistered device publish" >&2
+	exit 1
+fi
 
 echo "== status"
 bin/anchorline status
