@@ -29,7 +29,11 @@ group); dev runs one inside.`,
 			if err != nil {
 				return err
 			}
-			a, err := stack.StartAuth(cmd.Context(), auth.Setup{Dir: cfg.AuthDir()}, cfg.NATS.URL, l, log)
+			tlsOpts, err := stack.NATSTLS(cfg)
+			if err != nil {
+				return badInput(err)
+			}
+			a, err := stack.StartAuth(cmd.Context(), auth.Setup{Dir: cfg.AuthDir()}, cfg.NATS.URL, l, log, tlsOpts...)
 			if err != nil {
 				return err
 			}

@@ -21,6 +21,7 @@ import (
 	"github.com/anchorline/anchorline/schemas/reading"
 	"github.com/anchorline/anchorline/services/api"
 	"github.com/anchorline/anchorline/services/auth"
+	"github.com/anchorline/anchorline/services/config"
 	"github.com/anchorline/anchorline/services/simulate"
 	"github.com/anchorline/anchorline/services/stack"
 )
@@ -178,6 +179,20 @@ func revokeCmd() *cobra.Command {
 	}
 }
 
+// deviceOptions are the options a device connects to NATS with: TLS trusting tls.ca, and its
+// identity (its id and a connect proof by its key).
+func deviceOptions(cfg config.Config, id string, key reading.PrivateKey) ([]nats.Option, error) {
+	opts, err := stack.NATSTLS(cfg)
+	if err != nil {
+		return nil, badInput(err)
+	}
+	ident, err := reading.ConnectOptions(id, key)
+	if err != nil {
+		return nil, err
+	}
+	return append(opts, ident...), nil
+}
+
 // deviceState is what `device publish` remembers between runs, beside the key file, so that
 // seq keeps increasing and prev chains the readings.
 type deviceState struct {
@@ -221,7 +236,7 @@ func publishCmd() *cobra.Command {
 			}
 			// The device connects as itself: the broker lets it in on its registered key and
 			// lets it publish on its own subject only.
-			opts, err := reading.ConnectOptions(d.ID, key)
+			opts, err := deviceOptions(cfg, d.ID, key)
 			if err != nil {
 				return err
 			}
@@ -355,7 +370,7 @@ func simulateCmd() *cobra.Command {
 					}
 				}()
 				sc.Connect = func(ctx context.Context, id string, key reading.PrivateKey) (jetstream.JetStream, error) {
-					opts, err := reading.ConnectOptions(id, key)
+					opts, err := deviceOptions(cfg, id, key)
 					if err != nil {
 						return nil, err
 					}
@@ -369,7 +384,7 @@ func simulateCmd() *cobra.Command {
 			case "simulator":
 				// A load generator publishes for every device on one connection: the simulator
 				// role's credentials.
-				creds, err := stack.NATSCredentials(cfg, auth.RoleSimulator)
+				creds, err := stack.NATSOptions(cfg, auth.RoleSimulator)
 				if err != nil {
 					return badInput(err)
 				}

@@ -127,7 +127,7 @@ func (s *devStack) storeReading(t *testing.T, ctx context.Context, id string) ma
 	if err != nil {
 		t.Fatal(err)
 	}
-	nc, err := nats.Connect(s.natsURL, opts...)
+	nc, err := nats.Connect(s.natsURL, append(s.dev.NATSTLS(), opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"net"
 	"net/url"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -27,7 +28,19 @@ type Config struct {
 	Anchor     Anchor
 	Ledger     Ledger
 	Ingest     Ingest
+	TLS        TLS
 	Log        Log
+}
+
+// TLS is how connections are secured.
+type TLS struct {
+	// Dev makes `dev` generate a private CA and certificates under data_dir/tls (once; later
+	// starts reuse them) and serve NATS with TLS required.
+	Dev bool
+	// CA is the CA certificate file every client trusts for Anchorline's servers. Empty:
+	// data_dir/tls/ca.pem if it exists (dev's), else the system's roots and no TLS to NATS
+	// unless its URL asks for it.
+	CA string
 }
 
 // ClickHouse is the analysts' store.
@@ -120,6 +133,7 @@ func Default() Config {
 		Ingest: Ingest{BatchSize: 10_000, FlushAge: 200 * time.Millisecond, PullBatch: 1000,
 			MaxAckPending: 60_000, MaxSize: 8 << 10, Worker: "ingest", Flushers: 2, AckWait: 30 * time.Second,
 			MaxFuture: 5 * time.Minute, MaxAge: 30 * 24 * time.Hour, MaxMetrics: 64, MaxTags: 32, MaxTagLen: 128},
+		TLS: TLS{Dev: true},
 		Log: Log{Level: "info", Format: "text"},
 	}
 }
@@ -167,6 +181,8 @@ func keys(c *Config) []key {
 		{"ingest.max_metrics", &c.Ingest.MaxMetrics},
 		{"ingest.max_tags", &c.Ingest.MaxTags},
 		{"ingest.max_tag_len", &c.Ingest.MaxTagLen},
+		{"tls.dev", &c.TLS.Dev},
+		{"tls.ca", &c.TLS.CA},
 		{"log.level", &c.Log.Level},
 		{"log.format", &c.Log.Format},
 	}
@@ -216,6 +232,8 @@ func Flags(fs *pflag.FlagSet) {
 	fs.String("anchor.key", "", "anchoring key file that signs anchor entries (default data_dir/anchor.key)")
 	fs.String("ledger.rpc", d.Ledger.RPC, "CometBFT RPC address (clients: several, comma-separated, one per validator)")
 	fs.String("ledger.admin_key", "", "admin key file (default data_dir/admin.key)")
+	fs.Bool("tls.dev", d.TLS.Dev, "dev: generate a private CA and certificates under data_dir/tls and serve NATS with TLS")
+	fs.String("tls.ca", "", "CA certificate file clients trust (default data_dir/tls/ca.pem if it exists)")
 	fs.String("log.level", d.Log.Level, "log level: debug, info, warn or error")
 	fs.String("log.format", d.Log.Format, "log format: text or json")
 }
@@ -434,6 +452,25 @@ func (c Config) AnchorKey() string {
 		return c.Anchor.Key
 	}
 	return filepath.Join(c.DataDir, "anchor.key")
+}
+
+// TLSDir is where dev keeps its private CA and certificates.
+func (c Config) TLSDir() string { return filepath.Join(c.DataDir, "tls") }
+
+// CAFile is the CA clients trust: tls.ca, or dev's under data_dir/tls if it exists, or "".
+func (c Config) CAFile() string {
+	if c.TLS.CA != "" {
+		return c.TLS.CA
+	}
+	if f := filepath.Join(c.TLSDir(), "ca.pem"); fileExists(f) {
+		return f
+	}
+	return ""
+}
+
+func fileExists(path string) bool {
+	st, err := os.Stat(path)
+	return err == nil && st.Mode().IsRegular()
 }
 
 // AuthDir is the broker identity setup's directory: nats.auth_dir, or data_dir/nats-auth.

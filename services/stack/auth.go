@@ -27,8 +27,9 @@ type Auth struct {
 // authPoll is how often the auth service follows the registry.
 const authPoll = 200 * time.Millisecond
 
-// StartAuth connects to NATS as the setup's auth and system users and answers the callout.
-func StartAuth(ctx context.Context, setup auth.Setup, natsURL string, l *ledger.Client, log *slog.Logger) (*Auth, error) {
+// StartAuth connects to NATS as the setup's auth and system users (with the extra options, such
+// as NATSTLS's) and answers the callout.
+func StartAuth(ctx context.Context, setup auth.Setup, natsURL string, l *ledger.Client, log *slog.Logger, extra ...nats.Option) (*Auth, error) {
 	keys := NewKeys(l)
 	svc, err := auth.New(setup, keys, log)
 	if err != nil {
@@ -39,12 +40,12 @@ func StartAuth(ctx context.Context, setup auth.Setup, natsURL string, l *ledger.
 	if err != nil {
 		return nil, err
 	}
-	if a.nc, _, err = ConnectNATS(ctx, natsURL, "anchorline auth", log, opts...); err != nil {
+	if a.nc, _, err = ConnectNATS(ctx, natsURL, "anchorline auth", log, append(opts, extra...)...); err != nil {
 		return nil, err
 	}
 	sysOpts, err := auth.ConnectOptions(auth.RoleSystem, setup.File(auth.RoleSystem))
 	if err == nil {
-		a.sys, _, err = ConnectNATS(ctx, natsURL, "anchorline auth (system)", log, sysOpts...)
+		a.sys, _, err = ConnectNATS(ctx, natsURL, "anchorline auth (system)", log, append(sysOpts, extra...)...)
 	}
 	if err == nil {
 		a.stop, err = svc.Serve(a.nc, a.sys)

@@ -1,10 +1,12 @@
 package stack
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -24,7 +26,8 @@ import (
 
 // TestIdentityAtTheBroker runs dev as a user would and checks the broker's side of device
 // identity against the real ledger: a registered device publishes as itself and its readings
-// are stored; an anonymous client and an unregistered device are refused at connect; a device
+// are stored; a plain-text client, an anonymous client and an unregistered device are refused
+// at connect; a device
 // revoked through the API and one revoked straight on the ledger (the auth service learns of it
 // only by following blocks) are disconnected and cannot come back; the refusals show in
 // /metrics.
@@ -47,7 +50,7 @@ func TestIdentityAtTheBroker(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		opts = append(opts, nats.MaxReconnects(0))
+		opts = append(append(opts, d.NATSTLS()...), nats.MaxReconnects(0))
 		if closed != nil {
 			opts = append(opts, nats.ClosedHandler(func(*nats.Conn) { close(closed) }))
 		}
@@ -58,8 +61,12 @@ func TestIdentityAtTheBroker(t *testing.T) {
 		return nc, err
 	}
 
-	// Anonymous clients, as before this issue anyone could be, and strangers are refused.
-	if _, err := nats.Connect(cfg.NATS.URL, nats.MaxReconnects(0)); !errors.Is(err, nats.ErrAuthorization) {
+	// Plain text is refused (dev serves NATS with TLS required); anonymous clients, as before
+	// this issue anyone could be, and strangers are refused.
+	if answer := plainText(t, d.natsServer().Addr().String()); answer != "EOF" && !strings.HasPrefix(answer, "-ERR") {
+		t.Fatalf("a plain-text client's CONNECT and PING were answered with %q, want the connection closed", answer)
+	}
+	if _, err := nats.Connect(cfg.NATS.URL, append(d.NATSTLS(), nats.MaxReconnects(0))...); !errors.Is(err, nats.ErrAuthorization) {
 		t.Fatalf("anonymous client: err = %v, want an authorization violation", err)
 	}
 	if _, err := connect(newDevice(t, "broker-stranger", reading.Ed25519), nil); !errors.Is(err, nats.ErrAuthorization) {
@@ -145,6 +152,31 @@ func TestIdentityAtTheBroker(t *testing.T) {
 	if _, err := ijs.Stream(ctx, stream.Readings); err != nil {
 		t.Fatalf("the ingest credential cannot read its stream's info: %v", err)
 	}
+}
+
+// plainText speaks the NATS protocol without TLS, as a client that ignores the server's
+// tls_required would: it sends CONNECT and PING in clear and returns what the server answers.
+func plainText(t *testing.T, addr string) string {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	r := bufio.NewReader(c)
+	info, err := r.ReadString('\n')
+	if err != nil || !strings.Contains(info, `"tls_required":true`) {
+		t.Fatalf("server INFO %q (%v): want tls_required", info, err)
+	}
+	if _, err := c.Write([]byte("CONNECT {\"verbose\":false}\r\nPING\r\n")); err != nil {
+		return err.Error()
+	}
+	answer, err := r.ReadString('\n')
+	if err != nil {
+		return answer + err.Error()
+	}
+	return answer
 }
 
 func metricsText(t *testing.T, ctx context.Context, addr string) string {

@@ -3,12 +3,15 @@ package stack
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -18,6 +21,7 @@ import (
 	"github.com/anchorline/anchorline/anchor/ledger"
 	"github.com/anchorline/anchorline/anchor/node"
 	"github.com/anchorline/anchorline/internal/chserver"
+	"github.com/anchorline/anchorline/internal/pki"
 	"github.com/anchorline/anchorline/schemas/reading"
 	"github.com/anchorline/anchorline/services/auth"
 	"github.com/anchorline/anchorline/services/config"
@@ -36,7 +40,8 @@ type Dev struct {
 
 	natsMu sync.Mutex
 	nats   *server.Server
-	setup  auth.Setup // the broker's identity: accounts, service seeds, callout issuer
+	setup  auth.Setup  // the broker's identity: accounts, service seeds, callout issuer
+	tls    *tls.Config // the embedded NATS server's, with tls.dev; nil without
 
 	// Parts, for tests and status.
 	Node       *node.Node // the embedded ledger node (replaced by StartLedger)
@@ -102,7 +107,12 @@ func (d *Dev) start(ctx context.Context) error {
 	if d.setup, err = auth.Init(cfg.AuthDir()); err != nil {
 		return err
 	}
-	ns, err := StartNATS(cfg.NATS.URL, filepath.Join(cfg.DataDir, "nats"), &d.setup, d.log)
+	if cfg.TLS.Dev {
+		if d.tls, err = devTLS(cfg, natsAddr); err != nil {
+			return err
+		}
+	}
+	ns, err := StartNATS(cfg.NATS.URL, filepath.Join(cfg.DataDir, "nats"), &d.setup, d.tls, d.log)
 	if err != nil {
 		return err
 	}
@@ -138,7 +148,11 @@ func (d *Dev) start(ctx context.Context) error {
 	}
 
 	// Devices connect through the callout, answered from the ledger's registry.
-	if d.Auth, err = StartAuth(ctx, d.setup, ns.ClientURL(), d.Ledger, d.log); err != nil {
+	clientTLS, err := NATSTLS(cfg)
+	if err != nil {
+		return err
+	}
+	if d.Auth, err = StartAuth(ctx, d.setup, ns.ClientURL(), d.Ledger, d.log, clientTLS...); err != nil {
 		return err
 	}
 	authCtx, stopAuth := context.WithCancel(context.WithoutCancel(ctx))
@@ -160,7 +174,30 @@ func (d *Dev) AuthSetup() auth.Setup { return d.setup }
 // same process: the seed files are those under nats.auth_dir).
 func (d *Dev) NATSOptions(role auth.Role) []nats.Option {
 	opts, _ := auth.ConnectOptions(role, d.setup.File(role)) // the seed files exist: StartDev made them
+	return append(d.NATSTLS(), opts...)
+}
+
+// NATSTLS is the TLS option of a client of dev's NATS server: trust dev's CA (none without
+// tls.dev).
+func (d *Dev) NATSTLS() []nats.Option {
+	opts, _ := NATSTLS(d.cfg) // StartDev checked the CA file
 	return opts
+}
+
+// devTLS makes (once) dev's private CA and the certificate its servers present, for loopback
+// and the hosts of nats.url and http.addr, under data_dir/tls.
+func devTLS(cfg config.Config, natsAddr string) (*tls.Config, error) {
+	hosts := []string{"127.0.0.1", "::1", "localhost"}
+	for _, addr := range []string{natsAddr, cfg.HTTP.Addr} {
+		if h, _, err := net.SplitHostPort(addr); err == nil && h != "" && !slices.Contains(hosts, h) {
+			hosts = append(hosts, h)
+		}
+	}
+	dir := pki.Dir(cfg.TLSDir())
+	if err := dir.Ensure("server", hosts); err != nil {
+		return nil, fmt.Errorf("tls.dev: %w", err)
+	}
+	return dir.ServerConfig("server")
 }
 
 // Config is the configuration dev runs with, with the addresses it resolved: nats.url,
@@ -219,7 +256,7 @@ func (d *Dev) RestartNATS(pause time.Duration) error {
 	ns.Shutdown()
 	ns.WaitForShutdown()
 	time.Sleep(pause)
-	ns, err := StartNATS(url, filepath.Join(d.cfg.DataDir, "nats"), &d.setup, d.log)
+	ns, err := StartNATS(url, filepath.Join(d.cfg.DataDir, "nats"), &d.setup, d.tls, d.log)
 	if err != nil {
 		return err
 	}

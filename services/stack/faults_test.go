@@ -330,7 +330,7 @@ func TestWorkerKilled(t *testing.T) {
 	devs := registerAll(t, ctx, client, d, "kill", 4)
 
 	worker := func() *exec.Cmd {
-		cmd := exec.CommandContext(ctx, bin, "ingest", "--nats.url", cfg.NATS.URL, "--nats.credentials", d.AuthSetup().File(auth.RoleIngest), "--clickhouse.addr", chAddr,
+		cmd := exec.CommandContext(ctx, bin, "ingest", "--nats.url", cfg.NATS.URL, "--nats.credentials", d.AuthSetup().File(auth.RoleIngest), "--tls.ca", cfg.CAFile(), "--clickhouse.addr", chAddr,
 			"--clickhouse.database", database, "--ledger.rpc", cfg.Ledger.RPC, "--http.addr", "127.0.0.1:0", "--log.level", "error")
 		cmd.Env = append(os.Environ(), "ANCHORLINE_INGEST_WORKER=victim", "ANCHORLINE_INGEST_BATCH_SIZE=300", "ANCHORLINE_INGEST_ACK_WAIT=2s")
 		if err := cmd.Start(); err != nil {

@@ -2,6 +2,7 @@ package stack
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -16,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/anchorline/anchorline/internal/pki"
 	"github.com/anchorline/anchorline/internal/retry"
 	"github.com/anchorline/anchorline/services/auth"
 	"github.com/anchorline/anchorline/services/config"
@@ -24,8 +26,9 @@ import (
 // StartNATS starts an embedded NATS server with JetStream (file storage under dir), listening
 // where natsURL points (port 0: any free port; the server's ClientURL says which). With setup,
 // it loads the setup's accounts, service users and auth callout (auth.conf), as an external
-// nats-server would: devices are then let in only by the callout service (StartAuth).
-func StartNATS(natsURL, dir string, setup *auth.Setup, log *slog.Logger) (*server.Server, error) {
+// nats-server would: devices are then let in only by the callout service (StartAuth). With
+// tlsCfg, every client must connect with TLS.
+func StartNATS(natsURL, dir string, setup *auth.Setup, tlsCfg *tls.Config, log *slog.Logger) (*server.Server, error) {
 	u, err := url.Parse(natsURL)
 	if err != nil {
 		return nil, fmt.Errorf("nats.url %q: %w", natsURL, err)
@@ -48,6 +51,9 @@ func StartNATS(natsURL, dir string, setup *auth.Setup, log *slog.Logger) (*serve
 		}
 	}
 	opts.ServerName, opts.Host, opts.Port, opts.JetStream, opts.StoreDir, opts.NoSigs = "anchorline-dev", host, port, true, dir, true
+	if tlsCfg != nil {
+		opts.TLSConfig, opts.TLS, opts.TLSTimeout = tlsCfg, true, 2
+	}
 	srv, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("embedded nats: %w", err)
@@ -61,22 +67,40 @@ func StartNATS(natsURL, dir string, setup *auth.Setup, log *slog.Logger) (*serve
 	return srv, nil
 }
 
-// NATSCredentials are the connect options of a role: its nkey from nats.credentials, or from
-// the role's seed file under nats.auth_dir if that exists; none if neither is set (a server
-// without authentication).
-func NATSCredentials(cfg config.Config, role auth.Role) ([]nats.Option, error) {
+// NATSOptions are the connect options of a role: TLS trusting tls.ca (NATSTLS), and its nkey
+// from nats.credentials, or from the role's seed file under nats.auth_dir if that exists; no
+// credentials if neither is set (a server without authentication).
+func NATSOptions(cfg config.Config, role auth.Role) ([]nats.Option, error) {
+	opts, err := NATSTLS(cfg)
+	if err != nil {
+		return nil, err
+	}
 	file := cfg.NATS.Credentials
 	if file == "" {
 		file = auth.Setup{Dir: cfg.AuthDir()}.File(role)
 		if _, err := os.Stat(file); errors.Is(err, fs.ErrNotExist) {
-			return nil, nil
+			return opts, nil
 		}
 	}
-	opts, err := auth.ConnectOptions(role, file)
+	creds, err := auth.ConnectOptions(role, file)
 	if err != nil {
 		return nil, fmt.Errorf("%w: nats.credentials: %w", config.ErrInvalid, err)
 	}
-	return opts, nil
+	return append(opts, creds...), nil
+}
+
+// NATSTLS is the TLS option of every NATS client (services, devices, tools): trust the CA of
+// tls.ca (dev's under data_dir/tls by default); none if there is no CA file.
+func NATSTLS(cfg config.Config) ([]nats.Option, error) {
+	ca := cfg.CAFile()
+	if ca == "" {
+		return nil, nil
+	}
+	tc, err := pki.ClientConfig(ca)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", config.ErrInvalid, err)
+	}
+	return []nats.Option{nats.Secure(tc)}, nil
 }
 
 // ConnectNATS connects to NATS with the given options (credentials), retrying with backoff

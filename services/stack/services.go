@@ -98,10 +98,10 @@ func (s *Services) start(ctx context.Context, cfg config.Config, roles Roles, en
 	}
 	st := store.New(ch, cfg.ClickHouse.Database)
 
-	// Each role connects with its own credentials (NATSCredentials), so that a process running
+	// Each role connects with its own credentials (NATSOptions), so that a process running
 	// several roles holds no more rights than the roles' own.
 	connect := func(role auth.Role) (jetstream.JetStream, error) {
-		opts, err := NATSCredentials(cfg, role)
+		opts, err := NATSOptions(cfg, role)
 		if err != nil {
 			return nil, err
 		}

@@ -78,7 +78,7 @@ func TestFourValidators(t *testing.T) {
 	}
 	lc := ledger.NewClient(f, log)
 
-	ns, err := StartNATS("nats://127.0.0.1:0", filepath.Join(dir, "nats"), nil, log)
+	ns, err := StartNATS("nats://127.0.0.1:0", filepath.Join(dir, "nats"), nil, nil, log)
 	if err != nil {
 		t.Fatal(err)
 	}
