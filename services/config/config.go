@@ -45,7 +45,10 @@ type TLS struct {
 
 // ClickHouse is the analysts' store.
 type ClickHouse struct {
-	Addr     string // native protocol host:port
+	Addr string // native protocol host:port
+	// Secure connects with TLS (ClickHouse's secure native port), trusting tls.ca. With
+	// embedded and tls.dev, dev's private server listens with TLS on Addr.
+	Secure   bool
 	Database string // created by migrate
 	Username string
 	Password string
@@ -72,6 +75,15 @@ type NATS struct {
 // HTTP is the API.
 type HTTP struct {
 	Addr string // served by `api` and `dev`; used by client commands
+	// TLSCert and TLSKey are the PEM certificate and key the API serves HTTPS with (both or
+	// neither); `dev` with tls.dev uses its own when they are not set.
+	TLSCert, TLSKey string
+	// Tokens is the file of the API's client tokens, one per line: an audience name and the
+	// SHA-256 of the token in hex (`anchorline api token` adds one). When set, the endpoints
+	// that return raw readings and proofs need `Authorization: Bearer <token>`.
+	Tokens string
+	// Token is the file holding the token a client command sends.
+	Token string
 }
 
 // Anchor is the anchoring service.
@@ -155,11 +167,16 @@ func keys(c *Config) []key {
 		{"clickhouse.username", &c.ClickHouse.Username},
 		{"clickhouse.password", &c.ClickHouse.Password},
 		{"clickhouse.embedded", &c.ClickHouse.Embedded},
+		{"clickhouse.secure", &c.ClickHouse.Secure},
 		{"clickhouse.startup_timeout", &c.ClickHouse.StartupTimeout},
 		{"nats.url", &c.NATS.URL},
 		{"nats.credentials", &c.NATS.Credentials},
 		{"nats.auth_dir", &c.NATS.AuthDir},
 		{"http.addr", &c.HTTP.Addr},
+		{"http.tls_cert", &c.HTTP.TLSCert},
+		{"http.tls_key", &c.HTTP.TLSKey},
+		{"http.tokens", &c.HTTP.Tokens},
+		{"http.token", &c.HTTP.Token},
 		{"anchor.interval", &c.Anchor.Interval},
 		{"anchor.key", &c.Anchor.Key},
 		{"ledger.chain_id", &c.Ledger.ChainID},
@@ -223,11 +240,16 @@ func Flags(fs *pflag.FlagSet) {
 	fs.String("clickhouse.addr", d.ClickHouse.Addr, "ClickHouse native protocol address")
 	fs.String("clickhouse.database", d.ClickHouse.Database, "ClickHouse database")
 	fs.Bool("clickhouse.embedded", d.ClickHouse.Embedded, "dev: start a private clickhouse-server under data_dir")
+	fs.Bool("clickhouse.secure", d.ClickHouse.Secure, "connect to ClickHouse with TLS (its secure native port), trusting tls.ca")
 	fs.Duration("clickhouse.startup_timeout", d.ClickHouse.StartupTimeout, "how long to retry an unreachable ClickHouse before giving up")
 	fs.String("nats.url", d.NATS.URL, "NATS server URL")
 	fs.String("nats.credentials", "", "nkey seed file this command connects to NATS with (default: its role's under nats.auth_dir, if there)")
 	fs.String("nats.auth_dir", "", "broker identity setup: service seeds, callout issuer, auth.conf (default data_dir/nats-auth)")
 	fs.String("http.addr", d.HTTP.Addr, "HTTP API address")
+	fs.String("http.tls_cert", "", "PEM certificate the API serves HTTPS with (with http.tls_key)")
+	fs.String("http.tls_key", "", "PEM private key of http.tls_cert")
+	fs.String("http.tokens", "", "API: file of client tokens (audience and SHA-256 per line); readings and proofs then need one")
+	fs.String("http.token", "", "client commands: file holding the API token to send")
 	fs.Duration("anchor.interval", d.Anchor.Interval, "time between anchors")
 	fs.String("anchor.key", "", "anchoring key file that signs anchor entries (default data_dir/anchor.key)")
 	fs.String("ledger.rpc", d.Ledger.RPC, "CometBFT RPC address (clients: several, comma-separated, one per validator)")
@@ -435,6 +457,9 @@ func (n NATS) check() error {
 func (h HTTP) check() error {
 	if checkAddr(h.Addr, true) != nil {
 		return invalid("http.addr", "%q is not host:port (for example 127.0.0.1:8080; port 0 listens on any free port)", h.Addr)
+	}
+	if (h.TLSCert == "") != (h.TLSKey == "") {
+		return invalid("http.tls_cert", "http.tls_cert and http.tls_key go together: give both files or neither")
 	}
 	return nil
 }
