@@ -40,7 +40,10 @@ func proofCmd() *cobra.Command {
 			if !reading.ValidDeviceID(device) {
 				return badInput(fmt.Errorf("--device %q: name the device (%s)", device, deviceIDRule))
 			}
-			client := api.NewClient(apiURL(cfg))
+			client, err := apiClient(cfg)
+			if err != nil {
+				return err
+			}
 			b, err := retry(cmd.Context(), wait, func(ctx context.Context) ([]byte, error) {
 				return client.Proof(ctx, device, seq)
 			}, lookup.ErrNotAnchored, lookup.ErrNotFound)
@@ -131,7 +134,11 @@ func trustCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			b, err := api.NewClient(apiURL(cfg)).Trust(cmd.Context())
+			client, err := apiClient(cfg)
+			if err != nil {
+				return err
+			}
+			b, err := client.Trust(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -168,7 +175,10 @@ func statusCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			client := api.NewClient(apiURL(cfg))
+			client, err := apiClient(cfg)
+			if err != nil {
+				return err
+			}
 			if wait > 0 {
 				deadline := time.Now().Add(wait)
 				for {

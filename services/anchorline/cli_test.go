@@ -20,6 +20,7 @@ import (
 
 	"github.com/anchorline/anchorline/internal/chserver"
 	"github.com/anchorline/anchorline/schemas/reading"
+	"github.com/anchorline/anchorline/services/api"
 	"github.com/anchorline/anchorline/services/config"
 	"github.com/anchorline/anchorline/services/stack"
 )
@@ -122,6 +123,25 @@ func TestCommands(t *testing.T) {
 	must("published cli-es seq 1", "device", "publish", esKey, "--metric", "hum=40")
 	if _, err := run("device", "publish", edKey, "--metric", "Temp=1"); err == nil {
 		t.Fatal("published an invalid metric name")
+	}
+
+	// API tokens: the token into its file, its hash into the tokens file the API reads.
+	tokenFile, tokensFile := filepath.Join(dir, "auditor.token"), filepath.Join(dir, "tokens")
+	if _, err := run("api", "token", "--audience", "auditors", "--out", tokenFile); !errors.Is(err, config.ErrInvalid) && exitCode(err) != exitBadInput {
+		t.Fatalf("api token without http.tokens: %v", err)
+	}
+	must("token for audience auditors written to", "api", "token", "--audience", "auditors", "--out", tokenFile, "--http.tokens", tokensFile)
+	if _, err := run("api", "token", "--audience", "auditors", "--out", tokenFile, "--http.tokens", tokensFile); exitCode(err) != exitBadInput {
+		t.Fatalf("api token over an existing token file: %v", err)
+	}
+	tokenBytes, err := os.ReadFile(tokenFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tk, err := api.LoadTokens(tokensFile); err != nil {
+		t.Fatal(err)
+	} else if aud, ok, _ := tk.Audience(strings.TrimSpace(string(tokenBytes))); !ok || aud != "auditors" {
+		t.Fatalf("the token written is not the one the tokens file admits: %q %v", aud, ok)
 	}
 
 	// Simulated devices: each as itself (the default), or all on the simulator's credentials.

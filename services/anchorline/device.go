@@ -102,7 +102,11 @@ func registerCmd() *cobra.Command {
 			if err != nil {
 				return badInput(err)
 			}
-			inc, err := registerDevice(cmd.Context(), api.NewClient(apiURL(cfg)), admin, id, pub)
+			client, err := apiClient(cfg)
+			if err != nil {
+				return err
+			}
+			inc, err := registerDevice(cmd.Context(), client, admin, id, pub)
 			if err != nil {
 				return err
 			}
@@ -169,7 +173,11 @@ func revokeCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			inc, err := api.NewClient(apiURL(cfg)).SubmitDeviceEvent(cmd.Context(), ev)
+			client, err := apiClient(cfg)
+			if err != nil {
+				return err
+			}
+			inc, err := client.SubmitDeviceEvent(cmd.Context(), ev)
 			if err != nil {
 				return err
 			}
@@ -352,7 +360,10 @@ func simulateCmd() *cobra.Command {
 			if err != nil {
 				return badInput(err)
 			}
-			client := api.NewClient(apiURL(cfg))
+			client, err := apiClient(cfg)
+			if err != nil {
+				return err
+			}
 			sc.Register = func(ctx context.Context, id string, pub reading.PublicKey) error {
 				_, err := registerDevice(ctx, client, admin, id, pub)
 				return err

@@ -11,7 +11,9 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/anchorline/anchorline/services/api"
 	"github.com/anchorline/anchorline/services/config"
+	"github.com/anchorline/anchorline/services/stack"
 )
 
 func newRoot() *cobra.Command {
@@ -119,10 +121,12 @@ func newLogger(l config.Log) *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, opts))
 }
 
-// apiURL is the base URL of the HTTP API that client commands talk to.
-func apiURL(c config.Config) string {
-	if strings.HasPrefix(c.HTTP.Addr, "http://") || strings.HasPrefix(c.HTTP.Addr, "https://") {
-		return strings.TrimSuffix(c.HTTP.Addr, "/")
+// apiClient is the client of the HTTP API that client commands talk to: http.addr (a URL, or
+// host:port, then https if a CA is configured), trusting tls.ca, sending http.token's token.
+func apiClient(c config.Config) (*api.Client, error) {
+	cl, err := stack.APIClient(c)
+	if err != nil {
+		return nil, badInput(err)
 	}
-	return fmt.Sprintf("http://%s", c.HTTP.Addr)
+	return cl, nil
 }

@@ -2,8 +2,11 @@ package main
 
 import (
 	"crypto/ed25519"
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
+	"os"
 	"path/filepath"
 
 	rpchttp "github.com/cometbft/cometbft/rpc/client/http"
@@ -13,6 +16,7 @@ import (
 	"github.com/anchorline/anchorline/anchor/node"
 	"github.com/anchorline/anchorline/schemas/clickhouse"
 	"github.com/anchorline/anchorline/schemas/reading"
+	"github.com/anchorline/anchorline/services/api"
 	"github.com/anchorline/anchorline/services/config"
 	"github.com/anchorline/anchorline/services/stack"
 )
@@ -133,7 +137,7 @@ func anchorCmd() *cobra.Command {
 }
 
 func apiCmd() *cobra.Command {
-	return &cobra.Command{
+	c := &cobra.Command{
 		Use:   "api",
 		Short: "Serve the HTTP API (readings, proofs, devices, trust, status)",
 		Args:  cobra.NoArgs,
@@ -141,6 +145,71 @@ func apiCmd() *cobra.Command {
 			return runServices(cmd, stack.Roles{})
 		},
 	}
+	c.AddCommand(apiTokenCmd())
+	return c
+}
+
+func apiTokenCmd() *cobra.Command {
+	var audience, out string
+	c := &cobra.Command{
+		Use:   "token --audience NAME --out FILE",
+		Short: "Make an API token for an audience: the token into FILE, its hash into the tokens file (http.tokens)",
+		Long: `token makes a random token for an audience (an analyst group, an auditor, a purpose), writes it
+to --out (mode 0600: give that file to the client, which names it in http.token), and appends its
+SHA-256 to the API's tokens file (http.tokens), which the API reads again within a second. Remove
+the line to revoke the token.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, _, err := load(cmd)
+			if err != nil {
+				return err
+			}
+			if cfg.HTTP.Tokens == "" {
+				return badInput(errors.New("http.tokens: set it to the tokens file the API reads (it is created if missing)"))
+			}
+			if out == "" {
+				return badInput(errors.New("--out: give the file to write the token to"))
+			}
+			token, line, err := api.NewToken(audience)
+			if err != nil {
+				return badInput(fmt.Errorf("--audience: %w", err))
+			}
+			if err := writeNew(out, []byte(token+"\n")); err != nil {
+				return err
+			}
+			f, err := os.OpenFile(cfg.HTTP.Tokens, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o600)
+			if err != nil {
+				return fmt.Errorf("http.tokens %s: %w", cfg.HTTP.Tokens, err)
+			}
+			if _, err := fmt.Fprintln(f, line); err != nil {
+				f.Close()
+				return fmt.Errorf("http.tokens %s: %w", cfg.HTTP.Tokens, err)
+			}
+			if err := f.Close(); err != nil {
+				return fmt.Errorf("http.tokens %s: %w", cfg.HTTP.Tokens, err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "token for audience %s written to %s; its hash added to %s\n", audience, out, cfg.HTTP.Tokens)
+			return nil
+		},
+	}
+	c.Flags().StringVar(&audience, "audience", "", "who the token is for (A-Z, a-z, 0-9, '.', '_', '-')")
+	c.Flags().StringVar(&out, "out", "", "file to write the token to (must not exist)")
+	return c
+}
+
+// writeNew writes a new file of mode 0600, refusing to overwrite one.
+func writeNew(path string, b []byte) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		return badInput(fmt.Errorf("--out %s: the file exists; choose another (a token file is never overwritten)", path))
+	} else if err != nil {
+		return fmt.Errorf("--out %s: %w", path, err)
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return fmt.Errorf("--out %s: %w", path, err)
+	}
+	return f.Close()
 }
 
 func ledgerCmd() *cobra.Command {

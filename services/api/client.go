@@ -23,8 +23,9 @@ var (
 
 // Client talks to the HTTP API; client commands (device, proof, status, trust) use it.
 type Client struct {
-	Base string // http://host:port
-	HTTP *http.Client
+	Base  string // http://host:port or https://host:port
+	HTTP  *http.Client
+	Token string // sent as Authorization: Bearer, if set (readings and proofs may need one)
 }
 
 // NewClient returns a client for the API at base.
@@ -58,6 +59,8 @@ func (e *StatusError) Unwrap() error {
 		return lookup.ErrNotFound
 	case http.StatusConflict:
 		return lookup.ErrNotAnchored
+	case http.StatusUnauthorized:
+		return ErrUnauthorized
 	case http.StatusBadRequest, http.StatusRequestEntityTooLarge, http.StatusUnsupportedMediaType, http.StatusUnprocessableEntity:
 		return ErrRejected
 	}
@@ -96,6 +99,9 @@ func (c *Client) do(ctx context.Context, method, path, contentType string, body 
 	}
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
+	}
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
 	}
 	resp, err := c.HTTP.Do(req)
 	if err != nil {

@@ -6,9 +6,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -21,6 +23,7 @@ import (
 	"github.com/anchorline/anchorline/internal/await"
 	"github.com/anchorline/anchorline/internal/chserver"
 	"github.com/anchorline/anchorline/schemas/entry"
+	"github.com/anchorline/anchorline/schemas/lookup"
 	"github.com/anchorline/anchorline/schemas/reading"
 	"github.com/anchorline/anchorline/services/api"
 	"github.com/anchorline/anchorline/services/config"
@@ -61,14 +64,16 @@ func (b *logBuffer) records(t *testing.T, id string) []map[string]any {
 
 // devStack is a running dev stack whose ClickHouse the test can stop.
 type devStack struct {
-	base       string
+	base       string       // https://..., dev's API
+	http       *http.Client // trusts dev's CA
 	dev        *stack.Dev
 	clickhouse *chserver.Server
 	logs       *logBuffer
 	natsURL    string
+	token      string // sent by do, if set
 }
 
-func startStack(t *testing.T, ctx context.Context) *devStack {
+func startStack(t *testing.T, ctx context.Context, tweak ...func(*config.Config)) *devStack {
 	t.Helper()
 	dir := t.TempDir()
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -88,6 +93,9 @@ func startStack(t *testing.T, ctx context.Context) *devStack {
 	cfg.Ledger.AdminKey = filepath.Join(dir, "admin.key")
 	cfg.Anchor.Interval = time.Hour // nothing is anchored, so a stored reading's proof is 409
 	cfg.Ingest.FlushAge = 100 * time.Millisecond
+	for _, f := range tweak {
+		f(&cfg)
+	}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +108,7 @@ func startStack(t *testing.T, ctx context.Context) *devStack {
 			t.Errorf("stop: %v", err)
 		}
 	})
-	return &devStack{base: "http://" + d.HTTPAddr, dev: d, clickhouse: ch, logs: logs, natsURL: d.Config().NATS.URL}
+	return &devStack{base: d.APIClient().Base, http: d.APIClient().HTTP, dev: d, clickhouse: ch, logs: logs, natsURL: d.Config().NATS.URL}
 }
 
 // storeReading registers a device, publishes one reading of it and waits until the API has it.
@@ -114,7 +122,7 @@ func (s *devStack) storeReading(t *testing.T, ctx context.Context, id string) ma
 	if err != nil {
 		t.Fatal(err)
 	}
-	client := api.NewClient(s.base)
+	client := s.dev.APIClient()
 	if _, err := client.SubmitDeviceEvent(ctx, ev); err != nil {
 		t.Fatalf("register %s: %v", id, err)
 	}
@@ -144,7 +152,7 @@ func (s *devStack) storeReading(t *testing.T, ctx context.Context, id string) ma
 	}
 	var view map[string]any
 	await.Until(t, ctx, "reading stored", func() (bool, string) {
-		resp := do(t, ctx, http.MethodGet, s.base+"/v1/readings/"+id+"/1", "", nil)
+		resp := s.do(t, ctx, http.MethodGet, s.base+"/v1/readings/"+id+"/1", "", nil)
 		if resp.code != http.StatusOK {
 			return false, resp.String()
 		}
@@ -164,7 +172,7 @@ func (r response) String() string {
 	return r.method + " " + r.url + " -> " + r.header.Get("Content-Type") + " " + http.StatusText(r.code) + " " + string(r.body)
 }
 
-func do(t *testing.T, ctx context.Context, method, url, contentType string, body io.Reader) response {
+func (s *devStack) do(t *testing.T, ctx context.Context, method, url, contentType string, body io.Reader) response {
 	t.Helper()
 	req, err := http.NewRequestWithContext(ctx, method, url, body)
 	if err != nil {
@@ -173,7 +181,10 @@ func do(t *testing.T, ctx context.Context, method, url, contentType string, body
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	if s.token != "" {
+		req.Header.Set("Authorization", "Bearer "+s.token)
+	}
+	resp, err := s.http.Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, url, err)
 	}
@@ -298,7 +309,7 @@ func TestHTTPErrors(t *testing.T) {
 				body = chunked{body}
 			}
 		}
-		r := do(t, ctx, tc.method, s.base+tc.path, tc.contentType, body)
+		r := s.do(t, ctx, tc.method, s.base+tc.path, tc.contentType, body)
 		t.Log(r)
 		if r.code != tc.code {
 			t.Errorf("%s: want %d", r, tc.code)
@@ -343,7 +354,7 @@ func TestHTTPErrors(t *testing.T) {
 		{"/v1/status", http.StatusServiceUnavailable, "unavailable"},
 		{"/readyz", http.StatusServiceUnavailable, "not ready: clickhouse"},
 	} {
-		r := do(t, ctx, http.MethodGet, s.base+tc.path, "", nil)
+		r := s.do(t, ctx, http.MethodGet, s.base+tc.path, "", nil)
 		t.Log(r)
 		if r.code != tc.code {
 			t.Errorf("%s: want %d", r, tc.code)
@@ -374,11 +385,74 @@ func TestHTTPErrors(t *testing.T) {
 	}
 
 	// The client shows the server's message and, for a 5xx, the request id.
-	client := api.NewClient(s.base)
+	client := s.dev.APIClient()
 	_, err := client.Status(ctx)
 	var se *api.StatusError
 	if !errors.As(err, &se) || se.Code != http.StatusServiceUnavailable || se.RequestID == "" ||
 		!strings.Contains(err.Error(), se.Message) || !strings.Contains(err.Error(), se.RequestID) {
 		t.Errorf("client status error: %v (%+v)", err, se)
+	}
+}
+
+// TestTokens: with http.tokens set, raw readings and proofs need a listed token (401 with
+// WWW-Authenticate otherwise, for a missing, malformed or unknown one), the other endpoints stay
+// public, and a token removed from the file stops working without a restart.
+func TestTokens(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	token, line, err := api.NewToken("auditors")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, otherLine, _ := api.NewToken("analysts")
+	tokens := filepath.Join(t.TempDir(), "tokens")
+	if err := os.WriteFile(tokens, []byte("# audience sha256\n"+line+"\n"+otherLine+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := startStack(t, ctx, func(c *config.Config) { c.HTTP.Tokens = tokens })
+	s.token = token
+	s.storeReading(t, ctx, "tok-1")
+
+	paths := []string{"/v1/readings/tok-1/1", "/v1/readings/tok-1/1/proof"}
+	for _, tc := range []struct {
+		name, token string
+	}{{"no token", ""}, {"unknown token", "alt_nope"}, {"hash instead of token", strings.Fields(line)[1]}} {
+		s.token = tc.token
+		for _, p := range paths {
+			r := s.do(t, ctx, http.MethodGet, s.base+p, "", nil)
+			if r.code != http.StatusUnauthorized || !strings.HasPrefix(r.header.Get("WWW-Authenticate"), "Bearer") || !strings.Contains(string(r.body), "token") {
+				t.Errorf("%s: GET %s: %s, want 401 with WWW-Authenticate and a message about the token", tc.name, p, r)
+			}
+		}
+	}
+	s.token = ""
+	for _, p := range []string{"/healthz", "/readyz", "/v1/trust", "/v1/devices/tok-1", "/v1/status"} {
+		if r := s.do(t, ctx, http.MethodGet, s.base+p, "", nil); r.code != http.StatusOK {
+			t.Errorf("GET %s without a token: %s, want 200", p, r)
+		}
+	}
+	// Through the client: the reading with either token; the proof is not anchored yet (409),
+	// which means the token was let through.
+	c := s.dev.APIClient()
+	if _, err := c.Proof(ctx, "tok-1", 1); !errors.Is(err, api.ErrUnauthorized) {
+		t.Fatalf("proof without a token: %v, want ErrUnauthorized", err)
+	}
+	for _, tok := range []string{token, other} {
+		c.Token = tok
+		if _, err := c.Proof(ctx, "tok-1", 1); !errors.Is(err, lookup.ErrNotAnchored) {
+			t.Fatalf("proof with a listed token: %v, want ErrNotAnchored (the interval is an hour)", err)
+		}
+	}
+	// The analysts' token goes from the file: refused within about a second.
+	if err := os.WriteFile(tokens, []byte(line+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	await.Until(t, ctx, "the removed token refused", func() (bool, string) {
+		_, err := c.Proof(ctx, "tok-1", 1)
+		return errors.Is(err, api.ErrUnauthorized), fmt.Sprint(err)
+	})
+	c.Token = token
+	if _, err := c.Proof(ctx, "tok-1", 1); !errors.Is(err, lookup.ErrNotAnchored) {
+		t.Fatalf("the remaining token: %v", err)
 	}
 }

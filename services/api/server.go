@@ -131,6 +131,9 @@ type Deps struct {
 	Status      func(ctx context.Context) (Status, error)
 	Ready       func(ctx context.Context) error
 	Metrics     http.Handler
+	// Tokens, if set, are the clients that may read raw readings and proofs (Authorization:
+	// Bearer <token>); without it those endpoints are open, as the others always are.
+	Tokens *Tokens
 }
 
 // errorBody is the JSON shape of every error answer. RequestID is set on a 5xx: the server
@@ -155,8 +158,8 @@ func Handler(d Deps, log *slog.Logger) http.Handler {
 	routes := []route{
 		{"GET", "/healthz", s.healthz},
 		{"GET", "/readyz", s.ready},
-		{"GET", "/v1/readings/{device}/{seq}", s.reading},
-		{"GET", "/v1/readings/{device}/{seq}/proof", s.proof},
+		{"GET", "/v1/readings/{device}/{seq}", s.authorized(s.reading)},
+		{"GET", "/v1/readings/{device}/{seq}/proof", s.authorized(s.proof)},
 		{"GET", "/v1/batches/{id}", s.batch},
 		{"GET", "/v1/anchors/{id}", s.anchor},
 		{"GET", "/v1/devices/{id}", s.device},
@@ -250,6 +253,34 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 }
 
 // refuse answers a 4xx with a message for the caller.
+// authorized lets a request through to h only with a token the tokens file lists, if the
+// server has one: the endpoints that return raw readings and proofs. A refusal is a 401 with
+// WWW-Authenticate, logged with the client's address.
+func (s *server) authorized(h http.HandlerFunc) http.HandlerFunc {
+	if s.d.Tokens == nil {
+		return h
+	}
+	return func(w http.ResponseWriter, r *http.Request) {
+		token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		msg := "this endpoint needs a token: send Authorization: Bearer <token> (client commands: set http.token to the file holding it)"
+		if ok && token != "" {
+			aud, known, err := s.d.Tokens.Audience(token)
+			if err != nil {
+				s.log.Warn("api: the tokens file could not be read again; the tokens read before stay in force", "err", err)
+			}
+			if known {
+				s.log.DebugContext(r.Context(), "api request authorized", "request_id", requestID(r.Context()), "audience", aud, "path", r.URL.Path)
+				h(w, r)
+				return
+			}
+			msg = "the token is not one the API's tokens file (http.tokens) lists: ask the operator for one (`anchorline api token`)"
+		}
+		s.log.Warn("api: request without a valid token refused", "request_id", requestID(r.Context()), "path", r.URL.Path, "remote", r.RemoteAddr)
+		w.Header().Set("WWW-Authenticate", `Bearer realm="anchorline"`)
+		s.refuse(w, r, http.StatusUnauthorized, msg)
+	}
+}
+
 func (s *server) refuse(w http.ResponseWriter, r *http.Request, code int, msg string) {
 	s.log.DebugContext(r.Context(), "api request refused", "request_id", requestID(r.Context()),
 		"method", r.Method, "path", r.URL.Path, "status", code, "error", msg)

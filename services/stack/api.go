@@ -8,6 +8,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"strings"
 	"syscall"
 	"time"
 
@@ -16,8 +18,10 @@ import (
 	"github.com/anchorline/anchorline/anchor/ledger"
 	"github.com/anchorline/anchorline/anchor/merkle"
 	"github.com/anchorline/anchorline/anchor/proof"
+	"github.com/anchorline/anchorline/internal/pki"
 	"github.com/anchorline/anchorline/schemas/lookup"
 	"github.com/anchorline/anchorline/services/api"
+	"github.com/anchorline/anchorline/services/config"
 	"github.com/anchorline/anchorline/services/store"
 )
 
@@ -389,4 +393,39 @@ func JetStreamLag(js jetstream.JetStream) func(context.Context) (api.Lag, error)
 		l, err := ConsumerLag(ctx, js)
 		return api.Lag{Pending: l.Pending, AckPending: l.AckPending}, err
 	}
+}
+
+// APIURL is the base URL of the HTTP API for clients: http.addr if it is a URL; else
+// https://http.addr if a CA is configured (tls.ca, or dev's), http:// otherwise.
+func APIURL(c config.Config) string {
+	if strings.HasPrefix(c.HTTP.Addr, "http://") || strings.HasPrefix(c.HTTP.Addr, "https://") {
+		return strings.TrimSuffix(c.HTTP.Addr, "/")
+	}
+	if c.CAFile() != "" {
+		return "https://" + c.HTTP.Addr
+	}
+	return "http://" + c.HTTP.Addr
+}
+
+// APIClient is a client of the HTTP API at APIURL, trusting tls.ca's CA and sending the token
+// in http.token's file, if set.
+func APIClient(c config.Config) (*api.Client, error) {
+	cl := api.NewClient(APIURL(c))
+	if ca := c.CAFile(); ca != "" {
+		tc, err := pki.ClientConfig(ca)
+		if err != nil {
+			return nil, err
+		}
+		cl.HTTP.Transport = &http.Transport{TLSClientConfig: tc, Proxy: http.ProxyFromEnvironment}
+	}
+	if c.HTTP.Token != "" {
+		b, err := os.ReadFile(c.HTTP.Token)
+		if err != nil {
+			return nil, fmt.Errorf("http.token %s: %w", c.HTTP.Token, err)
+		}
+		if cl.Token = strings.TrimSpace(string(b)); cl.Token == "" {
+			return nil, fmt.Errorf("http.token %s: the file is empty", c.HTTP.Token)
+		}
+	}
+	return cl, nil
 }

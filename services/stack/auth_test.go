@@ -5,9 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -20,7 +18,6 @@ import (
 	"github.com/anchorline/anchorline/schemas/entry"
 	"github.com/anchorline/anchorline/schemas/reading"
 	"github.com/anchorline/anchorline/schemas/stream"
-	"github.com/anchorline/anchorline/services/api"
 	"github.com/anchorline/anchorline/services/auth"
 )
 
@@ -42,7 +39,7 @@ func TestIdentityAtTheBroker(t *testing.T) {
 	}
 	cfg = d.Config()
 	defer d.Stop()
-	client := api.NewClient("http://" + d.HTTPAddr)
+	client := d.APIClient()
 	devs := registerAll(t, ctx, client, d, "broker", 3) // Ed25519, ES256, Ed25519
 
 	connect := func(dv *testDevice, closed chan struct{}) (*nats.Conn, error) {
@@ -128,7 +125,7 @@ func TestIdentityAtTheBroker(t *testing.T) {
 
 	// The refusals are counted in the metrics (and the stats).
 	await.Until(t, ctx, "refusals in /metrics", func() (bool, string) {
-		m := metricsText(t, ctx, d.HTTPAddr)
+		_, m := get(t, ctx, client, "/metrics")
 		for _, want := range []string{`reason="revoked_kicked"} 2`, `reason="unknown_device"} 1`, `reason="revoked"} 2`} {
 			if !strings.Contains(m, want) {
 				return false, "no " + want + " in\n" + grepLines(m, "anchorline_auth")
@@ -177,21 +174,6 @@ func plainText(t *testing.T, addr string) string {
 		return answer + err.Error()
 	}
 	return answer
-}
-
-func metricsText(t *testing.T, ctx context.Context, addr string) string {
-	t.Helper()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
 }
 
 func grepLines(s, substr string) string {

@@ -23,6 +23,7 @@ import (
 	"github.com/anchorline/anchorline/internal/chserver"
 	"github.com/anchorline/anchorline/internal/pki"
 	"github.com/anchorline/anchorline/schemas/reading"
+	"github.com/anchorline/anchorline/services/api"
 	"github.com/anchorline/anchorline/services/auth"
 	"github.com/anchorline/anchorline/services/config"
 )
@@ -111,6 +112,12 @@ func (d *Dev) start(ctx context.Context) error {
 		if d.tls, err = devTLS(cfg, natsAddr); err != nil {
 			return err
 		}
+		if cfg.HTTP.TLSCert == "" {
+			// The API serves HTTPS with dev's certificate too.
+			dir := pki.Dir(cfg.TLSDir())
+			cfg.HTTP.TLSCert, cfg.HTTP.TLSKey = dir.CertFile("server"), dir.KeyFile("server")
+			d.cfg = cfg
+		}
 	}
 	ns, err := StartNATS(cfg.NATS.URL, filepath.Join(cfg.DataDir, "nats"), &d.setup, d.tls, d.log)
 	if err != nil {
@@ -164,6 +171,12 @@ func (d *Dev) start(ctx context.Context) error {
 		Env{NATSURL: ns.ClientURL(), Ledger: d.Ledger, Migrate: true, Name: "anchorline-dev",
 			AfterDeviceEvent: []func(context.Context) error{d.Auth.Refresh}, AuthStats: d.Auth.Stats})
 	return err
+}
+
+// APIClient is a client of dev's HTTP API (https with dev's CA under tls.dev).
+func (d *Dev) APIClient() *api.Client {
+	c, _ := APIClient(d.Config()) // StartDev checked the CA file; no token file is set
+	return c
 }
 
 // AuthSetup is the broker identity setup dev runs with (its seed files are the services'

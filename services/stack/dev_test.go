@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"os"
 	"strings"
 	"testing"
@@ -178,7 +177,7 @@ func TestEndToEnd(t *testing.T) {
 			t.Errorf("stop: %v", err)
 		}
 	}()
-	client := api.NewClient("http://" + d.HTTPAddr)
+	client := d.APIClient()
 	nc, err := nats.Connect(cfg.NATS.URL, d.NATSOptions(auth.RoleAdmin)...)
 	if err != nil {
 		t.Fatal(err)
@@ -454,7 +453,7 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatalf("status %+v, %v", st, err)
 	}
 	// The operator's counters, in Prometheus format.
-	resp, err := http.Get("http://" + d.HTTPAddr + "/metrics")
+	resp, err := client.HTTP.Get(client.Base + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,6 +24,7 @@ import (
 	"github.com/anchorline/anchorline/schemas/reading"
 	"github.com/anchorline/anchorline/services/api"
 	"github.com/anchorline/anchorline/services/auth"
+	"github.com/anchorline/anchorline/services/config"
 )
 
 // load publishes readings of devs, round-robin, at about rate per second until n are
@@ -105,7 +106,7 @@ func TestWorkersShareTheConsumer(t *testing.T) {
 	}
 	cfg = d.Config() // the addresses dev resolved
 	defer d.Stop()
-	client := api.NewClient("http://" + d.HTTPAddr)
+	client := d.APIClient()
 	devs := registerAll(t, ctx, client, d, "share", 6)
 
 	var wg sync.WaitGroup
@@ -204,7 +205,7 @@ func TestClickHouseOutage(t *testing.T) {
 	}
 	cfg = d.Config() // the addresses dev resolved
 	defer d.Stop()
-	client := api.NewClient("http://" + d.HTTPAddr)
+	client := d.APIClient()
 	devs := registerAll(t, ctx, client, d, "outage", 4)
 	ch, err := srv.Open(ctx, "default")
 	if err != nil {
@@ -281,7 +282,7 @@ func TestNATSRestart(t *testing.T) {
 	}
 	cfg = d.Config() // the addresses dev resolved
 	defer d.Stop()
-	client := api.NewClient("http://" + d.HTTPAddr)
+	client := d.APIClient()
 	devs := registerAll(t, ctx, client, d, "natsrs", 4)
 	l := &load{devs: devs, opts: d.NATSOptions(auth.RoleSimulator)}
 	done := make(chan error, 1)
@@ -326,7 +327,7 @@ func TestWorkerKilled(t *testing.T) {
 	}
 	cfg = d.Config() // the addresses dev resolved
 	defer d.Stop()
-	client := api.NewClient("http://" + d.HTTPAddr)
+	client := d.APIClient()
 	devs := registerAll(t, ctx, client, d, "kill", 4)
 
 	worker := func() *exec.Cmd {
@@ -402,7 +403,7 @@ func TestRevocationTakesEffect(t *testing.T) {
 	}
 	cfg = d.Config() // the addresses dev resolved
 	defer d.Stop()
-	client := api.NewClient("http://" + d.HTTPAddr)
+	client := d.APIClient()
 	dv := registerAll(t, ctx, client, d, "revoke", 1)[0]
 	nc, err := nats.Connect(cfg.NATS.URL, d.NATSOptions(auth.RoleAdmin)...)
 	if err != nil {
@@ -477,7 +478,7 @@ func TestLedgerOutage(t *testing.T) {
 	}
 	defer d.Stop()
 	cfg = d.Config()
-	client := api.NewClient("http://" + d.HTTPAddr)
+	client := d.APIClient()
 	devs := registerAll(t, ctx, client, d, "ledgerout", 4)
 
 	// About 30 s of readings: before, during and after the outage.
@@ -495,7 +496,7 @@ func TestLedgerOutage(t *testing.T) {
 	}
 	stopped := time.Now()
 	await.Until(t, ctx, "not ready, naming the ledger", func() (bool, string) {
-		code, body := readyz(t, ctx, d.HTTPAddr)
+		code, body := readyz(t, ctx, d.APIClient())
 		return code == http.StatusServiceUnavailable && strings.Contains(body, "ledger"), fmt.Sprintf("%d %s", code, body)
 	})
 	// Readings flow on while anchors wait: batches pile up unanchored, no anchor is recorded.
@@ -515,7 +516,7 @@ func TestLedgerOutage(t *testing.T) {
 	if u := unanchored(t, ctx, ch, database); u == 0 {
 		t.Fatal("no batch waits for an anchor at the end of the outage")
 	}
-	code, body := readyz(t, ctx, d.HTTPAddr)
+	code, body := readyz(t, ctx, d.APIClient())
 	if code != http.StatusServiceUnavailable || !strings.Contains(body, "ledger") {
 		t.Fatalf("/readyz with the ledger down: %d %s", code, body)
 	}
@@ -524,7 +525,7 @@ func TestLedgerOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	await.Until(t, ctx, "ready again", func() (bool, string) {
-		code, body := readyz(t, ctx, d.HTTPAddr)
+		code, body := readyz(t, ctx, d.APIClient())
 		return code == http.StatusOK, fmt.Sprintf("%d %s", code, body)
 	})
 	if err := <-done; err != nil {
@@ -561,7 +562,7 @@ func TestIngestWhileLedgerUnreachable(t *testing.T) {
 	}
 	defer d.Stop()
 	cfg = d.Config()
-	devs := registerAll(t, ctx, api.NewClient("http://"+d.HTTPAddr), d, "unreach", 4)
+	devs := registerAll(t, ctx, d.APIClient(), d, "unreach", 4)
 
 	// Dev's own services (and their key cache) go; the ledger stops; a fresh ingest worker comes.
 	if err := d.Services.Stop(); err != nil {
@@ -604,11 +605,11 @@ func TestIngestWhileLedgerUnreachable(t *testing.T) {
 	if lag, err := ConsumerLag(ctx, js); err != nil || lag.Pending+lag.AckPending != n {
 		t.Fatalf("consumer lag %+v (%v): want all %d readings unacknowledged", lag, err, n)
 	}
-	code, body := readyz(t, ctx, fresh.HTTPAddr)
+	code, body := readyz(t, ctx, clientAt(t, cfg, fresh.HTTPAddr))
 	if code != http.StatusServiceUnavailable || !strings.Contains(body, "ledger") {
 		t.Fatalf("/readyz of the fresh worker with the ledger down: %d %s", code, body)
 	}
-	if v := metricValue(t, ctx, fresh.HTTPAddr, "anchorline_ingest_deferred_total"); v < n {
+	if v := metricValue(t, ctx, clientAt(t, cfg, fresh.HTTPAddr), "anchorline_ingest_deferred_total"); v < n {
 		t.Fatalf("anchorline_ingest_deferred_total is %v, want at least %d", v, n)
 	}
 
@@ -631,7 +632,7 @@ func TestIngestWhileLedgerUnreachable(t *testing.T) {
 		t.Errorf("%d chain anomalies recorded for intact chains", a)
 	}
 	await.Until(t, ctx, "the fresh worker ready", func() (bool, string) {
-		code, body := readyz(t, ctx, fresh.HTTPAddr)
+		code, body := readyz(t, ctx, clientAt(t, cfg, fresh.HTTPAddr))
 		return code == http.StatusOK, fmt.Sprintf("%d %s", code, body)
 	})
 	st := fresh.Ingest.Stats()
@@ -641,14 +642,25 @@ func TestIngestWhileLedgerUnreachable(t *testing.T) {
 	t.Logf("worker stats after the outage: %+v", st)
 }
 
-// get returns the status code and body of GET http://addr+path.
-func get(t *testing.T, ctx context.Context, addr, path string) (int, string) {
+// clientAt is a client of the API of a process with configuration cfg listening at addr.
+func clientAt(t *testing.T, cfg config.Config, addr string) *api.Client {
 	t.Helper()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+path, nil)
+	cfg.HTTP.Addr = addr
+	c, err := APIClient(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	return c
+}
+
+// get returns the status code and body of GET path from the API c talks to.
+func get(t *testing.T, ctx context.Context, c *api.Client, path string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.Base+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := c.HTTP.Do(req)
 	if err != nil {
 		t.Fatalf("GET %s: %v", path, err)
 	}
@@ -661,15 +673,15 @@ func get(t *testing.T, ctx context.Context, addr, path string) (int, string) {
 }
 
 // readyz returns the status code and body of GET /readyz.
-func readyz(t *testing.T, ctx context.Context, addr string) (int, string) {
+func readyz(t *testing.T, ctx context.Context, c *api.Client) (int, string) {
 	t.Helper()
-	return get(t, ctx, addr, "/readyz")
+	return get(t, ctx, c, "/readyz")
 }
 
 // metricValue returns the value of a counter without labels (but the scope's) from /metrics.
-func metricValue(t *testing.T, ctx context.Context, addr, name string) float64 {
+func metricValue(t *testing.T, ctx context.Context, c *api.Client, name string) float64 {
 	t.Helper()
-	_, b := get(t, ctx, addr, "/metrics")
+	_, b := get(t, ctx, c, "/metrics")
 	for _, line := range strings.Split(b, "\n") {
 		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
 			continue

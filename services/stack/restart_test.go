@@ -41,7 +41,7 @@ func TestRestart(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return d, api.NewClient("http://" + d.HTTPAddr), js, func() {
+		return d, d.APIClient(), js, func() {
 			nc.Close()
 			if err := d.Stop(); err != nil {
 				t.Errorf("stop: %v", err)

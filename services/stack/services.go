@@ -2,6 +2,7 @@ package stack
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -151,7 +152,21 @@ func (s *Services) start(ctx context.Context, cfg config.Config, roles Roles, en
 	}
 	s.Backend = b
 
-	hs := &http.Server{Handler: api.Handler(b.Deps(), s.log), ReadHeaderTimeout: 10 * time.Second}
+	deps := b.Deps()
+	if cfg.HTTP.Tokens != "" {
+		if deps.Tokens, err = api.LoadTokens(cfg.HTTP.Tokens); err != nil {
+			return fmt.Errorf("%w: %w (`anchorline api token --audience NAME --out FILE` writes one)", config.ErrInvalid, err)
+		}
+	}
+	hs := &http.Server{Handler: api.Handler(deps, s.log), ReadHeaderTimeout: 10 * time.Second}
+	if cfg.HTTP.TLSCert != "" {
+		pair, err := tls.LoadX509KeyPair(cfg.HTTP.TLSCert, cfg.HTTP.TLSKey)
+		if err != nil {
+			return fmt.Errorf("%w: http.tls_cert %s, http.tls_key %s: %w", config.ErrInvalid, cfg.HTTP.TLSCert, cfg.HTTP.TLSKey, err)
+		}
+		hs.TLSConfig = &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}
+		ln = tls.NewListener(ln, hs.TLSConfig)
+	}
 	if s.Ingest != nil {
 		s.goRun("ingest", s.Ingest.Run)
 	}

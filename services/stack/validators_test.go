@@ -26,7 +26,6 @@ import (
 	"github.com/anchorline/anchorline/schemas/bundle"
 	"github.com/anchorline/anchorline/schemas/reading"
 	"github.com/anchorline/anchorline/schemas/stream"
-	"github.com/anchorline/anchorline/services/api"
 	"github.com/anchorline/anchorline/services/config"
 )
 
@@ -102,7 +101,7 @@ func TestFourValidators(t *testing.T) {
 			t.Error(err)
 		}
 	}()
-	client := api.NewClient("http://" + s.HTTPAddr)
+	client := clientAt(t, cfg, s.HTTPAddr)
 	nc, js, err := ConnectNATS(ctx, cfg.NATS.URL, "four-validators-test", log)
 	if err != nil {
 		t.Fatal(err)
@@ -185,7 +184,7 @@ func TestFourValidators(t *testing.T) {
 		t.Fatalf("the client still uses %s, which stopped", cur)
 	}
 	awaitAllAnchored(t, ctx, ch, database, uint64(total))
-	if code, body := readyz(t, ctx, s.HTTPAddr); code != http.StatusOK {
+	if code, body := readyz(t, ctx, client); code != http.StatusOK {
 		t.Fatalf("/readyz with one of four validators down: %d %s", code, body)
 	}
 
@@ -243,7 +242,7 @@ func TestFourValidators(t *testing.T) {
 	var body string
 	await.Until(t, ctx, "the anchoring stats or /readyz saying why, or a second resubmit", func() (bool, string) {
 		st = s.Anchoring.Stats()
-		code, body = readyz(t, ctx, s.HTTPAddr)
+		code, body = readyz(t, ctx, client)
 		says := st.LastError != "" || code != http.StatusOK
 		return says || logs.count(notInABlock) > resubmitsAtStop+1, fmt.Sprintf("%d resubmits logged", logs.count(notInABlock)-resubmitsAtStop)
 	})
@@ -261,7 +260,7 @@ func TestFourValidators(t *testing.T) {
 	publish(200)
 	awaitAllAnchored(t, ctx, ch, database, uint64(total))
 	await.Until(t, ctx, "ready again", func() (bool, string) {
-		code, body := readyz(t, ctx, s.HTTPAddr)
+		code, body := readyz(t, ctx, client)
 		return code == http.StatusOK, fmt.Sprintf("%d %s", code, body)
 	})
 	if r := count(t, ctx, ch, "SELECT count() FROM "+database+".rejected"); r != 0 {
