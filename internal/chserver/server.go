@@ -1,8 +1,10 @@
 package chserver
 
 import (
-	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/xml"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -28,10 +30,14 @@ var ErrNotInstalled = errors.New("clickhouse-server is not installed: install it
 
 // Server is a running private clickhouse-server.
 type Server struct {
-	Addr string // native protocol, host:port
-	HTTP string // HTTP interface, host:port
-	dir  string
-	cmd  *exec.Cmd
+	Addr string // native protocol, host:port (over TLS if Secure)
+	HTTP string // HTTP interface, host:port; "" if Secure (a TLS server has no plain listener)
+	// Secure says that Addr serves the native protocol over TLS only (StartTLS): connect with
+	// Open, or with clickhouse-go's Options.TLS set to ClientTLS().
+	Secure bool
+	tls    *tls.Config // how Open connects if Secure
+	dir    string
+	cmd    *exec.Cmd
 	// logFrom is where each log file ended when this server started.
 	logFrom map[string]int64
 	done    chan error // receives the process's exit
@@ -66,8 +72,7 @@ const configXML = `<?xml version="1.0"?>
         <count>2</count>
     </logger>
     <listen_host>{{host}}</listen_host>
-    <tcp_port>{{tcp}}</tcp_port>
-    <http_port>{{http}}</http_port>
+{{listeners}}
     <path>{{dir}}/data/</path>
     <tmp_path>{{dir}}/tmp/</tmp_path>
     <user_files_path>{{dir}}/user_files/</user_files_path>
@@ -143,6 +148,67 @@ var errPortTaken = errors.New("a port was taken")
 // child's own. Data in dir survives a restart. A port this function picked that another
 // process takes before the server binds it is picked anew.
 func Start(ctx context.Context, dir, addr string, log *slog.Logger) (*Server, error) {
+	return startServer(ctx, dir, addr, nil, log)
+}
+
+// tlsFiles is what a TLS server serves with, and how this package connects to it.
+type tlsFiles struct {
+	cert, key string      // PEM files, absolute paths
+	client    *tls.Config // for the readiness check and Open
+}
+
+// StartTLS is Start with the native protocol served over TLS only: addr is ClickHouse's
+// tcp_port_secure, with the certificate (chain) in certFile and its private key in keyFile
+// (PEM; an "EC PRIVATE KEY", a PKCS#8 "PRIVATE KEY" or an "RSA PRIVATE KEY", unencrypted),
+// TLS 1.2 or newer, no client certificates. The server has no plain native or HTTP listener
+// (Server.HTTP is ""). client is how the readiness check and Open connect (for example
+// pki.ClientConfig of the CA that issued certFile); nil trusts the certificates in certFile
+// themselves (a pin). A client configuration that does not trust the server's certificate
+// fails the start at once.
+func StartTLS(ctx context.Context, dir, addr, certFile, keyFile string, client *tls.Config, log *slog.Logger) (*Server, error) {
+	t, err := newTLSFiles(certFile, keyFile, client)
+	if err != nil {
+		return nil, err
+	}
+	return startServer(ctx, dir, addr, t, log)
+}
+
+func newTLSFiles(certFile, keyFile string, client *tls.Config) (*tlsFiles, error) {
+	var err error
+	t := &tlsFiles{}
+	if t.cert, err = filepath.Abs(certFile); err != nil {
+		return nil, fmt.Errorf("clickhouse tls certificate %q: %w", certFile, err)
+	}
+	if t.key, err = filepath.Abs(keyFile); err != nil {
+		return nil, fmt.Errorf("clickhouse tls key %q: %w", keyFile, err)
+	}
+	// Checked here for a clear message: the server would exit with a terse OpenSSL error,
+	// or wait on its terminal for the passphrase of an encrypted key.
+	if _, err := tls.LoadX509KeyPair(t.cert, t.key); err != nil {
+		return nil, fmt.Errorf("clickhouse tls %s, %s: %w", t.cert, t.key, err)
+	}
+	if client != nil {
+		t.client = client.Clone()
+	} else if t.client, err = trustCert(t.cert); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// trustCert is a client configuration that trusts the certificates in certFile themselves.
+func trustCert(certFile string) (*tls.Config, error) {
+	b, err := os.ReadFile(certFile)
+	if err != nil {
+		return nil, fmt.Errorf("clickhouse tls certificate: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("clickhouse tls certificate %s: no PEM certificate in it", certFile)
+	}
+	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
+}
+
+func startServer(ctx context.Context, dir, addr string, t *tlsFiles, log *slog.Logger) (*Server, error) {
 	bin, err := Binary()
 	if err != nil {
 		return nil, err
@@ -184,11 +250,13 @@ func Start(ctx context.Context, dir, addr string, log *slog.Logger) (*Server, er
 				return nil, err
 			}
 		}
-		httpPort, err := freePort(host)
-		if err != nil {
-			return nil, err
+		httpPort := 0
+		if t == nil {
+			if httpPort, err = freePort(host); err != nil {
+				return nil, err
+			}
 		}
-		s, err := start(ctx, bin, dir, host, port, httpPort, log)
+		s, err := start(ctx, bin, dir, host, port, httpPort, t, log)
 		if errors.Is(err, errPortTaken) && attempt < 5 {
 			log.Warn("private ClickHouse: a port was taken before the server bound it, picking others", "tcp", port, "http", httpPort)
 			continue
@@ -196,17 +264,48 @@ func Start(ctx context.Context, dir, addr string, log *slog.Logger) (*Server, er
 		if err != nil {
 			return nil, err
 		}
-		log.Info("private ClickHouse ready", "addr", s.Addr, "dir", dir, "pid", s.cmd.Process.Pid)
+		log.Info("private ClickHouse ready", "addr", s.Addr, "tls", s.Secure, "dir", dir, "pid", s.cmd.Process.Pid)
 		return s, nil
 	}
 }
 
-func start(ctx context.Context, bin, dir, host string, tcp, httpPort int, log *slog.Logger) (*Server, error) {
+// plainListeners are the native and HTTP ports of a server without TLS.
+const plainListeners = `    <tcp_port>{{tcp}}</tcp_port>
+    <http_port>{{http}}</http_port>`
+
+// tlsListeners is the one listener of a TLS server. Without tcp_port and http_port, 18.16
+// opens no plain listener. Its OpenSSL (through Poco's SSLManager) reads the key with
+// PEM_read_PrivateKey: SEC 1 "EC PRIVATE KEY", PKCS#8 "PRIVATE KEY" and PKCS#1 all load.
+const tlsListeners = `    <tcp_port_secure>{{tcp}}</tcp_port_secure>
+    <openSSL>
+        <server>
+            <certificateFile>{{cert}}</certificateFile>
+            <privateKeyFile>{{key}}</privateKeyFile>
+            <verificationMode>none</verificationMode>
+            <loadDefaultCAFile>false</loadDefaultCAFile>
+            <disableProtocols>sslv2,sslv3,tlsv1,tlsv1_1</disableProtocols>
+            <cipherList>HIGH:!aNULL:!eNULL:!MD5:!RC4:!3DES</cipherList>
+            <preferServerCiphers>true</preferServerCiphers>
+        </server>
+    </openSSL>`
+
+// xmlText escapes s for an XML element's text.
+func xmlText(s string) string {
+	var b strings.Builder
+	_ = xml.EscapeText(&b, []byte(s)) // a strings.Builder does not fail
+	return b.String()
+}
+
+func start(ctx context.Context, bin, dir, host string, tcp, httpPort int, t *tlsFiles, log *slog.Logger) (*Server, error) {
+	vars := []string{"{{dir}}", xmlText(dir), "{{host}}", xmlText(host), "{{tcp}}", strconv.Itoa(tcp), "{{http}}", strconv.Itoa(httpPort)}
+	listeners := plainListeners
+	if t != nil {
+		listeners = tlsListeners
+		vars = append(vars, "{{cert}}", xmlText(t.cert), "{{key}}", xmlText(t.key))
+	}
+	listeners = strings.NewReplacer(vars...).Replace(listeners)
 	r := func(s string) []byte {
-		for k, v := range map[string]string{"{{dir}}": dir, "{{host}}": host, "{{tcp}}": strconv.Itoa(tcp), "{{http}}": strconv.Itoa(httpPort)} {
-			s = string(bytes.ReplaceAll([]byte(s), []byte(k), []byte(v)))
-		}
-		return []byte(s)
+		return []byte(strings.NewReplacer(append(vars, "{{listeners}}", listeners)...).Replace(s))
 	}
 	if err := os.WriteFile(filepath.Join(dir, "config.xml"), r(configXML), 0o640); err != nil {
 		return nil, err
@@ -218,8 +317,12 @@ func start(ctx context.Context, bin, dir, host string, tcp, httpPort int, log *s
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{Addr: net.JoinHostPort(host, strconv.Itoa(tcp)), HTTP: net.JoinHostPort(host, strconv.Itoa(httpPort)),
-		dir: dir, done: make(chan error, 1), log: log, logFrom: logSizes(dir)}
+	s := &Server{Addr: net.JoinHostPort(host, strconv.Itoa(tcp)), dir: dir, done: make(chan error, 1), log: log, logFrom: logSizes(dir)}
+	if t != nil {
+		s.Secure, s.tls = true, t.client
+	} else {
+		s.HTTP = net.JoinHostPort(host, strconv.Itoa(httpPort))
+	}
 	cmd := exec.Command(bin, "--config-file="+filepath.Join(dir, "config.xml"))
 	cmd.Dir = dir
 	cmd.Stdout, cmd.Stderr = out, out
@@ -311,6 +414,10 @@ func logSizes(dir string) map[string]int64 {
 // errExited means the server process ended before it answered.
 var errExited = errors.New("exited before it was ready")
 
+// errUntrusted means a TLS server answered with a certificate that the client configuration
+// given to StartTLS does not trust.
+var errUntrusted = errors.New("the client TLS configuration does not trust the server's certificate")
+
 // waitReady pings the server until it answers, its process exits, or two minutes have passed.
 func (s *Server) waitReady(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute) // bounds the pings too
@@ -328,7 +435,12 @@ func (s *Server) waitReady(ctx context.Context) error {
 			return struct{}{}, err
 		}
 		defer conn.Close()
-		return struct{}{}, conn.Ping(ctx)
+		err = conn.Ping(ctx)
+		if _, ok := errors.AsType[*tls.CertificateVerificationError](err); ok {
+			// The server answers, with a certificate the client configuration does not trust.
+			return struct{}{}, retry.Permanent(fmt.Errorf("%w: %w", errUntrusted, err))
+		}
+		return struct{}{}, err
 	}, func(err error, next time.Duration) {
 		s.log.DebugContext(ctx, "private ClickHouse not ready yet", "addr", s.Addr, "err", err, "retry_in", next)
 	})
@@ -340,6 +452,9 @@ func (s *Server) waitReady(ctx context.Context) error {
 	why := lastError(tail)
 	if errors.Is(err, errExited) {
 		return fmt.Errorf("clickhouse-server %w: %s (log in %s)", err, why, filepath.Join(s.dir, "log"))
+	}
+	if errors.Is(err, errUntrusted) {
+		return fmt.Errorf("clickhouse-server on %s: %w", s.Addr, err)
 	}
 	return fmt.Errorf("clickhouse-server on %s not ready: %w: %s (log in %s)", s.Addr, err, why, filepath.Join(s.dir, "log"))
 }
@@ -378,10 +493,20 @@ func (s *Server) open(database string) (driver.Conn, error) {
 		Addr:        []string{s.Addr},
 		Auth:        clickhouse.Auth{Database: database, Username: "default"},
 		DialTimeout: 2 * time.Second,
+		TLS:         s.ClientTLS(),
 	})
 }
 
-// Open connects to the server over the native protocol.
+// ClientTLS is a copy of the client TLS configuration that Open uses for a Secure server
+// (the one given to StartTLS), for clickhouse-go's Options.TLS; nil for a server without TLS.
+func (s *Server) ClientTLS() *tls.Config {
+	if s.tls == nil {
+		return nil
+	}
+	return s.tls.Clone()
+}
+
+// Open connects to the server over the native protocol (over TLS if Secure).
 func (s *Server) Open(ctx context.Context, database string) (driver.Conn, error) {
 	conn, err := s.open(database)
 	if err != nil {
