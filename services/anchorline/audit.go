@@ -326,7 +326,7 @@ and bounds the readings' device time.`,
 					return exitError{exitIncomplete, fmt.Errorf("audit could not check the ledger against %s: %w", trust, err)}
 				}
 			}
-			ch, err := stack.OpenClickHouse(cmd.Context(), cfg.ClickHouse, log)
+			ch, err := stack.OpenClickHouse(cmd.Context(), cfg, log)
 			if err != nil {
 				return exitError{exitIncomplete, fmt.Errorf("audit could not run: %w", err)}
 			}

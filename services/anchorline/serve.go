@@ -50,7 +50,7 @@ func migrateCmd() *cobra.Command {
 				return err
 			}
 			ctx := cmd.Context()
-			ch, err := stack.OpenClickHouse(ctx, cfg.ClickHouse, log)
+			ch, err := stack.OpenClickHouse(ctx, cfg, log)
 			if err != nil {
 				return err
 			}

@@ -425,7 +425,7 @@ func (r *runner) setUp(ctx context.Context) (func(), error) {
 	stops = append(stops, func() { _ = r.node.Stop() })
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if r.ch, err = stack.OpenClickHouse(cctx, r.cfg.ClickHouse, quiet); err != nil {
+	if r.ch, err = stack.OpenClickHouse(cctx, r.cfg, quiet); err != nil {
 		return cleanup, err
 	}
 	stops = append(stops, func() { r.ch.Close() })

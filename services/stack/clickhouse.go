@@ -2,6 +2,7 @@ package stack
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -10,6 +11,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
+	"github.com/anchorline/anchorline/internal/pki"
 	"github.com/anchorline/anchorline/internal/retry"
 	"github.com/anchorline/anchorline/services/config"
 )
@@ -18,10 +20,16 @@ import (
 var ErrClickHouseUnreachable = errors.New("clickhouse not reachable")
 
 // OpenClickHouse connects to ClickHouse over the native protocol (the only one that works with
-// 18.16), retrying with backoff until the server answers, clickhouse.startup_timeout passes
-// (an error wrapping ErrClickHouseUnreachable that says what to do) or ctx ends. Tables are
-// always named with their database, so the connection itself uses `default`.
-func OpenClickHouse(ctx context.Context, c config.ClickHouse, log *slog.Logger) (driver.Conn, error) {
+// 18.16), with TLS if clickhouse.secure (trusting tls.ca, or the system's roots without one),
+// retrying with backoff until the server answers, clickhouse.startup_timeout passes (an error
+// wrapping ErrClickHouseUnreachable that says what to do) or ctx ends. Tables are always named
+// with their database, so the connection itself uses `default`.
+func OpenClickHouse(ctx context.Context, cfg config.Config, log *slog.Logger) (driver.Conn, error) {
+	c := cfg.ClickHouse
+	tc, err := ClickHouseTLS(cfg)
+	if err != nil {
+		return nil, err
+	}
 	conn, err := clickhouse.Open(&clickhouse.Options{
 		Addr:            []string{c.Addr},
 		Auth:            clickhouse.Auth{Database: "default", Username: c.Username, Password: c.Password},
@@ -29,6 +37,7 @@ func OpenClickHouse(ctx context.Context, c config.ClickHouse, log *slog.Logger) 
 		MaxOpenConns:    8,
 		MaxIdleConns:    8,
 		ConnMaxLifetime: time.Hour,
+		TLS:             tc,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("clickhouse.addr %s: %w", c.Addr, err)
@@ -49,4 +58,21 @@ func OpenClickHouse(ctx context.Context, c config.ClickHouse, log *slog.Logger) 
 		return nil, fmt.Errorf("clickhouse.addr %s: %w", c.Addr, err)
 	}
 	return conn, nil
+}
+
+// ClickHouseTLS is the client TLS configuration of clickhouse.secure: trust tls.ca's CA, or the
+// system's roots if there is none; nil without clickhouse.secure.
+func ClickHouseTLS(cfg config.Config) (*tls.Config, error) {
+	if !cfg.ClickHouse.Secure {
+		return nil, nil
+	}
+	ca := cfg.CAFile()
+	if ca == "" {
+		return &tls.Config{MinVersion: tls.VersionTLS12}, nil
+	}
+	tc, err := pki.ClientConfig(ca)
+	if err != nil {
+		return nil, fmt.Errorf("%w: clickhouse.secure: %w", config.ErrInvalid, err)
+	}
+	return tc, nil
 }

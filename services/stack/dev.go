@@ -96,18 +96,6 @@ func (d *Dev) start(ctx context.Context) error {
 		return err
 	}
 
-	if cfg.ClickHouse.Embedded {
-		srv, err := chserver.Start(ctx, filepath.Join(cfg.DataDir, "clickhouse"), cfg.ClickHouse.Addr, d.log)
-		if err != nil {
-			return fmt.Errorf("clickhouse.embedded: %w", err)
-		}
-		d.ClickHouse = srv
-		d.stops = append(d.stops, srv.Stop)
-	}
-
-	if d.setup, err = auth.Init(cfg.AuthDir()); err != nil {
-		return err
-	}
 	if cfg.TLS.Dev {
 		if d.tls, err = devTLS(cfg, natsAddr); err != nil {
 			return err
@@ -118,6 +106,36 @@ func (d *Dev) start(ctx context.Context) error {
 			cfg.HTTP.TLSCert, cfg.HTTP.TLSKey = dir.CertFile("server"), dir.KeyFile("server")
 			d.cfg = cfg
 		}
+	}
+
+	if cfg.ClickHouse.Embedded {
+		start := func() (*chserver.Server, error) {
+			return chserver.Start(ctx, filepath.Join(cfg.DataDir, "clickhouse"), cfg.ClickHouse.Addr, d.log)
+		}
+		if cfg.ClickHouse.Secure {
+			// The private server speaks TLS only, with dev's certificate.
+			if !cfg.TLS.Dev {
+				return fmt.Errorf("%w: clickhouse.secure with clickhouse.embedded: the private server needs dev's certificate; set tls.dev true", config.ErrInvalid)
+			}
+			ctls, err := ClickHouseTLS(cfg)
+			if err != nil {
+				return err
+			}
+			dir := pki.Dir(cfg.TLSDir())
+			start = func() (*chserver.Server, error) {
+				return chserver.StartTLS(ctx, filepath.Join(cfg.DataDir, "clickhouse"), cfg.ClickHouse.Addr, dir.CertFile("server"), dir.KeyFile("server"), ctls, d.log)
+			}
+		}
+		srv, err := start()
+		if err != nil {
+			return fmt.Errorf("clickhouse.embedded: %w", err)
+		}
+		d.ClickHouse = srv
+		d.stops = append(d.stops, srv.Stop)
+	}
+
+	if d.setup, err = auth.Init(cfg.AuthDir()); err != nil {
+		return err
 	}
 	ns, err := StartNATS(cfg.NATS.URL, filepath.Join(cfg.DataDir, "nats"), &d.setup, d.tls, d.log)
 	if err != nil {
@@ -198,10 +216,10 @@ func (d *Dev) NATSTLS() []nats.Option {
 }
 
 // devTLS makes (once) dev's private CA and the certificate its servers present, for loopback
-// and the hosts of nats.url and http.addr, under data_dir/tls.
+// and the hosts of nats.url, http.addr and clickhouse.addr, under data_dir/tls.
 func devTLS(cfg config.Config, natsAddr string) (*tls.Config, error) {
 	hosts := []string{"127.0.0.1", "::1", "localhost"}
-	for _, addr := range []string{natsAddr, cfg.HTTP.Addr} {
+	for _, addr := range []string{natsAddr, cfg.HTTP.Addr, cfg.ClickHouse.Addr} {
 		if h, _, err := net.SplitHostPort(addr); err == nil && h != "" && !slices.Contains(hosts, h) {
 			hosts = append(hosts, h)
 		}

@@ -89,7 +89,7 @@ func (s *Services) start(ctx context.Context, cfg config.Config, roles Roles, en
 	s.onStop(func() error { ln.Close(); return nil }) // replaced by the server's shutdown below
 	s.HTTPAddr = ln.Addr().String()
 
-	ch, err := OpenClickHouse(ctx, cfg.ClickHouse, s.log)
+	ch, err := OpenClickHouse(ctx, cfg, s.log)
 	if err != nil {
 		return err
 	}
