@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -96,8 +97,9 @@ var _ RPC = (*Failover)(nil)
 
 // NewFailover returns a Failover over the RPC addresses addrs (host:port, or a URL such as
 // tcp://host:port or https://host:port), in order of preference; the first is used first.
-// It logs switches and nodes going down to log (nil: slog.Default()).
-func NewFailover(addrs []string, log *slog.Logger) (*Failover, error) {
+// With tlsCfg, host:port addresses are reached over https with it. It logs switches and nodes
+// going down to log (nil: slog.Default()).
+func NewFailover(addrs []string, tlsCfg *tls.Config, log *slog.Logger) (*Failover, error) {
 	if len(addrs) == 0 {
 		return nil, errors.New("ledger failover: no RPC address")
 	}
@@ -106,7 +108,7 @@ func NewFailover(addrs []string, log *slog.Logger) (*Failover, error) {
 	}
 	f := &Failover{CallTimeout: DefaultCallTimeout, Backoff: retry.Default(), log: log}
 	for _, a := range addrs {
-		c, err := newNodeRPC(a)
+		c, err := NewRPC(a, tlsCfg)
 		if err != nil {
 			return nil, fmt.Errorf("ledger rpc %s: %w", a, err)
 		}
@@ -115,18 +117,23 @@ func NewFailover(addrs []string, log *slog.Logger) (*Failover, error) {
 	return f, nil
 }
 
-// newNodeRPC is CometBFT's HTTP RPC client for one address, over an HTTP client whose dials
-// follow the call's context and which reports a 5xx answer as a failure of the node.
-func newNodeRPC(addr string) (*rpchttp.HTTP, error) {
+// NewRPC is CometBFT's HTTP RPC client for one node (host:port or a URL), over an HTTP client
+// whose dials follow the call's context and which reports a 5xx answer as a failure of the
+// node. With tlsCfg a host:port is reached over https, trusting what tlsCfg trusts.
+func NewRPC(addr string, tlsCfg *tls.Config) (*rpchttp.HTTP, error) {
 	remote := addr
 	if !strings.Contains(remote, "://") {
 		remote = "tcp://" + remote
+		if tlsCfg != nil {
+			remote = "https://" + addr
+		}
 	}
 	hc := &http.Client{Transport: serverErrors{&http.Transport{
 		DisableCompression:  true, // as CometBFT's default client: no gzip bombs
 		DialContext:         (&net.Dialer{}).DialContext,
 		Proxy:               http.ProxyFromEnvironment,
 		MaxIdleConnsPerHost: 16, // the client is shared: keep connections for concurrent callers
+		TLSClientConfig:     tlsCfg,
 	}}}
 	return rpchttp.NewWithClient(remote, "/websocket", hc)
 }

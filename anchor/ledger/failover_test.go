@@ -115,7 +115,7 @@ func registration(t *testing.T, admin ed25519.PrivateKey, dev string) []byte {
 
 func failover(t *testing.T, addrs []string, log *slog.Logger) (*ledger.Failover, *ledger.Client) {
 	t.Helper()
-	f, err := ledger.NewFailover(addrs, log)
+	f, err := ledger.NewFailover(addrs, nil, log)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
@@ -36,6 +37,15 @@ func StartHome(ctx context.Context, home string, o HomeOptions) (*Node, error) {
 		if rpcLn, err = listenRPC(conf.RPC.ListenAddress); err != nil {
 			return nil, fmt.Errorf("ledger home %s: %w", home, err)
 		}
+	}
+	if rpcLn != nil && conf.RPC.IsTLSEnabled() {
+		// config.toml's [rpc] tls_cert_file and tls_key_file: the RPC is served over https.
+		pair, err := tls.LoadX509KeyPair(conf.RPC.CertFile(), conf.RPC.KeyFile())
+		if err != nil {
+			rpcLn.Close()
+			return nil, fmt.Errorf("ledger home %s: rpc.tls_cert_file, rpc.tls_key_file: %w", home, err)
+		}
+		rpcLn = tls.NewListener(rpcLn, &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12})
 	}
 	conf.RPC.ListenAddress = "" // served on rpcLn by serveRPC, not by CometBFT's own server
 	n, err := launch(ctx, conf, rpcLn, o.Logger)

@@ -90,7 +90,7 @@ func TestLightChainAcrossValidatorChanges(t *testing.T) {
 			t.Error(err)
 		}
 	}()
-	f, err := ledger.NewFailover(tn.RPCAddrs(), log)
+	f, err := ledger.NewFailover(tn.RPCAddrs(), nil, log)
 	if err != nil {
 		t.Fatal(err)
 	}

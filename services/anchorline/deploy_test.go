@@ -127,7 +127,7 @@ func TestSeparateServices(t *testing.T) {
 		t.Fatalf("auth init: %v\n%s", err, out)
 	}
 	setup := auth.Setup{Dir: authDir}
-	ns, err := stack.StartNATS("nats://127.0.0.1:0", filepath.Join(dir, "nats"), &setup, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	ns, err := stack.StartNATS("nats://127.0.0.1:0", filepath.Join(dir, "nats"), stack.NATSServer{Auth: &setup}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 
-	rpchttp "github.com/cometbft/cometbft/rpc/client/http"
 	"github.com/spf13/cobra"
 
 	"github.com/anchorline/anchorline/anchor/ledger"
@@ -74,17 +73,21 @@ func migrateCmd() *cobra.Command {
 // several validators' through a ledger.Failover that uses whichever answers.
 func remoteLedger(cfg config.Config, log *slog.Logger) (*ledger.Client, error) {
 	addrs := cfg.Ledger.RPCAddrs()
+	tlsCfg, err := stack.LedgerTLS(cfg)
+	if err != nil {
+		return nil, badInput(err)
+	}
 	switch len(addrs) {
 	case 0:
 		return nil, fmt.Errorf("ledger.rpc is empty: give the RPC address of a ledger node (host:port), or of several validators separated by commas")
 	case 1:
-		rpc, err := rpchttp.New("tcp://"+addrs[0], "/websocket")
+		rpc, err := ledger.NewRPC(addrs[0], tlsCfg)
 		if err != nil {
 			return nil, fmt.Errorf("ledger.rpc %s: %w", addrs[0], err)
 		}
 		return ledger.NewClient(rpc, log), nil
 	}
-	rpc, err := ledger.NewFailover(addrs, log)
+	rpc, err := ledger.NewFailover(addrs, tlsCfg, log)
 	if err != nil {
 		return nil, fmt.Errorf("ledger.rpc %s: %w", cfg.Ledger.RPC, err)
 	}

@@ -45,6 +45,9 @@ const (
 	RefusedUnavailable = "registry_error" // the ledger could not answer (the device may retry)
 	RefusedBadRequest  = "bad_request"    // the callout request itself did not decode
 	Kicked             = "revoked_kicked" // an open connection closed after its device's revocation
+	// PermissionViolation is a connected client publishing or subscribing where it may not
+	// (another device's subject, iot.readings.>, the JetStream API), as the server reported it.
+	PermissionViolation = "permission_violation"
 )
 
 // Service answers NATS's auth callout for devices from the ledger's device registry and closes
@@ -217,6 +220,15 @@ type authErrEvent struct {
 		Host string `json:"host"`
 	} `json:"client"`
 	Reason string `json:"reason"`
+}
+
+// Violation counts a permissions violation a server reported (its log line names the client
+// and, for a device, its id) and logs it.
+func (s *Service) Violation(detail string) {
+	s.mu.Lock()
+	s.refused[PermissionViolation]++
+	s.mu.Unlock()
+	s.log.Warn("nats: permissions violation refused by the server", "detail", detail)
 }
 
 // onAuthError counts a connection a server refused at authentication and logs who it was.

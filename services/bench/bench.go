@@ -396,7 +396,7 @@ func (r *runner) setUp(ctx context.Context) (func(), error) {
 	if r.setup, err = auth.Init(filepath.Join(r.dir, "nats-auth")); err != nil {
 		return cleanup, err
 	}
-	ns, err := stack.StartNATS("nats://127.0.0.1:0", filepath.Join(r.dir, "nats"), &r.setup, nil, quiet)
+	ns, err := stack.StartNATS("nats://127.0.0.1:0", filepath.Join(r.dir, "nats"), stack.NATSServer{Auth: &r.setup}, quiet)
 	if err != nil {
 		return cleanup, err
 	}

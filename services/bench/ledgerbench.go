@@ -223,7 +223,7 @@ func (lr *ledgerRunner) runNetwork(ctx context.Context, n int) (Ledger, error) {
 	defer func() { _ = tn.Close() }()
 	// One client over every validator's RPC, as ledger.rpc lists them for the anchoring
 	// service: it uses node0 until node0 stops, then the next that answers.
-	rpc, err := ledger.NewFailover(tn.RPCAddrs(), lr.log) // logs its switches
+	rpc, err := ledger.NewFailover(tn.RPCAddrs(), nil, lr.log) // logs its switches
 	if err != nil {
 		return res, err
 	}

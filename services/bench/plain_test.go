@@ -25,7 +25,7 @@ func plainStack(t *testing.T, ctx context.Context) *runner {
 	t.Helper()
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	addr, db, conn := chserver.NewDatabase(t)
-	ns, err := stack.StartNATS("nats://127.0.0.1:0", filepath.Join(t.TempDir(), "nats"), nil, nil, quiet)
+	ns, err := stack.StartNATS("nats://127.0.0.1:0", filepath.Join(t.TempDir(), "nats"), stack.NATSServer{}, quiet)
 	if err != nil {
 		t.Fatal(err)
 	}

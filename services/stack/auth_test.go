@@ -26,8 +26,8 @@ import (
 // are stored; a plain-text client, an anonymous client and an unregistered device are refused
 // at connect; a device
 // revoked through the API and one revoked straight on the ledger (the auth service learns of it
-// only by following blocks) are disconnected and cannot come back; the refusals show in
-// /metrics.
+// only by following blocks) are disconnected and cannot come back; a device publishing on
+// another's subject is refused by the server; the refusals show in /metrics.
 func TestIdentityAtTheBroker(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -123,10 +123,22 @@ func TestIdentityAtTheBroker(t *testing.T) {
 	default:
 	}
 
+	// A device publishing on another device's subject is refused by the server, and counted.
+	forger, err := connect(devs[2], nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := forger.Publish(reading.Subject(devs[0].ID), devs[2].next(t)); err != nil {
+		t.Fatal(err)
+	}
+	if err := forger.Flush(); err != nil {
+		t.Fatal(err)
+	}
+
 	// The refusals are counted in the metrics (and the stats).
 	await.Until(t, ctx, "refusals in /metrics", func() (bool, string) {
 		_, m := get(t, ctx, client, "/metrics")
-		for _, want := range []string{`reason="revoked_kicked"} 2`, `reason="unknown_device"} 1`, `reason="revoked"} 2`} {
+		for _, want := range []string{`reason="revoked_kicked"} 2`, `reason="unknown_device"} 1`, `reason="revoked"} 2`, `reason="permission_violation"} 1`} {
 			if !strings.Contains(m, want) {
 				return false, "no " + want + " in\n" + grepLines(m, "anchorline_auth")
 			}

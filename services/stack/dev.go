@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -41,8 +42,9 @@ type Dev struct {
 
 	natsMu sync.Mutex
 	nats   *server.Server
-	setup  auth.Setup  // the broker's identity: accounts, service seeds, callout issuer
-	tls    *tls.Config // the embedded NATS server's, with tls.dev; nil without
+	setup  auth.Setup           // the broker's identity: accounts, service seeds, callout issuer
+	authp  atomic.Pointer[Auth] // Auth, for the NATS server's goroutines
+	tls    *tls.Config          // the embedded NATS server's, with tls.dev; nil without
 
 	// Parts, for tests and status.
 	Node       *node.Node // the embedded ledger node (replaced by StartLedger)
@@ -137,7 +139,7 @@ func (d *Dev) start(ctx context.Context) error {
 	if d.setup, err = auth.Init(cfg.AuthDir()); err != nil {
 		return err
 	}
-	ns, err := StartNATS(cfg.NATS.URL, filepath.Join(cfg.DataDir, "nats"), &d.setup, d.tls, d.log)
+	ns, err := StartNATS(cfg.NATS.URL, filepath.Join(cfg.DataDir, "nats"), d.natsServerOptions(), d.log)
 	if err != nil {
 		return err
 	}
@@ -180,6 +182,7 @@ func (d *Dev) start(ctx context.Context) error {
 	if d.Auth, err = StartAuth(ctx, d.setup, ns.ClientURL(), d.Ledger, d.log, clientTLS...); err != nil {
 		return err
 	}
+	d.authp.Store(d.Auth)
 	authCtx, stopAuth := context.WithCancel(context.WithoutCancel(ctx))
 	authDone := make(chan struct{})
 	go func() { defer close(authDone); _ = d.Auth.Run(authCtx) }()
@@ -195,6 +198,16 @@ func (d *Dev) start(ctx context.Context) error {
 func (d *Dev) APIClient() *api.Client {
 	c, _ := APIClient(d.Config()) // StartDev checked the CA file; no token file is set
 	return c
+}
+
+// natsServerOptions secure the embedded NATS server: the auth setup, TLS with tls.dev, and
+// permissions violations counted by the auth service.
+func (d *Dev) natsServerOptions() NATSServer {
+	return NATSServer{Auth: &d.setup, TLS: d.tls, Violation: func(detail string) {
+		if a := d.authp.Load(); a != nil {
+			a.Violation(detail)
+		}
+	}}
 }
 
 // AuthSetup is the broker identity setup dev runs with (its seed files are the services'
@@ -216,10 +229,10 @@ func (d *Dev) NATSTLS() []nats.Option {
 }
 
 // devTLS makes (once) dev's private CA and the certificate its servers present, for loopback
-// and the hosts of nats.url, http.addr and clickhouse.addr, under data_dir/tls.
+// and the hosts of nats.url, http.addr, clickhouse.addr and ledger.rpc, under data_dir/tls.
 func devTLS(cfg config.Config, natsAddr string) (*tls.Config, error) {
 	hosts := []string{"127.0.0.1", "::1", "localhost"}
-	for _, addr := range []string{natsAddr, cfg.HTTP.Addr, cfg.ClickHouse.Addr} {
+	for _, addr := range []string{natsAddr, cfg.HTTP.Addr, cfg.ClickHouse.Addr, cfg.Ledger.RPC} {
 		if h, _, err := net.SplitHostPort(addr); err == nil && h != "" && !slices.Contains(hosts, h) {
 			hosts = append(hosts, h)
 		}
@@ -287,7 +300,7 @@ func (d *Dev) RestartNATS(pause time.Duration) error {
 	ns.Shutdown()
 	ns.WaitForShutdown()
 	time.Sleep(pause)
-	ns, err := StartNATS(url, filepath.Join(d.cfg.DataDir, "nats"), &d.setup, d.tls, d.log)
+	ns, err := StartNATS(url, filepath.Join(d.cfg.DataDir, "nats"), d.natsServerOptions(), d.log)
 	if err != nil {
 		return err
 	}
@@ -317,6 +330,9 @@ func (d *Dev) StartLedger(ctx context.Context) error {
 		ln, err := Listen("ledger.rpc", addr)
 		if err != nil {
 			return err
+		}
+		if d.tls != nil {
+			ln = tls.NewListener(ln, d.tls) // https, with dev's certificate
 		}
 		nc.RPC = ln
 	}

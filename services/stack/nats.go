@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -23,12 +24,23 @@ import (
 	"github.com/anchorline/anchorline/services/config"
 )
 
+// NATSServer is how the embedded NATS server is secured.
+type NATSServer struct {
+	// Auth, if set, is the broker identity setup whose accounts, service users and auth
+	// callout (auth.conf) the server loads, as an external nats-server would: devices are then
+	// let in only by the callout service (StartAuth).
+	Auth *auth.Setup
+	// TLS, if set, is required of every client.
+	TLS *tls.Config
+	// Violation, if set, is called with each permissions violation the server logs (a client
+	// publishing or subscribing where its user may not), for counting.
+	Violation func(detail string)
+}
+
 // StartNATS starts an embedded NATS server with JetStream (file storage under dir), listening
-// where natsURL points (port 0: any free port; the server's ClientURL says which). With setup,
-// it loads the setup's accounts, service users and auth callout (auth.conf), as an external
-// nats-server would: devices are then let in only by the callout service (StartAuth). With
-// tlsCfg, every client must connect with TLS.
-func StartNATS(natsURL, dir string, setup *auth.Setup, tlsCfg *tls.Config, log *slog.Logger) (*server.Server, error) {
+// where natsURL points (port 0: any free port; the server's ClientURL says which), secured as
+// o says. Its log goes to log (errors and warnings).
+func StartNATS(natsURL, dir string, o NATSServer, log *slog.Logger) (*server.Server, error) {
 	u, err := url.Parse(natsURL)
 	if err != nil {
 		return nil, fmt.Errorf("nats.url %q: %w", natsURL, err)
@@ -45,19 +57,20 @@ func StartNATS(natsURL, dir string, setup *auth.Setup, tlsCfg *tls.Config, log *
 		port = server.RANDOM_PORT // 0 would be NATS's default, 4222
 	}
 	opts := &server.Options{}
-	if setup != nil {
-		if opts, err = setup.ServerOptions(); err != nil {
+	if o.Auth != nil {
+		if opts, err = o.Auth.ServerOptions(); err != nil {
 			return nil, err
 		}
 	}
 	opts.ServerName, opts.Host, opts.Port, opts.JetStream, opts.StoreDir, opts.NoSigs = "anchorline-dev", host, port, true, dir, true
-	if tlsCfg != nil {
-		opts.TLSConfig, opts.TLS, opts.TLSTimeout = tlsCfg, true, 2
+	if o.TLS != nil {
+		opts.TLSConfig, opts.TLS, opts.TLSTimeout = o.TLS, true, 2
 	}
 	srv, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("embedded nats: %w", err)
 	}
+	srv.SetLoggerV2(natsLog{log: log, violation: o.Violation}, false, false, false)
 	go srv.Start()
 	if !srv.ReadyForConnections(30 * time.Second) {
 		srv.Shutdown()
@@ -142,4 +155,29 @@ func ConnectNATS(ctx context.Context, natsURL, name string, log *slog.Logger, op
 		return nil, nil, fmt.Errorf("jetstream: %w", err)
 	}
 	return nc, js, nil
+}
+
+// natsLog is the embedded server's logger: its errors and warnings into slog, and its
+// permissions violations counted.
+type natsLog struct {
+	log       *slog.Logger
+	violation func(string)
+}
+
+func (l natsLog) Noticef(string, ...any) {}
+func (l natsLog) Debugf(string, ...any)  {}
+func (l natsLog) Tracef(string, ...any)  {}
+func (l natsLog) Warnf(format string, v ...any) {
+	l.log.Warn("nats server: " + fmt.Sprintf(format, v...))
+}
+func (l natsLog) Fatalf(format string, v ...any) {
+	l.log.Error("nats server: " + fmt.Sprintf(format, v...))
+}
+func (l natsLog) Errorf(format string, v ...any) {
+	msg := fmt.Sprintf(format, v...)
+	if l.violation != nil && strings.Contains(msg, " Violation - ") {
+		l.violation(msg)
+		return
+	}
+	l.log.Warn("nats server: " + msg)
 }

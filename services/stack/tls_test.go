@@ -2,6 +2,7 @@ package stack
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/http"
@@ -11,13 +12,15 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 
+	"github.com/anchorline/anchorline/anchor/ledger"
 	"github.com/anchorline/anchorline/internal/await"
 	"github.com/anchorline/anchorline/schemas/reading"
 )
 
-// TestTLSEverywhere runs dev with its private ClickHouse on TLS too (clickhouse.secure): every
-// connection dev makes (NATS, the API, ClickHouse) is TLS; a reading published by a device is
-// stored and served over them; a plain ClickHouse client is refused.
+// TestTLSEverywhere runs dev with its private ClickHouse on TLS too (clickhouse.secure): NATS,
+// the API, ClickHouse and the ledger's RPC all speak TLS with dev's certificate; a reading
+// published by a device is stored and served over them; plain ClickHouse and plain-HTTP ledger
+// clients are refused.
 func TestTLSEverywhere(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -62,5 +65,22 @@ func TestTLSEverywhere(t *testing.T) {
 	defer plain.Close()
 	if err := plain.Ping(ctx); err == nil {
 		t.Fatal("a plain-text ClickHouse client was answered")
+	}
+	// The ledger's RPC, as separate services reach it.
+	tc, err := LedgerTLS(d.Config())
+	if err != nil || tc == nil {
+		t.Fatalf("ledger TLS: %v %v", tc, err)
+	}
+	for _, c := range []struct {
+		tls  *tls.Config
+		want bool
+	}{{tc, true}, {nil, false}} {
+		rpc, err := ledger.NewRPC(d.LedgerRPC, c.tls)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := rpc.Status(ctx); (err == nil) != c.want {
+			t.Fatalf("ledger RPC with TLS %v: err = %v", c.tls != nil, err)
+		}
 	}
 }

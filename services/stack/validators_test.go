@@ -71,13 +71,13 @@ func TestFourValidators(t *testing.T) {
 		}
 	}()
 	addrs := tn.RPCAddrs()
-	f, err := ledger.NewFailover(addrs, log)
+	f, err := ledger.NewFailover(addrs, nil, log)
 	if err != nil {
 		t.Fatal(err)
 	}
 	lc := ledger.NewClient(f, log)
 
-	ns, err := StartNATS("nats://127.0.0.1:0", filepath.Join(dir, "nats"), nil, nil, log)
+	ns, err := StartNATS("nats://127.0.0.1:0", filepath.Join(dir, "nats"), NATSServer{}, log)
 	if err != nil {
 		t.Fatal(err)
 	}
