@@ -106,8 +106,12 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, want jetstream.St
 		return err
 	}
 	have := s.CachedInfo().Config
+	maxMsgSize := want.MaxMsgSize
+	if maxMsgSize == 0 {
+		maxMsgSize = -1 // the server stores "no limit" as -1
+	}
 	if have.Description == want.Description && slices.Equal(have.Subjects, want.Subjects) && have.Storage == want.Storage &&
-		have.Retention == want.Retention && have.MaxMsgSize == want.MaxMsgSize && have.Duplicates == want.Duplicates {
+		have.Retention == want.Retention && have.MaxMsgSize == maxMsgSize && have.Duplicates == want.Duplicates {
 		return nil
 	}
 	_, err = js.UpdateStream(ctx, want)

@@ -88,3 +88,50 @@ func TestEnsureStreamsConcurrently(t *testing.T) {
 		t.Fatalf("ack wait %s after the change, want 7s", got)
 	}
 }
+
+// TestEnsureStreamsLeavesThemAlone: ensuring streams that already have Anchorline's settings
+// updates nothing (an update is what races with a consumer creation inside nats-server). The
+// server publishes an advisory for every stream update before it answers the request, on the
+// same connection as the answers, so any update shows as a pending advisory once EnsureStreams
+// has returned.
+func TestEnsureStreamsLeavesThemAlone(t *testing.T) {
+	ctx := t.Context()
+	js := natstest.Start(t)
+	if err := EnsureStreams(ctx, js, 1000, 0); err != nil {
+		t.Fatal(err)
+	}
+	nc := js.Conn()
+	sub, err := nc.SubscribeSync("$JS.EVENT.ADVISORY.STREAM.UPDATED.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := EnsureStreams(ctx, js, 1000, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if n, _, _ := sub.Pending(); n != 0 {
+		m, _ := sub.NextMsg(0)
+		t.Fatalf("a second EnsureStreams updated %d streams (first: %s)", n, m.Subject)
+	}
+	// The check can fail: a changed setting does update.
+	s, err := js.Stream(ctx, stream.Batches)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := s.CachedInfo().Config
+	cfg.Description = "changed"
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if n, _, _ := sub.Pending(); n != 1 {
+		t.Fatalf("an update showed %d advisories, want 1", n)
+	}
+}
