@@ -29,6 +29,9 @@ const (
 	authErrSubject = "$SYS.SERVER.*.CLIENT.AUTH.ERR"
 )
 
+// maxInFlight is how many callout requests one service answers at once.
+const maxInFlight = 64
+
 // Registry answers for a device's registered key: verify.Keys over the ledger.
 type Registry interface {
 	Lookup(ctx context.Context, device string) (verify.Key, bool, error)
@@ -103,7 +106,17 @@ func (s *Service) count(reason, device string, detail error) {
 // connection of RoleSystem), to the servers' authentication errors, which it counts; it returns
 // a function that unsubscribes.
 func (s *Service) Serve(nc, sys *nats.Conn) (stop func(), err error) {
-	sub, err := nc.QueueSubscribe(calloutSubject, calloutQueue, s.answer)
+	// Requests are answered concurrently (a cache miss waits for the ledger), at most
+	// maxInFlight at once; beyond that the subscription waits, and the server's 2 s auth
+	// timeout bounds what a device waits.
+	sem := make(chan struct{}, maxInFlight)
+	sub, err := nc.QueueSubscribe(calloutSubject, calloutQueue, func(m *nats.Msg) {
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem }()
+			s.answer(m)
+		}()
+	})
 	if err != nil {
 		return nil, fmt.Errorf("auth: subscribe %s: %w", calloutSubject, err)
 	}
