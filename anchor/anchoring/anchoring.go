@@ -93,6 +93,9 @@ type Config struct {
 	// (the zero value is retry.Default()). Recording is retried until the context ends
 	// whatever Retry.Timeout says: the anchor is on the ledger already.
 	Retry retry.Policy
+	// Lease, if set, makes this service anchor only while it holds the lease, and only batches
+	// it claimed (several services: one active, the others standing by). Run renews it.
+	Lease *Lease
 }
 
 // Stats are the service's counters.
@@ -105,6 +108,7 @@ type Stats struct {
 	LastHeight    int64     `json:"last_height"`
 	LastAnchorID  string    `json:"last_anchor_id,omitempty"`
 	LastAnchorAt  time.Time `json:"last_anchor_at,omitzero"`
+	Active        bool      `json:"active"` // holds the lease (always, without one)
 	LastError     string    `json:"last_error,omitempty"`
 	LastErrorTime time.Time `json:"last_error_at,omitzero"`
 }
@@ -176,6 +180,12 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	var queue []*pending
 	byID := map[[16]byte]*pending{}
+	if l := s.cfg.Lease; l != nil {
+		lctx, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); l.Run(lctx) }()
+		defer func() { stop(); <-done }()
+	}
 	tick := time.NewTicker(s.cfg.Interval)
 	defer tick.Stop()
 	for {
@@ -183,6 +193,18 @@ func (s *Service) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-tick.C:
+		}
+		if !s.active() {
+			// A standby fetches nothing; what it fetched while active goes back to the
+			// consumer at once, for the active service.
+			for _, p := range queue {
+				for _, m := range p.msgs {
+					_ = m.Nak()
+				}
+			}
+			queue = queue[:0]
+			clear(byID)
+			continue
 		}
 		queue = s.collect(ctx, cons, queue, byID)
 		s.mu.Lock()
@@ -196,19 +218,69 @@ func (s *Service) Run(ctx context.Context) error {
 			continue
 		}
 		n := min(len(queue), s.cfg.MaxBatches)
-		if err := s.anchor(ctx, queue[:n]); err != nil {
+		ps, claims, err := s.claim(ctx, queue[:n])
+		if err != nil {
+			s.failed(err, s.cfg.Interval)
+			continue
+		}
+		if len(ps) == 0 {
+			continue // another service claimed them: they are acked once found anchored
+		}
+		if err := s.anchor(ctx, ps, claims); err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
 			s.failed(err, s.cfg.Interval)
 			continue // the same batches are tried again next interval
 		}
-		for _, p := range queue[:n] {
+		anchored := map[[16]byte]bool{}
+		for _, p := range ps {
 			delete(byID, p.batch.ID)
 			s.remember(p.batch.ID)
+			anchored[p.batch.ID] = true
 		}
-		queue = append(queue[:0], queue[n:]...)
+		kept := queue[:0]
+		for _, p := range queue {
+			if !anchored[p.batch.ID] {
+				kept = append(kept, p)
+			}
+		}
+		queue = kept
 	}
+}
+
+// active reports whether this service may anchor now: it holds the lease, or has none.
+func (s *Service) active() bool {
+	held := s.cfg.Lease == nil || s.cfg.Lease.Held()
+	s.mu.Lock()
+	s.stats.Active = held
+	s.mu.Unlock()
+	return held
+}
+
+// claim claims ps's batches through the lease (all of them without one) and returns those
+// this service claimed.
+func (s *Service) claim(ctx context.Context, ps []*pending) ([]*pending, *Claims, error) {
+	if s.cfg.Lease == nil {
+		return ps, nil, nil
+	}
+	ids := make([][16]byte, len(ps))
+	for i, p := range ps {
+		ids[i] = p.batch.ID
+	}
+	claims, ok, err := s.cfg.Lease.Claim(ctx, ids)
+	if err != nil {
+		return nil, nil, err
+	}
+	var mine []*pending
+	for i, p := range ps {
+		if ok[i] {
+			mine = append(mine, p)
+		} else {
+			s.log.Info("anchoring: batch claimed by another anchoring service; left to it", "batch", hex.EncodeToString(p.batch.ID[:]))
+		}
+	}
+	return mine, claims, nil
 }
 
 // dropAnchored acknowledges and removes the queued batches an earlier run already anchored
@@ -297,10 +369,12 @@ func (s *Service) collect(ctx context.Context, cons jetstream.Consumer, queue []
 	return queue
 }
 
-// anchor commits one anchor over ps, records it and acknowledges the batch records.
-func (s *Service) anchor(ctx context.Context, ps []*pending) error {
-	// Keep the records ours while the ledger works: tell JetStream they are in progress.
-	stop := s.keepAlive(ps)
+// anchor commits one anchor over ps (claimed by claims, if not nil), records it and
+// acknowledges the batch records.
+func (s *Service) anchor(ctx context.Context, ps []*pending, claims *Claims) error {
+	// Keep the records and the claims ours while the ledger works: tell JetStream the records
+	// are in progress, renew the claims.
+	stop := s.keepAlive(ps, claims)
 	defer stop()
 
 	a := Anchor{Batches: make([]Batch, len(ps)), Time: time.Now()}
@@ -369,8 +443,9 @@ func (s *Service) watchCommit(id [16]byte, batches int) (stop func()) {
 	return func() { t.Stop() }
 }
 
-// keepAlive marks the records in progress every few seconds until stop is called.
-func (s *Service) keepAlive(ps []*pending) (stop func()) {
+// keepAlive marks the records in progress every few seconds, and renews the claims every
+// third of the lease's TTL, until stop is called.
+func (s *Service) keepAlive(ps []*pending, claims *Claims) (stop func()) {
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -378,6 +453,12 @@ func (s *Service) keepAlive(ps []*pending) (stop func()) {
 		defer wg.Done()
 		t := time.NewTicker(5 * time.Second)
 		defer t.Stop()
+		renew := time.Hour
+		if claims != nil {
+			renew = claims.l.ttl / 3
+		}
+		r := time.NewTicker(renew)
+		defer r.Stop()
 		for {
 			select {
 			case <-done:
@@ -388,6 +469,12 @@ func (s *Service) keepAlive(ps []*pending) (stop func()) {
 						_ = m.InProgress() // best effort: a redelivery is recognised and merged
 					}
 				}
+			case <-r.C:
+				ctx, cancel := context.WithTimeout(context.Background(), renew)
+				if err := claims.Renew(ctx); err != nil {
+					s.log.Warn("anchoring: claims not renewed; another service may claim these batches once they lapse", "err", err)
+				}
+				cancel()
 			}
 		}
 	}()

@@ -60,13 +60,15 @@ func EnsureIngest(ctx context.Context, js jetstream.JetStream, maxAckPending int
 }
 
 // EnsureAnchoring creates or updates what the anchor service reads: the Batches stream and its
-// durable consumer.
+// durable consumer. Its ack wait is short (the service marks the records it works on in
+// progress every 5 s): the records an active service held when it died reach the standby that
+// takes over within it.
 func EnsureAnchoring(ctx context.Context, js jetstream.JetStream) error {
 	if err := ensureStream(ctx, js, batchesStream); err != nil {
 		return fmt.Errorf("stream %s: %w", stream.Batches, err)
 	}
 	c := jetstream.ConsumerConfig{Durable: stream.AnchorConsumer, AckPolicy: jetstream.AckExplicitPolicy,
-		AckWait: 60 * time.Second, MaxAckPending: 100_000, MaxDeliver: -1, Description: "the anchor service"}
+		AckWait: 15 * time.Second, MaxAckPending: 100_000, MaxDeliver: -1, Description: "the anchor service"}
 	if err := ensureConsumer(ctx, js, stream.Batches, c); err != nil {
 		return fmt.Errorf("consumer %s on %s: %w", c.Durable, stream.Batches, err)
 	}

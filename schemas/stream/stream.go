@@ -23,6 +23,9 @@ const (
 	BatchesSubject = "anchorline.batches"
 	// AnchorConsumer is the durable pull consumer on Batches of the anchor service.
 	AnchorConsumer = "anchor"
+	// AnchoringBucket is the key-value bucket of the anchoring services' lease (which one is
+	// active) and their batch claims (anchor/anchoring Lease).
+	AnchoringBucket = "ANCHORING"
 )
 
 // BatchRecord is what ingest publishes on BatchesSubject for each flushed batch, JSON-encoded

@@ -58,6 +58,7 @@ anchor.interval come from the configuration.`,
 	c.Flags().DurationVar(&opts.LiveDuration, "duration", 10*time.Second, "live mode: how long to publish")
 	c.Flags().StringVar(&out, "out", "", "write the result as JSON to this file")
 	c.Flags().StringVar(&opts.ProfileDir, "profile", "", "folder where each ingest worker writes a CPU profile (go tool pprof)")
+	c.Flags().StringVar(&opts.Telegraf, "telegraf", "", "also measure this telegraf executable (with inputs.nats_consumer, parsers.json_v2, outputs.sql) on the plain reference's messages")
 	c.AddCommand(benchLedgerCmd())
 	return c
 }

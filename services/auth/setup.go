@@ -72,6 +72,12 @@ func jsConsume(streamName, consumer string) []string {
 		"$JS.ACK." + streamName + "." + consumer + ".>", "$JS.ACK.*.*." + streamName + "." + consumer + ".>"}
 }
 
+// jsKV are the subjects that create a key-value bucket and read and write its keys.
+func jsKV(bucket string) []string {
+	s := jsTopology("KV_" + bucket)
+	return append(s, "$KV."+bucket+".>", "$JS.API.DIRECT.GET.KV_"+bucket+".>", "$JS.API.STREAM.MSG.GET.KV_"+bucket)
+}
+
 // PermissionsOf returns a role's permissions.
 func PermissionsOf(r Role) Permissions {
 	inbox := InboxPrefix(r) + ".>"
@@ -85,6 +91,7 @@ func PermissionsOf(r Role) Permissions {
 	case RoleAnchoring:
 		pub := jsTopology(stream.Batches, stream.AnchorConsumer)
 		pub = append(pub, jsConsume(stream.Batches, stream.AnchorConsumer)...)
+		pub = append(pub, jsKV(stream.AnchoringBucket)...)
 		return Permissions{Publish: pub, Subscribe: []string{inbox}}
 	case RoleSimulator:
 		return Permissions{Publish: []string{stream.ReadingsSubjects}, Subscribe: []string{inbox}}

@@ -55,6 +55,7 @@ type Options struct {
 	Binary       string        // the anchorline executable the workers run
 	Progress     io.Writer     // one line per phase; nil for none
 	ProfileDir   string        // if set, each worker writes a CPU profile here (ingest-N.pprof)
+	Telegraf     string        // if set, the telegraf executable of the real-Telegraf reference (telegraf.go)
 }
 
 // Result is what a run measured; the JSON names are the contract of --out.
@@ -92,6 +93,13 @@ type Result struct {
 	PlainClickHouseCPUPer1k float64 `json:"plain_clickhouse_cpu_seconds_per_1k"`
 	PlainCPUPer1k           float64 `json:"plain_cpu_seconds_per_1k"` // the bench process: the connector with NATS and the ledger
 	RatioToPlain            float64 `json:"ratio_to_plain"`
+	// The real-Telegraf reference (telegraf.go), only with Options.Telegraf (absent otherwise):
+	// rows/s, CPU-s per 1,000 rows of the Telegraf process and of the ClickHouse server (absent
+	// too when that is unknown, as above).
+	TelegrafPerSec             float64 `json:"telegraf_per_sec,omitempty"`
+	TelegrafCPUPer1k           float64 `json:"telegraf_cpu_seconds_per_1k,omitempty"`
+	TelegrafClickHouseCPUPer1k float64 `json:"telegraf_clickhouse_cpu_seconds_per_1k,omitempty"`
+	RatioToTelegraf            float64 `json:"ratio_to_telegraf,omitempty"`
 	// RevocationMs is how long after a revoking block was committed the last reading ingest
 	// still accepted from that device was published.
 	RevocationMs float64 `json:"revocation_ms"`
@@ -130,9 +138,17 @@ func (r Result) Print(w io.Writer) {
 	if r.ClickHouseEmbedded {
 		fmt.Fprintf(w, "            %8.3f CPU-s per 1,000 in all\n", r.PlainCPUPer1k+r.PlainClickHouseCPUPer1k)
 	}
+	if r.TelegrafPerSec > 0 {
+		fmt.Fprintf(w, "            %8.0f rows/s Telegraf (the real connector: nats_consumer, json_v2, outputs.sql, 10,000 rows per commit)\n", r.TelegrafPerSec)
+		fmt.Fprintf(w, "            %8.3f CPU-s per 1,000 in the Telegraf process\n", r.TelegrafCPUPer1k)
+		fmt.Fprintf(w, "            %s\n", chCPU(r.TelegrafClickHouseCPUPer1k))
+	}
 	fmt.Fprintf(w, "            %8.0f msg/s raw JetStream drain of the same messages (no processing)\n", r.RawJetStreamPerSec)
 	fmt.Fprintf(w, "            %8.0f Ed25519 verifications/s on one core (%0.f on all cores; curve25519-voi batches, ZIP-215)\n", r.VerifyPerSec, r.VerifyPerSecAll)
 	fmt.Fprintf(w, "ratios:     %8.2f of the plain connector, %.2f of raw JetStream, %.2f of all-core verification\n", r.RatioToPlain, r.RatioToRaw, r.RatioToVerify)
+	if r.TelegrafPerSec > 0 {
+		fmt.Fprintf(w, "            %8.2f of Telegraf\n", r.RatioToTelegraf)
+	}
 	if r.LiveRate > 0 {
 		fmt.Fprintf(w, "live:       %8.0f readings/s asked, %.0f published (%d readings), %.3f CPU-s per 1,000\n", r.LiveRate, r.LiveAchievedRate, r.LiveReadings, r.LiveCPUPer1k)
 		fmt.Fprintf(w, "            publish→queryable p50 %.0f ms, p99 %.0f ms; publish→anchored p50 %.0f ms, p99 %.0f ms (anchor.interval %.0f ms)\n",
@@ -197,6 +213,11 @@ func Run(ctx context.Context, cfg config.Config, opts Options, log *slog.Logger)
 	if opts.Readings <= 0 || opts.Devices <= 0 || opts.Workers <= 0 {
 		return Result{}, errors.New("bench: --readings, --devices and --workers must be positive")
 	}
+	if opts.Telegraf != "" {
+		if _, err := exec.LookPath(opts.Telegraf); err != nil {
+			return Result{}, fmt.Errorf("bench: --telegraf: %w", err)
+		}
+	}
 	r := &runner{cfg: cfg, opts: opts, log: log, out: opts.Progress}
 	if r.out == nil {
 		r.out = io.Discard
@@ -259,6 +280,24 @@ func Run(ctx context.Context, cfg config.Config, opts Options, log *slog.Logger)
 	res.ClickHouseEmbedded = r.chPid != 0
 	r.say("plain connector: %.0f rows/s", plain.perSec)
 
+	if opts.Telegraf != "" {
+		r.say("reference: Telegraf (%s) draining %d unsigned JSON messages into one flat table", opts.Telegraf, len(drainSet))
+		if err := r.settle(ctx); err != nil {
+			return res, err
+		}
+		tg, err := r.telegrafReference(ctx, opts.Telegraf, drainSet)
+		if err != nil {
+			return res, err
+		}
+		if err := r.dropTelegraf(ctx); err != nil {
+			return res, fmt.Errorf("bench: drop the Telegraf table: %w", err)
+		}
+		res.TelegrafPerSec = tg.perSec
+		res.TelegrafCPUPer1k = tg.telegraf / float64(len(drainSet)) * 1000
+		res.TelegrafClickHouseCPUPer1k = tg.clickhouse / float64(len(drainSet)) * 1000
+		r.say("Telegraf: %.0f rows/s", tg.perSec)
+	}
+
 	r.say("drain: %d ingest worker(s) draining %d readings", opts.Workers, len(drainSet))
 	if err := r.settle(ctx); err != nil {
 		return res, err
@@ -314,6 +353,9 @@ func Run(ctx context.Context, cfg config.Config, opts Options, log *slog.Logger)
 	res.RatioToRaw = res.ReadingsPerSec / res.RawJetStreamPerSec
 	res.RatioToVerify = res.ReadingsPerSec / res.VerifyPerSecAll
 	res.RatioToPlain = res.ReadingsPerSec / res.PlainConnectorPerSec
+	if res.TelegrafPerSec > 0 {
+		res.RatioToTelegraf = res.ReadingsPerSec / res.TelegrafPerSec
+	}
 	r.say("drained in %s: %.0f readings/s", elapsed.Round(time.Millisecond), res.ReadingsPerSec)
 	if err := r.checkStored(ctx, len(drainSet)); err != nil {
 		return res, cause(ctx, err)

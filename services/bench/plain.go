@@ -31,7 +31,6 @@ package bench
 import (
 	"context"
 	"database/sql"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -39,9 +38,10 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
-	"github.com/anchorline/anchorline/services/auth"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/anchorline/anchorline/services/auth"
 )
 
 const (
@@ -133,33 +133,7 @@ func (r *runner) dropPlain(ctx context.Context) error {
 
 // publishPlain publishes one plain message per reading of set, on plain.<device>.
 func publishPlain(ctx context.Context, js jetstream.JetStream, set []signed) error {
-	t0 := time.Now().UTC()
-	for i := 0; i < len(set); i += 10_000 {
-		var futs []jetstream.PubAckFuture
-		for j, s := range set[i:min(i+10_000, len(set))] {
-			k := i + j
-			data, err := json.Marshal(plainMessage{Device: s.dev, Seq: s.seq, TS: t0.Add(time.Duration(k) * time.Millisecond).Format("2006-01-02T15:04:05.000Z07:00"),
-				Temp: 20 + float64(k%100)/10, Hum: 40, Sig: hex.EncodeToString(s.sig)})
-			if err != nil {
-				return err
-			}
-			f, err := js.PublishAsync("plain."+s.dev, data, jetstream.WithStallWait(time.Minute))
-			if err != nil {
-				return fmt.Errorf("publish plain: %w", err)
-			}
-			futs = append(futs, f)
-		}
-		for _, f := range futs {
-			select {
-			case <-f.Ok():
-			case err := <-f.Err():
-				return fmt.Errorf("publish plain: %w", err)
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-		}
-	}
-	return nil
+	return publishJSON(ctx, js, "plain.", set)
 }
 
 // plainRow is one decoded message on its way to the output.

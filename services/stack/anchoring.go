@@ -5,6 +5,8 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"os"
+	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/nats-io/nats.go/jetstream"
@@ -57,7 +59,16 @@ func NewAnchoring(ctx context.Context, cfg config.Config, js jetstream.JetStream
 	if err := consume.EnsureAnchoring(ctx, js); err != nil {
 		return nil, fmt.Errorf("anchoring: streams: %w", err)
 	}
+	// Any number of anchoring services may run: the one holding the lease anchors, the others
+	// stand by.
+	host, _ := os.Hostname()
+	id := stream.NewID(time.Now())
+	lease, err := anchoring.OpenLease(ctx, js, fmt.Sprintf("%s-%d-%x", host, os.Getpid(), id[6:10]), 0, log)
+	if err != nil {
+		return nil, fmt.Errorf("anchoring: %w", err)
+	}
 	return anchoring.New(js, l, recorder{w: write.New(ch, cfg.ClickHouse.Database), s: store.New(ch, cfg.ClickHouse.Database)}, anchoring.Config{
+		Lease:    lease,
 		Key:      key,
 		Stream:   stream.Batches,
 		Consumer: stream.AnchorConsumer,
