@@ -42,10 +42,10 @@ type Lease struct {
 	rev uint64 // revision of the leader entry while held; 0 when not held
 }
 
-// OpenLease creates the bucket if it is missing (TTL ttl, or DefaultLeaseTTL) and returns a
-// lease that holder (a name unique among the services, for logs and the entry's value) can try
-// to hold.
-func OpenLease(ctx context.Context, js jetstream.JetStream, holder string, ttl time.Duration, log *slog.Logger) (*Lease, error) {
+// OpenLease creates the bucket if it is missing (TTL ttl, or DefaultLeaseTTL; replicas copies)
+// and returns a lease that holder (a name unique among the services, for logs and the entry's
+// value) can try to hold.
+func OpenLease(ctx context.Context, js jetstream.JetStream, holder string, ttl time.Duration, replicas int, log *slog.Logger) (*Lease, error) {
 	if ttl <= 0 {
 		ttl = DefaultLeaseTTL
 	}
@@ -55,6 +55,7 @@ func OpenLease(ctx context.Context, js jetstream.JetStream, holder string, ttl t
 		History:     1,
 		TTL:         ttl,
 		Storage:     jetstream.FileStorage,
+		Replicas:    max(replicas, 1),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("anchoring lease: bucket %s: %w", stream.AnchoringBucket, err)

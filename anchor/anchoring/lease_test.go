@@ -20,11 +20,11 @@ func TestLease(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	js := startNATS(t)
-	a, err := OpenLease(ctx, js, "a", testTTL, quiet())
+	a, err := OpenLease(ctx, js, "a", testTTL, 1, quiet())
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := OpenLease(ctx, js, "b", testTTL, quiet())
+	b, err := OpenLease(ctx, js, "b", testTTL, 1, quiet())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,8 +63,8 @@ func TestClaims(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	js := startNATS(t)
-	a, _ := OpenLease(ctx, js, "a", testTTL, quiet())
-	b, _ := OpenLease(ctx, js, "b", testTTL, quiet())
+	a, _ := OpenLease(ctx, js, "a", testTTL, 1, quiet())
+	b, _ := OpenLease(ctx, js, "b", testTTL, 1, quiet())
 	x, y := stream.NewID(time.Now()), stream.NewID(time.Now())
 	ca, ok, err := a.Claim(ctx, [][16]byte{x})
 	if err != nil || !ok[0] {
@@ -115,7 +115,7 @@ func TestActiveAndStandby(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		l, err := OpenLease(ctx, sjs, name, testTTL, quiet())
+		l, err := OpenLease(ctx, sjs, name, testTTL, 1, quiet())
 		if err != nil {
 			t.Fatal(err)
 		}

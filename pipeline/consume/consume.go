@@ -19,29 +19,44 @@ import (
 // with its bytes, rather than be refused at publish where nobody records it.
 const StreamMaxMsgSize = 1 << 20
 
-// EnsureStreams creates or updates both streams (file storage) and both durable pull consumers;
-// ackWait is how long a worker has to acknowledge a reading before it is redelivered (0: 30s).
-// Services call the part they own: EnsureIngest and EnsureAnchoring.
+// ErrReplicas means an existing stream has another number of replicas than configured.
+var ErrReplicas = errors.New("stream replicas differ from nats.replicas")
+
+// Topology is how Anchorline's streams and consumers are made: Replicas per stream (1 on one
+// server, 3 on a cluster), the ingest consumer's MaxAckPending and AckWait (0: 30s).
+type Topology struct {
+	Replicas      int
+	MaxAckPending int
+	AckWait       time.Duration
+}
+
+// EnsureStreams creates or updates both streams (file storage, one replica) and both durable
+// pull consumers; ackWait is how long a worker has to acknowledge a reading before it is
+// redelivered (0: 30s). Services call the part they own: Topology.EnsureIngest and
+// Topology.EnsureAnchoring.
 func EnsureStreams(ctx context.Context, js jetstream.JetStream, maxAckPending int, ackWait time.Duration) error {
-	if err := EnsureIngest(ctx, js, maxAckPending, ackWait); err != nil {
+	t := Topology{Replicas: 1, MaxAckPending: maxAckPending, AckWait: ackWait}
+	if err := t.EnsureIngest(ctx, js); err != nil {
 		return err
 	}
-	return EnsureAnchoring(ctx, js)
+	return t.EnsureAnchoring(ctx, js)
 }
 
 // EnsureIngest creates or updates what ingest reads and writes: the Readings stream and its
-// durable consumer, and the Batches stream it publishes batch records on.
-func EnsureIngest(ctx context.Context, js jetstream.JetStream, maxAckPending int, ackWait time.Duration) error {
+// durable consumer, and the Batches stream it publishes batch records on. A stream that exists
+// with another number of replicas is an error wrapping ErrReplicas.
+func (t Topology) EnsureIngest(ctx context.Context, js jetstream.JetStream) error {
+	ackWait := t.AckWait
 	if ackWait <= 0 {
 		ackWait = 30 * time.Second
 	}
-	if maxAckPending <= 0 {
-		return fmt.Errorf("ingest.max_ack_pending %d: must be positive", maxAckPending)
+	if t.MaxAckPending <= 0 {
+		return fmt.Errorf("ingest.max_ack_pending %d: must be positive", t.MaxAckPending)
 	}
-	if err := ensureStream(ctx, js, readingsStream); err != nil {
+	if err := ensureStream(ctx, js, t.stream(readingsStream)); err != nil {
 		return fmt.Errorf("stream %s: %w", stream.Readings, err)
 	}
-	if err := ensureStream(ctx, js, batchesStream); err != nil {
+	if err := ensureStream(ctx, js, t.stream(batchesStream)); err != nil {
 		return fmt.Errorf("stream %s: %w", stream.Batches, err)
 	}
 	// Acknowledgements are explicit, one per message, not AckAll: the workers share the
@@ -51,7 +66,7 @@ func EnsureIngest(ctx context.Context, js jetstream.JetStream, maxAckPending int
 	// nak'ed. Each ack is one small publish that the client batches into its writes (the server
 	// spends about 0.4 µs on one: pipeline/ingest BenchmarkDrain's profile).
 	c := jetstream.ConsumerConfig{Durable: stream.IngestConsumer, AckPolicy: jetstream.AckExplicitPolicy,
-		AckWait: ackWait, MaxAckPending: maxAckPending, MaxDeliver: -1, MaxRequestBatch: 0,
+		AckWait: ackWait, MaxAckPending: t.MaxAckPending, MaxDeliver: -1, MaxRequestBatch: 0,
 		Description: "ingest workers share it"}
 	if err := ensureConsumer(ctx, js, stream.Readings, c); err != nil {
 		return fmt.Errorf("consumer %s on %s: %w", c.Durable, stream.Readings, err)
@@ -63,8 +78,8 @@ func EnsureIngest(ctx context.Context, js jetstream.JetStream, maxAckPending int
 // durable consumer. Its ack wait is short (the service marks the records it works on in
 // progress every 5 s): the records an active service held when it died reach the standby that
 // takes over within it.
-func EnsureAnchoring(ctx context.Context, js jetstream.JetStream) error {
-	if err := ensureStream(ctx, js, batchesStream); err != nil {
+func (t Topology) EnsureAnchoring(ctx context.Context, js jetstream.JetStream) error {
+	if err := ensureStream(ctx, js, t.stream(batchesStream)); err != nil {
 		return fmt.Errorf("stream %s: %w", stream.Batches, err)
 	}
 	c := jetstream.ConsumerConfig{Durable: stream.AnchorConsumer, AckPolicy: jetstream.AckExplicitPolicy,
@@ -73,6 +88,12 @@ func EnsureAnchoring(ctx context.Context, js jetstream.JetStream) error {
 		return fmt.Errorf("consumer %s on %s: %w", c.Durable, stream.Batches, err)
 	}
 	return nil
+}
+
+// stream is cfg with the topology's replicas.
+func (t Topology) stream(cfg jetstream.StreamConfig) jetstream.StreamConfig {
+	cfg.Replicas = max(t.Replicas, 1)
+	return cfg
 }
 
 var (
@@ -108,6 +129,10 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, want jetstream.St
 		return err
 	}
 	have := s.CachedInfo().Config
+	if have.Replicas != want.Replicas {
+		return fmt.Errorf("%w: it has %d, nats.replicas is %d: set nats.replicas to %d, or change the stream first (nats stream edit %s --replicas %d)",
+			ErrReplicas, have.Replicas, want.Replicas, have.Replicas, want.Name, want.Replicas)
+	}
 	maxMsgSize := want.MaxMsgSize
 	if maxMsgSize == 0 {
 		maxMsgSize = -1 // the server stores "no limit" as -1

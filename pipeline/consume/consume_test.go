@@ -2,6 +2,8 @@ package consume
 
 import (
 	"encoding/json"
+	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -133,5 +135,31 @@ func TestEnsureStreamsLeavesThemAlone(t *testing.T) {
 	}
 	if n, _, _ := sub.Pending(); n != 1 {
 		t.Fatalf("an update showed %d advisories, want 1", n)
+	}
+}
+
+// TestReplicasChecked: a stream that exists with another number of replicas than configured
+// is an error naming nats.replicas, and nothing is changed.
+func TestReplicasChecked(t *testing.T) {
+	ctx := t.Context()
+	js := natstest.Start(t)
+	if err := EnsureStreams(ctx, js, 1000, 0); err != nil {
+		t.Fatal(err)
+	}
+	for _, ensure := range []func(Topology) error{
+		func(tp Topology) error { return tp.EnsureIngest(ctx, js) },
+		func(tp Topology) error { return tp.EnsureAnchoring(ctx, js) },
+	} {
+		err := ensure(Topology{Replicas: 3, MaxAckPending: 1000})
+		if !errors.Is(err, ErrReplicas) || !strings.Contains(err.Error(), "nats.replicas") {
+			t.Fatalf("err = %v, want ErrReplicas naming nats.replicas", err)
+		}
+	}
+	s, err := js.Stream(ctx, stream.Readings)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := s.CachedInfo().Config.Replicas; r != 1 {
+		t.Fatalf("the stream has %d replicas after the refused ensure, want 1", r)
 	}
 }

@@ -347,7 +347,7 @@ func testServices(t *testing.T, b *broker) {
 	// ingest: makes its streams, consumes READINGS, publishes batch records; cannot publish readings.
 	ingest := b.service(RoleIngest)
 	ijs, _ := jetstream.New(ingest)
-	if err := consume.EnsureIngest(ctx, ijs, 1000, 0); err != nil {
+	if err := (consume.Topology{Replicas: 1, MaxAckPending: 1000}).EnsureIngest(ctx, ijs); err != nil {
 		t.Fatalf("ingest cannot ensure its streams: %v", err)
 	}
 	if err := consume.PublishBatch(ctx, ijs, stream.BatchRecord{ID: "00", Root: "00", Size: 1}); err != nil {
@@ -370,7 +370,7 @@ func testServices(t *testing.T, b *broker) {
 	// anchoring: makes its consumer, pulls BATCHES; cannot pull READINGS or publish batch records.
 	anch := b.service(RoleAnchoring)
 	ajs, _ := jetstream.New(anch)
-	if err := consume.EnsureAnchoring(ctx, ajs); err != nil {
+	if err := (consume.Topology{Replicas: 1}).EnsureAnchoring(ctx, ajs); err != nil {
 		t.Fatalf("anchoring cannot ensure its consumer: %v", err)
 	}
 	ac, err := ajs.Consumer(ctx, stream.Batches, stream.AnchorConsumer)

@@ -70,6 +70,9 @@ type NATS struct {
 	// AuthDir holds the broker's identity setup that `anchorline auth init` and `dev` write:
 	// the callout issuer's seed, one seed per role and auth.conf. Default: data_dir/nats-auth.
 	AuthDir string
+	// Replicas is how many copies JetStream keeps of each stream and bucket Anchorline makes
+	// (1 on one server, 3 on a cluster); an existing stream with another number is an error.
+	Replicas int
 }
 
 // HTTP is the API.
@@ -138,7 +141,7 @@ func Default() Config {
 	return Config{
 		DataDir:    ".anchorline",
 		ClickHouse: ClickHouse{Addr: "127.0.0.1:9000", Database: "anchorline", Username: "default", StartupTimeout: time.Minute},
-		NATS:       NATS{URL: "nats://127.0.0.1:4222"},
+		NATS:       NATS{URL: "nats://127.0.0.1:4222", Replicas: 1},
 		HTTP:       HTTP{Addr: "127.0.0.1:8080"},
 		Anchor:     Anchor{Interval: 2 * time.Second},
 		Ledger:     Ledger{ChainID: "anchorline-dev", RPC: "127.0.0.1:26657", TimeoutCommit: 100 * time.Millisecond},
@@ -172,6 +175,7 @@ func keys(c *Config) []key {
 		{"nats.url", &c.NATS.URL},
 		{"nats.credentials", &c.NATS.Credentials},
 		{"nats.auth_dir", &c.NATS.AuthDir},
+		{"nats.replicas", &c.NATS.Replicas},
 		{"http.addr", &c.HTTP.Addr},
 		{"http.tls_cert", &c.HTTP.TLSCert},
 		{"http.tls_key", &c.HTTP.TLSKey},
@@ -244,6 +248,7 @@ func Flags(fs *pflag.FlagSet) {
 	fs.Duration("clickhouse.startup_timeout", d.ClickHouse.StartupTimeout, "how long to retry an unreachable ClickHouse before giving up")
 	fs.String("nats.url", d.NATS.URL, "NATS server URL")
 	fs.String("nats.credentials", "", "nkey seed file this command connects to NATS with (default: its role's under nats.auth_dir, if there)")
+	fs.Int("nats.replicas", d.NATS.Replicas, "copies of each stream JetStream keeps (1 on one server, 3 on a cluster)")
 	fs.String("nats.auth_dir", "", "broker identity setup: service seeds, callout issuer, auth.conf (default data_dir/nats-auth)")
 	fs.String("http.addr", d.HTTP.Addr, "HTTP API address")
 	fs.String("http.tls_cert", "", "PEM certificate the API serves HTTPS with (with http.tls_key)")
@@ -450,6 +455,9 @@ func (n NATS) check() error {
 		if err != nil || p.Host == "" || !slices.Contains([]string{"nats", "tls", "ws", "wss"}, p.Scheme) {
 			return invalid("nats.url", "%q is not a URL like nats://127.0.0.1:4222 (nats, tls, ws or wss; several separated by commas)", n.URL)
 		}
+	}
+	if n.Replicas < 1 || n.Replicas > 5 {
+		return invalid("nats.replicas", "%d: want 1 (one server) to 5; JetStream clusters keep 3 copies as a rule", n.Replicas)
 	}
 	return nil
 }

@@ -13,7 +13,6 @@ import (
 
 	"github.com/anchorline/anchorline/anchor/anchoring"
 	"github.com/anchorline/anchorline/anchor/ledger"
-	"github.com/anchorline/anchorline/pipeline/consume"
 	"github.com/anchorline/anchorline/pipeline/write"
 	"github.com/anchorline/anchorline/schemas/stream"
 	"github.com/anchorline/anchorline/services/config"
@@ -56,14 +55,14 @@ func NewAnchoring(ctx context.Context, cfg config.Config, js jetstream.JetStream
 	if err != nil {
 		return nil, fmt.Errorf("anchoring: %w", err)
 	}
-	if err := consume.EnsureAnchoring(ctx, js); err != nil {
+	if err := Topology(cfg).EnsureAnchoring(ctx, js); err != nil {
 		return nil, fmt.Errorf("anchoring: streams: %w", err)
 	}
 	// Any number of anchoring services may run: the one holding the lease anchors, the others
 	// stand by.
 	host, _ := os.Hostname()
 	id := stream.NewID(time.Now())
-	lease, err := anchoring.OpenLease(ctx, js, fmt.Sprintf("%s-%d-%x", host, os.Getpid(), id[6:10]), 0, log)
+	lease, err := anchoring.OpenLease(ctx, js, fmt.Sprintf("%s-%d-%x", host, os.Getpid(), id[6:10]), 0, cfg.NATS.Replicas, log)
 	if err != nil {
 		return nil, fmt.Errorf("anchoring: %w", err)
 	}

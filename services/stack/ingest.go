@@ -24,9 +24,14 @@ type Ingest struct {
 	keys *follower
 }
 
+// Topology is how the services make their streams and consumers, from the configuration.
+func Topology(cfg config.Config) consume.Topology {
+	return consume.Topology{Replicas: cfg.NATS.Replicas, MaxAckPending: cfg.Ingest.MaxAckPending, AckWait: cfg.Ingest.AckWait}
+}
+
 // NewIngest builds an ingest worker: streams and consumers are created if missing.
 func NewIngest(ctx context.Context, cfg config.Config, js jetstream.JetStream, ch driver.Conn, l *ledger.Client, log *slog.Logger) (*Ingest, error) {
-	if err := consume.EnsureIngest(ctx, js, cfg.Ingest.MaxAckPending, cfg.Ingest.AckWait); err != nil {
+	if err := Topology(cfg).EnsureIngest(ctx, js); err != nil {
 		return nil, fmt.Errorf("ingest: streams: %w", err)
 	}
 	keys := NewKeys(l)
