@@ -97,6 +97,16 @@ func (p *proc) await(t *testing.T, ctx context.Context, msg string) map[string]a
 	}
 }
 
+// leaseMsg is what an anchoring service logs when it becomes the active one.
+const leaseMsg = "anchoring: holds the lease: this service is the active one"
+
+// logged reports whether the process has logged msg so far.
+func (p *proc) logged(msg string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.ContainsFunc(p.logs, func(l map[string]any) bool { return l["msg"] == msg })
+}
+
 // stop interrupts the process (as Ctrl-C or systemd's KillSignal=SIGINT do) and expects a
 // clean exit.
 func (p *proc) stop(t *testing.T) {
@@ -109,7 +119,8 @@ func (p *proc) stop(t *testing.T) {
 
 // TestSeparateServices runs the multi-process layout that deployments/README.md describes,
 // each service its own `anchorline` process: a ledger validator, migrate, the auth callout
-// service, two ingest workers, the anchoring service and the API, over one NATS server (with
+// service, two ingest workers, two anchoring services (one active, one standing by; the active
+// one is killed halfway and the standby takes over) and the API, over one NATS server (with
 // the accounts and callout of `anchorline auth init`) and one ClickHouse. Each service connects
 // with its own seed file. A device registered through the CLI publishes as itself, gets a proof
 // that verifies against the exported trust file, and an audit of everything stored finds
@@ -164,11 +175,15 @@ func TestSeparateServices(t *testing.T) {
 			slices.Concat([]string{"ingest", "--http.addr", "127.0.0.1:0", "--data_dir", filepath.Join(dir, w)}, creds(auth.RoleIngest), common)...))
 	}
 	// The ledger's genesis authorised the anchoring key it made: the anchor service signs with it.
-	anchor := startProc(t, ctx, nil, bin, slices.Concat([]string{"anchor", "--http.addr", "127.0.0.1:0", "--anchor.interval", "300ms",
-		"--data_dir", filepath.Join(dir, "anchor"), "--anchor.key", filepath.Join(ledgerDir, "anchor.key")}, creds(auth.RoleAnchoring), common)...)
+	// Two anchoring services: one active, one standing by.
+	var anchors []*proc
+	for _, a := range []string{"anchor-a", "anchor-b"} {
+		anchors = append(anchors, startProc(t, ctx, nil, bin, slices.Concat([]string{"anchor", "--http.addr", "127.0.0.1:0", "--anchor.interval", "300ms",
+			"--data_dir", filepath.Join(dir, a), "--anchor.key", filepath.Join(ledgerDir, "anchor.key")}, creds(auth.RoleAnchoring), common)...))
+	}
 	apiProc := startProc(t, ctx, nil, bin, append([]string{"api", "--http.addr", "127.0.0.1:0", "--data_dir", filepath.Join(dir, "api")}, common...)...)
 	apiAddr := strings.TrimPrefix(fmt.Sprint(apiProc.await(t, ctx, "anchorline api is running")["api"]), "http://")
-	for _, p := range append(workers, anchor) {
+	for _, p := range append(workers, anchors...) {
 		p.await(t, ctx, "anchorline "+p.cmd.Args[1]+" is running")
 	}
 
@@ -185,10 +200,28 @@ func TestSeparateServices(t *testing.T) {
 	if out := run(append([]string{"verify", proof, "--trust", trust}, client...)...); !strings.Contains(out, "bundle verified") {
 		t.Fatalf("verify: %s", out)
 	}
+	// The active anchoring service dies (kill -9); the standby takes over and anchors the rest.
+	active, standby := anchors[0], anchors[1]
+	if !active.logged(leaseMsg) {
+		active, standby = standby, active
+	}
+	if !active.logged(leaseMsg) || standby.logged(leaseMsg) {
+		t.Fatalf("want exactly one active anchoring service; a: %v, b: %v", anchors[0].logged(leaseMsg), anchors[1].logged(leaseMsg))
+	}
+	_ = active.cmd.Process.Kill()
+	<-active.done
+	for i := 6; i <= 7; i++ {
+		run(append([]string{"device", "publish", key, "--metric", fmt.Sprintf("temp=%d", 20+i)}, client...)...)
+	}
+	run(append([]string{"proof", "--device", "sep-1", "--seq", "7", "--wait", "60s", "--out", proof}, client...)...)
+	if out := run(append([]string{"verify", proof, "--trust", trust}, client...)...); !strings.Contains(out, "bundle verified") {
+		t.Fatalf("verify after the failover: %s", out)
+	}
+	standby.await(t, ctx, leaseMsg)
 	if out := run(append([]string{"audit", "--trust", trust}, client...)...); !strings.Contains(out, "every stored reading in range matches its anchor on the ledger") {
 		t.Fatalf("audit: %s", out)
 	}
-	for _, p := range []*proc{apiProc, anchor, workers[0], workers[1], authProc, ledger} {
+	for _, p := range []*proc{apiProc, standby, workers[0], workers[1], authProc, ledger} {
 		p.stop(t)
 	}
 }
