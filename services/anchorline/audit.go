@@ -186,6 +186,11 @@ func statusCmd() *cobra.Command {
 					if err == nil {
 						break
 					}
+					// A dev starting on a new data_dir makes its CA only now: look again, so
+					// that the client trusts it and speaks https.
+					if c, cerr := apiClient(cfg); cerr == nil {
+						client = c
+					}
 					if time.Now().After(deadline) {
 						return fmt.Errorf("not ready after %s: %w", wait, err)
 					}

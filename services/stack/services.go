@@ -158,7 +158,10 @@ func (s *Services) start(ctx context.Context, cfg config.Config, roles Roles, en
 			return fmt.Errorf("%w: %w (`anchorline api token --audience NAME --out FILE` writes one)", config.ErrInvalid, err)
 		}
 	}
-	hs := &http.Server{Handler: api.Handler(deps, s.log), ReadHeaderTimeout: 10 * time.Second}
+	hs := &http.Server{Handler: api.Handler(deps, s.log), ReadHeaderTimeout: 10 * time.Second,
+		// The server's own complaints (a client speaking plain HTTP to https, a failed
+		// handshake) are the client's problem: logged at debug level, with the rest.
+		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
 	if cfg.HTTP.TLSCert != "" {
 		pair, err := tls.LoadX509KeyPair(cfg.HTTP.TLSCert, cfg.HTTP.TLSKey)
 		if err != nil {
