@@ -223,5 +223,6 @@ require (
 
 tool (
 	github.com/go-task/task/v3/cmd/task
+	github.com/nats-io/nats-server/v2
 	honnef.co/go/tools/cmd/staticcheck
 )

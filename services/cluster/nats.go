@@ -1,0 +1,253 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/anchorline/anchorline/internal/retry"
+	"github.com/anchorline/anchorline/services/auth"
+)
+
+// NATSServerBinary is the nats-server command of the version go.mod pins, built as a Go tool
+// (`go tool -n nats-server` builds it once and prints its path).
+func NATSServerBinary(ctx context.Context) (string, error) {
+	out, err := exec.CommandContext(ctx, "go", "tool", "-n", "nats-server").Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return "", fmt.Errorf("go tool -n nats-server: %w: %s", err, ee.Stderr)
+		}
+		return "", fmt.Errorf("go tool -n nats-server: %w", err)
+	}
+	return strings.TrimSpace(string(out)), nil
+}
+
+// NATSNode is one nats-server process of a NATSCluster.
+type NATSNode struct {
+	Name       string
+	ClientAddr string // host:port of its clients
+	RouteAddr  string // host:port of its cluster routes
+	Dir        string // its configuration, JetStream store and log
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// NATSCluster is a JetStream cluster of nats-server processes on loopback, each with
+// Anchorline's accounts and auth callout.
+type NATSCluster struct {
+	Nodes []*NATSNode
+	bin   string
+	log   *slog.Logger
+}
+
+// URLs is what clients list in nats.url: every node.
+func (c *NATSCluster) URLs() string {
+	urls := make([]string, len(c.Nodes))
+	for i, n := range c.Nodes {
+		urls[i] = "nats://" + n.ClientAddr
+	}
+	return strings.Join(urls, ",")
+}
+
+// StartNATSCluster starts n nats-server processes (bin) forming one JetStream cluster, under
+// dir/nats-<i>, each including setup's auth.conf, and waits until JetStream has a meta leader.
+// Their ports are free loopback ports.
+func StartNATSCluster(ctx context.Context, bin, dir string, n int, setup auth.Setup, log *slog.Logger) (*NATSCluster, error) {
+	if n < 1 {
+		return nil, fmt.Errorf("nats cluster: %d nodes", n)
+	}
+	c := &NATSCluster{bin: bin, log: log}
+	for i := range n {
+		client, err := freeAddr()
+		if err != nil {
+			return nil, err
+		}
+		route, err := freeAddr()
+		if err != nil {
+			return nil, err
+		}
+		c.Nodes = append(c.Nodes, &NATSNode{Name: fmt.Sprintf("nats-%d", i), ClientAddr: client, RouteAddr: route,
+			Dir: filepath.Join(dir, fmt.Sprintf("nats-%d", i))})
+	}
+	for _, node := range c.Nodes {
+		if err := c.writeConfig(node, setup); err != nil {
+			return nil, err
+		}
+	}
+	for i := range c.Nodes {
+		if err := c.Start(i); err != nil {
+			c.Stop()
+			return nil, err
+		}
+	}
+	if err := c.waitReady(ctx, setup); err != nil {
+		c.Stop()
+		return nil, err
+	}
+	return c, nil
+}
+
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("nats cluster: free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+// writeConfig writes a node's configuration: its ports, JetStream store, the routes to every
+// node, and an include of the auth setup (copied beside it: include paths are relative).
+func (c *NATSCluster) writeConfig(node *NATSNode, setup auth.Setup) error {
+	if err := os.MkdirAll(node.Dir, 0o700); err != nil {
+		return fmt.Errorf("nats cluster: %w", err)
+	}
+	authConf, err := os.ReadFile(setup.ConfFile())
+	if err != nil {
+		return fmt.Errorf("nats cluster: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(node.Dir, "auth.conf"), authConf, 0o600); err != nil {
+		return fmt.Errorf("nats cluster: %w", err)
+	}
+	var routes []string
+	for _, o := range c.Nodes {
+		routes = append(routes, fmt.Sprintf("%q", "nats-route://"+o.RouteAddr))
+	}
+	conf := fmt.Sprintf(`server_name: %q
+listen: %q
+jetstream { store_dir: %q }
+cluster {
+  name: "anchorline"
+  listen: %q
+  routes: [ %s ]
+}
+include "auth.conf"
+`, node.Name, node.ClientAddr, filepath.Join(node.Dir, "jetstream"), node.RouteAddr, strings.Join(routes, ", "))
+	return os.WriteFile(filepath.Join(node.Dir, "server.conf"), []byte(conf), 0o600)
+}
+
+// Start starts node i's process (again, after Kill: it keeps its store).
+func (c *NATSCluster) Start(i int) error {
+	node := c.Nodes[i]
+	node.mu.Lock()
+	defer node.mu.Unlock()
+	logf, err := os.OpenFile(filepath.Join(node.Dir, "server.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		return fmt.Errorf("nats cluster: %w", err)
+	}
+	cmd := exec.Command(c.bin, "-c", filepath.Join(node.Dir, "server.conf"))
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return fmt.Errorf("nats cluster: start %s: %w", node.Name, err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); logf.Close(); close(done) }()
+	node.cmd, node.done = cmd, done
+	return nil
+}
+
+// Kill kills node i's process (SIGKILL) and waits for it to end.
+func (c *NATSCluster) Kill(i int) {
+	node := c.Nodes[i]
+	node.mu.Lock()
+	cmd, done := node.cmd, node.done
+	node.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Signal(syscall.SIGKILL)
+	<-done
+}
+
+// Stop stops every node (SIGTERM, then SIGKILL after 10 s).
+func (c *NATSCluster) Stop() {
+	for _, node := range c.Nodes {
+		node.mu.Lock()
+		cmd, done := node.cmd, node.done
+		node.mu.Unlock()
+		if cmd == nil {
+			continue
+		}
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Signal(syscall.SIGKILL)
+			<-done
+		}
+	}
+}
+
+// jszReply is the part of a server's JSZ answer that says whether JetStream has a leader.
+type jszReply struct {
+	Data struct {
+		MetaCluster struct {
+			Leader   string `json:"leader"`
+			Replicas []struct {
+				Current bool `json:"current"`
+			} `json:"replicas"`
+		} `json:"meta_cluster"`
+	} `json:"data"`
+}
+
+// waitReady waits until every node answers and JetStream's meta group has a leader that sees
+// every other node current, asking through the system account.
+func (c *NATSCluster) waitReady(ctx context.Context, setup auth.Setup) error {
+	opts, err := auth.ConnectOptions(auth.RoleSystem, setup.File(auth.RoleSystem))
+	if err != nil {
+		return err
+	}
+	_, err = retry.Do(ctx, retry.Within(time.Minute), func(ctx context.Context) (struct{}, error) {
+		nc, err := nats.Connect(c.URLs(), append(opts, nats.Timeout(2*time.Second))...)
+		if err != nil {
+			return struct{}{}, err
+		}
+		defer nc.Close()
+		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		msg, err := nc.RequestWithContext(rctx, "$SYS.REQ.SERVER.PING.JSZ", []byte(`{"leader_only":true}`))
+		if err != nil {
+			return struct{}{}, err
+		}
+		var r jszReply
+		if err := json.Unmarshal(msg.Data, &r); err != nil {
+			return struct{}{}, err
+		}
+		mc := r.Data.MetaCluster
+		if mc.Leader == "" || len(mc.Replicas) != len(c.Nodes)-1 {
+			return struct{}{}, fmt.Errorf("jetstream meta leader %q with %d peers, want %d", mc.Leader, len(mc.Replicas), len(c.Nodes)-1)
+		}
+		for _, p := range mc.Replicas {
+			if !p.Current {
+				return struct{}{}, errors.New("a jetstream peer is not current yet")
+			}
+		}
+		return struct{}{}, nil
+	}, func(err error, next time.Duration) {
+		c.log.Debug("nats cluster not ready yet", "err", err, "retry_in", next)
+	})
+	if err != nil {
+		b, _ := os.ReadFile(filepath.Join(c.Nodes[0].Dir, "server.log"))
+		if len(b) > 2000 {
+			b = b[len(b)-2000:]
+		}
+		return fmt.Errorf("nats cluster: not ready (logs in %s): %w; %s's log ends:\n%s", filepath.Dir(c.Nodes[0].Dir), err, c.Nodes[0].Name, b)
+	}
+	return nil
+}
