@@ -136,6 +136,9 @@ func (d *Dev) start(ctx context.Context) error {
 		d.stops = append(d.stops, srv.Stop)
 	}
 
+	if err := checkOldStreams(filepath.Join(cfg.DataDir, "nats")); err != nil {
+		return err
+	}
 	if d.setup, err = auth.Init(cfg.AuthDir()); err != nil {
 		return err
 	}
@@ -256,6 +259,20 @@ func (d *Dev) Config() config.Config {
 		c.ClickHouse.Addr = d.ClickHouse.Addr
 	}
 	return c
+}
+
+// ErrOldStreams means data_dir holds JetStream streams from before the broker had accounts.
+var ErrOldStreams = errors.New("data_dir holds streams of a version before broker accounts")
+
+// checkOldStreams refuses a NATS store whose streams are in the server's global account (made
+// before dev put them in the APP account): readings pending there would never be ingested.
+func checkOldStreams(store string) error {
+	old := filepath.Join(store, "jetstream", "$G", "streams", "READINGS")
+	if _, err := os.Stat(old); err != nil {
+		return nil
+	}
+	return fmt.Errorf("%w: %s: readings still pending in it would not be ingested; drain it with the anchorline that made it (stop publishing, let ingest catch up), then move %s aside; the ledger and ClickHouse data are kept",
+		ErrOldStreams, old, store)
 }
 
 // checkDataDir makes sure dir exists and is writable.

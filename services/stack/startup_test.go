@@ -46,12 +46,21 @@ func TestStartDevFails(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	oldStreams := t.TempDir() // a data_dir of before broker accounts: streams in the global account
+	if err := os.MkdirAll(filepath.Join(oldStreams, "nats", "jetstream", "$G", "streams", "READINGS"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+
 	for _, tc := range []struct {
 		name   string
 		change func(*config.Config)
 		is     error
 		says   []string
 	}{
+		{"data_dir of before broker accounts", func(c *config.Config) {
+			c.DataDir = oldStreams
+			c.Ledger.AdminKey = filepath.Join(c.DataDir, "admin.key")
+		}, ErrOldStreams, []string{"readings still pending in it would not be ingested", "move " + filepath.Join(oldStreams, "nats") + " aside"}},
 		{"http.addr in use", func(c *config.Config) { c.HTTP.Addr = taken.Addr().String() },
 			ErrAddrInUse, []string{"http.addr " + taken.Addr().String(), "choose another http.addr"}},
 		{"nats.url in use", func(c *config.Config) { c.NATS.URL = "nats://" + taken.Addr().String() },
@@ -95,7 +104,7 @@ func TestStartDevFails(t *testing.T) {
 					t.Errorf("error %q does not say %q", msg, want)
 				}
 			}
-			if cfg.DataDir == otherChain || strings.HasPrefix(cfg.DataDir, notADir) {
+			if cfg.DataDir == otherChain || cfg.DataDir == oldStreams || strings.HasPrefix(cfg.DataDir, notADir) {
 				return
 			}
 			// What it started was stopped: the same data_dir (NATS store, ledger state) starts
