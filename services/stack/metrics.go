@@ -98,6 +98,7 @@ func NewMetrics(g *Ingest, a *anchoring.Service, js jetstream.JetStream, st *sto
 	anchored := counter("anchorline.anchoring.batches", "batches anchored")
 	pendingBatches := gauge("anchorline.anchoring.pending_batches", "batch records waiting for the next anchor")
 	height := gauge("anchorline.anchoring.last_height", "ledger height of the last anchor")
+	active := gauge("anchorline.anchoring.active", "1 while this anchoring service holds the lease (the active one), 0 while it stands by")
 	admitted := counter("anchorline.auth.admitted", "device connections the auth callout let in")
 	refused := counter("anchorline.auth.refused", "device connections the auth callout refused, and revoked devices' connections it closed, by reason")
 	serverRefused := counter("anchorline.auth.server_refused", "connections the NATS servers refused at authentication (any client)")
@@ -189,9 +190,14 @@ func NewMetrics(g *Ingest, a *anchoring.Service, js jetstream.JetStream, st *sto
 			o.ObserveInt64(anchored, int64(s.Batches))
 			o.ObserveInt64(pendingBatches, int64(s.Pending))
 			o.ObserveInt64(height, s.LastHeight)
+			isActive := int64(0)
+			if s.Active {
+				isActive = 1
+			}
+			o.ObserveInt64(active, isActive)
 		}
 		return nil
-	}, received, verified, rejected, inserted, batches, retries, deferred, anomalies, chainHeld, chainRemote, chainLookups, redelivered, duplicates, pending, ackPending, anchors, anchored, pendingBatches, height, admitted, refused, serverRefused)
+	}, received, verified, rejected, inserted, batches, retries, deferred, anomalies, chainHeld, chainRemote, chainLookups, redelivered, duplicates, pending, ackPending, anchors, anchored, pendingBatches, height, active, admitted, refused, serverRefused)
 	if err != nil {
 		return nil, fmt.Errorf("metrics: %w", err)
 	}
