@@ -339,3 +339,30 @@ func (c *Client) LightBlock(ctx context.Context, height int64) (*types.LightBloc
 	}
 	return lb, nil
 }
+
+// Signers returns, for the latest block, how many of the validators that could sign it did
+// (their commit signatures are for the block) and how many there are: fewer signers than
+// validators means some are down or lagging.
+func (c *Client) Signers(ctx context.Context) (signed, validators int, height int64, err error) {
+	if height, err = c.Height(ctx); err != nil {
+		return 0, 0, 0, err
+	}
+	h := height - 1 // the latest block's commit is in the next one; this one's is canonical
+	if h < 1 {
+		h = height
+	}
+	com, err := c.rpc.Commit(ctx, &h)
+	if err != nil {
+		return 0, 0, height, fmt.Errorf("ledger commit at %d: %w", h, err)
+	}
+	vals, err := c.Validators(ctx, h)
+	if err != nil {
+		return 0, 0, height, err
+	}
+	for _, s := range com.Commit.Signatures {
+		if s.BlockIDFlag == types.BlockIDFlagCommit {
+			signed++
+		}
+	}
+	return signed, vals.Size(), h, nil
+}

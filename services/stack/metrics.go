@@ -16,6 +16,7 @@ import (
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 
 	"github.com/anchorline/anchorline/anchor/anchoring"
+	"github.com/anchorline/anchorline/anchor/ledger"
 	"github.com/anchorline/anchorline/schemas/stream"
 	"github.com/anchorline/anchorline/services/auth"
 	"github.com/anchorline/anchorline/services/store"
@@ -59,7 +60,7 @@ func (o *observer) Flush(readings, _ int, d time.Duration) {
 // NewMetrics exposes the counters of ingest and anchoring, the ingest consumer's lag, the
 // duplicate rows in ClickHouse and ingest's histograms through OpenTelemetry, exported in
 // Prometheus format by the returned handler. Any argument may be nil.
-func NewMetrics(g *Ingest, a *anchoring.Service, js jetstream.JetStream, st *store.Store, au func() auth.Stats) (http.Handler, error) {
+func NewMetrics(g *Ingest, a *anchoring.Service, js jetstream.JetStream, st *store.Store, au func() auth.Stats, l *ledger.Client) (http.Handler, error) {
 	reg := prometheus.NewRegistry()
 	exp, err := otelprom.New(otelprom.WithRegisterer(reg))
 	if err != nil {
@@ -99,6 +100,8 @@ func NewMetrics(g *Ingest, a *anchoring.Service, js jetstream.JetStream, st *sto
 	pendingBatches := gauge("anchorline.anchoring.pending_batches", "batch records waiting for the next anchor")
 	height := gauge("anchorline.anchoring.last_height", "ledger height of the last anchor")
 	active := gauge("anchorline.anchoring.active", "1 while this anchoring service holds the lease (the active one), 0 while it stands by")
+	validators := gauge("anchorline.ledger.validators", "validators of the ledger's latest committed block (asked at most every 5 s)")
+	signers := gauge("anchorline.ledger.signers", "validators whose signatures commit that block: fewer than anchorline_ledger_validators means some are down or behind")
 	admitted := counter("anchorline.auth.admitted", "device connections the auth callout let in")
 	refused := counter("anchorline.auth.refused", "device connections the auth callout refused, and revoked devices' connections it closed, by reason")
 	serverRefused := counter("anchorline.auth.server_refused", "connections the NATS servers refused at authentication (any client)")
@@ -135,6 +138,10 @@ func NewMetrics(g *Ingest, a *anchoring.Service, js jetstream.JetStream, st *sto
 	var dupMu sync.Mutex
 	var dups uint64
 	var dupAt time.Time
+	// The ledger's signers cost two RPC calls: at most every 5 s.
+	var ledgerMu sync.Mutex
+	var signed, total int
+	var ledgerAt time.Time
 	_, err = m.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
 		if g != nil {
 			s := g.Stats()
@@ -176,6 +183,20 @@ func NewMetrics(g *Ingest, a *anchoring.Service, js jetstream.JetStream, st *sto
 			dupMu.Unlock()
 			o.ObserveInt64(duplicates, int64(n))
 		}
+		if l != nil {
+			ledgerMu.Lock()
+			if time.Since(ledgerAt) > 5*time.Second {
+				if sg, vs, _, err := l.Signers(ctx); err == nil {
+					signed, total, ledgerAt = sg, vs, time.Now()
+				}
+			}
+			sg, vs := signed, total
+			ledgerMu.Unlock()
+			if vs > 0 {
+				o.ObserveInt64(validators, int64(vs))
+				o.ObserveInt64(signers, int64(sg))
+			}
+		}
 		if au != nil {
 			s := au()
 			o.ObserveInt64(admitted, int64(s.Granted))
@@ -197,7 +218,7 @@ func NewMetrics(g *Ingest, a *anchoring.Service, js jetstream.JetStream, st *sto
 			o.ObserveInt64(active, isActive)
 		}
 		return nil
-	}, received, verified, rejected, inserted, batches, retries, deferred, anomalies, chainHeld, chainRemote, chainLookups, redelivered, duplicates, pending, ackPending, anchors, anchored, pendingBatches, height, active, admitted, refused, serverRefused)
+	}, received, verified, rejected, inserted, batches, retries, deferred, anomalies, chainHeld, chainRemote, chainLookups, redelivered, duplicates, pending, ackPending, anchors, anchored, pendingBatches, height, active, validators, signers, admitted, refused, serverRefused)
 	if err != nil {
 		return nil, fmt.Errorf("metrics: %w", err)
 	}

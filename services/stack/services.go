@@ -147,7 +147,7 @@ func (s *Services) start(ctx context.Context, cfg config.Config, roles Roles, en
 	if roles.Ingest {
 		dupStore = st
 	}
-	if b.Metrics, err = NewMetrics(s.Ingest, s.Anchoring, ingestJS, dupStore, env.AuthStats); err != nil {
+	if b.Metrics, err = NewMetrics(s.Ingest, s.Anchoring, ingestJS, dupStore, env.AuthStats, env.Ledger); err != nil {
 		return err
 	}
 	s.Backend = b

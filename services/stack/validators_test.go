@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"regexp"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -187,6 +188,13 @@ func TestFourValidators(t *testing.T) {
 	if code, body := readyz(t, ctx, client); code != http.StatusOK {
 		t.Fatalf("/readyz with one of four validators down: %d %s", code, body)
 	}
+	// The metrics say so: three of the four validators sign the latest blocks.
+	await.Until(t, ctx, "the metrics count three signers of four validators", func() (bool, string) {
+		_, m := get(t, ctx, client, "/metrics")
+		v := regexp.MustCompile(`(?m)^anchorline_ledger_validators\{[^}]*\} (\d+)$`).FindStringSubmatch(m)
+		sg := regexp.MustCompile(`(?m)^anchorline_ledger_signers\{[^}]*\} (\d+)$`).FindStringSubmatch(m)
+		return len(v) == 2 && len(sg) == 2 && v[1] == "4" && sg[1] == "3", fmt.Sprintf("validators %v, signers %v", v, sg)
+	})
 
 	// (3) node1 stops too: two of four, too little power to commit anything.
 	if err := tn.Stop(1); err != nil {
