@@ -3,7 +3,7 @@
 # it). Debian's zookeeper package ships no running service unless zookeeperd is installed: tests
 # start a private standalone ZooKeeper as a child process (internal/zkserver).
 set -euo pipefail
-if ls /usr/share/java/zookeeper*.jar >/dev/null 2>&1 || [ -d /usr/share/zookeeper ] && ls /usr/share/zookeeper/*.jar >/dev/null 2>&1; then
+if [ -f /usr/share/java/zookeeper.jar ]; then
 	exit 0
 fi
 echo "== installing ZooKeeper from apt (once)"
@@ -12,4 +12,4 @@ if [ "$(id -u)" != 0 ]; then sudo_cmd="sudo"; fi
 export DEBIAN_FRONTEND=noninteractive
 $sudo_cmd apt-get update -qq
 $sudo_cmd apt-get install -y -qq --no-install-recommends zookeeper >/dev/null
-ls /usr/share/java/zookeeper*.jar >/dev/null 2>&1 || { echo "zookeeper jars not found after apt install" >&2; exit 1; }
+[ -f /usr/share/java/zookeeper.jar ] || { echo "zookeeper jars not found after apt install" >&2; exit 1; }

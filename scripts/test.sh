@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 
 scripts/install-clickhouse.sh
 scripts/install-prometheus.sh
+scripts/install-zookeeper.sh
 
 echo "== gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go'))

@@ -86,7 +86,7 @@ const configXML = `<?xml version="1.0"?>
     <mark_cache_size>268435456</mark_cache_size>
     <uncompressed_cache_size>268435456</uncompressed_cache_size>
     <mlock_executable>false</mlock_executable>
-</yandex>
+{{replication}}</yandex>
 `
 
 const usersXML = `<?xml version="1.0"?>
@@ -148,7 +148,7 @@ var errPortTaken = errors.New("a port was taken")
 // child's own. Data in dir survives a restart. A port this function picked that another
 // process takes before the server binds it is picked anew.
 func Start(ctx context.Context, dir, addr string, log *slog.Logger) (*Server, error) {
-	return startServer(ctx, dir, addr, nil, log)
+	return startServer(ctx, dir, addr, nil, nil, log)
 }
 
 // tlsFiles is what a TLS server serves with, and how this package connects to it.
@@ -170,7 +170,7 @@ func StartTLS(ctx context.Context, dir, addr, certFile, keyFile string, client *
 	if err != nil {
 		return nil, err
 	}
-	return startServer(ctx, dir, addr, t, log)
+	return startServer(ctx, dir, addr, t, nil, log)
 }
 
 func newTLSFiles(certFile, keyFile string, client *tls.Config) (*tlsFiles, error) {
@@ -208,7 +208,7 @@ func trustCert(certFile string) (*tls.Config, error) {
 	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
 }
 
-func startServer(ctx context.Context, dir, addr string, t *tlsFiles, log *slog.Logger) (*Server, error) {
+func startServer(ctx context.Context, dir, addr string, t *tlsFiles, r *ReplicaOptions, log *slog.Logger) (*Server, error) {
 	bin, err := Binary()
 	if err != nil {
 		return nil, err
@@ -256,9 +256,17 @@ func startServer(ctx context.Context, dir, addr string, t *tlsFiles, log *slog.L
 				return nil, err
 			}
 		}
-		s, err := start(ctx, bin, dir, host, port, httpPort, t, log)
+		replication := ""
+		interserver := 0
+		if r != nil {
+			if interserver, err = freePort(host); err != nil {
+				return nil, err
+			}
+			replication = r.config(host, interserver)
+		}
+		s, err := start(ctx, bin, dir, host, port, httpPort, t, replication, log)
 		if errors.Is(err, errPortTaken) && attempt < 5 {
-			log.Warn("private ClickHouse: a port was taken before the server bound it, picking others", "tcp", port, "http", httpPort)
+			log.Warn("private ClickHouse: a port was taken before the server bound it, picking others", "tcp", port, "http", httpPort, "interserver", interserver)
 			continue
 		}
 		if err != nil {
@@ -296,7 +304,7 @@ func xmlText(s string) string {
 	return b.String()
 }
 
-func start(ctx context.Context, bin, dir, host string, tcp, httpPort int, t *tlsFiles, log *slog.Logger) (*Server, error) {
+func start(ctx context.Context, bin, dir, host string, tcp, httpPort int, t *tlsFiles, replication string, log *slog.Logger) (*Server, error) {
 	vars := []string{"{{dir}}", xmlText(dir), "{{host}}", xmlText(host), "{{tcp}}", strconv.Itoa(tcp), "{{http}}", strconv.Itoa(httpPort)}
 	listeners := plainListeners
 	if t != nil {
@@ -305,7 +313,7 @@ func start(ctx context.Context, bin, dir, host string, tcp, httpPort int, t *tls
 	}
 	listeners = strings.NewReplacer(vars...).Replace(listeners)
 	r := func(s string) []byte {
-		return []byte(strings.NewReplacer(append(vars, "{{listeners}}", listeners)...).Replace(s))
+		return []byte(strings.NewReplacer(append(vars, "{{listeners}}", listeners, "{{replication}}", replication)...).Replace(s))
 	}
 	if err := os.WriteFile(filepath.Join(dir, "config.xml"), r(configXML), 0o640); err != nil {
 		return nil, err
