@@ -78,6 +78,9 @@ func (d *Dev) start(ctx context.Context) error {
 	if err := checkDataDir(cfg.DataDir); err != nil {
 		return err
 	}
+	if err := checkOldStreams(filepath.Join(cfg.DataDir, "nats")); err != nil {
+		return err
+	}
 	natsAddr, err := natsListenAddr(cfg.NATS.URL)
 	if err != nil {
 		return err
@@ -136,9 +139,6 @@ func (d *Dev) start(ctx context.Context) error {
 		d.stops = append(d.stops, srv.Stop)
 	}
 
-	if err := checkOldStreams(filepath.Join(cfg.DataDir, "nats")); err != nil {
-		return err
-	}
 	if d.setup, err = auth.Init(cfg.AuthDir()); err != nil {
 		return err
 	}
