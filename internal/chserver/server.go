@@ -7,7 +7,6 @@ import (
 	"encoding/xml"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"net"
 	"os"
@@ -22,6 +21,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
+	"github.com/anchorline/anchorline/internal/procnet"
 	"github.com/anchorline/anchorline/internal/retry"
 )
 
@@ -360,52 +360,17 @@ func start(ctx context.Context, bin, dir, host string, tcp, httpPort int, t *tls
 // so that a stranger that took the port cannot pass for it. Without /proc (not Linux) it
 // trusts the check made before the start.
 func (s *Server) verifyOwn(port int) error {
-	inodes, err := listeningInodes(port)
-	if errors.Is(err, fs.ErrNotExist) {
+	ok, err := procnet.Holds(s.cmd.Process.Pid, port)
+	if errors.Is(err, procnet.ErrNoProc) {
 		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("private ClickHouse: check who listens on %s: %w", s.Addr, err)
 	}
-	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", s.cmd.Process.Pid))
-	if err != nil {
-		return fmt.Errorf("private ClickHouse: check who listens on %s: %w", s.Addr, err)
-	}
-	for _, fd := range fds {
-		link, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", s.cmd.Process.Pid, fd.Name()))
-		if err == nil && inodes[link] {
-			return nil
-		}
+	if ok {
+		return nil
 	}
 	return fmt.Errorf("clickhouse.addr %s: %w (process %d does not hold that port): stop the other server or choose another clickhouse.addr", s.Addr, ErrNotOurs, s.cmd.Process.Pid)
-}
-
-// listeningInodes returns the sockets listening on TCP port, as the "socket:[inode]" links
-// that /proc/<pid>/fd holds.
-func listeningInodes(port int) (map[string]bool, error) {
-	inodes := map[string]bool{}
-	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) && f == "/proc/net/tcp6" {
-				continue
-			}
-			return nil, err
-		}
-		for _, line := range strings.Split(string(b), "\n")[1:] {
-			fields := strings.Fields(line)
-			if len(fields) < 10 || fields[3] != "0A" { // 0A: LISTEN
-				continue
-			}
-			i := strings.LastIndexByte(fields[1], ':')
-			p, err := strconv.ParseUint(fields[1][i+1:], 16, 16)
-			if err != nil || int(p) != port {
-				continue
-			}
-			inodes["socket:["+fields[9]+"]"] = true
-		}
-	}
-	return inodes, nil
 }
 
 // logSizes records how long the log files are, so that a start reads only its own lines.

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
 	"net"
 	"os"
@@ -18,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/anchorline/anchorline/internal/procnet"
 	"github.com/anchorline/anchorline/internal/retry"
 )
 
@@ -197,56 +197,22 @@ func (s *Server) waitReady(ctx context.Context) error {
 func (s *Server) verifyOwn() error {
 	_, p, _ := net.SplitHostPort(s.Addr)
 	port, _ := strconv.Atoi(p)
-	inodes, err := listeningInodes(port)
-	if errors.Is(err, fs.ErrNotExist) {
+	pid := s.cmd.Process.Pid
+	ok, err := procnet.Holds(pid, port)
+	if errors.Is(err, procnet.ErrNoProc) {
 		return nil
 	}
 	if err != nil {
 		return retry.Permanent(fmt.Errorf("check who listens on %s: %w", s.Addr, err))
 	}
-	pid := s.cmd.Process.Pid
-	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
-	if err != nil {
-		return retry.Permanent(fmt.Errorf("check who listens on %s: %w", s.Addr, err))
-	}
-	for _, fd := range fds {
-		if link, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name())); err == nil && inodes[link] {
-			return nil
-		}
+	if ok {
+		return nil
 	}
 	return retry.Permanent(fmt.Errorf("%w: process %d does not hold %s", ErrNotOurs, pid, s.Addr))
 }
 
 // ErrNotOurs means a server answers on the address, but it is not the child started here.
 var ErrNotOurs = errors.New("the server answering is not the private ZooKeeper started here")
-
-// listeningInodes returns the sockets listening on TCP port, as the "socket:[inode]" links
-// that /proc/<pid>/fd holds.
-func listeningInodes(port int) (map[string]bool, error) {
-	inodes := map[string]bool{}
-	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) && f == "/proc/net/tcp6" {
-				continue
-			}
-			return nil, err
-		}
-		for _, line := range strings.Split(string(b), "\n")[1:] {
-			fields := strings.Fields(line)
-			if len(fields) < 10 || fields[3] != "0A" { // 0A: LISTEN
-				continue
-			}
-			i := strings.LastIndexByte(fields[1], ':')
-			p, err := strconv.ParseUint(fields[1][i+1:], 16, 16)
-			if err != nil || int(p) != port {
-				continue
-			}
-			inodes["socket:["+fields[9]+"]"] = true
-		}
-	}
-	return inodes, nil
-}
 
 // FourLetter sends a ZooKeeper four-letter command (srvr, ruok, …; the private server whitelists
 // srvr and ruok) to addr and returns the whole answer.

@@ -73,7 +73,7 @@ func migrateCmd() *cobra.Command {
 // several validators' through a ledger.Failover that uses whichever answers.
 func remoteLedger(cfg config.Config, log *slog.Logger) (*ledger.Client, error) {
 	addrs := cfg.Ledger.RPCAddrs()
-	tlsCfg, err := stack.LedgerTLS(cfg)
+	tlsCfg, err := stack.ClientTLS(cfg) // https to the ledger's RPC when there is a CA
 	if err != nil {
 		return nil, badInput(err)
 	}

@@ -18,7 +18,6 @@ import (
 	"github.com/anchorline/anchorline/anchor/ledger"
 	"github.com/anchorline/anchorline/anchor/merkle"
 	"github.com/anchorline/anchorline/anchor/proof"
-	"github.com/anchorline/anchorline/internal/pki"
 	"github.com/anchorline/anchorline/schemas/lookup"
 	"github.com/anchorline/anchorline/services/api"
 	"github.com/anchorline/anchorline/services/config"
@@ -411,11 +410,11 @@ func APIURL(c config.Config) string {
 // in http.token's file, if set.
 func APIClient(c config.Config) (*api.Client, error) {
 	cl := api.NewClient(APIURL(c))
-	if ca := c.CAFile(); ca != "" {
-		tc, err := pki.ClientConfig(ca)
-		if err != nil {
-			return nil, err
-		}
+	tc, err := ClientTLS(c)
+	if err != nil {
+		return nil, err
+	}
+	if tc != nil {
 		cl.HTTP.Transport = &http.Transport{TLSClientConfig: tc, Proxy: http.ProxyFromEnvironment}
 	}
 	if c.HTTP.Token != "" {

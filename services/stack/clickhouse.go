@@ -11,7 +11,6 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
-	"github.com/anchorline/anchorline/internal/pki"
 	"github.com/anchorline/anchorline/internal/retry"
 	"github.com/anchorline/anchorline/services/config"
 )
@@ -66,13 +65,12 @@ func ClickHouseTLS(cfg config.Config) (*tls.Config, error) {
 	if !cfg.ClickHouse.Secure {
 		return nil, nil
 	}
-	ca := cfg.CAFile()
-	if ca == "" {
-		return &tls.Config{MinVersion: tls.VersionTLS12}, nil
-	}
-	tc, err := pki.ClientConfig(ca)
+	tc, err := ClientTLS(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("%w: clickhouse.secure: %w", config.ErrInvalid, err)
+		return nil, fmt.Errorf("clickhouse.secure: %w", err)
+	}
+	if tc == nil {
+		return &tls.Config{MinVersion: tls.VersionTLS12}, nil
 	}
 	return tc, nil
 }

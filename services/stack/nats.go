@@ -18,7 +18,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/anchorline/anchorline/internal/pki"
 	"github.com/anchorline/anchorline/internal/retry"
 	"github.com/anchorline/anchorline/services/auth"
 	"github.com/anchorline/anchorline/services/config"
@@ -105,13 +104,9 @@ func NATSOptions(cfg config.Config, role auth.Role) ([]nats.Option, error) {
 // NATSTLS is the TLS option of every NATS client (services, devices, tools): trust the CA of
 // tls.ca (dev's under data_dir/tls by default); none if there is no CA file.
 func NATSTLS(cfg config.Config) ([]nats.Option, error) {
-	ca := cfg.CAFile()
-	if ca == "" {
-		return nil, nil
-	}
-	tc, err := pki.ClientConfig(ca)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", config.ErrInvalid, err)
+	tc, err := ClientTLS(cfg)
+	if tc == nil || err != nil {
+		return nil, err
 	}
 	return []nats.Option{nats.Secure(tc)}, nil
 }

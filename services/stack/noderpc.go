@@ -2,9 +2,7 @@ package stack
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
-	"fmt"
 	"sync"
 
 	"github.com/cometbft/cometbft/libs/bytes"
@@ -13,8 +11,6 @@ import (
 
 	"github.com/anchorline/anchorline/anchor/ledger"
 	"github.com/anchorline/anchorline/anchor/node"
-	"github.com/anchorline/anchorline/internal/pki"
-	"github.com/anchorline/anchorline/services/config"
 )
 
 // ErrLedgerStopped is what the dev services' ledger calls return while the embedded node is
@@ -86,18 +82,4 @@ func (r *nodeRPC) Commit(ctx context.Context, height *int64) (*coretypes.ResultC
 		return nil, err
 	}
 	return c.Commit(ctx, height)
-}
-
-// LedgerTLS is how clients reach the ledger's RPC: over https trusting tls.ca's CA (dev's,
-// by default) if there is one, else plain HTTP (nil).
-func LedgerTLS(cfg config.Config) (*tls.Config, error) {
-	ca := cfg.CAFile()
-	if ca == "" {
-		return nil, nil
-	}
-	tc, err := pki.ClientConfig(ca)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", config.ErrInvalid, err)
-	}
-	return tc, nil
 }

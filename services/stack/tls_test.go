@@ -67,7 +67,7 @@ func TestTLSEverywhere(t *testing.T) {
 		t.Fatal("a plain-text ClickHouse client was answered")
 	}
 	// The ledger's RPC, as separate services reach it.
-	tc, err := LedgerTLS(d.Config())
+	tc, err := ClientTLS(d.Config())
 	if err != nil || tc == nil {
 		t.Fatalf("ledger TLS: %v %v", tc, err)
 	}
