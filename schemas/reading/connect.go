@@ -9,13 +9,11 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
-
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nkeys"
 )
 
-// How a device proves its identity to the broker (schemas/reading's part of the contract; the
-// broker's part is services/auth). When a device connects, NATS sends it a nonce; the device
+// How a device proves its identity to the broker (schemas/reading's part of the contract, free
+// of NATS itself; the nats.go options and the CONNECT's nkey field are in schemas/reading/connect,
+// the broker's part in services/auth). When a device connects, NATS sends it a nonce; the device
 // answers with a signature by its registered key over ConnectContext || nonce, and names itself
 // in the CONNECT's user field. The context makes a connect proof and a reading's signature two
 // different statements: a reading's signed bytes are a COSE Sig_structure, which begins with the
@@ -91,23 +89,6 @@ func connectMessage(nonce []byte) []byte {
 	return append([]byte(ConnectContext), nonce...)
 }
 
-// ConnectKeyName is what a device puts in the CONNECT's nkey field: for Ed25519 the NATS user
-// nkey of its registered key ("U..."), for ES256, which NATS nkeys cannot encode, "ES256".
-// The broker checks it against the registered key; it names the key, it proves nothing.
-func ConnectKeyName(pk PublicKey) (string, error) {
-	switch pk.Alg {
-	case Ed25519:
-		b, err := nkeys.Encode(nkeys.PrefixByteUser, pk.Key)
-		if err != nil {
-			return "", fmt.Errorf("%w: %w", ErrBadKey, err)
-		}
-		return string(b), nil
-	case ES256:
-		return "ES256", nil
-	}
-	return "", fmt.Errorf("%w: %q", ErrUnsupportedAlg, pk.Alg)
-}
-
 // DecodeConnectSig decodes the CONNECT's sig field (unpadded base64url, as nats.go sends it).
 func DecodeConnectSig(s string) ([]byte, error) {
 	b, err := base64.RawURLEncoding.DecodeString(s)
@@ -115,19 +96,4 @@ func DecodeConnectSig(s string) ([]byte, error) {
 		return nil, fmt.Errorf("%w: sig is not unpadded base64url: %w", ErrBadConnectProof, err)
 	}
 	return b, nil
-}
-
-// ConnectOptions are the nats.go options a device connects with: its id as the user, its
-// key's name and a connect proof over the server's nonce, and an inbox prefix of its own, so that
-// JetStream's acknowledgements of its publishes reach it under the broker's permissions.
-func ConnectOptions(device string, key PrivateKey) ([]nats.Option, error) {
-	name, err := ConnectKeyName(key.Public())
-	if err != nil {
-		return nil, err
-	}
-	return []nats.Option{
-		nats.UserInfo(device, ""),
-		nats.Nkey(name, func(nonce []byte) ([]byte, error) { return SignConnect(key, nonce) }),
-		nats.CustomInboxPrefix(InboxPrefix(device)),
-	}, nil
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/anchorline/anchorline/schemas/entry"
 	"github.com/anchorline/anchorline/schemas/reading"
+	"github.com/anchorline/anchorline/schemas/reading/connect"
 	"github.com/anchorline/anchorline/services/api"
 	"github.com/anchorline/anchorline/services/auth"
 	"github.com/anchorline/anchorline/services/config"
@@ -194,7 +195,7 @@ func deviceOptions(cfg config.Config, id string, key reading.PrivateKey) ([]nats
 	if err != nil {
 		return nil, badInput(err)
 	}
-	ident, err := reading.ConnectOptions(id, key)
+	ident, err := connect.Options(id, key)
 	if err != nil {
 		return nil, err
 	}

@@ -25,6 +25,7 @@ import (
 	"github.com/anchorline/anchorline/schemas/entry"
 	"github.com/anchorline/anchorline/schemas/lookup"
 	"github.com/anchorline/anchorline/schemas/reading"
+	"github.com/anchorline/anchorline/schemas/reading/connect"
 	"github.com/anchorline/anchorline/services/api"
 	"github.com/anchorline/anchorline/services/config"
 	"github.com/anchorline/anchorline/services/stack"
@@ -131,7 +132,7 @@ func (s *devStack) storeReading(t *testing.T, ctx context.Context, id string) ma
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts, err := reading.ConnectOptions(id, key) // the device connects as itself
+	opts, err := connect.Options(id, key) // the device connects as itself
 	if err != nil {
 		t.Fatal(err)
 	}

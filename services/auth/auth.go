@@ -17,6 +17,7 @@ import (
 
 	"github.com/anchorline/anchorline/pipeline/verify"
 	"github.com/anchorline/anchorline/schemas/reading"
+	"github.com/anchorline/anchorline/schemas/reading/connect"
 )
 
 // Subjects of NATS's auth callout and system services.
@@ -186,7 +187,7 @@ func (s *Service) authorize(ctx context.Context, req *jwt.AuthorizationRequestCl
 	case key.Revoked:
 		return device, p, RefusedRevoked, fmt.Errorf("revoked at height %d", key.Height)
 	}
-	name, err := reading.ConnectKeyName(key.Key)
+	name, err := connect.KeyName(key.Key)
 	if err != nil {
 		return device, p, RefusedWrongKey, err
 	}

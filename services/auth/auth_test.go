@@ -20,6 +20,7 @@ import (
 	"github.com/anchorline/anchorline/pipeline/consume"
 	"github.com/anchorline/anchorline/pipeline/verify"
 	"github.com/anchorline/anchorline/schemas/reading"
+	"github.com/anchorline/anchorline/schemas/reading/connect"
 	"github.com/anchorline/anchorline/schemas/stream"
 )
 
@@ -170,7 +171,7 @@ func (a *asyncErrs) has(substr string) (bool, string) {
 }
 
 func (b *broker) connectDevice(id string, key reading.PrivateKey, extra ...nats.Option) (*nats.Conn, error) {
-	opts, err := reading.ConnectOptions(id, key)
+	opts, err := connect.Options(id, key)
 	if err != nil {
 		return nil, err
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/anchorline/anchorline/pipeline/verify"
 	"github.com/anchorline/anchorline/schemas/entry"
 	"github.com/anchorline/anchorline/schemas/reading"
+	"github.com/anchorline/anchorline/schemas/reading/connect"
 )
 
 // revocation measures how soon a revocation takes effect: a device publishes every 10 ms, its
@@ -36,7 +37,7 @@ func (r *runner) revocation(ctx context.Context) (accepted, disconnected time.Du
 		return 0, 0, fmt.Errorf("bench: register: %w", err)
 	}
 	// The device's own connection, authenticated by the callout against the registry.
-	devOpts, err := reading.ConnectOptions(dev.ID, key)
+	devOpts, err := connect.Options(dev.ID, key)
 	if err != nil {
 		return 0, 0, err
 	}

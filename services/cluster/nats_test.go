@@ -17,6 +17,7 @@ import (
 	"github.com/anchorline/anchorline/pipeline/consume"
 	"github.com/anchorline/anchorline/schemas/entry"
 	"github.com/anchorline/anchorline/schemas/reading"
+	"github.com/anchorline/anchorline/schemas/reading/connect"
 	"github.com/anchorline/anchorline/schemas/stream"
 	"github.com/anchorline/anchorline/services/auth"
 	"github.com/anchorline/anchorline/services/stack"
@@ -85,7 +86,7 @@ func TestNATSCluster(t *testing.T) {
 	}
 
 	// The device connects to the first node only at first, then to any.
-	devOpts, _ := reading.ConnectOptions(dev.ID, key)
+	devOpts, _ := connect.Options(dev.ID, key)
 	closed := make(chan struct{})
 	dnc, err := nats.Connect("nats://"+c.Nodes[0].ClientAddr+","+c.URLs(), append(devOpts, nats.DontRandomize(), nats.MaxReconnects(-1),
 		nats.ReconnectWait(100*time.Millisecond), nats.ClosedHandler(func(*nats.Conn) { close(closed) }))...)

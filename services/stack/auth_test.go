@@ -17,6 +17,7 @@ import (
 	"github.com/anchorline/anchorline/internal/chserver"
 	"github.com/anchorline/anchorline/schemas/entry"
 	"github.com/anchorline/anchorline/schemas/reading"
+	"github.com/anchorline/anchorline/schemas/reading/connect"
 	"github.com/anchorline/anchorline/schemas/stream"
 	"github.com/anchorline/anchorline/services/auth"
 )
@@ -42,8 +43,8 @@ func TestIdentityAtTheBroker(t *testing.T) {
 	client := d.APIClient()
 	devs := registerAll(t, ctx, client, d, "broker", 3) // Ed25519, ES256, Ed25519
 
-	connect := func(dv *testDevice, closed chan struct{}) (*nats.Conn, error) {
-		opts, err := reading.ConnectOptions(dv.ID, dv.Key)
+	connectDevice := func(dv *testDevice, closed chan struct{}) (*nats.Conn, error) {
+		opts, err := connect.Options(dv.ID, dv.Key)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -66,7 +67,7 @@ func TestIdentityAtTheBroker(t *testing.T) {
 	if _, err := nats.Connect(cfg.NATS.URL, append(d.NATSTLS(), nats.MaxReconnects(0))...); !errors.Is(err, nats.ErrAuthorization) {
 		t.Fatalf("anonymous client: err = %v, want an authorization violation", err)
 	}
-	if _, err := connect(newDevice(t, "broker-stranger", reading.Ed25519), nil); !errors.Is(err, nats.ErrAuthorization) {
+	if _, err := connectDevice(newDevice(t, "broker-stranger", reading.Ed25519), nil); !errors.Is(err, nats.ErrAuthorization) {
 		t.Fatalf("unregistered device: err = %v, want an authorization violation", err)
 	}
 
@@ -74,7 +75,7 @@ func TestIdentityAtTheBroker(t *testing.T) {
 	closed := make([]chan struct{}, len(devs))
 	for i, dv := range devs {
 		closed[i] = make(chan struct{})
-		nc, err := connect(dv, closed[i])
+		nc, err := connectDevice(dv, closed[i])
 		if err != nil {
 			t.Fatalf("%s cannot connect: %v", dv.ID, err)
 		}
@@ -113,7 +114,7 @@ func TestIdentityAtTheBroker(t *testing.T) {
 		case <-ctx.Done():
 			t.Fatalf("revoked device %s is still connected", devs[i].ID)
 		}
-		if _, err := connect(devs[i], nil); !errors.Is(err, nats.ErrAuthorization) {
+		if _, err := connectDevice(devs[i], nil); !errors.Is(err, nats.ErrAuthorization) {
 			t.Fatalf("revoked device %s reconnects: err = %v, want an authorization violation", devs[i].ID, err)
 		}
 	}
@@ -124,7 +125,7 @@ func TestIdentityAtTheBroker(t *testing.T) {
 	}
 
 	// A device publishing on another device's subject is refused by the server, and counted.
-	forger, err := connect(devs[2], nil)
+	forger, err := connectDevice(devs[2], nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/anchorline/anchorline/internal/await"
 	"github.com/anchorline/anchorline/internal/chserver"
 	"github.com/anchorline/anchorline/schemas/reading"
+	"github.com/anchorline/anchorline/schemas/reading/connect"
 	"github.com/anchorline/anchorline/services/auth"
 )
 
@@ -98,7 +99,7 @@ func TestPrometheusFiles(t *testing.T) {
 	publish(t, js, reading.Subject(dv.ID), reading.MsgID(dv.ID, dv.Seq+1), dv.next(t))
 	publish(t, js, reading.Subject(dv.ID), "garbage-1", []byte("not a reading")) // rejected: bad_cbor
 	stranger := newDevice(t, "prom-stranger", reading.Ed25519)
-	opts, _ := reading.ConnectOptions(stranger.ID, stranger.Key)
+	opts, _ := connect.Options(stranger.ID, stranger.Key)
 	if _, err := nats.Connect(cfg.NATS.URL, append(d.NATSTLS(), append(opts, nats.MaxReconnects(0))...)...); err == nil {
 		t.Fatal("an unregistered device connected")
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/anchorline/anchorline/anchor/ledger"
 	"github.com/anchorline/anchorline/internal/await"
 	"github.com/anchorline/anchorline/schemas/reading"
+	"github.com/anchorline/anchorline/schemas/reading/connect"
 )
 
 // TestTLSEverywhere runs dev with its private ClickHouse on TLS too (clickhouse.secure): NATS,
@@ -43,7 +44,7 @@ func TestTLSEverywhere(t *testing.T) {
 	}
 	client := d.APIClient()
 	dv := registerAll(t, ctx, client, d, "tls", 1)[0]
-	opts, err := reading.ConnectOptions(dv.ID, dv.Key)
+	opts, err := connect.Options(dv.ID, dv.Key)
 	if err != nil {
 		t.Fatal(err)
 	}
