@@ -25,6 +25,7 @@ import (
 	"github.com/anchorline/anchorline/anchor/proof"
 	"github.com/anchorline/anchorline/internal/await"
 	"github.com/anchorline/anchorline/internal/chserver"
+	"github.com/anchorline/anchorline/internal/testlog"
 	"github.com/anchorline/anchorline/pipeline/verify"
 	"github.com/anchorline/anchorline/schemas/bundle"
 	"github.com/anchorline/anchorline/schemas/entry"
@@ -37,12 +38,7 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(chserver.RunTests(m)) }
 
-func testLogger(t *testing.T) *slog.Logger {
-	if testing.Verbose() {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	}
-	return slog.New(slog.NewTextHandler(io.Discard, nil))
-}
+func testLogger(t *testing.T) *slog.Logger { return testlog.New(t) }
 
 // devConfig is a dev configuration with its own ports, data folder and ClickHouse database.
 func devConfig(t *testing.T, chAddr, database, dataDir string) config.Config {

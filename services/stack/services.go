@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"sync"
 	"time"
@@ -184,13 +185,22 @@ func (s *Services) start(ctx context.Context, cfg config.Config, roles Roles, en
 	})
 	// Stopping: first the HTTP server, then the services (cancel and wait), then the
 	// connections (earlier stops).
+	// Requests run under the services' context: Stop cancels it first, so a request waiting
+	// (for the next block, say) returns at once instead of holding the shutdown.
+	hs.BaseContext = func(net.Listener) context.Context { return s.runCtx }
 	s.onStop(func() error {
-		sctx, c := context.WithTimeout(context.Background(), 5*time.Second)
+		// Shutdown waits for idle connections too, and counts a connection a client opened
+		// but never sent a request on (net/http's pools do that) as busy for 5 s: after a
+		// short grace, close whatever is left.
+		sctx, c := context.WithTimeout(context.Background(), 2*time.Second)
 		defer c()
-		err := hs.Shutdown(sctx)
+		if err := hs.Shutdown(sctx); err != nil {
+			s.log.Debug("http: closing connections still open at shutdown", "err", err)
+			_ = hs.Close()
+		}
 		s.cancel()
 		s.wg.Wait()
-		return err
+		return nil
 	})
 	return nil
 }
