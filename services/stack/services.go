@@ -160,6 +160,9 @@ func (s *Services) start(ctx context.Context, cfg config.Config, roles Roles, en
 		}
 	}
 	hs := &http.Server{Handler: api.Handler(deps, s.log), ReadHeaderTimeout: 10 * time.Second,
+		// Requests run under the services' context: Stop cancels it first, so a request
+		// waiting (for the next block, say) returns at once instead of holding the shutdown.
+		BaseContext: func(net.Listener) context.Context { return s.runCtx },
 		// The server's own complaints (a client speaking plain HTTP to https, a failed
 		// handshake) are the client's problem: logged at debug level, with the rest.
 		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
@@ -185,9 +188,6 @@ func (s *Services) start(ctx context.Context, cfg config.Config, roles Roles, en
 	})
 	// Stopping: first the HTTP server, then the services (cancel and wait), then the
 	// connections (earlier stops).
-	// Requests run under the services' context: Stop cancels it first, so a request waiting
-	// (for the next block, say) returns at once instead of holding the shutdown.
-	hs.BaseContext = func(net.Listener) context.Context { return s.runCtx }
 	s.onStop(func() error {
 		// Shutdown waits for idle connections too, and counts a connection a client opened
 		// but never sent a request on (net/http's pools do that) as busy for 5 s: after a
