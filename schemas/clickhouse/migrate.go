@@ -73,25 +73,61 @@ func stripComments(s string) string {
 	return b.String()
 }
 
-// Migrate creates database if needed and applies the migrations it has not applied yet, in
+// Schema names where Anchorline's tables live: a database on one server, or, with Cluster
+// set, the same database on every node of a ClickHouse cluster (a remote_servers entry of its
+// servers' configuration, with ZooKeeper and distributed_ddl), its tables replicated.
+type Schema struct {
+	Database string
+	Cluster  string // clickhouse.cluster; empty: one server
+}
+
+// ErrClusterMismatch means a database was made for a cluster and is used without one, or the
+// other way round.
+var ErrClusterMismatch = errors.New("clickhouse.cluster does not match the database")
+
+// Migrate applies the migrations to database on one server (Schema.Migrate without a cluster).
+func Migrate(ctx context.Context, conn driver.Conn, database string) ([]string, error) {
+	return Schema{Database: database}.Migrate(ctx, conn)
+}
+
+// Migrate creates the database if needed and applies the migrations it has not applied yet, in
 // order, recording each in {database}.schema_migrations. Statements are idempotent (IF NOT
 // EXISTS), so a migration interrupted half-way is completed by the next run. It returns the
 // names of the migrations it applied.
-func Migrate(ctx context.Context, conn driver.Conn, database string) ([]string, error) {
+//
+// With a cluster every statement runs ON CLUSTER (the servers' distributed DDL queue, so that
+// every node has the same tables), each MergeTree-family table becomes its Replicated form
+// (ReplicatedMergeTree and so on, its ZooKeeper path /clickhouse/tables/{shard}/DB/TABLE_mN for
+// the migration N that created it, its replica name the server's {replica} macro), and the
+// statements that name {cluster} (Distributed tables) run too; an INSERT that fills a table
+// from another runs on the connected node and reaches the other replicas by replication.
+func (s Schema) Migrate(ctx context.Context, conn driver.Conn) ([]string, error) {
+	database := s.Database
 	if !validDB.MatchString(database) {
 		return nil, fmt.Errorf("clickhouse.database %q: want letters, digits and _ (not starting with a digit)", database)
+	}
+	if s.Cluster != "" {
+		if err := s.checkCluster(ctx, conn); err != nil {
+			return nil, err
+		}
 	}
 	ms, err := Migrations()
 	if err != nil {
 		return nil, err
 	}
-	for _, q := range []string{
-		"CREATE DATABASE IF NOT EXISTS " + database,
-		"CREATE TABLE IF NOT EXISTS " + database + ".schema_migrations (version UInt32, name String, applied_at DateTime) ENGINE = MergeTree ORDER BY version",
-	} {
-		if err := conn.Exec(ctx, q); err != nil {
-			return nil, fmt.Errorf("migrate %s: %w", database, err)
+	versions := Migration{Version: 0, Name: "schema_migrations", Statements: []string{
+		"CREATE TABLE IF NOT EXISTS {db}.schema_migrations (version UInt32, name String, applied_at DateTime) ENGINE = MergeTree ORDER BY version"}}
+	for _, q := range []string{"CREATE DATABASE IF NOT EXISTS {db}", versions.Statements[0]} {
+		st, err := s.Statement(versions, q)
+		if err != nil {
+			return nil, err
 		}
+		if err := conn.Exec(ctx, st); err != nil {
+			return nil, fmt.Errorf("migrate %s: %w", database, s.ddlErr(err))
+		}
+	}
+	if err := s.checkEngine(ctx, conn); err != nil {
+		return nil, err
 	}
 	applied, err := appliedVersions(ctx, conn, database)
 	if err != nil {
@@ -103,6 +139,9 @@ func Migrate(ctx context.Context, conn driver.Conn, database string) ([]string, 
 			continue
 		}
 		for i, st := range m.Statements {
+			if s.Cluster == "" && strings.Contains(st, "{cluster}") {
+				continue
+			}
 			st = strings.ReplaceAll(st, "{db}", database)
 			if strings.Contains(st, "{metrics_1m_source}") {
 				src, err := cascadeSource(ctx, conn, database)
@@ -117,8 +156,12 @@ func Migrate(ctx context.Context, conn driver.Conn, database string) ([]string, 
 				}
 				continue
 			}
-			if err := conn.Exec(ctx, st); err != nil {
+			st, err := s.Statement(m, st)
+			if err != nil {
 				return done, fmt.Errorf("migration %s, statement %d: %w", m.Name, i+1, err)
+			}
+			if err := conn.Exec(ctx, st); err != nil {
+				return done, fmt.Errorf("migration %s, statement %d: %w", m.Name, i+1, s.ddlErr(err))
 			}
 		}
 		if err := record(ctx, conn, database, m); err != nil {
@@ -127,6 +170,108 @@ func Migrate(ctx context.Context, conn driver.Conn, database string) ([]string, 
 		done = append(done, m.Name)
 	}
 	return done, nil
+}
+
+var (
+	createRe = regexp.MustCompile(`^(CREATE (?:TABLE|VIEW|MATERIALIZED VIEW|DATABASE) IF NOT EXISTS ([A-Za-z0-9_{}]+)(?:\.([A-Za-z0-9_]+))?)(\s|$)`)
+	engineRe = regexp.MustCompile(`ENGINE = (MergeTree|ReplacingMergeTree|AggregatingMergeTree|SummingMergeTree|CollapsingMergeTree)(\(([^)]*)\))?`)
+	dropRe   = regexp.MustCompile(`^DROP TABLE IF EXISTS [A-Za-z0-9_]+\.[A-Za-z0-9_]+$`)
+	alterRe  = regexp.MustCompile(`^(ALTER TABLE [A-Za-z0-9_]+\.[A-Za-z0-9_]+) `)
+)
+
+// WithDatabase returns s for another database on the same servers.
+func (s Schema) WithDatabase(database string) Schema { s.Database = database; return s }
+
+// Statement is st (its {db} in place or not) as it runs: unchanged on one server; on a cluster
+// ON CLUSTER, with replicated engines and {cluster} filled in. A statement of a shape it does not
+// know is an error rather than something run on one node only.
+func (s Schema) Statement(m Migration, st string) (string, error) {
+	st = strings.ReplaceAll(st, "{db}", s.Database)
+	if s.Cluster == "" {
+		return st, nil
+	}
+	on := " ON CLUSTER " + s.Cluster
+	st = strings.ReplaceAll(st, "{cluster}", s.Cluster)
+	switch {
+	case strings.HasPrefix(st, "INSERT INTO "):
+		return st, nil
+	case dropRe.MatchString(st):
+		return st + on, nil
+	case alterRe.MatchString(st):
+		return alterRe.ReplaceAllString(st, "${1}"+on+" "), nil
+	}
+	c := createRe.FindStringSubmatchIndex(st)
+	if c == nil {
+		return "", fmt.Errorf("no cluster form for %.60q", st)
+	}
+	table := ""
+	if c[6] >= 0 {
+		table = st[c[6]:c[7]]
+	}
+	head, rest := st[:c[3]]+on, st[c[3]:]
+	rest = engineRe.ReplaceAllStringFunc(rest, func(e string) string {
+		p := engineRe.FindStringSubmatch(e)
+		args := fmt.Sprintf("'/clickhouse/tables/{shard}/%s/%s_m%d', '{replica}'", s.Database, table, m.Version)
+		if p[3] != "" {
+			args += ", " + p[3]
+		}
+		return "ENGINE = Replicated" + p[1] + "(" + args + ")"
+	})
+	return head + rest, nil
+}
+
+// ddlErr adds the cluster to an error of a statement run ON CLUSTER: a node that does not
+// answer makes the DDL wait distributed_ddl_task_timeout and fail.
+func (s Schema) ddlErr(err error) error {
+	if s.Cluster == "" {
+		return err
+	}
+	return fmt.Errorf("on cluster %s (every node must be up and share ZooKeeper; clickhouse.cluster names a remote_servers entry): %w", s.Cluster, err)
+}
+
+// checkCluster fails unless the connected server knows s.Cluster.
+func (s Schema) checkCluster(ctx context.Context, conn driver.Conn) error {
+	if !validDB.MatchString(s.Cluster) {
+		return fmt.Errorf("clickhouse.cluster %q: want letters, digits and _ (a remote_servers entry)", s.Cluster)
+	}
+	rows, err := conn.Query(ctx, "SELECT DISTINCT cluster FROM system.clusters ORDER BY cluster")
+	if err != nil {
+		return fmt.Errorf("clickhouse.cluster %s: %w", s.Cluster, err)
+	}
+	defer rows.Close()
+	var known []string
+	for rows.Next() {
+		var c string
+		if err := rows.Scan(&c); err != nil {
+			return fmt.Errorf("clickhouse.cluster %s: %w", s.Cluster, err)
+		}
+		if c == s.Cluster {
+			return nil
+		}
+		known = append(known, c)
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("clickhouse.cluster %s: %w", s.Cluster, err)
+	}
+	return fmt.Errorf("clickhouse.cluster %s: the server has no such cluster in remote_servers (it has: %s)", s.Cluster, strings.Join(known, ", "))
+}
+
+// checkEngine fails with ErrClusterMismatch if schema_migrations was made the other way
+// (replicated without a cluster configured, or the other way round).
+func (s Schema) checkEngine(ctx context.Context, conn driver.Conn) error {
+	var engine string
+	err := conn.QueryRow(ctx, "SELECT engine FROM system.tables WHERE database = ? AND name = 'schema_migrations'", s.Database).Scan(&engine)
+	if err != nil {
+		return fmt.Errorf("schema of %s: %w", s.Database, err)
+	}
+	replicated := strings.HasPrefix(engine, "Replicated")
+	switch {
+	case replicated && s.Cluster == "":
+		return fmt.Errorf("%w: database %s is replicated across a cluster: set clickhouse.cluster to its name", ErrClusterMismatch, s.Database)
+	case !replicated && s.Cluster != "":
+		return fmt.Errorf("%w: database %s was made on one server, without clickhouse.cluster: migrate a new database on the cluster (and copy the data with INSERT SELECT) or unset clickhouse.cluster", ErrClusterMismatch, s.Database)
+	}
+	return nil
 }
 
 // cascadeSource finds out what a materialized view must read FROM to be triggered by what
@@ -214,15 +359,25 @@ func appliedVersions(ctx context.Context, conn driver.Conn, database string) (ma
 // ErrNotMigrated means the database lacks migrations this build needs: run `anchorline migrate`.
 var ErrNotMigrated = errors.New("schema not migrated")
 
-// Check returns nil if every migration of this build is applied to database, and otherwise
-// an error wrapping ErrNotMigrated that names the first missing one. It changes nothing.
+// Check checks database on one server (Schema.Check without a cluster).
 func Check(ctx context.Context, conn driver.Conn, database string) error {
+	return Schema{Database: database}.Check(ctx, conn)
+}
+
+// Check returns nil if every migration of this build is applied to the database, and otherwise
+// an error wrapping ErrNotMigrated that names the first missing one, or ErrClusterMismatch if the
+// database was made with another clickhouse.cluster setting. It changes nothing.
+func (s Schema) Check(ctx context.Context, conn driver.Conn) error {
+	database := s.Database
 	var exists uint8
 	if err := conn.QueryRow(ctx, "SELECT count() > 0 FROM system.tables WHERE database = ? AND name = 'schema_migrations'", database).Scan(&exists); err != nil {
 		return fmt.Errorf("check schema of %s: %w", database, err)
 	}
 	if exists == 0 {
 		return fmt.Errorf("%w: database %s has no schema (run anchorline migrate)", ErrNotMigrated, database)
+	}
+	if err := s.checkEngine(ctx, conn); err != nil {
+		return err
 	}
 	applied, err := appliedVersions(ctx, conn, database)
 	if err != nil {

@@ -54,7 +54,7 @@ func migrateCmd() *cobra.Command {
 				return err
 			}
 			defer ch.Close()
-			applied, err := clickhouse.Migrate(ctx, ch, cfg.ClickHouse.Database)
+			applied, err := clickhouse.Schema{Database: cfg.ClickHouse.Database, Cluster: cfg.ClickHouse.Cluster}.Migrate(ctx, ch)
 			if err != nil {
 				return err
 			}

@@ -45,7 +45,13 @@ type TLS struct {
 
 // ClickHouse is the analysts' store.
 type ClickHouse struct {
-	Addr string // native protocol host:port
+	// Addr is the native protocol host:port, or several separated by commas (the replicas of
+	// a cluster): a client uses the first that answers and moves on when it stops answering.
+	Addr string
+	// Cluster is the cluster (a remote_servers entry of the servers' configuration) whose every
+	// node holds the database: migrate creates replicated tables ON CLUSTER and Distributed
+	// *_all tables; services check that the database was made that way. Empty: one server.
+	Cluster string
 	// Secure connects with TLS (ClickHouse's secure native port), trusting tls.ca. With
 	// embedded and tls.dev, dev's private server listens with TLS on Addr.
 	Secure   bool
@@ -167,6 +173,7 @@ func keys(c *Config) []key {
 		{"data_dir", &c.DataDir},
 		{"clickhouse.addr", &c.ClickHouse.Addr},
 		{"clickhouse.database", &c.ClickHouse.Database},
+		{"clickhouse.cluster", &c.ClickHouse.Cluster},
 		{"clickhouse.username", &c.ClickHouse.Username},
 		{"clickhouse.password", &c.ClickHouse.Password},
 		{"clickhouse.embedded", &c.ClickHouse.Embedded},
@@ -241,7 +248,8 @@ func Flags(fs *pflag.FlagSet) {
 	d := Default()
 	fs.String("config", "", "YAML configuration file")
 	fs.String("data_dir", d.DataDir, "state of the embedded NATS server and ledger (dev)")
-	fs.String("clickhouse.addr", d.ClickHouse.Addr, "ClickHouse native protocol address")
+	fs.String("clickhouse.addr", d.ClickHouse.Addr, "ClickHouse native protocol address (several, comma-separated, for the replicas of a cluster)")
+	fs.String("clickhouse.cluster", d.ClickHouse.Cluster, "ClickHouse cluster (remote_servers entry) whose nodes hold the database: replicated tables ON CLUSTER")
 	fs.String("clickhouse.database", d.ClickHouse.Database, "ClickHouse database")
 	fs.Bool("clickhouse.embedded", d.ClickHouse.Embedded, "dev: start a private clickhouse-server under data_dir")
 	fs.Bool("clickhouse.secure", d.ClickHouse.Secure, "connect to ClickHouse with TLS (its secure native port), trusting tls.ca")
@@ -437,8 +445,14 @@ func (c Config) checkDataDir() error {
 
 func (c ClickHouse) check() error {
 	switch {
-	case checkAddr(c.Addr, false) != nil:
-		return invalid("clickhouse.addr", "%q is not host:port with a port from 1 to 65535 (for example 127.0.0.1:9000)", c.Addr)
+	case slices.ContainsFunc(c.Addrs(), func(a string) bool { return checkAddr(a, false) != nil }) || len(c.Addrs()) == 0:
+		return invalid("clickhouse.addr", "%q is not host:port with a port from 1 to 65535 (for example 127.0.0.1:9000; several separated by commas)", c.Addr)
+	case c.Embedded && len(c.Addrs()) > 1:
+		return invalid("clickhouse.addr", "%q: clickhouse.embedded starts one server, on one address", c.Addr)
+	case c.Cluster != "" && !validIdent(c.Cluster):
+		return invalid("clickhouse.cluster", "%q must be letters, digits and underscores (the name of a remote_servers entry)", c.Cluster)
+	case c.Cluster != "" && c.Embedded:
+		return invalid("clickhouse.cluster", "%q: clickhouse.embedded starts one server without a cluster; unset one of them", c.Cluster)
 	case !validIdent(c.Database):
 		return invalid("clickhouse.database", "%q must be letters, digits and underscores (default anchorline)", c.Database)
 	case c.Username == "":
@@ -543,10 +557,16 @@ func rpcAddrs(s string) bool {
 	return true
 }
 
+// Addrs are the addresses clickhouse.addr lists, in order.
+func (c ClickHouse) Addrs() []string { return splitList(c.Addr) }
+
 // RPCAddrs are the addresses ledger.rpc lists, in order.
-func (l Ledger) RPCAddrs() []string {
+func (l Ledger) RPCAddrs() []string { return splitList(l.RPC) }
+
+// splitList splits a comma-separated list, dropping blanks.
+func splitList(s string) []string {
 	var out []string
-	for a := range strings.SplitSeq(l.RPC, ",") {
+	for a := range strings.SplitSeq(s, ",") {
 		if a = strings.TrimSpace(a); a != "" {
 			out = append(out, a)
 		}

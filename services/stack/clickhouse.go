@@ -30,7 +30,7 @@ func OpenClickHouse(ctx context.Context, cfg config.Config, log *slog.Logger) (d
 		return nil, err
 	}
 	conn, err := clickhouse.Open(&clickhouse.Options{
-		Addr:            []string{c.Addr},
+		Addr:            c.Addrs(),
 		Auth:            clickhouse.Auth{Database: "default", Username: c.Username, Password: c.Password},
 		DialTimeout:     5 * time.Second,
 		MaxOpenConns:    8,

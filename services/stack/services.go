@@ -95,7 +95,7 @@ func (s *Services) start(ctx context.Context, cfg config.Config, roles Roles, en
 		return err
 	}
 	s.onStop(ch.Close)
-	if err := schema(ctx, ch, cfg.ClickHouse.Database, env.Migrate, s.log); err != nil {
+	if err := schema(ctx, ch, clickhouse.Schema{Database: cfg.ClickHouse.Database, Cluster: cfg.ClickHouse.Cluster}, env.Migrate, s.log); err != nil {
 		return err
 	}
 	st := store.New(ch, cfg.ClickHouse.Database)
@@ -206,19 +206,19 @@ func (s *Services) start(ctx context.Context, cfg config.Config, roles Roles, en
 }
 
 // schema migrates the database, or checks that it is migrated.
-func schema(ctx context.Context, ch driver.Conn, database string, migrate bool, log *slog.Logger) error {
+func schema(ctx context.Context, ch driver.Conn, s clickhouse.Schema, migrate bool, log *slog.Logger) error {
 	if !migrate {
-		if err := clickhouse.Check(ctx, ch, database); err != nil {
+		if err := s.Check(ctx, ch); err != nil {
 			return fmt.Errorf("clickhouse.database: %w", err)
 		}
 		return nil
 	}
-	applied, err := clickhouse.Migrate(ctx, ch, database)
+	applied, err := s.Migrate(ctx, ch)
 	if err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
 	if len(applied) > 0 {
-		log.Info("clickhouse schema migrated", "database", database, "applied", applied)
+		log.Info("clickhouse schema migrated", "database", s.Database, "cluster", s.Cluster, "applied", applied)
 	}
 	return nil
 }
