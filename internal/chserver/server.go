@@ -40,7 +40,8 @@ type Server struct {
 	cmd    *exec.Cmd
 	// logFrom is where each log file ended when this server started.
 	logFrom map[string]int64
-	done    chan error // receives the process's exit
+	done    chan struct{} // closed when the process has exited (exit holds how)
+	exit    error
 	log     *slog.Logger
 	stop    sync.Once
 }
@@ -325,7 +326,7 @@ func start(ctx context.Context, bin, dir, host string, tcp, httpPort int, t *tls
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{Addr: net.JoinHostPort(host, strconv.Itoa(tcp)), dir: dir, done: make(chan error, 1), log: log, logFrom: logSizes(dir)}
+	s := &Server{Addr: net.JoinHostPort(host, strconv.Itoa(tcp)), dir: dir, done: make(chan struct{}), log: log, logFrom: logSizes(dir)}
 	if t != nil {
 		s.Secure, s.tls = true, t.client
 	} else {
@@ -341,7 +342,7 @@ func start(ctx context.Context, bin, dir, host string, tcp, httpPort int, t *tls
 		return nil, fmt.Errorf("start %s: %w", bin, err)
 	}
 	s.cmd = cmd
-	go func() { s.done <- cmd.Wait(); out.Close() }()
+	go func() { s.exit = cmd.Wait(); out.Close(); close(s.done) }()
 	if err := s.waitReady(ctx); err != nil {
 		_ = s.Stop()
 		if strings.Contains(s.logTail(), "Address already in use") {
@@ -398,9 +399,8 @@ func (s *Server) waitReady(ctx context.Context) error {
 	ready := retry.Policy{Initial: 50 * time.Millisecond, Max: time.Second}
 	_, err := retry.Do(ctx, ready, func(ctx context.Context) (struct{}, error) {
 		select {
-		case exit := <-s.done:
-			s.done <- exit
-			return struct{}{}, retry.Permanent(fmt.Errorf("%w (%v)", errExited, exit))
+		case <-s.done:
+			return struct{}{}, retry.Permanent(fmt.Errorf("%w (%v)", errExited, s.exit))
 		default:
 		}
 		conn, err := s.open("default")
@@ -491,6 +491,9 @@ func (s *Server) Open(ctx context.Context, database string) (driver.Conn, error)
 	}
 	return conn, nil
 }
+
+// Done is closed when the server's process has exited (stopped, killed or crashed).
+func (s *Server) Done() <-chan struct{} { return s.done }
 
 // Pid is the server's process id (its CPU time is in /proc/<pid>/stat).
 func (s *Server) Pid() int { return s.cmd.Process.Pid }

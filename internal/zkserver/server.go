@@ -37,7 +37,8 @@ type Server struct {
 	Addr string // client port, 127.0.0.1:port
 	dir  string
 	cmd  *exec.Cmd
-	done chan error // receives the process's exit
+	done chan struct{} // closed when the process has exited (exit holds how)
+	exit error
 	log  *slog.Logger
 	stop sync.Once
 }
@@ -148,8 +149,8 @@ func start(ctx context.Context, bin, dir string, port int, log *slog.Logger) (*S
 		out.Close()
 		return nil, fmt.Errorf("start %s: %w", bin, err)
 	}
-	s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), dir: dir, cmd: cmd, done: make(chan error, 1), log: log}
-	go func() { s.done <- cmd.Wait(); out.Close() }()
+	s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), dir: dir, cmd: cmd, done: make(chan struct{}), log: log}
+	go func() { s.exit = cmd.Wait(); out.Close(); close(s.done) }()
 	if err := s.waitReady(ctx); err != nil {
 		_ = s.Stop()
 		tail := logTail(logFile, from)
@@ -172,9 +173,8 @@ func (s *Server) waitReady(ctx context.Context) error {
 	defer cancel()
 	_, err := retry.Do(ctx, retry.Policy{Initial: 50 * time.Millisecond, Max: 500 * time.Millisecond}, func(ctx context.Context) (struct{}, error) {
 		select {
-		case exit := <-s.done:
-			s.done <- exit
-			return struct{}{}, retry.Permanent(fmt.Errorf("%w (%v)", errExited, exit))
+		case <-s.done:
+			return struct{}{}, retry.Permanent(fmt.Errorf("%w (%v)", errExited, s.exit))
 		default:
 		}
 		stat, err := FourLetter(ctx, s.Addr, "srvr")
@@ -247,6 +247,9 @@ func logTail(file string, from int64) string {
 	}
 	return string(b)
 }
+
+// Done is closed when the server's process has exited (stopped, killed or crashed).
+func (s *Server) Done() <-chan struct{} { return s.done }
 
 // Pid is the server's process id.
 func (s *Server) Pid() int { return s.cmd.Process.Pid }

@@ -152,6 +152,8 @@ func (c *NATSCluster) Start(i int) error {
 	}
 	cmd := exec.Command(c.bin, "-c", filepath.Join(node.Dir, "server.conf"))
 	cmd.Stdout, cmd.Stderr = logf, logf
+	// The node ends with the process that started it, even one killed with SIGKILL.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		return fmt.Errorf("nats cluster: start %s: %w", node.Name, err)
@@ -160,6 +162,14 @@ func (c *NATSCluster) Start(i int) error {
 	go func() { _ = cmd.Wait(); logf.Close(); close(done) }()
 	node.cmd, node.done = cmd, done
 	return nil
+}
+
+// Process returns node i's process id and a channel closed when that process has exited.
+func (c *NATSCluster) Process(i int) (pid int, done <-chan struct{}) {
+	node := c.Nodes[i]
+	node.mu.Lock()
+	defer node.mu.Unlock()
+	return node.cmd.Process.Pid, node.done
 }
 
 // Kill kills node i's process (SIGKILL) and waits for it to end.
@@ -177,20 +187,26 @@ func (c *NATSCluster) Kill(i int) {
 
 // Stop stops every node (SIGTERM, then SIGKILL after 10 s).
 func (c *NATSCluster) Stop() {
-	for _, node := range c.Nodes {
-		node.mu.Lock()
-		cmd, done := node.cmd, node.done
-		node.mu.Unlock()
-		if cmd == nil {
-			continue
-		}
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Signal(syscall.SIGKILL)
-			<-done
-		}
+	for i := range c.Nodes {
+		c.stopNode(i)
+	}
+}
+
+// stopNode stops node i (SIGTERM, then SIGKILL after 10 s) and waits for it.
+func (c *NATSCluster) stopNode(i int) {
+	node := c.Nodes[i]
+	node.mu.Lock()
+	cmd, done := node.cmd, node.done
+	node.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		_ = cmd.Process.Signal(syscall.SIGKILL)
+		<-done
 	}
 }
 

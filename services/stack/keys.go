@@ -13,10 +13,23 @@ import (
 )
 
 // NewKeys returns the ingest key cache over the ledger registry: a cache miss asks the ledger
-// (a device registered a moment ago), and a follower keeps it current.
+// (a device registered a moment ago), and a follower keeps it current. A device the ledger does
+// not know is asked for once more after the next block: with several validators, the one asked
+// may be a block behind the one that committed the registration.
 func NewKeys(l *ledger.Client) *verify.Keys {
 	return verify.NewKeys(func(ctx context.Context, device string) (verify.Key, bool, error) {
 		p, err := l.Device(ctx, device, 0)
+		if errors.Is(err, ledger.ErrUnknownDevice) {
+			var h int64
+			if h, err = l.Height(ctx); err == nil {
+				wctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+				err = l.WaitHeight(wctx, h+1)
+				cancel()
+			}
+			if err == nil {
+				p, err = l.Device(ctx, device, 0)
+			}
+		}
 		if errors.Is(err, ledger.ErrUnknownDevice) {
 			return verify.Key{}, false, nil
 		}
