@@ -35,12 +35,14 @@ import (
 // topology: 3 NATS nodes, 4 validators, 2 ClickHouse replicas, 2 ingest workers, 2 anchoring
 // services (one active, one standby), 1 API.
 type Options struct {
-	Dir                                             string // everything the cluster keeps: stores, homes, keys, logs, cluster.json
-	Binary                                          string // the anchorline executable the services and validators run from
-	NATSServer                                      string // the nats-server executable
-	Database                                        string // ClickHouse database (default anchorline)
+	Dir        string // everything the cluster keeps: stores, homes, keys, logs, cluster.json
+	Binary     string // the anchorline executable the services and validators run from
+	NATSServer string // the nats-server executable
+	Database   string // ClickHouse database (default anchorline)
+	Log        *slog.Logger
+
+	// How many of each part.
 	NATSNodes, Validators, Replicas, Ingest, Anchor int
-	Log                                             *slog.Logger
 }
 
 func (o *Options) defaults() {
