@@ -218,7 +218,11 @@ func copyFile(src, dst string) error {
 // the same on every replica), the flag flags/force_restore_data, and a start under its old
 // {replica} name, whose entry in ZooKeeper still lists the parts it had. It fetches every part
 // from replica 1: both hold the same rows of every table, and it is a writable replica again
-// (what it takes reaches replica 1).
+// (what it takes reaches replica 1). The server removes the flag once it has loaded the tables.
+// (In a probe, 18.16 also fetched everything without the flag: on an empty disk it logs
+// "Removing missing part from ZooKeeper and queueing a fetch" for each part and starts; the
+// flag is what ClickHouse's procedure asks for, and it only lifts checks against local parts
+// that ZooKeeper does not know, of which an empty disk has none.)
 func TestBackupReplicaLostDisk(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()

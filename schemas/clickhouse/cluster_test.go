@@ -155,6 +155,18 @@ func TestCluster(t *testing.T) {
 		})
 	}
 
+	// Sync returns once replica 2 has what replica 1 wrote.
+	if err := conns[0].Exec(ctx, "INSERT INTO clustered.batches (batch_id, root, size, created_at, worker, ts_min, ts_max) SELECT toFixedString('s', 16), toFixedString('r', 32), 1, now(), 'w', 0, 0"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Sync(ctx, conns[1]); err != nil {
+		t.Fatal(err)
+	}
+	var synced uint64
+	if err := conns[1].QueryRow(ctx, "SELECT count() FROM clustered.batches").Scan(&synced); err != nil || synced != 1 {
+		t.Fatalf("after Sync replica 2 has %d batch rows (%v), want 1", synced, err)
+	}
+
 	// The versions are replicated: migrating from replica 2 applies nothing; Check passes there.
 	await.Until(t, ctx, "versions on replica 2", func() (bool, string) {
 		err := s.Check(ctx, conns[1])

@@ -220,6 +220,40 @@ func (s Schema) Statement(m Migration, st string) (string, error) {
 	return head + rest, nil
 }
 
+// Sync waits until the connected replica has fetched everything the other replicas of its shard
+// had written when it was called (SYSTEM SYNC REPLICA on each replicated table of the database),
+// so that what it reads next is complete up to then: the tables replicate independently, and a
+// replica that lags holds a batch's readings before its batch record, say. Without a cluster it
+// does nothing.
+func (s Schema) Sync(ctx context.Context, conn driver.Conn) error {
+	if s.Cluster == "" {
+		return nil
+	}
+	rows, err := conn.Query(ctx, "SELECT name FROM system.tables WHERE database = ? AND engine LIKE 'Replicated%' ORDER BY name", s.Database)
+	if err != nil {
+		return fmt.Errorf("sync replica %s: %w", s.Database, err)
+	}
+	var tables []string
+	for rows.Next() {
+		var t string
+		if err := rows.Scan(&t); err != nil {
+			rows.Close()
+			return fmt.Errorf("sync replica %s: %w", s.Database, err)
+		}
+		tables = append(tables, t)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("sync replica %s: %w", s.Database, err)
+	}
+	for _, t := range tables {
+		if err := conn.Exec(ctx, "SYSTEM SYNC REPLICA "+s.Database+"."+t); err != nil {
+			return fmt.Errorf("sync replica %s.%s: %w", s.Database, t, err)
+		}
+	}
+	return nil
+}
+
 // ddlErr adds the cluster to an error of a statement run ON CLUSTER: a node that does not
 // answer makes the DDL wait distributed_ddl_task_timeout and fail.
 func (s Schema) ddlErr(err error) error {

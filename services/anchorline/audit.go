@@ -20,6 +20,7 @@ import (
 	"github.com/anchorline/anchorline/schemas/lookup"
 	"github.com/anchorline/anchorline/schemas/reading"
 	"github.com/anchorline/anchorline/services/api"
+	"github.com/anchorline/anchorline/schemas/clickhouse"
 	"github.com/anchorline/anchorline/services/stack"
 	"github.com/anchorline/anchorline/services/store"
 )
@@ -336,6 +337,11 @@ and bounds the readings' device time.`,
 				return exitError{exitIncomplete, fmt.Errorf("audit could not run: %w", err)}
 			}
 			defer ch.Close()
+			// On a cluster, the replica asked first catches up with the others: otherwise a batch
+			// whose record has not arrived yet would look like inserted readings.
+			if err := (clickhouse.Schema{Database: cfg.ClickHouse.Database, Cluster: cfg.ClickHouse.Cluster}).Sync(cmd.Context(), ch); err != nil {
+				return exitError{exitIncomplete, fmt.Errorf("audit could not run: %w", err)}
+			}
 			rep, err := audit.Run(cmd.Context(), store.New(ch, cfg.ClickHouse.Database).Audit(), ledgerEntries{led}, q)
 			if err != nil {
 				return exitError{exitIncomplete, fmt.Errorf("audit could not finish: %w", err)}
