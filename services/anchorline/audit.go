@@ -17,10 +17,10 @@ import (
 	"github.com/anchorline/anchorline/anchor/ledger"
 	"github.com/anchorline/anchorline/anchor/proof"
 	"github.com/anchorline/anchorline/schemas/bundle"
+	"github.com/anchorline/anchorline/schemas/clickhouse"
 	"github.com/anchorline/anchorline/schemas/lookup"
 	"github.com/anchorline/anchorline/schemas/reading"
 	"github.com/anchorline/anchorline/services/api"
-	"github.com/anchorline/anchorline/schemas/clickhouse"
 	"github.com/anchorline/anchorline/services/stack"
 	"github.com/anchorline/anchorline/services/store"
 )
