@@ -80,6 +80,19 @@ type Recorder interface {
 	Anchored(ctx context.Context, batchIDs [][16]byte) (map[[16]byte]bool, error)
 }
 
+// Orphans finds stored batches whose record never reached the stream: an ingest worker that
+// died after writing a batch and before publishing its record. (Its readings come again, into
+// a new batch; the first batch stays in ClickHouse and must be anchored like any other, or the
+// audit would find readings no anchor covers.) Orphans returns up to limit batches created
+// before olderThan that no anchor covers, each with the root of its stored leaves.
+type Orphans interface {
+	Orphans(ctx context.Context, olderThan time.Time, limit int) ([]Batch, error)
+}
+
+// DefaultOrphanAge is how old a batch no anchor covers must be before the active service
+// anchors it without a record: well past the time a record takes to arrive and be anchored.
+const DefaultOrphanAge = 2 * time.Minute
+
 // Config tunes the service.
 type Config struct {
 	Stream, Consumer string        // stream and durable consumer of batch records (schemas/stream)
@@ -96,6 +109,10 @@ type Config struct {
 	// Lease, if set, makes this service anchor only while it holds the lease, and only batches
 	// it claimed (several services: one active, the others standing by). Run renews it.
 	Lease *Lease
+	// Orphans, if set, is asked every OrphanAge/4 (while active) for batches without a record
+	// older than OrphanAge (default DefaultOrphanAge); they are anchored like the others.
+	Orphans   Orphans
+	OrphanAge time.Duration
 }
 
 // Stats are the service's counters.
@@ -141,6 +158,9 @@ func New(js jetstream.JetStream, l Ledger, rec Recorder, cfg Config, log *slog.L
 	}
 	if cfg.MaxBatches <= 0 {
 		cfg.MaxBatches = 10_000
+	}
+	if cfg.OrphanAge <= 0 {
+		cfg.OrphanAge = DefaultOrphanAge
 	}
 	return &Service{js: js, ledger: l, rec: rec, cfg: cfg, log: log,
 		done: map[[16]byte]struct{}{}, doneOld: map[[16]byte]struct{}{}}, nil
@@ -188,6 +208,7 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	tick := time.NewTicker(s.cfg.Interval)
 	defer tick.Stop()
+	var lastSweep time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -207,6 +228,10 @@ func (s *Service) Run(ctx context.Context) error {
 			continue
 		}
 		queue = s.collect(ctx, cons, queue, byID)
+		if s.cfg.Orphans != nil && time.Since(lastSweep) >= s.cfg.OrphanAge/4 {
+			lastSweep = time.Now()
+			queue = s.adopt(ctx, queue, byID)
+		}
 		s.mu.Lock()
 		s.stats.Pending = len(queue)
 		s.mu.Unlock()
@@ -309,6 +334,25 @@ func (s *Service) dropAnchored(ctx context.Context, queue []*pending, byID map[[
 		s.remember(p.batch.ID)
 	}
 	return kept
+}
+
+// adopt adds the orphaned batches Orphans finds to queue, as pending batches without records.
+func (s *Service) adopt(ctx context.Context, queue []*pending, byID map[[16]byte]*pending) []*pending {
+	bs, err := s.cfg.Orphans.Orphans(ctx, time.Now().Add(-s.cfg.OrphanAge), s.cfg.MaxBatches)
+	if err != nil {
+		s.log.Warn("anchoring: cannot look for batches without a record", "err", err)
+		return queue
+	}
+	for _, b := range bs {
+		if _, ok := byID[b.ID]; ok || s.anchored(b.ID) {
+			continue
+		}
+		s.log.Warn("anchoring: anchoring a stored batch whose record never arrived (its worker stopped before publishing it)", "batch", hex.EncodeToString(b.ID[:]), "size", b.Size)
+		p := &pending{batch: b}
+		byID[b.ID] = p
+		queue = append(queue, p)
+	}
+	return queue
 }
 
 // consumer finds the durable consumer, retrying while JetStream is not reachable.

@@ -22,6 +22,7 @@ import (
 	"github.com/anchorline/anchorline/anchor/ledger"
 	"github.com/anchorline/anchorline/anchor/merkle"
 	"github.com/anchorline/anchorline/anchor/node"
+	"github.com/anchorline/anchorline/internal/await"
 	"github.com/anchorline/anchorline/internal/natstest"
 	"github.com/anchorline/anchorline/internal/retry"
 	"github.com/anchorline/anchorline/schemas/entry"
@@ -347,5 +348,72 @@ func TestStopsWhileWaitingForTheConsumer(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("run stopped while waiting: %v, want nil", err)
+	}
+}
+
+// orphanRecorder is a memRecorder that also reports stored batches without a record.
+type orphanRecorder struct {
+	memRecorder
+	orphans []Batch
+	asked   time.Time
+	sweeps  int
+}
+
+func (r *orphanRecorder) Orphans(_ context.Context, olderThan time.Time, _ int) ([]Batch, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.asked, r.sweeps = olderThan, r.sweeps+1
+	return r.orphans, nil
+}
+
+// A batch that was stored but whose record never arrived is anchored from what Orphans says,
+// once, alongside batches that came with records.
+func TestAnchorsOrphans(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	js := startNATS(t)
+	n := startLedger(t)
+	orphan, announced := randomBatch(1), randomBatch(2)
+	rec := &orphanRecorder{orphans: []Batch{orphan}}
+	s, err := New(js, n.Client(), rec, Config{Key: anchorKey, Stream: stream.Batches, Consumer: stream.AnchorConsumer, Interval: 100 * time.Millisecond,
+		Orphans: rec, OrphanAge: 400 * time.Millisecond}, quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	publishBatch(t, js, announced)
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- s.Run(runCtx) }()
+	defer func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("run: %v", err)
+		}
+	}()
+	await.Until(t, ctx, "both batches anchored", func() (bool, string) {
+		st := s.Stats()
+		return st.Batches >= 2, fmt.Sprintf("%+v", st)
+	})
+	// Orphans keeps reporting the batch (as a store would until its anchor is recorded there);
+	// the service anchors it once.
+	sweeps := func() int { rec.mu.Lock(); defer rec.mu.Unlock(); return rec.sweeps }
+	after := sweeps()
+	await.Until(t, ctx, "two more sweeps", func() (bool, string) {
+		return sweeps() >= after+2, fmt.Sprintf("%d sweeps", sweeps())
+	})
+	count := map[[16]byte]int{}
+	for _, a := range rec.snapshot() {
+		for _, b := range a.Batches {
+			count[b.ID]++
+		}
+	}
+	if count[orphan.ID] != 1 || count[announced.ID] != 1 {
+		t.Fatalf("anchored %d times the orphan and %d times the announced batch, want once each", count[orphan.ID], count[announced.ID])
+	}
+	rec.mu.Lock()
+	asked := rec.asked
+	rec.mu.Unlock()
+	if age := time.Since(asked); age < 400*time.Millisecond {
+		t.Fatalf("asked for batches older than %v ago, want at least OrphanAge", age)
 	}
 }

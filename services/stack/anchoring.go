@@ -13,6 +13,7 @@ import (
 
 	"github.com/anchorline/anchorline/anchor/anchoring"
 	"github.com/anchorline/anchorline/anchor/ledger"
+	"github.com/anchorline/anchorline/anchor/merkle"
 	"github.com/anchorline/anchorline/pipeline/write"
 	"github.com/anchorline/anchorline/schemas/stream"
 	"github.com/anchorline/anchorline/services/config"
@@ -21,8 +22,9 @@ import (
 
 // recorder records committed anchors in ClickHouse (w) and reads which batches are anchored (s).
 type recorder struct {
-	w *write.Writer
-	s *store.Store
+	w   *write.Writer
+	s   *store.Store
+	log *slog.Logger
 }
 
 func (r recorder) RecordAnchor(ctx context.Context, a anchoring.Anchor) error {
@@ -47,6 +49,36 @@ func (r recorder) Anchored(ctx context.Context, ids [][16]byte) (map[[16]byte]bo
 	return r.s.AnchoredBatches(ctx, ids)
 }
 
+// Orphans finds the stored batches no anchor covers that are older than olderThan, and
+// returns those whose stored leaves make the root and size of their batch row. One that does
+// not is left unanchored and logged: the audit reports its readings.
+func (r recorder) Orphans(ctx context.Context, olderThan time.Time, limit int) ([]anchoring.Batch, error) {
+	rows, err := r.s.UnanchoredBatches(ctx, olderThan, limit)
+	if err != nil {
+		return nil, err
+	}
+	var out []anchoring.Batch
+	for _, b := range rows {
+		leaves, err := r.s.BatchLeaves(ctx, b.ID)
+		if err != nil {
+			r.log.Error("anchoring: a batch without a record cannot be read back; not anchored", "batch", hex.EncodeToString(b.ID[:]), "err", err)
+			continue
+		}
+		hs := make([]merkle.Hash, len(leaves))
+		for i, l := range leaves {
+			hs[i] = l
+		}
+		root, err := merkle.Root(hs)
+		if err != nil || root != merkle.Hash(b.Root) || len(leaves) != int(b.Size) {
+			r.log.Error("anchoring: a batch without a record does not match its stored readings; not anchored", "batch", hex.EncodeToString(b.ID[:]),
+				"size", b.Size, "leaves", len(leaves), "err", err)
+			continue
+		}
+		out = append(out, anchoring.Batch{ID: b.ID, Root: root, Size: uint64(b.Size)})
+	}
+	return out, nil
+}
+
 // NewAnchoring builds the anchor service, recording anchors in database cfg.ClickHouse.Database
 // of ch; streams and consumers are created if missing. It signs anchors with the key in
 // cfg.AnchorKey() (anchor.key), creating the file if it is missing.
@@ -66,7 +98,9 @@ func NewAnchoring(ctx context.Context, cfg config.Config, js jetstream.JetStream
 	if err != nil {
 		return nil, fmt.Errorf("anchoring: %w", err)
 	}
-	return anchoring.New(js, l, recorder{w: write.New(ch, cfg.ClickHouse.Database), s: store.New(ch, cfg.ClickHouse.Database)}, anchoring.Config{
+	rec := recorder{w: write.New(ch, cfg.ClickHouse.Database), s: store.New(ch, cfg.ClickHouse.Database), log: log}
+	return anchoring.New(js, l, rec, anchoring.Config{
+		Orphans:  rec,
 		Lease:    lease,
 		Key:      key,
 		Stream:   stream.Batches,

@@ -146,6 +146,26 @@ func (s *Store) BatchLeaves(ctx context.Context, id [16]byte) ([][32]byte, error
 	return out, nil
 }
 
+// UnanchoredBatches returns up to limit batches created before olderThan that no anchor covers,
+// oldest first.
+func (s *Store) UnanchoredBatches(ctx context.Context, olderThan time.Time, limit int) ([]BatchRow, error) {
+	rows, err := s.conn.Query(ctx, fmt.Sprintf("SELECT batch_id, root, size, created_at, worker FROM %s FINAL WHERE created_at < toDateTime(%d) AND batch_id NOT IN (SELECT batch_id FROM %s) ORDER BY batch_id LIMIT %d",
+		s.t("batches"), olderThan.Unix(), s.t("batch_anchors"), max(limit, 1)))
+	if err != nil {
+		return nil, fmt.Errorf("unanchored batches: %w", err)
+	}
+	defer rows.Close()
+	var out []BatchRow
+	for rows.Next() {
+		b, err := scanBatch(rows)
+		if err != nil {
+			return nil, fmt.Errorf("unanchored batches: %w", err)
+		}
+		out = append(out, b)
+	}
+	return out, rows.Err()
+}
+
 // BatchAnchor returns the anchor covering a batch (the earliest, if two do) and the batch's
 // position in it.
 func (s *Store) BatchAnchor(ctx context.Context, batchID [16]byte) (anchorID [16]byte, batchIndex uint32, err error) {
