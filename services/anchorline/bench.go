@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -13,9 +15,9 @@ import (
 
 func benchCmd() *cobra.Command {
 	var opts bench.Options
-	var out string
+	var out, workers string
 	c := &cobra.Command{
-		Use:   "bench [--readings N] [--out FILE]",
+		Use:   "bench [--readings N] [--workers N[,N...]] [--out FILE]",
 		Short: "Measure ingest: drain a pre-filled stream and sustain a live rate, next to a plain-connector, raw JetStream and Ed25519 references",
 		Long: `bench starts an in-process stack (embedded NATS and ledger; the ClickHouse at clickhouse.addr,
 in a fresh database that is dropped afterwards) and runs the ingest workers as separate
@@ -33,27 +35,47 @@ anchor.interval come from the configuration.`,
 			if err != nil {
 				return err
 			}
+			counts, err := workerCounts(workers)
+			if err != nil {
+				return err
+			}
 			if opts.Binary, err = os.Executable(); err != nil {
 				return err
 			}
 			opts.Progress = cmd.ErrOrStderr()
-			res, err := bench.Run(cmd.Context(), cfg, opts, log)
-			if err != nil && !errors.Is(err, bench.ErrCheck) {
-				return err
+			var results []bench.Result
+			var checkErr error
+			for _, n := range counts {
+				opts.Workers = n
+				res, err := bench.Run(cmd.Context(), cfg, opts, log)
+				if err != nil && !errors.Is(err, bench.ErrCheck) {
+					return err
+				}
+				checkErr = errors.Join(checkErr, err)
+				res.Print(cmd.OutOrStdout())
+				results = append(results, res)
 			}
-			res.Print(cmd.OutOrStdout())
+			if len(results) > 1 {
+				bench.PrintScaling(cmd.OutOrStdout(), results)
+			}
 			if out != "" {
-				if err := res.WriteJSON(out); err != nil {
+				var err error
+				if len(results) == 1 {
+					err = results[0].WriteJSON(out)
+				} else {
+					err = bench.WriteSeriesJSON(out, results)
+				}
+				if err != nil {
 					return err
 				}
 				fmt.Fprintf(cmd.ErrOrStderr(), "result written to %s\n", out)
 			}
-			return err // a failed check of the stored data, after its measurements
+			return checkErr // a failed check of the stored data, after its measurements
 		},
 	}
 	c.Flags().IntVar(&opts.Readings, "readings", 1_000_000, "readings pre-filled and drained")
 	c.Flags().IntVar(&opts.Devices, "devices", 500, "simulated devices (Ed25519)")
-	c.Flags().IntVar(&opts.Workers, "workers", 1, "ingest processes sharing the durable consumer")
+	c.Flags().StringVar(&workers, "workers", "1", "ingest processes sharing the durable consumer; several counts (1,2,4) run one bench each and compare them")
 	c.Flags().Float64Var(&opts.LiveRate, "rate", 10_000, "live mode: readings per second (0 skips the live mode)")
 	c.Flags().DurationVar(&opts.LiveDuration, "duration", 10*time.Second, "live mode: how long to publish")
 	c.Flags().StringVar(&out, "out", "", "write the result as JSON to this file")
@@ -116,4 +138,17 @@ since machine speed drifts between runs.`,
 	c.Flags().IntVar(&opts.InFlight, "in-flight", bench.DefaultLedgerInFlight, "throughput phase: Submits in flight at once (each holds a connection to a validator)")
 	c.Flags().StringVar(&out, "out", "", "write the result as JSON to this file")
 	return c
+}
+
+// workerCounts parses --workers: one count or several, comma-separated.
+func workerCounts(s string) ([]int, error) {
+	var out []int
+	for f := range strings.SplitSeq(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 || n > 64 {
+			return nil, badInput(fmt.Errorf("--workers %q: want a count from 1 to 64, or several separated by commas (1,2,4)", s))
+		}
+		out = append(out, n)
+	}
+	return out, nil
 }

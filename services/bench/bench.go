@@ -162,6 +162,45 @@ func (r Result) Print(w io.Writer) {
 	}
 }
 
+// PrintScaling compares runs with different worker counts, measured one after another in one
+// command: readings/s, its ratio to the first run, ingest's CPU per reading, and what one worker
+// would drain on its own machine of this many cores if ClickHouse and NATS kept up (cores /
+// ingest CPU-s per reading: verification and batching use every core).
+func PrintScaling(w io.Writer, rs []Result) {
+	if len(rs) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\n== scaling with ingest workers (same command, one run after another, %d cores)\n", rs[0].Cores)
+	fmt.Fprintf(w, "%8s %14s %10s %22s %30s\n", "workers", "readings/s", "vs first", "ingest CPU-s per 1,000", "one worker on its own machine")
+	for _, r := range rs {
+		ratio := 0.0
+		if rs[0].ReadingsPerSec > 0 {
+			ratio = r.ReadingsPerSec / rs[0].ReadingsPerSec
+		}
+		fmt.Fprintf(w, "%8d %14.0f %10.2f %22.3f %24.0f /s\n", r.Workers, r.ReadingsPerSec, ratio, r.CPUSecondsPer1k, r.WorkerCeilingPerSec())
+	}
+}
+
+// WorkerCeilingPerSec is what one worker would drain on a machine of its own with Cores cores,
+// if nothing else bounded it: Cores / (ingest CPU-s per reading).
+func (r Result) WorkerCeilingPerSec() float64 {
+	if r.CPUSecondsPer1k <= 0 {
+		return 0
+	}
+	return float64(r.Cores) * 1000 / r.CPUSecondsPer1k
+}
+
+// WriteSeriesJSON writes the results of several worker counts as {"series": [...]}.
+func WriteSeriesJSON(file string, rs []Result) error {
+	b, err := json.MarshalIndent(struct {
+		Series []Result `json:"series"`
+	}{rs}, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(file, append(b, '\n'), 0o644)
+}
+
 type signed struct {
 	dev  string
 	seq  uint64

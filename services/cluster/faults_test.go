@@ -214,13 +214,24 @@ func TestClusterSurvivesFaults(t *testing.T) {
 	// Every acknowledged reading is stored once or more, and every batch is anchored.
 	schema := clickhouse.Schema{Database: "anchorline", Cluster: ClickHouseCluster}
 	await.Until(t, ctx, "every acknowledged reading stored and anchored", func() (bool, string) {
-		if err := schema.Sync(ctx, ch); err != nil {
+		// Each round within a minute: a query that does not answer is asked again.
+		qctx, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+		if err := schema.Sync(qctx, ch); err != nil {
 			return false, err.Error()
 		}
-		distinct := count(t, ctx, ch, "SELECT uniqExact(device_id, seq) FROM anchorline.readings")
-		batches := count(t, ctx, ch, "SELECT count() FROM anchorline.batches FINAL")
-		anchored := count(t, ctx, ch, "SELECT uniqExact(batch_id) FROM anchorline.batch_anchors")
-		unrecorded := count(t, ctx, ch, "SELECT count() FROM (SELECT DISTINCT anchor_id FROM anchorline.batch_anchors) WHERE anchor_id NOT IN (SELECT anchor_id FROM anchorline.anchors)")
+		var n [4]uint64
+		for i, q := range []string{
+			"SELECT uniqExact(device_id, seq) FROM anchorline.readings",
+			"SELECT count() FROM anchorline.batches FINAL",
+			"SELECT uniqExact(batch_id) FROM anchorline.batch_anchors",
+			"SELECT count() FROM (SELECT DISTINCT anchor_id FROM anchorline.batch_anchors) WHERE anchor_id NOT IN (SELECT anchor_id FROM anchorline.anchors)",
+		} {
+			if err := ch.QueryRow(qctx, q).Scan(&n[i]); err != nil {
+				return false, fmt.Sprintf("%s: %v", q, err)
+			}
+		}
+		distinct, batches, anchored, unrecorded := n[0], n[1], n[2], n[3]
 		return distinct == acked && anchored == batches && unrecorded == 0,
 			fmt.Sprintf("%d of %d distinct readings, %d of %d batches anchored, %d anchors not recorded", distinct, acked, anchored, batches, unrecorded)
 	})
@@ -231,9 +242,12 @@ func TestClusterSurvivesFaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ch2.Close()
-	if err := schema.Sync(ctx, ch2); err != nil {
-		t.Fatal(err)
-	}
+	await.Until(t, ctx, "clickhouse-2 synced", func() (bool, string) {
+		qctx, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+		err := schema.Sync(qctx, ch2)
+		return err == nil, fmt.Sprint(err)
+	})
 	rows, err := ch.Query(ctx, "SELECT device_id, uniqExact(seq), max(seq) FROM anchorline.readings_all GROUP BY device_id")
 	if err != nil {
 		t.Fatal(err)
@@ -307,7 +321,9 @@ func anchorGap(t *testing.T, ctx context.Context, ch driver.Conn, start, end tim
 func count(t *testing.T, ctx context.Context, ch driver.Conn, q string) uint64 {
 	t.Helper()
 	var n uint64
-	if err := ch.QueryRow(ctx, q).Scan(&n); err != nil {
+	qctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if err := ch.QueryRow(qctx, q).Scan(&n); err != nil {
 		t.Fatalf("%s: %v", q, err)
 	}
 	return n
