@@ -17,6 +17,7 @@ import (
 	"github.com/anchorline/anchorline/anchor/merkle"
 	"github.com/anchorline/anchorline/internal/retry"
 	"github.com/anchorline/anchorline/schemas/entry"
+	"github.com/anchorline/anchorline/schemas/lookup"
 	"github.com/anchorline/anchorline/schemas/stream"
 )
 
@@ -113,7 +114,26 @@ type Config struct {
 	// older than OrphanAge (default DefaultOrphanAge); they are anchored like the others.
 	Orphans   Orphans
 	OrphanAge time.Duration
+	// Intents, if set, makes each anchor written there before it is submitted and removed once
+	// recorded; the active service records the anchors of intents whose entry the ledger
+	// committed (a predecessor that died in between) and drops those it never committed. The
+	// Ledger must then also implement Finder.
+	Intents *Intents
 }
+
+// Finder finds a committed entry by its bytes (lookup.ErrNotFound if the ledger has not
+// committed it); *ledger.Client implements it.
+type Finder interface {
+	Lookup(ctx context.Context, entry []byte) (ledger.Receipt, error)
+}
+
+// Intents older than intentGrace are resolved by the active service: younger ones may still be
+// on their way to the ledger. One the ledger has not committed after intentGiveUp never will be
+// (its batch records went back to the consumer and were anchored again).
+const (
+	intentGrace  = 10 * time.Second
+	intentGiveUp = 2 * time.Minute
+)
 
 // Stats are the service's counters.
 type Stats struct {
@@ -162,6 +182,9 @@ func New(js jetstream.JetStream, l Ledger, rec Recorder, cfg Config, log *slog.L
 	if cfg.OrphanAge <= 0 {
 		cfg.OrphanAge = DefaultOrphanAge
 	}
+	if _, ok := l.(Finder); cfg.Intents != nil && !ok {
+		return nil, errors.New("anchoring: intents need a ledger that can look entries up (Finder)")
+	}
 	return &Service{js: js, ledger: l, rec: rec, cfg: cfg, log: log,
 		done: map[[16]byte]struct{}{}, doneOld: map[[16]byte]struct{}{}}, nil
 }
@@ -208,7 +231,7 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	tick := time.NewTicker(s.cfg.Interval)
 	defer tick.Stop()
-	var lastSweep time.Time
+	var lastSweep, lastIntents time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -228,6 +251,10 @@ func (s *Service) Run(ctx context.Context) error {
 			continue
 		}
 		queue = s.collect(ctx, cons, queue, byID)
+		if s.cfg.Intents != nil && time.Since(lastIntents) >= intentGrace/2 {
+			lastIntents = time.Now()
+			s.resolveIntents(ctx)
+		}
 		if s.cfg.Orphans != nil && time.Since(lastSweep) >= s.cfg.OrphanAge/4 {
 			lastSweep = time.Now()
 			queue = s.adopt(ctx, queue, byID)
@@ -336,6 +363,48 @@ func (s *Service) dropAnchored(ctx context.Context, queue []*pending, byID map[[
 	return kept
 }
 
+// resolveIntents records the anchors of intents the ledger committed and removes them; it
+// removes the intents the ledger did not commit within intentGiveUp.
+func (s *Service) resolveIntents(ctx context.Context) {
+	as, err := s.cfg.Intents.list(ctx)
+	if err != nil {
+		s.log.Warn("anchoring: cannot read anchor intents", "err", err)
+		return
+	}
+	finder := s.ledger.(Finder)
+	for _, a := range as {
+		age := time.Since(a.Time)
+		if age < intentGrace {
+			continue
+		}
+		rc, err := finder.Lookup(ctx, a.Entry)
+		switch {
+		case errors.Is(err, lookup.ErrNotFound):
+			if age > intentGiveUp {
+				s.log.Info("anchoring: dropping the intent of an anchor the ledger never committed", "anchor", hex.EncodeToString(a.ID[:]))
+				_ = s.cfg.Intents.remove(ctx, a.ID)
+			}
+			continue
+		case err != nil:
+			s.log.Warn("anchoring: cannot look an intended anchor up on the ledger", "anchor", hex.EncodeToString(a.ID[:]), "err", err)
+			continue
+		}
+		a.Height, a.LogIndex, a.TxHash = rc.Height, rc.LogIndex, rc.TxHash
+		if err := s.rec.RecordAnchor(ctx, a); err != nil {
+			s.log.Warn("anchoring: cannot record a committed anchor left by a stopped service; retrying later", "anchor", hex.EncodeToString(a.ID[:]), "err", err)
+			continue
+		}
+		for _, b := range a.Batches {
+			s.remember(b.ID)
+		}
+		s.log.Warn("anchoring: recorded an anchor a stopped anchoring service committed but did not record", "anchor", hex.EncodeToString(a.ID[:]),
+			"height", a.Height, "log_index", a.LogIndex, "batches", len(a.Batches))
+		if err := s.cfg.Intents.remove(ctx, a.ID); err != nil {
+			s.log.Warn("anchoring: intent not removed", "anchor", hex.EncodeToString(a.ID[:]), "err", err)
+		}
+	}
+}
+
 // adopt adds the orphaned batches Orphans finds to queue, as pending batches without records.
 func (s *Service) adopt(ctx context.Context, queue []*pending, byID map[[16]byte]*pending) []*pending {
 	bs, err := s.cfg.Orphans.Orphans(ctx, time.Now().Add(-s.cfg.OrphanAge), s.cfg.MaxBatches)
@@ -436,6 +505,11 @@ func (s *Service) anchor(ctx context.Context, ps []*pending, claims *Claims) err
 	if a.Entry, err = entry.NewSignedAnchor(s.cfg.Key, a.ID, a.Root, uint64(len(ps)), a.Readings, a.Time); err != nil {
 		return fmt.Errorf("encode anchor entry: %w", err)
 	}
+	if s.cfg.Intents != nil {
+		if err := s.cfg.Intents.put(ctx, a); err != nil {
+			return err // nothing submitted: the batches are tried again
+		}
+	}
 	stopWatch := s.watchCommit(a.ID, len(ps))
 	rc, err := s.ledger.Submit(ctx, a.Entry)
 	stopWatch()
@@ -452,6 +526,11 @@ func (s *Service) anchor(ctx context.Context, ps []*pending, claims *Claims) err
 		s.failed(fmt.Errorf("record anchor %x (committed at height %d): %w", a.ID, a.Height, err), next)
 	}); err != nil {
 		return fmt.Errorf("record anchor %x (committed at height %d): %w", a.ID, a.Height, err)
+	}
+	if s.cfg.Intents != nil {
+		if err := s.cfg.Intents.remove(ctx, a.ID); err != nil {
+			s.log.Warn("anchoring: intent of a recorded anchor not removed; the next check removes it", "anchor", hex.EncodeToString(a.ID[:]), "err", err)
+		}
 	}
 	for _, p := range ps {
 		for _, m := range p.msgs {

@@ -26,6 +26,10 @@ const (
 	// AnchoringBucket is the key-value bucket of the anchoring services' lease (which one is
 	// active) and their batch claims (anchor/anchoring Lease).
 	AnchoringBucket = "ANCHORING"
+	// AnchorIntentsBucket is the key-value bucket where the active anchoring service writes each
+	// anchor before submitting it, so that a successor records an anchor its predecessor
+	// committed but did not live to record (anchor/anchoring Intents).
+	AnchorIntentsBucket = "ANCHOR_INTENTS"
 )
 
 // BatchRecord is what ingest publishes on BatchesSubject for each flushed batch, JSON-encoded

@@ -92,6 +92,7 @@ func PermissionsOf(r Role) Permissions {
 		pub := jsTopology(stream.Batches, stream.AnchorConsumer)
 		pub = append(pub, jsConsume(stream.Batches, stream.AnchorConsumer)...)
 		pub = append(pub, jsKV(stream.AnchoringBucket)...)
+		pub = append(pub, jsKV(stream.AnchorIntentsBucket)...)
 		return Permissions{Publish: pub, Subscribe: []string{inbox}}
 	case RoleSimulator:
 		return Permissions{Publish: []string{stream.ReadingsSubjects}, Subscribe: []string{inbox}}

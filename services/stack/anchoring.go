@@ -98,9 +98,14 @@ func NewAnchoring(ctx context.Context, cfg config.Config, js jetstream.JetStream
 	if err != nil {
 		return nil, fmt.Errorf("anchoring: %w", err)
 	}
+	intents, err := anchoring.OpenIntents(ctx, js, cfg.NATS.Replicas)
+	if err != nil {
+		return nil, err
+	}
 	rec := recorder{w: write.New(ch, cfg.ClickHouse.Database), s: store.New(ch, cfg.ClickHouse.Database), log: log}
 	return anchoring.New(js, l, rec, anchoring.Config{
 		Orphans:  rec,
+		Intents:  intents,
 		Lease:    lease,
 		Key:      key,
 		Stream:   stream.Batches,
