@@ -62,6 +62,9 @@ type Source interface {
 	// Strays returns readings in [from, to] (of device, if set), received before before,
 	// whose batch has no record.
 	Strays(ctx context.Context, from, to uint64, device string, before time.Time) ([]Reading, error)
+	// Copies returns, for each of rs that has one, the batch of another stored row with the
+	// same device, seq and leaf in a batch that has a record.
+	Copies(ctx context.Context, rs []Reading) (map[int][16]byte, error)
 }
 
 // Ledger is the ledger's log: the one thing the audit trusts.
@@ -135,6 +138,9 @@ type Report struct {
 	// LightBlocks is Head.LightBlocks of a verified head: the validator-set changes followed.
 	LightBlocks int
 	Pending     int // batches within the grace period or anchored after the ledger was read
+	// Interrupted counts rows without a batch record that are copies of readings the audit
+	// matched with their anchor (left by a worker killed between writing rows and record).
+	Interrupted int
 	Findings    []Finding
 	Unmatched   []string // anchors whose batch records do not rebuild their ledger root
 
@@ -152,6 +158,9 @@ func (r Report) Print(w io.Writer) {
 	}
 	fmt.Fprintf(w, "audited %d batches, %d readings, %d anchors (%d batches too recent to be anchored)\n",
 		r.Batches, r.Readings, r.Anchors, r.Pending)
+	if r.Interrupted > 0 {
+		fmt.Fprintf(w, "%d rows without a batch record are copies of audited readings (an interrupted write; not findings)\n", r.Interrupted)
+	}
 	switch {
 	case r.Verified && r.LightBlocks > 0:
 		fmt.Fprintf(w, "ledger log: %d entries, rebuilt to the log root a header commits, reached from the trusted validators through %d light blocks across validator-set changes\n", r.Entries, r.LightBlocks)
@@ -277,7 +286,21 @@ func Run(ctx context.Context, src Source, led Ledger, q Query) (Report, error) {
 	if err != nil {
 		return rep, err
 	}
-	for _, r := range strays {
+	// A worker killed between writing a batch's rows and its record leaves rows no record
+	// covers; their messages were delivered again and stored in a batch of their own. A row
+	// identical to one in a batch the audit matched with its anchor adds nothing: counted, not
+	// a finding. Any other row without a record is.
+	copies := map[int][16]byte{}
+	if len(strays) > 0 {
+		if copies, err = src.Copies(ctx, strays); err != nil {
+			return rep, err
+		}
+	}
+	for i, r := range strays {
+		if b, ok := copies[i]; ok && rep.checked[b] {
+			rep.Interrupted++
+			continue
+		}
 		rep.add(q, Finding{Kind: Inserted, Device: r.Device, Seq: r.Seq, Batch: r.BatchID, LeafIndex: r.LeafIndex, Detail: "its batch has no record"})
 	}
 	return rep, nil

@@ -278,6 +278,12 @@ func TestClusterSurvivesFaults(t *testing.T) {
 	// The audit over everything, against the trust file, finds nothing.
 	out, err := exec.CommandContext(ctx, bin, "audit", "--config", info.ClientConfig, "--trust", info.TrustFile).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "modified 0, missing 0, inserted 0, unanchored 0") {
+		for i, conn := range []driver.Conn{ch, ch2} {
+			var r, b, ba, a uint64
+			q := "SELECT (SELECT count() FROM anchorline.readings), (SELECT count() FROM anchorline.batches), (SELECT count() FROM anchorline.batch_anchors), (SELECT count() FROM anchorline.anchors)"
+			qerr := conn.QueryRow(ctx, q).Scan(&r, &b, &ba, &a)
+			t.Logf("clickhouse-%d: %d readings, %d batch rows, %d batch_anchors rows, %d anchors rows (%v)", i+1, r, b, ba, a, qerr)
+		}
 		t.Fatalf("audit: %v\n%s", err, out)
 	}
 
@@ -288,7 +294,7 @@ func TestClusterSurvivesFaults(t *testing.T) {
 	t.Logf("readings: %d acknowledged, %d distinct stored, %d rows (%d duplicates, from redeliveries of readings whose worker died or whose ack was lost)", acked, acked, total, total-acked)
 	t.Logf("%-58s %5s %10s %14s %12s %12s", "fault", "lost", "duplicates", "anchor gap (s)", "proven (s)", "back (s)")
 	for _, r := range results {
-		dups := count(t, ctx, ch, fmt.Sprintf("SELECT count() - uniqExact(device_id, seq) FROM anchorline.readings WHERE (device_id, seq) IN (SELECT device_id, seq FROM anchorline.readings WHERE received_at >= toDateTime(%d) AND received_at < toDateTime(%d))", r.start.Unix(), r.end.Unix()+1))
+		dups := count(t, ctx, ch, fmt.Sprintf("SELECT toUInt64(count() - uniqExact(device_id, seq)) FROM anchorline.readings WHERE (device_id, seq) IN (SELECT device_id, seq FROM anchorline.readings WHERE received_at >= toDateTime(%d) AND received_at < toDateTime(%d))", r.start.Unix(), r.end.Unix()+1))
 		gap := anchorGap(t, ctx, ch, r.start, r.end)
 		t.Logf("%-58s %5d %10d %14d %12.1f %12.1f  (proof of %s)", r.what, 0, dups, gap, r.proven.Seconds(), r.back.Seconds(), r.probe)
 	}

@@ -74,6 +74,22 @@ func (r recorder) Orphans(ctx context.Context, olderThan time.Time, limit int) (
 				"size", b.Size, "leaves", len(leaves), "err", err)
 			continue
 		}
+		// Only a batch whose every reading was stored again in another recorded batch (its
+		// messages were delivered again after its worker died) is anchored this way: rows
+		// written into ClickHouse behind ingest's back get no anchor from the sweep.
+		rs, err := r.s.Audit().BatchReadings(ctx, b.ID)
+		if err != nil {
+			return nil, err
+		}
+		copies, err := r.s.Audit().Copies(ctx, rs)
+		if err != nil {
+			return nil, err
+		}
+		if len(copies) != len(rs) {
+			r.log.Error("anchoring: a batch without a record holds readings stored nowhere else; not anchored (the audit reports them)", "batch", hex.EncodeToString(b.ID[:]),
+				"readings", len(rs), "stored elsewhere", len(copies))
+			continue
+		}
 		out = append(out, anchoring.Batch{ID: b.ID, Root: root, Size: uint64(b.Size)})
 	}
 	return out, nil

@@ -16,18 +16,19 @@ import (
 
 // A worker that dies after writing a batch and before publishing its record leaves a batch no
 // record announces. The anchoring service's recorder finds such batches once they are older
-// than the age asked for, with the root their stored leaves make; a batch whose row does not
-// match its readings is not offered for anchoring.
+// than the age asked for, with the root their stored leaves make, if its readings were stored
+// again in another batch (as the redelivery after the worker's death does); a batch whose row
+// does not match its readings, or whose readings are stored nowhere else, is not offered.
 func TestOrphanBatches(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	_, db, ch := chserver.NewDatabase(t)
 	w := write.New(ch, db)
-	mk := func(worker string, n int, created time.Time) *write.Batch {
+	mk := func(worker, dev string, n int, created time.Time) *write.Batch {
 		b := batch.New(worker, n)
 		for i := range n {
-			raw := fmt.Appendf(nil, "%s reading %d", worker, i)
-			b.Add(write.Reading{Device: "orphan-dev", Seq: uint64(i + 1), TS: uint64(created.UnixMilli()), ReceivedAt: created, Raw: raw,
+			raw := fmt.Appendf(nil, "%s reading %d", dev, i)
+			b.Add(write.Reading{Device: dev, Seq: uint64(i + 1), TS: uint64(created.UnixMilli()), ReceivedAt: created, Raw: raw,
 				Leaf: reading.Leaf(raw), Metrics: []reading.Metric{{Name: "t", Value: 1}}})
 		}
 		wb, _, err := b.Flush(created)
@@ -37,11 +38,13 @@ func TestOrphanBatches(t *testing.T) {
 		return wb
 	}
 	old := time.Now().Add(-10 * time.Minute)
-	orphan := mk("w1", 5, old)
-	young := mk("w2", 3, time.Now())
-	tampered := mk("w3", 4, old)
+	orphan := mk("w1", "dev-a", 5, old)
+	again := mk("w2", "dev-a", 5, old.Add(time.Minute)) // the same readings, delivered again
+	young := mk("w2", "dev-b", 3, time.Now())
+	tampered := mk("w3", "dev-c", 4, old)
 	tampered.Root = sha256.Sum256([]byte("not the root of its readings"))
-	for _, b := range []*write.Batch{orphan, young, tampered} {
+	inserted := mk("w4", "dev-d", 2, old) // rows no ingest delivered again: not laundered into an anchor
+	for _, b := range []*write.Batch{orphan, again, young, tampered, inserted} {
 		if err := w.WriteBatch(ctx, b); err != nil {
 			t.Fatal(err)
 		}
@@ -51,7 +54,15 @@ func TestOrphanBatches(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(got) != 1 || got[0].ID != orphan.ID || got[0].Root != orphan.Root || got[0].Size != 5 {
-		t.Fatalf("orphans %+v, want only batch %x (size 5, root %x)", got, orphan.ID, orphan.Root)
+	// orphan and again are both unanchored and old; each has its readings in the other.
+	ids := map[[16]byte]bool{}
+	for _, b := range got {
+		ids[b.ID] = true
+		if b.ID == orphan.ID && (b.Root != orphan.Root || b.Size != 5) {
+			t.Fatalf("orphan %+v, want size 5 and root %x", b, orphan.Root)
+		}
+	}
+	if len(got) != 2 || !ids[orphan.ID] || !ids[again.ID] {
+		t.Fatalf("orphans %+v, want batches %x and %x only", got, orphan.ID, again.ID)
 	}
 }

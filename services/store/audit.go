@@ -137,4 +137,44 @@ func (a Audit) Strays(ctx context.Context, from, to uint64, device string, befor
 	return out, nil
 }
 
+// Copies finds, for each of rs, another row of the same device, seq and leaf in another batch
+// that has a record.
+func (a Audit) Copies(ctx context.Context, rs []audit.Reading) (map[int][16]byte, error) {
+	out := map[int][16]byte{}
+	byKey := map[string][]int{}
+	devices := map[string]bool{}
+	var lo, hi uint64 = ^uint64(0), 0
+	for i, r := range rs {
+		k := fmt.Sprintf("%s\x00%d\x00%x", r.Device, r.Seq, r.Leaf[:])
+		byKey[k] = append(byKey[k], i)
+		devices[r.Device] = true
+		lo, hi = min(lo, r.Seq), max(hi, r.Seq)
+	}
+	list := make([]string, 0, len(devices))
+	for d := range devices {
+		list = append(list, d)
+	}
+	rows, err := a.s.conn.Query(ctx, "SELECT device_id, seq, leaf, batch_id FROM "+a.s.t("readings")+
+		" WHERE has(?, device_id) AND seq >= ? AND seq <= ? AND batch_id IN (SELECT batch_id FROM "+a.s.t("batches")+")", list, lo, hi)
+	if err != nil {
+		return nil, fmt.Errorf("audit: copies of readings without a batch: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var dev, leaf, batch string
+		var seq uint64
+		if err := rows.Scan(&dev, &seq, &leaf, &batch); err != nil {
+			return nil, fmt.Errorf("audit: copies of readings without a batch: %w", err)
+		}
+		var id [16]byte
+		copy(id[:], batch)
+		for _, i := range byKey[fmt.Sprintf("%s\x00%d\x00%x", dev, seq, []byte(leaf))] {
+			if id != rs[i].BatchID { // another row, not the reading itself
+				out[i] = id
+			}
+		}
+	}
+	return out, rows.Err()
+}
+
 var _ audit.Source = Audit{}
