@@ -103,6 +103,8 @@ type Process struct {
 	Listen    map[string]string `json:"listen,omitempty"`
 	Log       string            `json:"log,omitempty"`
 	Restarts  int               `json:"restarts"`
+	// RestartedAt is when the supervisor last started it again (ready, for ClickHouse).
+	RestartedAt time.Time `json:"restarted_at,omitzero"`
 }
 
 // member is a supervised process: how to find it, restart it and stop it.
@@ -558,7 +560,7 @@ func (c *Cluster) watch(m *member) {
 		pid, _ := m.current()
 		st, _ := startTime(pid)
 		c.mu.Lock()
-		m.PID, m.StartTime, m.Restarts = pid, st, m.Restarts+1
+		m.PID, m.StartTime, m.Restarts, m.RestartedAt = pid, st, m.Restarts+1, time.Now()
 		c.mu.Unlock()
 		c.log.Info("cluster process restarted", "name", m.Name, "pid", pid)
 		if err := c.writeInfo(); err != nil {
