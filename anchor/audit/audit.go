@@ -39,8 +39,9 @@ type Reading struct {
 
 // Anchor is an anchor as stored: where its entry is in the ledger's log.
 type Anchor struct {
-	ID       [16]byte
-	LogIndex uint64
+	ID         [16]byte
+	LogIndex   uint64
+	AnchoredAt time.Time // as recorded
 }
 
 // Source is what the audit reads from the store (ClickHouse). Nothing it returns is trusted.
@@ -229,8 +230,11 @@ func Run(ctx context.Context, src Source, led Ledger, q Query) (Report, error) {
 		}
 		la, ok := logged[aid]
 		if !ok {
-			if a, err := src.Anchor(ctx, aid); err == nil && a.LogIndex >= rep.Entries && q.Now.Sub(b.CreatedAt) < q.Grace {
-				rep.Pending++ // anchored after the part of the log that was read
+			// Recorded as anchored after the part of the log that was read (the newest block's
+			// entries are committed by a header not signed yet): pending while the anchor is
+			// recent, whatever the batch's age (a batch may wait for the ledger).
+			if a, err := src.Anchor(ctx, aid); err == nil && a.LogIndex >= rep.Entries && (q.Now.Sub(b.CreatedAt) < q.Grace || q.Now.Sub(a.AnchoredAt) < q.Grace) {
+				rep.Pending++
 				continue
 			}
 			// An anchor the ledger's log does not hold.

@@ -91,7 +91,7 @@ func (a Audit) Anchor(ctx context.Context, id [16]byte) (audit.Anchor, error) {
 	if err != nil {
 		return audit.Anchor{}, err
 	}
-	return audit.Anchor{ID: r.ID, LogIndex: r.LogIndex}, nil
+	return audit.Anchor{ID: r.ID, LogIndex: r.LogIndex, AnchoredAt: r.AnchoredAt}, nil
 }
 
 // AnchorBatches returns the ids of an anchor's batches in batch index order, and the records
