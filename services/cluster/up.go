@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -345,7 +344,7 @@ func (c *Cluster) startServices(ctx context.Context, logs string) error {
 			return err
 		}
 		file := filepath.Join(o.Dir, "config", s.name+".yaml")
-		if err := writeYAML(file, conf); err != nil {
+		if err := writeYAML(file, conf, filepath.Join(o.Dir, "data", s.name)); err != nil {
 			return err
 		}
 		ch := newChild(s.name, o.Binary, logs, s.command, "--config", file)
@@ -481,16 +480,14 @@ func (c *Cluster) writeClientConfig() error {
 		"clickhouse": {"addr": c.info.ClickHouseAddr, "database": c.opts.Database, "cluster": ClickHouseCluster},
 		"ledger":     {"rpc": strings.Join(c.info.LedgerRPC, ","), "chain_id": ChainID, "admin_key": c.info.AdminKey},
 		"http":       {"addr": c.info.HTTPAddr},
-		"data_dir":   nil,
-	})
+	}, filepath.Join(c.opts.Dir, "data", "client"))
 }
 
-func writeYAML(file string, v map[string]map[string]any) error {
-	out := map[string]any{}
+// writeYAML writes a configuration file of sections v and data_dir dataDir (each process its
+// own: nothing falls back to a .anchorline folder in the supervisor's working directory).
+func writeYAML(file string, v map[string]map[string]any, dataDir string) error {
+	out := map[string]any{"data_dir": dataDir}
 	for k, x := range v {
-		if k == "data_dir" {
-			continue
-		}
 		out[k] = x
 	}
 	b, err := yaml.Marshal(out)
@@ -651,9 +648,7 @@ func (c *Cluster) Stop() {
 	c.info.Ready = false
 	c.mu.Unlock()
 	if c.info.Dir != "" {
-		if _, err := os.Stat(filepath.Join(c.opts.Dir, InfoFile)); err == nil || errors.Is(err, fs.ErrNotExist) {
-			_ = c.writeInfo()
-		}
+		_ = c.writeInfo()
 	}
 }
 
