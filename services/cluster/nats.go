@@ -259,6 +259,15 @@ func (c *NATSCluster) waitReady(ctx context.Context, setup auth.Setup) error {
 		c.log.Debug("nats cluster not ready yet", "err", err, "retry_in", next)
 	})
 	if err != nil {
+		for i, n := range c.Nodes {
+			if _, done := c.Process(i); isClosed(done) {
+				b, _ := os.ReadFile(filepath.Join(n.Dir, "server.log"))
+				if len(b) > 2000 {
+					b = b[len(b)-2000:]
+				}
+				return fmt.Errorf("nats cluster: %s exited while starting (its log ends:\n%s): %w", n.Name, b, err)
+			}
+		}
 		b, _ := os.ReadFile(filepath.Join(c.Nodes[0].Dir, "server.log"))
 		if len(b) > 2000 {
 			b = b[len(b)-2000:]
@@ -266,4 +275,13 @@ func (c *NATSCluster) waitReady(ctx context.Context, setup auth.Setup) error {
 		return fmt.Errorf("nats cluster: not ready (logs in %s): %w; %s's log ends:\n%s", filepath.Dir(c.Nodes[0].Dir), err, c.Nodes[0].Name, b)
 	}
 	return nil
+}
+
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
 }

@@ -188,8 +188,13 @@ func (c *Cluster) up(ctx context.Context) error {
 		return err
 	}
 	c.log.Info("starting NATS", "nodes", o.NATSNodes)
+	// Once more on other ports if it does not come up: a free port found for a node can be taken
+	// by another process before the node binds it.
 	if c.nats, err = StartNATSCluster(ctx, o.NATSServer, filepath.Join(o.Dir, "nats"), o.NATSNodes, setup, c.log); err != nil {
-		return err
+		c.log.Warn("NATS cluster did not come up; trying again on other ports", "err", err)
+		if c.nats, err = StartNATSCluster(ctx, o.NATSServer, filepath.Join(o.Dir, "nats-2nd"), o.NATSNodes, setup, c.log); err != nil {
+			return err
+		}
 	}
 	for i, n := range c.nats.Nodes {
 		c.info.NATSURLs = append(c.info.NATSURLs, "nats://"+n.ClientAddr)
