@@ -20,15 +20,20 @@ func NewKeys(l *ledger.Client) *verify.Keys {
 	return verify.NewKeys(func(ctx context.Context, device string) (verify.Key, bool, error) {
 		p, err := l.Device(ctx, device, 0)
 		if errors.Is(err, ledger.ErrUnknownDevice) {
-			var h int64
-			if h, err = l.Height(ctx); err == nil {
-				wctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-				err = l.WaitHeight(wctx, h+1)
-				cancel()
+			// One more chance after the next block; if that block does not come in time (the
+			// caller's deadline: the auth callout answers within a second or two), the answer
+			// stays "unknown".
+			h, herr := l.Height(ctx)
+			if herr != nil {
+				return verify.Key{}, false, nil
 			}
-			if err == nil {
-				p, err = l.Device(ctx, device, 0)
+			wctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+			werr := l.WaitHeight(wctx, h+1)
+			cancel()
+			if werr != nil {
+				return verify.Key{}, false, nil
 			}
+			p, err = l.Device(ctx, device, 0)
 		}
 		if errors.Is(err, ledger.ErrUnknownDevice) {
 			return verify.Key{}, false, nil
