@@ -381,15 +381,7 @@ func TestAnchorsOrphans(t *testing.T) {
 		t.Fatal(err)
 	}
 	publishBatch(t, js, announced)
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- s.Run(runCtx) }()
-	defer func() {
-		stop()
-		if err := <-done; err != nil {
-			t.Errorf("run: %v", err)
-		}
-	}()
+	runService(t, ctx, s)
 	await.Until(t, ctx, "both batches anchored", func() (bool, string) {
 		st := s.Stats()
 		return st.Batches >= 2, fmt.Sprintf("%+v", st)

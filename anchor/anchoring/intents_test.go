@@ -62,15 +62,7 @@ func TestIntents(t *testing.T) {
 	}
 	own := randomBatch(4)
 	publishBatch(t, js, own)
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- s.Run(runCtx) }()
-	defer func() {
-		stop()
-		if err := <-done; err != nil {
-			t.Errorf("run: %v", err)
-		}
-	}()
+	runService(t, ctx, s)
 	await.Until(t, ctx, "the committed anchor recorded, the service's own anchored, no intent left", func() (bool, string) {
 		as, err := intents.list(ctx)
 		if err != nil {
@@ -89,4 +81,18 @@ func TestIntents(t *testing.T) {
 	if _, err := New(js, nil, rec, Config{Key: anchorKey, Stream: stream.Batches, Consumer: stream.AnchorConsumer, Interval: time.Second, Intents: intents}, quiet()); err == nil {
 		t.Fatal("intents without a ledger that finds entries were accepted")
 	}
+}
+
+// runService runs s until the test ends, then checks that Run returned no error.
+func runService(t *testing.T, ctx context.Context, s *Service) {
+	t.Helper()
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- s.Run(runCtx) }()
+	t.Cleanup(func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("run: %v", err)
+		}
+	})
 }

@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -42,9 +41,7 @@ type NATSNode struct {
 	RouteAddr  string // host:port of its cluster routes
 	Dir        string // its configuration, JetStream store and log
 
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{}
+	proc *child // its nats-server process (stopped with SIGTERM)
 }
 
 // NATSCluster is a JetStream cluster of nats-server processes on loopback, each with
@@ -144,45 +141,24 @@ include "auth.conf"
 // Start starts node i's process (again, after Kill: it keeps its store).
 func (c *NATSCluster) Start(i int) error {
 	node := c.Nodes[i]
-	node.mu.Lock()
-	defer node.mu.Unlock()
-	logf, err := os.OpenFile(filepath.Join(node.Dir, "server.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
-	if err != nil {
+	if node.proc == nil {
+		node.proc = &child{name: node.Name, bin: c.bin, args: []string{"-c", filepath.Join(node.Dir, "server.conf")},
+			log: filepath.Join(node.Dir, "server.log"), stopSignal: syscall.SIGTERM}
+	}
+	if err := node.proc.start(); err != nil {
 		return fmt.Errorf("nats cluster: %w", err)
 	}
-	cmd := exec.Command(c.bin, "-c", filepath.Join(node.Dir, "server.conf"))
-	cmd.Stdout, cmd.Stderr = logf, logf
-	// The node ends with the process that started it, even one killed with SIGKILL.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return fmt.Errorf("nats cluster: start %s: %w", node.Name, err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); logf.Close(); close(done) }()
-	node.cmd, node.done = cmd, done
 	return nil
 }
 
 // Process returns node i's process id and a channel closed when that process has exited.
-func (c *NATSCluster) Process(i int) (pid int, done <-chan struct{}) {
-	node := c.Nodes[i]
-	node.mu.Lock()
-	defer node.mu.Unlock()
-	return node.cmd.Process.Pid, node.done
-}
+func (c *NATSCluster) Process(i int) (pid int, done <-chan struct{}) { return c.Nodes[i].proc.process() }
 
 // Kill kills node i's process (SIGKILL) and waits for it to end.
 func (c *NATSCluster) Kill(i int) {
-	node := c.Nodes[i]
-	node.mu.Lock()
-	cmd, done := node.cmd, node.done
-	node.mu.Unlock()
-	if cmd == nil {
-		return
+	if p := c.Nodes[i].proc; p != nil {
+		p.kill()
 	}
-	_ = cmd.Process.Signal(syscall.SIGKILL)
-	<-done
 }
 
 // Stop stops every node (SIGTERM, then SIGKILL after 10 s).
@@ -194,19 +170,8 @@ func (c *NATSCluster) Stop() {
 
 // stopNode stops node i (SIGTERM, then SIGKILL after 10 s) and waits for it.
 func (c *NATSCluster) stopNode(i int) {
-	node := c.Nodes[i]
-	node.mu.Lock()
-	cmd, done := node.cmd, node.done
-	node.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		_ = cmd.Process.Signal(syscall.SIGKILL)
-		<-done
+	if p := c.Nodes[i].proc; p != nil {
+		p.stop(10 * time.Second)
 	}
 }
 

@@ -10,13 +10,15 @@ import (
 	"time"
 )
 
-// child is one process the supervisor started from a command line (an Anchorline service or a
-// validator): its output goes to a log file, and it ends with the supervisor.
+// child is one process the supervisor started from a command line (an Anchorline service, a
+// validator, a nats-server): its output goes to a log file, and it ends with the supervisor.
 type child struct {
 	name string
 	args []string
 	bin  string
 	log  string
+	// stopSignal asks it to stop (default SIGINT, Anchorline's clean stop).
+	stopSignal syscall.Signal
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -56,8 +58,7 @@ func (c *child) process() (int, <-chan struct{}) {
 	return c.cmd.Process.Pid, c.done
 }
 
-// stop asks the process to stop (SIGINT, Anchorline's clean stop), kills it after grace, and
-// waits for it.
+// stop asks the process to stop (stopSignal), kills it after grace, and waits for it.
 func (c *child) stop(grace time.Duration) {
 	c.mu.Lock()
 	cmd, done := c.cmd, c.done
@@ -65,11 +66,27 @@ func (c *child) stop(grace time.Duration) {
 	if cmd == nil {
 		return
 	}
-	_ = cmd.Process.Signal(syscall.SIGINT)
+	sig := c.stopSignal
+	if sig == 0 {
+		sig = syscall.SIGINT
+	}
+	_ = cmd.Process.Signal(sig)
 	select {
 	case <-done:
 	case <-time.After(grace):
 		_ = cmd.Process.Kill()
 		<-done
 	}
+}
+
+// kill kills the process (SIGKILL) and waits for it.
+func (c *child) kill() {
+	c.mu.Lock()
+	cmd, done := c.cmd, c.done
+	c.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Kill()
+	<-done
 }
