@@ -152,7 +152,9 @@ func (c *NATSCluster) Start(i int) error {
 }
 
 // Process returns node i's process id and a channel closed when that process has exited.
-func (c *NATSCluster) Process(i int) (pid int, done <-chan struct{}) { return c.Nodes[i].proc.process() }
+func (c *NATSCluster) Process(i int) (pid int, done <-chan struct{}) {
+	return c.Nodes[i].proc.process()
+}
 
 // Kill kills node i's process (SIGKILL) and waits for it to end.
 func (c *NATSCluster) Kill(i int) {
