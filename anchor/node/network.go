@@ -54,6 +54,9 @@ type Network struct {
 	AnchorKeys     []ed25519.PublicKey
 	AdminThreshold int
 	TimeoutCommit  time.Duration // 0: DefaultTimeoutCommit
+	// RPCTLSCert and RPCTLSKey, when set (both), are every validator's rpc.tls_cert_file and
+	// rpc.tls_key_file: the RPC is served over https with that certificate.
+	RPCTLSCert, RPCTLSKey string
 }
 
 // Validator is one home InitNetwork wrote.
@@ -113,6 +116,7 @@ func InitNetwork(n Network) ([]Validator, error) {
 		conf.P2P.ListenAddress = "tcp://" + net.JoinHostPort(bind, strconv.Itoa(p2pPort))
 		conf.RPC.ListenAddress = "tcp://" + net.JoinHostPort(bind, strconv.Itoa(rpcPort))
 		conf.P2P.AllowDuplicateIP = shared
+		conf.RPC.TLSCertFile, conf.RPC.TLSKeyFile = n.RPCTLSCert, n.RPCTLSKey
 		conf.P2P.AddrBookStrict = !nonPublic(host)
 
 		pub, id, err := writeKeys(conf)
@@ -159,6 +163,8 @@ func (n Network) validate() error {
 		return fmt.Errorf("admin threshold %d is more than the %d admins: no change of validators or admins could ever be signed", n.AdminThreshold, len(n.Admins))
 	case len(n.Hosts) > 1 && len(n.Hosts) != n.Validators:
 		return fmt.Errorf("%d hosts for %d validators: give one host per validator, or one for all", len(n.Hosts), n.Validators)
+	case (n.RPCTLSCert == "") != (n.RPCTLSKey == ""):
+		return errors.New("the RPC's TLS certificate and key go together: give both files or neither")
 	}
 	p2pPort, rpcPort := port(n.P2PPort, DefaultP2PPort, 0), port(n.RPCPort, DefaultRPCPort, 0)
 	last := PortStride * (n.Validators - 1)

@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"crypto/ed25519"
+	"errors"
 	"io"
 	"log/slog"
 	"os"
@@ -16,32 +17,32 @@ import (
 )
 
 // TestHomeRPCOverTLS: a validator whose config.toml names rpc.tls_cert_file and tls_key_file
+// (InitNetwork's RPCTLSCert and RPCTLSKey)
 // serves its RPC over https only: a client trusting the CA reads it, a plain one does not.
 func TestHomeRPCOverTLS(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	dir := t.TempDir()
-	vs, err := InitNetwork(Network{Dir: filepath.Join(dir, "net"), ChainID: "tls-test", Validators: 1, RPCPort: -1,
-		Admins: []ed25519.PublicKey{make([]byte, ed25519.PublicKeySize)}})
-	if err != nil {
-		t.Fatal(err)
-	}
 	certs := pki.Dir(filepath.Join(dir, "tls"))
 	if err := certs.Ensure("rpc", []string{"127.0.0.1"}); err != nil {
 		t.Fatal(err)
 	}
-	conf := filepath.Join(vs[0].Home, "config", "config.toml")
-	b, err := os.ReadFile(conf)
+	net := Network{Dir: filepath.Join(dir, "net"), ChainID: "tls-test", Validators: 1, RPCPort: -1,
+		Admins: []ed25519.PublicKey{make([]byte, ed25519.PublicKeySize)}, RPCTLSCert: certs.CertFile("rpc")}
+	if _, err := InitNetwork(net); !errors.Is(err, ErrInvalidNetwork) {
+		t.Fatalf("a certificate without its key: %v, want ErrInvalidNetwork", err)
+	}
+	net.RPCTLSKey = certs.KeyFile("rpc")
+	vs, err := InitNetwork(net)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := strings.Replace(string(b), `tls_cert_file = ""`, `tls_cert_file = "`+certs.CertFile("rpc")+`"`, 1)
-	s = strings.Replace(s, `tls_key_file = ""`, `tls_key_file = "`+certs.KeyFile("rpc")+`"`, 1)
-	if s == string(b) {
-		t.Fatal("config.toml has no tls_cert_file to set")
-	}
-	if err := os.WriteFile(conf, []byte(s), 0o600); err != nil {
+	b, err := os.ReadFile(filepath.Join(vs[0].Home, "config", "config.toml"))
+	if err != nil {
 		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), `tls_cert_file = "`+certs.CertFile("rpc")+`"`) {
+		t.Fatal("config.toml does not name the RPC's certificate")
 	}
 	n, err := StartHome(ctx, vs[0].Home, HomeOptions{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {

@@ -2,10 +2,12 @@ package chserver
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
 	"regexp"
+	"strconv"
 	"strings"
 )
 
@@ -16,6 +18,9 @@ type ReplicaOptions struct {
 	Shard     string   // {shard} macro
 	Replica   string   // {replica} macro: unique among the shard's replicas
 	Peers     []string // native host:port of every replica of the shard, this one's addr included
+	// peer is the plain native port a TLS replica keeps for the others (StartReplicaTLS); 0
+	// for a replica without TLS, whose addr is its one native port.
+	peer int
 }
 
 var clusterName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
@@ -31,6 +36,10 @@ func (o *ReplicaOptions) check(addr string) error {
 		return fmt.Errorf("clickhouse replica: shard %q and replica %q must not be empty", o.Shard, o.Replica)
 	}
 	self := false
+	if o.peer != 0 {
+		h, _, _ := net.SplitHostPort(addr)
+		addr = net.JoinHostPort(h, strconv.Itoa(o.peer))
+	}
 	for _, p := range o.Peers {
 		if _, _, err := net.SplitHostPort(p); err != nil {
 			return fmt.Errorf("clickhouse replica: peer %q: %w", p, err)
@@ -79,4 +88,39 @@ func StartReplica(ctx context.Context, dir, addr string, o ReplicaOptions, log *
 	}
 	o.Peers = append([]string(nil), o.Peers...)
 	return startServer(ctx, dir, addr, nil, &o, log)
+}
+
+// StartReplicaTLS is StartReplica with its clients served over TLS only on addr, as StartTLS
+// does (certFile, keyFile, client). The replicas reach each other (ON CLUSTER DDL, Distributed
+// tables) on peer, a plain native port on the same host, which o.Peers lists: 18.16's DDL
+// worker finds its own entry of a cluster by tcp_port and has no secure form of that check.
+// So a TLS replica listens on addr (TLS, for every client), peer (plain, for the replicas of
+// the cluster) and its interserver HTTP port (plain, where replicas fetch parts).
+func StartReplicaTLS(ctx context.Context, dir, addr, peer string, o ReplicaOptions, certFile, keyFile string, client *tls.Config, log *slog.Logger) (*Server, error) {
+	if addr == "" {
+		return nil, fmt.Errorf("clickhouse replica: addr is required")
+	}
+	ah, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("clickhouse replica addr %q: %w", addr, err)
+	}
+	ph, pp, err := net.SplitHostPort(peer)
+	if err != nil {
+		return nil, fmt.Errorf("clickhouse replica peer %q: %w", peer, err)
+	}
+	if ph != ah {
+		return nil, fmt.Errorf("clickhouse replica: peer %s and addr %s must be on one host (the server listens on one)", peer, addr)
+	}
+	if o.peer, err = strconv.Atoi(pp); err != nil {
+		return nil, fmt.Errorf("clickhouse replica peer %q: port: %w", peer, err)
+	}
+	if err := o.check(addr); err != nil {
+		return nil, err
+	}
+	t, err := newTLSFiles(certFile, keyFile, client)
+	if err != nil {
+		return nil, err
+	}
+	o.Peers = append([]string(nil), o.Peers...)
+	return startServer(ctx, dir, addr, t, &o, log)
 }

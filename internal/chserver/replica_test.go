@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/anchorline/anchorline/internal/await"
+	"github.com/anchorline/anchorline/internal/pki"
 	"github.com/anchorline/anchorline/internal/zkserver"
 )
 
@@ -112,4 +113,52 @@ func TestReplicas(t *testing.T) {
 		t.Fatalf("sum(x) on replica 1 = %d, %v; want %d", n, err, 149*150/2)
 	}
 	t.Logf("total %v", time.Since(begin).Round(time.Millisecond))
+}
+
+// TestShardTLS: the replicas of StartShardTLS serve their clients over TLS only, and still
+// replicate, run ON CLUSTER DDL and answer a Distributed table over their plain peer ports.
+func TestShardTLS(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	certs := pki.Dir(t.TempDir())
+	if err := certs.Ensure("clickhouse", []string{"127.0.0.1", "localhost"}); err != nil {
+		t.Fatal(err)
+	}
+	trustCA, err := pki.ClientConfig(certs.CAFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sh, err := StartShardTLS(ctx, t.TempDir(), "c", 2, ShardTLS{CertFile: certs.CertFile("clickhouse"), KeyFile: certs.KeyFile("clickhouse"), Client: trustCA}, quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sh.Stop()
+	r1, r2 := sh.Replicas[0], sh.Replicas[1]
+	for i, addr := range sh.Addrs() {
+		if !sh.Replicas[i].Secure || sh.Replicas[i].Addr != addr {
+			t.Fatalf("replica %d: Secure %v, Addr %s; want TLS on %s", i+1, sh.Replicas[i].Secure, sh.Replicas[i].Addr, addr)
+		}
+		if err := selectOne(ctx, addr, nil); err == nil {
+			t.Fatalf("replica %d answered a plain client on its client port %s", i+1, addr)
+		}
+		if err := selectOne(ctx, addr, trustCA); err != nil {
+			t.Fatalf("replica %d over TLS: %v", i+1, err)
+		}
+	}
+	run(ctx, t, r1, "CREATE DATABASE db ON CLUSTER c")
+	run(ctx, t, r1, "CREATE TABLE db.t ON CLUSTER c (x UInt64) ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/db/t', '{replica}') ORDER BY x")
+	run(ctx, t, r1, "CREATE TABLE db.t_all ON CLUSTER c AS db.t ENGINE = Distributed(c, db, t)")
+	run(ctx, t, r1, "INSERT INTO db.t SELECT number FROM system.numbers LIMIT 100")
+	awaitCount(t, ctx, r2, 100)
+	if n, err := count(ctx, r2, "SELECT sum(x) FROM db.t_all"); err != nil || n != 99*100/2 {
+		t.Fatalf("sum(x) through the Distributed table on replica 2 = %d, %v; want %d", n, err, 99*100/2)
+	}
+	if err := r2.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	run(ctx, t, r1, "INSERT INTO db.t SELECT number + 100 FROM system.numbers LIMIT 50")
+	if err := sh.Restart(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	awaitCount(t, ctx, sh.Replicas[1], 150)
 }

@@ -265,7 +265,7 @@ func startServer(ctx context.Context, dir, addr string, t *tlsFiles, r *ReplicaO
 			}
 			replication = r.config(host, interserver)
 		}
-		s, err := start(ctx, bin, dir, host, port, httpPort, t, replication, log)
+		s, err := start(ctx, bin, dir, host, port, httpPort, t, r, replication, log)
 		if errors.Is(err, errPortTaken) && attempt < 5 {
 			log.Warn("private ClickHouse: a port was taken before the server bound it, picking others", "tcp", port, "http", httpPort, "interserver", interserver)
 			continue
@@ -305,12 +305,15 @@ func xmlText(s string) string {
 	return b.String()
 }
 
-func start(ctx context.Context, bin, dir, host string, tcp, httpPort int, t *tlsFiles, replication string, log *slog.Logger) (*Server, error) {
+func start(ctx context.Context, bin, dir, host string, tcp, httpPort int, t *tlsFiles, ro *ReplicaOptions, replication string, log *slog.Logger) (*Server, error) {
 	vars := []string{"{{dir}}", xmlText(dir), "{{host}}", xmlText(host), "{{tcp}}", strconv.Itoa(tcp), "{{http}}", strconv.Itoa(httpPort)}
 	listeners := plainListeners
 	if t != nil {
 		listeners = tlsListeners
 		vars = append(vars, "{{cert}}", xmlText(t.cert), "{{key}}", xmlText(t.key))
+		if ro != nil && ro.peer != 0 {
+			listeners += "\n    <tcp_port>" + strconv.Itoa(ro.peer) + "</tcp_port>" // for the other replicas
+		}
 	}
 	listeners = strings.NewReplacer(vars...).Replace(listeners)
 	r := func(s string) []byte {

@@ -3,6 +3,7 @@ package cluster
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net/http"
 	"os"
@@ -79,7 +80,8 @@ func TestClusterSurvivesFaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	client := api.NewClient("http://" + info.HTTPAddr)
+	client := api.NewClient("https://" + info.HTTPAddr)
+	client.HTTP = c.HTTPClient()
 	ch, err := c.shard.Replicas[0].Open(ctx, "default")
 	if err != nil {
 		t.Fatal(err)
@@ -91,7 +93,7 @@ func TestClusterSurvivesFaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &publisher{t: t, urls: strings.Join(info.NATSURLs, ","), last: map[string]ack{}}
+	p := &publisher{t: t, urls: strings.Join(info.NATSURLs, ","), tls: c.ClientTLS(), last: map[string]ack{}}
 	for i := range faultDevices {
 		alg := reading.Ed25519
 		if i%2 == 1 {
@@ -369,7 +371,7 @@ func (c *Cluster) activeAnchor(t *testing.T, ctx context.Context) string {
 			if p.Role != "anchor" {
 				continue
 			}
-			resp, err := http.Get("http://" + p.Listen["http"] + "/metrics")
+			resp, err := c.HTTPClient().Get("https://" + p.Listen["http"] + "/metrics")
 			if err != nil {
 				continue
 			}
@@ -400,6 +402,7 @@ type ack struct {
 type publisher struct {
 	t       *testing.T
 	urls    string
+	tls     *tls.Config // trusts the cluster's CA
 	devices []*reading.Device
 	wg      sync.WaitGroup
 	mu      sync.Mutex
@@ -425,7 +428,10 @@ func (p *publisher) run(ctx context.Context, d *reading.Device) error {
 	}
 	var nc *nats.Conn
 	for nc == nil { // the broker's auth service may see the registration a block later
-		if nc, err = nats.Connect(p.urls, append(opts, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))...); err != nil {
+		if nc, err = nats.Connect(p.urls, append(opts, nats.Secure(p.tls.Clone()), nats.MaxReconnects(-1),
+			// A node killed mid-read reports an i/o timeout on the connection, which then
+			// reconnects; the readings are retried until acknowledged, which is what counts.
+			nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}), nats.ReconnectWait(100*time.Millisecond))...); err != nil {
 			select {
 			case <-ctx.Done():
 				return nil

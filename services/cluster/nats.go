@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/anchorline/anchorline/internal/pki"
 	"github.com/anchorline/anchorline/internal/retry"
 	"github.com/anchorline/anchorline/services/auth"
 )
@@ -49,6 +51,8 @@ type NATSNode struct {
 type NATSCluster struct {
 	Nodes []*NATSNode
 	bin   string
+	certs pki.Dir     // its CA and the nodes' certificate "nats"; "" without TLS
+	tls   *tls.Config // how its clients connect with TLS (trusting certs' CA); nil without
 	log   *slog.Logger
 }
 
@@ -63,12 +67,23 @@ func (c *NATSCluster) URLs() string {
 
 // StartNATSCluster starts n nats-server processes (bin) forming one JetStream cluster, under
 // dir/nats-<i>, each including setup's auth.conf, and waits until JetStream has a meta leader.
-// Their ports are free loopback ports.
-func StartNATSCluster(ctx context.Context, bin, dir string, n int, setup auth.Setup, log *slog.Logger) (*NATSCluster, error) {
+// Their ports are free loopback ports. With certs (not ""), every node requires TLS of its
+// clients and of its routes (mutual TLS between the nodes), with the certificate "nats" that
+// certs' CA issues for loopback.
+func StartNATSCluster(ctx context.Context, bin, dir string, n int, setup auth.Setup, certs pki.Dir, log *slog.Logger) (*NATSCluster, error) {
 	if n < 1 {
 		return nil, fmt.Errorf("nats cluster: %d nodes", n)
 	}
-	c := &NATSCluster{bin: bin, log: log}
+	c := &NATSCluster{bin: bin, certs: certs, log: log}
+	if certs != "" {
+		if err := certs.Ensure("nats", []string{"127.0.0.1", "localhost"}); err != nil {
+			return nil, fmt.Errorf("nats cluster: %w", err)
+		}
+		var err error
+		if c.tls, err = pki.ClientConfig(certs.CAFile()); err != nil {
+			return nil, fmt.Errorf("nats cluster: %w", err)
+		}
+	}
 	for i := range n {
 		client, err := freeAddr()
 		if err != nil {
@@ -125,17 +140,31 @@ func (c *NATSCluster) writeConfig(node *NATSNode, setup auth.Setup) error {
 	for _, o := range c.Nodes {
 		routes = append(routes, fmt.Sprintf("%q", "nats-route://"+o.RouteAddr))
 	}
+	var clientTLS, routeTLS string
+	if c.certs != "" {
+		files := fmt.Sprintf("cert_file: %q, key_file: %q, ca_file: %q", c.certs.CertFile("nats"), c.certs.KeyFile("nats"), c.certs.CAFile())
+		clientTLS = "tls { " + files + ", timeout: 5 }\n"
+		routeTLS = "  tls { " + files + ", verify: true, timeout: 5 }\n"
+	}
 	conf := fmt.Sprintf(`server_name: %q
 listen: %q
-jetstream { store_dir: %q }
+%sjetstream { store_dir: %q }
 cluster {
   name: "anchorline"
   listen: %q
   routes: [ %s ]
-}
+%s}
 include "auth.conf"
-`, node.Name, node.ClientAddr, filepath.Join(node.Dir, "jetstream"), node.RouteAddr, strings.Join(routes, ", "))
+`, node.Name, node.ClientAddr, clientTLS, filepath.Join(node.Dir, "jetstream"), node.RouteAddr, strings.Join(routes, ", "), routeTLS)
 	return os.WriteFile(filepath.Join(node.Dir, "server.conf"), []byte(conf), 0o600)
+}
+
+// ClientOptions are opts with, on a cluster with TLS, the option that trusts its CA.
+func (c *NATSCluster) ClientOptions(opts ...nats.Option) []nats.Option {
+	if c.tls == nil {
+		return opts
+	}
+	return append(opts, nats.Secure(c.tls.Clone()))
 }
 
 // Start starts node i's process (again, after Kill: it keeps its store).
@@ -197,7 +226,7 @@ func (c *NATSCluster) waitReady(ctx context.Context, setup auth.Setup) error {
 		return err
 	}
 	_, err = retry.Do(ctx, retry.Within(time.Minute), func(ctx context.Context) (struct{}, error) {
-		nc, err := nats.Connect(c.URLs(), append(opts, nats.Timeout(2*time.Second))...)
+		nc, err := nats.Connect(c.URLs(), append(c.ClientOptions(opts...), nats.Timeout(2*time.Second))...)
 		if err != nil {
 			return struct{}{}, err
 		}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/anchorline/anchorline/anchor/node"
 	"github.com/anchorline/anchorline/internal/await"
+	"github.com/anchorline/anchorline/internal/pki"
 	"github.com/anchorline/anchorline/pipeline/consume"
 	"github.com/anchorline/anchorline/schemas/entry"
 	"github.com/anchorline/anchorline/schemas/reading"
@@ -41,11 +42,19 @@ func TestNATSCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := StartNATSCluster(ctx, bin, dir, 3, setup, log)
+	c, err := StartNATSCluster(ctx, bin, dir, 3, setup, pki.Dir(dir+"/tls"), log)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Stop()
+	// TLS only: a client that does not speak it is refused by every node.
+	adminOpts, _ := auth.ConnectOptions(auth.RoleAdmin, setup.File(auth.RoleAdmin))
+	for _, n := range c.Nodes {
+		if nc, err := nats.Connect("nats://"+n.ClientAddr, append(adminOpts, nats.Timeout(2*time.Second))...); err == nil {
+			nc.Close()
+			t.Fatalf("%s accepted a client without TLS", n.Name)
+		}
+	}
 
 	// The ledger the callout answers from, with one registered device.
 	admin := ed25519.NewKeyFromSeed(make([]byte, ed25519.SeedSize))
@@ -61,7 +70,7 @@ func TestNATSCluster(t *testing.T) {
 	if _, err := ledgerNode.Client().Submit(ctx, reg); err != nil {
 		t.Fatal(err)
 	}
-	a, err := stack.StartAuth(ctx, setup, c.URLs(), ledgerNode.Client(), log)
+	a, err := stack.StartAuth(ctx, setup, c.URLs(), ledgerNode.Client(), log, c.ClientOptions()...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,8 +80,7 @@ func TestNATSCluster(t *testing.T) {
 	go func() { defer close(authDone); _ = a.Run(actx) }()
 	defer func() { stopAuth(); <-authDone }()
 
-	adminOpts, _ := auth.ConnectOptions(auth.RoleAdmin, setup.File(auth.RoleAdmin))
-	anc, ajs, err := stack.ConnectNATS(ctx, c.URLs(), "cluster admin", log, adminOpts...)
+	anc, ajs, err := stack.ConnectNATS(ctx, c.URLs(), "cluster admin", log, c.ClientOptions(adminOpts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +96,7 @@ func TestNATSCluster(t *testing.T) {
 	// The device connects to the first node only at first, then to any.
 	devOpts, _ := connect.Options(dev.ID, key)
 	closed := make(chan struct{})
-	dnc, err := nats.Connect("nats://"+c.Nodes[0].ClientAddr+","+c.URLs(), append(devOpts, nats.DontRandomize(), nats.MaxReconnects(-1),
+	dnc, err := nats.Connect("nats://"+c.Nodes[0].ClientAddr+","+c.URLs(), append(c.ClientOptions(devOpts...), nats.DontRandomize(), nats.MaxReconnects(-1),
 		nats.ReconnectWait(100*time.Millisecond), nats.ClosedHandler(func(*nats.Conn) { close(closed) }))...)
 	if err != nil {
 		t.Fatalf("device on the cluster: %v", err)

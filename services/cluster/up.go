@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,6 +23,7 @@ import (
 	"github.com/anchorline/anchorline/anchor/ledger"
 	"github.com/anchorline/anchorline/anchor/node"
 	"github.com/anchorline/anchorline/internal/chserver"
+	"github.com/anchorline/anchorline/internal/pki"
 	"github.com/anchorline/anchorline/internal/retry"
 	"github.com/anchorline/anchorline/schemas/clickhouse"
 	"github.com/anchorline/anchorline/schemas/reading"
@@ -66,6 +68,14 @@ func (o *Options) defaults() {
 // ClickHouseCluster is the name of the cluster's ClickHouse cluster (remote_servers entry).
 const ClickHouseCluster = "anchorline"
 
+// The certificates the cluster's CA issues (pki.Dir names), one per kind of server; NATS's
+// is "nats" (StartNATSCluster).
+const (
+	certLedger     = "ledger"     // the validators' RPC
+	certClickHouse = "clickhouse" // the replicas' native TLS port
+	certHTTP       = "http"       // every service's HTTP (the API, /readyz, /metrics)
+)
+
 // ChainID is the chain id of the cluster's ledger.
 const ChainID = "anchorline-cluster"
 
@@ -86,6 +96,7 @@ type Info struct {
 	LedgerRPC          []string  `json:"ledger_rpc"`
 	ChainID            string    `json:"chain_id"`
 	TrustFile          string    `json:"trust_file"`
+	CAFile             string    `json:"ca_file"`   // tls.ca: the CA every server's certificate is issued by (NATS, the ledger's RPC, ClickHouse, HTTP)
 	AuthDir            string    `json:"auth_dir"`  // nats.auth_dir: the roles' seeds and auth.conf
 	AdminKey           string    `json:"admin_key"` // ledger.admin_key: registers devices
 	AnchorKey          string    `json:"anchor_key"`
@@ -131,6 +142,9 @@ type Cluster struct {
 	nats    *NATSCluster
 	shard   *chserver.Shard
 	control *http.Server
+	certs   pki.Dir     // the cluster's CA and its servers' certificates
+	tls     *tls.Config // clients' TLS: trust certs' CA
+	https   *http.Client
 }
 
 // ErrExists means Options.Dir holds a cluster already (running, or stopped and left there).
@@ -182,6 +196,19 @@ func (c *Cluster) up(ctx context.Context) error {
 		return err
 	}
 
+	// TLS everywhere: a private CA and a certificate per kind of server, for loopback.
+	c.certs = pki.Dir(filepath.Join(o.Dir, "tls"))
+	for _, name := range []string{certLedger, certClickHouse, certHTTP} {
+		if err := c.certs.Ensure(name, []string{"127.0.0.1", "localhost"}); err != nil {
+			return fmt.Errorf("cluster: %w", err)
+		}
+	}
+	c.info.CAFile = c.certs.CAFile()
+	if c.tls, err = pki.ClientConfig(c.info.CAFile); err != nil {
+		return fmt.Errorf("cluster: %w", err)
+	}
+	c.https = &http.Client{Transport: &http.Transport{TLSClientConfig: c.tls.Clone()}}
+
 	// Identity at the broker: every role's seed and auth.conf, included by every NATS node.
 	setup, err := auth.Init(c.info.AuthDir)
 	if err != nil {
@@ -190,9 +217,9 @@ func (c *Cluster) up(ctx context.Context) error {
 	c.log.Info("starting NATS", "nodes", o.NATSNodes)
 	// Once more on other ports if it does not come up: a free port found for a node can be taken
 	// by another process before the node binds it.
-	if c.nats, err = StartNATSCluster(ctx, o.NATSServer, filepath.Join(o.Dir, "nats"), o.NATSNodes, setup, c.log); err != nil {
+	if c.nats, err = StartNATSCluster(ctx, o.NATSServer, filepath.Join(o.Dir, "nats"), o.NATSNodes, setup, c.certs, c.log); err != nil {
 		c.log.Warn("NATS cluster did not come up; trying again on other ports", "err", err)
-		if c.nats, err = StartNATSCluster(ctx, o.NATSServer, filepath.Join(o.Dir, "nats-2nd"), o.NATSNodes, setup, c.log); err != nil {
+		if c.nats, err = StartNATSCluster(ctx, o.NATSServer, filepath.Join(o.Dir, "nats-2nd"), o.NATSNodes, setup, c.certs, c.log); err != nil {
 			return err
 		}
 	}
@@ -219,7 +246,8 @@ func (c *Cluster) up(ctx context.Context) error {
 
 	// ClickHouse: a shard of replicas sharing a ZooKeeper; the schema replicated ON CLUSTER.
 	c.log.Info("starting ZooKeeper and ClickHouse", "replicas", o.Replicas)
-	if c.shard, err = chserver.StartShard(ctx, filepath.Join(o.Dir, "clickhouse"), ClickHouseCluster, o.Replicas, c.log); err != nil {
+	chTLS := chserver.ShardTLS{CertFile: c.certs.CertFile(certClickHouse), KeyFile: c.certs.KeyFile(certClickHouse), Client: c.tls}
+	if c.shard, err = chserver.StartShardTLS(ctx, filepath.Join(o.Dir, "clickhouse"), ClickHouseCluster, o.Replicas, chTLS, c.log); err != nil {
 		return err
 	}
 	zk := c.shard.ZooKeeper
@@ -281,7 +309,7 @@ func (c *Cluster) startValidators(ctx context.Context, admin, anchorKey ed25519.
 	}
 	vals, err := node.InitNetwork(node.Network{Dir: filepath.Join(o.Dir, "ledger"), ChainID: ChainID, Validators: o.Validators,
 		P2PPort: p2p, RPCPort: p2p + 1, Admins: []ed25519.PublicKey{admin}, AnchorKeys: []ed25519.PublicKey{anchorKey},
-		TimeoutCommit: 200 * time.Millisecond})
+		TimeoutCommit: 200 * time.Millisecond, RPCTLSCert: c.certs.CertFile(certLedger), RPCTLSKey: c.certs.KeyFile(certLedger)})
 	if err != nil {
 		return err
 	}
@@ -296,7 +324,7 @@ func (c *Cluster) startValidators(ctx context.Context, admin, anchorKey ed25519.
 			current: ch.process, restart: func(context.Context) error { return ch.start() }, stop: func() { ch.stop(20 * time.Second) }})
 		c.info.LedgerRPC = append(c.info.LedgerRPC, v.RPCAddr)
 	}
-	f, err := ledger.NewFailover(c.info.LedgerRPC, nil, c.log)
+	f, err := ledger.NewFailover(c.info.LedgerRPC, c.tls, c.log)
 	if err != nil {
 		return err
 	}
@@ -382,9 +410,10 @@ func (c *Cluster) serviceConfig(s service, i int) (map[string]map[string]any, st
 	}
 	conf := map[string]map[string]any{
 		"nats":       {"url": rot(c.info.NATSURLs), "replicas": 3, "auth_dir": c.info.AuthDir},
-		"clickhouse": {"addr": rot(c.shard.Addrs()), "database": c.opts.Database, "cluster": ClickHouseCluster},
+		"clickhouse": {"addr": rot(c.shard.Addrs()), "database": c.opts.Database, "cluster": ClickHouseCluster, "secure": true},
 		"ledger":     {"rpc": rot(c.info.LedgerRPC), "chain_id": ChainID, "admin_key": c.info.AdminKey},
 		"anchor":     {"key": c.info.AnchorKey},
+		"tls":        {"ca": c.info.CAFile},
 		"log":        {"format": "json"},
 	}
 	if s.role != "" {
@@ -397,7 +426,7 @@ func (c *Cluster) serviceConfig(s service, i int) (map[string]map[string]any, st
 			return nil, "", err
 		}
 		httpAddr = a
-		conf["http"] = map[string]any{"addr": a}
+		conf["http"] = map[string]any{"addr": a, "tls_cert": c.certs.CertFile(certHTTP), "tls_key": c.certs.KeyFile(certHTTP)}
 	}
 	for k, v := range s.conf {
 		if conf[k] == nil {
@@ -429,8 +458,8 @@ func (c *Cluster) waitService(ctx context.Context, s service, httpAddr string, c
 		}
 		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()
-		req, _ := http.NewRequestWithContext(rctx, http.MethodGet, "http://"+httpAddr+"/readyz", nil)
-		resp, err := http.DefaultClient.Do(req)
+		req, _ := http.NewRequestWithContext(rctx, http.MethodGet, "https://"+httpAddr+"/readyz", nil)
+		resp, err := c.https.Do(req)
 		if err != nil {
 			return struct{}{}, err
 		}
@@ -452,6 +481,7 @@ func (c *Cluster) baseConfig() config.Config {
 	cfg := config.Default()
 	cfg.DataDir = c.opts.Dir
 	cfg.ClickHouse.Addr, cfg.ClickHouse.Database, cfg.ClickHouse.Cluster = c.info.ClickHouseAddr, c.opts.Database, ClickHouseCluster
+	cfg.ClickHouse.Secure, cfg.TLS.CA = true, c.info.CAFile
 	return cfg
 }
 
@@ -459,8 +489,8 @@ func (c *Cluster) writeTrust(ctx context.Context) error {
 	_, err := retry.Do(ctx, retry.Within(time.Minute), func(ctx context.Context) (struct{}, error) {
 		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
-		req, _ := http.NewRequestWithContext(rctx, http.MethodGet, "http://"+c.info.HTTPAddr+"/v1/trust", nil)
-		resp, err := http.DefaultClient.Do(req)
+		req, _ := http.NewRequestWithContext(rctx, http.MethodGet, "https://"+c.info.HTTPAddr+"/v1/trust", nil)
+		resp, err := c.https.Do(req)
 		if err != nil {
 			return struct{}{}, err
 		}
@@ -482,9 +512,10 @@ func (c *Cluster) writeTrust(ctx context.Context) error {
 func (c *Cluster) writeClientConfig() error {
 	return writeYAML(c.info.ClientConfig, map[string]map[string]any{
 		"nats":       {"url": strings.Join(c.info.NATSURLs, ","), "auth_dir": c.info.AuthDir, "credentials": filepath.Join(c.info.AuthDir, string(auth.RoleAdmin)+".nk")},
-		"clickhouse": {"addr": c.info.ClickHouseAddr, "database": c.opts.Database, "cluster": ClickHouseCluster},
+		"clickhouse": {"addr": c.info.ClickHouseAddr, "database": c.opts.Database, "cluster": ClickHouseCluster, "secure": true},
 		"ledger":     {"rpc": strings.Join(c.info.LedgerRPC, ","), "chain_id": ChainID, "admin_key": c.info.AdminKey},
 		"http":       {"addr": c.info.HTTPAddr},
+		"tls":        {"ca": c.info.CAFile},
 	}, filepath.Join(c.opts.Dir, "data", "client"))
 }
 
@@ -504,6 +535,13 @@ func writeYAML(file string, v map[string]map[string]any, dataDir string) error {
 	}
 	return os.WriteFile(file, append([]byte("# Written by `anchorline cluster up`.\n"), b...), 0o600)
 }
+
+// HTTPClient is an HTTP client that trusts the cluster's CA (every service serves https).
+func (c *Cluster) HTTPClient() *http.Client { return c.https }
+
+// ClientTLS is a TLS configuration that trusts the cluster's CA, for its NATS, ClickHouse and
+// ledger clients.
+func (c *Cluster) ClientTLS() *tls.Config { return c.tls.Clone() }
 
 // Info returns what cluster.json says.
 func (c *Cluster) Info() Info {
