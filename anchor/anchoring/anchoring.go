@@ -158,6 +158,7 @@ type Service struct {
 	cfg    Config
 	log    *slog.Logger
 
+	obs   Observer
 	mu    sync.Mutex
 	stats Stats
 	// done remembers recently anchored batch ids, so a redelivered record is acked, not
@@ -206,6 +207,33 @@ func (s *Service) Ready() error {
 	return nil
 }
 
+// The phases of one anchoring round, as Observer.Phase names them.
+const (
+	PhaseCollect = "collect" // fetch batch records; resolve intents, adopt orphans when due
+	PhaseCheck   = "check"   // ask the store which queued batches are anchored already
+	PhaseClaim   = "claim"   // claim the batches through the lease
+	PhaseIntent  = "intent"  // write the anchor's intent
+	PhaseSubmit  = "submit"  // submit the entry and wait for its block
+	PhaseRecord  = "record"  // store the anchor, remove the intent, ack the records
+)
+
+// Observer is told how long each phase of an anchoring round took.
+type Observer interface {
+	Phase(phase string, d time.Duration)
+}
+
+// Observe sets the observer; call before Run.
+func (s *Service) Observe(o Observer) { s.obs = o }
+
+// phase reports the time since start as phase and returns now, the next phase's start.
+func (s *Service) phase(phase string, start time.Time) time.Time {
+	now := time.Now()
+	if s.obs != nil {
+		s.obs.Phase(phase, now.Sub(start))
+	}
+	return now
+}
+
 type pending struct {
 	batch Batch
 	msgs  []jetstream.Msg
@@ -250,6 +278,7 @@ func (s *Service) Run(ctx context.Context) error {
 			clear(byID)
 			continue
 		}
+		start := time.Now()
 		queue = s.collect(ctx, cons, queue, byID)
 		if s.cfg.Intents != nil && time.Since(lastIntents) >= intentGrace/2 {
 			lastIntents = time.Now()
@@ -262,15 +291,18 @@ func (s *Service) Run(ctx context.Context) error {
 		s.mu.Lock()
 		s.stats.Pending = len(queue)
 		s.mu.Unlock()
+		start = s.phase(PhaseCollect, start)
 		if len(queue) == 0 {
 			continue
 		}
 		queue = s.dropAnchored(ctx, queue, byID)
+		start = s.phase(PhaseCheck, start)
 		if len(queue) == 0 {
 			continue
 		}
 		n := min(len(queue), s.cfg.MaxBatches)
 		ps, claims, err := s.claim(ctx, queue[:n])
+		start = s.phase(PhaseClaim, start)
 		if err != nil {
 			s.failed(err, s.cfg.Interval)
 			continue
@@ -278,7 +310,7 @@ func (s *Service) Run(ctx context.Context) error {
 		if len(ps) == 0 {
 			continue // another service claimed them: they are acked once found anchored
 		}
-		if err := s.anchor(ctx, ps, claims); err != nil {
+		if err := s.anchor(ctx, ps, claims, start); err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
@@ -484,7 +516,7 @@ func (s *Service) collect(ctx context.Context, cons jetstream.Consumer, queue []
 
 // anchor commits one anchor over ps (claimed by claims, if not nil), records it and
 // acknowledges the batch records.
-func (s *Service) anchor(ctx context.Context, ps []*pending, claims *Claims) error {
+func (s *Service) anchor(ctx context.Context, ps []*pending, claims *Claims, start time.Time) error {
 	// Keep the records and the claims ours while the ledger works: tell JetStream the records
 	// are in progress, renew the claims.
 	stop := s.keepAlive(ps, claims)
@@ -510,12 +542,14 @@ func (s *Service) anchor(ctx context.Context, ps []*pending, claims *Claims) err
 			return err // nothing submitted: the batches are tried again
 		}
 	}
+	start = s.phase(PhaseIntent, start)
 	stopWatch := s.watchCommit(a.ID, len(ps))
 	rc, err := s.ledger.Submit(ctx, a.Entry)
 	stopWatch()
 	if err != nil {
 		return fmt.Errorf("commit anchor %x: %w", a.ID, err)
 	}
+	start = s.phase(PhaseSubmit, start)
 	a.Height, a.LogIndex, a.TxHash = rc.Height, rc.LogIndex, rc.TxHash
 	// The entry is on the ledger: record it, however long that takes.
 	forever := s.cfg.Retry
@@ -540,6 +574,7 @@ func (s *Service) anchor(ctx context.Context, ps []*pending, claims *Claims) err
 			}
 		}
 	}
+	s.phase(PhaseRecord, start)
 	s.mu.Lock()
 	s.stats.Anchors++
 	s.stats.Batches += uint64(len(ps))

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"sync"
@@ -132,6 +133,8 @@ func TestAnchorsPendingBatches(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	phases := &phaseLog{n: map[string]int{}}
+	s.Observe(phases)
 	var batches []Batch
 	for i := range 5 {
 		b := randomBatch(i)
@@ -202,6 +205,12 @@ func TestAnchorsPendingBatches(t *testing.T) {
 	}
 	if st := s.Stats(); st.BadRecords != 1 || st.Readings != 10+11+12+13+14 {
 		t.Errorf("stats %+v", st)
+	}
+	// Every phase of a round that anchored was timed.
+	for _, ph := range []string{PhaseCollect, PhaseCheck, PhaseClaim, PhaseIntent, PhaseSubmit, PhaseRecord} {
+		if phases.count(ph) == 0 {
+			t.Errorf("phase %s never observed (observed: %v)", ph, phases.snapshot())
+		}
 	}
 	// Everything is acknowledged once recorded: nothing pending or in flight on the consumer.
 	for {
@@ -408,4 +417,30 @@ func TestAnchorsOrphans(t *testing.T) {
 	if age := time.Since(asked); age < 400*time.Millisecond {
 		t.Fatalf("asked for batches older than %v ago, want at least OrphanAge", age)
 	}
+}
+
+// phaseLog counts the phases an Observer is told of.
+type phaseLog struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (p *phaseLog) Phase(phase string, d time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if d >= 0 {
+		p.n[phase]++
+	}
+}
+
+func (p *phaseLog) count(phase string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.n[phase]
+}
+
+func (p *phaseLog) snapshot() map[string]int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return maps.Clone(p.n)
 }

@@ -22,6 +22,7 @@ import (
 
 	"github.com/anchorline/anchorline/anchor/ledger"
 	"github.com/anchorline/anchorline/anchor/node"
+	"github.com/anchorline/anchorline/deployments"
 	"github.com/anchorline/anchorline/internal/chserver"
 	"github.com/anchorline/anchorline/internal/pki"
 	"github.com/anchorline/anchorline/internal/retry"
@@ -377,7 +378,9 @@ func (c *Cluster) startServices(ctx context.Context, logs string) error {
 			return err
 		}
 		file := filepath.Join(o.Dir, "config", s.name+".yaml")
-		if err := writeYAML(file, conf, filepath.Join(o.Dir, "data", s.name)); err != nil {
+		header := "# Written by `anchorline cluster up` from deployments/config/" + s.command + ".yaml, with this\n" +
+			"# cluster's addresses, keys and certificates in place of the deployment's.\n"
+		if err := writeYAML(file, header, conf, filepath.Join(o.Dir, "data", s.name)); err != nil {
 			return err
 		}
 		ch := newChild(s.name, o.Binary, logs, s.command, "--config", file)
@@ -401,42 +404,74 @@ func (c *Cluster) startServices(ctx context.Context, logs string) error {
 	return nil
 }
 
-// serviceConfig is the configuration file of service s (the i-th): the cluster's addresses, in
-// an order rotated by i so that the services spread over the nodes, and its role's seed.
+// serviceConfig is the configuration of service s (the i-th): deployments/config/<command>.yaml,
+// the file operators deploy, with the keys that name this host's layout replaced: the cluster's
+// addresses (in an order rotated by i, so that the services spread over the nodes), its
+// role's seed, the keys, certificates and the HTTP address it listens on. Every other key
+// (batch sizes, windows, intervals) is the deployment file's.
 func (c *Cluster) serviceConfig(s service, i int) (map[string]map[string]any, string, error) {
+	base, err := deployments.ConfigFile(s.command)
+	if err != nil {
+		return nil, "", fmt.Errorf("cluster: %w", err)
+	}
+	conf, err := sections(base)
+	if err != nil {
+		return nil, "", fmt.Errorf("cluster: deployments/config/%s.yaml: %w", s.command, err)
+	}
 	rot := func(xs []string) string {
 		out := append(append([]string(nil), xs[i%len(xs):]...), xs[:i%len(xs)]...)
 		return strings.Join(out, ",")
 	}
-	conf := map[string]map[string]any{
+	layout := map[string]map[string]any{
 		"nats":       {"url": rot(c.info.NATSURLs), "replicas": 3, "auth_dir": c.info.AuthDir},
-		"clickhouse": {"addr": rot(c.shard.Addrs()), "database": c.opts.Database, "cluster": ClickHouseCluster, "secure": true},
+		"clickhouse": {"addr": rot(strings.Split(c.info.ClickHouseAddr, ",")), "database": c.opts.Database, "cluster": ClickHouseCluster, "secure": true},
 		"ledger":     {"rpc": rot(c.info.LedgerRPC), "chain_id": ChainID, "admin_key": c.info.AdminKey},
 		"anchor":     {"key": c.info.AnchorKey},
 		"tls":        {"ca": c.info.CAFile},
 		"log":        {"format": "json"},
 	}
 	if s.role != "" {
-		conf["nats"]["credentials"] = filepath.Join(c.info.AuthDir, string(s.role)+".nk")
+		layout["nats"]["credentials"] = filepath.Join(c.info.AuthDir, string(s.role)+".nk")
 	}
 	var httpAddr string
 	if s.command != "auth" {
-		a, err := freeAddr()
-		if err != nil {
+		if httpAddr, err = freeAddr(); err != nil {
 			return nil, "", err
 		}
-		httpAddr = a
-		conf["http"] = map[string]any{"addr": a, "tls_cert": c.certs.CertFile(certHTTP), "tls_key": c.certs.KeyFile(certHTTP)}
+		layout["http"] = map[string]any{"addr": httpAddr, "tls_cert": c.certs.CertFile(certHTTP), "tls_key": c.certs.KeyFile(certHTTP)}
 	}
-	for k, v := range s.conf {
-		if conf[k] == nil {
-			conf[k] = map[string]any{}
-		}
-		for kk, vv := range v {
-			conf[k][kk] = vv
+	for _, over := range []map[string]map[string]any{layout, s.conf} {
+		for k, v := range over {
+			if conf[k] == nil {
+				conf[k] = map[string]any{}
+			}
+			for kk, vv := range v {
+				conf[k][kk] = vv
+			}
 		}
 	}
 	return conf, httpAddr, nil
+}
+
+// sections decodes a configuration file into its sections (nats, clickhouse, ...), each a map
+// of keys; data_dir, the one top-level key, is set by writeYAML.
+func sections(file []byte) (map[string]map[string]any, error) {
+	var top map[string]any
+	if err := yaml.Unmarshal(file, &top); err != nil {
+		return nil, err
+	}
+	out := map[string]map[string]any{}
+	for k, v := range top {
+		if k == "data_dir" {
+			continue
+		}
+		m, ok := v.(map[string]any)
+		if !ok {
+			return nil, fmt.Errorf("%s is not a section of keys", k)
+		}
+		out[k] = m
+	}
+	return out, nil
 }
 
 // waitService waits until a service answers /readyz (the auth service, which serves no HTTP,
@@ -510,7 +545,7 @@ func (c *Cluster) writeTrust(ctx context.Context) error {
 // writeClientConfig writes client.yaml: what `device simulate`, `proof`, `audit` and `status`
 // need to reach the cluster (`--config DIR/client.yaml`).
 func (c *Cluster) writeClientConfig() error {
-	return writeYAML(c.info.ClientConfig, map[string]map[string]any{
+	return writeYAML(c.info.ClientConfig, "# Written by `anchorline cluster up`: the cluster, for client commands (--config).\n", map[string]map[string]any{
 		"nats":       {"url": strings.Join(c.info.NATSURLs, ","), "auth_dir": c.info.AuthDir, "credentials": filepath.Join(c.info.AuthDir, string(auth.RoleAdmin)+".nk")},
 		"clickhouse": {"addr": c.info.ClickHouseAddr, "database": c.opts.Database, "cluster": ClickHouseCluster, "secure": true},
 		"ledger":     {"rpc": strings.Join(c.info.LedgerRPC, ","), "chain_id": ChainID, "admin_key": c.info.AdminKey},
@@ -521,7 +556,7 @@ func (c *Cluster) writeClientConfig() error {
 
 // writeYAML writes a configuration file of sections v and data_dir dataDir (each process its
 // own: nothing falls back to a .anchorline folder in the supervisor's working directory).
-func writeYAML(file string, v map[string]map[string]any, dataDir string) error {
+func writeYAML(file, header string, v map[string]map[string]any, dataDir string) error {
 	out := map[string]any{"data_dir": dataDir}
 	for k, x := range v {
 		out[k] = x
@@ -533,7 +568,7 @@ func writeYAML(file string, v map[string]map[string]any, dataDir string) error {
 	if err := os.MkdirAll(filepath.Dir(file), 0o750); err != nil {
 		return fmt.Errorf("cluster: %w", err)
 	}
-	return os.WriteFile(file, append([]byte("# Written by `anchorline cluster up`.\n"), b...), 0o600)
+	return os.WriteFile(file, append([]byte(header), b...), 0o600)
 }
 
 // HTTPClient is an HTTP client that trusts the cluster's CA (every service serves https).

@@ -457,7 +457,8 @@ func TestEndToEnd(t *testing.T) {
 	resp.Body.Close()
 	for _, want := range []string{"anchorline_ingest_received_total", `anchorline_ingest_rejected_total{otel_scope_name="github.com/anchorline/anchorline",otel_scope_schema_url="",otel_scope_version="",reason="` + string(verify.BadSignature) + `"}`,
 		"anchorline_ingest_batch_size_bucket", "anchorline_ingest_flush_duration_seconds_bucket", "anchorline_ingest_verify_batch_size_bucket",
-		"anchorline_ingest_consumer_pending", "anchorline_clickhouse_duplicate_readings", "anchorline_anchoring_anchors_total", "anchorline_ingest_chain_breaks_total", "anchorline_ingest_chain_held", "anchorline_ingest_chain_lookups_total"} {
+		"anchorline_ingest_consumer_pending", "anchorline_clickhouse_duplicate_readings", "anchorline_anchoring_anchors_total", "anchorline_ingest_chain_breaks_total", "anchorline_ingest_chain_held", "anchorline_ingest_chain_lookups_total",
+		"anchorline_anchoring_phase_duration_seconds_bucket"} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("/metrics lacks %s", want)
 		}

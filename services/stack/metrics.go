@@ -57,6 +57,13 @@ func (o *observer) Flush(readings, _ int, d time.Duration) {
 	o.flushTime.Record(context.Background(), d.Seconds())
 }
 
+// phases records how long each phase of an anchoring round takes.
+type phases struct{ h metric.Float64Histogram }
+
+func (p phases) Phase(phase string, d time.Duration) {
+	p.h.Record(context.Background(), d.Seconds(), metric.WithAttributes(attribute.String("phase", phase)))
+}
+
 // NewMetrics exposes the counters of ingest and anchoring, the ingest consumer's lag, the
 // duplicate rows in ClickHouse and ingest's histograms through OpenTelemetry, exported in
 // Prometheus format by the returned handler. Any argument may be nil.
@@ -122,6 +129,8 @@ func NewMetrics(g *Ingest, a *anchoring.Service, js jetstream.JetStream, st *sto
 		flushSize:  ihist("anchorline.ingest.batch_size", "readings per batch", 1, 10, 100, 1000, 5000, 10000, 50000),
 		flushTime:  hist("anchorline.ingest.flush_duration", "insert latency: rejects, readings, metrics and batch record made durable", "s", .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5),
 	}
+	phaseTime := hist("anchorline.anchoring.phase_duration", "time of each phase of an anchoring round, by phase (collect, check, claim, intent, submit, record)", "s",
+		.001, .005, .01, .05, .1, .25, .5, 1, 2.5, 5, 10, 30)
 	for _, err := range errs {
 		if err != nil {
 			return nil, fmt.Errorf("metrics: %w", err)
@@ -129,6 +138,9 @@ func NewMetrics(g *Ingest, a *anchoring.Service, js jetstream.JetStream, st *sto
 	}
 	if g != nil {
 		g.Observe(obs)
+	}
+	if a != nil {
+		a.Observe(phases{phaseTime})
 	}
 
 	// The consumer's lag costs a request to JetStream: ask at most once a second.
