@@ -209,7 +209,9 @@ func (s *Service) Ready() error {
 
 // The phases of one anchoring round, as Observer.Phase names them.
 const (
-	PhaseCollect = "collect" // fetch batch records; resolve intents, adopt orphans when due
+	PhaseCollect = "collect" // fetch batch records
+	PhaseIntents = "intents" // resolve the intents stopped services left (every few seconds)
+	PhaseOrphans = "orphans" // look for orphaned batches to adopt (every OrphanAge/4)
 	PhaseCheck   = "check"   // ask the store which queued batches are anchored already
 	PhaseClaim   = "claim"   // claim the batches through the lease
 	PhaseIntent  = "intent"  // write the anchor's intent
@@ -280,18 +282,20 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 		start := time.Now()
 		queue = s.collect(ctx, cons, queue, byID)
+		start = s.phase(PhaseCollect, start)
 		if s.cfg.Intents != nil && time.Since(lastIntents) >= intentGrace/2 {
 			lastIntents = time.Now()
 			s.resolveIntents(ctx)
+			start = s.phase(PhaseIntents, start)
 		}
 		if s.cfg.Orphans != nil && time.Since(lastSweep) >= s.cfg.OrphanAge/4 {
 			lastSweep = time.Now()
 			queue = s.adopt(ctx, queue, byID)
+			start = s.phase(PhaseOrphans, start)
 		}
 		s.mu.Lock()
 		s.stats.Pending = len(queue)
 		s.mu.Unlock()
-		start = s.phase(PhaseCollect, start)
 		if len(queue) == 0 {
 			continue
 		}
@@ -398,7 +402,7 @@ func (s *Service) dropAnchored(ctx context.Context, queue []*pending, byID map[[
 // resolveIntents records the anchors of intents the ledger committed and removes them; it
 // removes the intents the ledger did not commit within intentGiveUp.
 func (s *Service) resolveIntents(ctx context.Context) {
-	as, err := s.cfg.Intents.list(ctx)
+	as, err := s.cfg.Intents.List(ctx)
 	if err != nil {
 		s.log.Warn("anchoring: cannot read anchor intents", "err", err)
 		return
@@ -414,7 +418,7 @@ func (s *Service) resolveIntents(ctx context.Context) {
 		case errors.Is(err, lookup.ErrNotFound):
 			if age > intentGiveUp {
 				s.log.Info("anchoring: dropping the intent of an anchor the ledger never committed", "anchor", hex.EncodeToString(a.ID[:]))
-				_ = s.cfg.Intents.remove(ctx, a.ID)
+				_ = s.cfg.Intents.Remove(ctx, a.ID)
 			}
 			continue
 		case err != nil:
@@ -431,7 +435,7 @@ func (s *Service) resolveIntents(ctx context.Context) {
 		}
 		s.log.Warn("anchoring: recorded an anchor a stopped anchoring service committed but did not record", "anchor", hex.EncodeToString(a.ID[:]),
 			"height", a.Height, "log_index", a.LogIndex, "batches", len(a.Batches))
-		if err := s.cfg.Intents.remove(ctx, a.ID); err != nil {
+		if err := s.cfg.Intents.Remove(ctx, a.ID); err != nil {
 			s.log.Warn("anchoring: intent not removed", "anchor", hex.EncodeToString(a.ID[:]), "err", err)
 		}
 	}
@@ -562,7 +566,7 @@ func (s *Service) anchor(ctx context.Context, ps []*pending, claims *Claims, sta
 		return fmt.Errorf("record anchor %x (committed at height %d): %w", a.ID, a.Height, err)
 	}
 	if s.cfg.Intents != nil {
-		if err := s.cfg.Intents.remove(ctx, a.ID); err != nil {
+		if err := s.cfg.Intents.Remove(ctx, a.ID); err != nil {
 			s.log.Warn("anchoring: intent of a recorded anchor not removed; the next check removes it", "anchor", hex.EncodeToString(a.ID[:]), "err", err)
 		}
 	}

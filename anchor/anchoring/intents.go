@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -19,8 +20,13 @@ import (
 // leaves its intent; the next active service finds the entry on the ledger and records the
 // anchor, so that no committed anchor is left without its batches (the audit would report it as
 // missing). A JetStream key-value bucket (stream.AnchorIntentsBucket), kept a day at most.
+//
+// A resolved intent is purged from the bucket's stream, leaving no delete marker, so that the
+// stream holds exactly the unresolved intents: listing them is one stream info (its subjects)
+// and a read per intent, with no consumer (which the anchoring role may not create).
 type Intents struct {
-	kv jetstream.KeyValue
+	kv     jetstream.KeyValue
+	stream jetstream.Stream
 }
 
 // intentMaxAge bounds how long an intent nobody resolved stays in the bucket.
@@ -39,8 +45,19 @@ func OpenIntents(ctx context.Context, js jetstream.JetStream, replicas int) (*In
 	if err != nil {
 		return nil, fmt.Errorf("anchoring intents: bucket %s: %w", stream.AnchorIntentsBucket, err)
 	}
-	return &Intents{kv: kv}, nil
+	st, err := js.Stream(ctx, intentsStream)
+	if err != nil {
+		return nil, fmt.Errorf("anchoring intents: stream %s: %w", intentsStream, err)
+	}
+	return &Intents{kv: kv, stream: st}, nil
 }
+
+// intentsStream is the stream behind the bucket, and intentSubjects its keys' subjects
+// (JetStream's key-value naming).
+const (
+	intentsStream  = "KV_" + stream.AnchorIntentsBucket
+	intentSubjects = "$KV." + stream.AnchorIntentsBucket + "."
+)
 
 func intentKey(id [16]byte) string { return "intent." + hex.EncodeToString(id[:]) }
 
@@ -56,25 +73,29 @@ func (i *Intents) put(ctx context.Context, a Anchor) error {
 	return nil
 }
 
-// remove deletes an intent (a missing one is not an error).
-func (i *Intents) remove(ctx context.Context, id [16]byte) error {
-	if err := i.kv.Delete(ctx, intentKey(id)); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
-		return fmt.Errorf("anchoring: delete intent of anchor %x: %w", id, err)
+// Remove purges an intent from the stream (a missing one is not an error).
+func (i *Intents) Remove(ctx context.Context, id [16]byte) error {
+	if err := i.stream.Purge(ctx, jetstream.WithPurgeSubject(intentSubjects+intentKey(id))); err != nil {
+		return fmt.Errorf("anchoring: remove intent of anchor %x: %w", id, err)
 	}
 	return nil
 }
 
-// list returns every intent in the bucket.
-func (i *Intents) list(ctx context.Context) ([]Anchor, error) {
-	keys, err := i.kv.ListKeys(ctx)
+// List returns every unresolved intent in the bucket.
+func (i *Intents) List(ctx context.Context) ([]Anchor, error) {
+	info, err := i.stream.Info(ctx, jetstream.WithSubjectFilter(intentSubjects+">"))
 	if err != nil {
 		return nil, fmt.Errorf("anchoring: list intents: %w", err)
 	}
 	var out []Anchor
-	for k := range keys.Keys() {
+	for subj, n := range info.State.Subjects {
+		k, ok := strings.CutPrefix(subj, intentSubjects)
+		if !ok || n == 0 {
+			continue
+		}
 		e, err := i.kv.Get(ctx, k)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			continue // resolved meanwhile
+			continue // resolved meanwhile, or a delete marker an earlier version left
 		}
 		if err != nil {
 			return nil, fmt.Errorf("anchoring: read intent %s: %w", k, err)

@@ -64,7 +64,7 @@ func TestIntents(t *testing.T) {
 	publishBatch(t, js, own)
 	runService(t, ctx, s)
 	await.Until(t, ctx, "the committed anchor recorded, the service's own anchored, no intent left", func() (bool, string) {
-		as, err := intents.list(ctx)
+		as, err := intents.List(ctx)
 		if err != nil {
 			return false, err.Error()
 		}
@@ -77,6 +77,11 @@ func TestIntents(t *testing.T) {
 		if a.ID == committed.ID && (a.Height != rc.Height || a.LogIndex != rc.LogIndex || len(a.Batches) != 1 || a.Batches[0] != committed.Batches[0]) {
 			t.Fatalf("recorded %+v, want height %d log index %d and its batch", a, rc.Height, rc.LogIndex)
 		}
+	}
+	// Resolved intents are purged, markers and all: the stream holds nothing.
+	info, err := intents.stream.Info(ctx)
+	if err != nil || info.State.Msgs != 0 {
+		t.Fatalf("intents stream holds %d messages after every intent was resolved (%v), want 0", info.State.Msgs, err)
 	}
 	if _, err := New(js, nil, rec, Config{Key: anchorKey, Stream: stream.Batches, Consumer: stream.AnchorConsumer, Interval: time.Second, Intents: intents}, quiet()); err == nil {
 		t.Fatal("intents without a ledger that finds entries were accepted")

@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
 
+	"github.com/anchorline/anchorline/anchor/anchoring"
 	"github.com/anchorline/anchorline/internal/await"
 	"github.com/anchorline/anchorline/pipeline/consume"
 	"github.com/anchorline/anchorline/pipeline/verify"
@@ -391,6 +392,31 @@ func testServices(t *testing.T, b *broker) {
 	}
 	if got != 1 {
 		t.Fatalf("anchoring pulled %d batch records, want 1 (err %v)", got, msgs.Error())
+	}
+	// ... keeps its intents: writes one, lists it, purges it.
+	intents, err := anchoring.OpenIntents(ctx, ajs, 1)
+	if err != nil {
+		t.Fatalf("anchoring cannot open its intents: %v", err)
+	}
+	ikv, err := ajs.KeyValue(ctx, stream.AnchorIntentsBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ikv.Put(ctx, "intent."+strings.Repeat("00", 16), []byte("{}")); err != nil {
+		t.Fatalf("anchoring cannot write an intent: %v", err)
+	}
+	for _, want := range []int{1, 0} {
+		sctx, scancel = short()
+		as, err := intents.List(sctx)
+		scancel()
+		if err != nil || len(as) != want {
+			t.Fatalf("anchoring lists %d intents (%v), want %d", len(as), err, want)
+		}
+		if want == 1 {
+			if err := intents.Remove(ctx, [16]byte{}); err != nil {
+				t.Fatalf("anchoring cannot remove an intent: %v", err)
+			}
+		}
 	}
 	sctx, scancel = short()
 	if _, err := ajs.Consumer(sctx, stream.Readings, stream.IngestConsumer); err == nil {

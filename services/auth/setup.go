@@ -92,7 +92,9 @@ func PermissionsOf(r Role) Permissions {
 		pub := jsTopology(stream.Batches, stream.AnchorConsumer)
 		pub = append(pub, jsConsume(stream.Batches, stream.AnchorConsumer)...)
 		pub = append(pub, jsKV(stream.AnchoringBucket)...)
+		// Resolved intents are purged (no delete markers): their stream lists only live ones.
 		pub = append(pub, jsKV(stream.AnchorIntentsBucket)...)
+		pub = append(pub, "$JS.API.STREAM.PURGE.KV_"+stream.AnchorIntentsBucket)
 		return Permissions{Publish: pub, Subscribe: []string{inbox}}
 	case RoleSimulator:
 		return Permissions{Publish: []string{stream.ReadingsSubjects}, Subscribe: []string{inbox}}

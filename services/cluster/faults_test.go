@@ -21,6 +21,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/anchorline/anchorline/anchor/anchoring"
 	"github.com/anchorline/anchorline/anchor/proof"
 	"github.com/anchorline/anchorline/internal/await"
 	"github.com/anchorline/anchorline/internal/retry"
@@ -308,6 +309,56 @@ func TestClusterSurvivesFaults(t *testing.T) {
 		dups := count(t, ctx, ch, fmt.Sprintf("SELECT toUInt64(sum(n - 1)) FROM (SELECT count() AS n, min(received_at) AS first FROM anchorline.readings GROUP BY device_id, seq HAVING n > 1) WHERE first >= toDateTime(%d) AND first < toDateTime(%d)", r.start.Unix()-2, r.next.Unix()-2))
 		gap := anchorGap(t, ctx, ch, r.start, r.end)
 		t.Logf("%-58s %5d %10d %14d %12.1f %12.1f  (proof of %s)", r.what, 0, dups, gap, r.proven.Seconds(), r.back.Seconds(), r.probe)
+	}
+	// Where an anchoring round's time goes: the mean of each phase over the rounds of the
+	// anchoring services running now (a process restarted by a fault counts from its restart).
+	var sums, counts = map[string]float64{}, map[string]float64{}
+	for _, p := range c.Info().Processes {
+		if p.Role == "anchor" {
+			c.phaseTimes(t, p, sums, counts)
+		}
+	}
+	var line []string
+	for _, ph := range []string{anchoring.PhaseCollect, anchoring.PhaseIntents, anchoring.PhaseOrphans, anchoring.PhaseCheck, anchoring.PhaseClaim, anchoring.PhaseIntent, anchoring.PhaseSubmit, anchoring.PhaseRecord} {
+		if counts[ph] > 0 {
+			line = append(line, fmt.Sprintf("%s %.0f ms", ph, 1000*sums[ph]/counts[ph]))
+		}
+	}
+	t.Logf("anchoring round, mean per phase: %s", strings.Join(line, ", "))
+}
+
+// phaseTimes adds process p's anchorline_anchoring_phase_duration_seconds sums and counts, by
+// phase, to sums and counts.
+func (c *Cluster) phaseTimes(t *testing.T, p Process, sums, counts map[string]float64) {
+	t.Helper()
+	resp, err := c.HTTPClient().Get("https://" + p.Listen["http"] + "/metrics")
+	if err != nil {
+		t.Fatalf("%s /metrics: %v", p.Name, err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		// anchorline_anchoring_phase_duration_seconds_sum{otel_scope_name="...",phase="submit"} 1.25
+		name, rest, ok := strings.Cut(sc.Text(), "{")
+		if !ok {
+			continue
+		}
+		labels, value, ok := strings.Cut(rest, "} ")
+		_, phase, found := strings.Cut(labels, `phase="`)
+		if !ok || !found {
+			continue
+		}
+		phase, _, _ = strings.Cut(phase, `"`)
+		v, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
+		if err != nil {
+			continue
+		}
+		switch name {
+		case "anchorline_anchoring_phase_duration_seconds_sum":
+			sums[phase] += v
+		case "anchorline_anchoring_phase_duration_seconds_count":
+			counts[phase] += v
+		}
 	}
 }
 

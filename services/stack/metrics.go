@@ -129,7 +129,7 @@ func NewMetrics(g *Ingest, a *anchoring.Service, js jetstream.JetStream, st *sto
 		flushSize:  ihist("anchorline.ingest.batch_size", "readings per batch", 1, 10, 100, 1000, 5000, 10000, 50000),
 		flushTime:  hist("anchorline.ingest.flush_duration", "insert latency: rejects, readings, metrics and batch record made durable", "s", .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5),
 	}
-	phaseTime := hist("anchorline.anchoring.phase_duration", "time of each phase of an anchoring round, by phase (collect, check, claim, intent, submit, record)", "s",
+	phaseTime := hist("anchorline.anchoring.phase_duration", "time of each phase of an anchoring round, by phase (collect, intents, orphans, check, claim, intent, submit, record)", "s",
 		.001, .005, .01, .05, .1, .25, .5, 1, 2.5, 5, 10, 30)
 	for _, err := range errs {
 		if err != nil {
