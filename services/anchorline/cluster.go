@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -96,7 +97,10 @@ func printCluster(w io.Writer, info cluster.Info) {
 		fmt.Fprintf(w, "  %-13s %-10s pid %-7d %s\n", p.Name, p.Role, p.PID, strings.Join(addrs, ", "))
 	}
 	fmt.Fprintf(w, "nats.url:        %s\n", strings.Join(info.NATSURLs, ","))
-	fmt.Fprintf(w, "clickhouse.addr: %s (database %s, cluster %s; analysts: the *_all tables)\n", info.ClickHouseAddr, info.ClickHouseDatabase, info.ClickHouseCluster)
+	fmt.Fprintf(w, "clickhouse.addr: %s (TLS; database %s, cluster %s; analysts: the *_all tables)\n", info.ClickHouseAddr, info.ClickHouseDatabase, info.ClickHouseCluster)
+	if h, p, err := net.SplitHostPort(strings.Split(info.ClickHouseAddr, ",")[0]); err == nil {
+		fmt.Fprintf(w, "analysts:        clickhouse-client --config-file %s --secure --host %s --port %s\n", info.ClickHouseClient, h, p)
+	}
 	fmt.Fprintf(w, "ledger.rpc:      %s\n", strings.Join(info.LedgerRPC, ","))
 	fmt.Fprintf(w, "API:             https://%s\n", info.HTTPAddr)
 	fmt.Fprintf(w, "tls.ca:          %s (every server: NATS, ClickHouse, the ledger's RPC, HTTP)\n", info.CAFile)

@@ -301,6 +301,14 @@ func TestClusterSurvivesFaults(t *testing.T) {
 	// longest gap between anchors, and the time until a reading published after it was proven
 	// and until the process was back.
 	total := count(t, ctx, ch, "SELECT count() FROM anchorline.readings")
+	// An analyst's clickhouse-client, with the configuration the cluster wrote, reads them over
+	// TLS through the Distributed table.
+	host, port, _ := strings.Cut(strings.Split(info.ClickHouseAddr, ",")[0], ":")
+	out, err := exec.CommandContext(ctx, "clickhouse-client", "--config-file", info.ClickHouseClient, "--secure", "--host", host, "--port", port,
+		"-q", "SELECT count() FROM anchorline.readings_all").CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != strconv.FormatUint(total, 10) {
+		t.Fatalf("clickhouse-client over TLS: %v: %s (want %d rows)", err, out, total)
+	}
 	t.Logf("readings: %d acknowledged, %d distinct stored, %d rows (%d duplicates, from redeliveries of readings whose worker died or whose ack was lost)", acked, acked, total, total-acked)
 	t.Logf("%-58s %5s %10s %14s %12s %12s", "fault", "lost", "duplicates", "anchor gap (s)", "proven (s)", "restarted (s)")
 	for _, r := range results {

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/tls"
 	"encoding/json"
+	"encoding/xml"
 	"errors"
 	"fmt"
 	"io"
@@ -85,24 +86,27 @@ const InfoFile = "cluster.json"
 
 // Info is cluster.json: every process the supervisor started and what a client needs.
 type Info struct {
-	Dir                string    `json:"dir"`
-	Ready              bool      `json:"ready"`
-	Supervisor         Process   `json:"supervisor"`
-	Control            string    `json:"control_addr"` // the supervisor's HTTP control (GET /v1/cluster, POST /v1/processes/{name}/stop?for=20s)
-	NATSURLs           []string  `json:"nats_urls"`
-	HTTPAddr           string    `json:"http_addr"`       // the API
-	ClickHouseAddr     string    `json:"clickhouse_addr"` // the replicas, comma-separated, as clickhouse.addr takes them
-	ClickHouseDatabase string    `json:"clickhouse_database"`
-	ClickHouseCluster  string    `json:"clickhouse_cluster"`
-	LedgerRPC          []string  `json:"ledger_rpc"`
-	ChainID            string    `json:"chain_id"`
-	TrustFile          string    `json:"trust_file"`
-	CAFile             string    `json:"ca_file"`   // tls.ca: the CA every server's certificate is issued by (NATS, the ledger's RPC, ClickHouse, HTTP)
-	AuthDir            string    `json:"auth_dir"`  // nats.auth_dir: the roles' seeds and auth.conf
-	AdminKey           string    `json:"admin_key"` // ledger.admin_key: registers devices
-	AnchorKey          string    `json:"anchor_key"`
-	ClientConfig       string    `json:"client_config"` // a configuration file for client commands (--config)
-	Processes          []Process `json:"processes"`
+	Dir                string   `json:"dir"`
+	Ready              bool     `json:"ready"`
+	Supervisor         Process  `json:"supervisor"`
+	Control            string   `json:"control_addr"` // the supervisor's HTTP control (GET /v1/cluster, POST /v1/processes/{name}/stop?for=20s)
+	NATSURLs           []string `json:"nats_urls"`
+	HTTPAddr           string   `json:"http_addr"`       // the API
+	ClickHouseAddr     string   `json:"clickhouse_addr"` // the replicas, comma-separated, as clickhouse.addr takes them
+	ClickHouseDatabase string   `json:"clickhouse_database"`
+	ClickHouseCluster  string   `json:"clickhouse_cluster"`
+	LedgerRPC          []string `json:"ledger_rpc"`
+	ChainID            string   `json:"chain_id"`
+	TrustFile          string   `json:"trust_file"`
+	CAFile             string   `json:"ca_file"`   // tls.ca: the CA every server's certificate is issued by (NATS, the ledger's RPC, ClickHouse, HTTP)
+	AuthDir            string   `json:"auth_dir"`  // nats.auth_dir: the roles' seeds and auth.conf
+	AdminKey           string   `json:"admin_key"` // ledger.admin_key: registers devices
+	AnchorKey          string   `json:"anchor_key"`
+	ClientConfig       string   `json:"client_config"` // a configuration file for client commands (--config)
+	// ClickHouseClient is a clickhouse-client configuration that trusts the cluster's CA:
+	// clickhouse-client --config-file FILE --secure --host 127.0.0.1 --port PORT.
+	ClickHouseClient string    `json:"clickhouse_client_config"`
+	Processes        []Process `json:"processes"`
 }
 
 // Process is one process of the cluster.
@@ -192,7 +196,8 @@ func (c *Cluster) up(ctx context.Context) error {
 	}
 	c.info = Info{Dir: o.Dir, Supervisor: self, ClickHouseDatabase: o.Database, ClickHouseCluster: ClickHouseCluster, ChainID: ChainID,
 		AuthDir: filepath.Join(o.Dir, "auth"), AdminKey: filepath.Join(o.Dir, "admin.key"), AnchorKey: filepath.Join(o.Dir, "anchor.key"),
-		TrustFile: filepath.Join(o.Dir, "trust.json"), ClientConfig: filepath.Join(o.Dir, "client.yaml")}
+		TrustFile: filepath.Join(o.Dir, "trust.json"), ClientConfig: filepath.Join(o.Dir, "client.yaml"),
+		ClickHouseClient: filepath.Join(o.Dir, "clickhouse-client.xml")}
 	if err := c.startControl(); err != nil {
 		return err
 	}
@@ -273,6 +278,9 @@ func (c *Cluster) up(ctx context.Context) error {
 		return err
 	}
 	if err := c.writeClientConfig(); err != nil {
+		return err
+	}
+	if err := c.writeClickHouseClient(); err != nil {
 		return err
 	}
 	c.mu.Lock()
@@ -552,6 +560,26 @@ func (c *Cluster) writeClientConfig() error {
 		"http":       {"addr": c.info.HTTPAddr},
 		"tls":        {"ca": c.info.CAFile},
 	}, filepath.Join(c.opts.Dir, "data", "client"))
+}
+
+// writeClickHouseClient writes the clickhouse-client configuration of Info.ClickHouseClient:
+// analysts connect to the replicas' TLS port trusting the cluster's CA.
+func (c *Cluster) writeClickHouseClient() error {
+	var b strings.Builder
+	// (No "--" inside an XML comment.)
+	b.WriteString("<!-- Written by anchorline cluster up: the client configuration that trusts the cluster's CA (clickhouse-client's config-file, with secure). -->\n")
+	b.WriteString("<config>\n    <openSSL>\n        <client>\n            <loadDefaultCAFile>false</loadDefaultCAFile>\n")
+	b.WriteString("            <caConfig>")
+	if err := xml.EscapeText(&b, []byte(c.info.CAFile)); err != nil {
+		return err
+	}
+	b.WriteString("</caConfig>\n            <verificationMode>strict</verificationMode>\n")
+	b.WriteString("            <invalidCertificateHandler><name>RejectCertificateHandler</name></invalidCertificateHandler>\n")
+	b.WriteString("        </client>\n    </openSSL>\n</config>\n")
+	if err := os.WriteFile(c.info.ClickHouseClient, []byte(b.String()), 0o644); err != nil {
+		return fmt.Errorf("cluster: %w", err)
+	}
+	return nil
 }
 
 // writeYAML writes a configuration file of sections v and data_dir dataDir (each process its
