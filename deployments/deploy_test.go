@@ -3,7 +3,10 @@ package deployments_test
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"encoding/xml"
 	"errors"
@@ -30,6 +33,7 @@ import (
 	"github.com/moby/buildkit/frontend/dockerfile/parser"
 	"github.com/moby/patternmatcher"
 	"github.com/moby/patternmatcher/ignorefile"
+	natsconf "github.com/nats-io/nats-server/v2/conf"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/spf13/pflag"
 	appsv1 "k8s.io/api/apps/v1"
@@ -49,6 +53,7 @@ import (
 
 	"github.com/anchorline/anchorline/anchor/node"
 	"github.com/anchorline/anchorline/deployments"
+	"github.com/anchorline/anchorline/internal/pki"
 	"github.com/anchorline/anchorline/services/auth"
 	"github.com/anchorline/anchorline/services/config"
 )
@@ -581,6 +586,249 @@ func TestDockerfile(t *testing.T) {
 	})
 }
 
+// --- TLS --------------------------------------------------------------------------------------
+
+// tlsServer is what a server of a layout presents where its clients connect: TLS or not, and
+// with TLS the certificate it serves (nil if it cannot be read; the reason is reported).
+type tlsServer struct {
+	tls  bool
+	cert *x509.Certificate
+}
+
+// fileReader reads a file as one container sees it; false if no mount of the container
+// provides it.
+type fileReader func(path string) ([]byte, bool)
+
+// servedCert is the server that serves the PEM certificate and key certPEM and keyPEM, or an
+// error saying why it would not start.
+func servedCert(certPEM, keyPEM []byte) (tlsServer, error) {
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return tlsServer{tls: true}, err
+	}
+	cert, err := x509.ParseCertificate(pair.Certificate[0])
+	return tlsServer{tls: true, cert: cert}, err
+}
+
+// servedFiles is the server that serves the certificate and key files certFile and keyFile
+// (the names of what is checked are certKey and keyKey), which must be mounted.
+func servedFiles(files fileReader, certKey, certFile, keyKey, keyFile string) (tlsServer, error) {
+	if certFile == "" || keyFile == "" {
+		return tlsServer{tls: true}, fmt.Errorf("%s %q and %s %q go together", certKey, certFile, keyKey, keyFile)
+	}
+	cert, okCert := files(certFile)
+	key, okKey := files(keyFile)
+	if !okCert || !okKey {
+		return tlsServer{tls: true}, fmt.Errorf("%s %s or %s %s is not a file mounted into the container", certKey, certFile, keyKey, keyFile)
+	}
+	s, err := servedCert(cert, key)
+	if err != nil {
+		return s, fmt.Errorf("%s %s, %s %s: %w", certKey, certFile, keyKey, keyFile, err)
+	}
+	return s, nil
+}
+
+// verifyCert checks that cert was issued by the CA in caPEM for host (a DNS name or an IP
+// address), for a server.
+func verifyCert(cert *x509.Certificate, caPEM []byte, host string) error {
+	if cert == nil {
+		return errors.New("no certificate to verify")
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(caPEM) {
+		return errors.New("the CA file holds no PEM certificate")
+	}
+	_, err := cert.Verify(x509.VerifyOptions{Roots: roots, DNSName: host, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
+	return err
+}
+
+// dependencies are the servers a role's process connects to: the API not to NATS, auth not to
+// ClickHouse, migrate to ClickHouse only.
+func dependencies(role string) (nats, ledger, clickhouse bool) {
+	return role != "api" && role != "migrate", role != "migrate", role != "auth"
+}
+
+// servesHTTP reports whether a role's process serves http.addr (/healthz, /readyz, /metrics,
+// and the API's): auth serves it only inside dev, migrate not at all.
+func servesHTTP(role string) bool { return role == "ingest" || role == "anchor" || role == "api" }
+
+// checkClientTLS checks how a service's configuration reaches the servers it names (server
+// finds them by host:port): tls.ca is a file mounted into its container; with it the client
+// speaks TLS to NATS and https to the validators, so each must serve TLS with a certificate the
+// CA issued for the name the client uses, and without it neither may (the client would speak
+// plain); clickhouse.secure likewise names ClickHouse's secure port, and without it the plain
+// one.
+func checkClientTLS(where, role string, cfg config.Config, files fileReader, server func(string) (tlsServer, bool)) []error {
+	var errs []error
+	fail := func(format string, args ...any) { errs = append(errs, fmt.Errorf(where+": "+format, args...)) }
+	var ca []byte
+	if f := cfg.TLS.CA; f != "" {
+		var ok bool
+		if ca, ok = files(f); !ok {
+			fail("tls.ca %s is not a file mounted into the container", f)
+		}
+	}
+	reached := func(key string, list []string, useTLS bool, why string) {
+		for _, hp := range list {
+			s, ok := server(hp)
+			if !ok {
+				continue // no server of the layout: the address checks say so
+			}
+			host, _, _ := net.SplitHostPort(hp)
+			switch {
+			case s.tls && !useTLS:
+				fail("%s: %s serves only TLS, but %s: the client would speak plain to it", key, hp, why)
+			case !s.tls && useTLS:
+				fail("%s: %s serves no TLS, but %s: the client would speak TLS to it", key, hp, why)
+			case useTLS && cfg.TLS.CA == "":
+				fail("%s: %s: no tls.ca to trust its certificate with (the system's roots do not hold the deployment's CA)", key, hp)
+			case useTLS && ca != nil:
+				if err := verifyCert(s.cert, ca, host); err != nil {
+					fail("%s: %s: its certificate does not verify against tls.ca %s: %v", key, hp, cfg.TLS.CA, err)
+				}
+			}
+		}
+	}
+	withCA := "tls.ca is not set"
+	if cfg.TLS.CA != "" {
+		withCA = "tls.ca is set"
+	}
+	nats, ledger, clickhouse := dependencies(role)
+	if nats {
+		tlsURL := strings.Contains(cfg.NATS.URL, "tls://")
+		reached("nats.url", hostPorts(cfg.NATS.URL), cfg.TLS.CA != "" || tlsURL, cmp.Or(map[bool]string{true: "a URL is tls://"}[tlsURL], withCA))
+	}
+	if ledger {
+		reached("ledger.rpc", hostPorts(cfg.Ledger.RPC, "tcp://", "http://"), cfg.TLS.CA != "", withCA)
+	}
+	if clickhouse {
+		reached("clickhouse.addr", hostPorts(cfg.ClickHouse.Addr), cfg.ClickHouse.Secure, fmt.Sprintf("clickhouse.secure is %t", cfg.ClickHouse.Secure))
+	}
+	return errs
+}
+
+// checkHTTPServer is the server a service's http.addr is: https with http.tls_cert and
+// http.tls_key, files mounted into its container; plain HTTP without.
+func checkHTTPServer(where string, cfg config.Config, files fileReader) (tlsServer, []error) {
+	if cfg.HTTP.TLSCert == "" && cfg.HTTP.TLSKey == "" {
+		return tlsServer{}, nil
+	}
+	s, err := servedFiles(files, "http.tls_cert", cfg.HTTP.TLSCert, "http.tls_key", cfg.HTTP.TLSKey)
+	if err != nil {
+		return s, []error{fmt.Errorf("%s: %w", where, err)}
+	}
+	return s, nil
+}
+
+// validatorTLS is how a validator serves its RPC, from config.toml's rpc.tls_cert_file and
+// tls_key_file (as `ledger init --rpc-tls-cert --rpc-tls-key` writes them): plain without,
+// else https with files mounted into its container at those paths, which must be absolute
+// (CometBFT takes a relative one as under the home's config/, which holds no certificate).
+func validatorTLS(certFile, keyFile string, files fileReader) (tlsServer, error) {
+	if certFile == "" && keyFile == "" {
+		return tlsServer{}, nil
+	}
+	if !path.IsAbs(certFile) || !path.IsAbs(keyFile) {
+		return tlsServer{tls: true}, fmt.Errorf("rpc.tls_cert_file %q and tls_key_file %q: give absolute paths, where the validator's container mounts them", certFile, keyFile)
+	}
+	return servedFiles(files, "rpc.tls_cert_file", certFile, "rpc.tls_key_file", keyFile)
+}
+
+// checkScrapeTLS checks how Prometheus scrapes a server (srv, at host): https exactly when it
+// serves TLS, trusting the CA of tls_config's ca_file (a file files holds), which must have
+// issued its certificate for the name verified: server_name, else host.
+func checkScrapeTLS(scheme, caFile, serverName, host string, srv tlsServer, files fileReader) error {
+	https := scheme == "https"
+	switch {
+	case srv.tls && !https:
+		return fmt.Errorf("it serves only https, and the scheme is %q", scheme)
+	case !srv.tls && https:
+		return errors.New("it serves plain HTTP, and the scheme is https")
+	case !https:
+		return nil
+	}
+	ca, ok := files(caFile)
+	if caFile == "" || !ok {
+		return fmt.Errorf("tls_config ca_file %q is not a file Prometheus has", caFile)
+	}
+	if serverName == "" {
+		serverName = host
+	}
+	if err := verifyCert(srv.cert, ca, serverName); err != nil {
+		return fmt.Errorf("its certificate does not verify for server_name %s against ca_file %s: %w", serverName, caFile, err)
+	}
+	return nil
+}
+
+// natsOptions parses a NATS server's configuration file conf (here) as the server would in its
+// container, where at maps a path in the container to the file here. nats-server loads the
+// files of a tls block while it parses, from the paths the configuration names (the
+// container's): so the file is parsed with nats-server's own parser first (includes and
+// variables resolved), the files of each tls block are checked to be mounted and mapped with
+// at, and the result processed as the server processes its configuration.
+func natsOptions(conf string, at func(string) string) (*server.Options, error) {
+	m, err := natsconf.ParseFile(conf)
+	if err != nil {
+		return nil, err
+	}
+	var errs []error
+	blocks := map[string]map[string]any{"": m}
+	for _, name := range []string{"cluster", "gateway", "leafnodes", "websocket", "mqtt"} {
+		if b, ok := natsKey(m, name).(map[string]any); ok {
+			blocks[name+" "] = b
+		}
+	}
+	for _, name := range slices.Sorted(mapKeys(blocks)) {
+		t, ok := natsKey(blocks[name], "tls").(map[string]any)
+		if !ok {
+			continue
+		}
+		for _, k := range slices.Sorted(mapKeys(t)) {
+			f, ok := t[k].(string)
+			if lk := strings.ToLower(k); !ok || lk != "cert_file" && lk != "key_file" && lk != "ca_file" {
+				continue
+			}
+			if _, err := os.Stat(at(f)); err != nil {
+				errs = append(errs, fmt.Errorf("%stls %s %s is not a file mounted into the container", name, k, f))
+			}
+			t[k] = at(f)
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	var b bytes.Buffer // JSON is a NATS configuration too, without \u escapes
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(m); err != nil {
+		return nil, err
+	}
+	o := &server.Options{}
+	return o, o.ProcessConfigString(b.String())
+}
+
+// natsKey is m's value of key, whose case NATS ignores.
+func natsKey(m map[string]any, key string) any {
+	for k, v := range m {
+		if strings.EqualFold(k, key) {
+			return v
+		}
+	}
+	return nil
+}
+
+// natsServer is what a NATS server serves its clients.
+func natsServer(o *server.Options) tlsServer {
+	if o.TLSConfig == nil {
+		return tlsServer{}
+	}
+	s := tlsServer{tls: true}
+	if len(o.TLSConfig.Certificates) > 0 {
+		s.cert = o.TLSConfig.Certificates[0].Leaf
+	}
+	return s
+}
+
 // --- compose ----------------------------------------------------------------------------------
 
 // composeServices are the services of the topology.
@@ -668,6 +916,229 @@ func underVolume(svc types.ServiceConfig, file string) bool {
 	return false
 }
 
+// composeVolumes are the named volumes whose content the checks reproduce (composeSetup):
+// each one's folder here, and the one-shot services that write it.
+type composeVolumes struct {
+	dirs    map[string]string
+	writers map[string][]string
+}
+
+// setupCommand reports whether a run of the binary is one composeSetup reproduces: a command
+// that only writes files.
+func setupCommand(inv invocation) bool {
+	w := strings.Join(subcommand(inv.args), " ")
+	return w == "tls init" || w == "auth init"
+}
+
+// composeSetup reproduces here what the one-shot services whose scripts only write files
+// (auth-init, tls-init: every run of the binary in them is `auth init` or `tls init`) leave in
+// the volumes they mount, running each script in a folder standing for the container's file
+// system (runSetupScript).
+func composeSetup(t *testing.T, p *types.Project) (composeVolumes, []error) {
+	t.Helper()
+	vols := composeVolumes{dirs: map[string]string{}, writers: map[string][]string{}}
+	var errs []error
+	for _, name := range slices.Sorted(mapKeys(p.Services)) {
+		svc := p.Services[name]
+		if !slices.Equal(svc.Entrypoint, []string{"/bin/sh", "-ec"}) || len(svc.Command) != 1 {
+			continue
+		}
+		invs, err := shellInvocations(name, svc.Command[0])
+		if err != nil || len(invs) == 0 || !slices.ContainsFunc(invs, setupCommand) {
+			continue
+		}
+		root := t.TempDir()
+		if err := runSetupScript(root, svc.Command[0]); err != nil {
+			errs = append(errs, fmt.Errorf("compose: %s: %w", name, err))
+			continue
+		}
+		for _, v := range svc.Volumes {
+			if v.Type != types.VolumeTypeVolume || subpath(v) != "" {
+				continue
+			}
+			dir := filepath.Join(root, v.Target)
+			if have, ok := vols.dirs[v.Source]; ok { // another setup service writes it too
+				if err := copyTree(have, dir); err != nil {
+					t.Fatal(err)
+				}
+				dir = have
+			}
+			vols.dirs[v.Source] = dir
+			vols.writers[v.Source] = append(vols.writers[v.Source], name)
+		}
+	}
+	return vols, errs
+}
+
+// runSetupScript runs a setup script in root, which stands for the container's /: `auth init`
+// and `tls init` through the packages the commands call (auth.Init, pki.Dir.Ensure), and cd,
+// mkdir -p, cp and chmod as the shell does. Anything else is an error: the checks could not
+// say what the script leaves.
+func runSetupScript(root, script string) error {
+	f, err := syntax.NewParser().Parse(strings.NewReader(script), "")
+	if err != nil {
+		return err
+	}
+	cwd := "/"
+	at := func(p string) string {
+		if !path.IsAbs(p) {
+			p = path.Join(cwd, p)
+		}
+		return filepath.Join(root, filepath.FromSlash(p))
+	}
+	for _, st := range f.Stmts {
+		call, ok := st.Cmd.(*syntax.CallExpr)
+		if !ok || len(call.Assigns) > 0 || len(st.Redirs) > 0 || st.Negated || st.Background || len(call.Args) == 0 {
+			return fmt.Errorf("line %d: not a simple command; the checks reproduce simple commands only", st.Pos().Line())
+		}
+		var args []string
+		for _, w := range call.Args {
+			if w.Lit() == "" {
+				return fmt.Errorf("line %d: an argument is not a literal word", st.Pos().Line())
+			}
+			args = append(args, w.Lit())
+		}
+		if err := runSetupCommand(args, at, &cwd); err != nil {
+			return fmt.Errorf("line %d: %s: %w", st.Pos().Line(), strings.Join(args, " "), err)
+		}
+	}
+	return nil
+}
+
+func runSetupCommand(args []string, at func(string) string, cwd *string) error {
+	flag := func(name string) string { v, _ := flagValue(args, name); return v }
+	switch {
+	case args[0] == binaryInImage && slices.Equal(subcommand(args[1:]), []string{"tls", "init"}):
+		return pki.Dir(at(flag("dir"))).Ensure(flag("name"), strings.Split(flag("hosts"), ","))
+	case args[0] == binaryInImage && slices.Equal(subcommand(args[1:]), []string{"auth", "init"}):
+		_, err := auth.Init(at(flag("nats.auth_dir")))
+		return err
+	case args[0] == "cd" && len(args) == 2:
+		if path.IsAbs(args[1]) {
+			*cwd = args[1]
+		} else {
+			*cwd = path.Join(*cwd, args[1])
+		}
+		return nil
+	case args[0] == "mkdir" && len(args) > 2 && args[1] == "-p":
+		for _, d := range args[2:] {
+			if err := os.MkdirAll(at(d), 0o755); err != nil {
+				return err
+			}
+		}
+		return nil
+	case args[0] == "cp" && len(args) > 2:
+		dst := at(args[len(args)-1])
+		st, err := os.Stat(dst)
+		into := err == nil && st.IsDir()
+		if !into && len(args) > 3 {
+			return fmt.Errorf("%s is not a folder", args[len(args)-1])
+		}
+		for _, src := range args[1 : len(args)-1] {
+			to := dst
+			if into {
+				to = filepath.Join(dst, path.Base(src))
+			}
+			if err := copyFile(to, at(src), 0o022); err != nil {
+				return err
+			}
+		}
+		return nil
+	case args[0] == "chmod" && len(args) > 2:
+		mode, err := strconv.ParseUint(args[1], 8, 32)
+		if err != nil {
+			return fmt.Errorf("mode %s: want octal", args[1])
+		}
+		for _, f := range args[2:] {
+			if err := os.Chmod(at(f), os.FileMode(mode)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return errors.New("a command the checks do not reproduce")
+}
+
+// copyFile copies src to dst as cp does: a new dst gets src's mode less umask; an existing one
+// keeps its own.
+func copyFile(dst, src string, umask os.FileMode) error {
+	st, err := os.Stat(src)
+	if err != nil {
+		return err
+	}
+	b, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
+	_, err = os.Stat(dst)
+	existed := err == nil
+	if err := os.WriteFile(dst, b, 0o600); err != nil {
+		return err
+	}
+	if existed {
+		return nil
+	}
+	return os.Chmod(dst, st.Mode().Perm()&^umask)
+}
+
+// copyTree copies the file or folder src to dst with the modes it has; nothing if src does not
+// exist, an empty folder if src is "".
+func copyTree(dst, src string) error {
+	if src == "" {
+		return os.MkdirAll(dst, 0o755)
+	}
+	if _, err := os.Stat(src); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(src, p)
+		if err != nil {
+			return err
+		}
+		to := filepath.Join(dst, rel)
+		if d.IsDir() {
+			return os.MkdirAll(to, 0o755)
+		}
+		if err := os.MkdirAll(filepath.Dir(to), 0o755); err != nil {
+			return err
+		}
+		return copyFile(to, p, 0)
+	})
+}
+
+// composeView lays out in a new folder what a service's container sees at its mounts: the
+// files and folders bound, the volumes composeSetup reproduced (from their subpath), empty
+// folders for the other volumes. It returns the path here of a path in the container.
+func composeView(t *testing.T, svc types.ServiceConfig, vols composeVolumes) func(string) string {
+	t.Helper()
+	root := t.TempDir()
+	at := func(p string) string { return filepath.Join(root, filepath.FromSlash(p)) }
+	for _, v := range svc.Volumes {
+		var src string
+		switch {
+		case v.Type == types.VolumeTypeBind:
+			src = v.Source
+		case v.Type == types.VolumeTypeVolume && vols.dirs[v.Source] != "":
+			src = filepath.Join(vols.dirs[v.Source], filepath.FromSlash(subpath(v)))
+		}
+		if err := copyTree(at(v.Target), src); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return at
+}
+
+// viewFiles reads the files of a view.
+func viewFiles(at func(string) string) fileReader {
+	return func(p string) ([]byte, bool) {
+		b, err := os.ReadFile(at(p))
+		return b, err == nil
+	}
+}
+
 // checkCompose loads the compose file strictly and checks it against the image, the
 // configuration loader and the other files it mounts. It returns the runs of the binary.
 func checkCompose(t *testing.T, keys map[string]bool, img imageFacts, content []byte) ([]invocation, []error) {
@@ -691,14 +1162,7 @@ func checkCompose(t *testing.T, keys map[string]bool, img imageFacts, content []
 	var invs []invocation
 	runs := map[string]*composeRun{}
 	byImage := map[string][]string{}
-	names := slices.Sorted(func(yield func(string) bool) {
-		for n := range p.Services {
-			if !yield(n) {
-				return
-			}
-		}
-	})
-	for _, name := range names {
+	for _, name := range slices.Sorted(mapKeys(p.Services)) {
 		svc := p.Services[name]
 		for _, v := range svc.Volumes {
 			if v.Type != types.VolumeTypeBind {
@@ -798,16 +1262,60 @@ func checkCompose(t *testing.T, keys map[string]bool, img imageFacts, content []
 		}
 		r.cfg = cfg
 	}
-	errs = append(errs, checkComposeRuns(p, runs)...)
-	errs = append(errs, checkComposeNATS(t, p, byImage["nats"])...)
-	errs = append(errs, checkComposeClickHouse(p, byImage["clickhouse/clickhouse-server"], byImage["zookeeper"])...)
-	errs = append(errs, checkComposeLedger(p, runs)...)
-	errs = append(errs, checkComposePrometheus(p, runs)...)
+	// The servers first (what each serves where, with TLS or not), then their clients.
+	vols, e := composeSetup(t, p)
+	errs = append(errs, e...)
+	errs = append(errs, checkComposeWaits(p, vols)...)
+	servers := map[string]tlsServer{}
+	errs = append(errs, checkComposeNATS(t, p, byImage["nats"], vols, servers)...)
+	errs = append(errs, checkComposeClickHouse(t, p, byImage["clickhouse/clickhouse-server"], byImage["zookeeper"], vols, servers)...)
+	errs = append(errs, checkComposeLedger(t, p, runs, vols, servers)...)
+	errs = append(errs, checkComposeRuns(t, p, runs, vols, servers)...)
+	errs = append(errs, checkComposePrometheus(t, p, runs, vols, servers)...)
+	errs = append(errs, checkComposePublished(p, servers)...)
 	return invs, errs
 }
 
-// checkComposeRuns checks that what each service's configuration names exists in the topology.
-func checkComposeRuns(p *types.Project, runs map[string]*composeRun) []error {
+// checkComposeWaits checks that a service reading a volume that a setup service writes (it
+// mounts it read-only or at a subpath) waits for that service to complete, itself or through a
+// service it waits for: a volume's subpath must exist when a container mounting it starts, and
+// the files it reads must be there.
+func checkComposeWaits(p *types.Project, vols composeVolumes) []error {
+	var errs []error
+	for _, name := range slices.Sorted(mapKeys(p.Services)) {
+		for _, v := range p.Services[name].Volumes {
+			if !v.ReadOnly && subpath(v) == "" {
+				continue // it writes there itself
+			}
+			for _, w := range vols.writers[v.Source] {
+				if w != name && !waitsFor(p, name, w, map[string]bool{}) {
+					errs = append(errs, fmt.Errorf("compose: %s mounts the volume %s, which %s writes, and does not wait for %s to complete", name, v.Source, w, w))
+				}
+			}
+		}
+	}
+	return errs
+}
+
+// waitsFor reports whether service from starts only once setup completed: it depends on setup
+// with service_completed_successfully, or on a service that waits for it.
+func waitsFor(p *types.Project, from, setup string, seen map[string]bool) bool {
+	if seen[from] {
+		return false
+	}
+	seen[from] = true
+	for dep, d := range p.Services[from].DependsOn {
+		if dep == setup && d.Condition == types.ServiceConditionCompletedSuccessfully || dep != setup && waitsFor(p, dep, setup, seen) {
+			return true
+		}
+	}
+	return false
+}
+
+// checkComposeRuns checks that what each service's configuration names exists in the topology,
+// reached as it serves (servers: TLS or not), and records the services' own HTTP in servers.
+func checkComposeRuns(t *testing.T, p *types.Project, runs map[string]*composeRun, vols composeVolumes, servers map[string]tlsServer) []error {
+	t.Helper()
 	var errs []error
 	fail := func(format string, args ...any) { errs = append(errs, fmt.Errorf("compose: "+format, args...)) }
 	validators := map[string]bool{}
@@ -815,6 +1323,15 @@ func checkComposeRuns(p *types.Project, runs map[string]*composeRun) []error {
 		if slices.Equal(subcommand(r.args), []string{"ledger"}) {
 			validators[name] = true
 		}
+	}
+	// serves reports whether hp is a server of the topology of the kind want says.
+	serves := func(hp string, want func(svc string) bool) bool {
+		h, _, err := splitHostPort(hp)
+		_, known := servers[hp]
+		return err == nil && known && want(h)
+	}
+	image := func(prefix string) func(string) bool {
+		return func(svc string) bool { return strings.HasPrefix(p.Services[svc].Image, prefix) }
 	}
 	workers := map[string]string{}
 	var anchors []string
@@ -828,30 +1345,37 @@ func checkComposeRuns(p *types.Project, runs map[string]*composeRun) []error {
 		if cfg.DataDir == "" {
 			continue // it did not load: reported
 		}
-		if role != "migrate" && role != "api" {
+		nats, ledger, clickhouse := dependencies(role)
+		if nats {
 			for _, hp := range hostPorts(cfg.NATS.URL) {
-				h, port, err := splitHostPort(hp)
-				if err != nil || !strings.HasPrefix(p.Services[h].Image, "nats:") || port != 4222 {
+				if !serves(hp, image("nats:")) {
 					fail("%s: nats.url names %s, not a NATS service's client port", name, hp)
 				}
 			}
+		}
+		if ledger {
 			for _, hp := range hostPorts(cfg.Ledger.RPC, "tcp://", "http://") {
-				h, port, err := splitHostPort(hp)
-				if err != nil || !validators[h] || port != node.DefaultRPCPort {
+				if !serves(hp, func(h string) bool { return validators[h] }) {
 					fail("%s: ledger.rpc names %s, not a validator's RPC", name, hp)
 				}
 			}
 		}
-		if role != "auth" {
+		if clickhouse {
 			for _, hp := range hostPorts(cfg.ClickHouse.Addr) {
-				h, port, err := splitHostPort(hp)
-				if err != nil || !strings.HasPrefix(p.Services[h].Image, "clickhouse/") || port != 9000 {
-					fail("%s: clickhouse.addr names %s, not a ClickHouse service's native port", name, hp)
+				if !serves(hp, image("clickhouse/")) {
+					fail("%s: clickhouse.addr names %s, not a ClickHouse service's native port (plain or secure)", name, hp)
 				}
 			}
 			if cfg.ClickHouse.Cluster != clusterName {
 				fail("%s: clickhouse.cluster %q, want %q (the servers' remote_servers)", name, cfg.ClickHouse.Cluster, clusterName)
 			}
+		}
+		files := viewFiles(composeView(t, r.svc, vols))
+		errs = append(errs, checkClientTLS("compose: "+name, role, cfg, files, func(hp string) (tlsServer, bool) { s, ok := servers[hp]; return s, ok })...)
+		if servesHTTP(role) {
+			srv, e := checkHTTPServer("compose: "+name, cfg, files)
+			errs = append(errs, e...)
+			servers[net.JoinHostPort(name, strconv.Itoa(portOf(cfg.HTTP.Addr)))] = srv
 		}
 		if role == "ingest" || role == "anchor" || role == "api" {
 			if d, ok := r.svc.DependsOn["migrate"]; !ok || d.Condition != types.ServiceConditionCompletedSuccessfully {
@@ -909,8 +1433,11 @@ func mapKeys[V any](m map[string]V) func(func(string) bool) {
 }
 
 // checkComposeLedger checks the validators against the network ledger-init makes: one
-// validator per --hosts entry, each running from its own home in the ledger volume.
-func checkComposeLedger(p *types.Project, runs map[string]*composeRun) []error {
+// validator per --hosts entry, each running from its own home in the ledger volume, serving its
+// RPC with the certificate --rpc-tls-cert names (if any) mounted there. It records what each
+// serves in servers.
+func checkComposeLedger(t *testing.T, p *types.Project, runs map[string]*composeRun, vols composeVolumes, servers map[string]tlsServer) []error {
+	t.Helper()
 	var errs []error
 	fail := func(format string, args ...any) { errs = append(errs, fmt.Errorf("compose: "+format, args...)) }
 	r := runs["ledger-init ledger init"]
@@ -920,13 +1447,19 @@ func checkComposeLedger(p *types.Project, runs map[string]*composeRun) []error {
 	out, _ := flagValue(r.args, "out")
 	hosts, _ := flagValue(r.args, "hosts")
 	n, _ := flagValue(r.args, "validators")
-	vols := volumeMounts(r.svc, "ledger")
-	if len(vols) != 1 {
+	rpcCert, _ := flagValue(r.args, "rpc-tls-cert")
+	rpcKey, _ := flagValue(r.args, "rpc-tls-key")
+	rpcPort := node.DefaultRPCPort
+	if v, ok := flagValue(r.args, "rpc-port"); ok {
+		rpcPort, _ = strconv.Atoi(v)
+	}
+	vols0 := volumeMounts(r.svc, "ledger")
+	if len(vols0) != 1 {
 		return append(errs, errors.New("compose: ledger-init does not mount the volume ledger"))
 	}
-	rel, err := filepath.Rel(vols[0].Target, out)
+	rel, err := filepath.Rel(vols0[0].Target, out)
 	if err != nil || strings.HasPrefix(rel, "..") {
-		fail("ledger init --out %s is not in the volume ledger (%s)", out, vols[0].Target)
+		fail("ledger init --out %s is not in the volume ledger (%s)", out, vols0[0].Target)
 	}
 	list := strings.Split(hosts, ",")
 	if strconv.Itoa(len(list)) != n {
@@ -950,6 +1483,11 @@ func checkComposeLedger(p *types.Project, runs map[string]*composeRun) []error {
 		if d, ok := v.svc.DependsOn["ledger-init"]; !ok || d.Condition != types.ServiceConditionCompletedSuccessfully {
 			fail("%s does not wait for ledger-init", h)
 		}
+		srv, err := validatorTLS(rpcCert, rpcKey, viewFiles(composeView(t, v.svc, vols)))
+		if err != nil {
+			fail("%s: ledger init --rpc-tls-cert, --rpc-tls-key: %v", h, err)
+		}
+		servers[net.JoinHostPort(h, strconv.Itoa(rpcPort))] = srv
 	}
 	validators := 0
 	for _, r := range runs {
@@ -963,20 +1501,13 @@ func checkComposeLedger(p *types.Project, runs map[string]*composeRun) []error {
 	return errs
 }
 
-// checkComposeNATS parses each NATS server's configuration with nats-server's own parser, with
-// a real auth.conf where the volume nats-auth is mounted, and checks that they form one cluster.
-func checkComposeNATS(t *testing.T, p *types.Project, names []string) []error {
+// checkComposeNATS parses each NATS server's configuration with nats-server's own parser, in the
+// view of its container (auth.conf and the certificate as the setup services leave them), checks
+// that they form one cluster, and records what each serves its clients in servers.
+func checkComposeNATS(t *testing.T, p *types.Project, names []string, vols composeVolumes, servers map[string]tlsServer) []error {
 	t.Helper()
 	var errs []error
 	fail := func(format string, args ...any) { errs = append(errs, fmt.Errorf("compose: "+format, args...)) }
-	setup, err := auth.Init(filepath.Join(t.TempDir(), "nats-auth"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	authConf, err := os.ReadFile(setup.ConfFile())
-	if err != nil {
-		t.Fatal(err)
-	}
 	if len(names) != 3 {
 		fail("%d NATS services %v, want 3", len(names), names)
 	}
@@ -987,48 +1518,23 @@ func checkComposeNATS(t *testing.T, p *types.Project, names []string) []error {
 			fail("%s: no --config", name)
 			continue
 		}
-		dir := t.TempDir()
-		var conf string
-		for _, v := range svc.Volumes {
-			rel, err := filepath.Rel(path.Dir(file), v.Target)
-			switch {
-			case v.Type == types.VolumeTypeBind && v.Target == file:
-				b, err := os.ReadFile(v.Source)
-				if err != nil {
-					fail("%s: %v", name, err)
-					continue
-				}
-				conf = filepath.Join(dir, path.Base(file))
-				if err := os.WriteFile(conf, b, 0o600); err != nil {
-					t.Fatal(err)
-				}
-			case v.Type == types.VolumeTypeVolume && v.Source == "nats-auth" && err == nil && !strings.HasPrefix(rel, ".."):
-				if err := os.MkdirAll(filepath.Join(dir, rel), 0o700); err != nil {
-					t.Fatal(err)
-				}
-				if err := os.WriteFile(filepath.Join(dir, rel, "auth.conf"), authConf, 0o600); err != nil {
-					t.Fatal(err)
-				}
-			}
-		}
-		if conf == "" {
+		at := composeView(t, svc, vols)
+		if _, err := os.Stat(at(file)); err != nil {
 			fail("%s: --config %s is not mounted", name, file)
 			continue
 		}
-		opts, err := server.ProcessConfigFile(conf)
+		opts, err := natsOptions(at(file), at)
 		if err != nil {
 			fail("%s: %s: %v", name, file, err)
 			continue
 		}
 		errs = append(errs, checkNATSOptions("compose: "+name, opts, name, routeTargets(names, opts.Cluster.Port))...)
 		if !slices.ContainsFunc(svc.Volumes, func(v types.ServiceVolumeConfig) bool {
-			return v.Type == types.VolumeTypeVolume && v.Source != "nats-auth" && strings.HasPrefix(opts.StoreDir+"/", v.Target+"/")
+			return v.Type == types.VolumeTypeVolume && vols.writers[v.Source] == nil && strings.HasPrefix(opts.StoreDir+"/", v.Target+"/")
 		}) {
 			fail("%s: JetStream's store_dir %s is in no volume of its own", name, opts.StoreDir)
 		}
-		if svc.DependsOn["auth-init"].Condition != types.ServiceConditionCompletedSuccessfully {
-			fail("%s does not wait for auth-init (auth.conf)", name)
-		}
+		servers[net.JoinHostPort(name, strconv.Itoa(opts.Port))] = natsServer(opts)
 	}
 	return errs
 }
@@ -1043,8 +1549,8 @@ func routeTargets(hosts []string, port int) []string {
 }
 
 // checkNATSOptions checks one server of the cluster: its name, the client port the services
-// use, JetStream, the cluster's name and routes to every node, and the auth callout from
-// auth.conf.
+// use, TLS for every client, JetStream, the cluster's name and routes to every node over
+// mutual TLS with a certificate for each route's host, and the auth callout from auth.conf.
 func checkNATSOptions(where string, o *server.Options, name string, routes []string) []error {
 	var errs []error
 	fail := func(format string, args ...any) { errs = append(errs, fmt.Errorf(where+": "+format, args...)) }
@@ -1053,6 +1559,9 @@ func checkNATSOptions(where string, o *server.Options, name string, routes []str
 	}
 	if o.Port != 4222 {
 		fail("client port %d, want 4222", o.Port)
+	}
+	if o.TLSConfig == nil || len(o.TLSConfig.Certificates) == 0 {
+		fail("no tls block with cert_file and key_file: clients, devices too, would connect without TLS")
 	}
 	if !o.JetStream || o.StoreDir == "" {
 		fail("JetStream is not enabled with a store_dir")
@@ -1067,6 +1576,18 @@ func checkNATSOptions(where string, o *server.Options, name string, routes []str
 	sort.Strings(got)
 	if !slices.Equal(got, routes) {
 		fail("routes %v, want every node %v", got, routes)
+	}
+	if c := o.Cluster.TLSConfig; c == nil || len(c.Certificates) == 0 || c.ClientAuth != tls.RequireAndVerifyClientCert || c.ClientCAs == nil {
+		fail("cluster: no tls block with cert_file, key_file, ca_file and verify: true: the routes would not be mutual TLS")
+	} else {
+		for _, r := range routes {
+			host, _, _ := net.SplitHostPort(r)
+			for _, usage := range []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth} {
+				if _, err := c.Certificates[0].Leaf.Verify(x509.VerifyOptions{Roots: c.ClientCAs, DNSName: host, KeyUsages: []x509.ExtKeyUsage{usage}}); err != nil {
+					fail("cluster tls: the certificate does not verify for the route to %s against ca_file: %v", r, err)
+				}
+			}
+		}
 	}
 	if o.AuthCallout == nil || o.SystemAccount != auth.SystemAccount {
 		fail("no auth callout and system account: auth.conf is not included")
@@ -1135,7 +1656,8 @@ func clickhouseConfig(files [][]byte) (xmlNode, error) {
 	return merged, nil
 }
 
-// replicaFacts are what one ClickHouse server's configuration says about the cluster.
+// replicaFacts are what one ClickHouse server's configuration says about the cluster and its
+// listeners.
 type replicaFacts struct {
 	replicas    []string // host:port of the cluster's replicas
 	zookeeper   []string
@@ -1143,10 +1665,14 @@ type replicaFacts struct {
 	shard       string
 	interserver string
 	ddl         string
+	tcpPort     int    // the plain native port: tcp_port, 9000 by the image's config.xml
+	securePort  int    // tcp_port_secure; 0 if none
+	certFile    string // openSSL server certificateFile and privateKeyFile
+	keyFile     string
 }
 
 func clickhouseFacts(c xmlNode, env map[string]string) (replicaFacts, []error) {
-	var f replicaFacts
+	f := replicaFacts{tcpPort: 9000}
 	var errs []error
 	get := func(what string, n *xmlNode) string {
 		v, err := n.value(env)
@@ -1155,9 +1681,30 @@ func clickhouseFacts(c xmlNode, env map[string]string) (replicaFacts, []error) {
 		}
 		return v
 	}
+	port := func(what string, n *xmlNode) int {
+		p, err := strconv.Atoi(get(what, n))
+		if err != nil || p < 1 || p > 65535 {
+			errs = append(errs, fmt.Errorf("%s: not a port", what))
+		}
+		return p
+	}
+	if n := c.child("tcp_port"); n != nil {
+		f.tcpPort = port("tcp_port", n)
+	}
+	if n := c.child("tcp_port_secure"); n != nil {
+		f.securePort = port("tcp_port_secure", n)
+	}
+	if s := c.child("openSSL"); s != nil && s.child("server") != nil {
+		if n := s.child("server").child("certificateFile"); n != nil {
+			f.certFile = get("openSSL certificateFile", n)
+		}
+		if n := s.child("server").child("privateKeyFile"); n != nil {
+			f.keyFile = get("openSSL privateKeyFile", n)
+		}
+	}
 	rs := c.child("remote_servers")
 	if rs == nil || rs.child(clusterName) == nil {
-		return f, []error{fmt.Errorf("no remote_servers cluster %s", clusterName)}
+		return f, append(errs, fmt.Errorf("no remote_servers cluster %s", clusterName))
 	}
 	for _, shard := range rs.child(clusterName).all("shard") {
 		if v := get("internal_replication", shard.child("internal_replication")); v != "true" {
@@ -1193,27 +1740,32 @@ func clickhouseFacts(c xmlNode, env map[string]string) (replicaFacts, []error) {
 	return f, errs
 }
 
-func checkComposeClickHouse(p *types.Project, names, zookeepers []string) []error {
+// clickhouseTLS is what a ClickHouse server serves on tcp_port_secure: its openSSL server
+// certificate and key, files mounted into its container.
+func clickhouseTLS(f replicaFacts, files fileReader) (tlsServer, error) {
+	return servedFiles(files, "openSSL certificateFile", f.certFile, "privateKeyFile", f.keyFile)
+}
+
+// checkComposeClickHouse checks each ClickHouse server's configuration (the config.d files its
+// container sees): the cluster's replicas are the ClickHouse services, each names itself; and
+// records its plain and secure native ports in servers.
+func checkComposeClickHouse(t *testing.T, p *types.Project, names, zookeepers []string, vols composeVolumes, servers map[string]tlsServer) []error {
+	t.Helper()
 	var errs []error
 	fail := func(format string, args ...any) { errs = append(errs, fmt.Errorf("compose: "+format, args...)) }
 	if len(names) != 2 || len(zookeepers) != 1 {
 		fail("ClickHouse services %v and ZooKeeper services %v: want 2 and 1", names, zookeepers)
 		return errs
 	}
-	var want []string
-	for _, n := range names {
-		want = append(want, net.JoinHostPort(n, "9000"))
-	}
-	seen := map[string]string{}
+	const configD = "/etc/clickhouse-server/config.d"
+	facts := map[string]replicaFacts{}
 	for _, name := range names {
 		svc := p.Services[name]
+		at := composeView(t, svc, vols)
+		entries, _ := os.ReadDir(at(configD))
 		var files [][]byte
-		for _, v := range svc.Volumes {
-			if v.Type == types.VolumeTypeBind && strings.HasPrefix(v.Target, "/etc/clickhouse-server/config.d/") {
-				b, err := os.ReadFile(v.Source)
-				if err != nil {
-					fail("%s: %v", name, err)
-				}
+		for _, e := range entries { // in the order the server merges them
+			if b, err := os.ReadFile(filepath.Join(at(configD), e.Name())); err == nil && strings.HasSuffix(e.Name(), ".xml") {
 				files = append(files, b)
 			}
 		}
@@ -1232,11 +1784,35 @@ func checkComposeClickHouse(p *types.Project, names, zookeepers []string) []erro
 		for _, err := range ferrs {
 			fail("%s: %v", name, err)
 		}
+		facts[name] = f
+		servers[net.JoinHostPort(name, strconv.Itoa(f.tcpPort))] = tlsServer{}
+		if f.securePort == 0 {
+			continue
+		}
+		srv, err := clickhouseTLS(f, viewFiles(at))
+		if err != nil {
+			fail("%s: %v", name, err)
+		}
+		servers[net.JoinHostPort(name, strconv.Itoa(f.securePort))] = srv
+		if st, err := os.Stat(at(f.keyFile)); err == nil && st.Mode().Perm()&0o004 == 0 {
+			fail("%s: privateKeyFile %s (mode %04o) is not readable by ClickHouse's user: the image runs the server as its own user (101), not the one that wrote the file", name, f.keyFile, st.Mode().Perm())
+		}
+	}
+	var want []string
+	for _, n := range names {
+		want = append(want, net.JoinHostPort(n, strconv.Itoa(facts[n].tcpPort)))
+	}
+	seen := map[string]string{}
+	for _, name := range names {
+		f, ok := facts[name]
+		if !ok {
+			continue
+		}
 		if !slices.Equal(f.replicas, want) {
 			fail("%s: cluster %s has replicas %v, want the ClickHouse services %v", name, clusterName, f.replicas, want)
 		}
-		if f.interserver != name || svc.Hostname != name {
-			fail("%s: interserver_http_host %q and hostname %q, want its service name (the other replica fetches parts there)", name, f.interserver, svc.Hostname)
+		if f.interserver != name || p.Services[name].Hostname != name {
+			fail("%s: interserver_http_host %q and hostname %q, want its service name (the other replica fetches parts there)", name, f.interserver, p.Services[name].Hostname)
 		}
 		if other, dup := seen[f.replica]; dup || f.replica == "" {
 			fail("%s: macro replica %q is also %s's", name, f.replica, other)
@@ -1252,8 +1828,10 @@ func checkComposeClickHouse(p *types.Project, names, zookeepers []string) []erro
 }
 
 // checkComposePrometheus checks that Prometheus runs deployments/prometheus and that every
-// target it scrapes is a service listening there.
-func checkComposePrometheus(p *types.Project, runs map[string]*composeRun) []error {
+// target it scrapes is a service listening there, scraped over https exactly when it serves it,
+// trusting the CA that issued its certificate.
+func checkComposePrometheus(t *testing.T, p *types.Project, runs map[string]*composeRun, vols composeVolumes, servers map[string]tlsServer) []error {
+	t.Helper()
 	var errs []error
 	fail := func(format string, args ...any) { errs = append(errs, fmt.Errorf("compose: "+format, args...)) }
 	svc, ok := p.Services["prometheus"]
@@ -1277,7 +1855,12 @@ func checkComposePrometheus(p *types.Project, runs map[string]*composeRun) []err
 	}
 	var prom struct {
 		ScrapeConfigs []struct {
-			JobName       string `json:"job_name"`
+			JobName   string `json:"job_name"`
+			Scheme    string `json:"scheme"`
+			TLSConfig struct {
+				CAFile     string `json:"ca_file"`
+				ServerName string `json:"server_name"`
+			} `json:"tls_config"`
 			StaticConfigs []struct {
 				Targets []string `json:"targets"`
 			} `json:"static_configs"`
@@ -1286,6 +1869,7 @@ func checkComposePrometheus(p *types.Project, runs map[string]*composeRun) []err
 	if err := yaml.Unmarshal(b, &prom); err != nil {
 		return append(errs, err)
 	}
+	files := viewFiles(composeView(t, svc, vols))
 	for _, sc := range prom.ScrapeConfigs {
 		for _, st := range sc.StaticConfigs {
 			for _, target := range st.Targets {
@@ -1293,6 +1877,31 @@ func checkComposePrometheus(p *types.Project, runs map[string]*composeRun) []err
 				r, ok := runs[h]
 				if err != nil || !ok || r.cfg.DataDir == "" || portOf(r.cfg.HTTP.Addr) != port {
 					fail("prometheus.yml job %s scrapes %s: no service of the compose file listens there", sc.JobName, target)
+					continue
+				}
+				if err := checkScrapeTLS(sc.Scheme, sc.TLSConfig.CAFile, sc.TLSConfig.ServerName, h, servers[target], files); err != nil {
+					fail("prometheus.yml job %s scrapes %s: %v", sc.JobName, target, err)
+				}
+			}
+		}
+	}
+	return errs
+}
+
+// checkComposePublished checks that a port published on the host that serves TLS has a
+// certificate for localhost and 127.0.0.1, where clients on the Docker host reach it.
+func checkComposePublished(p *types.Project, servers map[string]tlsServer) []error {
+	var errs []error
+	for _, name := range slices.Sorted(mapKeys(p.Services)) {
+		for _, port := range p.Services[name].Ports {
+			hp := net.JoinHostPort(name, strconv.Itoa(int(port.Target)))
+			srv := servers[hp]
+			if !srv.tls || srv.cert == nil {
+				continue
+			}
+			for _, h := range []string{"localhost", "127.0.0.1"} {
+				if err := srv.cert.VerifyHostname(h); err != nil {
+					errs = append(errs, fmt.Errorf("compose: %s publishes %s, whose certificate is not for %s: %v", name, hp, h, err))
 				}
 			}
 		}
@@ -1321,14 +1930,38 @@ func TestCompose(t *testing.T) {
 		{"bad value", "ANCHORLINE_CLICKHOUSE_STARTUP_TIMEOUT: 3m", "ANCHORLINE_CLICKHOUSE_STARTUP_TIMEOUT: 3 minutes", "clickhouse.startup_timeout"},
 		{"same worker", "      ANCHORLINE_INGEST_WORKER: ingest-2", "      ANCHORLINE_INGEST_WORKER: ingest-1", "are both ingest.worker ingest-1"},
 		{"config not mounted", `"api", "--config", "/etc/anchorline/api.yaml"`, `"api", "--config", "/etc/anchorline/api.yml"`, "is not a file mounted"},
-		{"wrong host", "--hosts ledger-1,ledger-2,ledger-3,ledger-4", "--hosts ledger-1,ledger-2,ledger-3,ledger-5", "host ledger-5"},
+		{"wrong host", "--hosts ledger-1,ledger-2,ledger-3,ledger-4 --out", "--hosts ledger-1,ledger-2,ledger-3,ledger-5 --out", "host ledger-5"},
 		{"wrong home", "volume: {subpath: net/node3}", "volume: {subpath: net/node2}", "ledger-4: --home"},
 		{"same macros", "./clickhouse/macros-2.xml:", "./clickhouse/macros-1.xml:", "macro replica"},
 		{"other image", "  image: anchorline:dev\n", "  image: anchorline:old\n", `image "anchorline:old"`},
 		{"no migrate", "      migrate: {condition: service_completed_successfully}\n", "      migrate: {condition: service_started}\n", "does not wait for migrate"},
 		{"standby differs", "    environment: *anchor-env\n", "    environment:\n      ANCHORLINE_ANCHOR_INTERVAL: 1s\n", "configured differently"},
 		{"undeclared volume", "      - nats-1:/data\n", "      - nats-9:/data\n", "nats-9"},
-		{"root-owned volume", "      - keys:/var/lib/anchorline/keys\n\n  ledger-init:", "      - keys:/var/lib/anchor-keys\n\n  ledger-init:", "does not make for its user"},
+		{"root-owned volume", "      - keys:/var/lib/anchorline/keys\n\n  tls-init:", "      - keys:/var/lib/anchor-keys\n\n  tls-init:", "does not make for its user"},
+		// TLS: what the servers serve, with which certificate, and their clients.
+		{"NATS certificate not mounted", "      - {type: volume, source: tls, target: /etc/nats/tls, read_only: true, volume: {subpath: nats}}\n", "",
+			"nats-1: /etc/nats/nats.conf: tls ca_file /etc/nats/tls/ca.pem is not a file mounted into the container"},
+		{"CA not mounted", "source: tls, target: /etc/anchorline/tls, read_only: true, volume: {subpath: ca}}", "source: tls, target: /etc/anchorline/ca, read_only: true, volume: {subpath: ca}}",
+			"migrate: tls.ca /etc/anchorline/tls/ca.pem is not a file mounted into the container"},
+		{"HTTP certificate not mounted", "      - *http-tls\n", "", "anchor-1: http.tls_cert /etc/anchorline/tls/http.pem or http.tls_key /etc/anchorline/tls/http-key.pem is not a file mounted"},
+		{"plain ClickHouse port", "ANCHORLINE_CLICKHOUSE_ADDR: clickhouse-1:9440,clickhouse-2:9440", "ANCHORLINE_CLICKHOUSE_ADDR: clickhouse-1:9000,clickhouse-2:9000",
+			"migrate: clickhouse.addr: clickhouse-1:9000 serves no TLS, but clickhouse.secure is true"},
+		{"not secure", `ANCHORLINE_CLICKHOUSE_SECURE: "true"`, `ANCHORLINE_CLICKHOUSE_SECURE: "false"`, "migrate: clickhouse.addr: clickhouse-1:9440 serves only TLS, but clickhouse.secure is false"},
+		{"ClickHouse without TLS", "      - ./clickhouse/tls.xml:/etc/clickhouse-server/config.d/tls.xml:ro\n", "", "clickhouse.addr names clickhouse-1:9440, not a ClickHouse service's native port"},
+		{"ClickHouse key unreadable", "        chmod 0644 clickhouse/clickhouse-key.pem\n", "", "is not readable by ClickHouse's user"},
+		{"validators without TLS", " --rpc-tls-cert /etc/anchorline/tls/ledger.pem --rpc-tls-key /etc/anchorline/tls/ledger-key.pem", "",
+			"ledger.rpc: ledger-1:26657 serves no TLS, but tls.ca is set"},
+		{"validator certificate not mounted", "      - {type: volume, source: tls, target: /etc/anchorline/tls, read_only: true, volume: {subpath: ledger}}\n", "",
+			"ledger-1: ledger init --rpc-tls-cert, --rpc-tls-key: rpc.tls_cert_file /etc/anchorline/tls/ledger.pem or rpc.tls_key_file /etc/anchorline/tls/ledger-key.pem is not a file mounted"},
+		{"certificate for other hosts", "--name clickhouse --hosts clickhouse-1,clickhouse-2", "--name clickhouse --hosts clickhouse-1",
+			"clickhouse-2:9440: its certificate does not verify against tls.ca /etc/anchorline/tls/ca.pem: x509: certificate is valid for clickhouse-1, not clickhouse-2"},
+		{"published without localhost", "--name http --hosts ingest-1,ingest-2,anchor-1,anchor-2,api-1,localhost,127.0.0.1", "--name http --hosts ingest-1,ingest-2,anchor-1,anchor-2,api-1",
+			"api-1 publishes api-1:8080, whose certificate is not for localhost"},
+		{"Prometheus without the CA", "      - {type: volume, source: tls, target: /etc/prometheus/tls, read_only: true, volume: {subpath: ca}}\n", "",
+			`prometheus.yml job anchorline-ingest scrapes ingest-1:8081: tls_config ca_file "/etc/prometheus/tls/ca.pem" is not a file Prometheus has`},
+		{"no wait for tls-init", "      - prometheus:/prometheus\n    depends_on:\n      tls-init: {condition: service_completed_successfully}\n", "      - prometheus:/prometheus\n",
+			"prometheus mounts the volume tls, which tls-init writes, and does not wait for tls-init to complete"},
+		{"unknown setup command", "        cd /var/lib/anchorline/tls\n", "        cd /var/lib/anchorline/tls\n        ln -s ca.pem root.pem\n", "tls-init: line 6: ln -s ca.pem root.pem: a command the checks do not reproduce"},
 	}
 	for _, c := range broken {
 		t.Run(c.name, func(t *testing.T) {
@@ -1452,12 +2085,18 @@ type cluster struct {
 	hpas       []*autoscalingv2.HorizontalPodAutoscaler
 	pdbs       []*policyv1.PodDisruptionBudget
 	namespaces []string
+	// servers are what the pods serve (checkValidators, checkNATS, checkClickHouse) by the
+	// host:port of a pod under its headless Service; https are the Anchorline services' HTTP,
+	// by workload (checkServices).
+	servers map[string]tlsServer
+	https   map[string]tlsServer
 }
 
 func newCluster(objs []manifest) (*cluster, []error) {
 	c := &cluster{objs: objs, configMaps: map[string]*corev1.ConfigMap{}, secrets: map[string]*corev1.Secret{},
 		services: map[string]*corev1.Service{}, accounts: map[string]*corev1.ServiceAccount{},
-		deploys: map[string]*appsv1.Deployment{}, sets: map[string]*appsv1.StatefulSet{}}
+		deploys: map[string]*appsv1.Deployment{}, sets: map[string]*appsv1.StatefulSet{},
+		servers: map[string]tlsServer{}, https: map[string]tlsServer{}}
 	var errs []error
 	seen := map[string]bool{}
 	for _, m := range objs {
@@ -1611,6 +2250,32 @@ func (c *cluster) resolve(hostport string) (*workload, int, error) {
 		}
 	}
 	return nil, 0, fmt.Errorf("%s: no pod behind Service %s listens on %s", hostport, svcName, target.String())
+}
+
+// server is the server a configuration's host:port names: the pod under its headless Service,
+// at the container port the Service's port targets.
+func (c *cluster) server(hostport string) (tlsServer, bool) {
+	_, port, err := c.resolve(hostport)
+	host, _, err2 := net.SplitHostPort(hostport)
+	if err != nil || err2 != nil {
+		return tlsServer{}, false
+	}
+	s, ok := c.servers[net.JoinHostPort(host, strconv.Itoa(port))]
+	return s, ok
+}
+
+// podServer is the key of c.servers for pod i of a StatefulSet's workload, at port.
+func podServer(w workload, i, port int) string {
+	return net.JoinHostPort(fmt.Sprintf("%s-%d.%s", w.name, i, w.serviceName), strconv.Itoa(port))
+}
+
+// containerFiles reads files as a container sees them in the ConfigMaps and Secrets it mounts;
+// with secret, in Secrets only (where keys belong).
+func (c *cluster) containerFiles(spec corev1.PodSpec, ctr corev1.Container, secret bool) fileReader {
+	return func(p string) ([]byte, bool) {
+		v, b, ok := c.mountedFile(spec, ctr, p)
+		return b, ok && (!secret || v.Secret != nil || v.Projected != nil)
+	}
 }
 
 // podEnv is a container's environment as the kubelet would set it for the pod podName: envFrom,
@@ -1923,6 +2588,9 @@ func (c *cluster) checkPods(w workload) []error {
 				fail("%s: mounts %s, which is no volume of the pod", where, vm.Name)
 				continue
 			}
+			if files := unreadable(spec, v); len(files) > 0 && runsAsOwnUser(ctr) {
+				fail("%s: mounts %s, whose files %v its user cannot read: the kubelet writes a Secret's files as root with the volume's mode; give the pod an fsGroup, or the files a mode that others may read", where, vm.Name, files)
+			}
 			if vm.SubPath != "" {
 				if files, ok := c.volumeFiles(v); ok {
 					if _, has := files[vm.SubPath]; !has {
@@ -1950,6 +2618,44 @@ func (c *cluster) checkPods(w workload) []error {
 		}
 	}
 	return errs
+}
+
+// runsAsOwnUser reports whether a container's process runs as a user of its own, neither root
+// nor the files' owner: Anchorline's image (10001) and ClickHouse's (its server as 101).
+func runsAsOwnUser(ctr corev1.Container) bool {
+	return ctr.Image == image || strings.HasPrefix(ctr.Image, "clickhouse/")
+}
+
+// unreadable are the files of a volume's Secrets that a process of a user other than root,
+// outside the pod's fsGroup, cannot read: the kubelet writes them owned by root with the
+// volume's modes (0644 unless set), and lets the pod's fsGroup read every one.
+func unreadable(spec corev1.PodSpec, v corev1.Volume) []string {
+	if spec.SecurityContext != nil && spec.SecurityContext.FSGroup != nil {
+		return nil
+	}
+	var out []string
+	check := func(defaultMode *int32, secret string, items []corev1.KeyToPath) {
+		mode := ptrOr(defaultMode, 0o644)
+		if len(items) == 0 && mode&0o004 == 0 {
+			out = append(out, "Secret "+secret)
+		}
+		for _, it := range items {
+			if ptrOr(it.Mode, mode)&0o004 == 0 {
+				out = append(out, it.Path)
+			}
+		}
+	}
+	switch {
+	case v.Secret != nil:
+		check(v.Secret.DefaultMode, v.Secret.SecretName, v.Secret.Items)
+	case v.Projected != nil:
+		for _, src := range v.Projected.Sources {
+			if src.Secret != nil {
+				check(v.Projected.DefaultMode, src.Secret.Name, src.Secret.Items)
+			}
+		}
+	}
+	return out
 }
 
 // mountedFile finds what a container sees at file: the volume mounted at its folder (or at the
@@ -2050,6 +2756,20 @@ func (c *cluster) checkServices(keys map[string]bool, img imageFacts, tmp string
 			errs = append(errs, c.checkServiceConfig(where, w, ctr, words[0], cfg)...)
 		}
 	}
+	// A Service in front of pods serving https: its clients verify its name.
+	for _, name := range slices.Sorted(mapKeys(c.services)) {
+		for _, w := range c.selected(c.services[name].Spec.Selector) {
+			srv := c.https[w.name]
+			if !srv.tls || srv.cert == nil {
+				continue
+			}
+			for _, h := range []string{name, name + "." + namespace + ".svc"} {
+				if err := srv.cert.VerifyHostname(h); err != nil {
+					errs = append(errs, fmt.Errorf("Service %s: %s's pods serve https with a certificate not for %s: %v", name, w.name, h, err))
+				}
+			}
+		}
+	}
 	return invs, errs
 }
 
@@ -2076,16 +2796,21 @@ func (c *cluster) checkServiceConfig(where string, w workload, ctr corev1.Contai
 			return c.Image == image && slices.Equal(subcommand(c.Args), []string{"ledger"})
 		})
 	}
-	if role != "api" && role != "migrate" {
+	nats, ledger, clickhouse := dependencies(role)
+	if nats {
 		resolveAll("nats.url", cfg.NATS.URL, runs("nats:"))
+	}
+	if ledger {
 		resolveAll("ledger.rpc", cfg.Ledger.RPC, validator, "tcp://", "http://")
 	}
-	if role != "auth" {
+	if clickhouse {
 		resolveAll("clickhouse.addr", cfg.ClickHouse.Addr, runs("clickhouse/"))
 		if cfg.ClickHouse.Cluster != clusterName {
 			fail("clickhouse.cluster %q, want %q", cfg.ClickHouse.Cluster, clusterName)
 		}
 	}
+	files := c.containerFiles(w.template.Spec, ctr, false)
+	errs = append(errs, checkClientTLS(where, role, cfg, files, c.server)...)
 	inSecret := func(key, file string) {
 		v, _, ok := c.mountedFile(w.template.Spec, ctr, file)
 		if !ok || v.Secret == nil {
@@ -2112,7 +2837,7 @@ func (c *cluster) checkServiceConfig(where string, w workload, ctr corev1.Contai
 			inSecret("nats.auth_dir", path.Join(cfg.AuthDir(), f))
 		}
 	}
-	if role == "ingest" || role == "anchor" || role == "api" {
+	if servesHTTP(role) {
 		port := portOf(cfg.HTTP.Addr)
 		if p, ok := containerPort([]corev1.Container{ctr}, intstr.FromString("http")); !ok || p != port {
 			fail("http.addr %s: the container's port http is %d", cfg.HTTP.Addr, p)
@@ -2120,6 +2845,21 @@ func (c *cluster) checkServiceConfig(where string, w workload, ctr corev1.Contai
 		a := w.template.Annotations
 		if a["prometheus.io/scrape"] != "true" || a["prometheus.io/port"] != strconv.Itoa(port) || a["prometheus.io/path"] != "/metrics" {
 			fail("the pods are not annotated for Prometheus on http.addr's port %d: %v", port, a)
+		}
+		srv, e := checkHTTPServer(where, cfg, files)
+		errs = append(errs, e...)
+		if cfg.HTTP.TLSKey != "" {
+			inSecret("http.tls_key", cfg.HTTP.TLSKey)
+		}
+		c.https[w.name] = srv
+		serves := map[bool]string{false: "plain HTTP", true: "https"}
+		for _, probe := range []*corev1.Probe{ctr.ReadinessProbe, ctr.LivenessProbe, ctr.StartupProbe} {
+			if probe == nil || probe.HTTPGet == nil {
+				continue
+			}
+			if p, ok := containerPort([]corev1.Container{ctr}, probe.HTTPGet.Port); ok && p == port && (probe.HTTPGet.Scheme == corev1.URISchemeHTTPS) != srv.tls {
+				fail("the probe of %s asks with scheme %q, and http.addr %s serves %s", probe.HTTPGet.Path, cmp.Or(string(probe.HTTPGet.Scheme), "HTTP"), cfg.HTTP.Addr, serves[srv.tls])
+			}
 		}
 	}
 	return errs
@@ -2234,6 +2974,11 @@ func (c *cluster) checkValidators(t *testing.T) []error {
 		if portOf(strings.TrimPrefix(conf.P2P.ListenAddress, "tcp://")) != p2p || portOf(strings.TrimPrefix(conf.RPC.ListenAddress, "tcp://")) != rpc {
 			fail("pod %s: config.toml listens on %s and %s, the container's ports are p2p %d and rpc %d", pod, conf.P2P.ListenAddress, conf.RPC.ListenAddress, p2p, rpc)
 		}
+		srv, err := validatorTLS(conf.RPC.TLSCertFile, conf.RPC.TLSKeyFile, c.containerFiles(spec, main, true))
+		if err != nil {
+			fail("pod %s: config.toml: %v (of a Secret)", pod, err)
+		}
+		c.servers[podServer(*w, i, rpc)] = srv
 		var peers []string
 		for p := range strings.SplitSeq(conf.P2P.PersistentPeers, ",") {
 			_, hp, _ := strings.Cut(p, "@")
@@ -2277,7 +3022,7 @@ func (c *cluster) checkNATS(t *testing.T) []error {
 			var opts *server.Options
 			err := withEnv(c.podEnv(ctr, pod), func() error {
 				var err error
-				opts, err = server.ProcessConfigFile(at(file))
+				opts, err = natsOptions(at(file), at)
 				return err
 			})
 			if err != nil {
@@ -2285,6 +3030,7 @@ func (c *cluster) checkNATS(t *testing.T) []error {
 				continue
 			}
 			errs = append(errs, checkNATSOptions(w.where+" pod "+pod, opts, pod, routes)...)
+			c.servers[podServer(w, i, opts.Port)] = natsServer(opts)
 			if client, _ := containerPort([]corev1.Container{ctr}, intstr.FromString("client")); client != opts.Port {
 				errs = append(errs, fmt.Errorf("%s: the container's client port %d is not the server's %d", w.where, client, opts.Port))
 			}
@@ -2357,6 +3103,17 @@ func (c *cluster) checkClickHouse() []error {
 			f, ferrs := clickhouseFacts(conf, c.podEnv(ctr, pod))
 			for _, err := range ferrs {
 				errs = append(errs, fmt.Errorf("%s pod %s: %w", w.where, pod, err))
+			}
+			c.servers[podServer(w, i, f.tcpPort)] = tlsServer{}
+			if f.securePort != 0 {
+				srv, err := clickhouseTLS(f, c.containerFiles(w.template.Spec, ctr, true))
+				if err != nil {
+					errs = append(errs, fmt.Errorf("%s pod %s: %w (of a Secret)", w.where, pod, err))
+				}
+				if _, ok := containerPort([]corev1.Container{ctr}, intstr.FromInt(f.securePort)); !ok {
+					errs = append(errs, fmt.Errorf("%s: tcp_port_secure %d is no port of the container", w.where, f.securePort))
+				}
+				c.servers[podServer(w, i, f.securePort)] = srv
 			}
 			if !slices.Equal(f.replicas, want) {
 				errs = append(errs, fmt.Errorf("%s pod %s: cluster %s has replicas %v, want the pods %v", w.where, pod, clusterName, f.replicas, want))
@@ -2438,7 +3195,12 @@ func (c *cluster) checkMonitoring(t *testing.T, adapter []byte) []error {
 	}
 	var scrape struct {
 		ScrapeConfigs []struct {
-			JobName      string `json:"job_name"`
+			JobName   string `json:"job_name"`
+			Scheme    string `json:"scheme"`
+			TLSConfig struct {
+				CAFile     string `json:"ca_file"`
+				ServerName string `json:"server_name"`
+			} `json:"tls_config"`
 			KubernetesSD []struct {
 				Role       string `json:"role"`
 				Namespaces struct {
@@ -2504,9 +3266,22 @@ func (c *cluster) checkMonitoring(t *testing.T, adapter []byte) []error {
 	if err := yaml.Unmarshal(read(t, "deployments/prometheus/prometheus.yml"), &jobs); err != nil {
 		t.Fatal(err)
 	}
+	// The cluster's Prometheus trusts the CA of the ConfigMap anchorline-ca (mounted where
+	// ca_file names it); it scrapes pods at their IP addresses, which no certificate names.
+	var caPEM string
+	if cm := c.configMaps["anchorline-ca"]; cm != nil {
+		caPEM = cm.Data["ca.pem"]
+	}
+	ca := func(string) ([]byte, bool) { return []byte(caPEM), caPEM != "" }
+	if sc.Scheme == "https" && sc.TLSConfig.ServerName == "" {
+		fail("scrape-configs.yml: scheme https without tls_config server_name: the pods are scraped at their IP addresses, which their certificates do not name")
+	}
 	for _, w := range c.workloads() {
 		if w.template.Annotations["prometheus.io/scrape"] != "true" {
 			continue
+		}
+		if err := checkScrapeTLS(sc.Scheme, sc.TLSConfig.CAFile, sc.TLSConfig.ServerName, "", c.https[w.name], ca); err != nil {
+			fail("scrape-configs.yml: %s's pods: %v", w.where, err)
 		}
 		job := "anchorline-" + w.template.Labels["app.kubernetes.io/component"]
 		if !slices.ContainsFunc(jobs.ScrapeConfigs, func(j struct {
@@ -2604,11 +3379,12 @@ func checkKubernetes(t *testing.T, keys map[string]bool, img imageFacts, files m
 	c, e := newCluster(append(objs, secrets...))
 	errs = append(errs, e...)
 	errs = append(errs, c.checkRefs()...)
-	invs, e := c.checkServices(keys, img, t.TempDir())
-	errs = append(errs, e...)
+	// The servers first (what each pod serves where, with TLS or not), then their clients.
 	errs = append(errs, c.checkValidators(t)...)
 	errs = append(errs, c.checkNATS(t)...)
 	errs = append(errs, c.checkClickHouse()...)
+	invs, e := c.checkServices(keys, img, t.TempDir())
+	errs = append(errs, e...)
 	errs = append(errs, c.checkMonitoring(t, adapter)...)
 	for _, d := range []string{"ingest", "anchor", "api", "auth"} {
 		if c.deploys[d] == nil {
@@ -2654,7 +3430,7 @@ func TestKubernetes(t *testing.T) {
 		{"selector", "services.yaml", "      app.kubernetes.io/component: anchoring\n  template:", "      app.kubernetes.io/component: anchor\n  template:", "does not match the pod template"},
 		{"missing ConfigMap", "services.yaml", "configMapRef: {name: anchorline-env}", "configMapRef: {name: anchorline-envs}", "ConfigMap anchorline-envs does not exist"},
 		{"missing Secret key", "services.yaml", "secretKeyRef: {name: anchorline-clickhouse, key: password}", "secretKeyRef: {name: anchorline-clickhouse, key: pasword}", "key pasword does not exist"},
-		{"target port", "services.yaml", "    - {name: http, port: 80, targetPort: http}", "    - {name: http, port: 80, targetPort: web}", "targets web"},
+		{"target port", "services.yaml", "    - {name: https, port: 443, targetPort: http}", "    - {name: https, port: 443, targetPort: web}", "targets web"},
 		{"other image", "ledger.yaml", "          image: anchorline:dev\n          imagePullPolicy: IfNotPresent\n          args:", "          image: anchorline:old\n          imagePullPolicy: IfNotPresent\n          args:", `image "anchorline:old"`},
 		{"config drift", "config.yaml", "      interval: 5s", "      interval: 6s", "is not deployments/config/anchor.yaml"},
 		{"unknown key", "services.yaml", "ANCHORLINE_CLICKHOUSE_CLUSTER: anchorline", "ANCHORLINE_CLICKHOUSE_CLUSTR: anchorline", "ANCHORLINE_CLICKHOUSE_CLUSTR names no configuration key"},
@@ -2668,6 +3444,25 @@ func TestKubernetes(t *testing.T) {
 		{"alerts drift", "prometheus.yaml", "for: 10m", "for: 11m", "alerts.yml is not deployments/prometheus/alerts.yml"},
 		{"not scraped", "services.yaml", `prometheus.io/port: "8082"`, `prometheus.io/port: "8083"`, "not annotated for Prometheus"},
 		{"one worker name", "services.yaml", "valueFrom: {fieldRef: {fieldPath: metadata.name}}\n            - name: ANCHORLINE_CLICKHOUSE_PASSWORD", "value: ingest-1\n            - name: ANCHORLINE_CLICKHOUSE_PASSWORD", "ingest.worker is not each pod's name"},
+		// TLS: what the pods serve, with which certificate, and their clients.
+		{"NATS clients without TLS", "nats.yaml", "    tls {\n      cert_file: /etc/nats/tls/nats.pem\n      key_file: /etc/nats/tls/nats-key.pem\n      ca_file: /etc/nats/tls/ca.pem\n      timeout: 5\n    }\n", "",
+			"no tls block with cert_file and key_file"},
+		{"NATS routes not mutual", "nats.yaml", "        ca_file: /etc/nats/tls/ca.pem\n        verify: true\n", "        verify: true\n", "the routes would not be mutual TLS"},
+		{"NATS key not mounted", "nats.yaml", "                    - {key: nats-key.pem, path: tls/nats-key.pem}\n", "", "tls key_file /etc/nats/tls/nats-key.pem is not a file mounted into the container"},
+		{"secure without the CA", "services.yaml", "            - {name: ANCHORLINE_TLS_CA, value: /etc/anchorline/tls/ca.pem}\n", "",
+			"clickhouse.addr: clickhouse-0.clickhouse:9440: no tls.ca to trust its certificate with"},
+		{"validator certificate not mounted", "ledger.yaml", "            - {name: tls, mountPath: /etc/anchorline/tls, readOnly: true}\n", "",
+			"rpc.tls_cert_file /etc/anchorline/tls/ledger.pem or rpc.tls_key_file /etc/anchorline/tls/ledger-key.pem is not a file mounted into the container (of a Secret)"},
+		{"plain ClickHouse port", "services.yaml", "clickhouse-0.clickhouse:9440,clickhouse-1.clickhouse:9440", "clickhouse-0.clickhouse:9000,clickhouse-1.clickhouse:9000",
+			"clickhouse.addr: clickhouse-0.clickhouse:9000 serves no TLS, but clickhouse.secure is true"},
+		{"ClickHouse secure port not in the container", "clickhouse.yaml", "            - {name: native-secure, containerPort: 9440}\n", "", "tcp_port_secure 9440 is no port of the container"},
+		{"ClickHouse key unreadable", "clickhouse.yaml", "            defaultMode: 0444", "            defaultMode: 0400", "whose files [clickhouse.pem clickhouse-key.pem] its user cannot read"},
+		{"key unreadable", "services.yaml", "        fsGroup: 10001                 # the Secrets' files (mode 0400, 0440) are the group's to read\n", "", "its user cannot read"},
+		{"CA not mounted", "services.yaml", "            - {name: ca, mountPath: /etc/anchorline/tls, readOnly: true}\n", "", "tls.ca /etc/anchorline/tls/ca.pem is not a file mounted into the container"},
+		{"HTTP key in a ConfigMap", "services.yaml", "              - {key: http-key.pem, path: http-key.pem}\n", "", "http.tls_cert /etc/anchorline/tls/http.pem or http.tls_key /etc/anchorline/tls/http-key.pem is not a file mounted"},
+		{"probe over HTTP", "services.yaml", "httpGet: {path: /readyz, port: http, scheme: HTTPS}", "httpGet: {path: /readyz, port: http}", `the probe of /readyz asks with scheme "HTTP", and http.addr 0.0.0.0:8081 serves https`},
+		{"Prometheus over HTTP", "prometheus.yaml", "        scheme: https\n", "", `it serves only https, and the scheme is ""`},
+		{"Prometheus server name", "prometheus.yaml", "server_name: api.anchorline.svc", "server_name: ingest", "does not verify for server_name ingest"},
 	}
 	for _, c := range broken {
 		t.Run(c.name, func(t *testing.T) {
@@ -2730,7 +3525,7 @@ func TestCommands(t *testing.T) {
 			t.Error(err)
 		}
 	}
-	for _, want := range []string{"ingest", "anchor", "api", "auth", "auth init", "migrate", "ledger", "ledger init"} {
+	for _, want := range []string{"ingest", "anchor", "api", "auth", "auth init", "migrate", "ledger", "ledger init", "tls init"} {
 		if !seen[want] {
 			t.Errorf("no layout runs anchorline %s", want)
 		}

@@ -1,4 +1,5 @@
-// Package pki makes the private certificate authority and certificates that `anchorline dev`
-// serves TLS with (under data_dir/tls), and the client TLS configurations that trust a CA file.
-// Deployments bring their own certificates; only the client side applies to them.
+// Package pki makes a private certificate authority and the server certificates it issues
+// (Dir.Ensure), and the client TLS configurations that trust a CA file. `anchorline dev` and
+// `anchorline cluster up` keep theirs under their data directory; `anchorline tls init` makes
+// them for a deployment (deployments/compose, deployments/kubernetes).
 package pki

@@ -31,7 +31,8 @@ func (d Dir) CertFile(name string) string { return filepath.Join(string(d), name
 // KeyFile is the private key of the certificate name.
 func (d Dir) KeyFile(name string) string { return filepath.Join(string(d), name+"-key.pem") }
 
-// validity of what Ensure makes: long, since dev renews nothing.
+// validity of what Ensure makes: long, since nothing renews them (Ensure issues a new
+// certificate only when one is missing, does not cover its hosts, or has expired).
 const validity = 10 * 365 * 24 * time.Hour
 
 // Ensure makes the CA if it is missing, and a server certificate name for hosts (DNS names or
@@ -56,7 +57,7 @@ func (d Dir) Ensure(name string, hosts []string) error {
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: serial(),
-		Subject:      pkix.Name{CommonName: name, Organization: []string{"Anchorline dev"}},
+		Subject:      pkix.Name{CommonName: name, Organization: []string{"Anchorline"}},
 		NotBefore:    time.Now().Add(-time.Hour),
 		NotAfter:     time.Now().Add(validity),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
@@ -91,7 +92,7 @@ func (d Dir) loadOrMakeCA() (*x509.Certificate, *ecdsa.PrivateKey, error) {
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial(),
-		Subject:               pkix.Name{CommonName: "Anchorline dev CA", Organization: []string{"Anchorline dev"}},
+		Subject:               pkix.Name{CommonName: "Anchorline CA", Organization: []string{"Anchorline"}},
 		NotBefore:             time.Now().Add(-time.Hour),
 		NotAfter:              time.Now().Add(validity),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,

@@ -52,6 +52,9 @@ func ledgerInitCmd() *cobra.Command {
 the shared genesis (every validator with equal power; app_state.admins, admin_threshold and
 anchor_keys) and config.toml with its P2P and RPC addresses and the other validators as
 persistent_peers. Validators sharing a host get ports 10 apart from --p2p-port and --rpc-port.
+With --rpc-tls-cert and --rpc-tls-key every config.toml names those files (rpc.tls_cert_file,
+tls_key_file, written as given) and the validators serve their RPC over https; the files must
+be there, at those paths, where each validator runs.
 Unless existing public keys are given, admin keys (admin0.key, ...) and an anchoring key
 (anchor.key) are generated under --out. Run each validator with
 ` + "`anchorline ledger --home OUT/nodeI`" + `. An existing --out is never overwritten.`,
@@ -59,6 +62,9 @@ Unless existing public keys are given, admin keys (admin0.key, ...) and an ancho
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if n.Dir == "" || n.ChainID == "" {
 				return badInput(errors.New("--out and --chain-id are required"))
+			}
+			if (n.RPCTLSCert == "") != (n.RPCTLSKey == "") {
+				return badInput(errors.New("--rpc-tls-cert and --rpc-tls-key go together: give both files or neither"))
 			}
 			if hosts != "" {
 				n.Hosts = strings.Split(hosts, ",")
@@ -129,6 +135,8 @@ Unless existing public keys are given, admin keys (admin0.key, ...) and an ancho
 	f.IntVar(&n.AdminThreshold, "admin-threshold", 0, "admin signatures a validator-set or admin-set change needs (0: the ledger's default)")
 	f.StringVar(&anchorKey, "anchor-keys", "", "comma-separated hex Ed25519 public keys of existing anchoring keys, instead of generating OUT/anchor.key")
 	f.DurationVar(&n.TimeoutCommit, "timeout-commit", node.DefaultTimeoutCommit, "consensus.timeout_commit of every validator")
+	f.StringVar(&n.RPCTLSCert, "rpc-tls-cert", "", "PEM certificate every validator serves its RPC with over https (rpc.tls_cert_file, as given: a relative path is the home's config/; with --rpc-tls-key)")
+	f.StringVar(&n.RPCTLSKey, "rpc-tls-key", "", "PEM private key of --rpc-tls-cert (rpc.tls_key_file, as given)")
 	return cmd
 }
 
