@@ -8,6 +8,11 @@ cd "$(dirname "$0")/.."
 scripts/install-clickhouse.sh
 scripts/install-prometheus.sh
 scripts/install-zookeeper.sh
+scripts/install-chromium.sh
+
+echo "== browser verifier (go generate ./services/api/verifier)"
+# Built from this source before anything compiles: the binary and the tests embed it.
+go generate ./services/api/verifier
 
 echo "== gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go'))

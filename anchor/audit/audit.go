@@ -1,14 +1,9 @@
 package audit
 
 import (
-	"bytes"
-	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"maps"
-	"math"
 	"slices"
 	"time"
 
@@ -16,7 +11,6 @@ import (
 
 	"github.com/anchorline/anchorline/anchor/merkle"
 	"github.com/anchorline/anchorline/schemas/entry"
-	"github.com/anchorline/anchorline/schemas/lookup"
 )
 
 // Batch is a batch record as stored.
@@ -45,21 +39,24 @@ type Anchor struct {
 }
 
 // Source is what the audit reads from the store (ClickHouse). Nothing it returns is trusted.
+// The audit reads in ranges: no call names more than MaxIDs ids, and the readings of a range
+// are asked for a window of batches at a time. It calls Readings (for the next window) while
+// it calls the other methods: a Source must be safe for concurrent use.
 type Source interface {
 	// Batches returns the batch records whose readings' device times overlap [from, to]
 	// (Unix ms), only those holding readings of device if it is not empty.
 	Batches(ctx context.Context, from, to uint64, device string) ([]Batch, error)
-	// BatchReadings returns every row stored with the batch id, in leaf index order.
-	BatchReadings(ctx context.Context, id [16]byte) ([]Reading, error)
-	// BatchAnchor returns the anchor covering a batch, or an error wrapping
-	// lookup.ErrNotAnchored if no anchor covers it yet.
-	BatchAnchor(ctx context.Context, id [16]byte) (anchorID [16]byte, err error)
-	// Anchor returns an anchor's record, or an error wrapping lookup.ErrNotFound if it has
-	// none.
-	Anchor(ctx context.Context, id [16]byte) (Anchor, error)
-	// AnchorBatches returns the ids of an anchor's batches in batch index order, and the
-	// records of those that have one.
-	AnchorBatches(ctx context.Context, id [16]byte) ([][16]byte, map[[16]byte]Batch, error)
+	// Readings returns every row stored with one of the batch ids, by batch id (a batch
+	// without rows is not in the map), in any order.
+	Readings(ctx context.Context, ids [][16]byte) (map[[16]byte][]Reading, error)
+	// BatchAnchors returns the anchor covering each of the batches that an anchor covers (the
+	// one with the lowest id, if two do); a batch no anchor covers yet is not in the map.
+	BatchAnchors(ctx context.Context, ids [][16]byte) (map[[16]byte][16]byte, error)
+	// Anchors returns the records of those of the anchors that have one.
+	Anchors(ctx context.Context, ids [][16]byte) (map[[16]byte]Anchor, error)
+	// AnchorBatches returns, for each of the anchors that batches name, the ids of its
+	// batches in batch index order, and the records of those batches that have one.
+	AnchorBatches(ctx context.Context, ids [][16]byte) (map[[16]byte][][16]byte, map[[16]byte]Batch, error)
 	// Strays returns readings in [from, to] (of device, if set), received before before,
 	// whose batch has no record.
 	Strays(ctx context.Context, from, to uint64, device string, before time.Time) ([]Reading, error)
@@ -67,6 +64,12 @@ type Source interface {
 	// same device, seq and leaf in a batch that has a record.
 	Copies(ctx context.Context, rs []Reading) (map[int][16]byte, error)
 }
+
+// MaxIDs is the most ids the audit passes to one call of a Source.
+const MaxIDs = 1000
+
+// DefaultWindow is how many readings the audit holds at once unless Query.Window says otherwise.
+const DefaultWindow = 50_000
 
 // Ledger is the ledger's log: the one thing the audit trusts.
 type Ledger interface {
@@ -127,6 +130,18 @@ type Query struct {
 	Grace    time.Duration
 	Now      time.Time
 	Head     *Head // if set, the ledger's log is checked against it and read no further
+	// Window is about how many readings are read and checked at once, by their batch records'
+	// sizes (a larger batch is a window of its own; a window holds at most MaxIDs batches);
+	// 0 means DefaultWindow. It bounds the audit's memory, whatever the range; the report is
+	// the same for any window.
+	Window int
+}
+
+func (q Query) window() int {
+	if q.Window <= 0 {
+		return DefaultWindow
+	}
+	return q.Window
 }
 
 // Report is the outcome of an audit.
@@ -186,130 +201,6 @@ func (r Report) Print(w io.Writer) {
 	}
 }
 
-// anchored is what the ledger commits for one anchor: its batches' ids, sizes and roots, once
-// the stored records are shown to rebuild the ledger's root.
-type anchored struct {
-	batches    map[[16]byte]Batch
-	err        string // why the stored records cannot be trusted, if they cannot
-	unrecorded bool   // no record of the anchor is stored at all
-	reported   bool   // the unrecorded anchor is in Report.Unmatched
-}
-
-// Run audits the batches in q's range.
-func Run(ctx context.Context, src Source, led Ledger, q Query) (Report, error) {
-	rep := Report{checked: map[[16]byte]bool{}}
-	logged, err := rep.readLog(ctx, led, q)
-	if err != nil || len(rep.Unmatched) > 0 {
-		return rep, err
-	}
-	batches, err := src.Batches(ctx, q.From, q.To, q.Device)
-	if err != nil {
-		return rep, err
-	}
-	anchors := map[[16]byte]*anchored{}
-	for _, b := range batches {
-		rep.Batches++
-		rows, err := src.BatchReadings(ctx, b.ID)
-		if err != nil {
-			return rep, err
-		}
-		aid, err := src.BatchAnchor(ctx, b.ID)
-		if errors.Is(err, lookup.ErrNotAnchored) {
-			if q.Now.Sub(b.CreatedAt) < q.Grace {
-				rep.Pending++
-				continue
-			}
-			for _, r := range rows {
-				rep.add(q, Finding{Kind: Unanchored, Device: r.Device, Seq: r.Seq, Batch: b.ID, LeafIndex: r.LeafIndex,
-					Detail: fmt.Sprintf("batch created %s, not anchored", b.CreatedAt.UTC().Format(time.RFC3339))})
-			}
-			continue
-		}
-		if err != nil {
-			return rep, err
-		}
-		la, ok := logged[aid]
-		if !ok {
-			// Recorded as anchored after the part of the log that was read (the newest block's
-			// entries are committed by a header not signed yet): pending while the anchor is
-			// recent, whatever the batch's age (a batch may wait for the ledger).
-			if a, err := src.Anchor(ctx, aid); err == nil && a.LogIndex >= rep.Entries && (q.Now.Sub(b.CreatedAt) < q.Grace || q.Now.Sub(a.AnchoredAt) < q.Grace) {
-				rep.Pending++
-				continue
-			}
-			// An anchor the ledger's log does not hold.
-			for _, r := range rows {
-				rep.add(q, Finding{Kind: Unanchored, Device: r.Device, Seq: r.Seq, Batch: b.ID, LeafIndex: r.LeafIndex,
-					Detail: fmt.Sprintf("its anchor %x is not on the ledger", aid)})
-			}
-			continue
-		}
-		a := anchors[aid]
-		if a == nil {
-			if a, err = rep.anchor(ctx, src, aid, la); err != nil {
-				return rep, err
-			}
-			if a.unrecorded {
-				a.err = fmt.Sprintf("anchor %x (ledger entry %d): its batches name it, but no record of it is stored", aid, la.index)
-			}
-			anchors[aid] = a
-		}
-		if a.unrecorded {
-			// The anchoring service writes a batch's batch_anchors row before the anchor's own
-			// row (pipeline/write WriteAnchor): a young batch may be between the two.
-			if q.Now.Sub(b.CreatedAt) < q.Grace {
-				rep.Pending++
-				continue
-			}
-			if !a.reported {
-				rep.Unmatched = append(rep.Unmatched, a.err)
-				a.reported = true
-			}
-		}
-		truth, ok := a.batches[b.ID]
-		if a.err != "" || !ok {
-			detail := a.err
-			if detail == "" {
-				detail = fmt.Sprintf("anchor %x does not list this batch", aid)
-			}
-			for _, r := range rows {
-				rep.add(q, Finding{Kind: Modified, Device: r.Device, Seq: r.Seq, Batch: b.ID, LeafIndex: r.LeafIndex, Detail: detail})
-			}
-			continue
-		}
-		rep.Readings += int(truth.Size)
-		rep.checkBatch(q, truth, rows)
-		rep.checked[b.ID] = true
-	}
-	// A batch's rows are written just before its record: a row younger than the grace period
-	// may be waiting for it.
-	if err := rep.unseenAnchors(ctx, src, q, logged, anchors); err != nil {
-		return rep, err
-	}
-	strays, err := src.Strays(ctx, q.From, q.To, q.Device, q.Now.Add(-q.Grace))
-	if err != nil {
-		return rep, err
-	}
-	// A worker killed between writing a batch's rows and its record leaves rows no record
-	// covers; their messages were delivered again and stored in a batch of their own. A row
-	// identical to one in a batch the audit matched with its anchor adds nothing: counted, not
-	// a finding. Any other row without a record is.
-	copies := map[int][16]byte{}
-	if len(strays) > 0 {
-		if copies, err = src.Copies(ctx, strays); err != nil {
-			return rep, err
-		}
-	}
-	for i, r := range strays {
-		if b, ok := copies[i]; ok && rep.checked[b] {
-			rep.Interrupted++
-			continue
-		}
-		rep.add(q, Finding{Kind: Inserted, Device: r.Device, Seq: r.Seq, Batch: r.BatchID, LeafIndex: r.LeafIndex, Detail: "its batch has no record"})
-	}
-	return rep, nil
-}
-
 // logAnchor is an anchor entry as the ledger's log holds it.
 type logAnchor struct {
 	index  uint64
@@ -361,50 +252,6 @@ func (rep *Report) readLog(ctx context.Context, led Ledger, q Query) (map[[16]by
 	return out, nil
 }
 
-// unseenAnchors checks the anchors of the log, committed from q.From to anchorSlack after
-// q.To, that the stored batches did not lead to: an anchor whose records and readings were all
-// deleted is found only here.
-func (rep *Report) unseenAnchors(ctx context.Context, src Source, q Query, logged map[[16]byte]logAnchor, seen map[[16]byte]*anchored) error {
-	until := q.To
-	if slack := uint64(anchorSlack.Milliseconds()); until < math.MaxUint64-slack {
-		until += slack
-	}
-	ids := slices.SortedFunc(maps.Keys(logged), func(a, b [16]byte) int { return cmp.Compare(logged[a].index, logged[b].index) })
-	for _, id := range ids {
-		la := logged[id]
-		if _, ok := seen[id]; ok || la.anchor.Time < q.From || la.anchor.Time > until {
-			continue
-		}
-		a, err := rep.anchor(ctx, src, id, la)
-		if err != nil {
-			return err
-		}
-		seen[id] = a
-		if a.unrecorded {
-			rep.add(q, Finding{Kind: Missing, Detail: fmt.Sprintf("anchor %x (ledger entry %d) commits %d batches with %d readings; none of it is stored",
-				id, la.index, la.anchor.Batches, la.anchor.Readings)})
-			continue
-		}
-		for bid, truth := range a.batches {
-			if rep.checked[bid] {
-				continue
-			}
-			rep.checked[bid] = true
-			rows, err := src.BatchReadings(ctx, bid)
-			if err != nil {
-				return err
-			}
-			if q.Device != "" && !slices.ContainsFunc(rows, func(r Reading) bool { return r.Device == q.Device }) {
-				continue
-			}
-			rep.Batches++
-			rep.Readings += int(truth.Size)
-			rep.checkBatch(q, truth, rows)
-		}
-	}
-	return nil
-}
-
 // compactRoot computes an RFC 6962 root over leaves appended one by one in O(log n) memory.
 type compactRoot struct{ r *compact.Range }
 
@@ -430,54 +277,6 @@ func (rep *Report) add(q Query, f Finding) {
 	if q.Device == "" || f.Device == "" || f.Device == q.Device {
 		rep.Findings = append(rep.Findings, f)
 	}
-}
-
-// anchor checks that the stored records of an anchor's batches rebuild the root of its entry
-// in the ledger's log.
-func (rep *Report) anchor(ctx context.Context, src Source, id [16]byte, la logAnchor) (*anchored, error) {
-	rep.Anchors++
-	bad := func(format string, args ...any) *anchored {
-		msg := fmt.Sprintf("anchor %x (ledger entry %d): ", id, la.index) + fmt.Sprintf(format, args...)
-		rep.Unmatched = append(rep.Unmatched, msg)
-		return &anchored{err: msg}
-	}
-	if _, err := src.Anchor(ctx, id); errors.Is(err, lookup.ErrNotFound) {
-		return &anchored{unrecorded: true}, nil // the caller says what that means where it found it
-	} else if err != nil {
-		return nil, err
-	}
-	ids, recs, err := src.AnchorBatches(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	if uint64(len(ids)) != la.anchor.Batches {
-		return bad("the ledger commits %d batches, %d are recorded", la.anchor.Batches, len(ids)), nil
-	}
-	leaves := make([]merkle.Hash, len(ids))
-	var missing []string
-	for i, bid := range ids {
-		b, ok := recs[bid]
-		if !ok {
-			missing = append(missing, fmt.Sprintf("%x", bid))
-			continue
-		}
-		leaves[i] = merkle.AnchorLeaf(bid, uint64(b.Size), b.Root)
-	}
-	if len(missing) > 0 {
-		return bad("batch records missing: %v", missing), nil
-	}
-	root, err := merkle.Root(leaves)
-	if err != nil {
-		return nil, err
-	}
-	if !bytes.Equal(root[:], la.anchor.Root) {
-		return bad("the stored batch records (ids, sizes, roots) do not rebuild the root the ledger commits"), nil
-	}
-	out := &anchored{batches: make(map[[16]byte]Batch, len(ids))}
-	for _, bid := range ids {
-		out.batches[bid] = recs[bid]
-	}
-	return out, nil
 }
 
 // checkBatch compares a batch's stored rows with its anchored root and size.

@@ -29,6 +29,14 @@ func (t *Tree) Leaf(index uint64) (Hash, error) {
 	return t.levels[0][index], nil
 }
 
+// Leaves returns the leaf hashes in order: the tree's own slice, to be read and not changed.
+func (t *Tree) Leaves() []Hash {
+	if len(t.levels) == 0 {
+		return nil
+	}
+	return t.levels[0]
+}
+
 // Append adds a leaf hash and completes the subtrees it closes.
 func (t *Tree) Append(leaf Hash) {
 	if len(t.levels) == 0 {

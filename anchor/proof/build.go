@@ -29,7 +29,10 @@ type Parts struct {
 	Seq         uint64
 	BatchID     [16]byte
 	BatchLeaves []merkle.Hash // the batch's leaves in leaf_index order
-	LeafIndex   uint64
+	// BatchTree, if set, is the tree over BatchLeaves with its complete subtrees (read, not
+	// changed): Build and BuildRange then read its nodes instead of hashing the batch again.
+	BatchTree *merkle.Tree
+	LeafIndex uint64
 
 	AnchorID      [16]byte
 	AnchorBatches []AnchorBatch
@@ -81,70 +84,68 @@ func hexes(hs []merkle.Hash) []bundle.Hex {
 // Build assembles a bundle: it computes the batch and anchor paths and roots itself and checks
 // that the parts fit together before anyone relies on the result.
 func Build(p Parts) (*bundle.Bundle, error) {
-	if p.LeafIndex >= uint64(len(p.BatchLeaves)) || p.BatchLeaves[p.LeafIndex] != merkle.ReadingLeaf(p.Raw) {
-		return nil, fmt.Errorf("%w: the reading is not leaf %d of its batch", ErrInconsistent, p.LeafIndex)
-	}
-	batchRoot, err := merkle.Root(p.BatchLeaves)
+	s, err := NewShared(p)
 	if err != nil {
 		return nil, err
 	}
-	batchPath, err := merkle.InclusionPath(p.BatchLeaves, p.LeafIndex)
-	if err != nil {
-		return nil, err
+	tree := p.BatchTree
+	if tree == nil {
+		tree = &merkle.Tree{}
+		for _, l := range p.BatchLeaves {
+			tree.Append(l)
+		}
 	}
-	if p.BatchIndex >= uint64(len(p.AnchorBatches)) {
-		return nil, fmt.Errorf("%w: batch index %d of %d", ErrInconsistent, p.BatchIndex, len(p.AnchorBatches))
+	return s.Build(p, tree)
+}
+
+// Shared is the part of a proof that every reading of one anchor shares: the anchor's tree, its
+// entry's place in the ledger's log, the state the header commits and the light blocks, checked
+// to fit together once and encoded once. A proof server keeps it per anchor (all of it is
+// immutable once the anchor is committed) and builds each reading's bundle with Build. It is
+// safe for concurrent use.
+type Shared struct {
+	p          Parts // the anchor and ledger members only
+	anchorRoot merkle.Hash
+	anchor     merkle.Tree // over the anchor leaves; read-only once built
+	state      merkle.AppState
+	lightBlock json.RawMessage
+	lightChain []json.RawMessage
+}
+
+// NewShared checks and encodes the anchor and ledger members of p (AnchorID, AnchorBatches,
+// ChainID, Entry, the log members, RegistryRoot, Version, StateRoot, StateProof, LightBlock,
+// LightChain); the reading, batch and device members are not read.
+func NewShared(p Parts) (*Shared, error) {
+	s := &Shared{p: Parts{AnchorID: p.AnchorID, AnchorBatches: p.AnchorBatches, ChainID: p.ChainID, Entry: p.Entry,
+		LogIndex: p.LogIndex, LogSize: p.LogSize, LogPath: p.LogPath, LogRoot: p.LogRoot, RegistryRoot: p.RegistryRoot,
+		Version: p.Version, StateRoot: p.StateRoot, StateProof: p.StateProof, LightBlock: p.LightBlock, LightChain: p.LightChain}}
+	if len(p.AnchorBatches) == 0 {
+		return nil, fmt.Errorf("%w: the anchor has no batches", ErrInconsistent)
 	}
-	ab := p.AnchorBatches[p.BatchIndex]
-	if ab.ID != p.BatchID || ab.Root != batchRoot || ab.Size != uint64(len(p.BatchLeaves)) {
-		return nil, fmt.Errorf("%w: the batch recorded in the anchor (size %d, root %s) is not the stored batch (size %d, root %s)",
-			ErrInconsistent, ab.Size, ab.Root, len(p.BatchLeaves), batchRoot)
+	for _, b := range p.AnchorBatches {
+		s.anchor.Append(merkle.AnchorLeaf(b.ID, b.Size, b.Root))
 	}
-	leaves := make([]merkle.Hash, len(p.AnchorBatches))
-	for i, b := range p.AnchorBatches {
-		leaves[i] = merkle.AnchorLeaf(b.ID, b.Size, b.Root)
-	}
-	anchorRoot, err := merkle.Root(leaves)
-	if err != nil {
-		return nil, err
-	}
-	anchorPath, err := merkle.InclusionPath(leaves, p.BatchIndex)
-	if err != nil {
-		return nil, err
-	}
+	s.anchorRoot = s.anchor.Root()
 	e, err := entry.Decode(p.Entry)
-	if err != nil || e.Anchor == nil || !bytes.Equal(e.Anchor.ID, p.AnchorID[:]) || !bytes.Equal(e.Anchor.Root, anchorRoot[:]) {
-		return nil, fmt.Errorf("%w: the ledger entry is not anchor %x with root %s (%v)", ErrInconsistent, p.AnchorID, anchorRoot, err)
-	}
-	rec, err := entry.DecodeRecord(p.Record)
-	if err != nil {
-		return nil, fmt.Errorf("%w: device record: %w", ErrInconsistent, err)
+	if err != nil || e.Anchor == nil || !bytes.Equal(e.Anchor.ID, p.AnchorID[:]) || !bytes.Equal(e.Anchor.Root, s.anchorRoot[:]) {
+		return nil, fmt.Errorf("%w: the ledger entry is not anchor %x with root %s (%v)", ErrInconsistent, p.AnchorID, s.anchorRoot, err)
 	}
 	if p.LightBlock == nil || p.LightBlock.SignedHeader == nil || p.LightBlock.ValidatorSet == nil {
 		return nil, fmt.Errorf("%w: no light block", ErrInconsistent)
 	}
-	st, err := p.appState()
-	if err != nil {
+	if s.state, err = p.appState(); err != nil {
 		return nil, err
 	}
-	want, err := st.AppHash()
+	want, err := s.state.AppHash()
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInconsistent, err)
 	}
 	if !bytes.Equal(p.LightBlock.Header.AppHash, want[:]) {
-		return nil, fmt.Errorf("%w: the header at %d does not commit this log and registry (app hash v%d)", ErrInconsistent, p.LightBlock.Height, max(st.Version, 1))
+		return nil, fmt.Errorf("%w: the header at %d does not commit this log and registry (app hash v%d)", ErrInconsistent, p.LightBlock.Height, max(s.state.Version, 1))
 	}
-	if st.Version == merkle.AppHashV2 {
-		leaf := merkle.LeafHash(p.Record)
-		if err := smt.Verify(smt.Hash(p.RegistryRoot), smt.KeyOf(rec.Dev), leaf[:], p.SMTProof); err != nil {
-			return nil, fmt.Errorf("%w: the record of %s is not in registry %s: %w", ErrInconsistent, rec.Dev, p.RegistryRoot, err)
-		}
-	}
-	lb, err := encodeLightBlock(p.LightBlock)
-	if err != nil {
+	if s.lightBlock, err = encodeLightBlock(p.LightBlock); err != nil {
 		return nil, err
 	}
-	var chain []json.RawMessage
 	for i, l := range p.LightChain {
 		if l == nil || l.SignedHeader == nil || l.ValidatorSet == nil || l.Height >= p.LightBlock.Height ||
 			i > 0 && l.Height <= p.LightChain[i-1].Height {
@@ -154,18 +155,70 @@ func Build(p Parts) (*bundle.Bundle, error) {
 		if err != nil {
 			return nil, err
 		}
-		chain = append(chain, raw)
+		s.lightChain = append(s.lightChain, raw)
 	}
+	return s, nil
+}
+
+// Parts returns the anchor and ledger members s was made from (the others are zero): with a
+// reading's members added, what Build or BuildRange takes. Its slices are s's: read them only.
+func (s *Shared) Parts() Parts { return s.p }
+
+// Height is the height of the header the shared part's light block carries.
+func (s *Shared) Height() int64 { return s.p.LightBlock.Height }
+
+// Build assembles the bundle of one reading of the anchor from its reading, batch and device
+// members of p (Raw, Device, Seq, BatchID, LeafIndex, BatchIndex, Record and its registry proof)
+// and its batch's tree (the leaves in leaf_index order; read, not changed). The anchor and
+// ledger members of p are not read: they are s's.
+func (s *Shared) Build(p Parts, batch *merkle.Tree) (*bundle.Bundle, error) {
+	size := batch.Size()
+	leaf, err := batch.Leaf(p.LeafIndex)
+	if err != nil || leaf != merkle.ReadingLeaf(p.Raw) {
+		return nil, fmt.Errorf("%w: the reading is not leaf %d of its batch", ErrInconsistent, p.LeafIndex)
+	}
+	batchRoot := batch.Root()
+	batchPath, err := batch.InclusionProof(p.LeafIndex, size)
+	if err != nil {
+		return nil, err
+	}
+	if p.BatchIndex >= uint64(len(s.p.AnchorBatches)) {
+		return nil, fmt.Errorf("%w: batch index %d of %d", ErrInconsistent, p.BatchIndex, len(s.p.AnchorBatches))
+	}
+	ab := s.p.AnchorBatches[p.BatchIndex]
+	if ab.ID != p.BatchID || ab.Root != batchRoot || ab.Size != size {
+		return nil, fmt.Errorf("%w: the batch recorded in the anchor (size %d, root %s) is not the stored batch (size %d, root %s)",
+			ErrInconsistent, ab.Size, ab.Root, size, batchRoot)
+	}
+	anchorPath, err := s.anchor.InclusionProof(p.BatchIndex, s.anchor.Size())
+	if err != nil {
+		return nil, err
+	}
+	rec, err := entry.DecodeRecord(p.Record)
+	if err != nil {
+		return nil, fmt.Errorf("%w: device record: %w", ErrInconsistent, err)
+	}
+	if s.state.Version == merkle.AppHashV2 {
+		if len(p.SMTProof) == 0 {
+			return nil, fmt.Errorf("%w: app hash v2 needs the record's sparse Merkle proof", ErrInconsistent)
+		}
+		leaf := merkle.LeafHash(p.Record)
+		if err := smt.Verify(smt.Hash(s.p.RegistryRoot), smt.KeyOf(rec.Dev), leaf[:], p.SMTProof); err != nil {
+			return nil, fmt.Errorf("%w: the record of %s is not in registry %s: %w", ErrInconsistent, rec.Dev, s.p.RegistryRoot, err)
+		}
+	}
+	l := s.p
 	b := &bundle.Bundle{
 		Format:  bundle.Format,
 		Reading: bundle.Reading{Device: p.Device, Seq: p.Seq, Raw: p.Raw},
 		Device:  bundle.Device{ID: rec.Dev, Alg: string(rec.Alg), PublicKey: rec.Key, Status: string(rec.Status), Height: rec.Height, Record: p.Record},
-		Batch:   bundle.Batch{ID: bytes.Clone(p.BatchID[:]), Size: uint64(len(p.BatchLeaves)), LeafIndex: p.LeafIndex, Path: hexes(batchPath), Root: bytes.Clone(batchRoot[:])},
-		Anchor:  bundle.Anchor{ID: bytes.Clone(p.AnchorID[:]), Batches: uint64(len(leaves)), BatchIndex: p.BatchIndex, Path: hexes(anchorPath), Root: bytes.Clone(anchorRoot[:])},
-		Ledger: bundle.Ledger{ChainID: p.ChainID, Height: p.LightBlock.Height, Entry: p.Entry, LogIndex: p.LogIndex, LogSize: p.LogSize,
-			LogPath: hexes(p.LogPath), LogRoot: bytes.Clone(p.LogRoot[:]), RegistryRoot: bytes.Clone(p.RegistryRoot[:]), LightBlock: lb, LightChain: chain},
+		Batch:   bundle.Batch{ID: bytes.Clone(p.BatchID[:]), Size: size, LeafIndex: p.LeafIndex, Path: hexes(batchPath), Root: bytes.Clone(batchRoot[:])},
+		Anchor:  bundle.Anchor{ID: bytes.Clone(l.AnchorID[:]), Batches: s.anchor.Size(), BatchIndex: p.BatchIndex, Path: hexes(anchorPath), Root: bytes.Clone(s.anchorRoot[:])},
+		Ledger: bundle.Ledger{ChainID: l.ChainID, Height: l.LightBlock.Height, Entry: l.Entry, LogIndex: l.LogIndex, LogSize: l.LogSize,
+			LogPath: hexes(l.LogPath), LogRoot: bytes.Clone(l.LogRoot[:]), RegistryRoot: bytes.Clone(l.RegistryRoot[:]), LightBlock: s.lightBlock, LightChain: s.lightChain},
 	}
-	if st.Version == merkle.AppHashV2 {
+	if s.state.Version == merkle.AppHashV2 {
+		st := s.state
 		b.Device.RegistryProof = bytes.Clone(p.SMTProof)
 		b.Ledger.AppHashVersion = bundle.AppHashV2
 		b.Ledger.StateRoot = bytes.Clone(st.StateRoot[:])
@@ -182,8 +235,8 @@ func (p Parts) appState() (merkle.AppState, error) {
 	if p.Version != merkle.AppHashV2 {
 		return st, nil
 	}
-	if p.StateRoot == nil || p.StateProof == nil || len(p.SMTProof) == 0 {
-		return st, fmt.Errorf("%w: app hash v2 needs the state root, its registry sub-root proof and the record's sparse Merkle proof", ErrInconsistent)
+	if p.StateRoot == nil || p.StateProof == nil {
+		return st, fmt.Errorf("%w: app hash v2 needs the state root and its registry sub-root proof", ErrInconsistent)
 	}
 	st.StateRoot, st.StateProof = *p.StateRoot, p.StateProof
 	return st, nil

@@ -43,6 +43,8 @@ var digestQueries = []struct{ table, query string }{
 	{"batch_anchors", "SELECT count(), sum(cityHash64(batch_id, anchor_id, batch_index)) FROM {db}.batch_anchors FINAL"},
 	{"anomalies", "SELECT count(), sum(cityHash64(detected_at, device_id, seq, kind, expected, got, prev_seq, batch_id, worker)) FROM {db}.anomalies"},
 	{"device_heads", "SELECT count(), sum(cityHash64(device_id, head_seq, head_leaf)) FROM {db}.device_heads FINAL"},
+	{"batch_leaves", "SELECT count(), sum(cityHash64(batch_id, n, distinct_indexes, max_index, leaves)) FROM {db}.batch_leaves FINAL"},
+	{"reading_lookup", "SELECT count(), sum(cityHash64(device_id, seq, time, raw, batch_id, leaf_index)) FROM {db}.reading_lookup"},
 }
 
 const rollupDigest = `SELECT count(), sum(cityHash64(device_id, metric, period, c, lo, hi, s)) FROM (

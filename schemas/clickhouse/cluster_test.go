@@ -111,7 +111,7 @@ func TestCluster(t *testing.T) {
 		return out
 	}
 	t0, t1 := tables(conns[0]), tables(conns[1])
-	for _, name := range []string{"readings", "metrics", "metrics_1m", "metrics_1h", "rejected", "batches", "anchors", "batch_anchors", "anomalies", "device_heads", "schema_migrations"} {
+	for _, name := range []string{"readings", "metrics", "metrics_1m", "metrics_1h", "rejected", "batches", "anchors", "batch_anchors", "batch_leaves", "reading_lookup", "anomalies", "device_heads", "schema_migrations"} {
 		if !strings.HasPrefix(t0[name], "Replicated") || t0[name] != t1[name] {
 			t.Errorf("table %s: engine %q on replica 1, %q on replica 2; want the same Replicated engine", name, t0[name], t1[name])
 		}
@@ -121,7 +121,7 @@ func TestCluster(t *testing.T) {
 			t.Errorf("table %s: %q and %q, want Distributed on both", name, t0[name], t1[name])
 		}
 	}
-	for _, name := range []string{"metrics_1m_mv", "metrics_1h_mv", "device_heads_mv", "readings_unique", "metrics_unique"} {
+	for _, name := range []string{"metrics_1m_mv", "metrics_1h_mv", "device_heads_mv", "batch_leaves_mv", "reading_lookup_mv", "readings_unique", "metrics_unique"} {
 		if t0[name] == "" || t1[name] == "" {
 			t.Errorf("view %s missing: %q, %q", name, t0[name], t1[name])
 		}

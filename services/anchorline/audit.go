@@ -27,11 +27,11 @@ import (
 
 func proofCmd() *cobra.Command {
 	var device, out string
-	var seq uint64
+	var seq, from, to uint64
 	var wait time.Duration
 	c := &cobra.Command{
-		Use:   "proof --device ID --seq N [--out FILE] [--wait D]",
-		Short: "Fetch the proof bundle of one reading from the API",
+		Use:   "proof --device ID (--seq N | --from SEQ --to SEQ) [--out FILE] [--wait D]",
+		Short: "Fetch the proof bundle of one reading, or the range bundle of a device's readings from SEQ to SEQ, from the API",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, _, err := load(cmd)
@@ -41,15 +41,31 @@ func proofCmd() *cobra.Command {
 			if !reading.ValidDeviceID(device) {
 				return badInput(fmt.Errorf("--device %q: name the device (%s)", device, deviceIDRule))
 			}
+			ranged := cmd.Flags().Changed("from") || cmd.Flags().Changed("to")
+			switch {
+			case ranged && cmd.Flags().Changed("seq"):
+				return badInput(errors.New("--seq and --from/--to: give one reading (--seq) or a range (--from and --to), not both"))
+			case ranged && !(cmd.Flags().Changed("from") && cmd.Flags().Changed("to")):
+				return badInput(errors.New("--from and --to: a range needs both (seqs, both included)"))
+			case ranged && from > to:
+				return badInput(fmt.Errorf("--from %d is after --to %d: the range is from..to, both included", from, to))
+			}
 			client, err := apiClient(cfg)
 			if err != nil {
 				return err
 			}
+			what := fmt.Sprintf("proof bundle of %s seq %d", device, seq)
 			b, err := retry(cmd.Context(), wait, func(ctx context.Context) ([]byte, error) {
+				if ranged {
+					return client.RangeProof(ctx, device, from, to)
+				}
 				return client.Proof(ctx, device, seq)
 			}, lookup.ErrNotAnchored, lookup.ErrNotFound)
 			if err != nil {
 				return err
+			}
+			if ranged {
+				what = fmt.Sprintf("range bundle of %s seqs %d..%d", device, from, to)
 			}
 			if out == "" {
 				_, err := cmd.OutOrStdout().Write(b)
@@ -58,12 +74,14 @@ func proofCmd() *cobra.Command {
 			if err := os.WriteFile(out, b, 0o644); err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.ErrOrStderr(), "proof bundle of %s seq %d written to %s (%d bytes)\n", device, seq, out, len(b))
+			fmt.Fprintf(cmd.ErrOrStderr(), "%s written to %s (%d bytes)\n", what, out, len(b))
 			return nil
 		},
 	}
 	c.Flags().StringVar(&device, "device", "", "device id")
 	c.Flags().Uint64Var(&seq, "seq", 0, "reading sequence number")
+	c.Flags().Uint64Var(&from, "from", 0, "range: first seq (with --to)")
+	c.Flags().Uint64Var(&to, "to", 0, "range: last seq, included (with --from)")
 	c.Flags().StringVar(&out, "out", "", "file to write (default standard output)")
 	c.Flags().DurationVar(&wait, "wait", 0, "keep asking this long while the reading is not stored or not anchored yet")
 	return c
@@ -96,7 +114,7 @@ func verifyCmd() *cobra.Command {
 	var trustPath string
 	c := &cobra.Command{
 		Use:   "verify FILE --trust TRUSTFILE",
-		Short: "Verify a proof bundle offline; exit 0 only if every step holds, 1 if one fails, 2 if a file is malformed",
+		Short: "Verify a proof bundle or a range bundle offline; exit 0 only if every step holds, 1 if one fails, 2 if a file is malformed",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if trustPath == "" {
@@ -109,6 +127,15 @@ func verifyCmd() *cobra.Command {
 			trust, err := readTrustFile(trustPath)
 			if err != nil {
 				return err
+			}
+			if proof.IsRange(b) {
+				report, err := proof.VerifyRange(b, trust)
+				report.Print(cmd.OutOrStdout())
+				if err != nil {
+					return fmt.Errorf("verification failed: %w", err) // exitFailed
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "range verified: every step holds for %d readings of %s\n", report.Readings, report.Device)
+				return nil
 			}
 			report, err := proof.Verify(b, trust)
 			report.Print(cmd.OutOrStdout())
@@ -298,7 +325,7 @@ func auditCmd() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "audit [--from TIME] [--to TIME] [--device ID] [--trust TRUSTFILE]",
 		Short: "Recompute stored readings, batch roots and anchor roots against the ledger; exit 1 if any reading does not match",
-		Long: `audit re-reads the stored readings batch by batch (clickhouse.*), rehashes every reading's raw
+		Long: `audit re-reads the stored readings (clickhouse.*) in windows of batches, rehashes every reading's raw
 bytes, rebuilds each batch root and each anchor root, and compares them with the anchor entries
 it reads from the ledger node at ledger.rpc. With --trust, the log the node serves must rebuild
 the log root that the latest header, signed by the trust file's validators, commits; without

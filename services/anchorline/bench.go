@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -81,7 +82,55 @@ anchor.interval come from the configuration.`,
 	c.Flags().StringVar(&out, "out", "", "write the result as JSON to this file")
 	c.Flags().StringVar(&opts.ProfileDir, "profile", "", "folder where each ingest worker writes a CPU profile (go tool pprof)")
 	c.Flags().StringVar(&opts.Telegraf, "telegraf", "", "also measure this telegraf executable (with inputs.nats_consumer, parsers.json_v2, outputs.sql) on the plain reference's messages")
-	c.AddCommand(benchLedgerCmd())
+	c.AddCommand(benchLedgerCmd(), benchProofsCmd())
+	return c
+}
+
+// benchProofsCmd is `bench proofs`: what auditors wait for, next to the HTTP floor.
+func benchProofsCmd() *cobra.Command {
+	opts := bench.ProofOptions{}
+	var out string
+	c := &cobra.Command{
+		Use:   "proofs [--readings N] [--devices N] [--clients N] [--out FILE]",
+		Short: "Measure proofs: proofs/s and latency of one API process for random anchored readings, next to /healthz",
+		Long: `bench proofs starts an in-process stack (embedded NATS and ledger; the ClickHouse at
+clickhouse.addr, or an embedded one, in a fresh database dropped afterwards), registers --devices
+devices, stores --readings chained readings of --publishers of them through one ingest process,
+anchors them all, and starts one ` + "`anchorline api`" + ` process. Then:
+cold: --cold proofs of distinct random readings asked one after another of the fresh process
+(its caches empty), each verified; the slowest of those that were the first of their batch.
+/healthz: --clients clients ask /healthz as fast as they can for --duration: the HTTP floor.
+proofs: the same clients ask proofs of random stored readings for --duration; one answer in a
+thousand is verified against the trust file. The ratio of the two rates is printed; compare
+ratios between runs, since machine speed drifts.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, log, err := load(cmd)
+			if err != nil {
+				return err
+			}
+			if opts.Binary, err = os.Executable(); err != nil {
+				return err
+			}
+			opts.Progress = cmd.ErrOrStderr()
+			res, err := bench.RunProofs(cmd.Context(), cfg, opts, log)
+			if err != nil && !errors.Is(err, bench.ErrCheck) {
+				return err
+			}
+			if err := report(cmd, res, out); err != nil {
+				return err
+			}
+			return err // a failed check, after its measurements
+		},
+	}
+	c.Flags().IntVar(&opts.Readings, "readings", bench.DefaultProofReadings, "readings stored and anchored before the clients start")
+	c.Flags().IntVar(&opts.Devices, "devices", bench.DefaultProofDevices, "devices registered on the ledger")
+	c.Flags().IntVar(&opts.Publishers, "publishers", bench.DefaultProofPublishers, "registered devices whose readings are stored")
+	c.Flags().IntVar(&opts.Clients, "clients", bench.DefaultProofClients, "concurrent HTTP clients")
+	c.Flags().DurationVar(&opts.Duration, "duration", bench.DefaultProofDuration, "how long each measured phase runs")
+	c.Flags().IntVar(&opts.Cold, "cold", bench.DefaultProofCold, "proofs asked one after another of the fresh API process")
+	c.Flags().StringVar(&opts.ProfileDir, "profile", "", "folder where the API process writes a CPU profile (api.pprof; go tool pprof)")
+	c.Flags().StringVar(&out, "out", "", "write the result as JSON to this file")
 	return c
 }
 
@@ -121,14 +170,7 @@ since machine speed drifts between runs.`,
 			if err != nil {
 				return err
 			}
-			res.Print(cmd.OutOrStdout())
-			if out != "" {
-				if err := res.WriteJSON(out); err != nil {
-					return err
-				}
-				fmt.Fprintf(cmd.ErrOrStderr(), "result written to %s\n", out)
-			}
-			return nil
+			return report(cmd, res, out)
 		},
 	}
 	c.Flags().IntVar(&opts.Validators, "validators", bench.DefaultLedgerValidators, "validators of the network measured (one more run of one validator is the reference)")
@@ -138,6 +180,25 @@ since machine speed drifts between runs.`,
 	c.Flags().IntVar(&opts.InFlight, "in-flight", bench.DefaultLedgerInFlight, "throughput phase: Submits in flight at once (each holds a connection to a validator)")
 	c.Flags().StringVar(&out, "out", "", "write the result as JSON to this file")
 	return c
+}
+
+// benchResult is what a bench subcommand prints and writes.
+type benchResult interface {
+	Print(io.Writer)
+	WriteJSON(path string) error
+}
+
+// report prints a result and writes it as JSON to out, if set.
+func report(cmd *cobra.Command, res benchResult, out string) error {
+	res.Print(cmd.OutOrStdout())
+	if out == "" {
+		return nil
+	}
+	if err := res.WriteJSON(out); err != nil {
+		return err
+	}
+	fmt.Fprintf(cmd.ErrOrStderr(), "result written to %s\n", out)
+	return nil
 }
 
 // workerCounts parses --workers: one count or several, comma-separated.

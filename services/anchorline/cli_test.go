@@ -19,6 +19,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/anchorline/anchorline/internal/chserver"
+	"github.com/anchorline/anchorline/schemas/lookup"
 	"github.com/anchorline/anchorline/schemas/reading"
 	"github.com/anchorline/anchorline/services/api"
 	"github.com/anchorline/anchorline/services/config"
@@ -169,6 +170,41 @@ func TestCommands(t *testing.T) {
 	}
 	if _, err := run("verify", proofFile); exitCode(err) != exitBadInput {
 		t.Fatalf("verify without --trust: %v", err)
+	}
+
+	// A range: the three chained readings of cli-ed in one bundle, complete.
+	rangeFile := filepath.Join(dir, "range.json")
+	must("range bundle of cli-ed seqs 1..3 written to", "proof", "--device", "cli-ed", "--from", "1", "--to", "3", "--wait", "60s", "--out", rangeFile)
+	out = must("range verified: every step holds for 3 readings of cli-ed", "verify", rangeFile, "--trust", trustFile)
+	if !strings.Contains(out, "✓ complete") || strings.Contains(out, "✗") {
+		t.Fatalf("verify of the range printed:\n%s", out)
+	}
+	rb, _ := os.ReadFile(rangeFile)
+	// One hex digit of the first reading's raw bytes, inside its signature (the end of raw).
+	i := bytes.Index(rb, []byte(`"raw": "`)) + len(`"raw": "`)
+	j := i + bytes.IndexByte(rb[i:], '"') - 3
+	if rb[j] == '0' {
+		rb[j] = '1'
+	} else {
+		rb[j] = '0'
+	}
+	if err := os.WriteFile(rangeFile, rb, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := run("verify", rangeFile, "--trust", trustFile); exitCode(err) != exitFailed || !strings.Contains(out, "✗") {
+		t.Fatalf("tampered range: %v\n%s", err, out)
+	}
+	for _, args := range [][]string{
+		{"proof", "--device", "cli-ed", "--from", "3", "--to", "1"},
+		{"proof", "--device", "cli-ed", "--from", "1"},
+		{"proof", "--device", "cli-ed", "--seq", "1", "--from", "1", "--to", "2"},
+	} {
+		if _, err := run(args...); exitCode(err) != exitBadInput {
+			t.Fatalf("%v: %v, want exit %d", args, err, exitBadInput)
+		}
+	}
+	if _, err := run("proof", "--device", "cli-ed", "--from", "100", "--to", "200"); !errors.Is(err, lookup.ErrNotFound) {
+		t.Fatalf("range with no readings: %v, want ErrNotFound", err)
 	}
 
 	// The seq chain continues across publish runs (state beside the key file).

@@ -24,15 +24,21 @@ const deviceIDRule = "^[A-Za-z0-9_-]{1,64}$"
 // maxInputFile bounds what a command reads of a file: a proof bundle is a few kB.
 const maxInputFile = 16 << 20
 
+// maxRangeFile is the largest range bundle read: stack.MaxRangeReadings readings of up to 8 KiB
+// (hex, twice that) would not fit, but readings are a few hundred bytes.
+const maxRangeFile = 512 << 20
+
 // fileKind names a kind of file in messages.
 type fileKind string
 
 const (
-	kindBundle  fileKind = "proof bundle"
-	kindTrust   fileKind = "trust file"
-	kindKey     fileKind = "key file"
-	kindState   fileKind = "state file"
-	kindUnknown fileKind = ""
+	kindBundle     fileKind = "proof bundle"
+	kindRange      fileKind = "range bundle"
+	kindCheckpoint fileKind = "checkpoint"
+	kindTrust      fileKind = "trust file"
+	kindKey        fileKind = "key file"
+	kindState      fileKind = "state file"
+	kindUnknown    fileKind = ""
 )
 
 // badFile is the bad-input error for a file of kind at path that is wrong as reason says.
@@ -55,12 +61,16 @@ func readInput(kind fileKind, path string) ([]byte, error) {
 	if st.IsDir() {
 		return nil, badFile(kind, path, "is a directory, not a file")
 	}
-	b, err := io.ReadAll(io.LimitReader(f, maxInputFile+1))
+	limit := int64(maxInputFile)
+	if kind == kindBundle { // or a range bundle: up to MaxRangeReadings readings
+		limit = maxRangeFile
+	}
+	b, err := io.ReadAll(io.LimitReader(f, limit+1))
 	switch {
 	case err != nil:
 		return nil, badFile(kind, path, describeOpen(err))
-	case len(b) > maxInputFile:
-		return nil, badFile(kind, path, fmt.Sprintf("is larger than %d MiB; not a %s", maxInputFile>>20, kind))
+	case int64(len(b)) > limit:
+		return nil, badFile(kind, path, fmt.Sprintf("is larger than %d MiB; not a %s", limit>>20, kind))
 	case len(bytes.TrimSpace(b)) == 0:
 		return nil, badFile(kind, path, "is empty")
 	}
@@ -93,6 +103,10 @@ func kindOf(b []byte) fileKind {
 	switch {
 	case format == bundle.Format:
 		return kindBundle
+	case format == bundle.RangeFormat:
+		return kindRange
+	case format == bundle.CheckpointFormat:
+		return kindCheckpoint
 	case format == bundle.TrustFormat:
 		return kindTrust
 	case fields["private_key"] != nil:
@@ -133,12 +147,18 @@ func describeJSON(b []byte, err error) string {
 	return msg
 }
 
-// readBundleFile reads a proof bundle and checks that it is one. A bundle that is well formed
+// readBundleFile reads a proof bundle (or a range bundle) and checks that it is one. A bundle that is well formed
 // but not in canonical encoding is left to proof.Verify: that is a verification step.
 func readBundleFile(path string) ([]byte, error) {
 	b, err := readInput(kindBundle, path)
 	if err != nil {
 		return nil, err
+	}
+	if kindOf(b) == kindRange {
+		if _, err := bundle.ParseRange(b); err != nil && !errors.Is(err, bundle.ErrNotCanonical) {
+			return nil, badFile(kindRange, path, describeJSON(b, err))
+		}
+		return b, nil
 	}
 	if reason := notA(b, kindBundle); reason != "" {
 		return nil, badFile(kindBundle, path, reason)

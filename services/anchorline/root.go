@@ -51,6 +51,7 @@ func newRoot() *cobra.Command {
 		devCmd(), migrateCmd(), ingestCmd(), anchorCmd(), authCmd(), ledgerCmd(), apiCmd(),
 		deviceCmd(), proofCmd(), verifyCmd(), auditCmd(), trustCmd(), statusCmd(), benchCmd(), clusterCmd(), tlsCmd(),
 	)
+	root.AddCommand(logCmd())
 	root.SetFlagErrorFunc(flagError) // subcommands ask their parents
 	badArgsAreBadInput(root)
 	return root

@@ -148,6 +148,11 @@ func (c *Client) Proof(ctx context.Context, device string, seq uint64) ([]byte, 
 	return c.do(ctx, http.MethodGet, "/v1/readings/"+url.PathEscape(device)+"/"+strconv.FormatUint(seq, 10)+"/proof", "", nil)
 }
 
+// RangeProof fetches the range bundle of a device's readings with seqs from..to.
+func (c *Client) RangeProof(ctx context.Context, device string, from, to uint64) ([]byte, error) {
+	return c.do(ctx, http.MethodGet, fmt.Sprintf("/v1/devices/%s/proofs?from=%d&to=%d", url.PathEscape(device), from, to), "", nil)
+}
+
 // Trust fetches the trust file (chain id and validator set).
 func (c *Client) Trust(ctx context.Context) ([]byte, error) {
 	return c.do(ctx, http.MethodGet, "/v1/trust", "", nil)

@@ -20,6 +20,7 @@ import (
 
 	"github.com/anchorline/anchorline/schemas/lookup"
 	"github.com/anchorline/anchorline/schemas/reading"
+	"github.com/anchorline/anchorline/services/api/verifier"
 )
 
 // Inclusion says where the ledger put an entry.
@@ -121,11 +122,14 @@ func (e *UnavailableError) Unwrap() []error { return []error{ErrUnavailable, e.E
 // choose the status as the sentinels above say; any other error is a 500 whose text is logged,
 // never shown.
 type Deps struct {
-	Reading     func(ctx context.Context, device string, seq uint64) (any, error)
-	Batch       func(ctx context.Context, id [16]byte) (any, error)
-	Anchor      func(ctx context.Context, id [16]byte) (any, error)
-	Device      func(ctx context.Context, id string) (DeviceInfo, error)
-	Proof       func(ctx context.Context, device string, seq uint64) ([]byte, error)
+	Reading func(ctx context.Context, device string, seq uint64) (any, error)
+	Batch   func(ctx context.Context, id [16]byte) (any, error)
+	Anchor  func(ctx context.Context, id [16]byte) (any, error)
+	Device  func(ctx context.Context, id string) (DeviceInfo, error)
+	Proof   func(ctx context.Context, device string, seq uint64) ([]byte, error)
+	// RangeProof is the range bundle (anchorline.range/v1) of a device's readings with seqs
+	// in [from, to]; a range too large to answer at once is an error wrapping ErrBadRequest.
+	RangeProof  func(ctx context.Context, device string, from, to uint64) ([]byte, error)
 	Trust       func(ctx context.Context) ([]byte, error)
 	SubmitEvent func(ctx context.Context, entry []byte) (Inclusion, error)
 	Status      func(ctx context.Context) (Status, error)
@@ -155,17 +159,21 @@ type route struct {
 // that is not CBOR. A 5xx carries a fixed message and "request_id"; the cause is logged with it.
 func Handler(d Deps, log *slog.Logger) http.Handler {
 	s := &server{d: d, log: log}
+	page := verifier.Handler().ServeHTTP // the browser verifier: /verify, from the same verifier code
 	routes := []route{
 		{"GET", "/healthz", s.healthz},
 		{"GET", "/readyz", s.ready},
 		{"GET", "/v1/readings/{device}/{seq}", s.authorized(s.reading)},
 		{"GET", "/v1/readings/{device}/{seq}/proof", s.authorized(s.proof)},
+		{"GET", "/v1/devices/{id}/proofs", s.authorized(s.rangeProof)},
 		{"GET", "/v1/batches/{id}", s.batch},
 		{"GET", "/v1/anchors/{id}", s.anchor},
 		{"GET", "/v1/devices/{id}", s.device},
 		{"POST", "/v1/devices", s.submit},
 		{"GET", "/v1/trust", s.trust},
 		{"GET", "/v1/status", s.status},
+		{"GET", verifier.PagePath, page},
+		{"GET", verifier.AssetPrefix + "{file}", page},
 	}
 	if d.Metrics != nil {
 		routes = append(routes, route{"GET", "/metrics", d.Metrics.ServeHTTP})
@@ -422,6 +430,45 @@ func (s *server) proof(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// The bundle's exact bytes are its canonical encoding: send them untouched.
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(b)
+}
+
+// rangeProof answers GET /v1/devices/{id}/proofs?from=SEQ&to=SEQ: the range bundle of the
+// device's readings with seqs from..to.
+func (s *server) rangeProof(w http.ResponseWriter, r *http.Request) {
+	dev, msg := pathDevice(r, "id")
+	if msg != "" {
+		s.refuse(w, r, http.StatusBadRequest, msg)
+		return
+	}
+	var bounds [2]uint64
+	for i, name := range []string{"from", "to"} {
+		v := r.URL.Query().Get(name)
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			s.refuse(w, r, http.StatusBadRequest, fmt.Sprintf("query parameter %s=%q: give a seq, an unsigned integer (GET /v1/devices/{id}/proofs?from=SEQ&to=SEQ)", name, v))
+			return
+		}
+		bounds[i] = n
+	}
+	from, to := bounds[0], bounds[1]
+	if from > to {
+		s.refuse(w, r, http.StatusBadRequest, fmt.Sprintf("from=%d is after to=%d: the range is from..to, both included", from, to))
+		return
+	}
+	if s.d.RangeProof == nil {
+		s.refuse(w, r, http.StatusNotFound, "this server does not serve range proofs")
+		return
+	}
+	b, err := s.d.RangeProof(r.Context(), dev, from, to)
+	if err != nil {
+		s.fail(w, r, err, messages{
+			notFound:    fmt.Sprintf("no reading of device %q with a seq from %d to %d is stored: check the device id and the range", dev, from, to),
+			notAnchored: fmt.Sprintf("a reading of device %q in %d..%d is stored but not anchored yet: %v; retry in a few seconds, or end the range before it", dev, from, to, err),
+		})
+		return
+	}
 	w.Header().Set("Content-Type", "application/json")
 	_, _ = w.Write(b)
 }

@@ -10,13 +10,13 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/anchorline/anchorline/anchor/ledger"
-	"github.com/anchorline/anchorline/anchor/merkle"
 	"github.com/anchorline/anchorline/anchor/proof"
 	"github.com/anchorline/anchorline/schemas/lookup"
 	"github.com/anchorline/anchorline/services/api"
@@ -39,6 +39,9 @@ type Backend struct {
 	AfterDeviceEvent []func(context.Context) error
 	// Lag reports the ingest consumer's backlog, if this process can see it.
 	Lag func(context.Context) (api.Lag, error)
+	// Proofs builds the proof bundles; NewProofs(Store, Ledger) if nil.
+	Proofs     *Proofs
+	proofsOnce sync.Once
 }
 
 // Deps returns the API server's dependencies. Every error they return is classified by
@@ -53,6 +56,9 @@ func (b *Backend) Deps() api.Deps {
 		Device: func(ctx context.Context, id string) (api.DeviceInfo, error) { return classified(b.device(ctx, id)) },
 		Proof: func(ctx context.Context, dev string, seq uint64) ([]byte, error) {
 			return classified(b.Proof(ctx, dev, seq))
+		},
+		RangeProof: func(ctx context.Context, dev string, from, to uint64) ([]byte, error) {
+			return classified(b.proofs().Range(ctx, dev, from, to))
 		},
 		Trust:       func(ctx context.Context) ([]byte, error) { return classified(b.trust(ctx)) },
 		SubmitEvent: func(ctx context.Context, e []byte) (api.Inclusion, error) { return classified(b.submit(ctx, e)) },
@@ -220,91 +226,19 @@ func (b *Backend) trust(ctx context.Context) ([]byte, error) {
 	return proof.TrustFileAt(chainID, since, vals)
 }
 
-// Proof assembles the proof bundle of one reading: from ClickHouse the reading, its batch's
-// leaves and its anchor's batches; from the ledger the anchor entry's log proof and the device's
-// registry record at the anchor's block, and the light block of the next height, whose header
-// commits that state.
+// Proof assembles the proof bundle of one reading (Proofs.Proof).
 func (b *Backend) Proof(ctx context.Context, dev string, seq uint64) ([]byte, error) {
-	r, err := b.Store.Reading(ctx, dev, seq)
-	if err != nil {
-		return nil, lookupErr(err)
-	}
-	anchorID, batchIndex, err := b.Store.BatchAnchor(ctx, r.BatchID)
-	if err != nil {
-		return nil, lookupErr(err) // not anchored yet: 409
-	}
-	leaves, err := b.Store.BatchLeaves(ctx, r.BatchID)
-	if err != nil {
-		return nil, laterErr(fmt.Errorf("leaves of batch %x: %w", r.BatchID, err))
-	}
-	a, err := b.Store.Anchor(ctx, anchorID)
-	if err != nil {
-		return nil, laterErr(fmt.Errorf("anchor %x of batch %x: %w", anchorID, r.BatchID, err))
-	}
-	rows, err := b.Store.AnchorBatches(ctx, anchorID)
-	if err != nil {
-		return nil, laterErr(fmt.Errorf("batches of anchor %x: %w", anchorID, err))
-	}
-	h := int64(a.Height)
-	ep, err := b.Ledger.EntryProof(ctx, a.LogIndex, h)
-	if err != nil {
-		return nil, laterErr(fmt.Errorf("ledger entry %d at height %d: %w", a.LogIndex, h, err))
-	}
-	dp, err := b.Ledger.Device(ctx, dev, h)
-	if err != nil {
-		return nil, laterErr(fmt.Errorf("device %s at height %d: %w", dev, h, err))
-	}
-	lb, err := b.Ledger.LightBlock(ctx, h+1)
-	if err != nil {
-		return nil, laterErr(fmt.Errorf("light block %d: %w", h+1, err))
-	}
-	chain, err := b.Ledger.LightChain(ctx, h+1)
-	if err != nil {
-		return nil, laterErr(fmt.Errorf("light chain to %d: %w", h+1, err))
-	}
-	chainID, err := b.Ledger.ChainID(ctx)
-	if err != nil {
-		return nil, err
-	}
-	p := proof.Parts{
-		Raw:           r.Raw,
-		Device:        r.Device,
-		Seq:           r.Seq,
-		BatchID:       r.BatchID,
-		BatchLeaves:   make([]merkle.Hash, len(leaves)),
-		LeafIndex:     uint64(r.LeafIndex),
-		AnchorID:      anchorID,
-		AnchorBatches: make([]proof.AnchorBatch, len(rows)),
-		BatchIndex:    uint64(batchIndex),
-		ChainID:       chainID,
-		Entry:         ep.Entry,
-		LogIndex:      ep.LogIndex,
-		LogSize:       ep.LogSize,
-		LogPath:       ep.Path,
-		LogRoot:       ep.LogRoot,
-		RegistryRoot:  ep.RegistryRoot,
-		Version:       ep.Version,
-		StateRoot:     ep.StateRoot,
-		StateProof:    ep.StateProof,
-		Record:        dp.RecordBytes,
-		RegistryIndex: dp.Index,
-		RegistrySize:  dp.Size,
-		RegistryPath:  dp.Path,
-		SMTProof:      dp.SMTProof,
-		LightBlock:    lb,
-		LightChain:    chain,
-	}
-	for i, l := range leaves {
-		p.BatchLeaves[i] = l
-	}
-	for i, x := range rows {
-		p.AnchorBatches[i] = proof.AnchorBatch{ID: x.ID, Size: uint64(x.Size), Root: x.Root}
-	}
-	bundle, err := proof.Build(p)
-	if err != nil {
-		return nil, fmt.Errorf("build proof of %s seq %d: %w", dev, seq, err)
-	}
-	return bundle.Marshal()
+	return b.proofs().Proof(ctx, dev, seq)
+}
+
+// proofs returns b.Proofs, made on first use if the caller set none.
+func (b *Backend) proofs() *Proofs {
+	b.proofsOnce.Do(func() {
+		if b.Proofs == nil {
+			b.Proofs = NewProofs(b.Store, b.Ledger)
+		}
+	})
+	return b.Proofs
 }
 
 func (b *Backend) status(ctx context.Context) (api.Status, error) {

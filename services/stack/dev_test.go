@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -34,6 +35,7 @@ import (
 	"github.com/anchorline/anchorline/services/api"
 	"github.com/anchorline/anchorline/services/auth"
 	"github.com/anchorline/anchorline/services/config"
+	"github.com/anchorline/anchorline/services/store"
 )
 
 func TestMain(m *testing.M) { os.Exit(chserver.RunTests(m)) }
@@ -433,6 +435,22 @@ func TestEndToEnd(t *testing.T) {
 	if _, err := client.Proof(ctx, "e2e-unknown", 1); !errors.Is(err, lookup.ErrNotFound) {
 		t.Errorf("proof of a rejected reading: %v, want ErrNotFound", err)
 	}
+	checkProofCache(t, ctx, NewProofs(store.New(ch, database), d.Ledger), client, devs[0].ID, perDevice)
+	for _, dv := range []*testDevice{devs[0], devs[1]} { // a range of each algorithm, every reading chained
+		rb, err := client.RangeProof(ctx, dv.ID, 1, perDevice)
+		if err != nil {
+			t.Fatalf("range proof of %s: %v", dv.ID, err)
+		}
+		rep, err := proof.VerifyRange(rb, trust)
+		if err != nil || rep.Readings != perDevice || !rep.Complete {
+			var buf bytes.Buffer
+			rep.Print(&buf)
+			t.Fatalf("range of %s: %v, %d readings, complete %v\n%s", dv.ID, err, rep.Readings, rep.Complete, buf.String())
+		}
+	}
+	if _, err := client.RangeProof(ctx, devs[0].ID, perDevice+1, perDevice+100); !errors.Is(err, lookup.ErrNotFound) {
+		t.Fatalf("range with no readings: %v, want ErrNotFound", err)
+	}
 	// A trust file for another validator set refuses a genuine bundle.
 	b, err := client.Proof(ctx, devs[2].ID, 3)
 	if err != nil {
@@ -504,4 +522,57 @@ func otherTrust(t *testing.T, trust []byte) ([]byte, error) {
 	}
 	vals := cmttypes.NewValidatorSet([]*cmttypes.Validator{cmttypes.NewValidator(cmted25519.GenPrivKey().PubKey(), 10)})
 	return proof.TrustFile(tr.ChainID, vals)
+}
+
+// checkProofCache asks a fresh Proofs for every reading of a device at once (concurrent misses
+// of one batch and anchor, and of many readings, which the loader asks in shared queries): each
+// bundle must be byte for byte the API's. Forget drops the device's batches and proofs, and the
+// bundles built again are the same.
+func checkProofCache(t *testing.T, ctx context.Context, p *Proofs, client *api.Client, dev string, n int) {
+	t.Helper()
+	want := make([][]byte, n+1)
+	for seq := 1; seq <= n; seq++ {
+		b, err := client.Proof(ctx, dev, uint64(seq))
+		if err != nil {
+			t.Fatalf("proof of %s seq %d: %v", dev, seq, err)
+		}
+		want[seq] = b
+	}
+	askAll := func(what string) {
+		t.Helper()
+		got := make([][]byte, n+1)
+		errs := make([]error, n+1)
+		var wg sync.WaitGroup
+		for seq := 1; seq <= n; seq++ {
+			wg.Go(func() { got[seq], errs[seq] = p.Proof(ctx, dev, uint64(seq)) })
+		}
+		wg.Wait()
+		for seq := 1; seq <= n; seq++ {
+			if errs[seq] != nil || !bytes.Equal(got[seq], want[seq]) {
+				t.Fatalf("%s: proof of %s seq %d differs from the API's (%v)", what, dev, seq, errs[seq])
+			}
+		}
+	}
+	askAll("cold cache")
+	batches, anchors, devices := p.Cached()
+	if batches == 0 || anchors == 0 || devices == 0 {
+		t.Fatalf("cached %d batches, %d anchors, %d device proofs after %d proofs", batches, anchors, devices, n)
+	}
+	askAll("warm cache")
+	var ids [][16]byte
+	for seq := 1; seq <= n; seq++ {
+		b, err := bundle.Parse(want[seq])
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, [16]byte(b.Batch.ID))
+	}
+	p.Forget(ids, []string{dev})
+	if b, _, d := p.Cached(); b != 0 || d != 0 {
+		t.Fatalf("after Forget: %d batches and %d device proofs cached, want none", b, d)
+	}
+	askAll("after Forget")
+	if _, err := p.Proof(ctx, dev, uint64(n+1000)); !errors.Is(err, lookup.ErrNotFound) {
+		t.Fatalf("proof of a reading never sent: %v, want ErrNotFound", err)
+	}
 }

@@ -3,12 +3,11 @@ package store
 import (
 	"context"
 	"encoding/hex"
-	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/anchorline/anchorline/anchor/audit"
-	"github.com/anchorline/anchorline/schemas/lookup"
 )
 
 // Audit is the store as the audit reads it (audit.Source).
@@ -44,24 +43,40 @@ func (a Audit) Batches(ctx context.Context, from, to uint64, device string) ([]a
 
 const auditReadingCols = "device_id, seq, raw, leaf, batch_id, leaf_index"
 
-func scanAuditReadings(rows interface {
+// idList is ids as the elements of an IN list. Ids go as hex: binary bytes do not survive
+// quoting.
+func idList(ids [][16]byte) string {
+	var b strings.Builder
+	b.Grow(len(ids) * 42)
+	for i, id := range ids {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString("unhex('")
+		b.WriteString(hex.EncodeToString(id[:]))
+		b.WriteString("')")
+	}
+	return b.String()
+}
+
+type scanner interface {
 	Next() bool
 	Scan(...any) error
 	Err() error
-}) ([]audit.Reading, error) {
-	var out []audit.Reading
+}
+
+func scanAuditReadings(rows scanner, each func(audit.Reading)) error {
+	var leaf, batch []byte
 	for rows.Next() {
 		var r audit.Reading
-		var raw, leaf, batch string
-		if err := rows.Scan(&r.Device, &r.Seq, &raw, &leaf, &batch, &r.LeafIndex); err != nil {
-			return nil, err
+		if err := rows.Scan(&r.Device, &r.Seq, &r.Raw, &leaf, &batch, &r.LeafIndex); err != nil {
+			return err
 		}
-		r.Raw = []byte(raw)
 		copy(r.Leaf[:], leaf)
 		copy(r.BatchID[:], batch)
-		out = append(out, r)
+		each(r)
 	}
-	return out, rows.Err()
+	return rows.Err()
 }
 
 // BatchReadings returns every row stored with the batch id, in leaf index order.
@@ -72,47 +87,112 @@ func (a Audit) BatchReadings(ctx context.Context, id [16]byte) ([]audit.Reading,
 		return nil, fmt.Errorf("audit: readings of batch %x: %w", id, err)
 	}
 	defer rows.Close()
-	out, err := scanAuditReadings(rows)
-	if err != nil {
+	var out []audit.Reading
+	if err := scanAuditReadings(rows, func(r audit.Reading) { out = append(out, r) }); err != nil {
 		return nil, fmt.Errorf("audit: readings of batch %x: %w", id, err)
 	}
 	return out, nil
 }
 
-// BatchAnchor returns the anchor covering a batch, or an error wrapping lookup.ErrNotAnchored.
-func (a Audit) BatchAnchor(ctx context.Context, id [16]byte) ([16]byte, error) {
-	anchorID, _, err := a.s.BatchAnchor(ctx, id)
-	return anchorID, err
+// Readings returns every row stored with one of the batch ids, by batch id, in one query:
+// the readings table is read once, in its own order.
+func (a Audit) Readings(ctx context.Context, ids [][16]byte) (map[[16]byte][]audit.Reading, error) {
+	out := make(map[[16]byte][]audit.Reading, len(ids))
+	if len(ids) == 0 {
+		return out, nil
+	}
+	rows, err := a.s.conn.Query(ctx, "SELECT "+auditReadingCols+" FROM "+a.s.t("readings")+" WHERE batch_id IN ("+idList(ids)+")")
+	if err != nil {
+		return nil, fmt.Errorf("audit: readings of %d batches: %w", len(ids), err)
+	}
+	defer rows.Close()
+	if err := scanAuditReadings(rows, func(r audit.Reading) { out[r.BatchID] = append(out[r.BatchID], r) }); err != nil {
+		return nil, fmt.Errorf("audit: readings of %d batches: %w", len(ids), err)
+	}
+	return out, nil
 }
 
-// Anchor returns an anchor's record, or an error wrapping lookup.ErrNotFound.
-func (a Audit) Anchor(ctx context.Context, id [16]byte) (audit.Anchor, error) {
-	r, err := a.s.Anchor(ctx, id)
-	if err != nil {
-		return audit.Anchor{}, err
+// BatchAnchors returns the anchor covering each of the batches an anchor covers (the lowest
+// anchor id, if two do).
+func (a Audit) BatchAnchors(ctx context.Context, ids [][16]byte) (map[[16]byte][16]byte, error) {
+	out := make(map[[16]byte][16]byte, len(ids))
+	if len(ids) == 0 {
+		return out, nil
 	}
-	return audit.Anchor{ID: r.ID, LogIndex: r.LogIndex, AnchoredAt: r.AnchoredAt}, nil
-}
-
-// AnchorBatches returns the ids of an anchor's batches in batch index order, and the records
-// of those that have one.
-func (a Audit) AnchorBatches(ctx context.Context, id [16]byte) ([][16]byte, map[[16]byte]audit.Batch, error) {
-	ids, _, err := a.s.anchorBatchIDs(ctx, id)
+	rows, err := a.s.conn.Query(ctx, "SELECT batch_id, min(anchor_id) FROM "+a.s.t("batch_anchors")+" WHERE batch_id IN ("+idList(ids)+") GROUP BY batch_id")
 	if err != nil {
-		return nil, nil, fmt.Errorf("audit: %w", err)
+		return nil, fmt.Errorf("audit: anchors of %d batches: %w", len(ids), err)
 	}
-	recs := make(map[[16]byte]audit.Batch, len(ids))
-	for _, bid := range ids {
-		b, err := a.s.Batch(ctx, bid)
-		if errors.Is(err, lookup.ErrNotFound) {
-			continue
+	defer rows.Close()
+	for rows.Next() {
+		var bid, aid [16]byte
+		if err := rows.Scan(&bid, &aid); err != nil {
+			return nil, fmt.Errorf("audit: anchors of %d batches: %w", len(ids), err)
 		}
+		out[bid] = aid
+	}
+	return out, rows.Err()
+}
+
+// Anchors returns the records of those of the anchors that have one.
+func (a Audit) Anchors(ctx context.Context, ids [][16]byte) (map[[16]byte]audit.Anchor, error) {
+	out := make(map[[16]byte]audit.Anchor, len(ids))
+	if len(ids) == 0 {
+		return out, nil
+	}
+	rows, err := a.s.conn.Query(ctx, "SELECT anchor_id, log_index, anchored_at FROM "+a.s.t("anchors")+" FINAL WHERE anchor_id IN ("+idList(ids)+")")
+	if err != nil {
+		return nil, fmt.Errorf("audit: %d anchors: %w", len(ids), err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var r audit.Anchor
+		if err := rows.Scan(&r.ID, &r.LogIndex, &r.AnchoredAt); err != nil {
+			return nil, fmt.Errorf("audit: %d anchors: %w", len(ids), err)
+		}
+		out[r.ID] = r
+	}
+	return out, rows.Err()
+}
+
+// AnchorBatches returns, for each of the anchors, the ids of its batches in batch index
+// order, and the records of those batches that have one: two queries for all of them.
+func (a Audit) AnchorBatches(ctx context.Context, ids [][16]byte) (map[[16]byte][][16]byte, map[[16]byte]audit.Batch, error) {
+	lists, recs := map[[16]byte][][16]byte{}, map[[16]byte]audit.Batch{}
+	if len(ids) == 0 {
+		return lists, recs, nil
+	}
+	in := idList(ids)
+	rows, err := a.s.conn.Query(ctx, "SELECT anchor_id, batch_id FROM "+a.s.t("batch_anchors")+" FINAL WHERE anchor_id IN ("+in+") ORDER BY anchor_id, batch_index")
+	if err != nil {
+		return nil, nil, fmt.Errorf("audit: batches of %d anchors: %w", len(ids), err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var aid, bid [16]byte
+		if err := rows.Scan(&aid, &bid); err != nil {
+			return nil, nil, fmt.Errorf("audit: batches of %d anchors: %w", len(ids), err)
+		}
+		lists[aid] = append(lists[aid], bid)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, nil, fmt.Errorf("audit: batches of %d anchors: %w", len(ids), err)
+	}
+	rows.Close()
+	brows, err := a.s.conn.Query(ctx, "SELECT batch_id, root, size, created_at, worker FROM "+a.s.t("batches")+" FINAL WHERE batch_id IN (SELECT batch_id FROM "+
+		a.s.t("batch_anchors")+" WHERE anchor_id IN ("+in+"))")
+	if err != nil {
+		return nil, nil, fmt.Errorf("audit: batch records of %d anchors: %w", len(ids), err)
+	}
+	defer brows.Close()
+	for brows.Next() {
+		b, err := scanBatch(brows)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, fmt.Errorf("audit: batch records of %d anchors: %w", len(ids), err)
 		}
-		recs[bid] = audit.Batch{ID: b.ID, Root: b.Root, Size: b.Size, CreatedAt: b.CreatedAt}
+		recs[b.ID] = audit.Batch{ID: b.ID, Root: b.Root, Size: b.Size, CreatedAt: b.CreatedAt}
 	}
-	return ids, recs, nil
+	return lists, recs, brows.Err()
 }
 
 // Strays returns readings in [from, to] (of device, if set), received before before, whose
@@ -130,8 +210,8 @@ func (a Audit) Strays(ctx context.Context, from, to uint64, device string, befor
 		return nil, fmt.Errorf("audit: readings without a batch: %w", err)
 	}
 	defer rows.Close()
-	out, err := scanAuditReadings(rows)
-	if err != nil {
+	var out []audit.Reading
+	if err := scanAuditReadings(rows, func(r audit.Reading) { out = append(out, r) }); err != nil {
 		return nil, fmt.Errorf("audit: readings without a batch: %w", err)
 	}
 	return out, nil

@@ -96,3 +96,92 @@ func TestReadsAndAnchors(t *testing.T) {
 		t.Fatalf("counts %+v %v", c, err)
 	}
 }
+
+// TestBatchLeaves reads a batch's leaves from its batch_leaves row (filled by the view on the
+// insert into readings) and, for a batch without one (stored before the view existed), from
+// readings: both give the leaves in leaf_index order.
+func TestBatchLeaves(t *testing.T) {
+	ctx := context.Background()
+	_, db, conn := chserver.NewDatabase(t)
+	w, s := write.New(conn, db), store.New(conn, db)
+	b1 := batch(1, 7)
+	if err := w.WriteBatch(ctx, b1); err != nil {
+		t.Fatal(err)
+	}
+	var rows uint64
+	if err := conn.QueryRow(ctx, "SELECT count() FROM "+db+".batch_leaves").Scan(&rows); err != nil || rows != 1 {
+		t.Fatalf("batch_leaves has %d rows, want 1 (%v)", rows, err)
+	}
+	check := func(b *write.Batch) {
+		t.Helper()
+		leaves, err := s.BatchLeaves(ctx, b.ID)
+		if err != nil || len(leaves) != len(b.Readings) {
+			t.Fatalf("batch %x: %d leaves, want %d (%v)", b.ID, len(leaves), len(b.Readings), err)
+		}
+		for i, r := range b.Readings {
+			if leaves[i] != r.Leaf {
+				t.Fatalf("batch %x leaf %d: %x, want %x", b.ID, i, leaves[i], r.Leaf)
+			}
+		}
+	}
+	check(b1)
+	// Without the view, a batch has no batch_leaves row: its readings give the leaves.
+	if err := conn.Exec(ctx, "DROP TABLE "+db+".batch_leaves_mv"); err != nil {
+		t.Fatal(err)
+	}
+	b2 := batch(2, 5)
+	if err := w.WriteBatch(ctx, b2); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.QueryRow(ctx, "SELECT count() FROM "+db+".batch_leaves").Scan(&rows); err != nil || rows != 1 {
+		t.Fatalf("batch_leaves has %d rows, want 1 (%v)", rows, err)
+	}
+	check(b2)
+	if _, err := s.BatchLeaves(ctx, [16]byte{9}); !errors.Is(err, lookup.ErrNotFound) {
+		t.Fatalf("unknown batch: %v", err)
+	}
+}
+
+// TestReadingsOf looks many readings up in one query of reading_lookup, and those it lacks in
+// readings: a reading stored twice has both rows, one never stored has none.
+func TestReadingsOf(t *testing.T) {
+	ctx := context.Background()
+	_, db, conn := chserver.NewDatabase(t)
+	w, s := write.New(conn, db), store.New(conn, db)
+	b1, b2 := batch(1, 6), batch(2, 2) // b2 repeats seqs 1 and 2 of device d
+	for _, b := range []*write.Batch{b1, b2} {
+		if err := w.WriteBatch(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check := func(what string) {
+		t.Helper()
+		keys := []store.ReadingKey{{Device: "d", Seq: 1}, {Device: "d", Seq: 5}, {Device: "d", Seq: 99}, {Device: "other", Seq: 1}}
+		got, err := s.ReadingsOf(ctx, keys)
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if len(got) != 2 || len(got[keys[0]]) != 2 || len(got[keys[1]]) != 1 {
+			t.Fatalf("%s: rows %v", what, got)
+		}
+		r := got[keys[1]][0]
+		if r.BatchID != b1.ID || r.LeafIndex != 4 || string(r.Raw) != string(b1.Readings[4].Raw) {
+			t.Fatalf("%s: seq 5 is %+v", what, r)
+		}
+		if got[keys[0]][0].BatchID != b1.ID || got[keys[0]][1].BatchID != b2.ID {
+			t.Fatalf("%s: the rows of seq 1 are not in batch id order", what)
+		}
+	}
+	check("reading_lookup")
+	// Rows reading_lookup lacks (stored without its view) are read from readings.
+	if err := conn.Exec(ctx, "DROP TABLE "+db+".reading_lookup_mv"); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.Exec(ctx, "TRUNCATE TABLE "+db+".reading_lookup"); err != nil {
+		t.Fatal(err)
+	}
+	check("readings")
+	if _, err := s.ReadingsOf(ctx, []store.ReadingKey{{Device: "d'; DROP TABLE x; --", Seq: 1}}); err == nil {
+		t.Fatal("a device id outside the id syntax was accepted")
+	}
+}

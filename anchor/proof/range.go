@@ -1,0 +1,864 @@
+package proof
+
+import (
+	"bytes"
+	"cmp"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"runtime"
+	"slices"
+	"sync"
+
+	"github.com/cometbft/cometbft/types"
+	voi "github.com/oasisprotocol/curve25519-voi/primitives/ed25519"
+
+	"github.com/anchorline/anchorline/anchor/merkle"
+	"github.com/anchorline/anchorline/schemas/bundle"
+	"github.com/anchorline/anchorline/schemas/entry"
+	"github.com/anchorline/anchorline/schemas/reading"
+)
+
+// IsRange reports whether data is a range bundle (its format member is bundle.RangeFormat),
+// so that a command given a file dispatches to VerifyRange or Verify.
+func IsRange(data []byte) bool { return bundle.FormatOf(data) == bundle.RangeFormat }
+
+// BuildRange assembles the range bundle of device's readings with seqs in [from, to] from one
+// full single-reading Parts per reading, in any order. Parts of readings in the same anchor
+// (same AnchorID) must agree on everything of the anchor (entry, log proof, state, record,
+// light block, the anchor's batches), parts in the same batch on its leaves and index: their
+// slices may be shared, and shared slices are not compared again. BuildRange checks, as
+// Build does, that the parts fit together (ErrInconsistent otherwise: Build runs on the first
+// reading of each anchor) and computes each batch's and anchor's multiproof once.
+func BuildRange(device string, from, to uint64, parts []Parts) (*bundle.Range, error) {
+	if len(parts) == 0 {
+		return nil, fmt.Errorf("%w: a range needs at least one reading", ErrInconsistent)
+	}
+	if from > to {
+		return nil, fmt.Errorf("%w: from %d is after to %d", ErrInconsistent, from, to)
+	}
+	order := make([]int, len(parts))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(a, b int) int { return cmp.Compare(parts[a].Seq, parts[b].Seq) })
+
+	type batchGroup struct {
+		first   *Parts
+		members []int // indices into order, in seq order
+	}
+	type anchorGroup struct {
+		first   *Parts
+		b       *bundle.Bundle // Build of first
+		batches map[[16]byte]*batchGroup
+	}
+	anchors := map[[16]byte]*anchorGroup{}
+	for k, i := range order {
+		p := &parts[i]
+		if p.Device != device {
+			return nil, fmt.Errorf("%w: reading seq %d is of device %q, the range is of %q", ErrInconsistent, p.Seq, p.Device, device)
+		}
+		if p.Seq < from || p.Seq > to {
+			return nil, fmt.Errorf("%w: reading seq %d is outside [%d, %d]", ErrInconsistent, p.Seq, from, to)
+		}
+		if k > 0 && parts[order[k-1]].Seq == p.Seq {
+			return nil, fmt.Errorf("%w: two readings with seq %d", ErrInconsistent, p.Seq)
+		}
+		if p.ChainID != parts[order[0]].ChainID {
+			return nil, fmt.Errorf("%w: reading seq %d is on chain %q, seq %d on %q", ErrInconsistent, p.Seq, p.ChainID, parts[order[0]].Seq, parts[order[0]].ChainID)
+		}
+		ag := anchors[p.AnchorID]
+		if ag == nil {
+			b, err := Build(*p)
+			if err != nil {
+				return nil, fmt.Errorf("reading seq %d: %w", p.Seq, err)
+			}
+			if b.Device.ID != device {
+				return nil, fmt.Errorf("%w: the record of reading seq %d is of device %q", ErrInconsistent, p.Seq, b.Device.ID)
+			}
+			ag = &anchorGroup{first: p, b: b, batches: map[[16]byte]*batchGroup{}}
+			anchors[p.AnchorID] = ag
+		} else if err := sameAnchor(ag.first, p); err != nil {
+			return nil, fmt.Errorf("%w: reading seq %d and seq %d are in anchor %x but %s", ErrInconsistent, ag.first.Seq, p.Seq, p.AnchorID, err)
+		}
+		bg := ag.batches[p.BatchID]
+		if bg == nil {
+			bg = &batchGroup{first: p}
+			ag.batches[p.BatchID] = bg
+		} else if p.BatchIndex != bg.first.BatchIndex || !sameHashes(p.BatchLeaves, bg.first.BatchLeaves) {
+			return nil, fmt.Errorf("%w: reading seq %d and seq %d are in batch %x but disagree on its index or leaves", ErrInconsistent, bg.first.Seq, p.Seq, p.BatchID)
+		}
+		if p.LeafIndex >= uint64(len(p.BatchLeaves)) || p.BatchLeaves[p.LeafIndex] != merkle.ReadingLeaf(p.Raw) {
+			return nil, fmt.Errorf("%w: reading seq %d is not leaf %d of its batch", ErrInconsistent, p.Seq, p.LeafIndex)
+		}
+		bg.members = append(bg.members, k)
+	}
+
+	groups := make([]*anchorGroup, 0, len(anchors))
+	for _, ag := range anchors {
+		groups = append(groups, ag)
+	}
+	slices.SortFunc(groups, func(a, b *anchorGroup) int { return cmp.Compare(a.first.LogIndex, b.first.LogIndex) })
+	r := &bundle.Range{Format: bundle.RangeFormat, ChainID: parts[order[0]].ChainID, Device: device, From: from, To: to,
+		Readings: make([]bundle.RangeReading, len(parts))}
+	for ai, ag := range groups {
+		if ai > 0 && ag.first.LogIndex == groups[ai-1].first.LogIndex {
+			return nil, fmt.Errorf("%w: anchors %x and %x are both entry %d of the log", ErrInconsistent, groups[ai-1].first.AnchorID, ag.first.AnchorID, ag.first.LogIndex)
+		}
+		bgs := make([]*batchGroup, 0, len(ag.batches))
+		for _, bg := range ag.batches {
+			bgs = append(bgs, bg)
+		}
+		slices.SortFunc(bgs, func(a, b *batchGroup) int { return cmp.Compare(a.first.BatchIndex, b.first.BatchIndex) })
+		ab := ag.first.AnchorBatches
+		aleaves := make([]merkle.Hash, len(ab))
+		for i, b := range ab {
+			aleaves[i] = merkle.AnchorLeaf(b.ID, b.Size, b.Root)
+		}
+		bidx := make([]uint64, len(bgs))
+		for j, bg := range bgs {
+			p := bg.first
+			if j > 0 && p.BatchIndex == bgs[j-1].first.BatchIndex {
+				return nil, fmt.Errorf("%w: batches %x and %x are both batch %d of anchor %x", ErrInconsistent, bgs[j-1].first.BatchID, p.BatchID, p.BatchIndex, p.AnchorID)
+			}
+			bidx[j] = p.BatchIndex
+			members := slices.Clone(bg.members)
+			slices.SortFunc(members, func(a, b int) int { return cmp.Compare(parts[order[a]].LeafIndex, parts[order[b]].LeafIndex) })
+			idx := make([]uint64, len(members))
+			for x, k := range members {
+				idx[x] = parts[order[k]].LeafIndex
+				if x > 0 && idx[x] == idx[x-1] {
+					return nil, fmt.Errorf("%w: readings seq %d and seq %d are both leaf %d of batch %x", ErrInconsistent, parts[order[members[x-1]]].Seq, parts[order[k]].Seq, idx[x], p.BatchID)
+				}
+			}
+			var proof []merkle.Hash
+			var root merkle.Hash
+			var err error
+			if p.BatchTree != nil && p.BatchTree.Size() == uint64(len(p.BatchLeaves)) {
+				proof, root, err = merkle.MultiProofOf(p.BatchTree, idx)
+			} else {
+				proof, root, err = merkle.MultiProof(p.BatchLeaves, idx)
+			}
+			if err != nil {
+				return nil, fmt.Errorf("%w: batch %x: %w", ErrInconsistent, p.BatchID, err)
+			}
+			if p.BatchIndex >= uint64(len(ab)) || ab[p.BatchIndex].ID != p.BatchID || ab[p.BatchIndex].Root != root || ab[p.BatchIndex].Size != uint64(len(p.BatchLeaves)) {
+				return nil, fmt.Errorf("%w: batch %x (size %d, root %s) is not batch %d of anchor %x", ErrInconsistent, p.BatchID, len(p.BatchLeaves), root, p.BatchIndex, p.AnchorID)
+			}
+			bi := uint64(len(r.Batches))
+			r.Batches = append(r.Batches, bundle.RangeBatch{ID: bytes.Clone(p.BatchID[:]), Size: uint64(len(p.BatchLeaves)), Root: bytes.Clone(root[:]),
+				Anchor: uint64(ai), BatchIndex: p.BatchIndex, Proof: hexes(proof)})
+			for _, k := range bg.members {
+				q := &parts[order[k]]
+				r.Readings[k] = bundle.RangeReading{Seq: q.Seq, Batch: bi, LeafIndex: q.LeafIndex, Raw: q.Raw}
+			}
+		}
+		aproof, aroot, err := merkle.MultiProof(aleaves, bidx)
+		if err != nil {
+			return nil, fmt.Errorf("%w: anchor %x: %w", ErrInconsistent, ag.first.AnchorID, err)
+		}
+		b := ag.b
+		if !bytes.Equal(aroot[:], b.Anchor.Root) {
+			return nil, fmt.Errorf("%w: anchor %x: the batches rebuild root %s, the single bundle has %x", ErrInconsistent, ag.first.AnchorID, aroot, b.Anchor.Root)
+		}
+		l := b.Ledger
+		r.Anchors = append(r.Anchors, bundle.RangeAnchor{ID: b.Anchor.ID, Batches: b.Anchor.Batches, Root: b.Anchor.Root, Proof: hexes(aproof), Device: b.Device,
+			Ledger: bundle.RangeLedger{Height: l.Height, Entry: l.Entry, LogIndex: l.LogIndex, LogSize: l.LogSize, LogPath: l.LogPath, LogRoot: l.LogRoot,
+				RegistryRoot: l.RegistryRoot, AppHashVersion: l.AppHashVersion, StateRoot: l.StateRoot, StateProof: l.StateProof, LightBlock: l.LightBlock}})
+	}
+	chain, err := unionChain(parts, order, r.Anchors[len(r.Anchors)-1].Ledger.Height)
+	if err != nil {
+		return nil, err
+	}
+	r.LightChain = chain
+	return r, nil
+}
+
+// unionChain is the union of the parts' light chains, oldest first, each height once: every
+// block must be below its own part's header, so below the newest header (maxHeight).
+func unionChain(parts []Parts, order []int, maxHeight int64) ([]json.RawMessage, error) {
+	byHeight := map[int64][]byte{}
+	var lastChain []*types.LightBlock
+	for _, i := range order {
+		c := parts[i].LightChain
+		if len(c) == 0 || len(c) == len(lastChain) && &c[0] == &lastChain[0] {
+			continue // the same shared slice as the reading before
+		}
+		lastChain = c
+		for _, lb := range c {
+			if lb == nil || lb.SignedHeader == nil || lb.ValidatorSet == nil || lb.Height >= maxHeight {
+				return nil, fmt.Errorf("%w: light chain block of reading seq %d is missing or not below the newest header", ErrInconsistent, parts[i].Seq)
+			}
+			if _, ok := byHeight[lb.Height]; ok {
+				// The first one fetched: two fetches of a height may differ in their commit's
+				// signatures (seen or canonical commit), and either is checked as it is.
+				continue
+			}
+			raw, err := encodeLightBlock(lb)
+			if err != nil {
+				return nil, err
+			}
+			byHeight[lb.Height] = raw
+		}
+	}
+	heights := make([]int64, 0, len(byHeight))
+	for h := range byHeight {
+		heights = append(heights, h)
+	}
+	slices.Sort(heights)
+	out := make([]json.RawMessage, len(heights))
+	for i, h := range heights {
+		out[i] = byHeight[h]
+	}
+	return out, nil
+}
+
+// sameHashes compares two hash slices, at once when they are the same slice.
+func sameHashes(a, b []merkle.Hash) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	if len(a) == 0 || &a[0] == &b[0] {
+		return true
+	}
+	return slices.Equal(a, b)
+}
+
+// sameAnchor says how q disagrees with p on the anchor they share, or nil.
+func sameAnchor(p, q *Parts) error {
+	switch {
+	case !bytes.Equal(p.Entry, q.Entry) || p.LogIndex != q.LogIndex || p.LogSize != q.LogSize || p.LogRoot != q.LogRoot || !sameHashes(p.LogPath, q.LogPath):
+		return errors.New("disagree on the entry or its log proof")
+	case p.RegistryRoot != q.RegistryRoot || p.Version != q.Version || !sameState(p, q):
+		return errors.New("disagree on the ledger state")
+	case !bytes.Equal(p.Record, q.Record) || p.RegistryIndex != q.RegistryIndex || p.RegistrySize != q.RegistrySize ||
+		!sameHashes(p.RegistryPath, q.RegistryPath) || !bytes.Equal(p.SMTProof, q.SMTProof):
+		return errors.New("disagree on the device record or its registry proof")
+	case !sameLightBlock(p.LightBlock, q.LightBlock):
+		return errors.New("disagree on the light block")
+	case !sameAnchorBatches(p.AnchorBatches, q.AnchorBatches):
+		return errors.New("disagree on the anchor's batches")
+	}
+	return nil
+}
+
+func sameState(p, q *Parts) bool {
+	if (p.StateRoot == nil) != (q.StateRoot == nil) || p.StateRoot != nil && *p.StateRoot != *q.StateRoot {
+		return false
+	}
+	a, b := p.StateProof, q.StateProof
+	if a == b {
+		return true
+	}
+	return a != nil && b != nil && a.Name == b.Name && a.Root == b.Root && a.Index == b.Index && a.Size == b.Size && sameHashes(a.Path, b.Path)
+}
+
+func sameLightBlock(a, b *types.LightBlock) bool {
+	if a == b {
+		return true
+	}
+	if a == nil || b == nil || a.SignedHeader == nil || b.SignedHeader == nil || a.Header == nil || b.Header == nil {
+		return false
+	}
+	return a.Height == b.Height && bytes.Equal(a.Hash(), b.Hash())
+}
+
+func sameAnchorBatches(a, b []AnchorBatch) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	if len(a) == 0 || &a[0] == &b[0] {
+		return true
+	}
+	return slices.Equal(a, b)
+}
+
+// Gap is a run of seqs of the range for which it holds no reading and cannot show that the
+// device sent none.
+type Gap struct {
+	From, To uint64 // inclusive
+	Reason   string
+}
+
+// RangeReport is what VerifyRange checked: the steps, summarised over the range (the names
+// are Verify's where the rule is the same), and, when every step holds, what the range says
+// about the readings it does not hold.
+type RangeReport struct {
+	Steps    []Step
+	Device   string
+	From, To uint64
+	Readings int
+	Batches  int
+	Anchors  int
+	Ed25519  int // readings signed with Ed25519
+	ES256    int // readings signed with ES256
+	Chained  int // consecutive pairs of readings the later's prev links
+	// Complete is set when every step holds and every seq in [From, To] either has its
+	// reading in the range or lies between two readings that prev links: no reading of the
+	// device with a seq in the range is missing. Gaps lists the seqs where that is not shown.
+	Complete bool
+	Gaps     []Gap
+}
+
+// Print writes one line per step, as Report.Print does, then the completeness verdict when
+// every step held: "✓ complete" or "! complete" followed by one "! gap" line per gap.
+func (r RangeReport) Print(w io.Writer) {
+	Report{Steps: r.Steps}.Print(w)
+	if len(r.Steps) == 0 || !r.Steps[len(r.Steps)-1].OK || r.Readings == 0 {
+		return
+	}
+	if r.Complete {
+		fmt.Fprintf(w, "✓ %-18s seqs %d..%d: %d readings, %d of %d consecutive pairs linked by prev; no reading missing\n",
+			"complete", r.From, r.To, r.Readings, r.Chained, r.Readings-1)
+		return
+	}
+	gaps := "gaps"
+	if len(r.Gaps) == 1 {
+		gaps = "gap"
+	}
+	fmt.Fprintf(w, "! %-18s not shown: %d readings in seqs %d..%d, %d of %d consecutive pairs linked by prev, %d %s:\n",
+		"complete", r.Readings, r.From, r.To, r.Chained, r.Readings-1, len(r.Gaps), gaps)
+	for _, g := range r.Gaps {
+		fmt.Fprintf(w, "! %-18s seqs %d..%d: %s\n", "gap", g.From, g.To, g.Reason)
+	}
+}
+
+// rangeVerifier holds what the steps of VerifyRange compute for the later ones.
+type rangeVerifier struct {
+	r        *bundle.Range
+	chainID  string
+	trusted  *types.ValidatorSet
+	trustH   int64
+	msgs     []reading.Message
+	leaves   []merkle.Hash // of the readings
+	keys     []anchorKey   // per anchor
+	regRoots []merkle.Hash // per anchor
+	logRoots []merkle.Hash // per anchor
+	aroots   []merkle.Hash // per anchor
+	lbs      []*types.LightBlock
+	chain    []*types.LightBlock // the parsed light_chain
+	rep      *RangeReport
+}
+
+type anchorKey struct {
+	pub      reading.PublicKey
+	expanded *voi.ExpandedPublicKey // Ed25519 keys that expand
+}
+
+// VerifyRange checks a range bundle offline against a trust file, by the rules of Verify
+// applied reading by reading (each anchor's ledger part, record and light block once, each
+// batch's multiproof once), and reports whether the range is complete. It returns the report
+// of every step it ran and an error wrapping ErrVerify unless all hold; an incomplete range
+// whose proofs all hold is not an error (RangeReport.Complete, Gaps).
+func VerifyRange(rangeJSON, trustJSON []byte) (RangeReport, error) {
+	v := &verifier{}
+	rep := RangeReport{}
+	rv := &rangeVerifier{rep: &rep}
+	v.step("bundle", func() (string, error) {
+		r, err := bundle.ParseRange(rangeJSON)
+		if err != nil {
+			return "", err
+		}
+		rv.r = r
+		rep.Device, rep.From, rep.To = r.Device, r.From, r.To
+		rep.Readings, rep.Batches, rep.Anchors = len(r.Readings), len(r.Batches), len(r.Anchors)
+		return fmt.Sprintf("%s, canonical encoding (%d bytes): %s seqs %d..%d, %d readings in %d batches of %d anchors",
+			r.Format, len(rangeJSON), r.Device, r.From, r.To, len(r.Readings), len(r.Batches), len(r.Anchors)), nil
+	})
+	v.step("trust", func() (string, error) {
+		t, err := bundle.ParseTrust(trustJSON)
+		if err != nil {
+			return "", err
+		}
+		if rv.trusted, err = parseValidators(t.Validators); err != nil {
+			return "", err
+		}
+		rv.chainID, rv.trustH = t.ChainID, t.Height
+		at := ""
+		if t.Height > 0 {
+			at = fmt.Sprintf(" at height %d", t.Height)
+		}
+		return fmt.Sprintf("chain %s, %d validators, set %X%s", rv.chainID, rv.trusted.Size(), rv.trusted.Hash(), at), nil
+	})
+	v.step("reading signature", rv.signatures)
+	v.step("device record", rv.records)
+	v.step("batch", rv.batches)
+	v.step("anchor", rv.anchors)
+	v.step("anchor entry", rv.entries)
+	v.step("ledger log", rv.logs)
+	v.step("app hash", rv.appHashes)
+	if v.err == nil && len(rv.r.LightChain) > 0 {
+		v.step("light chain", rv.parseChain)
+		v.step("light chain", rv.chainHops)
+	}
+	v.step("signed header", rv.signedHeaders)
+	rep.Steps = v.r.Steps
+	if v.err != nil {
+		return rep, v.err
+	}
+	rv.completeness()
+	return rep, nil
+}
+
+// anchorOf is the index of the anchor of reading i.
+func (rv *rangeVerifier) anchorOf(i int) uint64 { return rv.r.Batches[rv.r.Readings[i].Batch].Anchor }
+
+// anchorName names anchor i in an error.
+func (rv *rangeVerifier) anchorName(i int) string {
+	return fmt.Sprintf("anchor %d (%s, log index %d)", i, hex.EncodeToString(rv.r.Anchors[i].ID), rv.r.Anchors[i].Ledger.LogIndex)
+}
+
+// signatures decodes every reading, checks its device and seq, and verifies its signature
+// under the record of its anchor: Ed25519 in batches (curve25519-voi, the rules of
+// reading.Ed25519Rules, as ingest), ES256 one by one, spread over the CPUs.
+func (rv *rangeVerifier) signatures() (string, error) {
+	r := rv.r
+	rv.keys = make([]anchorKey, len(r.Anchors))
+	expanded := map[string]*voi.ExpandedPublicKey{}
+	for i, a := range r.Anchors {
+		if a.Device.ID != r.Device {
+			return "", fmt.Errorf("%s: device record is for %s, the range is of %s", rv.anchorName(i), a.Device.ID, r.Device)
+		}
+		alg, err := reading.ParseAlg(a.Device.Alg)
+		if err != nil {
+			return "", fmt.Errorf("%s: %w", rv.anchorName(i), err)
+		}
+		pub, err := reading.ParsePublicKey(alg, a.Device.PublicKey)
+		if err != nil {
+			return "", fmt.Errorf("%s: %w", rv.anchorName(i), err)
+		}
+		k := anchorKey{pub: pub}
+		if alg == reading.Ed25519 {
+			e, ok := expanded[string(pub.Key)]
+			if !ok {
+				e, _ = voi.NewExpandedPublicKey(voi.PublicKey(pub.Key)) // nil: verified one by one
+				expanded[string(pub.Key)] = e
+			}
+			k.expanded = e
+		}
+		rv.keys[i] = k
+	}
+	n := len(r.Readings)
+	rv.msgs = make([]reading.Message, n)
+	rv.leaves = make([]merkle.Hash, n)
+	errs := make([]error, n)
+	const minChunk = 256
+	workers := max(1, min(runtime.GOMAXPROCS(0), n/minChunk))
+	var wg sync.WaitGroup
+	for w := range workers {
+		lo, hi := w*n/workers, (w+1)*n/workers
+		wg.Go(func() { rv.verifyChunk(lo, hi, errs) })
+	}
+	wg.Wait()
+	keys := map[string]bool{}
+	for i, err := range errs {
+		if err != nil {
+			return "", fmt.Errorf("reading seq %d (%s): %w", r.Readings[i].Seq, rv.anchorName(int(rv.anchorOf(i))), err)
+		}
+		k := rv.keys[rv.anchorOf(i)].pub
+		keys[string(k.Key)] = true
+		if k.Alg == reading.Ed25519 {
+			rv.rep.Ed25519++
+		} else {
+			rv.rep.ES256++
+		}
+	}
+	return fmt.Sprintf("%d readings of %s, seqs %d to %d (Ed25519 ×%d, ES256 ×%d) under %d device key(s)",
+		n, r.Device, r.Readings[0].Seq, r.Readings[n-1].Seq, rv.rep.Ed25519, rv.rep.ES256, len(keys)), nil
+}
+
+// verifyChunk checks readings [lo, hi), setting errs[i] for each that fails.
+func (rv *rangeVerifier) verifyChunk(lo, hi int, errs []error) {
+	r := rv.r
+	size := 0
+	for i := lo; i < hi; i++ {
+		size += len(r.Readings[i].Raw) + 32
+	}
+	signed := make([]byte, 0, size)
+	bv := voi.NewBatchVerifierWithCapacity(hi - lo)
+	opts := reading.Ed25519Rules()
+	var batched []int
+	for i := lo; i < hi; i++ {
+		rd := &r.Readings[i]
+		rv.leaves[i] = merkle.ReadingLeaf(rd.Raw)
+		m := &rv.msgs[i]
+		if err := reading.DecodeInto(m, rd.Raw); err != nil {
+			errs[i] = err
+			continue
+		}
+		if m.Reading.Device != r.Device || m.Reading.Seq != rd.Seq {
+			errs[i] = fmt.Errorf("raw is %s seq %d, the range says %s seq %d", m.Reading.Device, m.Reading.Seq, r.Device, rd.Seq)
+			continue
+		}
+		k := &rv.keys[rv.anchorOf(i)]
+		if k.expanded == nil || m.Alg != reading.Ed25519 {
+			errs[i] = m.Verify(k.pub) // ES256, or refused for its algorithm
+			continue
+		}
+		from := len(signed)
+		signed = m.AppendSigStructure(signed)
+		bv.AddExpandedWithOptions(k.expanded, signed[from:len(signed):len(signed)], m.Signature(), opts)
+		batched = append(batched, i)
+	}
+	if len(batched) == 0 {
+		return
+	}
+	// On failure Verify checks each signature alone: valid names the bad ones.
+	_, valid := bv.Verify(rand.Reader)
+	for j, i := range batched {
+		if !valid[j] {
+			errs[i] = reading.ErrBadSignature
+		}
+	}
+}
+
+// records checks each anchor's device record as Verify's "device record" step does.
+func (rv *rangeVerifier) records() (string, error) {
+	r := rv.r
+	rv.regRoots = make([]merkle.Hash, len(r.Anchors))
+	since := map[uint64]bool{}
+	v2 := 0
+	for i := range r.Anchors {
+		a := &r.Anchors[i]
+		rec, err := entry.DecodeRecord(a.Device.Record)
+		if err != nil {
+			return "", fmt.Errorf("%s: %w", rv.anchorName(i), err)
+		}
+		d := a.Device
+		if rec.Dev != d.ID || string(rec.Alg) != d.Alg || !bytes.Equal(rec.Key, d.PublicKey) || string(rec.Status) != d.Status || rec.Height != d.Height {
+			return "", fmt.Errorf("%s: the record's bytes do not say what the device fields say", rv.anchorName(i))
+		}
+		if rec.Status != entry.StatusActive {
+			return "", fmt.Errorf("%s: device %s is %s (since height %d)", rv.anchorName(i), rec.Dev, rec.Status, rec.Height)
+		}
+		root, err := hash(a.Ledger.RegistryRoot, "ledger.registry_root")
+		if err != nil {
+			return "", fmt.Errorf("%s: %w", rv.anchorName(i), err)
+		}
+		rv.regRoots[i] = root
+		if a.V2() {
+			if _, err := verifyRegistrySMT(d, root); err != nil {
+				return "", fmt.Errorf("%s: %w", rv.anchorName(i), err)
+			}
+			v2++
+		} else {
+			p, err := path(d.RegistryPath, "device.registry_path")
+			if err != nil {
+				return "", fmt.Errorf("%s: %w", rv.anchorName(i), err)
+			}
+			if err := merkle.VerifyRegistry(d.RegistryIndex, d.RegistrySize, merkle.LeafHash(d.Record), p, root); err != nil {
+				return "", fmt.Errorf("%s: %w", rv.anchorName(i), err)
+			}
+		}
+		since[rec.Height] = true
+	}
+	heights := slices.Sorted(func(yield func(uint64) bool) {
+		for h := range since {
+			if !yield(h) {
+				return
+			}
+		}
+	})
+	return fmt.Sprintf("%s active in the state of each of %d anchors (records since height %s), each record proven in its anchor's registry (sparse Merkle tree ×%d, sorted tree ×%d)",
+		r.Device, len(r.Anchors), joinHeights(heights), v2, len(r.Anchors)-v2), nil
+}
+
+func joinHeights(hs []uint64) string {
+	var b bytes.Buffer
+	for i, h := range hs {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprint(&b, h)
+	}
+	return b.String()
+}
+
+// batches rebuilds each batch's root from its readings' leaves and its multiproof.
+func (rv *rangeVerifier) batches() (string, error) {
+	r := rv.r
+	members := make([][]int, len(r.Batches)) // readings of each batch
+	for i, rd := range r.Readings {
+		members[rd.Batch] = append(members[rd.Batch], i)
+	}
+	hashes := 0
+	for bi, b := range r.Batches {
+		name := fmt.Sprintf("batch %d (%s)", bi, hex.EncodeToString(b.ID))
+		if len(b.ID) != 16 {
+			return "", fmt.Errorf("%s: batch id is %d bytes, want 16", name, len(b.ID))
+		}
+		root, err := hash(b.Root, "root")
+		if err != nil {
+			return "", fmt.Errorf("%s: %w", name, err)
+		}
+		m := members[bi]
+		slices.SortFunc(m, func(x, y int) int { return cmp.Compare(r.Readings[x].LeafIndex, r.Readings[y].LeafIndex) })
+		idx := make([]uint64, len(m))
+		leaves := make([]merkle.Hash, len(m))
+		for j, i := range m {
+			idx[j], leaves[j] = r.Readings[i].LeafIndex, rv.leaves[i]
+			if j > 0 && idx[j] == idx[j-1] {
+				return "", fmt.Errorf("%s: readings seq %d and seq %d are both leaf %d", name, r.Readings[m[j-1]].Seq, r.Readings[i].Seq, idx[j])
+			}
+		}
+		proof, err := path(b.Proof, "proof")
+		if err != nil {
+			return "", fmt.Errorf("%s: %w", name, err)
+		}
+		if err := merkle.VerifyMultiProof(b.Size, idx, leaves, proof, root); err != nil {
+			return "", fmt.Errorf("%s of seqs %s: %w", name, seqList(r, m), err)
+		}
+		hashes += len(proof)
+	}
+	return fmt.Sprintf("%d batch roots rebuilt from the leaves of %d readings and %d proof hashes", len(r.Batches), len(r.Readings), hashes), nil
+}
+
+// seqList names the seqs of readings m, shortened.
+func seqList(r *bundle.Range, m []int) string {
+	seqs := make([]uint64, len(m))
+	for j, i := range m {
+		seqs[j] = r.Readings[i].Seq
+	}
+	slices.Sort(seqs)
+	if len(seqs) > 4 {
+		return fmt.Sprintf("%d, %d, … %d (%d readings)", seqs[0], seqs[1], seqs[len(seqs)-1], len(seqs))
+	}
+	return joinHeights(seqs)
+}
+
+// anchors rebuilds each anchor's root from the anchor leaves of its batches and its
+// multiproof.
+func (rv *rangeVerifier) anchors() (string, error) {
+	r := rv.r
+	rv.aroots = make([]merkle.Hash, len(r.Anchors))
+	hashes := 0
+	start := 0
+	for ai := range r.Anchors {
+		a := &r.Anchors[ai]
+		end := start
+		for end < len(r.Batches) && r.Batches[end].Anchor == uint64(ai) {
+			end++
+		}
+		bs := r.Batches[start:end] // contiguous: batches are in anchor order, every anchor has one
+		start = end
+		root, err := hash(a.Root, "root")
+		if err != nil {
+			return "", fmt.Errorf("%s: %w", rv.anchorName(ai), err)
+		}
+		idx := make([]uint64, len(bs))
+		leaves := make([]merkle.Hash, len(bs))
+		for j, b := range bs {
+			broot, _ := merkle.HashFromBytes(b.Root) // checked by the batch step
+			idx[j], leaves[j] = b.BatchIndex, merkle.AnchorLeaf([16]byte(b.ID), b.Size, broot)
+		}
+		proof, err := path(a.Proof, "proof")
+		if err != nil {
+			return "", fmt.Errorf("%s: %w", rv.anchorName(ai), err)
+		}
+		if err := merkle.VerifyMultiProof(a.Batches, idx, leaves, proof, root); err != nil {
+			return "", fmt.Errorf("%s: %w", rv.anchorName(ai), err)
+		}
+		rv.aroots[ai] = root
+		hashes += len(proof)
+	}
+	return fmt.Sprintf("%d anchor roots rebuilt from the anchor leaves of %d batches and %d proof hashes", len(r.Anchors), len(r.Batches), hashes), nil
+}
+
+// entries checks that each anchor's entry is that anchor.
+func (rv *rangeVerifier) entries() (string, error) {
+	var batches, readings uint64
+	for ai := range rv.r.Anchors {
+		a := &rv.r.Anchors[ai]
+		e, err := entry.Decode(a.Ledger.Entry)
+		if err != nil {
+			return "", fmt.Errorf("%s: %w", rv.anchorName(ai), err)
+		}
+		if e.Anchor == nil {
+			return "", fmt.Errorf("%s: the ledger entry is a %s, not an anchor", rv.anchorName(ai), e.Type)
+		}
+		if !bytes.Equal(e.Anchor.ID, a.ID) || !bytes.Equal(e.Anchor.Root, rv.aroots[ai][:]) || e.Anchor.Batches != a.Batches {
+			return "", fmt.Errorf("%s: the entry commits a different anchor id, root or batch count", rv.anchorName(ai))
+		}
+		batches += e.Anchor.Batches
+		readings += e.Anchor.Readings
+	}
+	return fmt.Sprintf("%d anchor entries, of %d batches and %d readings in all", len(rv.r.Anchors), batches, readings), nil
+}
+
+// logs checks each anchor's entry in the ledger's log.
+func (rv *rangeVerifier) logs() (string, error) {
+	r := rv.r
+	rv.logRoots = make([]merkle.Hash, len(r.Anchors))
+	for ai := range r.Anchors {
+		l := &r.Anchors[ai].Ledger
+		root, err := hash(l.LogRoot, "ledger.log_root")
+		if err != nil {
+			return "", fmt.Errorf("%s: %w", rv.anchorName(ai), err)
+		}
+		p, err := path(l.LogPath, "ledger.log_path")
+		if err != nil {
+			return "", fmt.Errorf("%s: %w", rv.anchorName(ai), err)
+		}
+		if err := merkle.VerifyInclusion(l.LogIndex, l.LogSize, merkle.EntryLeaf(l.Entry), p, root); err != nil {
+			return "", fmt.Errorf("%s: %w", rv.anchorName(ai), err)
+		}
+		rv.logRoots[ai] = root
+	}
+	first, last := r.Anchors[0].Ledger, r.Anchors[len(r.Anchors)-1].Ledger
+	return fmt.Sprintf("%d entries in the log, log indices %d to %d (log sizes %d to %d)", len(r.Anchors), first.LogIndex, last.LogIndex, first.LogSize, last.LogSize), nil
+}
+
+// appHashes checks that each anchor's header commits its log and registry.
+func (rv *rangeVerifier) appHashes() (string, error) {
+	r := rv.r
+	rv.lbs = make([]*types.LightBlock, len(r.Anchors))
+	v2 := 0
+	for ai := range r.Anchors {
+		a := &r.Anchors[ai]
+		if ai > 0 && bytes.Equal(a.Ledger.LightBlock, r.Anchors[ai-1].Ledger.LightBlock) {
+			rv.lbs[ai] = rv.lbs[ai-1] // two anchors of one block
+		} else {
+			lb, err := parseLightBlock(a.Ledger.LightBlock)
+			if err != nil {
+				return "", fmt.Errorf("%s: %w", rv.anchorName(ai), err)
+			}
+			rv.lbs[ai] = lb
+		}
+		b := bundle.Bundle{Ledger: a.Ledger.Bundle(r.ChainID)}
+		st, err := appState(&b, rv.logRoots[ai], rv.regRoots[ai])
+		if err != nil {
+			return "", fmt.Errorf("%s: %w", rv.anchorName(ai), err)
+		}
+		want, err := st.AppHash()
+		if err != nil {
+			return "", fmt.Errorf("%s: %w", rv.anchorName(ai), err)
+		}
+		if lb := rv.lbs[ai]; !bytes.Equal(lb.Header.AppHash, want[:]) {
+			return "", fmt.Errorf("%s: header app hash %X, the log and registry give %X", rv.anchorName(ai), lb.Header.AppHash, want[:])
+		}
+		if st.Version == merkle.AppHashV2 {
+			v2++
+		}
+	}
+	return fmt.Sprintf("%d headers, heights %d to %d, commit their anchors' log sizes, log roots and registries (app hash v2 ×%d, v1 ×%d)",
+		len(r.Anchors), rv.lbs[0].Height, rv.lbs[len(rv.lbs)-1].Height, v2, len(r.Anchors)-v2), nil
+}
+
+// parseChain parses the light chain: canonical blocks, heights increasing, each below the
+// newest anchor's header (so that some anchor's hops check it).
+func (rv *rangeVerifier) parseChain() (string, error) {
+	top := rv.lbs[len(rv.lbs)-1].Height
+	for _, lb := range rv.lbs {
+		top = max(top, lb.Height)
+	}
+	for i, raw := range rv.r.LightChain {
+		lb, err := parseLightBlock(raw)
+		if err != nil {
+			return "", fmt.Errorf("light_chain[%d]: %w", i, err)
+		}
+		if i > 0 && lb.Height <= rv.chain[i-1].Height {
+			return "", fmt.Errorf("%w: light_chain[%d] at height %d after height %d", ErrLightChain, i, lb.Height, rv.chain[i-1].Height)
+		}
+		if lb.Height >= top {
+			return "", fmt.Errorf("%w: light_chain[%d] at height %d is not below any anchor's header (the newest is at %d)", ErrLightChain, i, lb.Height, top)
+		}
+		rv.chain = append(rv.chain, lb)
+	}
+	return fmt.Sprintf("%d light blocks, heights %d to %d, in canonical form", len(rv.chain), rv.chain[0].Height, rv.chain[len(rv.chain)-1].Height), nil
+}
+
+// chainFor is the light chain of anchor ai's header, as a bundle of one of its readings
+// holds it: the range's light blocks below the header, then the header.
+func (rv *rangeVerifier) chainFor(ai int) *lightChain {
+	lb := rv.lbs[ai]
+	n, _ := slices.BinarySearchFunc(rv.chain, lb.Height, func(b *types.LightBlock, h int64) int { return cmp.Compare(b.Height, h) })
+	blocks := append(slices.Clone(rv.chain[:n]), lb)
+	return &lightChain{chainID: rv.chainID, trusted: rv.trusted, trustHeight: rv.trustH, blocks: blocks}
+}
+
+// distinct reports whether anchor ai's header is not the one of the anchor before.
+func (rv *rangeVerifier) distinct(ai int) bool { return ai == 0 || rv.lbs[ai] != rv.lbs[ai-1] }
+
+// chainHops checks, for each anchor's header, the hops of the light blocks below it.
+func (rv *rangeVerifier) chainHops() (string, error) {
+	hops := 0
+	for ai := range rv.r.Anchors {
+		if !rv.distinct(ai) {
+			continue
+		}
+		lc := rv.chainFor(ai)
+		n := len(lc.blocks)
+		for i := range n - 1 {
+			if _, err := lc.hop(i); err != nil {
+				return "", fmt.Errorf("%s, header %d: hop %d of %d: %w", rv.anchorName(ai), rv.lbs[ai].Height, i+1, n, err)
+			}
+			hops++
+		}
+	}
+	return fmt.Sprintf("%d hops below the anchors' headers, each by the rules of a bundle's light chain", hops), nil
+}
+
+// signedHeaders checks each anchor's header as Verify's "signed header" step does: the last
+// hop of its chain.
+func (rv *rangeVerifier) signedHeaders() (string, error) {
+	r := rv.r
+	headers := 0
+	var last string
+	for ai := range r.Anchors {
+		lb := rv.lbs[ai]
+		if lb.ChainID != rv.chainID || r.ChainID != rv.chainID {
+			return "", fmt.Errorf("%s: chain %q (header) / %q (range), the trust file is for %q", rv.anchorName(ai), lb.ChainID, r.ChainID, rv.chainID)
+		}
+		if lb.Height != r.Anchors[ai].Ledger.Height {
+			return "", fmt.Errorf("%s: header height %d, the range says %d", rv.anchorName(ai), lb.Height, r.Anchors[ai].Ledger.Height)
+		}
+		if !rv.distinct(ai) {
+			continue
+		}
+		lc := rv.chainFor(ai)
+		d, err := lc.hop(len(lc.blocks) - 1)
+		if err != nil {
+			return "", fmt.Errorf("%s, header %d: %w", rv.anchorName(ai), lb.Height, err)
+		}
+		headers++
+		last = d
+	}
+	return fmt.Sprintf("%d headers of %s, heights %d to %d, each trusted from the trust file's set (newest: %s, %d signatures)",
+		headers, rv.chainID, rv.lbs[0].Height, rv.lbs[len(rv.lbs)-1].Height, last, len(rv.lbs[len(rv.lbs)-1].Commit.Signatures)), nil
+}
+
+// completeness finds the seqs of [From, To] the range neither holds nor shows absent: a
+// reading whose prev is the leaf of the reading before it in the range shows that the device
+// sent nothing between them.
+func (rv *rangeVerifier) completeness() {
+	r, rep := rv.r, rv.rep
+	rds := r.Readings
+	if first := rds[0].Seq; first > r.From {
+		rep.Gaps = append(rep.Gaps, Gap{From: r.From, To: first - 1,
+			Reason: fmt.Sprintf("before seq %d, the first reading of the range: a prev names the reading before by its leaf, not its seq, so the range cannot show these absent", first)})
+	}
+	for i := 1; i < len(rds); i++ {
+		prev := rv.msgs[i].Reading.Prev
+		linked := bytes.Equal(prev, rv.leaves[i-1][:])
+		if linked {
+			rep.Chained++
+		}
+		a, b := rds[i-1].Seq, rds[i].Seq
+		if linked || b == a+1 {
+			continue
+		}
+		reason := fmt.Sprintf("seq %d's prev is not seq %d's leaf: readings may be missing between", b, a)
+		if prev == nil {
+			reason = fmt.Sprintf("seq %d has no prev (its device does not chain its readings): readings may be missing between seq %d and it", b, a)
+		}
+		rep.Gaps = append(rep.Gaps, Gap{From: a + 1, To: b - 1, Reason: reason})
+	}
+	if last := rds[len(rds)-1].Seq; last < r.To {
+		rep.Gaps = append(rep.Gaps, Gap{From: last + 1, To: r.To,
+			Reason: fmt.Sprintf("after seq %d, the last reading of the range: only a later reading's prev could show these absent", last)})
+	}
+	rep.Complete = len(rep.Gaps) == 0
+}

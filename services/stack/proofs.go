@@ -1,0 +1,374 @@
+package stack
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	lru "github.com/hashicorp/golang-lru/v2"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/anchorline/anchorline/anchor/ledger"
+	"github.com/anchorline/anchorline/anchor/merkle"
+	"github.com/anchorline/anchorline/anchor/proof"
+	"github.com/anchorline/anchorline/schemas/lookup"
+	"github.com/anchorline/anchorline/services/api"
+	"github.com/anchorline/anchorline/services/store"
+)
+
+// Sizes of the proof caches. A batch tree holds about 64 bytes per reading (its leaves and
+// every complete subtree), so the batch trees cached hold at most ProofCacheLeaves leaves
+// together (about 256 MiB); an anchor's shared part is a few KB (its light blocks, log path and
+// batch list); a device proof a few hundred bytes.
+const (
+	ProofCacheLeaves  = 4 << 20
+	ProofCacheAnchors = 4096
+	ProofCacheDevices = 65536
+)
+
+// Proofs builds proof bundles and keeps what they are made of that never changes once a batch
+// is anchored: per batch its anchor, its position there and its Merkle tree (all levels); per
+// anchor the part every proof of its readings shares (proof.Shared: the anchor tree, the
+// entry's log proof, the state and light blocks of the next header); per device and height the
+// device's registry proof. A proof of a reading whose batch and anchor are cached costs one
+// ClickHouse lookup (the reading) and, unless the device proof is cached, one ledger query.
+// Concurrent misses of one batch or anchor load it once. A batch is cached only once it is
+// anchored. Forget drops what is cached about a batch or a device, for a later erasure of its
+// readings. Proofs is safe for concurrent use.
+type Proofs struct {
+	store    *store.Store
+	ledger   *ledger.Client
+	readings *readingLoader
+
+	batches *lru.Cache[[16]byte, *batchPart]
+	leaves  atomic.Int64 // in the cached batch trees
+	anchors *lru.Cache[[16]byte, *proof.Shared]
+	devices *lru.Cache[deviceAt, ledger.DeviceProof]
+	loads   singleflight.Group
+
+	mu      sync.Mutex
+	chainID string // once known: a chain keeps its id
+}
+
+// batchPart is a batch's place in its anchor and its tree; the tree is read-only.
+type batchPart struct {
+	anchorID   [16]byte
+	batchIndex uint32
+	tree       *merkle.Tree
+}
+
+// deviceAt names a device's registry proof: the registry root it proves the record under. The
+// root changes only when a device event is committed, so one proof serves every anchor in
+// between.
+type deviceAt struct {
+	id   string
+	root merkle.Hash
+}
+
+// NewProofs returns a proof builder over the store and the ledger with caches of the default
+// sizes.
+func NewProofs(st *store.Store, l *ledger.Client) *Proofs {
+	p := &Proofs{store: st, ledger: l, readings: &readingLoader{store: st}}
+	// lru.New fails only on a size below 1. The batch cache is bounded by its leaves (addBatch),
+	// not its entries.
+	p.batches, _ = lru.NewWithEvict(ProofCacheLeaves, func(_ [16]byte, b *batchPart) { p.leaves.Add(-int64(b.tree.Size())) })
+	p.anchors, _ = lru.New[[16]byte, *proof.Shared](ProofCacheAnchors)
+	p.devices, _ = lru.New[deviceAt, ledger.DeviceProof](ProofCacheDevices)
+	return p
+}
+
+// Forget drops what is cached about the batches and the devices named: their trees and the
+// devices' registry proofs. (An anchor's shared part holds no reading.)
+func (p *Proofs) Forget(batches [][16]byte, devices []string) {
+	for _, b := range batches {
+		p.batches.Remove(b)
+	}
+	if len(devices) == 0 {
+		return
+	}
+	drop := make(map[string]bool, len(devices))
+	for _, d := range devices {
+		drop[d] = true
+	}
+	for _, k := range p.devices.Keys() {
+		if drop[k.id] {
+			p.devices.Remove(k)
+		}
+	}
+}
+
+// Cached reports how many batches, anchors and device proofs are cached.
+func (p *Proofs) Cached() (batches, anchors, devices int) {
+	return p.batches.Len(), p.anchors.Len(), p.devices.Len()
+}
+
+// Proof assembles the proof bundle of one reading: from ClickHouse the reading, its batch's
+// leaves and its anchor's batches; from the ledger the anchor entry's log proof and the device's
+// registry record at the anchor's block, and the light block of the next height, whose header
+// commits that state.
+func (p *Proofs) Proof(ctx context.Context, dev string, seq uint64) ([]byte, error) {
+	r, err := p.reading(ctx, dev, seq)
+	if err != nil {
+		return nil, err
+	}
+	parts, shared, b, err := p.parts(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	bundle, err := shared.Build(parts, b.tree)
+	if err != nil {
+		return nil, fmt.Errorf("build proof of %s seq %d: %w", dev, seq, err)
+	}
+	return bundle.Marshal()
+}
+
+// MaxRangeReadings is the most readings one range bundle holds; a longer range is asked in
+// pieces.
+const MaxRangeReadings = 100_000
+
+// Range assembles the range bundle (anchorline.range/v1) of a device's readings with seqs in
+// [from, to]: one ClickHouse range read of the readings, and per batch and anchor what Proof
+// caches. Every reading of the range must be anchored (else an error wrapping
+// lookup.ErrNotAnchored names the first that is not); none stored is lookup.ErrNotFound; more
+// than MaxRangeReadings is api.ErrBadRequest.
+func (p *Proofs) Range(ctx context.Context, dev string, from, to uint64) ([]byte, error) {
+	rows, more, err := p.store.ReadingsRange(ctx, dev, from, to, 2*MaxRangeReadings)
+	if err != nil {
+		return nil, err
+	}
+	var parts []proof.Parts
+	for i := 0; i < len(rows); {
+		j := i + 1
+		for j < len(rows) && rows[j].Seq == rows[i].Seq {
+			j++
+		}
+		r, err := p.anchoredOf(ctx, rows[i:j])
+		if err != nil {
+			return nil, fmt.Errorf("%s seq %d: %w", dev, rows[i].Seq, err)
+		}
+		if len(parts) == MaxRangeReadings || more && j == len(rows) {
+			return nil, fmt.Errorf("%w: %s holds more than %d readings from seq %d to %d: ask for a shorter range, up to seq %d at most",
+				api.ErrBadRequest, dev, MaxRangeReadings, from, to, rows[i].Seq-1)
+		}
+		pp, shared, b, err := p.parts(ctx, r)
+		if err != nil {
+			return nil, err
+		}
+		full := shared.Parts()
+		full.Raw, full.Device, full.Seq, full.BatchID, full.LeafIndex, full.BatchIndex = pp.Raw, pp.Device, pp.Seq, pp.BatchID, pp.LeafIndex, pp.BatchIndex
+		full.Record, full.RegistryIndex, full.RegistrySize, full.RegistryPath, full.SMTProof = pp.Record, pp.RegistryIndex, pp.RegistrySize, pp.RegistryPath, pp.SMTProof
+		full.BatchLeaves, full.BatchTree = b.tree.Leaves(), b.tree
+		parts = append(parts, full)
+		i = j
+	}
+	if len(parts) == 0 {
+		return nil, fmt.Errorf("%w: no reading of %s from seq %d to %d", lookup.ErrNotFound, dev, from, to)
+	}
+	rb, err := proof.BuildRange(dev, from, to, parts)
+	if err != nil {
+		return nil, fmt.Errorf("build range proof of %s from %d to %d: %w", dev, from, to, err)
+	}
+	return rb.Marshal()
+}
+
+// anchoredOf returns, of the stored rows of one reading, the first whose batch is anchored, else
+// an error wrapping lookup.ErrNotAnchored.
+func (p *Proofs) anchoredOf(ctx context.Context, rows []store.ReadingRow) (store.ReadingRow, error) {
+	var err error
+	for _, r := range rows {
+		_, err = p.batch(ctx, r.BatchID)
+		if err == nil {
+			return r, nil
+		}
+		if !errors.Is(err, lookup.ErrNotAnchored) {
+			return store.ReadingRow{}, err
+		}
+	}
+	return store.ReadingRow{}, err
+}
+
+// reading returns the stored row of a reading to prove: of a reading stored twice (at-least-once
+// delivery), the first whose batch is anchored, else an error wrapping lookup.ErrNotAnchored.
+func (p *Proofs) reading(ctx context.Context, dev string, seq uint64) (store.ReadingRow, error) {
+	rows, err := p.readings.get(ctx, store.ReadingKey{Device: dev, Seq: seq})
+	if err != nil {
+		return store.ReadingRow{}, lookupErr(err)
+	}
+	return p.anchoredOf(ctx, rows)
+}
+
+// parts returns the reading's proof parts (reading, batch and device members), its anchor's
+// shared part and its batch.
+func (p *Proofs) parts(ctx context.Context, r store.ReadingRow) (proof.Parts, *proof.Shared, *batchPart, error) {
+	b, err := p.batch(ctx, r.BatchID)
+	if err != nil {
+		return proof.Parts{}, nil, nil, err
+	}
+	shared, err := p.anchor(ctx, b.anchorID)
+	if err != nil {
+		return proof.Parts{}, nil, nil, err
+	}
+	h := shared.Height() - 1 // the block that included the anchor
+	dp, err := p.device(ctx, r.Device, h, shared.Parts().RegistryRoot)
+	if err != nil {
+		return proof.Parts{}, nil, nil, laterErr(fmt.Errorf("device %s at height %d: %w", r.Device, h, err))
+	}
+	parts := proof.Parts{Raw: r.Raw, Device: r.Device, Seq: r.Seq, BatchID: r.BatchID, LeafIndex: uint64(r.LeafIndex),
+		BatchIndex: uint64(b.batchIndex), Record: dp.RecordBytes, RegistryIndex: dp.Index, RegistrySize: dp.Size,
+		RegistryPath: dp.Path, SMTProof: dp.SMTProof}
+	return parts, shared, b, nil
+}
+
+// batch returns a batch's anchor, position and tree: cached, or loaded once however many
+// requests miss it at the same time. A batch not anchored yet is an error wrapping
+// lookup.ErrNotAnchored (409) and is not cached.
+func (p *Proofs) batch(ctx context.Context, id [16]byte) (*batchPart, error) {
+	if b, ok := p.batches.Get(id); ok {
+		return b, nil
+	}
+	v, err, _ := p.loads.Do("batch "+hex.EncodeToString(id[:]), func() (any, error) {
+		ctx, cancel := loadContext(ctx)
+		defer cancel()
+		anchorID, batchIndex, err := p.store.BatchAnchor(ctx, id)
+		if err != nil {
+			return nil, lookupErr(err) // not anchored yet: 409
+		}
+		leaves, err := p.store.BatchLeaves(ctx, id)
+		if err != nil {
+			return nil, laterErr(fmt.Errorf("leaves of batch %x: %w", id, err))
+		}
+		b := &batchPart{anchorID: anchorID, batchIndex: batchIndex, tree: &merkle.Tree{}}
+		for _, l := range leaves {
+			b.tree.Append(l)
+		}
+		p.addBatch(id, b)
+		return b, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.(*batchPart), nil
+}
+
+// loadTimeout bounds a load that several requests wait for.
+const loadTimeout = 30 * time.Second
+
+// loadContext is the context of a load shared by the requests that missed the same entry: the
+// first one's values, but not its cancellation (the others still wait for the load).
+func loadContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), loadTimeout)
+}
+
+// addBatch caches a batch, evicting the least recently used ones while the cached trees hold
+// more than ProofCacheLeaves leaves (the last one added stays, however large).
+func (p *Proofs) addBatch(id [16]byte, b *batchPart) {
+	if p.batches.Contains(id) {
+		return
+	}
+	p.leaves.Add(int64(b.tree.Size()))
+	p.batches.Add(id, b)
+	for p.leaves.Load() > ProofCacheLeaves && p.batches.Len() > 1 {
+		p.batches.RemoveOldest()
+	}
+}
+
+// anchor returns an anchor's shared proof part: cached, or loaded once.
+func (p *Proofs) anchor(ctx context.Context, id [16]byte) (*proof.Shared, error) {
+	if s, ok := p.anchors.Get(id); ok {
+		return s, nil
+	}
+	v, err, _ := p.loads.Do("anchor "+hex.EncodeToString(id[:]), func() (any, error) {
+		ctx, cancel := loadContext(ctx)
+		defer cancel()
+		s, err := p.loadAnchor(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		p.anchors.Add(id, s)
+		return s, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.(*proof.Shared), nil
+}
+
+func (p *Proofs) loadAnchor(ctx context.Context, id [16]byte) (*proof.Shared, error) {
+	a, err := p.store.Anchor(ctx, id)
+	if err != nil {
+		return nil, laterErr(fmt.Errorf("anchor %x: %w", id, err))
+	}
+	rows, err := p.store.AnchorBatches(ctx, id)
+	if err != nil {
+		return nil, laterErr(fmt.Errorf("batches of anchor %x: %w", id, err))
+	}
+	h := int64(a.Height)
+	ep, err := p.ledger.EntryProof(ctx, a.LogIndex, h)
+	if err != nil {
+		return nil, laterErr(fmt.Errorf("ledger entry %d at height %d: %w", a.LogIndex, h, err))
+	}
+	lb, err := p.ledger.LightBlock(ctx, h+1)
+	if err != nil {
+		return nil, laterErr(fmt.Errorf("light block %d: %w", h+1, err))
+	}
+	chain, err := p.ledger.LightChain(ctx, h+1)
+	if err != nil {
+		return nil, laterErr(fmt.Errorf("light chain to %d: %w", h+1, err))
+	}
+	chainID, err := p.chain(ctx)
+	if err != nil {
+		return nil, err
+	}
+	parts := proof.Parts{AnchorID: id, AnchorBatches: make([]proof.AnchorBatch, len(rows)), ChainID: chainID,
+		Entry: ep.Entry, LogIndex: ep.LogIndex, LogSize: ep.LogSize, LogPath: ep.Path, LogRoot: ep.LogRoot,
+		RegistryRoot: ep.RegistryRoot, Version: ep.Version, StateRoot: ep.StateRoot, StateProof: ep.StateProof,
+		LightBlock: lb, LightChain: chain}
+	for i, x := range rows {
+		parts.AnchorBatches[i] = proof.AnchorBatch{ID: x.ID, Size: uint64(x.Size), Root: x.Root}
+	}
+	s, err := proof.NewShared(parts)
+	if err != nil {
+		return nil, fmt.Errorf("proof part of anchor %x: %w", id, err)
+	}
+	return s, nil
+}
+
+// device returns a device's registry proof at a height whose registry root is root: cached
+// under that root, or asked of the ledger.
+func (p *Proofs) device(ctx context.Context, id string, height int64, root merkle.Hash) (ledger.DeviceProof, error) {
+	k := deviceAt{id, root}
+	if d, ok := p.devices.Get(k); ok {
+		return d, nil
+	}
+	d, err := p.ledger.Device(ctx, id, height)
+	if err != nil {
+		return d, err
+	}
+	if d.Root != root {
+		return d, fmt.Errorf("ledger: registry root at height %d is %s, its entry proof says %s", height, d.Root, root)
+	}
+	p.devices.Add(k, d)
+	return d, nil
+}
+
+// chain returns the ledger's chain id, asked once.
+func (p *Proofs) chain(ctx context.Context) (string, error) {
+	p.mu.Lock()
+	id := p.chainID
+	p.mu.Unlock()
+	if id != "" {
+		return id, nil
+	}
+	id, err := p.ledger.ChainID(ctx)
+	if err != nil {
+		return "", err
+	}
+	p.mu.Lock()
+	p.chainID = id
+	p.mu.Unlock()
+	return id, nil
+}
