@@ -9,7 +9,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cometbft/cometbft/types"
 	lru "github.com/hashicorp/golang-lru/v2"
+	"golang.org/x/sync/errgroup"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/anchorline/anchorline/anchor/ledger"
@@ -233,13 +235,18 @@ func (p *Proofs) batch(ctx context.Context, id [16]byte) (*batchPart, error) {
 	v, err, _ := p.loads.Do("batch "+hex.EncodeToString(id[:]), func() (any, error) {
 		ctx, cancel := loadContext(ctx)
 		defer cancel()
+		// The two lookups at once: a first proof of the batch waits for one round trip.
+		var leaves [][32]byte
+		var leavesErr error
+		got := make(chan struct{})
+		go func() { defer close(got); leaves, leavesErr = p.store.BatchLeaves(ctx, id) }()
 		anchorID, batchIndex, err := p.store.BatchAnchor(ctx, id)
+		<-got
 		if err != nil {
 			return nil, lookupErr(err) // not anchored yet: 409
 		}
-		leaves, err := p.store.BatchLeaves(ctx, id)
-		if err != nil {
-			return nil, laterErr(fmt.Errorf("leaves of batch %x: %w", id, err))
+		if leavesErr != nil {
+			return nil, laterErr(fmt.Errorf("leaves of batch %x: %w", id, leavesErr))
 		}
 		b := &batchPart{anchorID: anchorID, batchIndex: batchIndex, tree: &merkle.Tree{}}
 		for _, l := range leaves {
@@ -302,25 +309,40 @@ func (p *Proofs) loadAnchor(ctx context.Context, id [16]byte) (*proof.Shared, er
 	if err != nil {
 		return nil, laterErr(fmt.Errorf("anchor %x: %w", id, err))
 	}
-	rows, err := p.store.AnchorBatches(ctx, id)
-	if err != nil {
-		return nil, laterErr(fmt.Errorf("batches of anchor %x: %w", id, err))
-	}
 	h := int64(a.Height)
-	ep, err := p.ledger.EntryProof(ctx, a.LogIndex, h)
-	if err != nil {
-		return nil, laterErr(fmt.Errorf("ledger entry %d at height %d: %w", a.LogIndex, h, err))
-	}
-	lb, err := p.ledger.LightBlock(ctx, h+1)
-	if err != nil {
-		return nil, laterErr(fmt.Errorf("light block %d: %w", h+1, err))
-	}
-	chain, err := p.ledger.LightChain(ctx, h+1)
-	if err != nil {
-		return nil, laterErr(fmt.Errorf("light chain to %d: %w", h+1, err))
-	}
-	chainID, err := p.chain(ctx)
-	if err != nil {
+	// The rest at once: a first proof of the anchor waits for the slowest lookup, not all.
+	var rows []store.BatchRow
+	var ep ledger.EntryProof
+	var lb *types.LightBlock
+	var chain []*types.LightBlock
+	var chainID string
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() (err error) {
+		if rows, err = p.store.AnchorBatches(gctx, id); err != nil {
+			return laterErr(fmt.Errorf("batches of anchor %x: %w", id, err))
+		}
+		return nil
+	})
+	g.Go(func() (err error) {
+		if ep, err = p.ledger.EntryProof(gctx, a.LogIndex, h); err != nil {
+			return laterErr(fmt.Errorf("ledger entry %d at height %d: %w", a.LogIndex, h, err))
+		}
+		return nil
+	})
+	g.Go(func() (err error) {
+		if lb, err = p.ledger.LightBlock(gctx, h+1); err != nil {
+			return laterErr(fmt.Errorf("light block %d: %w", h+1, err))
+		}
+		return nil
+	})
+	g.Go(func() (err error) {
+		if chain, err = p.ledger.LightChain(gctx, h+1); err != nil {
+			return laterErr(fmt.Errorf("light chain to %d: %w", h+1, err))
+		}
+		return nil
+	})
+	g.Go(func() (err error) { chainID, err = p.chain(gctx); return err })
+	if err := g.Wait(); err != nil {
 		return nil, err
 	}
 	parts := proof.Parts{AnchorID: id, AnchorBatches: make([]proof.AnchorBatch, len(rows)), ChainID: chainID,

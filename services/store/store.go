@@ -419,11 +419,31 @@ func (s *Store) AnchorBatches(ctx context.Context, id [16]byte) ([]BatchRow, err
 	if len(ids) == 0 {
 		return nil, fmt.Errorf("%w: batches of anchor %x", lookup.ErrNotFound, id)
 	}
+	// The batches' records in one query (not one per batch: an anchor holds many).
+	rows, err := s.conn.Query(ctx, "SELECT batch_id, root, size, created_at, worker FROM "+s.t("batches")+" FINAL WHERE batch_id IN (SELECT batch_id FROM "+
+		s.t("batch_anchors")+" WHERE anchor_id = unhex(?))", hex.EncodeToString(id[:]))
+	if err != nil {
+		return nil, fmt.Errorf("batch records of anchor %x: %w", id, err)
+	}
+	defer rows.Close()
+	recs := make(map[[16]byte]BatchRow, len(ids))
+	for rows.Next() {
+		b, err := scanBatch(rows)
+		if err != nil {
+			return nil, fmt.Errorf("batch records of anchor %x: %w", id, err)
+		}
+		recs[b.ID] = b
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("batch records of anchor %x: %w", id, err)
+	}
 	out := make([]BatchRow, len(ids))
 	for i, bid := range ids {
-		if out[i], err = s.Batch(ctx, bid); err != nil {
-			return nil, err
+		b, ok := recs[bid]
+		if !ok {
+			return nil, fmt.Errorf("%w: batch %x", lookup.ErrNotFound, bid)
 		}
+		out[i] = b
 	}
 	return out, nil
 }
