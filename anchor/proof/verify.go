@@ -271,27 +271,8 @@ func Verify(bundleJSON, trustJSON []byte) (Report, error) {
 		return v.r, v.err
 	}
 	lc := &lightChain{chainID: chainID, trusted: trusted, trustHeight: trustHeight}
-	if len(b.Ledger.LightChain) > 0 {
-		v.step("light chain", func() (string, error) {
-			for i, raw := range b.Ledger.LightChain {
-				l, err := parseLightBlock(raw)
-				if err != nil {
-					return "", fmt.Errorf("light_chain[%d]: %w", i, err)
-				}
-				lc.blocks = append(lc.blocks, l)
-			}
-			first, last := lc.blocks[0].Height, lc.blocks[len(lc.blocks)-1].Height
-			return fmt.Sprintf("%d light blocks, heights %d to %d, in canonical form", len(lc.blocks), first, last), nil
-		})
-	}
-	lc.blocks = append(lc.blocks, lb)
+	v.followChain(lc, b.Ledger.LightChain, lb)
 	hops := len(b.Ledger.LightChain) + 1
-	for i := range hops - 1 {
-		v.step("light chain", func() (string, error) {
-			d, err := lc.hop(i)
-			return fmt.Sprintf("hop %d of %d: %s", i+1, hops, d), err
-		})
-	}
 	v.step("signed header", func() (string, error) {
 		if lb.ChainID != chainID || b.Ledger.ChainID != chainID {
 			return "", fmt.Errorf("chain %q (header) / %q (bundle), the trust file is for %q", lb.ChainID, b.Ledger.ChainID, chainID)

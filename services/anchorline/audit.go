@@ -344,11 +344,9 @@ and bounds the readings' device time.`,
 			if err != nil {
 				return err
 			}
-			var trustJSON []byte
-			if trust != "" {
-				if trustJSON, err = readTrustFile(trust); err != nil {
-					return err
-				}
+			trustJSON, err := readOptionalTrust(trust)
+			if err != nil {
+				return err
 			}
 			led, err := remoteLedger(cfg, log)
 			if err != nil {

@@ -169,6 +169,15 @@ func readBundleFile(path string) ([]byte, error) {
 	return b, nil
 }
 
+// readOptionalTrust is readTrustFile of path, or nil without an error if path is empty (a
+// command's --trust left out).
+func readOptionalTrust(path string) ([]byte, error) {
+	if path == "" {
+		return nil, nil
+	}
+	return readTrustFile(path)
+}
+
 // readTrustFile reads a trust file and checks that verification can use it.
 func readTrustFile(path string) ([]byte, error) {
 	b, err := readInput(kindTrust, path)

@@ -43,11 +43,9 @@ verify, 2 bad input, 3 the ledger could not be read.`,
 			if out == "" {
 				return badInput(errors.New("--out: name the file to write the checkpoint to"))
 			}
-			var trustJSON []byte
-			if trust != "" {
-				if trustJSON, err = readTrustFile(trust); err != nil {
-					return err
-				}
+			trustJSON, err := readOptionalTrust(trust)
+			if err != nil {
+				return err
 			}
 			led, err := remoteLedger(cfg, log)
 			if err != nil {

@@ -330,12 +330,11 @@ func (p *Proofs) loadAnchor(ctx context.Context, id [16]byte) (*proof.Shared, er
 		return nil
 	})
 	g.Go(func() (err error) {
+		// LightBlock waits for the blocks after h+1; LightChain reads commits up to h+1, so it
+		// comes after.
 		if lb, err = p.ledger.LightBlock(gctx, h+1); err != nil {
 			return laterErr(fmt.Errorf("light block %d: %w", h+1, err))
 		}
-		return nil
-	})
-	g.Go(func() (err error) {
 		if chain, err = p.ledger.LightChain(gctx, h+1); err != nil {
 			return laterErr(fmt.Errorf("light chain to %d: %w", h+1, err))
 		}
