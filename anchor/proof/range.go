@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/cometbft/cometbft/types"
 	voi "github.com/oasisprotocol/curve25519-voi/primitives/ed25519"
@@ -715,17 +716,30 @@ func (rv *rangeVerifier) logs() (string, error) {
 func (rv *rangeVerifier) appHashes() (string, error) {
 	r := rv.r
 	rv.lbs = make([]*types.LightBlock, len(r.Anchors))
+	// Decoding a light block (CometBFT's JSON, by reflection) is most of an anchor's cost: on
+	// every core, the first error in anchor order reported.
+	errs := make([]error, len(r.Anchors))
+	next := atomic.Int64{}
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), len(r.Anchors)) {
+		wg.Go(func() {
+			for ai := int(next.Add(1) - 1); ai < len(r.Anchors); ai = int(next.Add(1) - 1) {
+				if ai > 0 && bytes.Equal(r.Anchors[ai].Ledger.LightBlock, r.Anchors[ai-1].Ledger.LightBlock) {
+					continue // two anchors of one block: the same light block, below
+				}
+				rv.lbs[ai], errs[ai] = parseLightBlock(r.Anchors[ai].Ledger.LightBlock)
+			}
+		})
+	}
+	wg.Wait()
 	v2 := 0
 	for ai := range r.Anchors {
 		a := &r.Anchors[ai]
-		if ai > 0 && bytes.Equal(a.Ledger.LightBlock, r.Anchors[ai-1].Ledger.LightBlock) {
-			rv.lbs[ai] = rv.lbs[ai-1] // two anchors of one block
-		} else {
-			lb, err := parseLightBlock(a.Ledger.LightBlock)
-			if err != nil {
-				return "", fmt.Errorf("%s: %w", rv.anchorName(ai), err)
-			}
-			rv.lbs[ai] = lb
+		if errs[ai] != nil {
+			return "", fmt.Errorf("%s: %w", rv.anchorName(ai), errs[ai])
+		}
+		if rv.lbs[ai] == nil {
+			rv.lbs[ai] = rv.lbs[ai-1]
 		}
 		b := bundle.Bundle{Ledger: a.Ledger.Bundle(r.ChainID)}
 		st, err := appState(&b, rv.logRoots[ai], rv.regRoots[ai])

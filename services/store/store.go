@@ -55,6 +55,21 @@ func scanReading(sc interface{ Scan(...any) error }) (ReadingRow, error) {
 	return r, nil
 }
 
+// lookupCols are the columns of reading_lookup (and of readings) a proof needs.
+const lookupCols = "device_id, seq, raw, batch_id, leaf_index"
+
+// scanLookup scans a row of lookupCols.
+func scanLookup(sc interface{ Scan(...any) error }) (ReadingRow, error) {
+	var r ReadingRow
+	var raw, batch string
+	if err := sc.Scan(&r.Device, &r.Seq, &raw, &batch, &r.LeafIndex); err != nil {
+		return r, err
+	}
+	r.Raw = []byte(raw)
+	copy(r.BatchID[:], batch)
+	return r, nil
+}
+
 // Reading returns a stored reading. A reading stored twice (at-least-once delivery) is
 // returned from an anchored batch if one is.
 func (s *Store) Reading(ctx context.Context, device string, seq uint64) (ReadingRow, error) {
@@ -132,20 +147,17 @@ func (s *Store) readingsOf(ctx context.Context, table string, keys []ReadingKey,
 		}
 		fmt.Fprintf(&in, "('%s', %d)", k.Device, k.Seq)
 	}
-	rows, err := s.conn.Query(ctx, "SELECT device_id, seq, raw, batch_id, leaf_index FROM "+s.t(table)+
+	rows, err := s.conn.Query(ctx, "SELECT "+lookupCols+" FROM "+s.t(table)+
 		" WHERE (device_id, seq) IN ("+in.String()+") ORDER BY device_id, seq, batch_id")
 	if err != nil {
 		return fmt.Errorf("readings (%d keys): %w", len(keys), err)
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var r ReadingRow
-		var raw, batch string
-		if err := rows.Scan(&r.Device, &r.Seq, &raw, &batch, &r.LeafIndex); err != nil {
+		r, err := scanLookup(rows)
+		if err != nil {
 			return fmt.Errorf("readings (%d keys): %w", len(keys), err)
 		}
-		r.Raw = []byte(raw)
-		copy(r.BatchID[:], batch)
 		k := ReadingKey{r.Device, r.Seq}
 		out[k] = append(out[k], r)
 	}
@@ -156,10 +168,12 @@ func (s *Store) readingsOf(ctx context.Context, table string, keys []ReadingKey,
 }
 
 // ReadingsRange returns the stored rows of a device's readings with seqs in [from, to] (a
-// reading stored twice has two), ordered by seq and batch id: a range read of readings' primary
-// key. It returns at most limit rows and reports whether there were more.
+// reading stored twice has two), ordered by seq and batch id: a range read of reading_lookup's
+// primary key (its view writes every row of readings in the same insert). The rows carry
+// device, seq, raw, batch id and leaf index. It returns at most limit rows and reports whether
+// there were more.
 func (s *Store) ReadingsRange(ctx context.Context, device string, from, to uint64, limit int) ([]ReadingRow, bool, error) {
-	rows, err := s.conn.Query(ctx, "SELECT "+readingCols+" FROM "+s.t("readings")+
+	rows, err := s.conn.Query(ctx, "SELECT "+lookupCols+" FROM "+s.t("reading_lookup")+
 		" WHERE device_id = ? AND seq >= ? AND seq <= ? ORDER BY seq, batch_id LIMIT ?", device, from, to, uint64(limit)+1)
 	if err != nil {
 		return nil, false, fmt.Errorf("readings of %s from %d to %d: %w", device, from, to, err)
@@ -167,7 +181,7 @@ func (s *Store) ReadingsRange(ctx context.Context, device string, from, to uint6
 	defer rows.Close()
 	var out []ReadingRow
 	for rows.Next() {
-		r, err := scanReading(rows)
+		r, err := scanLookup(rows)
 		if err != nil {
 			return nil, false, fmt.Errorf("readings of %s from %d to %d: %w", device, from, to, err)
 		}

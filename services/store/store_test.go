@@ -173,6 +173,13 @@ func TestReadingsOf(t *testing.T) {
 		}
 	}
 	check("reading_lookup")
+	rs, more, err := s.ReadingsRange(ctx, "d", 2, 5, 100)
+	if err != nil || more || len(rs) != 5 || rs[0].Seq != 2 || rs[1].Seq != 2 || rs[4].Seq != 5 || rs[0].BatchID != b1.ID || rs[1].BatchID != b2.ID {
+		t.Fatalf("range 2..5: %d rows, more %v, %v", len(rs), more, err)
+	}
+	if rs, more, err := s.ReadingsRange(ctx, "d", 1, 6, 3); err != nil || !more || len(rs) != 3 {
+		t.Fatalf("range 1..6 limited to 3: %d rows, more %v, %v", len(rs), more, err)
+	}
 	// Rows reading_lookup lacks (stored without its view) are read from readings.
 	if err := conn.Exec(ctx, "DROP TABLE "+db+".reading_lookup_mv"); err != nil {
 		t.Fatal(err)
