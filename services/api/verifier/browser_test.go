@@ -22,6 +22,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/anchorline/anchorline/anchor/proof"
+	"github.com/anchorline/anchorline/schemas/bundle"
 	"github.com/anchorline/anchorline/internal/testlog"
 	"github.com/anchorline/anchorline/services/api"
 	"github.com/anchorline/anchorline/services/api/verifier"
@@ -71,6 +72,8 @@ func TestBrowser(t *testing.T) {
 		{"v1", filepath.Join(testdata, "bundle.json"), filepath.Join(testdata, "trust.json"), ""},
 		{"v2", filepath.Join(testdata, "bundle-v2.json"), filepath.Join(testdata, "trust-v2.json"), ""},
 		{"light chain", filepath.Join(testdata, "lightchain.json"), filepath.Join(testdata, "lightchain-trust.json"), ""},
+		{"range", filepath.Join(testdata, "range.json"), filepath.Join(testdata, "range-trust.json"), ""},
+		{"range signature byte", write(t, tampered, "range-sig.json", flipLast(t, read(t, filepath.Join(testdata, "range.json")), `"raw": "`)), filepath.Join(testdata, "range-trust.json"), "reading signature"},
 		{"signature byte", write(t, tampered, "sig.json", flipLast(t, read(t, filepath.Join(testdata, "bundle.json")), `"raw": "`)), filepath.Join(testdata, "trust.json"), "reading signature"},
 		{"batch path byte", write(t, tampered, "path.json", flipFirst(t, read(t, filepath.Join(testdata, "bundle.json")), `"path": [`+"\n      \"")), filepath.Join(testdata, "trust.json"), "batch"},
 	}
@@ -124,22 +127,34 @@ func TestBrowser(t *testing.T) {
 	}
 }
 
-// goReport is what proof.Verify says of the files, one line per step as Report.Print writes
-// them (the lines `anchorline verify` prints); it checks that the case is what it claims.
+// goReport is what proof.Verify (proof.VerifyRange for a range bundle) says of the files, the
+// lines its report's Print writes (those `anchorline verify` prints); it checks that the case is
+// what it claims.
 func goReport(t *testing.T, bundle, trust []byte, failAt string) []string {
 	t.Helper()
-	r, err := proof.Verify(bundle, trust)
+	var b strings.Builder
+	var steps []proof.Step
+	var err error
+	if proof.IsRange(bundle) {
+		var r proof.RangeReport
+		r, err = proof.VerifyRange(bundle, trust)
+		steps = r.Steps
+		r.Print(&b)
+	} else {
+		var r proof.Report
+		r, err = proof.Verify(bundle, trust)
+		steps = r.Steps
+		r.Print(&b)
+	}
 	if (err == nil) != (failAt == "") {
 		t.Fatalf("proof.Verify: %v; the case expects failure at %q", err, failAt)
 	}
 	if failAt != "" {
-		last := r.Steps[len(r.Steps)-1]
+		last := steps[len(steps)-1]
 		if last.OK || last.Name != failAt {
 			t.Fatalf("proof.Verify fails at step %q (ok %v), the case expects %q", last.Name, last.OK, failAt)
 		}
 	}
-	var b strings.Builder
-	r.Print(&b)
 	return strings.Split(strings.TrimSuffix(b.String(), "\n"), "\n")
 }
 
@@ -179,8 +194,12 @@ func checkResult(t *testing.T, ctx context.Context, console *consoleLog, want []
 				t.Errorf("step %q is not shown passing", l)
 			}
 		}
-		if class.Value != "ok" || verdict != "✓ bundle verified: every step holds" {
-			t.Errorf("verdict %q (class %q), want the bundle verified", verdict, class.Value)
+		wantVerdict := "✓ bundle verified: every step holds"
+		if strings.Contains(want[0], bundle.RangeFormat) {
+			wantVerdict = "✓ range verified: every step holds"
+		}
+		if class.Value != "ok" || verdict != wantVerdict {
+			t.Errorf("verdict %q (class %q), want %q", verdict, class.Value, wantVerdict)
 		}
 		return
 	}

@@ -77,19 +77,23 @@
     }
     status.textContent = `Verified ${chosen.bundle.name} against ${t.name}:`;
     const r = verifier.verify(chosen.bundle.bytes, t.bytes);
-    for (const s of r.steps) {
+    // The lines `anchorline verify` prints (a range's completeness lines start with ✓ or !),
+    // else the steps formatted the same way.
+    const lines = r.lines && r.lines.length ? r.lines : r.steps.map(line);
+    for (const l of lines) {
       const li = document.createElement("li");
-      li.className = s.ok ? "ok" : "fail";
+      const ok = l.startsWith("✓"), note = l.startsWith("!");
+      li.className = ok ? "ok" : note ? "note" : "fail";
       const said = document.createElement("span");
       said.className = "visually-hidden";
-      said.textContent = s.ok ? "passed: " : "failed: ";
+      said.textContent = ok ? "passed: " : note ? "note: " : "failed: ";
       const text = document.createElement("samp");
-      text.textContent = line(s);
+      text.textContent = l;
       li.append(said, text);
       steps.append(li);
     }
     if (r.ok) {
-      finish("ok", "✓ bundle verified: every step holds");
+      finish("ok", r.range ? "✓ range verified: every step holds" : "✓ bundle verified: every step holds");
     } else {
       const failed = r.steps.find((s) => !s.ok);
       finish("fail", failed ? `✗ verification failed at step “${failed.name}”: ${r.error}` : `✗ verification failed: ${r.error}`);

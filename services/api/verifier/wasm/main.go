@@ -7,6 +7,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
+	"strings"
 	"syscall/js"
 
 	"github.com/anchorline/anchorline/anchor/proof"
@@ -16,8 +18,10 @@ import (
 // page lives.
 //
 // verify(bundle, trust) takes each file as a Uint8Array of its exact bytes (or a string, taken
-// as UTF-8) and returns {ok, steps: [{name, ok, detail}], error}: the report of proof.Verify,
-// the steps `anchorline verify` prints; ok is true only if every step held. sha256(bytes)
+// as UTF-8) and returns {ok, steps: [{name, ok, detail}], lines, range, error}: the report of
+// proof.Verify, or of proof.VerifyRange for a range bundle (range true), its steps, and lines,
+// exactly what `anchorline verify` prints of it (for a range, the completeness lines too); ok
+// is true only if every step held. sha256(bytes)
 // returns the lower-case hex SHA-256 of a Uint8Array or string, for pages served where the
 // browser's crypto.subtle is not available (plain http to another host).
 func main() {
@@ -33,7 +37,17 @@ func main() {
 		if err != nil {
 			return result(proof.Report{}, err)
 		}
-		return result(proof.Verify(b, t))
+		if proof.IsRange(b) {
+			r, err := proof.VerifyRange(b, t)
+			out := result(proof.Report{Steps: r.Steps}, err)
+			out["lines"] = printed(r.Print)
+			out["range"] = true
+			return out
+		}
+		r, err := proof.Verify(b, t)
+		out := result(r, err)
+		out["lines"] = printed(r.Print)
+		return out
 	})
 	sum := js.FuncOf(func(_ js.Value, args []js.Value) any {
 		if len(args) != 1 {
@@ -61,6 +75,20 @@ func bytesOf(v js.Value, what string) ([]byte, error) {
 		return b, nil
 	}
 	return nil, errors.New("the " + what + " is neither a Uint8Array nor a string")
+}
+
+// printed is what print writes (a report's Print: the lines `anchorline verify` prints), a line
+// each.
+func printed(print func(io.Writer)) []any {
+	var b strings.Builder
+	print(&b)
+	var out []any
+	for l := range strings.SplitSeq(strings.TrimSuffix(b.String(), "\n"), "\n") {
+		if l != "" {
+			out = append(out, l)
+		}
+	}
+	return out
 }
 
 // result is a report as a JavaScript object.
