@@ -22,8 +22,8 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/anchorline/anchorline/anchor/proof"
-	"github.com/anchorline/anchorline/schemas/bundle"
 	"github.com/anchorline/anchorline/internal/testlog"
+	"github.com/anchorline/anchorline/schemas/bundle"
 	"github.com/anchorline/anchorline/services/api"
 	"github.com/anchorline/anchorline/services/api/verifier"
 )
