@@ -6,8 +6,6 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"fmt"
-	"io"
-	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -23,6 +21,7 @@ import (
 
 	"github.com/anchorline/anchorline/anchor/ledger"
 	"github.com/anchorline/anchorline/internal/await"
+	"github.com/anchorline/anchorline/internal/dircopy"
 	"github.com/anchorline/anchorline/schemas/entry"
 	"github.com/anchorline/anchorline/schemas/reading"
 )
@@ -33,52 +32,6 @@ const (
 	stateFile = "data/priv_validator_state.json" // the last height, round and step it signed
 	keyFile   = "config/priv_validator_key.json"
 )
-
-// copyTree copies the directory src to dst (created; files and directories only, modes kept).
-func copyTree(src, dst string) error {
-	return filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, err := filepath.Rel(src, p)
-		if err != nil {
-			return err
-		}
-		to := filepath.Join(dst, rel)
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		switch {
-		case d.IsDir():
-			return os.MkdirAll(to, info.Mode().Perm()|0o700)
-		case !d.Type().IsRegular():
-			return fmt.Errorf("copy %s: not a regular file", p)
-		}
-		return copyFile(p, to, info.Mode().Perm())
-	})
-}
-
-func copyFile(src, dst string, mode fs.FileMode) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, mode)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	if err := out.Sync(); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
-}
 
 // signState reads a priv_validator_state.json.
 func signState(file string) (privval.FilePVLastSignState, []byte, error) {
@@ -109,7 +62,7 @@ func after(a, b privval.FilePVLastSignState) bool {
 // it was lost too): of it and the backup's, the later one is kept, so that the restored
 // validator remembers the last thing it signed.
 func restoreHome(backup, home string, survived []byte) error {
-	if err := copyTree(backup, home); err != nil {
+	if err := dircopy.Tree(home, backup); err != nil {
 		return fmt.Errorf("restore %s: %w", home, err)
 	}
 	if survived == nil {
@@ -148,7 +101,7 @@ func signConflicting(t *testing.T, home string, state []byte, lb *types.LightBlo
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := copyFile(filepath.Join(home, keyFile), key, info.Mode().Perm()); err != nil {
+	if err := dircopy.File(key, filepath.Join(home, keyFile), info.Mode().Perm()); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(st, state, 0o600); err != nil {
@@ -322,7 +275,7 @@ func TestBackupValidatorHome(t *testing.T) {
 	// The backup: validator k stopped cleanly, its home copied whole, started again.
 	stop()
 	backup := filepath.Join(t.TempDir(), "node"+strconv.Itoa(k))
-	if err := copyTree(home, backup); err != nil {
+	if err := dircopy.Tree(backup, home); err != nil {
 		t.Fatal(err)
 	}
 	backupState, backupStateBytes, err := signState(filepath.Join(backup, stateFile))

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"maps"
 	"os"
@@ -17,6 +16,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/anchorline/anchorline/internal/await"
+	"github.com/anchorline/anchorline/internal/dircopy"
 	"github.com/anchorline/anchorline/internal/testlog"
 	"github.com/anchorline/anchorline/schemas/clickhouse"
 )
@@ -171,48 +171,6 @@ func openReplica(t *testing.T, ctx context.Context, sh *Shard, i int) driver.Con
 // dataPath is the replica's ClickHouse <path>: metadata/, data/, shadow/, flags/.
 func dataPath(s *Server) string { return filepath.Join(s.dir, "data") }
 
-// copyTree copies the directory src to dst (created; files and directories only).
-func copyTree(src, dst string) error {
-	return filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, err := filepath.Rel(src, p)
-		if err != nil {
-			return err
-		}
-		to := filepath.Join(dst, rel)
-		if d.IsDir() {
-			return os.MkdirAll(to, 0o750)
-		}
-		if !d.Type().IsRegular() {
-			return fmt.Errorf("copy %s: not a regular file", p)
-		}
-		return copyFile(p, to)
-	})
-}
-
-func copyFile(src, dst string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o640)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	if err := out.Sync(); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
-}
-
 // TestBackupReplicaLostDisk: replica 2 of a shard loses its whole data path (tables, parts,
 // metadata) while replica 1 goes on taking inserts. It is made a replica again as ClickHouse's
 // "Recovery After Complete Data Loss" says: the table definitions (metadata/) copied from
@@ -259,7 +217,7 @@ func TestBackupReplicaLostDisk(t *testing.T) {
 	}
 
 	// The recovery: table definitions from replica 1 (which keeps running), the flag, a start.
-	if err := copyTree(filepath.Join(dataPath(sh.Replicas[0]), "metadata"), filepath.Join(path2, "metadata")); err != nil {
+	if err := dircopy.Tree(filepath.Join(path2, "metadata"), filepath.Join(dataPath(sh.Replicas[0]), "metadata")); err != nil {
 		t.Fatal(err)
 	}
 	flag := filepath.Join(path2, "flags", "force_restore_data")
@@ -337,7 +295,7 @@ func TestBackupRestoreFromFreeze(t *testing.T) {
 	}
 	for _, p := range snaps {
 		table, part := filepath.Base(filepath.Dir(p)), filepath.Base(p)
-		if err := copyTree(p, filepath.Join(backup, table, part)); err != nil {
+		if err := dircopy.Tree(filepath.Join(backup, table, part), p); err != nil {
 			t.Fatal(err)
 		}
 		parts[table] = append(parts[table], part)
@@ -369,7 +327,7 @@ func TestBackupRestoreFromFreeze(t *testing.T) {
 	tables := filepath.Join(dataPath(sh.Replicas[0]), "data", backupDB)
 	for _, q := range digestQueries {
 		for _, part := range parts[q.table] {
-			if err := copyTree(filepath.Join(backup, q.table, part), filepath.Join(tables, q.table, "detached", part)); err != nil {
+			if err := dircopy.Tree(filepath.Join(tables, q.table, "detached", part), filepath.Join(backup, q.table, part)); err != nil {
 				t.Fatal(err)
 			}
 		}
