@@ -1829,6 +1829,38 @@ func checkComposeClickHouse(t *testing.T, p *types.Project, names, zookeepers []
 
 // checkComposePrometheus checks that Prometheus runs deployments/prometheus and that every
 // target it scrapes is a service listening there, scraped over https exactly when it serves it,
+// promConfig is a Prometheus configuration: the members of its scrape configurations that the
+// deployment checks read (compose's static targets, Kubernetes' pod discovery and relabelling).
+type promConfig struct {
+	ScrapeConfigs []scrapeConfig `json:"scrape_configs"`
+}
+
+// scrapeConfig is one scrape configuration of a promConfig.
+type scrapeConfig struct {
+	JobName   string `json:"job_name"`
+	Scheme    string `json:"scheme"`
+	TLSConfig struct {
+		CAFile     string `json:"ca_file"`
+		ServerName string `json:"server_name"`
+	} `json:"tls_config"`
+	StaticConfigs []struct {
+		Targets []string `json:"targets"`
+	} `json:"static_configs"`
+	KubernetesSD []struct {
+		Role       string `json:"role"`
+		Namespaces struct {
+			Names []string `json:"names"`
+		} `json:"namespaces"`
+	} `json:"kubernetes_sd_configs"`
+	Relabel []struct {
+		SourceLabels []string `json:"source_labels"`
+		Regex        string   `json:"regex"`
+		Action       string   `json:"action"`
+		TargetLabel  string   `json:"target_label"`
+		Replacement  string   `json:"replacement"`
+	} `json:"relabel_configs"`
+}
+
 // trusting the CA that issued its certificate.
 func checkComposePrometheus(t *testing.T, p *types.Project, runs map[string]*composeRun, vols composeVolumes, servers map[string]tlsServer) []error {
 	t.Helper()
@@ -1853,19 +1885,7 @@ func checkComposePrometheus(t *testing.T, p *types.Project, runs map[string]*com
 	if err != nil {
 		return append(errs, err)
 	}
-	var prom struct {
-		ScrapeConfigs []struct {
-			JobName   string `json:"job_name"`
-			Scheme    string `json:"scheme"`
-			TLSConfig struct {
-				CAFile     string `json:"ca_file"`
-				ServerName string `json:"server_name"`
-			} `json:"tls_config"`
-			StaticConfigs []struct {
-				Targets []string `json:"targets"`
-			} `json:"static_configs"`
-		} `json:"scrape_configs"`
-	}
+	var prom promConfig
 	if err := yaml.Unmarshal(b, &prom); err != nil {
 		return append(errs, err)
 	}
@@ -3193,29 +3213,7 @@ func (c *cluster) checkMonitoring(t *testing.T, adapter []byte) []error {
 	if cm.Data["alerts.yml"] != string(read(t, "deployments/prometheus/alerts.yml")) {
 		fail("ConfigMap prometheus-anchorline: alerts.yml is not deployments/prometheus/alerts.yml")
 	}
-	var scrape struct {
-		ScrapeConfigs []struct {
-			JobName   string `json:"job_name"`
-			Scheme    string `json:"scheme"`
-			TLSConfig struct {
-				CAFile     string `json:"ca_file"`
-				ServerName string `json:"server_name"`
-			} `json:"tls_config"`
-			KubernetesSD []struct {
-				Role       string `json:"role"`
-				Namespaces struct {
-					Names []string `json:"names"`
-				} `json:"namespaces"`
-			} `json:"kubernetes_sd_configs"`
-			Relabel []struct {
-				SourceLabels []string `json:"source_labels"`
-				Regex        string   `json:"regex"`
-				Action       string   `json:"action"`
-				TargetLabel  string   `json:"target_label"`
-				Replacement  string   `json:"replacement"`
-			} `json:"relabel_configs"`
-		} `json:"scrape_configs"`
-	}
+	var scrape promConfig
 	if err := yaml.UnmarshalStrict([]byte(cm.Data["scrape-configs.yml"]), &scrape); err != nil || len(scrape.ScrapeConfigs) == 0 {
 		return append(errs, fmt.Errorf("scrape-configs.yml: %v", err))
 	}
@@ -3258,11 +3256,7 @@ func (c *cluster) checkMonitoring(t *testing.T, adapter []byte) []error {
 	if !strings.HasPrefix(targets["job"], "__meta_kubernetes_pod_label_app_kubernetes_io_component anchorline-") || !strings.HasPrefix(targets["namespace"], "__meta_kubernetes_namespace") {
 		fail("scrape-configs.yml: the job must be anchorline-<component> and the namespace a label: %v", targets)
 	}
-	var jobs struct {
-		ScrapeConfigs []struct {
-			JobName string `json:"job_name"`
-		} `json:"scrape_configs"`
-	}
+	var jobs promConfig
 	if err := yaml.Unmarshal(read(t, "deployments/prometheus/prometheus.yml"), &jobs); err != nil {
 		t.Fatal(err)
 	}
@@ -3284,11 +3278,7 @@ func (c *cluster) checkMonitoring(t *testing.T, adapter []byte) []error {
 			fail("scrape-configs.yml: %s's pods: %v", w.where, err)
 		}
 		job := "anchorline-" + w.template.Labels["app.kubernetes.io/component"]
-		if !slices.ContainsFunc(jobs.ScrapeConfigs, func(j struct {
-			JobName string `json:"job_name"`
-		}) bool {
-			return j.JobName == job
-		}) {
+		if !slices.ContainsFunc(jobs.ScrapeConfigs, func(j scrapeConfig) bool { return j.JobName == job }) {
 			fail("%s: scraped as job %s, which deployments/prometheus/prometheus.yml does not have", w.where, job)
 		}
 	}
