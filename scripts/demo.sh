@@ -55,5 +55,9 @@ bin/anchorline trust export --out "$ANCHORLINE_DATA_DIR/trust.json"
 echo "== verifying offline"
 bin/anchorline verify "$ANCHORLINE_DATA_DIR/proof.json" --trust "$ANCHORLINE_DATA_DIR/trust.json"
 
+echo "== the proofs of demo-001's first 100 readings in one range bundle, verified, with its completeness"
+bin/anchorline proof --device demo-001 --from 1 --to 100 --wait 60s --out "$ANCHORLINE_DATA_DIR/range.json"
+bin/anchorline verify "$ANCHORLINE_DATA_DIR/range.json" --trust "$ANCHORLINE_DATA_DIR/trust.json"
+
 echo "== auditing everything stored against the anchors on the ledger"
 bin/anchorline audit --trust "$ANCHORLINE_DATA_DIR/trust.json"
