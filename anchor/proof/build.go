@@ -33,6 +33,9 @@ type Parts struct {
 	// changed): Build and BuildRange then read its nodes instead of hashing the batch again.
 	BatchTree *merkle.Tree
 	LeafIndex uint64
+	// Shared, if set, is NewShared of these parts' anchor and ledger members, made before (a
+	// proof server keeps one per anchor): Build and BuildRange use it instead of making it again.
+	Shared *Shared
 
 	AnchorID      [16]byte
 	AnchorBatches []AnchorBatch
@@ -84,9 +87,12 @@ func hexes(hs []merkle.Hash) []bundle.Hex {
 // Build assembles a bundle: it computes the batch and anchor paths and roots itself and checks
 // that the parts fit together before anyone relies on the result.
 func Build(p Parts) (*bundle.Bundle, error) {
-	s, err := NewShared(p)
-	if err != nil {
-		return nil, err
+	s := p.Shared
+	if s == nil {
+		var err error
+		if s, err = NewShared(p); err != nil {
+			return nil, err
+		}
 	}
 	tree := p.BatchTree
 	if tree == nil {

@@ -163,7 +163,7 @@ func (p *Proofs) Range(ctx context.Context, dev string, from, to uint64) ([]byte
 		full := shared.Parts()
 		full.Raw, full.Device, full.Seq, full.BatchID, full.LeafIndex, full.BatchIndex = pp.Raw, pp.Device, pp.Seq, pp.BatchID, pp.LeafIndex, pp.BatchIndex
 		full.Record, full.RegistryIndex, full.RegistrySize, full.RegistryPath, full.SMTProof = pp.Record, pp.RegistryIndex, pp.RegistrySize, pp.RegistryPath, pp.SMTProof
-		full.BatchLeaves, full.BatchTree = b.tree.Leaves(), b.tree
+		full.BatchLeaves, full.BatchTree, full.Shared = b.tree.Leaves(), b.tree, shared
 		parts = append(parts, full)
 		i = j
 	}
