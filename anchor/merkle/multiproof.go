@@ -39,18 +39,16 @@ func checkIndices(size uint64, indices []uint64) error {
 // indices (strictly increasing, each below len(leaves)). It hashes each node of the tree
 // once: O(len(leaves)).
 func MultiProof(leaves []Hash, indices []uint64) (proof []Hash, root Hash, err error) {
-	if len(leaves) == 0 {
-		return nil, Hash{}, ErrEmptyTree
+	var t Tree
+	for _, l := range leaves {
+		t.Append(l)
 	}
-	if err := checkIndices(uint64(len(leaves)), indices); err != nil {
-		return nil, Hash{}, err
-	}
-	root = buildMulti(leaves, 0, indices, &proof)
-	return proof, root, nil
+	return MultiProofOf(&t, indices)
 }
 
-// MultiProofOf is MultiProof over a tree that keeps its complete subtrees: it reads the hashes
-// of the subtrees without a proven leaf instead of hashing them, O(len(indices)·log size).
+// MultiProofOf is MultiProof over a Tree, which keeps its complete subtrees: it reads the
+// hashes of the subtrees without a proven leaf instead of hashing them, O(len(indices)·log
+// size).
 func MultiProofOf(t *Tree, indices []uint64) (proof []Hash, root Hash, err error) {
 	n := t.Size()
 	if n == 0 {
@@ -63,7 +61,8 @@ func MultiProofOf(t *Tree, indices []uint64) (proof []Hash, root Hash, err error
 	return proof, root, err
 }
 
-// buildMultiOf is buildMulti over leaves [lo, lo+n) of t.
+// buildMultiOf returns the hash of the subtree over leaves [lo, lo+n) of t and appends to proof
+// the hashes of its maximal subtrees without any of indices (those in this subtree).
 func buildMultiOf(t *Tree, lo, n uint64, indices []uint64, proof *[]Hash) (Hash, error) {
 	if len(indices) == 0 {
 		h, err := subtreeOf(t, lo, n)
@@ -103,34 +102,6 @@ func subtreeOf(t *Tree, lo, n uint64) (Hash, error) {
 		return Hash{}, err
 	}
 	return NodeHash(left, right), nil
-}
-
-// buildMulti returns the hash of the subtree over leaves (which start at index lo) and appends
-// to proof the hashes of its maximal subtrees without any of indices (those in this subtree).
-func buildMulti(leaves []Hash, lo uint64, indices []uint64, proof *[]Hash) Hash {
-	if len(indices) == 0 {
-		h := subtreeHash(leaves)
-		*proof = append(*proof, h)
-		return h
-	}
-	n := uint64(len(leaves))
-	if n == 1 {
-		return leaves[0]
-	}
-	k := split(n)
-	j := sort.Search(len(indices), func(i int) bool { return indices[i] >= lo+k })
-	left := buildMulti(leaves[:k], lo, indices[:j], proof)
-	right := buildMulti(leaves[k:], lo+k, indices[j:], proof)
-	return NodeHash(left, right)
-}
-
-// subtreeHash is the RFC 6962 hash of leaves (at least one).
-func subtreeHash(leaves []Hash) Hash {
-	if len(leaves) == 1 {
-		return leaves[0]
-	}
-	k := split(uint64(len(leaves)))
-	return NodeHash(subtreeHash(leaves[:k]), subtreeHash(leaves[k:]))
 }
 
 // RootFromMultiProof computes the root that leaves, at indices (strictly increasing, each

@@ -226,7 +226,7 @@ func newSynthHeads(t *testing.T, seed byte) synthHeads {
 	for i := range keys {
 		keys[i] = ed25519.NewKeyFromSeed(seeded(seed + byte(i)))
 	}
-	set, pvs := testSet(t, checkpointChain, keys)
+	set, pvs := testSet(t, keys)
 	trust, err := TrustFileAt(checkpointChain, 1, set)
 	if err != nil {
 		t.Fatal(err)

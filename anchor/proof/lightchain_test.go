@@ -210,7 +210,7 @@ func TestLightChainAcrossValidatorChanges(t *testing.T) {
 
 func otherTrust(t *testing.T, k ed25519.PrivateKey) []byte {
 	t.Helper()
-	vals, _ := testSet(t, "proof-test", []ed25519.PrivateKey{k})
+	vals, _ := testSet(t, []ed25519.PrivateKey{k})
 	tr, err := TrustFileAt("proof-test", 1, vals)
 	if err != nil {
 		t.Fatal(err)
@@ -268,7 +268,7 @@ func TestEveryByteMattersLightChain(t *testing.T) {
 }
 
 // testSet is a validator set of keys (power 10 each) and their signers in the set's order.
-func testSet(t *testing.T, chainID string, keys []ed25519.PrivateKey) (*types.ValidatorSet, []types.PrivValidator) {
+func testSet(t testing.TB, keys []ed25519.PrivateKey) (*types.ValidatorSet, []types.PrivValidator) {
 	t.Helper()
 	var vals []*types.Validator
 	pvs := map[string]types.PrivValidator{}
@@ -324,8 +324,8 @@ func TestLightChainSkipNeedsTrustedPower(t *testing.T) {
 	for i := range keys {
 		keys[i] = ed25519.NewKeyFromSeed(seeded(byte(20 + i)))
 	}
-	oldSet, oldPVs := testSet(t, id, keys[:4])
-	newSet, newPVs := testSet(t, id, keys[4:])
+	oldSet, oldPVs := testSet(t, keys[:4])
+	newSet, newPVs := testSet(t, keys[4:])
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	last := testBlock(t, id, 10, t0, oldSet, newSet, oldPVs)                   // last of the old set
 	first := testBlock(t, id, 11, t0.Add(time.Second), newSet, newSet, newPVs) // first of the new

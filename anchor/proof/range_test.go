@@ -17,7 +17,6 @@ import (
 	"testing"
 	"time"
 
-	cmted25519 "github.com/cometbft/cometbft/crypto/ed25519"
 	"github.com/cometbft/cometbft/crypto/tmhash"
 	cmtproto "github.com/cometbft/cometbft/proto/tendermint/types"
 	cmtversion "github.com/cometbft/cometbft/proto/tendermint/version"
@@ -403,31 +402,11 @@ func newSynth(t testing.TB, dev string, key reading.PublicKey) *synth {
 		keys[i] = ed25519.NewKeyFromSeed(seeded(byte(60 + i)))
 	}
 	s := &synth{t: t, dev: dev, log: [][]byte{reg}, record: rec, height: 2, at: at}
-	s.set, s.pvs = synthSet(t, keys)
+	s.set, s.pvs = testSet(t, keys)
 	// The device's record between two others, so that its registry path is not empty.
 	s.reg = []merkle.Hash{merkle.LeafHash([]byte("a record")), merkle.LeafHash(rec), merkle.LeafHash([]byte("z record"))}
 	s.regIdx = 1
 	return s
-}
-
-func synthSet(t testing.TB, keys []ed25519.PrivateKey) (*types.ValidatorSet, []types.PrivValidator) {
-	var vals []*types.Validator
-	pvs := map[string]types.PrivValidator{}
-	for _, k := range keys {
-		pv := types.NewMockPVWithParams(cmted25519.PrivKey(k), false, false)
-		pub, err := pv.GetPubKey()
-		if err != nil {
-			t.Fatal(err)
-		}
-		vals = append(vals, types.NewValidator(pub, 10))
-		pvs[string(pub.Address())] = pv
-	}
-	set := types.NewValidatorSet(vals)
-	ordered := make([]types.PrivValidator, set.Size())
-	for i, v := range set.Validators {
-		ordered[i] = pvs[string(v.Address)]
-	}
-	return set, ordered
 }
 
 func (s *synth) trust() []byte {
@@ -484,7 +463,7 @@ func (s *synth) anchor(idByte byte, bs []testBatch) []Parts {
 // changeSet replaces the validators by those of keys: the last block of the old set (naming
 // the new one next) and the first of the new go into the light chain.
 func (s *synth) changeSet(keys []ed25519.PrivateKey) {
-	set, pvs := synthSet(s.t, keys)
+	set, pvs := testSet(s.t, keys)
 	app := tmhash.Sum([]byte("app"))
 	s.at = s.at.Add(time.Second)
 	s.chain = append(s.chain, synthBlockNext(s.t, s.height+1, s.at, app, s.set, set, s.pvs))

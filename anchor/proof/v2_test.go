@@ -122,7 +122,7 @@ func newV2Fixture(t *testing.T) v2Fixture {
 	for i := range keys {
 		keys[i] = ed25519.NewKeyFromSeed(seeded(byte(40 + i)))
 	}
-	set, pvs := testSet(t, v2Chain, keys)
+	set, pvs := testSet(t, keys)
 	app := merkle.AppHashV2Of(uint64(len(log)), logRoot, stateRoot)
 	lb := testBlockApp(t, v2Chain, 3, at.Add(2*time.Second), app[:], set, set, pvs)
 	trust, err := TrustFileAt(v2Chain, 1, set)

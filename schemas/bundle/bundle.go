@@ -308,17 +308,33 @@ func Parse(data []byte) (*Bundle, error) {
 	if err := strict(data, &b); err != nil {
 		return nil, err
 	}
-	if b.Format != Format {
-		return nil, fmt.Errorf("%w: format %q, want %q", ErrFormat, b.Format, Format)
-	}
-	again, err := b.Marshal()
-	if err != nil {
+	if err := wantFormat(b.Format, Format); err != nil {
 		return nil, err
 	}
-	if !bytes.Equal(again, data) {
-		return nil, fmt.Errorf("%w: re-encoding differs at byte %d", ErrNotCanonical, firstDiff(again, data))
+	if err := canonical(data, b.Marshal); err != nil {
+		return nil, err
 	}
 	return &b, nil
+}
+
+// wantFormat checks a file's format member.
+func wantFormat(got, want string) error {
+	if got != want {
+		return fmt.Errorf("%w: format %q, want %q", ErrFormat, got, want)
+	}
+	return nil
+}
+
+// canonical checks that data is exactly what marshal (of what data decoded to) encodes.
+func canonical(data []byte, marshal func() ([]byte, error)) error {
+	again, err := marshal()
+	if err != nil {
+		return err
+	}
+	if !bytes.Equal(again, data) {
+		return fmt.Errorf("%w: re-encoding differs at byte %d", ErrNotCanonical, firstDiff(again, data))
+	}
+	return nil
 }
 
 func strict(data []byte, v any) error {

@@ -124,8 +124,8 @@ func ParseCheckpoint(data []byte) (*Checkpoint, error) {
 	if err := strict(data, &c); err != nil {
 		return nil, err
 	}
-	if c.Format != CheckpointFormat {
-		return nil, fmt.Errorf("%w: format %q, want %q", ErrFormat, c.Format, CheckpointFormat)
+	if err := wantFormat(c.Format, CheckpointFormat); err != nil {
+		return nil, err
 	}
 	if c.ChainID == "" {
 		return nil, fmt.Errorf("%w: checkpoint has no chain_id", ErrFormat)
@@ -133,12 +133,8 @@ func ParseCheckpoint(data []byte) (*Checkpoint, error) {
 	if c.Height < 1 {
 		return nil, fmt.Errorf("%w: checkpoint height %d, want 1 or more", ErrFormat, c.Height)
 	}
-	again, err := c.Marshal()
-	if err != nil {
+	if err := canonical(data, c.Marshal); err != nil {
 		return nil, err
-	}
-	if !bytes.Equal(again, data) {
-		return nil, fmt.Errorf("%w: re-encoding differs at byte %d", ErrNotCanonical, firstDiff(again, data))
 	}
 	return &c, nil
 }

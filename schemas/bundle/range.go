@@ -323,15 +323,11 @@ func parseRangeSlow(data []byte) (*Range, error) {
 	if err := strict(data, &r); err != nil {
 		return nil, err
 	}
-	if r.Format != RangeFormat {
-		return nil, fmt.Errorf("%w: format %q, want %q", ErrFormat, r.Format, RangeFormat)
-	}
-	again, err := r.Marshal()
-	if err != nil {
+	if err := wantFormat(r.Format, RangeFormat); err != nil {
 		return nil, err
 	}
-	if !bytes.Equal(again, data) {
-		return nil, fmt.Errorf("%w: re-encoding differs at byte %d", ErrNotCanonical, firstDiff(again, data))
+	if err := canonical(data, r.Marshal); err != nil {
+		return nil, err
 	}
 	return &r, nil
 }
@@ -356,8 +352,8 @@ func parseRangeFast(data []byte) (*Range, bool, error) {
 	if err := strict(synth, &r); err != nil {
 		return nil, false, err
 	}
-	if r.Format != RangeFormat {
-		return nil, false, fmt.Errorf("%w: format %q, want %q", ErrFormat, r.Format, RangeFormat)
+	if err := wantFormat(r.Format, RangeFormat); err != nil {
+		return nil, false, err
 	}
 	again, err := r.encode()
 	if err != nil {

@@ -23,10 +23,7 @@ func TestMain(m *testing.M) { os.Exit(chserver.RunTests(m)) }
 func TestSmallRun(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	bin := filepath.Join(t.TempDir(), "anchorline")
-	if out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "../anchorline").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := buildAnchorline(t, ctx)
 	addr, _, _ := chserver.NewDatabase(t)
 	cfg := config.Default()
 	cfg.ClickHouse.Addr = addr
@@ -52,23 +49,10 @@ func TestSmallRun(t *testing.T) {
 	if res.LiveReadings != 1000 || res.P50QueryableMs <= 0 || res.P99QueryableMs < res.P50QueryableMs || res.P99AnchoredMs < res.P50QueryableMs {
 		t.Fatalf("live result %+v", res)
 	}
-	path := filepath.Join(t.TempDir(), "result.json")
-	if err := res.WriteJSON(path); err != nil {
-		t.Fatal(err)
-	}
-	b, _ := os.ReadFile(path)
-	var fields map[string]any
-	if err := json.Unmarshal(b, &fields); err != nil {
-		t.Fatal(err)
-	}
-	for _, k := range []string{"readings_per_sec", "raw_jetstream_per_sec", "verify_per_sec", "p50_queryable_ms", "p99_queryable_ms",
+	checkResultFile(t, res.WriteJSON, "readings_per_sec", "raw_jetstream_per_sec", "verify_per_sec", "p50_queryable_ms", "p99_queryable_ms",
 		"p50_anchored_ms", "p99_anchored_ms", "cpu_seconds_per_1k", "peak_rss_bytes", "rejected", "anomalies", "chain_remote", "chain_lookups",
 		"plain_connector_per_sec", "ratio_to_plain", "clickhouse_embedded", "clickhouse_cpu_seconds_per_1k", "nats_and_bench_cpu_seconds_per_1k",
-		"plain_clickhouse_cpu_seconds_per_1k", "plain_cpu_seconds_per_1k"} {
-		if _, ok := fields[k]; !ok {
-			t.Errorf("result file lacks %s", k)
-		}
-	}
+		"plain_clickhouse_cpu_seconds_per_1k", "plain_cpu_seconds_per_1k")
 	var out strings.Builder
 	res.Print(&out)
 	if !strings.Contains(out.String(), "readings/s") || !strings.Contains(out.String(), "rows/s plain connector") ||
@@ -96,5 +80,37 @@ func TestWorkerExitEndsRun(t *testing.T) {
 	}
 	if ctx.Err() != nil {
 		t.Fatal("the run waited for the test's deadline")
+	}
+}
+
+// buildAnchorline builds the anchorline executable the bench runs its processes from.
+func buildAnchorline(t *testing.T, ctx context.Context) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "anchorline")
+	if out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "../anchorline").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// checkResultFile writes a result with write and checks that the JSON has every key.
+func checkResultFile(t *testing.T, write func(path string) error, keys ...string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "result.json")
+	if err := write(path); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fields map[string]any
+	if err := json.Unmarshal(b, &fields); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys {
+		if _, ok := fields[k]; !ok {
+			t.Errorf("result file lacks %s", k)
+		}
 	}
 }

@@ -2,12 +2,8 @@ package bench
 
 import (
 	"context"
-	"encoding/json"
 	"io"
 	"log/slog"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -22,10 +18,7 @@ import (
 func TestSmallProofsRun(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	bin := filepath.Join(t.TempDir(), "anchorline")
-	if out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "../anchorline").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := buildAnchorline(t, ctx)
 	addr, _, _ := chserver.NewDatabase(t)
 	cfg := config.Default()
 	cfg.ClickHouse.Addr = addr
@@ -45,19 +38,6 @@ func TestSmallProofsRun(t *testing.T) {
 	if res.Ranges != rangeDevices || res.RangeReadings != rangeDevices*2000/25 || !res.RangeAllComplete || res.RangePerSec <= 0 {
 		t.Fatalf("ranges %+v", res)
 	}
-	path := filepath.Join(t.TempDir(), "proofs.json")
-	if err := res.WriteJSON(path); err != nil {
-		t.Fatal(err)
-	}
-	b, _ := os.ReadFile(path)
-	var fields map[string]any
-	if err := json.Unmarshal(b, &fields); err != nil {
-		t.Fatal(err)
-	}
-	for _, k := range []string{"proofs_per_sec", "proofs_p50_ms", "proofs_p99_ms", "healthz_per_sec", "ratio_to_healthz", "cold_max_ms",
-		"cold_first_of_batch_max_ms", "range_readings_per_sec", "range_all_complete", "api_cpu_seconds_per_1k_proofs", "verified", "errors"} {
-		if _, ok := fields[k]; !ok {
-			t.Errorf("result file lacks %s", k)
-		}
-	}
+	checkResultFile(t, res.WriteJSON, "proofs_per_sec", "proofs_p50_ms", "proofs_p99_ms", "healthz_per_sec", "ratio_to_healthz", "cold_max_ms",
+		"cold_first_of_batch_max_ms", "range_readings_per_sec", "range_all_complete", "api_cpu_seconds_per_1k_proofs", "verified", "errors")
 }
