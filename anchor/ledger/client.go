@@ -240,6 +240,14 @@ func (c *Client) Consistency(ctx context.Context, size1, size2 uint64) ([]merkle
 	return p, err
 }
 
+// LogMultiProof returns the multiproof (merkle.MultiProofAt) of the log entries at indices
+// (strictly increasing) in the committed log of size entries.
+func (c *Client) LogMultiProof(ctx context.Context, indices []uint64, size uint64) ([]merkle.Hash, error) {
+	var p []merkle.Hash
+	err := c.query(ctx, PathLogMultiProof, LogMultiProofRequest{Indices: indices, Size: size}, &p)
+	return p, err
+}
+
 // State returns the roots the app hash commits after block height (0: the latest).
 func (c *Client) State(ctx context.Context, height int64) (State, error) {
 	var s State

@@ -20,6 +20,7 @@ const (
 	PathDevice         = "/device"          // DeviceRequest -> deviceResponse
 	PathDevicesChanged = "/devices_changed" // ChangesRequest -> changesResponse
 	PathConsistency    = "/consistency"     // ConsistencyRequest -> []merkle.Hash
+	PathLogMultiProof  = "/log_multiproof"  // LogMultiProofRequest -> []merkle.Hash
 	PathState          = "/state"           // StateRequest -> State
 	PathEntries        = "/entries"         // EntriesRequest -> Entries
 	PathAuthority      = "/authority"       // (no request) -> Authority, at the latest height only
@@ -89,6 +90,16 @@ type changesResponse struct {
 	Records [][]byte `json:"records"`
 	Height  uint64   `json:"height"`
 }
+
+// LogMultiProofRequest asks for the multiproof (merkle.MultiProofAt) of the log entries at
+// Indices (strictly increasing) in the log of Size entries, a committed size.
+type LogMultiProofRequest struct {
+	Indices []uint64 `json:"indices"`
+	Size    uint64   `json:"size"`
+}
+
+// maxMultiProofIndices bounds a log multiproof request.
+const maxMultiProofIndices = 100_000
 
 // ConsistencyRequest asks for a consistency proof between two log sizes.
 type ConsistencyRequest struct {
@@ -286,6 +297,22 @@ func (a *App) query(path string, data []byte) (any, error) {
 			return nil, notFound("log size %d is beyond the committed size %d", r.Size2, s.logSize())
 		}
 		p, err := merkle.ConsistencyProofOf(logNodes{a.db}, r.Size1, r.Size2)
+		if err != nil {
+			return nil, err
+		}
+		return nonNil(p), nil
+	case PathLogMultiProof:
+		var r LogMultiProofRequest
+		if err := json.Unmarshal(data, &r); err != nil {
+			return nil, err
+		}
+		if r.Size > s.logSize() {
+			return nil, notFound("log size %d is beyond the committed size %d", r.Size, s.logSize())
+		}
+		if len(r.Indices) > maxMultiProofIndices {
+			return nil, fmt.Errorf("%d indices in one log multiproof, at most %d", len(r.Indices), maxMultiProofIndices)
+		}
+		p, _, err := merkle.MultiProofAt(logNodes{a.db}, r.Size, r.Indices)
 		if err != nil {
 			return nil, err
 		}

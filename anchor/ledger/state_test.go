@@ -112,3 +112,46 @@ func TestMigrateOlderLayout(t *testing.T) {
 		}
 	}
 }
+
+// TestLogMultiProof: the app's log multiproof at every committed size is the one a tree over
+// the same entries gives, and a size beyond the committed log or indices out of order are
+// refused.
+func TestLogMultiProof(t *testing.T) {
+	c, _ := registryChain(t, fmt.Sprintf(`{"admins":[%q],"app_hash_version":2}`, hexKeys(key(1))[0]))
+	var all Entries
+	c.query(PathEntries, EntriesRequest{Max: 1000}, &all)
+	if all.LogSize < 5 {
+		t.Fatalf("log of %d entries, want several", all.LogSize)
+	}
+	leaves := make([]merkle.Hash, len(all.Entries))
+	for i, e := range all.Entries {
+		leaves[i] = merkle.EntryLeaf(e.Entry)
+	}
+	for size := uint64(1); size <= all.LogSize; size++ {
+		for _, idx := range [][]uint64{{0}, {size - 1}, {0, size - 1}, {size / 2}} {
+			if len(idx) == 2 && idx[0] == idx[1] {
+				continue
+			}
+			want, _, err := merkle.MultiProof(leaves[:size], idx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []merkle.Hash
+			c.query(PathLogMultiProof, LogMultiProofRequest{Indices: idx, Size: size}, &got)
+			if !reflect.DeepEqual(got, nonNil(want)) {
+				t.Fatalf("size %d %v: the app says %v, the tree %v", size, idx, got, want)
+			}
+		}
+	}
+	for name, req := range map[string]LogMultiProofRequest{
+		"beyond the log": {Indices: []uint64{0}, Size: all.LogSize + 1},
+		"out of order":   {Indices: []uint64{2, 1}, Size: all.LogSize},
+		"none":           {Size: all.LogSize},
+	} {
+		b, _ := json.Marshal(req)
+		r, err := c.app.Query(t.Context(), &abci.RequestQuery{Path: PathLogMultiProof, Data: b})
+		if err != nil || r.Code == CodeOK {
+			t.Fatalf("%s: code %d (%v), want a refusal", name, r.GetCode(), err)
+		}
+	}
+}

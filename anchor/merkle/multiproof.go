@@ -50,58 +50,100 @@ func MultiProof(leaves []Hash, indices []uint64) (proof []Hash, root Hash, err e
 // hashes of the subtrees without a proven leaf instead of hashing them, O(len(indices)·log
 // size).
 func MultiProofOf(t *Tree, indices []uint64) (proof []Hash, root Hash, err error) {
-	n := t.Size()
-	if n == 0 {
+	return MultiProofAt(t, t.Size(), indices)
+}
+
+// MultiProofAt is the multiproof of the leaves at indices in the tree of the first size leaves
+// of r, and that tree's root: O(len(indices)·log size) reads (the ledger proves several log
+// entries at one size this way).
+func MultiProofAt(r NodeReader, size uint64, indices []uint64) (proof []Hash, root Hash, err error) {
+	if size == 0 {
 		return nil, Hash{}, ErrEmptyTree
 	}
-	if err := checkIndices(n, indices); err != nil {
+	if err := checkIndices(size, indices); err != nil {
 		return nil, Hash{}, err
 	}
-	root, err = buildMultiOf(t, 0, n, indices, &proof)
+	root, err = buildMultiOf(r, 0, size, indices, &proof)
 	return proof, root, err
 }
 
-// buildMultiOf returns the hash of the subtree over leaves [lo, lo+n) of t and appends to proof
+// buildMultiOf returns the hash of the subtree over leaves [lo, lo+n) of r and appends to proof
 // the hashes of its maximal subtrees without any of indices (those in this subtree).
-func buildMultiOf(t *Tree, lo, n uint64, indices []uint64, proof *[]Hash) (Hash, error) {
+func buildMultiOf(r NodeReader, lo, n uint64, indices []uint64, proof *[]Hash) (Hash, error) {
 	if len(indices) == 0 {
-		h, err := subtreeOf(t, lo, n)
+		h, err := subtreeOf(r, lo, n)
 		*proof = append(*proof, h)
 		return h, err
 	}
 	if n == 1 {
-		return t.Leaf(lo)
+		return r.Node(0, lo)
 	}
 	k := split(n)
 	j := sort.Search(len(indices), func(i int) bool { return indices[i] >= lo+k })
-	left, err := buildMultiOf(t, lo, k, indices[:j], proof)
+	left, err := buildMultiOf(r, lo, k, indices[:j], proof)
 	if err != nil {
 		return Hash{}, err
 	}
-	right, err := buildMultiOf(t, lo+k, n-k, indices[j:], proof)
+	right, err := buildMultiOf(r, lo+k, n-k, indices[j:], proof)
 	if err != nil {
 		return Hash{}, err
 	}
 	return NodeHash(left, right), nil
 }
 
-// subtreeOf is the RFC 6962 hash of leaves [lo, lo+n) of t: a complete subtree t keeps when n is
+// subtreeOf is the RFC 6962 hash of leaves [lo, lo+n) of r: a complete subtree r keeps when n is
 // a power of two (the recursive split aligns them), else split again.
-func subtreeOf(t *Tree, lo, n uint64) (Hash, error) {
+func subtreeOf(r NodeReader, lo, n uint64) (Hash, error) {
 	if n&(n-1) == 0 {
 		level := uint(bits.TrailingZeros64(n))
-		return t.Node(level, lo>>level)
+		return r.Node(level, lo>>level)
 	}
 	k := split(n)
-	left, err := subtreeOf(t, lo, k)
+	left, err := subtreeOf(r, lo, k)
 	if err != nil {
 		return Hash{}, err
 	}
-	right, err := subtreeOf(t, lo+k, n-k)
+	right, err := subtreeOf(r, lo+k, n-k)
 	if err != nil {
 		return Hash{}, err
 	}
 	return NodeHash(left, right), nil
+}
+
+// MultiProofFromInclusion rewrites the inclusion path of leaf index in a tree of size leaves
+// (bottom-up, as InclusionProofOf returns it) as the multiproof of that one leaf: the same
+// hashes, in the multiproof's left-to-right order.
+func MultiProofFromInclusion(index, size uint64, path []Hash) ([]Hash, error) {
+	if err := checkIndices(size, []uint64{index}); err != nil {
+		return nil, err
+	}
+	// Top-down, the side of each sibling on the way from the root to the leaf.
+	var left []bool
+	for lo, n := uint64(0), size; n > 1; {
+		k := split(n)
+		if index < lo+k {
+			left = append(left, false) // the sibling is the right part
+			n = k
+		} else {
+			left = append(left, true)
+			lo, n = lo+k, n-k
+		}
+	}
+	if len(left) != len(path) {
+		return nil, fmt.Errorf("%w: inclusion path of leaf %d of %d has %d hashes, want %d", ErrProof, index, size, len(path), len(left))
+	}
+	out := make([]Hash, 0, len(path))
+	for d, l := range left { // left siblings top-down: they cover the lowest leaves first
+		if l {
+			out = append(out, path[len(path)-1-d])
+		}
+	}
+	for d := len(left) - 1; d >= 0; d-- { // right siblings bottom-up
+		if !left[d] {
+			out = append(out, path[len(path)-1-d])
+		}
+	}
+	return out, nil
 }
 
 // RootFromMultiProof computes the root that leaves, at indices (strictly increasing, each

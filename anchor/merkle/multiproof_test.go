@@ -72,18 +72,29 @@ func TestMultiProof(t *testing.T) {
 			if err := VerifyMultiProof(uint64(n), idx, pick(leaves, idx), proof, want); err != nil {
 				t.Fatalf("n %d %v: %v", n, idx, err)
 			}
+			// And from a larger tree, at this size (the ledger's log proves entries so).
+			var larger Tree
+			for _, l := range leavesN(n + 5) {
+				larger.Append(l)
+			}
+			proofAt, rootAt, err := MultiProofAt(&larger, uint64(n), idx)
+			if err != nil || rootAt != want || !slices.Equal(proofAt, proof) {
+				t.Fatalf("n %d %v: MultiProofAt of a tree of %d gives root %s and %d hashes (%v), MultiProof %s and %d", n, idx, n+5, rootAt, len(proofAt), err, root, len(proof))
+			}
 			if len(idx) == 1 {
 				// One leaf: the hashes of its inclusion path, in the tree's left-to-right order.
 				path, err := InclusionPath(leaves, idx[0])
 				if err != nil {
 					t.Fatal(err)
 				}
-				cmp := func(a, b Hash) int { return slices.Compare(a[:], b[:]) }
-				slices.SortFunc(path, cmp)
-				sorted := slices.Clone(proof)
-				slices.SortFunc(sorted, cmp)
-				if !slices.Equal(path, sorted) {
-					t.Fatalf("n %d leaf %d: multiproof %v, inclusion path %v", n, idx[0], proof, path)
+				fromPath, err := MultiProofFromInclusion(idx[0], uint64(n), path)
+				if err != nil || !slices.Equal(fromPath, proof) {
+					t.Fatalf("n %d leaf %d: multiproof %v, from the inclusion path %v (%v)", n, idx[0], proof, fromPath, err)
+				}
+				if len(path) > 0 {
+					if _, err := MultiProofFromInclusion(idx[0], uint64(n), path[1:]); !errors.Is(err, ErrProof) {
+						t.Fatalf("n %d leaf %d: short inclusion path: %v", n, idx[0], err)
+					}
 				}
 			}
 			if len(idx) == n && len(proof) != 0 {

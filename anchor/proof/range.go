@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"runtime"
 	"slices"
 	"sync"
@@ -27,6 +28,10 @@ import (
 // so that a command given a file dispatches to VerifyRange or Verify.
 func IsRange(data []byte) bool { return bundle.FormatOf(data) == bundle.RangeFormat }
 
+// LogProver returns the multiproof (merkle.MultiProofAt) of the entries at indices (strictly
+// increasing) in the ledger's log of size entries, as ledger.Client.LogMultiProof does.
+type LogProver func(indices []uint64, size uint64) ([]merkle.Hash, error)
+
 // BuildRange assembles the range bundle of device's readings with seqs in [from, to] from one
 // full single-reading Parts per reading, in any order. Parts of readings in the same anchor
 // (same AnchorID) must agree on everything of the anchor (entry, log proof, state, record,
@@ -34,7 +39,13 @@ func IsRange(data []byte) bool { return bundle.FormatOf(data) == bundle.RangeFor
 // slices may be shared, and shared slices are not compared again. BuildRange checks, as
 // Build does, that the parts fit together (ErrInconsistent otherwise: Build runs on the first
 // reading of each anchor) and computes each batch's and anchor's multiproof once.
-func BuildRange(device string, from, to uint64, parts []Parts) (*bundle.Range, error) {
+//
+// Each run of consecutive anchors (in log order) under the same device record is proven in
+// one head, the ledger state of the run's last anchor, whose log multiproof prove gives; the
+// record bytes hold the height of their last change, so the record checked in the head is the
+// one in force when each anchor of the run was committed. With prove nil, every anchor is its
+// own head (its log path is its multiproof).
+func BuildRange(device string, from, to uint64, parts []Parts, prove LogProver) (*bundle.Range, error) {
 	if len(parts) == 0 {
 		return nil, fmt.Errorf("%w: a range needs at least one reading", ErrInconsistent)
 	}
@@ -165,12 +176,19 @@ func BuildRange(device string, from, to uint64, parts []Parts) (*bundle.Range, e
 		if !bytes.Equal(aroot[:], b.Anchor.Root) {
 			return nil, fmt.Errorf("%w: anchor %x: the batches rebuild root %s, the single bundle has %x", ErrInconsistent, ag.first.AnchorID, aroot, b.Anchor.Root)
 		}
-		l := b.Ledger
-		r.Anchors = append(r.Anchors, bundle.RangeAnchor{ID: b.Anchor.ID, Batches: b.Anchor.Batches, Root: b.Anchor.Root, Proof: hexes(aproof), Device: b.Device,
-			Ledger: bundle.RangeLedger{Height: l.Height, Entry: l.Entry, LogIndex: l.LogIndex, LogSize: l.LogSize, LogPath: l.LogPath, LogRoot: l.LogRoot,
-				RegistryRoot: l.RegistryRoot, AppHashVersion: l.AppHashVersion, StateRoot: l.StateRoot, StateProof: l.StateProof, LightBlock: l.LightBlock}})
+		r.Anchors = append(r.Anchors, bundle.RangeAnchor{ID: b.Anchor.ID, Batches: b.Anchor.Batches, Root: b.Anchor.Root, Proof: hexes(aproof),
+			Entry: b.Ledger.Entry, LogIndex: b.Ledger.LogIndex})
 	}
-	chain, err := unionChain(parts, order, r.Anchors[len(r.Anchors)-1].Ledger.Height)
+	firsts := make([]*Parts, len(groups))
+	singles := make([]*bundle.Bundle, len(groups))
+	for i, ag := range groups {
+		firsts[i], singles[i] = ag.first, ag.b
+	}
+	heads, err := rangeHeads(r, firsts, singles, prove)
+	if err != nil {
+		return nil, err
+	}
+	chain, err := unionChain(heads, r.Heads[len(r.Heads)-1].Height)
 	if err != nil {
 		return nil, err
 	}
@@ -178,20 +196,63 @@ func BuildRange(device string, from, to uint64, parts []Parts) (*bundle.Range, e
 	return r, nil
 }
 
-// unionChain is the union of the parts' light chains, oldest first, each height once: every
-// block must be below its own part's header, so below the newest header (maxHeight).
-func unionChain(parts []Parts, order []int, maxHeight int64) ([]json.RawMessage, error) {
+// rangeHeads fills r.Heads and each anchor's head: one head per run of consecutive anchors
+// under the same device record (per anchor with prove nil), the state of the run's last
+// anchor. firsts and singles are, per anchor of r, its first reading's parts and their
+// single bundle. It returns the parts of each head's anchor.
+func rangeHeads(r *bundle.Range, firsts []*Parts, singles []*bundle.Bundle, prove LogProver) ([]*Parts, error) {
+	var heads []*Parts
+	for lo := 0; lo < len(firsts); {
+		hi := lo + 1
+		for prove != nil && hi < len(firsts) && bytes.Equal(firsts[hi].Record, firsts[lo].Record) {
+			hi++
+		}
+		last := hi - 1
+		p, b := firsts[last], singles[last]
+		var proof []merkle.Hash
+		var err error
+		if hi-lo == 1 {
+			proof, err = merkle.MultiProofFromInclusion(p.LogIndex, p.LogSize, p.LogPath)
+		} else {
+			idx := make([]uint64, hi-lo)
+			leaves := make([]merkle.Hash, hi-lo)
+			for j := range idx {
+				idx[j], leaves[j] = firsts[lo+j].LogIndex, merkle.EntryLeaf(firsts[lo+j].Entry)
+			}
+			if proof, err = prove(idx, p.LogSize); err == nil {
+				err = merkle.VerifyMultiProof(p.LogSize, idx, leaves, proof, p.LogRoot)
+			}
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%w: log proof of anchors %d to %d in the log of %d entries: %w", ErrInconsistent, lo, last, p.LogSize, err)
+		}
+		l := b.Ledger
+		hi64 := uint64(len(r.Heads))
+		r.Heads = append(r.Heads, bundle.RangeHead{Device: b.Device, Height: l.Height, LogSize: l.LogSize, LogRoot: l.LogRoot, LogProof: hexes(proof),
+			RegistryRoot: l.RegistryRoot, AppHashVersion: l.AppHashVersion, StateRoot: l.StateRoot, StateProof: l.StateProof, LightBlock: l.LightBlock})
+		for j := lo; j < hi; j++ {
+			r.Anchors[j].Head = hi64
+		}
+		heads = append(heads, p)
+		lo = hi
+	}
+	return heads, nil
+}
+
+// unionChain is the union of the heads' light chains, oldest first, each height once: every
+// block must be below its own head's header, so below the newest header (maxHeight).
+func unionChain(heads []*Parts, maxHeight int64) ([]json.RawMessage, error) {
 	byHeight := map[int64][]byte{}
 	var lastChain []*types.LightBlock
-	for _, i := range order {
-		c := parts[i].LightChain
+	for _, p := range heads {
+		c := p.LightChain
 		if len(c) == 0 || len(c) == len(lastChain) && &c[0] == &lastChain[0] {
-			continue // the same shared slice as the reading before
+			continue // the same shared slice as the head before
 		}
 		lastChain = c
 		for _, lb := range c {
 			if lb == nil || lb.SignedHeader == nil || lb.ValidatorSet == nil || lb.Height >= maxHeight {
-				return nil, fmt.Errorf("%w: light chain block of reading seq %d is missing or not below the newest header", ErrInconsistent, parts[i].Seq)
+				return nil, fmt.Errorf("%w: light chain block of reading seq %d is missing or not below the newest header", ErrInconsistent, p.Seq)
 			}
 			if _, ok := byHeight[lb.Height]; ok {
 				// The first one fetched: two fetches of a height may differ in their commit's
@@ -294,6 +355,7 @@ type RangeReport struct {
 	Readings int
 	Batches  int
 	Anchors  int
+	Heads    int // ledger states the anchors are proven in
 	Ed25519  int // readings signed with Ed25519
 	ES256    int // readings signed with ES256
 	Chained  int // consecutive pairs of readings the later's prev links
@@ -334,17 +396,18 @@ type rangeVerifier struct {
 	trusted  *types.ValidatorSet
 	trustH   int64
 	msgs     []reading.Message
-	leaves   []merkle.Hash // of the readings
-	keys     []anchorKey   // per anchor
-	regRoots []merkle.Hash // per anchor
-	logRoots []merkle.Hash // per anchor
-	aroots   []merkle.Hash // per anchor
-	lbs      []*types.LightBlock
+	leaves   []merkle.Hash       // of the readings
+	keys     []headKey           // per head
+	regRoots []merkle.Hash       // per head
+	logRoots []merkle.Hash       // per head
+	aroots   []merkle.Hash       // per anchor
+	lbs      []*types.LightBlock // per head
 	chain    []*types.LightBlock // the parsed light_chain
 	rep      *RangeReport
 }
 
-type anchorKey struct {
+// headKey is a head's device key.
+type headKey struct {
 	pub      reading.PublicKey
 	expanded *voi.ExpandedPublicKey // Ed25519 keys that expand
 }
@@ -365,9 +428,9 @@ func VerifyRange(rangeJSON, trustJSON []byte) (RangeReport, error) {
 		}
 		rv.r = r
 		rep.Device, rep.From, rep.To = r.Device, r.From, r.To
-		rep.Readings, rep.Batches, rep.Anchors = len(r.Readings), len(r.Batches), len(r.Anchors)
-		return fmt.Sprintf("%s, canonical encoding (%d bytes): %s seqs %d..%d, %d readings in %d batches of %d anchors",
-			r.Format, len(rangeJSON), r.Device, r.From, r.To, len(r.Readings), len(r.Batches), len(r.Anchors)), nil
+		rep.Readings, rep.Batches, rep.Anchors, rep.Heads = len(r.Readings), len(r.Batches), len(r.Anchors), len(r.Heads)
+		return fmt.Sprintf("%s, canonical encoding (%d bytes): %s seqs %d..%d, %d readings in %d batches of %d anchors, proven in %s",
+			r.Format, len(rangeJSON), r.Device, r.From, r.To, len(r.Readings), len(r.Batches), len(r.Anchors), counted(len(r.Heads), "head")), nil
 	})
 	v.step("trust", func() (string, error) {
 		t, err := bundle.ParseTrust(trustJSON)
@@ -404,12 +467,28 @@ func VerifyRange(rangeJSON, trustJSON []byte) (RangeReport, error) {
 	return rep, nil
 }
 
-// anchorOf is the index of the anchor of reading i.
-func (rv *rangeVerifier) anchorOf(i int) uint64 { return rv.r.Batches[rv.r.Readings[i].Batch].Anchor }
+// headOf is the index of the head of reading i.
+func (rv *rangeVerifier) headOf(i int) uint64 {
+	return rv.r.Anchors[rv.r.Batches[rv.r.Readings[i].Batch].Anchor].Head
+}
 
 // anchorName names anchor i in an error.
 func (rv *rangeVerifier) anchorName(i int) string {
-	return fmt.Sprintf("anchor %d (%s, log index %d)", i, hex.EncodeToString(rv.r.Anchors[i].ID), rv.r.Anchors[i].Ledger.LogIndex)
+	return fmt.Sprintf("anchor %d (%s, log index %d)", i, hex.EncodeToString(rv.r.Anchors[i].ID), rv.r.Anchors[i].LogIndex)
+}
+
+// headName names head i in an error.
+func (rv *rangeVerifier) headName(i int) string {
+	return fmt.Sprintf("head %d (height %d)", i, rv.r.Heads[i].Height)
+}
+
+// headAnchors is the anchors head i proves: [lo, hi), contiguous since anchors are in head
+// order and every head proves one.
+func (rv *rangeVerifier) headAnchors(i int) (lo, hi int) {
+	as := rv.r.Anchors
+	lo, _ = slices.BinarySearchFunc(as, uint64(i), func(a bundle.RangeAnchor, h uint64) int { return cmp.Compare(a.Head, h) })
+	hi, _ = slices.BinarySearchFunc(as, uint64(i+1), func(a bundle.RangeAnchor, h uint64) int { return cmp.Compare(a.Head, h) })
+	return lo, hi
 }
 
 // signatures decodes every reading, checks its device and seq, and verifies its signature
@@ -417,21 +496,21 @@ func (rv *rangeVerifier) anchorName(i int) string {
 // reading.Ed25519Rules, as ingest), ES256 one by one, spread over the CPUs.
 func (rv *rangeVerifier) signatures() (string, error) {
 	r := rv.r
-	rv.keys = make([]anchorKey, len(r.Anchors))
+	rv.keys = make([]headKey, len(r.Heads))
 	expanded := map[string]*voi.ExpandedPublicKey{}
-	for i, a := range r.Anchors {
-		if a.Device.ID != r.Device {
-			return "", fmt.Errorf("%s: device record is for %s, the range is of %s", rv.anchorName(i), a.Device.ID, r.Device)
+	for i, h := range r.Heads {
+		if h.Device.ID != r.Device {
+			return "", fmt.Errorf("%s: device record is for %s, the range is of %s", rv.headName(i), h.Device.ID, r.Device)
 		}
-		alg, err := reading.ParseAlg(a.Device.Alg)
+		alg, err := reading.ParseAlg(h.Device.Alg)
 		if err != nil {
-			return "", fmt.Errorf("%s: %w", rv.anchorName(i), err)
+			return "", fmt.Errorf("%s: %w", rv.headName(i), err)
 		}
-		pub, err := reading.ParsePublicKey(alg, a.Device.PublicKey)
+		pub, err := reading.ParsePublicKey(alg, h.Device.PublicKey)
 		if err != nil {
-			return "", fmt.Errorf("%s: %w", rv.anchorName(i), err)
+			return "", fmt.Errorf("%s: %w", rv.headName(i), err)
 		}
-		k := anchorKey{pub: pub}
+		k := headKey{pub: pub}
 		if alg == reading.Ed25519 {
 			e, ok := expanded[string(pub.Key)]
 			if !ok {
@@ -457,9 +536,9 @@ func (rv *rangeVerifier) signatures() (string, error) {
 	keys := map[string]bool{}
 	for i, err := range errs {
 		if err != nil {
-			return "", fmt.Errorf("reading seq %d (%s): %w", r.Readings[i].Seq, rv.anchorName(int(rv.anchorOf(i))), err)
+			return "", fmt.Errorf("reading seq %d (%s): %w", r.Readings[i].Seq, rv.headName(int(rv.headOf(i))), err)
 		}
-		k := rv.keys[rv.anchorOf(i)].pub
+		k := rv.keys[rv.headOf(i)].pub
 		keys[string(k.Key)] = true
 		if k.Alg == reading.Ed25519 {
 			rv.rep.Ed25519++
@@ -494,7 +573,7 @@ func (rv *rangeVerifier) verifyChunk(lo, hi int, errs []error) {
 			errs[i] = fmt.Errorf("raw is %s seq %d, the range says %s seq %d", m.Reading.Device, m.Reading.Seq, r.Device, rd.Seq)
 			continue
 		}
-		k := &rv.keys[rv.anchorOf(i)]
+		k := &rv.keys[rv.headOf(i)]
 		if k.expanded == nil || m.Alg != reading.Ed25519 {
 			errs[i] = m.Verify(k.pub) // ES256, or refused for its algorithm
 			continue
@@ -516,72 +595,57 @@ func (rv *rangeVerifier) verifyChunk(lo, hi int, errs []error) {
 	}
 }
 
-// records checks each anchor's device record as Verify's "device record" step does.
+// records checks each head's device record as Verify's "device record" step does.
 func (rv *rangeVerifier) records() (string, error) {
 	r := rv.r
-	rv.regRoots = make([]merkle.Hash, len(r.Anchors))
+	rv.regRoots = make([]merkle.Hash, len(r.Heads))
 	since := map[uint64]bool{}
 	v2 := 0
-	for i := range r.Anchors {
-		a := &r.Anchors[i]
-		rec, err := entry.DecodeRecord(a.Device.Record)
+	for i := range r.Heads {
+		hd := &r.Heads[i]
+		rec, err := entry.DecodeRecord(hd.Device.Record)
 		if err != nil {
-			return "", fmt.Errorf("%s: %w", rv.anchorName(i), err)
+			return "", fmt.Errorf("%s: %w", rv.headName(i), err)
 		}
-		d := a.Device
+		d := hd.Device
 		if rec.Dev != d.ID || string(rec.Alg) != d.Alg || !bytes.Equal(rec.Key, d.PublicKey) || string(rec.Status) != d.Status || rec.Height != d.Height {
-			return "", fmt.Errorf("%s: the record's bytes do not say what the device fields say", rv.anchorName(i))
+			return "", fmt.Errorf("%s: the record's bytes do not say what the device fields say", rv.headName(i))
 		}
 		if rec.Status != entry.StatusActive {
-			return "", fmt.Errorf("%s: device %s is %s (since height %d)", rv.anchorName(i), rec.Dev, rec.Status, rec.Height)
+			return "", fmt.Errorf("%s: device %s is %s (since height %d)", rv.headName(i), rec.Dev, rec.Status, rec.Height)
 		}
-		root, err := hash(a.Ledger.RegistryRoot, "ledger.registry_root")
+		root, err := hash(hd.RegistryRoot, "registry_root")
 		if err != nil {
-			return "", fmt.Errorf("%s: %w", rv.anchorName(i), err)
+			return "", fmt.Errorf("%s: %w", rv.headName(i), err)
 		}
 		rv.regRoots[i] = root
-		if i > 0 && root == rv.regRoots[i-1] && sameRecordProof(&r.Anchors[i-1], a) {
-			// The same record and proof under the same root as the anchor before (no device
-			// event between them): checked there.
-			if a.V2() {
-				v2++
-			}
-			since[rec.Height] = true
-			continue
-		}
-		if a.V2() {
+		if hd.V2() {
 			if _, err := verifyRegistrySMT(d, root); err != nil {
-				return "", fmt.Errorf("%s: %w", rv.anchorName(i), err)
+				return "", fmt.Errorf("%s: %w", rv.headName(i), err)
 			}
 			v2++
 		} else {
 			p, err := path(d.RegistryPath, "device.registry_path")
 			if err != nil {
-				return "", fmt.Errorf("%s: %w", rv.anchorName(i), err)
+				return "", fmt.Errorf("%s: %w", rv.headName(i), err)
 			}
 			if err := merkle.VerifyRegistry(d.RegistryIndex, d.RegistrySize, merkle.LeafHash(d.Record), p, root); err != nil {
-				return "", fmt.Errorf("%s: %w", rv.anchorName(i), err)
+				return "", fmt.Errorf("%s: %w", rv.headName(i), err)
 			}
 		}
 		since[rec.Height] = true
 	}
-	heights := slices.Sorted(func(yield func(uint64) bool) {
-		for h := range since {
-			if !yield(h) {
-				return
-			}
-		}
-	})
-	return fmt.Sprintf("%s active in the state of each of %d anchors (records since height %s), each record proven in its anchor's registry (sparse Merkle tree ×%d, sorted tree ×%d)",
-		r.Device, len(r.Anchors), joinHeights(heights), v2, len(r.Anchors)-v2), nil
+	heights := slices.Sorted(maps.Keys(since))
+	return fmt.Sprintf("%s active in the state of %s (records since height %s), each record proven in its head's registry (sparse Merkle tree ×%d, sorted tree ×%d)",
+		r.Device, counted(len(r.Heads), "head"), joinHeights(heights), v2, len(r.Heads)-v2), nil
 }
 
-// sameRecordProof reports whether two anchors carry the same device record with the same
-// registry proof, byte for byte.
-func sameRecordProof(a, b *bundle.RangeAnchor) bool {
-	x, y := &a.Device, &b.Device
-	return a.V2() == b.V2() && bytes.Equal(x.Record, y.Record) && bytes.Equal(x.RegistryProof, y.RegistryProof) &&
-		x.RegistryIndex == y.RegistryIndex && x.RegistrySize == y.RegistrySize && slices.EqualFunc(x.RegistryPath, y.RegistryPath, func(p, q bundle.Hex) bool { return bytes.Equal(p, q) })
+// counted is "1 head", "2 heads".
+func counted(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }
 
 func joinHeights(hs []uint64) string {
@@ -690,7 +754,7 @@ func (rv *rangeVerifier) entries() (string, error) {
 	var batches, readings uint64
 	for ai := range rv.r.Anchors {
 		a := &rv.r.Anchors[ai]
-		e, err := entry.Decode(a.Ledger.Entry)
+		e, err := entry.Decode(a.Entry)
 		if err != nil {
 			return "", fmt.Errorf("%s: %w", rv.anchorName(ai), err)
 		}
@@ -706,85 +770,86 @@ func (rv *rangeVerifier) entries() (string, error) {
 	return fmt.Sprintf("%d anchor entries, of %d batches and %d readings in all", len(rv.r.Anchors), batches, readings), nil
 }
 
-// logs checks each anchor's entry in the ledger's log.
+// logs checks, for each head, its anchors' entries in its log with its multiproof.
 func (rv *rangeVerifier) logs() (string, error) {
 	r := rv.r
-	rv.logRoots = make([]merkle.Hash, len(r.Anchors))
-	for ai := range r.Anchors {
-		l := &r.Anchors[ai].Ledger
-		root, err := hash(l.LogRoot, "ledger.log_root")
+	rv.logRoots = make([]merkle.Hash, len(r.Heads))
+	hashes := 0
+	for hi := range r.Heads {
+		h := &r.Heads[hi]
+		root, err := hash(h.LogRoot, "log_root")
 		if err != nil {
-			return "", fmt.Errorf("%s: %w", rv.anchorName(ai), err)
+			return "", fmt.Errorf("%s: %w", rv.headName(hi), err)
 		}
-		p, err := path(l.LogPath, "ledger.log_path")
+		p, err := path(h.LogProof, "log_proof")
 		if err != nil {
-			return "", fmt.Errorf("%s: %w", rv.anchorName(ai), err)
+			return "", fmt.Errorf("%s: %w", rv.headName(hi), err)
 		}
-		if err := merkle.VerifyInclusion(l.LogIndex, l.LogSize, merkle.EntryLeaf(l.Entry), p, root); err != nil {
-			return "", fmt.Errorf("%s: %w", rv.anchorName(ai), err)
+		lo, end := rv.headAnchors(hi)
+		idx := make([]uint64, end-lo)
+		leaves := make([]merkle.Hash, end-lo)
+		for j := range idx {
+			a := &r.Anchors[lo+j]
+			idx[j], leaves[j] = a.LogIndex, merkle.EntryLeaf(a.Entry)
 		}
-		rv.logRoots[ai] = root
+		if err := merkle.VerifyMultiProof(h.LogSize, idx, leaves, p, root); err != nil {
+			return "", fmt.Errorf("%s, the entries of anchors %d to %d: %w", rv.headName(hi), lo, end-1, err)
+		}
+		rv.logRoots[hi] = root
+		hashes += len(p)
 	}
-	first, last := r.Anchors[0].Ledger, r.Anchors[len(r.Anchors)-1].Ledger
-	return fmt.Sprintf("%d entries in the log, log indices %d to %d (log sizes %d to %d)", len(r.Anchors), first.LogIndex, last.LogIndex, first.LogSize, last.LogSize), nil
+	first, last := r.Anchors[0], r.Anchors[len(r.Anchors)-1]
+	return fmt.Sprintf("%d entries in the log of %s, log indices %d to %d (log sizes %d to %d), %d proof hashes",
+		len(r.Anchors), counted(len(r.Heads), "head"), first.LogIndex, last.LogIndex, r.Heads[0].LogSize, r.Heads[len(r.Heads)-1].LogSize, hashes), nil
 }
 
-// appHashes checks that each anchor's header commits its log and registry.
+// appHashes checks that each head's header commits its log and registry.
 func (rv *rangeVerifier) appHashes() (string, error) {
 	r := rv.r
-	rv.lbs = make([]*types.LightBlock, len(r.Anchors))
-	// Decoding a light block (CometBFT's JSON, by reflection) is most of an anchor's cost: on
-	// every core, the first error in anchor order reported.
-	errs := make([]error, len(r.Anchors))
+	rv.lbs = make([]*types.LightBlock, len(r.Heads))
+	// Decoding a light block (CometBFT's JSON, by reflection) is most of a head's cost: on
+	// every core, the first error in head order reported.
+	errs := make([]error, len(r.Heads))
 	next := atomic.Int64{}
 	var wg sync.WaitGroup
-	for range min(runtime.GOMAXPROCS(0), len(r.Anchors)) {
+	for range min(runtime.GOMAXPROCS(0), len(r.Heads)) {
 		wg.Go(func() {
-			for ai := int(next.Add(1) - 1); ai < len(r.Anchors); ai = int(next.Add(1) - 1) {
-				if ai > 0 && bytes.Equal(r.Anchors[ai].Ledger.LightBlock, r.Anchors[ai-1].Ledger.LightBlock) {
-					continue // two anchors of one block: the same light block, below
-				}
-				rv.lbs[ai], errs[ai] = parseLightBlock(r.Anchors[ai].Ledger.LightBlock)
+			for hi := int(next.Add(1) - 1); hi < len(r.Heads); hi = int(next.Add(1) - 1) {
+				rv.lbs[hi], errs[hi] = parseLightBlock(r.Heads[hi].LightBlock)
 			}
 		})
 	}
 	wg.Wait()
 	v2 := 0
-	for ai := range r.Anchors {
-		a := &r.Anchors[ai]
-		if errs[ai] != nil {
-			return "", fmt.Errorf("%s: %w", rv.anchorName(ai), errs[ai])
+	for hi := range r.Heads {
+		h := &r.Heads[hi]
+		if errs[hi] != nil {
+			return "", fmt.Errorf("%s: %w", rv.headName(hi), errs[hi])
 		}
-		if rv.lbs[ai] == nil {
-			rv.lbs[ai] = rv.lbs[ai-1]
-		}
-		b := bundle.Bundle{Ledger: a.Ledger.Bundle(r.ChainID)}
-		st, err := appState(&b, rv.logRoots[ai], rv.regRoots[ai])
+		b := bundle.Bundle{Ledger: h.Bundle(r.ChainID)}
+		st, err := appState(&b, rv.logRoots[hi], rv.regRoots[hi])
 		if err != nil {
-			return "", fmt.Errorf("%s: %w", rv.anchorName(ai), err)
+			return "", fmt.Errorf("%s: %w", rv.headName(hi), err)
 		}
 		want, err := st.AppHash()
 		if err != nil {
-			return "", fmt.Errorf("%s: %w", rv.anchorName(ai), err)
+			return "", fmt.Errorf("%s: %w", rv.headName(hi), err)
 		}
-		if lb := rv.lbs[ai]; !bytes.Equal(lb.Header.AppHash, want[:]) {
-			return "", fmt.Errorf("%s: header app hash %X, the log and registry give %X", rv.anchorName(ai), lb.Header.AppHash, want[:])
+		if lb := rv.lbs[hi]; !bytes.Equal(lb.Header.AppHash, want[:]) {
+			return "", fmt.Errorf("%s: header app hash %X, the log and registry give %X", rv.headName(hi), lb.Header.AppHash, want[:])
 		}
 		if st.Version == merkle.AppHashV2 {
 			v2++
 		}
 	}
-	return fmt.Sprintf("%d headers, heights %d to %d, commit their anchors' log sizes, log roots and registries (app hash v2 ×%d, v1 ×%d)",
-		len(r.Anchors), rv.lbs[0].Height, rv.lbs[len(rv.lbs)-1].Height, v2, len(r.Anchors)-v2), nil
+	return fmt.Sprintf("%s, heights %d to %d, commit their heads' log sizes, log roots and registries (app hash v2 ×%d, v1 ×%d)",
+		counted(len(r.Heads), "header"), rv.lbs[0].Height, rv.lbs[len(rv.lbs)-1].Height, v2, len(r.Heads)-v2), nil
 }
 
 // parseChain parses the light chain: canonical blocks, heights increasing, each below the
-// newest anchor's header (so that some anchor's hops check it).
+// newest head's header (so that some head's hops check it).
 func (rv *rangeVerifier) parseChain() (string, error) {
 	top := rv.lbs[len(rv.lbs)-1].Height
-	for _, lb := range rv.lbs {
-		top = max(top, lb.Height)
-	}
 	for i, raw := range rv.r.LightChain {
 		lb, err := parseLightBlock(raw)
 		if err != nil {
@@ -794,71 +859,60 @@ func (rv *rangeVerifier) parseChain() (string, error) {
 			return "", fmt.Errorf("%w: light_chain[%d] at height %d after height %d", ErrLightChain, i, lb.Height, rv.chain[i-1].Height)
 		}
 		if lb.Height >= top {
-			return "", fmt.Errorf("%w: light_chain[%d] at height %d is not below any anchor's header (the newest is at %d)", ErrLightChain, i, lb.Height, top)
+			return "", fmt.Errorf("%w: light_chain[%d] at height %d is not below any head's header (the newest is at %d)", ErrLightChain, i, lb.Height, top)
 		}
 		rv.chain = append(rv.chain, lb)
 	}
 	return fmt.Sprintf("%d light blocks, heights %d to %d, in canonical form", len(rv.chain), rv.chain[0].Height, rv.chain[len(rv.chain)-1].Height), nil
 }
 
-// chainFor is the light chain of anchor ai's header, as a bundle of one of its readings
-// holds it: the range's light blocks below the header, then the header.
-func (rv *rangeVerifier) chainFor(ai int) *lightChain {
-	lb := rv.lbs[ai]
+// chainFor is the light chain of head hi's header, as a bundle of one of its readings holds
+// it: the range's light blocks below the header, then the header.
+func (rv *rangeVerifier) chainFor(hi int) *lightChain {
+	lb := rv.lbs[hi]
 	n, _ := slices.BinarySearchFunc(rv.chain, lb.Height, func(b *types.LightBlock, h int64) int { return cmp.Compare(b.Height, h) })
 	blocks := append(slices.Clone(rv.chain[:n]), lb)
 	return &lightChain{chainID: rv.chainID, trusted: rv.trusted, trustHeight: rv.trustH, blocks: blocks}
 }
 
-// distinct reports whether anchor ai's header is not the one of the anchor before.
-func (rv *rangeVerifier) distinct(ai int) bool { return ai == 0 || rv.lbs[ai] != rv.lbs[ai-1] }
-
-// chainHops checks, for each anchor's header, the hops of the light blocks below it.
+// chainHops checks, for each head's header, the hops of the light blocks below it.
 func (rv *rangeVerifier) chainHops() (string, error) {
 	hops := 0
-	for ai := range rv.r.Anchors {
-		if !rv.distinct(ai) {
-			continue
-		}
-		lc := rv.chainFor(ai)
+	for hi := range rv.r.Heads {
+		lc := rv.chainFor(hi)
 		n := len(lc.blocks)
 		for i := range n - 1 {
 			if _, err := lc.hop(i); err != nil {
-				return "", fmt.Errorf("%s, header %d: hop %d of %d: %w", rv.anchorName(ai), rv.lbs[ai].Height, i+1, n, err)
+				return "", fmt.Errorf("%s: hop %d of %d: %w", rv.headName(hi), i+1, n, err)
 			}
 			hops++
 		}
 	}
-	return fmt.Sprintf("%d hops below the anchors' headers, each by the rules of a bundle's light chain", hops), nil
+	return fmt.Sprintf("%d hops below the heads' headers, each by the rules of a bundle's light chain", hops), nil
 }
 
-// signedHeaders checks each anchor's header as Verify's "signed header" step does: the last
+// signedHeaders checks each head's header as Verify's "signed header" step does: the last
 // hop of its chain.
 func (rv *rangeVerifier) signedHeaders() (string, error) {
 	r := rv.r
-	headers := 0
 	var last string
-	for ai := range r.Anchors {
-		lb := rv.lbs[ai]
+	for hi := range r.Heads {
+		lb := rv.lbs[hi]
 		if lb.ChainID != rv.chainID || r.ChainID != rv.chainID {
-			return "", fmt.Errorf("%s: chain %q (header) / %q (range), the trust file is for %q", rv.anchorName(ai), lb.ChainID, r.ChainID, rv.chainID)
+			return "", fmt.Errorf("%s: chain %q (header) / %q (range), the trust file is for %q", rv.headName(hi), lb.ChainID, r.ChainID, rv.chainID)
 		}
-		if lb.Height != r.Anchors[ai].Ledger.Height {
-			return "", fmt.Errorf("%s: header height %d, the range says %d", rv.anchorName(ai), lb.Height, r.Anchors[ai].Ledger.Height)
+		if lb.Height != r.Heads[hi].Height {
+			return "", fmt.Errorf("%s: header height %d, the range says %d", rv.headName(hi), lb.Height, r.Heads[hi].Height)
 		}
-		if !rv.distinct(ai) {
-			continue
-		}
-		lc := rv.chainFor(ai)
+		lc := rv.chainFor(hi)
 		d, err := lc.hop(len(lc.blocks) - 1)
 		if err != nil {
-			return "", fmt.Errorf("%s, header %d: %w", rv.anchorName(ai), lb.Height, err)
+			return "", fmt.Errorf("%s: %w", rv.headName(hi), err)
 		}
-		headers++
 		last = d
 	}
-	return fmt.Sprintf("%d headers of %s, heights %d to %d, each trusted from the trust file's set (newest: %s, %d signatures)",
-		headers, rv.chainID, rv.lbs[0].Height, rv.lbs[len(rv.lbs)-1].Height, last, len(rv.lbs[len(rv.lbs)-1].Commit.Signatures)), nil
+	return fmt.Sprintf("%s of %s, heights %d to %d, each trusted from the trust file's set (newest: %s, %d signatures)",
+		counted(len(r.Heads), "header"), rv.chainID, rv.lbs[0].Height, rv.lbs[len(rv.lbs)-1].Height, last, len(rv.lbs[len(rv.lbs)-1].Commit.Signatures)), nil
 }
 
 // completeness finds the seqs of [From, To] the range neither holds nor shows absent: a

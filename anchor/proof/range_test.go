@@ -100,6 +100,13 @@ func partsOf(base Parts, ab []AnchorBatch, bs []testBatch) []Parts {
 }
 
 // anchorOn anchors bs on the real ledger and returns their readings' parts.
+// prover proves log entries with the ledger's log multiproof query.
+func (c *chain) prover(t *testing.T) LogProver {
+	return func(indices []uint64, size uint64) ([]merkle.Hash, error) {
+		return c.lc.LogMultiProof(t.Context(), indices, size)
+	}
+}
+
 func (c *chain) anchorOn(t *testing.T, dev string, idByte byte, bs []testBatch) []Parts {
 	t.Helper()
 	ctx := context.Background()
@@ -192,7 +199,7 @@ func TestGoldenRange(t *testing.T) {
 		raws := chained(t, ed, "range-device", []uint64{1, 2, 3, 4, 5, 6, 7, 8, 9}, nil)
 		parts := c.anchorOn(t, "range-device", 1, []testBatch{batchOf(1, 7, []uint64{1, 2, 5}, raws[0:3]), batchOf(2, 5, []uint64{0, 3, 4}, raws[3:6])})
 		parts = append(parts, c.anchorOn(t, "range-device", 2, []testBatch{batchOf(3, 6, []uint64{0, 2, 5}, raws[6:9])})...)
-		r, err := BuildRange("range-device", 1, 9, parts)
+		r, err := BuildRange("range-device", 1, 9, parts, c.prover(t))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -212,7 +219,7 @@ func TestGoldenRange(t *testing.T) {
 		t.Fatal("IsRange: a single bundle is a range")
 	}
 	rep := mustVerifyRange(t, data, trust)
-	if !rep.Complete || len(rep.Gaps) != 0 || rep.Readings != 9 || rep.Anchors != 2 || rep.Batches != 3 || rep.Chained != 8 || rep.Ed25519 != 9 {
+	if !rep.Complete || len(rep.Gaps) != 0 || rep.Readings != 9 || rep.Anchors != 2 || rep.Heads != 1 || rep.Batches != 3 || rep.Chained != 8 || rep.Ed25519 != 9 {
 		t.Fatalf("report %+v", rep)
 	}
 	var buf bytes.Buffer
@@ -292,12 +299,12 @@ func TestRangeTamper(t *testing.T) {
 		"raw byte":          {func(r *bundle.Range) { r.Readings[4].Raw = flip(r.Readings[4].Raw) }, "reading signature", "seq 5"},
 		"raw signature":     {func(r *bundle.Range) { r.Readings[6].Raw = flipLast(r.Readings[6].Raw) }, "reading signature", "seq 7"},
 		"seq moved":         {func(r *bundle.Range) { r.Readings[8].Seq = 10; r.To = 10 }, "reading signature", "seq 10"},
-		"other device":      {func(r *bundle.Range) { r.Device = "other-device" }, "reading signature", "anchor 0"},
-		"public key":        {func(r *bundle.Range) { r.Anchors[1].Device.PublicKey = other.Public().Key }, "reading signature", "seq 7"},
-		"device status":     {func(r *bundle.Range) { r.Anchors[1].Device.Status = "revoked" }, "device record", "anchor 1"},
-		"record":            {func(r *bundle.Range) { r.Anchors[0].Device.Record = flip(r.Anchors[0].Device.Record) }, "device record", "anchor 0"},
-		"registry proof":    {func(r *bundle.Range) { r.Anchors[0].Device.RegistryProof = flip(r.Anchors[0].Device.RegistryProof) }, "device record", "anchor 0"},
-		"registry root":     {func(r *bundle.Range) { r.Anchors[1].Ledger.RegistryRoot = flip(r.Anchors[1].Ledger.RegistryRoot) }, "device record", "anchor 1"},
+		"other device":      {func(r *bundle.Range) { r.Device = "other-device" }, "reading signature", "head 0"},
+		"public key":        {func(r *bundle.Range) { r.Heads[0].Device.PublicKey = other.Public().Key }, "reading signature", "seq 1"},
+		"device status":     {func(r *bundle.Range) { r.Heads[0].Device.Status = "revoked" }, "device record", "head 0"},
+		"record":            {func(r *bundle.Range) { r.Heads[0].Device.Record = flip(r.Heads[0].Device.Record) }, "device record", "head 0"},
+		"registry proof":    {func(r *bundle.Range) { r.Heads[0].Device.RegistryProof = flip(r.Heads[0].Device.RegistryProof) }, "device record", "head 0"},
+		"registry root":     {func(r *bundle.Range) { r.Heads[0].RegistryRoot = flip(r.Heads[0].RegistryRoot) }, "device record", "head 0"},
 		"batch proof node":  {func(r *bundle.Range) { r.Batches[0].Proof[1] = flip(r.Batches[0].Proof[1]) }, "batch", "batch 0"},
 		"batch proof short": {func(r *bundle.Range) { r.Batches[1].Proof = r.Batches[1].Proof[1:] }, "batch", "batch 1"},
 		"batch root":        {func(r *bundle.Range) { r.Batches[2].Root = flip(r.Batches[2].Root) }, "batch", "batch 2"},
@@ -311,19 +318,22 @@ func TestRangeTamper(t *testing.T) {
 		"anchor root":       {func(r *bundle.Range) { r.Anchors[1].Root = flip(r.Anchors[1].Root) }, "anchor", "anchor 1"},
 		"anchor batches":    {func(r *bundle.Range) { r.Anchors[0].Batches = 4 }, "anchor", "anchor 0"},
 		"anchor id":         {func(r *bundle.Range) { r.Anchors[1].ID = flip(r.Anchors[1].ID) }, "anchor entry", "anchor 1"},
-		"entry":             {func(r *bundle.Range) { r.Anchors[0].Ledger.Entry = flip(r.Anchors[0].Ledger.Entry) }, "anchor entry", "anchor 0"},
-		"log path":          {func(r *bundle.Range) { r.Anchors[1].Ledger.LogPath[0] = flip(r.Anchors[1].Ledger.LogPath[0]) }, "ledger log", "anchor 1"},
-		"log size":          {func(r *bundle.Range) { r.Anchors[0].Ledger.LogSize++ }, "ledger log", "anchor 0"},
-		"state root":        {func(r *bundle.Range) { r.Anchors[0].Ledger.StateRoot = flip(r.Anchors[0].Ledger.StateRoot) }, "app hash", "anchor 0"},
+		"entry":             {func(r *bundle.Range) { r.Anchors[0].Entry = flip(r.Anchors[0].Entry) }, "anchor entry", "anchor 0"},
+		"entries swapped":   {func(r *bundle.Range) { r.Anchors[0].Entry, r.Anchors[1].Entry = r.Anchors[1].Entry, r.Anchors[0].Entry }, "anchor entry", "anchor 0"},
+		"log proof":         {func(r *bundle.Range) { r.Heads[0].LogProof[0] = flip(r.Heads[0].LogProof[0]) }, "ledger log", "head 0"},
+		"log proof short":   {func(r *bundle.Range) { r.Heads[0].LogProof = nil }, "ledger log", "head 0"},
+		"log index":         {func(r *bundle.Range) { r.Anchors[0].LogIndex = 0 }, "ledger log", "anchors 0 to 1"},
+		"log size":          {func(r *bundle.Range) { r.Heads[0].LogSize++ }, "ledger log", "head 0"},
+		"log root":          {func(r *bundle.Range) { r.Heads[0].LogRoot = flip(r.Heads[0].LogRoot) }, "ledger log", "head 0"},
+		"state root":        {func(r *bundle.Range) { r.Heads[0].StateRoot = flip(r.Heads[0].StateRoot) }, "app hash", "head 0"},
 		"light block hash": {func(r *bundle.Range) {
-			r.Anchors[1].Ledger.LightBlock = changeAfter(t, r.Anchors[1].Ledger.LightBlock, `"app_hash":"`)
-		}, "app hash", "anchor 1"},
+			r.Heads[0].LightBlock = changeAfter(t, r.Heads[0].LightBlock, `"app_hash":"`)
+		}, "app hash", "head 0"},
 		"light block sig": {func(r *bundle.Range) {
-			r.Anchors[0].Ledger.LightBlock = flipSignature(t, r.Anchors[0].Ledger.LightBlock)
-		}, "signed header", "anchor 0"},
-		"height":             {func(r *bundle.Range) { r.Anchors[1].Ledger.Height++ }, "signed header", "anchor 1"},
-		"chain id":           {func(r *bundle.Range) { r.ChainID = "other" }, "signed header", "anchor 0"},
-		"light blocks moved": {func(r *bundle.Range) { r.Anchors[0].Ledger.LightBlock = r.Anchors[1].Ledger.LightBlock }, "app hash", "anchor 0"},
+			r.Heads[0].LightBlock = flipSignature(t, r.Heads[0].LightBlock)
+		}, "signed header", "head 0"},
+		"height":   {func(r *bundle.Range) { r.Heads[0].Height++ }, "signed header", "head 0"},
+		"chain id": {func(r *bundle.Range) { r.ChainID = "other" }, "signed header", "head 0"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			r := cloneRange(t, data)
@@ -415,6 +425,18 @@ func (s *synth) trust() []byte {
 		s.t.Fatal(err)
 	}
 	return tr
+}
+
+// prover proves entries of the synthetic log, as the ledger's log multiproof query does.
+func (s *synth) prover() LogProver {
+	return func(indices []uint64, size uint64) ([]merkle.Hash, error) {
+		leaves := make([]merkle.Hash, size)
+		for i := range leaves {
+			leaves[i] = merkle.EntryLeaf(s.log[i])
+		}
+		p, _, err := merkle.MultiProof(leaves, indices)
+		return p, err
+	}
 }
 
 // anchor appends an anchor of bs to the log and returns their readings' parts, the header
@@ -537,16 +559,16 @@ func TestRangeVerify(t *testing.T) {
 	ed := reading.NewEd25519Key(ed25519.NewKeyFromSeed(seeded(2)))
 	s, parts := synthRange(t, ed, 2, 2, 10, 4, true) // seqs 1..16
 	trust := s.trust()
-	build := func(from, to uint64, ps []Parts) []byte {
+	build := func(s *synth, from, to uint64, ps []Parts) []byte {
 		t.Helper()
-		r, err := BuildRange("synth-device", from, to, ps)
+		r, err := BuildRange("synth-device", from, to, ps, s.prover())
 		if err != nil {
 			t.Fatal(err)
 		}
 		return marshalRange(t, r)
 	}
-	rep := mustVerifyRange(t, build(1, 16, parts), trust)
-	if !rep.Complete || rep.Chained != 15 || rep.Anchors != 2 || rep.Batches != 4 {
+	rep := mustVerifyRange(t, build(s, 1, 16, parts), trust)
+	if !rep.Complete || rep.Chained != 15 || rep.Anchors != 2 || rep.Heads != 1 || rep.Batches != 4 {
 		t.Fatalf("%+v", rep)
 	}
 
@@ -557,7 +579,7 @@ func TestRangeVerify(t *testing.T) {
 			without = append(without, p)
 		}
 	}
-	rep = mustVerifyRange(t, build(1, 16, without), trust)
+	rep = mustVerifyRange(t, build(s, 1, 16, without), trust)
 	if rep.Complete || len(rep.Gaps) != 1 || rep.Gaps[0].From != 6 || rep.Gaps[0].To != 6 || !strings.Contains(rep.Gaps[0].Reason, "seq 7's prev is not seq 5's leaf") {
 		t.Fatalf("%+v", rep)
 	}
@@ -569,18 +591,18 @@ func TestRangeVerify(t *testing.T) {
 	}
 
 	// A range wider than its readings: the ends cannot be shown empty by prev.
-	rep = mustVerifyRange(t, build(0, 20, parts), trust)
+	rep = mustVerifyRange(t, build(s, 0, 20, parts), trust)
 	if rep.Complete || len(rep.Gaps) != 2 || rep.Gaps[0] != (Gap{0, 0, rep.Gaps[0].Reason}) || rep.Gaps[1].From != 17 || rep.Gaps[1].To != 20 {
 		t.Fatalf("%+v", rep)
 	}
 
 	// Unchained readings: complete where seqs are consecutive, a gap where one is left out.
 	s2, plain := synthRange(t, ed, 1, 2, 8, 3, false) // seqs 1..6
-	rep = mustVerifyRange(t, build(1, 6, plain), s2.trust())
+	rep = mustVerifyRange(t, build(s2, 1, 6, plain), s2.trust())
 	if !rep.Complete || rep.Chained != 0 {
 		t.Fatalf("%+v", rep)
 	}
-	rep = mustVerifyRange(t, build(1, 6, slices.DeleteFunc(plain, func(p Parts) bool { return p.Seq == 3 })), s2.trust())
+	rep = mustVerifyRange(t, build(s2, 1, 6, slices.DeleteFunc(plain, func(p Parts) bool { return p.Seq == 3 })), s2.trust())
 	if rep.Complete || len(rep.Gaps) != 1 || !strings.Contains(rep.Gaps[0].Reason, "has no prev") {
 		t.Fatalf("%+v", rep)
 	}
@@ -588,14 +610,14 @@ func TestRangeVerify(t *testing.T) {
 	// ES256.
 	es := es256Key(t, 7)
 	s3, esParts := synthRange(t, es, 2, 1, 5, 3, true)
-	rep = mustVerifyRange(t, build(1, 6, esParts), s3.trust())
+	rep = mustVerifyRange(t, build(s3, 1, 6, esParts), s3.trust())
 	if rep.ES256 != 6 || rep.Ed25519 != 0 || !rep.Complete {
 		t.Fatalf("%+v", rep)
 	}
 
 	// A bad signature among hundreds, verified in batches over the CPUs, is found and named.
 	s4, many := synthRange(t, ed, 2, 2, 300, 200, false) // 800 readings
-	r, err := BuildRange("synth-device", 1, 800, many)
+	r, err := BuildRange("synth-device", 1, 800, many, s4.prover())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -628,10 +650,23 @@ func TestRangeVerify(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			ps := mutate(append([]Parts(nil), parts...))
-			if _, err := BuildRange("synth-device", 1, 16, ps); !errors.Is(err, ErrInconsistent) {
+			if _, err := BuildRange("synth-device", 1, 16, ps, s.prover()); !errors.Is(err, ErrInconsistent) {
 				t.Fatalf("BuildRange: %v, want ErrInconsistent", err)
 			}
 		})
+	}
+	// A log proof that does not rebuild the head's log root, or none.
+	for name, prove := range map[string]LogProver{
+		"wrong proof": func(idx []uint64, size uint64) ([]merkle.Hash, error) {
+			p, err := s.prover()(idx, size)
+			p[0][0] ^= 1
+			return p, err
+		},
+		"ledger error": func([]uint64, uint64) ([]merkle.Hash, error) { return nil, errors.New("ledger down") },
+	} {
+		if _, err := BuildRange("synth-device", 1, 16, parts, prove); !errors.Is(err, ErrInconsistent) {
+			t.Fatalf("%s: BuildRange: %v, want ErrInconsistent", name, err)
+		}
 	}
 }
 
@@ -650,16 +685,28 @@ func TestRangeLightChain(t *testing.T) {
 	s.changeSet(keys) // a complete replacement: only the adjacent hop crosses it
 	parts = append(parts, s.anchor(2, []testBatch{batchOf(2, 4, []uint64{1, 2}, raws[2:4])})...)
 	parts = append(parts, s.anchor(3, []testBatch{batchOf(3, 4, []uint64{0, 1}, raws[4:6])})...)
-	r, err := BuildRange(s.dev, 1, 6, parts)
+	// With a log prover, one head (the last anchor's) and its chain.
+	one, err := BuildRange(s.dev, 1, 6, parts, s.prover())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(r.LightChain) != 2 {
-		t.Fatalf("%d light blocks", len(r.LightChain))
+	rep := mustVerifyRange(t, marshalRange(t, one), trust)
+	var buf bytes.Buffer
+	rep.Print(&buf)
+	if len(one.Heads) != 1 || len(one.LightChain) != 2 || !strings.Contains(buf.String(), "✓ light chain        2 hops below") || !rep.Complete {
+		t.Fatalf("one head: %d heads, %d light blocks:\n%s", len(one.Heads), len(one.LightChain), buf.String())
+	}
+	// Without, a head per anchor, each header checked from the blocks below it.
+	r, err := BuildRange(s.dev, 1, 6, parts, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.LightChain) != 2 || len(r.Heads) != 3 {
+		t.Fatalf("%d light blocks, %d heads", len(r.LightChain), len(r.Heads))
 	}
 	data := marshalRange(t, r)
-	rep := mustVerifyRange(t, data, trust)
-	var buf bytes.Buffer
+	rep = mustVerifyRange(t, data, trust)
+	buf.Reset()
 	rep.Print(&buf)
 	out := buf.String()
 	// Anchor 1's header has no block below it; anchors 2 and 3 hop over both.
@@ -670,14 +717,14 @@ func TestRangeLightChain(t *testing.T) {
 	bad := cloneRange(t, data)
 	bad.LightChain = nil
 	rep, err = VerifyRange(marshalRange(t, bad), trust)
-	if last := rep.Steps[len(rep.Steps)-1]; !errors.Is(err, ErrVerify) || last.Name != "signed header" || !strings.Contains(last.Detail, "anchor 1") {
+	if last := rep.Steps[len(rep.Steps)-1]; !errors.Is(err, ErrVerify) || last.Name != "signed header" || !strings.Contains(last.Detail, "head 1") {
 		t.Fatalf("no light chain: %v", err)
 	}
 	// Nor with the first set's last block dropped.
 	bad = cloneRange(t, data)
 	bad.LightChain = bad.LightChain[1:]
 	rep, err = VerifyRange(marshalRange(t, bad), trust)
-	if last := rep.Steps[len(rep.Steps)-1]; !errors.Is(err, ErrVerify) || last.Name != "light chain" || !strings.Contains(last.Detail, "anchor 1") {
+	if last := rep.Steps[len(rep.Steps)-1]; !errors.Is(err, ErrVerify) || last.Name != "light chain" || !strings.Contains(last.Detail, "head 1") {
 		t.Fatalf("light chain without the old set's last block: %v", err)
 	}
 	// A block above every header is checked by nothing, so it is refused.
@@ -688,7 +735,7 @@ func TestRangeLightChain(t *testing.T) {
 	}
 	bad.LightChain = append(bad.LightChain, top)
 	rep, err = VerifyRange(marshalRange(t, bad), trust)
-	if last := rep.Steps[len(rep.Steps)-1]; !errors.Is(err, ErrVerify) || last.Name != "light chain" || !strings.Contains(last.Detail, "not below any anchor's header") {
+	if last := rep.Steps[len(rep.Steps)-1]; !errors.Is(err, ErrVerify) || last.Name != "light chain" || !strings.Contains(last.Detail, "not below any head's header") {
 		t.Fatalf("block above the headers: %v", err)
 	}
 	// A trust file of the new set verifies the range too: the old set's blocks lie before its
@@ -698,7 +745,7 @@ func TestRangeLightChain(t *testing.T) {
 		t.Fatal(err)
 	}
 	rep, err = VerifyRange(data, newTrust)
-	if last := rep.Steps[len(rep.Steps)-1]; !errors.Is(err, ErrVerify) || last.Name != "signed header" || !strings.Contains(last.Detail, "anchor 0") {
+	if last := rep.Steps[len(rep.Steps)-1]; !errors.Is(err, ErrVerify) || last.Name != "signed header" || !strings.Contains(last.Detail, "head 0") {
 		t.Fatalf("new set's trust file: %v", err)
 	}
 }
@@ -716,15 +763,46 @@ func TestRangeRevoked(t *testing.T) {
 	s.reg[1] = merkle.LeafHash(rec)
 	raws := chained(t, ed, s.dev, []uint64{5}, nil)
 	late := s.anchor(9, []testBatch{batchOf(9, 3, []uint64{1}, raws)})
-	r, err := BuildRange(s.dev, 1, 5, append(parts, late...))
+	r, err := BuildRange(s.dev, 1, 5, append(parts, late...), s.prover())
 	if err != nil {
 		t.Fatal(err)
 	}
+	if len(r.Heads) != 2 || r.Anchors[1].Head != 0 || r.Anchors[2].Head != 1 {
+		t.Fatalf("the record changed after anchor 1: %d heads, want one for anchors 0 and 1 and one for anchor 2", len(r.Heads))
+	}
 	rep, err := VerifyRange(marshalRange(t, r), s.trust())
 	last := rep.Steps[len(rep.Steps)-1]
-	if !errors.Is(err, ErrVerify) || last.Name != "device record" || !strings.Contains(last.Detail, "anchor 2") || !strings.Contains(last.Detail, "revoked") {
+	if !errors.Is(err, ErrVerify) || last.Name != "device record" || !strings.Contains(last.Detail, "head 1") || !strings.Contains(last.Detail, "revoked") {
 		t.Fatalf("revoked: %v (%s)", err, last.Detail)
 	}
+}
+
+// asServed sets in parts what a proof server keeps (stack.Proofs): each anchor's Shared and
+// each batch's tree, made once.
+func asServed(t testing.TB, parts []Parts) []Parts {
+	t.Helper()
+	out := slices.Clone(parts)
+	shared := map[[16]byte]*Shared{}
+	trees := map[[16]byte]*merkle.Tree{}
+	for i := range out {
+		p := &out[i]
+		if shared[p.AnchorID] == nil {
+			s, err := NewShared(*p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			shared[p.AnchorID] = s
+		}
+		if trees[p.BatchID] == nil {
+			var tr merkle.Tree
+			for _, l := range p.BatchLeaves {
+				tr.Append(l)
+			}
+			trees[p.BatchID] = &tr
+		}
+		p.Shared, p.BatchTree = shared[p.AnchorID], trees[p.BatchID]
+	}
+	return out
 }
 
 // BenchmarkRange builds, encodes and verifies the range of 10,000 readings of one device over
@@ -744,11 +822,12 @@ func BenchmarkRange(b *testing.B) {
 			}
 		}
 		s, parts := synthRange(b, k, 2, 5, 1000, 1000, true)
+		parts = asServed(b, parts)
 		trust := s.trust()
 		b.Run(fmt.Sprintf("%s-10000", alg), func(b *testing.B) {
 			var size int
 			for b.Loop() {
-				r, err := BuildRange(s.dev, 1, 10000, parts)
+				r, err := BuildRange(s.dev, 1, 10000, parts, s.prover())
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -770,10 +849,11 @@ func BenchmarkRange(b *testing.B) {
 		// The shape of a device among many: 10 readings in each batch of 1,000, one batch
 		// per anchor, 100 anchors (each with its light block of four validators).
 		s2, sparse := synthRange(b, k, 100, 1, 1000, 10, true)
+		sparse = asServed(b, sparse)
 		trust2 := s2.trust()
 		b.Run("ed25519-1000-over-100-anchors", func(b *testing.B) {
 			for b.Loop() {
-				r, err := BuildRange(s2.dev, 1, 1000, sparse)
+				r, err := BuildRange(s2.dev, 1, 1000, sparse, s2.prover())
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -20,45 +20,37 @@ const RangeFormat = "anchorline.range/v1"
 var ErrErased = errors.New("bundle: erased readings need a verifier that knows erase entries")
 
 // Range proves a device's readings with seqs in [From, To]: what the readings share is there
-// once (an anchor's ledger part and device record, a batch's root and multiproof), and each
-// reading refers to its batch, which refers to its anchor.
+// once. Each reading refers to its batch, each batch to its anchor, each anchor to the head
+// whose log proves its entry: a head is a ledger state (its header, log, registry and the
+// device's record there) that proves the entries of a run of anchors at once.
 type Range struct {
 	Format  string `json:"format"`
 	ChainID string `json:"chain_id"`
 	Device  string `json:"device"`
 	From    uint64 `json:"from"`
 	To      uint64 `json:"to"`
-	// LightChain is the union of the anchors' light chains: light blocks oldest first, each
-	// below the newest anchor's header; an anchor's header is checked from those below it,
+	// LightChain is the union of the heads' light chains: light blocks oldest first, each
+	// below the newest head's header; a head's header is checked from those below it,
 	// exactly as a bundle's light_block from its light_chain. [] while the set never changed.
 	LightChain []json.RawMessage `json:"light_chain"`
+	Heads      []RangeHead       `json:"heads"`    // in height order
 	Anchors    []RangeAnchor     `json:"anchors"`  // in log order
 	Batches    []RangeBatch      `json:"batches"`  // in (anchor, batch_index) order
 	Readings   []RangeReading    `json:"readings"` // in seq order
 }
 
-// RangeAnchor is one anchor that holds readings of the range, with the ledger state after it
-// and the device's record in that state.
-type RangeAnchor struct {
-	ID      Hex    `json:"id"`
-	Batches uint64 `json:"batches"`
-	Root    Hex    `json:"root"`
-	// Proof is the multiproof (anchor/merkle.MultiProof) of the anchor leaves of this anchor's
-	// batches in the range, in batch_index order.
-	Proof  []Hex       `json:"proof"`
-	Device Device      `json:"device"` // as in a bundle, v1 or v2 as the ledger part
-	Ledger RangeLedger `json:"ledger"`
-}
-
-// RangeLedger is a bundle's ledger member without what a range holds once (chain_id,
-// light_chain).
-type RangeLedger struct {
-	Height         int64           `json:"height"`
-	Entry          Hex             `json:"entry"`
-	LogIndex       uint64          `json:"log_index"`
-	LogSize        uint64          `json:"log_size"`
-	LogPath        []Hex           `json:"log_path"`
-	LogRoot        Hex             `json:"log_root"`
+// RangeHead is a ledger state that proves the entries of the anchors that refer to it: a
+// bundle's ledger member without what a range holds elsewhere (chain_id, light_chain, and the
+// entry, which each anchor carries), with one multiproof for all its anchors' entries, and
+// the device's record in that state.
+type RangeHead struct {
+	Device  Device `json:"device"` // as in a bundle, v1 or v2 as the head's app hash version
+	Height  int64  `json:"height"`
+	LogSize uint64 `json:"log_size"`
+	LogRoot Hex    `json:"log_root"`
+	// LogProof is the multiproof (anchor/merkle.MultiProof) of the entry leaves of this
+	// head's anchors, in log order, in the log of LogSize entries.
+	LogProof       []Hex           `json:"log_proof"`
 	RegistryRoot   Hex             `json:"registry_root"`
 	AppHashVersion uint64          `json:"app_hash_version,omitempty"`
 	StateRoot      Hex             `json:"state_root,omitempty"`
@@ -66,12 +58,33 @@ type RangeLedger struct {
 	LightBlock     json.RawMessage `json:"light_block"`
 }
 
-// Bundle returns the bundle ledger member that l and chainID make (light_chain empty), for
-// the checks a range shares with a bundle.
-func (l *RangeLedger) Bundle(chainID string) Ledger {
-	return Ledger{ChainID: chainID, Height: l.Height, Entry: l.Entry, LogIndex: l.LogIndex, LogSize: l.LogSize, LogPath: l.LogPath,
-		LogRoot: l.LogRoot, RegistryRoot: l.RegistryRoot, AppHashVersion: l.AppHashVersion, StateRoot: l.StateRoot, StateProof: l.StateProof,
-		LightBlock: l.LightBlock}
+// Bundle returns the bundle ledger member that h and chainID make (no entry, log path or
+// light chain), for the checks a range shares with a bundle.
+func (h *RangeHead) Bundle(chainID string) Ledger {
+	return Ledger{ChainID: chainID, Height: h.Height, LogSize: h.LogSize, LogRoot: h.LogRoot, RegistryRoot: h.RegistryRoot,
+		AppHashVersion: h.AppHashVersion, StateRoot: h.StateRoot, StateProof: h.StateProof, LightBlock: h.LightBlock}
+}
+
+// V2 reports whether the head's ledger state is under app hash v2.
+func (h *RangeHead) V2() bool { return h.AppHashVersion == AppHashV2 }
+
+// checkVersion checks that the head carries exactly the members of its app hash version.
+func (h *RangeHead) checkVersion() error {
+	b := Bundle{Device: h.Device, Ledger: Ledger{AppHashVersion: h.AppHashVersion, StateRoot: h.StateRoot, StateProof: h.StateProof}}
+	return b.checkVersion()
+}
+
+// RangeAnchor is one anchor that holds readings of the range, with its ledger entry.
+type RangeAnchor struct {
+	ID      Hex    `json:"id"`
+	Batches uint64 `json:"batches"`
+	Root    Hex    `json:"root"`
+	// Proof is the multiproof (anchor/merkle.MultiProof) of the anchor leaves of this anchor's
+	// batches in the range, in batch_index order.
+	Proof    []Hex  `json:"proof"`
+	Head     uint64 `json:"head"` // index into Range.Heads
+	Entry    Hex    `json:"entry"`
+	LogIndex uint64 `json:"log_index"`
 }
 
 // RangeBatch is one batch that holds readings of the range.
@@ -99,31 +112,44 @@ type RangeReading struct {
 	Erase json.RawMessage `json:"erase,omitempty"`
 }
 
-// V2 reports whether the anchor's ledger state is under app hash v2.
-func (a *RangeAnchor) V2() bool { return a.Ledger.AppHashVersion == AppHashV2 }
-
-// checkVersion checks that the anchor carries exactly the members of its app hash version.
-func (a *RangeAnchor) checkVersion() error {
-	b := Bundle{Device: a.Device, Ledger: Ledger{AppHashVersion: a.Ledger.AppHashVersion, StateRoot: a.Ledger.StateRoot, StateProof: a.Ledger.StateProof}}
-	return b.checkVersion()
-}
-
 // check checks the range's shape: every count and reference in bounds, the orders the format
 // fixes, nothing that no reading needs, and no erased reading.
 func (r *Range) check() error {
 	if r.From > r.To {
 		return fmt.Errorf("%w: from %d is after to %d", ErrFormat, r.From, r.To)
 	}
-	if len(r.Readings) == 0 || len(r.Batches) == 0 || len(r.Anchors) == 0 {
-		return fmt.Errorf("%w: a range holds at least one reading, batch and anchor", ErrFormat)
+	if len(r.Readings) == 0 || len(r.Batches) == 0 || len(r.Anchors) == 0 || len(r.Heads) == 0 {
+		return fmt.Errorf("%w: a range holds at least one reading, batch, anchor and head", ErrFormat)
 	}
+	for i := range r.Heads {
+		h := &r.Heads[i]
+		if err := h.checkVersion(); err != nil {
+			return fmt.Errorf("heads[%d]: %w", i, err)
+		}
+		if i > 0 && h.Height <= r.Heads[i-1].Height {
+			return fmt.Errorf("%w: heads[%d]: height %d after %d: heads are in height order, each once", ErrFormat, i, h.Height, r.Heads[i-1].Height)
+		}
+	}
+	usedHead := make([]bool, len(r.Heads))
 	for i := range r.Anchors {
 		a := &r.Anchors[i]
-		if err := a.checkVersion(); err != nil {
-			return fmt.Errorf("anchors[%d]: %w", i, err)
+		if a.Head >= uint64(len(r.Heads)) {
+			return fmt.Errorf("%w: anchors[%d]: head %d, the range has %d", ErrFormat, i, a.Head, len(r.Heads))
 		}
-		if i > 0 && a.Ledger.LogIndex <= r.Anchors[i-1].Ledger.LogIndex {
-			return fmt.Errorf("%w: anchors[%d]: log_index %d after %d: anchors are in log order, each once", ErrFormat, i, a.Ledger.LogIndex, r.Anchors[i-1].Ledger.LogIndex)
+		usedHead[a.Head] = true
+		if i > 0 {
+			p := &r.Anchors[i-1]
+			if a.LogIndex <= p.LogIndex {
+				return fmt.Errorf("%w: anchors[%d]: log_index %d after %d: anchors are in log order, each once", ErrFormat, i, a.LogIndex, p.LogIndex)
+			}
+			if a.Head < p.Head {
+				return fmt.Errorf("%w: anchors[%d]: head %d after head %d: an anchor later in the log is proven in the same head or a later one", ErrFormat, i, a.Head, p.Head)
+			}
+		}
+	}
+	for i, used := range usedHead {
+		if !used {
+			return fmt.Errorf("%w: heads[%d] proves no anchor of the range", ErrFormat, i)
 		}
 	}
 	usedAnchor := make([]bool, len(r.Anchors))
@@ -192,12 +218,13 @@ func (r *Range) Marshal() ([]byte, error) {
 	return r.encode()
 }
 
-// rangeTail is how the canonical encoding of a range without batches and readings ends.
-const rangeTail = ",\n  \"batches\": [],\n  \"readings\": []\n}"
+// rangeTail is how the canonical encoding of a range without anchors, batches and readings
+// ends.
+const rangeTail = ",\n  \"anchors\": [],\n  \"batches\": [],\n  \"readings\": []\n}"
 
 // encode is the canonical encoding of r, whatever its shape. encoding/json writes everything
-// up to the batches; the batches and readings, which are the bulk of a range, are written
-// here in the same layout (TestRangeEncoding holds the two to the same bytes).
+// up to the anchors; the anchors, batches and readings, which are the bulk of a range, are
+// written here in the same layout (TestRangeEncoding holds the two to the same bytes).
 func (r *Range) encode() ([]byte, error) {
 	c := *r
 	var err error
@@ -207,27 +234,26 @@ func (r *Range) encode() ([]byte, error) {
 			return nil, err
 		}
 	}
-	c.Anchors = make([]RangeAnchor, len(r.Anchors))
-	for i, a := range r.Anchors {
-		a.Proof = nonNil(a.Proof)
-		a.Ledger.LogPath = nonNil(a.Ledger.LogPath)
-		if a.Ledger.StateProof != nil {
-			sp := *a.Ledger.StateProof
+	c.Heads = make([]RangeHead, len(r.Heads))
+	for i, h := range r.Heads {
+		h.LogProof = nonNil(h.LogProof)
+		if h.StateProof != nil {
+			sp := *h.StateProof
 			sp.Path = nonNil(sp.Path)
-			a.Ledger.StateProof = &sp
+			h.StateProof = &sp
 		}
-		if a.Ledger.LightBlock, err = compactRawJSON(a.Ledger.LightBlock, fmt.Sprintf("anchors[%d].ledger.light_block", i)); err != nil {
+		if h.LightBlock, err = compactRawJSON(h.LightBlock, fmt.Sprintf("heads[%d].light_block", i)); err != nil {
 			return nil, err
 		}
-		c.Anchors[i] = a
+		c.Heads[i] = h
 	}
-	c.Batches, c.Readings = []RangeBatch{}, []RangeReading{}
+	c.Anchors, c.Batches, c.Readings = []RangeAnchor{}, []RangeBatch{}, []RangeReading{}
 	head, err := json.MarshalIndent(&c, "", "  ")
 	if err != nil {
 		return nil, err
 	}
 	if !bytes.HasSuffix(head, []byte(rangeTail)) {
-		return nil, fmt.Errorf("%w: range encoding does not end in batches and readings", ErrFormat)
+		return nil, fmt.Errorf("%w: range encoding does not end in anchors, batches and readings", ErrFormat)
 	}
 	size := len(head)
 	for _, rd := range r.Readings {
@@ -236,8 +262,36 @@ func (r *Range) encode() ([]byte, error) {
 	for _, b := range r.Batches {
 		size += 160 + 76*len(b.Proof)
 	}
+	for _, a := range r.Anchors {
+		size += 200 + 2*len(a.Entry) + 76*len(a.Proof)
+	}
 	out := make([]byte, 0, size)
 	out = append(out, head[:len(head)-len(rangeTail)]...)
+	out = append(out, ",\n  \"anchors\": ["...)
+	for i, a := range r.Anchors {
+		if i > 0 {
+			out = append(out, ',')
+		}
+		out = append(out, "\n    {\n      \"id\": "...)
+		out = appendHex(out, a.ID)
+		out = append(out, ",\n      \"batches\": "...)
+		out = strconv.AppendUint(out, a.Batches, 10)
+		out = append(out, ",\n      \"root\": "...)
+		out = appendHex(out, a.Root)
+		out = append(out, ",\n      \"proof\": "...)
+		out = appendHexes(out, a.Proof)
+		out = append(out, ",\n      \"head\": "...)
+		out = strconv.AppendUint(out, a.Head, 10)
+		out = append(out, ",\n      \"entry\": "...)
+		out = appendHex(out, a.Entry)
+		out = append(out, ",\n      \"log_index\": "...)
+		out = strconv.AppendUint(out, a.LogIndex, 10)
+		out = append(out, "\n    }"...)
+	}
+	if len(r.Anchors) > 0 {
+		out = append(out, "\n  "...)
+	}
+	out = append(out, "]"...)
 	out = append(out, ",\n  \"batches\": ["...)
 	for i, b := range r.Batches {
 		if i > 0 {
@@ -253,18 +307,9 @@ func (r *Range) encode() ([]byte, error) {
 		out = strconv.AppendUint(out, b.Anchor, 10)
 		out = append(out, ",\n      \"batch_index\": "...)
 		out = strconv.AppendUint(out, b.BatchIndex, 10)
-		out = append(out, ",\n      \"proof\": ["...)
-		for j, h := range b.Proof {
-			if j > 0 {
-				out = append(out, ',')
-			}
-			out = append(out, "\n        "...)
-			out = appendHex(out, h)
-		}
-		if len(b.Proof) > 0 {
-			out = append(out, "\n      "...)
-		}
-		out = append(out, "]\n    }"...)
+		out = append(out, ",\n      \"proof\": "...)
+		out = appendHexes(out, b.Proof)
+		out = append(out, "\n    }"...)
 	}
 	if len(r.Batches) > 0 {
 		out = append(out, "\n  "...)
@@ -292,6 +337,22 @@ func (r *Range) encode() ([]byte, error) {
 	}
 	out = append(out, "]\n}\n"...)
 	return out, nil
+}
+
+// appendHexes writes a list of hex strings as a member of an object in an array element.
+func appendHexes(out []byte, hs []Hex) []byte {
+	out = append(out, '[')
+	for j, h := range hs {
+		if j > 0 {
+			out = append(out, ',')
+		}
+		out = append(out, "\n        "...)
+		out = appendHex(out, h)
+	}
+	if len(hs) > 0 {
+		out = append(out, "\n      "...)
+	}
+	return append(out, ']')
 }
 
 func appendHex(out, b []byte) []byte {
@@ -333,16 +394,17 @@ func parseRangeSlow(data []byte) (*Range, error) {
 }
 
 // parseRangeFast decodes a range in its canonical encoding, and nothing else. Everything
-// before the batches goes through encoding/json and its re-encoding is compared; the batches
-// and readings are read by a scanner that accepts exactly the bytes encode writes, so what it
-// accepts is canonical by construction. A canonical range's first ",\n  \"batches\": [" is
-// its top-level member (no string holds a newline, light blocks are compact, nested members
-// are indented deeper), so whatever the fast path refuses is not canonical: it returns the
-// error when the part before the batches is refused, and ok false when the scanner stops (then
-// parseRangeSlow words the error: a reading's members are named there).
+// before the anchors goes through encoding/json and its re-encoding is compared; the anchors,
+// batches and readings are read by a scanner that accepts exactly the bytes encode writes, so
+// what it accepts is canonical by construction. A canonical range's first
+// ",\n  \"anchors\": [" is its top-level member (no string holds a newline, light blocks are
+// compact, nested members are indented deeper), so whatever the fast path refuses is not
+// canonical: it returns the error when the part before the anchors is refused, and ok false
+// when the scanner stops (then parseRangeSlow words the error: a reading's members are named
+// there).
 func parseRangeFast(data []byte) (*Range, bool, error) {
-	const batches = ",\n  \"batches\": ["
-	i := bytes.Index(data, []byte(batches))
+	const anchors = ",\n  \"anchors\": ["
+	i := bytes.Index(data, []byte(anchors))
 	if i < 0 {
 		return nil, false, nil
 	}
@@ -366,7 +428,35 @@ func parseRangeFast(data []byte) (*Range, bool, error) {
 		return nil, false, nil
 	}
 	s := scanner{b: data, i: i, ok: true, arena: make([]byte, 0, (len(data)-i)/2)}
-	s.lit(batches)
+	s.lit(anchors)
+	r.Anchors = []RangeAnchor{}
+	if !s.take(']') {
+		for s.ok {
+			var a RangeAnchor
+			s.lit("\n    {\n      \"id\": ")
+			a.ID = s.hex()
+			s.lit(",\n      \"batches\": ")
+			a.Batches = s.uint()
+			s.lit(",\n      \"root\": ")
+			a.Root = s.hex()
+			s.lit(",\n      \"proof\": ")
+			a.Proof = s.hexes()
+			s.lit(",\n      \"head\": ")
+			a.Head = s.uint()
+			s.lit(",\n      \"entry\": ")
+			a.Entry = s.hex()
+			s.lit(",\n      \"log_index\": ")
+			a.LogIndex = s.uint()
+			s.lit("\n    }")
+			r.Anchors = append(r.Anchors, a)
+			if !s.take(',') {
+				break
+			}
+		}
+		s.lit("\n  ]")
+	}
+	s.lit(",\n  \"batches\": [")
+	r.Batches = []RangeBatch{}
 	if !s.take(']') {
 		for s.ok {
 			var b RangeBatch
@@ -380,18 +470,8 @@ func parseRangeFast(data []byte) (*Range, bool, error) {
 			b.Anchor = s.uint()
 			s.lit(",\n      \"batch_index\": ")
 			b.BatchIndex = s.uint()
-			s.lit(",\n      \"proof\": [")
-			b.Proof = []Hex{}
-			if !s.take(']') {
-				for s.ok {
-					s.lit("\n        ")
-					b.Proof = append(b.Proof, s.hex())
-					if !s.take(',') {
-						break
-					}
-				}
-				s.lit("\n      ]")
-			}
+			s.lit(",\n      \"proof\": ")
+			b.Proof = s.hexes()
 			s.lit("\n    }")
 			r.Batches = append(r.Batches, b)
 			if !s.take(',') {
@@ -469,6 +549,24 @@ func (s *scanner) uint() uint64 {
 		s.ok = false
 	}
 	return n
+}
+
+// hexes reads what appendHexes writes.
+func (s *scanner) hexes() []Hex {
+	s.lit("[")
+	out := []Hex{}
+	if s.take(']') {
+		return out
+	}
+	for s.ok {
+		s.lit("\n        ")
+		out = append(out, s.hex())
+		if !s.take(',') {
+			break
+		}
+	}
+	s.lit("\n      ]")
+	return out
 }
 
 // hex reads a quoted string of lower-case hex digits, of even length.

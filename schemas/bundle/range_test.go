@@ -11,29 +11,35 @@ import (
 
 func h(n int, b byte) Hex { return bytes.Repeat([]byte{b}, n) }
 
-// sampleRange is a well-formed range (its proofs are made up: only the shape matters here).
+// sampleRange is a well-formed range (its proofs are made up: only the shape matters here):
+// a v2 head proving two anchors, a v1 head proving one.
 func sampleRange() *Range {
 	dev := Device{ID: "dev-1", Alg: "ed25519", PublicKey: h(32, 1), Status: "active", Height: 1, Record: h(40, 2), RegistryProof: h(70, 3)}
-	v2 := RangeLedger{Height: 5, Entry: h(90, 4), LogIndex: 3, LogSize: 4, LogPath: []Hex{h(32, 5), h(32, 6)}, LogRoot: h(32, 7), RegistryRoot: h(32, 8),
-		AppHashVersion: AppHashV2, StateRoot: h(32, 9), StateProof: &StateProof{Name: "registry", Index: 0, Size: 1}, LightBlock: json.RawMessage(`{"a": [1, 2], "b": "<&>"}`)}
 	v1dev := Device{ID: "dev-1", Alg: "ed25519", PublicKey: h(32, 1), Status: "active", Height: 1, Record: h(40, 2), RegistryIndex: 2, RegistrySize: 3}
-	v1 := RangeLedger{Height: 7, Entry: h(90, 10), LogIndex: 5, LogSize: 6, LogRoot: h(32, 11), RegistryRoot: h(32, 12), LightBlock: json.RawMessage(`{"c":3}`)}
 	return &Range{Format: RangeFormat, ChainID: "chain <1>", Device: "dev-1", From: 0, To: math.MaxUint64,
 		LightChain: []json.RawMessage{json.RawMessage(` {"h": 1} `)},
+		Heads: []RangeHead{
+			{Device: dev, Height: 5, LogSize: 4, LogRoot: h(32, 7), LogProof: []Hex{h(32, 5), h(32, 6)}, RegistryRoot: h(32, 8),
+				AppHashVersion: AppHashV2, StateRoot: h(32, 9), StateProof: &StateProof{Name: "registry", Index: 0, Size: 1}, LightBlock: json.RawMessage(`{"a": [1, 2], "b": "<&>"}`)},
+			{Device: v1dev, Height: 7, LogSize: 6, LogRoot: h(32, 11), RegistryRoot: h(32, 12), LightBlock: json.RawMessage(`{"c":3}`)},
+		},
 		Anchors: []RangeAnchor{
-			{ID: h(16, 13), Batches: 3, Root: h(32, 14), Proof: []Hex{h(32, 15)}, Device: dev, Ledger: v2},
-			{ID: h(16, 16), Batches: 1, Root: h(32, 17), Device: v1dev, Ledger: v1},
+			{ID: h(16, 13), Batches: 3, Root: h(32, 14), Proof: []Hex{h(32, 15)}, Head: 0, Entry: h(90, 4), LogIndex: 1},
+			{ID: h(16, 31), Batches: 1, Root: h(32, 32), Head: 0, Entry: h(90, 33), LogIndex: 3},
+			{ID: h(16, 16), Batches: 1, Root: h(32, 17), Head: 1, Entry: h(90, 10), LogIndex: 5},
 		},
 		Batches: []RangeBatch{
 			{ID: h(16, 18), Size: 7, Root: h(32, 19), Anchor: 0, BatchIndex: 0, Proof: []Hex{h(32, 20), h(32, 21)}},
 			{ID: h(16, 22), Size: 1, Root: h(32, 23), Anchor: 0, BatchIndex: 2},
-			{ID: h(16, 24), Size: math.MaxUint64, Root: h(32, 25), Anchor: 1, BatchIndex: 0, Proof: []Hex{h(32, 26)}},
+			{ID: h(16, 34), Size: 1, Root: h(32, 35), Anchor: 1, BatchIndex: 0},
+			{ID: h(16, 24), Size: math.MaxUint64, Root: h(32, 25), Anchor: 2, BatchIndex: 0, Proof: []Hex{h(32, 26)}},
 		},
 		Readings: []RangeReading{
 			{Seq: 0, Batch: 0, LeafIndex: 1, Raw: h(20, 27)},
 			{Seq: 10, Batch: 1, LeafIndex: 0, Raw: h(1, 28)},
 			{Seq: 11, Batch: 0, LeafIndex: 6, Raw: h(30, 29)},
-			{Seq: math.MaxUint64, Batch: 2, LeafIndex: math.MaxUint64 - 1, Raw: h(3, 30)},
+			{Seq: 12, Batch: 2, LeafIndex: 0, Raw: h(5, 36)},
+			{Seq: math.MaxUint64, Batch: 3, LeafIndex: math.MaxUint64 - 1, Raw: h(3, 30)},
 		},
 	}
 }
@@ -46,15 +52,20 @@ func slowEncode(t *testing.T, r *Range) []byte {
 	for i, lb := range r.LightChain {
 		c.LightChain[i], _ = compactRawJSON(lb, "")
 	}
+	c.Heads = make([]RangeHead, len(r.Heads))
+	for i, hd := range r.Heads {
+		hd.LogProof = nonNil(hd.LogProof)
+		if hd.StateProof != nil {
+			sp := *hd.StateProof
+			sp.Path = nonNil(sp.Path)
+			hd.StateProof = &sp
+		}
+		hd.LightBlock, _ = compactRawJSON(hd.LightBlock, "")
+		c.Heads[i] = hd
+	}
 	c.Anchors = make([]RangeAnchor, len(r.Anchors))
 	for i, a := range r.Anchors {
-		a.Proof, a.Ledger.LogPath = nonNil(a.Proof), nonNil(a.Ledger.LogPath)
-		if a.Ledger.StateProof != nil {
-			sp := *a.Ledger.StateProof
-			sp.Path = nonNil(sp.Path)
-			a.Ledger.StateProof = &sp
-		}
-		a.Ledger.LightBlock, _ = compactRawJSON(a.Ledger.LightBlock, "")
+		a.Proof = nonNil(a.Proof)
 		c.Anchors[i] = a
 	}
 	c.Batches = make([]RangeBatch, len(r.Batches))
@@ -141,18 +152,23 @@ func TestRangeShape(t *testing.T) {
 		"no readings":      {func(r *Range) { r.Readings = nil }, ErrFormat, "at least one reading"},
 		"seq repeated":     {func(r *Range) { r.Readings[2].Seq = 10 }, ErrFormat, "seq order, each seq once"},
 		"seq outside":      {func(r *Range) { r.To = 11 }, ErrFormat, "outside"},
-		"batch reference":  {func(r *Range) { r.Readings[0].Batch = 3 }, ErrFormat, "batch 3, the range has 3"},
+		"batch reference":  {func(r *Range) { r.Readings[0].Batch = 4 }, ErrFormat, "batch 4, the range has 4"},
 		"batch unused":     {func(r *Range) { r.Readings[1].Batch = 0 }, ErrFormat, "batches[1] holds no reading"},
 		"batch order":      {func(r *Range) { r.Batches[1].BatchIndex = 0 }, ErrFormat, "(anchor, batch_index) order"},
-		"anchor reference": {func(r *Range) { r.Batches[2].Anchor = 2 }, ErrFormat, "anchor 2, the range has 2"},
+		"anchor reference": {func(r *Range) { r.Batches[3].Anchor = 3 }, ErrFormat, "anchor 3, the range has 3"},
 		"anchor unused":    {func(r *Range) { r.Batches[2].Anchor = 0; r.Batches[2].BatchIndex = 3 }, ErrFormat, "anchors[1] holds no batch"},
-		"anchor order":     {func(r *Range) { r.Anchors[1].Ledger.LogIndex = 3 }, ErrFormat, "log order"},
-		"mixed versions":   {func(r *Range) { r.Anchors[1].Device.RegistryProof = h(3, 1) }, ErrFormat, "registry_proof"},
-		"v2 without proof": {func(r *Range) { r.Anchors[0].Ledger.StateProof = nil }, ErrFormat, "needs"},
+		"anchor order":     {func(r *Range) { r.Anchors[2].LogIndex = 3 }, ErrFormat, "log order"},
+		"head reference":   {func(r *Range) { r.Anchors[2].Head = 2 }, ErrFormat, "head 2, the range has 2"},
+		"head unused":      {func(r *Range) { r.Anchors[2].Head = 0 }, ErrFormat, "heads[1] proves no anchor"},
+		"head order":       {func(r *Range) { r.Heads[1].Height = 5 }, ErrFormat, "height order"},
+		"anchor heads":     {func(r *Range) { r.Anchors[0].Head = 1; r.Anchors[2].Head = 0 }, ErrFormat, "same head or a later one"},
+		"no heads":         {func(r *Range) { r.Heads = nil }, ErrFormat, "at least one"},
+		"mixed versions":   {func(r *Range) { r.Heads[1].Device.RegistryProof = h(3, 1) }, ErrFormat, "registry_proof"},
+		"v2 without proof": {func(r *Range) { r.Heads[0].StateProof = nil }, ErrFormat, "needs"},
 		"no raw":           {func(r *Range) { r.Readings[1].Raw = nil }, ErrFormat, "has no raw"},
 		"erased leaf":      {func(r *Range) { r.Readings[1].Leaf = h(32, 1) }, ErrErased, "erase entries"},
 		"erased erase":     {func(r *Range) { r.Readings[1].Erase = json.RawMessage(`{}`) }, ErrErased, "seq 10"},
-		"light block JSON": {func(r *Range) { r.Anchors[0].Ledger.LightBlock = json.RawMessage(`{`) }, ErrFormat, "light_block"},
+		"light block JSON": {func(r *Range) { r.Heads[0].LightBlock = json.RawMessage(`{`) }, ErrFormat, "light_block"},
 		"light chain JSON": {func(r *Range) { r.LightChain[0] = json.RawMessage(`x`) }, ErrFormat, "light_chain[0]"},
 	} {
 		t.Run(name, func(t *testing.T) {

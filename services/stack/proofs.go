@@ -133,8 +133,9 @@ func (p *Proofs) Proof(ctx context.Context, dev string, seq uint64) ([]byte, err
 const MaxRangeReadings = 100_000
 
 // Range assembles the range bundle (anchorline.range/v1) of a device's readings with seqs in
-// [from, to]: one ClickHouse range read of the readings, and per batch and anchor what Proof
-// caches. Every reading of the range must be anchored (else an error wrapping
+// [from, to]: one ClickHouse range read of the readings, per batch and anchor what Proof
+// caches, and one ledger query per head (each run of anchors under one device record) for the
+// multiproof of its anchors' entries. Every reading of the range must be anchored (else an error wrapping
 // lookup.ErrNotAnchored names the first that is not); none stored is lookup.ErrNotFound; more
 // than MaxRangeReadings is api.ErrBadRequest.
 func (p *Proofs) Range(ctx context.Context, dev string, from, to uint64) ([]byte, error) {
@@ -170,7 +171,10 @@ func (p *Proofs) Range(ctx context.Context, dev string, from, to uint64) ([]byte
 	if len(parts) == 0 {
 		return nil, fmt.Errorf("%w: no reading of %s from seq %d to %d", lookup.ErrNotFound, dev, from, to)
 	}
-	rb, err := proof.BuildRange(dev, from, to, parts)
+	prove := func(indices []uint64, size uint64) ([]merkle.Hash, error) {
+		return p.ledger.LogMultiProof(ctx, indices, size)
+	}
+	rb, err := proof.BuildRange(dev, from, to, parts, prove)
 	if err != nil {
 		return nil, fmt.Errorf("build range proof of %s from %d to %d: %w", dev, from, to, err)
 	}
