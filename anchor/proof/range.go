@@ -44,7 +44,7 @@ type LogProver func(indices []uint64, size uint64) ([]merkle.Hash, error)
 // one head, the ledger state of the run's last anchor, whose log multiproof prove gives; the
 // record bytes hold the height of their last change, so the record checked in the head is the
 // one in force when each anchor of the run was committed. With prove nil, every anchor is its
-// own head (its log path is its multiproof).
+// own head (its log path is its multiproof), and anchors committed in one block are refused.
 func BuildRange(device string, from, to uint64, parts []Parts, prove LogProver) (*bundle.Range, error) {
 	if len(parts) == 0 {
 		return nil, fmt.Errorf("%w: a range needs at least one reading", ErrInconsistent)
@@ -206,6 +206,9 @@ func rangeHeads(r *bundle.Range, firsts []*Parts, singles []*bundle.Bundle, prov
 		hi := lo + 1
 		for prove != nil && hi < len(firsts) && bytes.Equal(firsts[hi].Record, firsts[lo].Record) {
 			hi++
+		}
+		if prove == nil && hi < len(firsts) && firsts[hi].LogSize == firsts[lo].LogSize {
+			return nil, fmt.Errorf("%w: anchors %d and %d are proven in one ledger state: a range of them needs a log prover", ErrInconsistent, lo, hi)
 		}
 		last := hi - 1
 		p, b := firsts[last], singles[last]
