@@ -643,6 +643,21 @@ func (rv *rangeVerifier) records() (string, error) {
 		r.Device, counted(len(r.Heads), "head"), joinHeights(heights), v2, len(r.Heads)-v2), nil
 }
 
+// onEveryCore calls f(i) for every i in [0, n), on up to GOMAXPROCS goroutines taking the
+// next i as they finish, and returns when all calls have.
+func onEveryCore(n int, f func(i int)) {
+	next := atomic.Int64{}
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), n) {
+		wg.Go(func() {
+			for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
+				f(i)
+			}
+		})
+	}
+	wg.Wait()
+}
+
 // counted is "1 head", "2 heads".
 func counted(n int, noun string) string {
 	if n == 1 {
@@ -672,16 +687,7 @@ func (rv *rangeVerifier) batches() (string, error) {
 	}
 	errs := make([]error, len(r.Batches))
 	hashes := make([]int, len(r.Batches))
-	next := atomic.Int64{}
-	var wg sync.WaitGroup
-	for range min(runtime.GOMAXPROCS(0), len(r.Batches)) {
-		wg.Go(func() {
-			for bi := int(next.Add(1) - 1); bi < len(r.Batches); bi = int(next.Add(1) - 1) {
-				hashes[bi], errs[bi] = rv.batch(bi, members[bi])
-			}
-		})
-	}
-	wg.Wait()
+	onEveryCore(len(r.Batches), func(bi int) { hashes[bi], errs[bi] = rv.batch(bi, members[bi]) })
 	total := 0
 	for bi, err := range errs {
 		if err != nil {
@@ -836,16 +842,7 @@ func (rv *rangeVerifier) appHashes() (string, error) {
 	// Decoding a light block (CometBFT's JSON, by reflection) is most of a head's cost: on
 	// every core, the first error in head order reported.
 	errs := make([]error, len(r.Heads))
-	next := atomic.Int64{}
-	var wg sync.WaitGroup
-	for range min(runtime.GOMAXPROCS(0), len(r.Heads)) {
-		wg.Go(func() {
-			for hi := int(next.Add(1) - 1); hi < len(r.Heads); hi = int(next.Add(1) - 1) {
-				rv.lbs[hi], errs[hi] = parseLightBlock(r.Heads[hi].LightBlock)
-			}
-		})
-	}
-	wg.Wait()
+	onEveryCore(len(r.Heads), func(hi int) { rv.lbs[hi], errs[hi] = parseLightBlock(r.Heads[hi].LightBlock) })
 	v2 := 0
 	for hi := range r.Heads {
 		h := &r.Heads[hi]
