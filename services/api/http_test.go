@@ -237,6 +237,11 @@ func TestHTTPErrors(t *testing.T) {
 	if len(batchID) != 32 {
 		t.Fatalf("reading view without a batch id: %v", view)
 	}
+	// Ingest writes a batch's readings before its batch record: wait for the record too.
+	await.Until(t, ctx, "batch record stored", func() (bool, string) {
+		resp := s.do(t, ctx, http.MethodGet, s.base+"/v1/batches/"+batchID, "", nil)
+		return resp.code == http.StatusOK, resp.String()
+	})
 
 	big := bytes.Repeat([]byte{0xa0}, api.MaxBodyBytes+1)
 	for _, tc := range []struct {
