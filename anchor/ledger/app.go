@@ -235,7 +235,11 @@ func (a *App) hashWith(ctx context.Context, st *staged, height uint64) (merkle.H
 		}
 		regRoot = st.reg.root
 	}
-	c, err := a.s.hashOf(height, st.log.Size(), st.log.Root(), regRoot)
+	rulesRoot, err := a.s.commitRules(ctx, st, height)
+	if err != nil {
+		return merkle.Hash{}, err
+	}
+	c, err := a.s.hashOf(height, st.log.Size(), st.log.Root(), regRoot, rulesRoot)
 	return c.appHash, err
 }
 
@@ -266,6 +270,13 @@ func (a *App) Commit(context.Context, *abci.RequestCommit) (*abci.ResponseCommit
 	if len(st.entries) > 0 {
 		set(dbKey(prefSize, u64(height)), u64(st.log.Size()))
 	}
+	for id, v := range st.rules {
+		set(ruleKey(id, height), v.record)
+		set(dbKey(prefRuleLatest, []byte(id)), append(u64(height), v.record...))
+	}
+	if st.rulesFrom != a.s.rulesFrom {
+		set(keyRulesFrom, u64(st.rulesFrom))
+	}
 	for d, v := range st.records {
 		set(devKey(d, height), v.record)
 		set(dbKey(prefLatest, []byte(d)), append(u64(height), v.record...))
@@ -292,6 +303,7 @@ func (a *App) Commit(context.Context, *abci.RequestCommit) (*abci.ResponseCommit
 	a.s.log = st.log
 	a.s.height = height
 	a.s.auth = st.auth
+	a.s.rulesFrom = st.rulesFrom
 	a.staged = nil
 	return &abci.ResponseCommit{}, nil
 }

@@ -24,7 +24,46 @@ const (
 	PathState          = "/state"           // StateRequest -> State
 	PathEntries        = "/entries"         // EntriesRequest -> Entries
 	PathAuthority      = "/authority"       // (no request) -> Authority, at the latest height only
+	PathRules          = "/rules"           // RulesRequest -> Rules
+	PathRule           = "/rule"            // RuleRequest -> RuleProof
 )
+
+// RulesRequest asks for every rule's record as of Height (0: the latest), with the entry of
+// each rule's version.
+type RulesRequest struct {
+	Height uint64 `json:"height"`
+}
+
+// Rules are the rule records at a height (retired ones included), sorted by id, each with
+// the entry that made it.
+type Rules struct {
+	Height uint64      `json:"height"`
+	Rules  []RuleState `json:"rules"`
+}
+
+// RuleState is a rule's record and the entry it names.
+type RuleState struct {
+	Record []byte `json:"record"` // entry.RuleRecord, deterministic CBOR
+	Entry  []byte `json:"entry"`  // the rule entry at Record's index
+}
+
+// RuleRequest asks for one rule's record at Height with its proof in the rules tree.
+type RuleRequest struct {
+	ID     string `json:"id"`
+	Height uint64 `json:"height"`
+}
+
+// RuleProof is a rule's record and entry at Height, the record's membership proof in the
+// rules tree (anchor/smt encoding) and the tree's root, and the rules sub-root's proof in the
+// state root at Height.
+type RuleProof struct {
+	RuleState
+	Height     uint64            `json:"height"`
+	SMTProof   []byte            `json:"smt_proof"`
+	RulesRoot  merkle.Hash       `json:"rules_root"`
+	StateRoot  merkle.Hash       `json:"state_root"`
+	StateProof merkle.StateProof `json:"state_proof"`
+}
 
 // EntriesRequest asks for up to Max committed log entries from index From on (Max is capped
 // at maxEntries).
@@ -188,7 +227,7 @@ func (a *App) query(path string, data []byte) (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		size, logRoot, regRoot, err := s.roots(h)
+		size, logRoot, regRoot, rulesRoot, err := s.roots(h)
 		if err != nil {
 			return nil, err
 		}
@@ -203,7 +242,7 @@ func (a *App) query(path string, data []byte) (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		c, err := s.hashOf(h, size, logRoot, regRoot)
+		c, err := s.hashOf(h, size, logRoot, regRoot, rulesRoot)
 		if err != nil {
 			return nil, err
 		}
@@ -341,6 +380,26 @@ func (a *App) query(path string, data []byte) (any, error) {
 		return out, nil
 	case PathAuthority:
 		return s.auth.view(s.height), nil
+	case PathRules:
+		var r RulesRequest
+		if err := json.Unmarshal(data, &r); err != nil {
+			return nil, err
+		}
+		h, err := a.at(r.Height)
+		if err != nil {
+			return nil, err
+		}
+		return s.rulesAt(h)
+	case PathRule:
+		var r RuleRequest
+		if err := json.Unmarshal(data, &r); err != nil {
+			return nil, err
+		}
+		h, err := a.at(r.Height)
+		if err != nil {
+			return nil, err
+		}
+		return s.proveRule(r.ID, h)
 	}
 	return nil, &queryError{CodeBadRequest, fmt.Sprintf("unknown query path %q", path)}
 }

@@ -104,6 +104,10 @@ type state struct {
 	version uint64          // the chain's app hash version
 	reg     *registry       // v1 only: the registry tree at height
 	smt     *smt.Tree       // v2 only: the registry, a version per height
+	rules   *smt.Tree       // v2 only: the rules' records, a version per height from rulesFrom
+	// rulesFrom is the first block with a rule entry, from which the state root commits the
+	// rules sub-root (0: none yet).
+	rulesFrom uint64
 }
 
 func loadState(db dbm.DB) (*state, error) {
@@ -130,6 +134,12 @@ func loadState(db dbm.DB) (*state, error) {
 	}
 	if s.smt, err = smt.Open(smt.DBStore{DB: db}, smt.DefaultConfig(prefSMT)); err != nil {
 		return nil, fmt.Errorf("ledger db: %w", err)
+	}
+	if s.rules, err = smt.Open(smt.DBStore{DB: db}, smt.DefaultConfig(prefRulesSMT)); err != nil {
+		return nil, fmt.Errorf("ledger db: rules: %w", err)
+	}
+	if err := s.loadRulesFrom(); err != nil {
+		return nil, err
 	}
 	if err := migrate(db); err != nil {
 		return nil, err
@@ -494,15 +504,25 @@ func (s *state) registryProof(dev string, v version, height uint64) (regProof, e
 	return regProof{path: []merkle.Hash{}, root: merkle.Hash(root), smt: p.Encode()}, nil
 }
 
-// roots returns the log size and root and the registry root as of height.
-func (s *state) roots(height uint64) (size uint64, logRoot, regRoot merkle.Hash, err error) {
+// roots returns the log size and root, the registry root and (from rulesFrom on) the rules
+// root as of height.
+func (s *state) roots(height uint64) (size uint64, logRoot, regRoot merkle.Hash, rulesRoot *merkle.Hash, err error) {
 	if size, err = s.logSizeAt(height); err != nil {
 		return
 	}
 	if logRoot, err = merkle.RootOf(logNodes{s.db}, size); err != nil {
 		return
 	}
-	regRoot, err = s.registryRoot(height)
+	if regRoot, err = s.registryRoot(height); err != nil {
+		return
+	}
+	if s.hasRules(height) {
+		var r merkle.Hash
+		if r, err = s.rulesRoot(height); err != nil {
+			return
+		}
+		rulesRoot = &r
+	}
 	return
 }
 
@@ -512,26 +532,32 @@ type committed struct {
 	logSize      uint64
 	logRoot      merkle.Hash
 	registryRoot merkle.Hash
+	rulesRoot    *merkle.Hash     // v2, from the first block with a rule entry on
 	subRoots     []merkle.SubRoot // v2 only, sorted by name
 	stateRoot    merkle.Hash      // v2 only
 	appHash      merkle.Hash
 }
 
-// subRoots are the named sub-roots a v2 state root commits at a height: the registry's only,
-// so far. A later sub-root (rules, owners, consent) joins from a height recorded in state, so
+// subRoots are the named sub-roots a v2 state root commits at a height, sorted by name: the
+// registry's, and the rules' (rulesRoot non-nil) from the first block with a rule entry on. A
+// later sub-root (owners, consent) joins the same way, from a height recorded in state, so
 // that every earlier height keeps its state root.
-func subRoots(regRoot merkle.Hash) []merkle.SubRoot {
-	return []merkle.SubRoot{{Name: merkle.SubRootRegistry, Root: regRoot}}
+func subRoots(regRoot merkle.Hash, rulesRoot *merkle.Hash) []merkle.SubRoot {
+	out := []merkle.SubRoot{{Name: merkle.SubRootRegistry, Root: regRoot}}
+	if rulesRoot != nil {
+		out = append(out, merkle.SubRoot{Name: merkle.SubRootRules, Root: *rulesRoot})
+	}
+	return out
 }
 
 // hashOf is the app hash, of height's version, over the given roots.
-func (s *state) hashOf(height, size uint64, logRoot, regRoot merkle.Hash) (committed, error) {
-	c := committed{version: s.version, logSize: size, logRoot: logRoot, registryRoot: regRoot}
+func (s *state) hashOf(height, size uint64, logRoot, regRoot merkle.Hash, rulesRoot *merkle.Hash) (committed, error) {
+	c := committed{version: s.version, logSize: size, logRoot: logRoot, registryRoot: regRoot, rulesRoot: rulesRoot}
 	if c.version == merkle.AppHashV1 {
 		c.appHash = merkle.AppHash(size, logRoot, regRoot)
 		return c, nil
 	}
-	c.subRoots = subRoots(regRoot)
+	c.subRoots = subRoots(regRoot, rulesRoot)
 	var err error
 	if c.stateRoot, err = merkle.StateRoot(c.subRoots); err != nil {
 		return committed{}, err
@@ -542,11 +568,11 @@ func (s *state) hashOf(height, size uint64, logRoot, regRoot merkle.Hash) (commi
 
 // committedAt is what the app hash after block height commits.
 func (s *state) committedAt(height uint64) (committed, error) {
-	size, logRoot, regRoot, err := s.roots(height)
+	size, logRoot, regRoot, rulesRoot, err := s.roots(height)
 	if err != nil {
 		return committed{}, err
 	}
-	return s.hashOf(height, size, logRoot, regRoot)
+	return s.hashOf(height, size, logRoot, regRoot, rulesRoot)
 }
 
 func (s *state) appHash() (merkle.Hash, error) {
@@ -591,10 +617,14 @@ type staged struct {
 	anchors map[string]bool
 	auth    *authority                      // the committed authority with the block's changes
 	updates map[string]abci.ValidatorUpdate // by validator address: the last update wins
+	rules   map[string]ruleVersion          // rule records the block changes, by rule id
+	// rulesFrom is state.rulesFrom after the block, computed by FinalizeBlock.
+	rulesFrom uint64
 }
 
 func newStaged(s *state) *staged {
-	return &staged{records: map[string]version{}, anchors: map[string]bool{}, auth: s.auth.clone(), updates: map[string]abci.ValidatorUpdate{}}
+	return &staged{records: map[string]version{}, anchors: map[string]bool{}, auth: s.auth.clone(), updates: map[string]abci.ValidatorUpdate{},
+		rules: map[string]ruleVersion{}}
 }
 
 // logNode is a complete subtree of the log tree.
@@ -664,6 +694,11 @@ func (s *state) check(e []byte, st *staged, height uint64) (entry.Entry, error) 
 		return dec, nil
 	case dec.AnchorKey != nil, dec.Validator != nil, dec.Admins != nil:
 		return dec, nil
+	case dec.Rule != nil:
+		if !auth.isAdmin(dec.Admin()) {
+			return dec, &txError{CodeUnauthorised, fmt.Sprintf("rule %s: key %x is not an admin of this ledger", dec.Rule.Rule.ID, []byte(dec.Admin()))}
+		}
+		return dec, s.checkRule(dec, st)
 	}
 	if !auth.isAdmin(dec.Admin()) {
 		return dec, &txError{CodeUnauthorised, fmt.Sprintf("%s of %s: key %x is not an admin of this ledger", dec.Type, dec.Device(), []byte(dec.Admin()))}
@@ -695,6 +730,8 @@ func (s *state) stage(st *staged, dec entry.Entry, e []byte, height uint64) erro
 		if u := applyAuthority(st.auth, dec, height); u != nil {
 			st.updates[string(cmted25519.PubKey(dec.Validator.PubKey).Address())] = *u
 		}
+	case dec.Rule != nil:
+		return stageRule(st, dec, e, s.logSize()+uint64(len(st.entries))-1, height)
 	case dec.Register != nil:
 		r := dec.Register
 		rec := entry.Record{Dev: r.Dev, Alg: reading.Alg(r.Alg), Key: r.Key, Status: entry.StatusActive, Height: height}

@@ -20,6 +20,10 @@ const (
 // SubRootRegistry is the name of the device registry's sub-root in the v2 state root.
 const SubRootRegistry = "registry"
 
+// SubRootRules is the name of the rules' sub-root (schemas/ledger.md "rule records"), in the state
+// root from the first block with a rule entry on.
+const SubRootRules = "rules"
+
 // appHashV2Domain prefixes the second version of the ledger app hash.
 const appHashV2Domain = "anchorline/ledger/v2"
 

@@ -85,6 +85,7 @@ type Entry struct {
 	AnchorKey *AnchorKey
 	Validator *Validator
 	Admins    *Admins
+	Rule      *Rule
 }
 
 // Device returns the device id of a device event, "" for an anchor.
@@ -98,7 +99,7 @@ func (e Entry) Device() string {
 	return ""
 }
 
-// Admin returns the admin key of an entry signed by one admin (device events, anchor_key),
+// Admin returns the admin key of an entry signed by one admin (device events, anchor_key, rule),
 // nil for the others.
 func (e Entry) Admin() ed25519.PublicKey {
 	switch {
@@ -108,6 +109,8 @@ func (e Entry) Admin() ed25519.PublicKey {
 		return e.Revoke.Admin
 	case e.AnchorKey != nil:
 		return e.AnchorKey.Admin
+	case e.Rule != nil:
+		return e.Rule.Admin
 	}
 	return nil
 }
@@ -128,7 +131,7 @@ func newCodec() (codec, error) {
 		DupMapKey:         cbor.DupMapKeyEnforcedAPF,
 		IndefLength:       cbor.IndefLengthForbidden,
 		ExtraReturnErrors: cbor.ExtraDecErrorUnknownField,
-		MaxNestedLevels:   4,
+		MaxNestedLevels:   6, // a rule entry: entry, rule, actions, action, args
 		UTF8:              cbor.UTF8RejectInvalid,
 		FieldNameMatching: cbor.FieldNameMatchingCaseSensitive,
 	}.DecMode()
@@ -328,6 +331,8 @@ func Decode(b []byte) (Entry, error) {
 		return Entry{Type: TypeRevoke, Revoke: &r}, nil
 	case TypeAnchorKey, TypeValidator, TypeAdmins:
 		return decodeAuthority(head.Type, b)
+	case TypeRule:
+		return decodeRule(b)
 	default:
 		return Entry{}, fmt.Errorf("%w: unknown type %q", ErrMalformed, head.Type)
 	}

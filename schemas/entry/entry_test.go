@@ -14,6 +14,7 @@ import (
 	"github.com/fxamacker/cbor/v2"
 
 	"github.com/anchorline/anchorline/schemas/reading"
+	"github.com/anchorline/anchorline/schemas/rule"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files in testdata")
@@ -246,6 +247,21 @@ func TestGolden(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Rules (automation): appended likewise.
+	put, err := NewRule(admin, OpPut, goldenRule(), t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	retire, err := NewRule(admin, OpRetire, rule.Rule{ID: "hot", Version: 2}, t0.Add(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var leaf [32]byte
+	leaf[0] = 0xee
+	ruleRec, err := RuleRecord{ID: "hot", Version: 1, Status: RuleActive, Entry: leaf[:], Index: 7, Height: 42}.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
 	got := []golden{
 		{"anchor", hex.EncodeToString(anc)},
 		{"register", hex.EncodeToString(reg)},
@@ -255,6 +271,9 @@ func TestGolden(t *testing.T) {
 		{"anchor_key", hex.EncodeToString(ak)},
 		{"validator", hex.EncodeToString(val)},
 		{"admins", hex.EncodeToString(adm)},
+		{"rule_put", hex.EncodeToString(put)},
+		{"rule_retire", hex.EncodeToString(retire)},
+		{"rule_record", hex.EncodeToString(ruleRec)},
 	}
 	path := filepath.Join("testdata", "entries.json")
 	if *update {
@@ -285,6 +304,10 @@ func TestGolden(t *testing.T) {
 		if want[i].Name == "record" {
 			if _, err := DecodeRecord(raw); err != nil {
 				t.Errorf("golden record: %v", err)
+			}
+		} else if want[i].Name == "rule_record" {
+			if _, err := DecodeRuleRecord(raw); err != nil {
+				t.Errorf("golden rule record: %v", err)
 			}
 		} else if _, err := Decode(raw); err != nil {
 			t.Errorf("golden %s: %v", want[i].Name, err)

@@ -44,7 +44,7 @@ type Rule struct {
 	// AbsentMS makes an absence rule: it fires when a selected device sent nothing for this
 	// long (the rules stage's clock, schemas/rule.md); such a rule has no when, clear or window.
 	AbsentMS uint64   `cbor:"absent_ms,omitempty" json:"absent_ms,omitempty"`
-	Actions  []Action `cbor:"actions" json:"actions"`
+	Actions  []Action `cbor:"actions,omitempty" json:"actions"`
 }
 
 // Action kinds.
