@@ -6,11 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/anchorline/anchorline/schemas/rule"
 	"github.com/anchorline/anchorline/schemas/stream"
 )
 
@@ -180,3 +182,65 @@ func PublishBatch(ctx context.Context, js jetstream.JetStream, r stream.BatchRec
 	}
 	return nil
 }
+
+// RulesPinnedTTL is how long a rules process that stopped pulling keeps its shard pinned
+// before another process of the shard takes over.
+const RulesPinnedTTL = 10 * time.Second
+
+// EnsureVerified creates or updates the Verified stream (a work queue) with one durable
+// consumer per shard, filtered to its subject and pinned to one process at a time (priority
+// group stream.RulesGroup). Ingest calls it before it publishes verified readings, so that none
+// is published before its shard's consumer exists (a work queue keeps a message until a
+// consumer acknowledges it). A shard's consumer hands out one message at a time
+// (MaxAckPending 1): a message redelivered after a crash comes before any later one, so each
+// device's readings are evaluated in the order they were stored, and evaluated again to the
+// same events.
+func (t Topology) EnsureVerified(ctx context.Context, js jetstream.JetStream, shards int) error {
+	if shards < 1 {
+		return fmt.Errorf("rules.shards %d: must be at least 1", shards)
+	}
+	if err := ensureStream(ctx, js, t.stream(verifiedStream)); err != nil {
+		return fmt.Errorf("stream %s: %w", stream.Verified, err)
+	}
+	for i := range shards {
+		c := jetstream.ConsumerConfig{Durable: stream.RulesConsumerPrefix + strconv.Itoa(i), FilterSubject: stream.VerifiedSubject(i),
+			AckPolicy: jetstream.AckExplicitPolicy, AckWait: 10 * time.Second, MaxAckPending: 1, MaxDeliver: -1,
+			PriorityPolicy: jetstream.PriorityPolicyPinned, PriorityGroups: []string{stream.RulesGroup}, PinnedTTL: RulesPinnedTTL,
+			Description: fmt.Sprintf("the rules processes of shard %d of %d", i, shards)}
+		if err := ensureConsumer(ctx, js, stream.Verified, c); err != nil {
+			return fmt.Errorf("consumer %s on %s: %w", c.Durable, stream.Verified, err)
+		}
+	}
+	return nil
+}
+
+// EnsureRules creates or updates what the rules stage reads and writes: EnsureVerified's
+// stream and consumers, and the Events stream.
+func (t Topology) EnsureRules(ctx context.Context, js jetstream.JetStream, shards int) error {
+	if err := t.EnsureVerified(ctx, js, shards); err != nil {
+		return err
+	}
+	if err := ensureStream(ctx, js, t.stream(eventsStream)); err != nil {
+		return fmt.Errorf("stream %s: %w", stream.Events, err)
+	}
+	return nil
+}
+
+var (
+	verifiedStream = jetstream.StreamConfig{
+		Name:        stream.Verified,
+		Description: "verified readings of stored batches, for the rules stage",
+		Subjects:    []string{stream.VerifiedSubjects},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.WorkQueuePolicy,
+		Duplicates:  10 * time.Minute,
+	}
+	eventsStream = jetstream.StreamConfig{
+		Name:        stream.Events,
+		Description: "rule events (schemas/rule.md)",
+		Subjects:    []string{rule.SubjectPrefix + ">"},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		Duplicates:  10 * time.Minute,
+	}
+)

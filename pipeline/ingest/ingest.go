@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"iter"
@@ -11,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/anchorline/anchorline/internal/retry"
@@ -37,6 +39,17 @@ type Config struct {
 	// Keep it above AckWait, so that a predecessor held by a worker that died is redelivered
 	// and stored first. Default AckWait + 5s.
 	ChainWait time.Duration
+	// Rules, if set, makes the worker publish each stored batch's verified readings for the
+	// rules stage (stream.Verified) before it acknowledges them.
+	Rules *RulesFeed
+}
+
+// RulesFeed is how a worker feeds the rules stage: the number of shards of stream.Verified,
+// and the ledger height whose device registry the worker has applied (stamped on each
+// message: the rules stage applies the rules in force at that height).
+type RulesFeed struct {
+	Shards int
+	Height func() uint64
 }
 
 // Writer stores batches, rejects and chain breaks durably; *write.Writer is one.
@@ -426,7 +439,7 @@ func (g *Ingest) add(f *flush, msg jetstream.Msg, res verify.Result, heads *chai
 	} else {
 		r := res.Msg.Reading
 		wr := write.Reading{Device: r.Device, Seq: r.Seq, TS: r.TS, ReceivedAt: received, Raw: msg.Data(),
-			Leaf: res.Leaf, Prev: r.Prev, Metrics: r.Metrics}
+			Leaf: res.Leaf, Prev: r.Prev, Metrics: r.Metrics, Tags: r.Tags}
 		if s, ok := heads.Check(chain.Reading{Device: r.Device, Seq: r.Seq, Leaf: res.Leaf, Prev: r.Prev}); ok {
 			f.suspects = append(f.suspects, suspect{i: len(f.msgs), Suspect: s})
 		}
@@ -450,8 +463,17 @@ func (g *Ingest) flush(ctx context.Context, f *flush) {
 			return
 		}
 	}
+	var verified []*nats.Msg
+	if b != nil && g.cfg.Rules != nil {
+		var err error
+		if verified, err = verifiedMsgs(b, g.cfg.Rules); err != nil {
+			g.log.Error("ingest: cannot encode the verified readings for the rules stage", "batch", rec.ID, "err", err)
+			return
+		}
+	}
 	start := time.Now()
 	rejectsDone, batchDone, recordDone := len(f.rejects) == 0, b == nil, b == nil
+	verifiedDone := len(verified) == 0
 	lastProgress := time.Now()
 	for w := retry.Default().Start(); ; {
 		var err error
@@ -468,6 +490,11 @@ func (g *Ingest) flush(ctx context.Context, f *flush) {
 		if err == nil && !recordDone {
 			if err = consume.PublishBatch(ctx, g.js, rec); err == nil {
 				recordDone = true
+			}
+		}
+		if err == nil && !verifiedDone {
+			if err = publishAll(ctx, g.js, verified); err == nil {
+				verifiedDone = true
 			}
 		}
 		if err == nil {
@@ -557,4 +584,65 @@ func lenReadings(b *write.Batch) int {
 		return 0
 	}
 	return len(b.Readings)
+}
+
+// verifiedMsgs are the stream.Verified messages of a stored batch: its readings split by
+// shard, in leaf_index order, in chunks of at most stream.MaxVerifiedChunk, each with a
+// Nats-Msg-Id of batch, shard and chunk, so that a retried flush publishes nothing twice.
+func verifiedMsgs(b *write.Batch, feed *RulesFeed) ([]*nats.Msg, error) {
+	shards := max(feed.Shards, 1)
+	var height uint64
+	if feed.Height != nil {
+		height = feed.Height()
+	}
+	byShard := make([][]stream.VerifiedReading, shards)
+	for _, r := range b.Readings {
+		ms := make([]stream.VerifiedMetric, len(r.Metrics))
+		for i, m := range r.Metrics {
+			ms[i] = stream.VerifiedMetric{Name: m.Name, Value: m.Value}
+		}
+		sh := stream.ShardOf(r.Device, shards)
+		byShard[sh] = append(byShard[sh], stream.VerifiedReading{Device: r.Device, Seq: r.Seq, TS: r.TS,
+			ReceivedMS: r.ReceivedAt.UnixMilli(), Leaf: r.Leaf[:], Metrics: ms, Tags: r.Tags})
+	}
+	id := hex.EncodeToString(b.ID[:])
+	var out []*nats.Msg
+	for sh, rs := range byShard {
+		for c := 0; len(rs) > 0; c++ {
+			n := min(len(rs), stream.MaxVerifiedChunk)
+			vb := stream.VerifiedBatch{Batch: b.ID[:], Height: height, Readings: rs[:n]}
+			data, err := vb.Encode()
+			if err != nil {
+				return nil, err
+			}
+			m := nats.NewMsg(stream.VerifiedSubject(sh))
+			m.Data = data
+			m.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("%s/%d/%d", id, sh, c))
+			out = append(out, m)
+			rs = rs[n:]
+		}
+	}
+	return out, nil
+}
+
+// publishAll publishes msgs asynchronously and waits until JetStream has stored every one.
+func publishAll(ctx context.Context, js jetstream.JetStream, msgs []*nats.Msg) error {
+	acks := make([]jetstream.PubAckFuture, 0, len(msgs))
+	for _, m := range msgs {
+		f, err := js.PublishMsgAsync(m)
+		if err != nil {
+			return fmt.Errorf("publish %s: %w", m.Subject, err)
+		}
+		acks = append(acks, f)
+	}
+	for _, f := range acks {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return fmt.Errorf("publish %s: %w", f.Msg().Subject, err)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
 }

@@ -2,6 +2,7 @@ package write
 
 import (
 	"context"
+	"encoding/hex"
 	"fmt"
 	"time"
 
@@ -10,6 +11,7 @@ import (
 	"github.com/anchorline/anchorline/pipeline/chain"
 	"github.com/anchorline/anchorline/pipeline/verify"
 	"github.com/anchorline/anchorline/schemas/reading"
+	"github.com/anchorline/anchorline/schemas/rule"
 )
 
 // Reading is a verified reading ready for storage.
@@ -22,6 +24,7 @@ type Reading struct {
 	Leaf       [32]byte
 	Prev       []byte // the reading's prev (DESIGN 2.1), for the chain check; not stored apart from raw
 	Metrics    []reading.Metric
+	Tags       map[string]string // the reading's tags, for the rules stage; stored only inside raw
 	LeafIndex  uint32
 }
 
@@ -192,4 +195,29 @@ func (w *Writer) WriteAnchor(ctx context.Context, a Anchor, batchIDs [][16]byte)
 		return fmt.Errorf("record anchor %x: %w", a.ID, err)
 	}
 	return nil
+}
+
+// WriteEvents inserts rule events (the rules stage decides them). Writing an event again is
+// harmless: `events` replaces by event id.
+func (w *Writer) WriteEvents(ctx context.Context, evs []rule.Event) error {
+	if len(evs) == 0 {
+		return nil
+	}
+	n := len(evs)
+	id, ruleID, version, index, height, dev, kind := make([]string, n), make([]string, n), make([]uint64, n), make([]uint64, n), make([]uint64, n), make([]string, n), make([]string, n)
+	seq, armed, seqs, partial, at, ms, lastSeen, actions := make([]uint64, n), make([]uint64, n), make([][]uint64, n), make([]uint8, n),
+		make([]time.Time, n), make([]uint64, n), make([]uint64, n), make([][]string, n)
+	for i, e := range evs {
+		raw, err := hex.DecodeString(e.ID)
+		if err != nil || len(raw) != 16 {
+			return fmt.Errorf("insert into events: event id %q is not 16 bytes of hex", e.ID)
+		}
+		id[i], ruleID[i], version[i], index[i], height[i], dev[i], kind[i] = string(raw), e.Rule, e.Version, e.RuleIndex, e.Height, e.Device, e.Kind
+		seq[i], armed[i], seqs[i], at[i], ms[i], lastSeen[i], actions[i] = e.Seq, e.ArmedAt, e.Seqs, time.UnixMilli(e.Time), uint64(e.Time), uint64(e.LastSeen), e.Actions
+		if e.Partial {
+			partial[i] = 1
+		}
+	}
+	return w.columns(ctx, "events (event_id, rule_id, version, rule_index, height, device_id, kind, seq, armed_at, seqs, partial, time, time_ms, last_seen_ms, actions)",
+		id, ruleID, version, index, height, dev, kind, seq, armed, seqs, partial, at, ms, lastSeen, actions)
 }

@@ -54,8 +54,7 @@ type Event struct {
 	ArmedAt   uint64   `json:"armed_at"` // the reading that armed the rule (fire only)
 	Seqs      []uint64 `json:"seqs"`     // the readings the decision used, ascending
 	Partial   bool     `json:"partial,omitempty"`
-	Time      int64    `json:"time_ms"`          // the stage's clock when it decided, Unix ms
-	LastSeen  int64    `json:"last_seen_ms"`     // absent: the stage's clock when it evaluated Seq
-	Actions   []string `json:"actions"`          // the kinds of the rule's actions
-	Leaves    []string `json:"leaves,omitempty"` // the reading leaves of Seqs, hex, same order
+	Time      int64    `json:"time_ms"`      // the stage's clock when it decided, Unix ms
+	LastSeen  int64    `json:"last_seen_ms"` // absent: the stage's clock when it evaluated Seq
+	Actions   []string `json:"actions"`      // the kinds of the rule's actions
 }

@@ -48,7 +48,7 @@ func newRoot() *cobra.Command {
 		}
 	}
 	root.AddCommand(
-		devCmd(), migrateCmd(), ingestCmd(), anchorCmd(), authCmd(), ledgerCmd(), apiCmd(),
+		devCmd(), migrateCmd(), ingestCmd(), anchorCmd(), rulesCmd(), authCmd(), ledgerCmd(), apiCmd(),
 		deviceCmd(), ruleCmd(), proofCmd(), verifyCmd(), auditCmd(), trustCmd(), statusCmd(), benchCmd(), clusterCmd(), tlsCmd(),
 	)
 	root.AddCommand(logCmd())

@@ -139,6 +139,17 @@ func anchorCmd() *cobra.Command {
 	}
 }
 
+func rulesCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "rules",
+		Short: "Run the rules stage: evaluate the ledger's rules on verified readings, publish and store events (any number share the shards)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runServices(cmd, stack.Roles{Rules: true})
+		},
+	}
+}
+
 func apiCmd() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "api",

@@ -41,8 +41,9 @@ type Status struct {
 	LastAnchor *AnchorInfo `json:"last_anchor,omitempty"`
 	Ingest     any         `json:"ingest,omitempty"`
 	Anchoring  any         `json:"anchoring,omitempty"`
-	Auth       any         `json:"auth,omitempty"` // the auth callout service's counts, if it runs in this process
-	Ready      string      `json:"ready"`          // "ok" or the reason it is not
+	Rules      any         `json:"rules,omitempty"` // the rules stage's counts, if it runs in this process
+	Auth       any         `json:"auth,omitempty"`  // the auth callout service's counts, if it runs in this process
+	Ready      string      `json:"ready"`           // "ok" or the reason it is not
 }
 
 // Tables counts rows in ClickHouse.

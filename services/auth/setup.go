@@ -15,6 +15,7 @@ import (
 
 	"github.com/anchorline/anchorline/pipeline/chain"
 	"github.com/anchorline/anchorline/schemas/reading"
+	"github.com/anchorline/anchorline/schemas/rule"
 	"github.com/anchorline/anchorline/schemas/stream"
 )
 
@@ -37,12 +38,13 @@ const (
 	RoleSystem    Role = "system"    // the auth service's system-account connection: connz, kick
 	RoleIngest    Role = "ingest"    // reads READINGS, publishes batch records
 	RoleAnchoring Role = "anchoring" // reads BATCHES
+	RoleRules     Role = "rules"     // reads VERIFIED, publishes events (and commands)
 	RoleSimulator Role = "simulator" // publishes readings for any device (load generators, bench)
 	RoleAdmin     Role = "admin"     // everything in the App account: operators' tools, bench
 )
 
 // Roles lists every role in the order the setup writes them.
-var Roles = []Role{RoleAuth, RoleSystem, RoleIngest, RoleAnchoring, RoleSimulator, RoleAdmin}
+var Roles = []Role{RoleAuth, RoleSystem, RoleIngest, RoleAnchoring, RoleRules, RoleSimulator, RoleAdmin}
 
 // InboxPrefix is the reply-subject prefix a role's connection uses (nats.CustomInboxPrefix):
 // each role may subscribe only to its own replies.
@@ -86,7 +88,10 @@ func PermissionsOf(r Role) Permissions {
 		pub := jsTopology(stream.Readings, stream.IngestConsumer)
 		pub = append(pub, jsTopology(stream.Batches)...)
 		pub = append(pub, jsConsume(stream.Readings, stream.IngestConsumer)...)
-		pub = append(pub, stream.BatchesSubject, chain.AskSubject, chain.TellSubjectPrefix+">")
+		// The rules stage's feed: the stream and its shards' consumers ("*": their number is
+		// configuration), and the subjects of the verified readings.
+		pub = append(pub, jsTopology(stream.Verified, "*")...)
+		pub = append(pub, stream.BatchesSubject, stream.VerifiedSubjects, chain.AskSubject, chain.TellSubjectPrefix+">")
 		return Permissions{Publish: pub, Subscribe: []string{inbox, chain.AskSubject, chain.TellSubjectPrefix + ">"}}
 	case RoleAnchoring:
 		pub := jsTopology(stream.Batches, stream.AnchorConsumer)
@@ -95,6 +100,12 @@ func PermissionsOf(r Role) Permissions {
 		// Resolved intents are purged (no delete markers): their stream lists only live ones.
 		pub = append(pub, jsKV(stream.AnchorIntentsBucket)...)
 		pub = append(pub, "$JS.API.STREAM.PURGE.KV_"+stream.AnchorIntentsBucket)
+		return Permissions{Publish: pub, Subscribe: []string{inbox}}
+	case RoleRules:
+		pub := jsTopology(stream.Verified, "*")
+		pub = append(pub, jsConsume(stream.Verified, "*")...)
+		pub = append(pub, jsTopology(stream.Events)...)
+		pub = append(pub, rule.SubjectPrefix+">")
 		return Permissions{Publish: pub, Subscribe: []string{inbox}}
 	case RoleSimulator:
 		return Permissions{Publish: []string{stream.ReadingsSubjects}, Subscribe: []string{inbox}}

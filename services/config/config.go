@@ -28,6 +28,7 @@ type Config struct {
 	Anchor     Anchor
 	Ledger     Ledger
 	Ingest     Ingest
+	Rules      Rules
 	TLS        TLS
 	Log        Log
 }
@@ -118,6 +119,18 @@ type Ledger struct {
 }
 
 // Ingest tunes the ingest workers.
+// Rules is the automation stage (schemas/rule.md).
+type Rules struct {
+	// Enabled makes ingest publish verified readings for the rules stage and `dev` run it.
+	Enabled bool
+	// Shards splits the devices among rules processes (by a hash of the device id): each shard
+	// is served by one process at a time, any process may serve any shard.
+	Shards int
+	// Key is the hex Ed25519 seed file that signs commands to devices. Default:
+	// data_dir/rules.key.
+	Key string
+}
+
 type Ingest struct {
 	BatchSize     int           // readings per ClickHouse batch
 	FlushAge      time.Duration // flush a partial batch after this long
@@ -154,8 +167,9 @@ func Default() Config {
 		Ingest: Ingest{BatchSize: 10_000, FlushAge: 200 * time.Millisecond, PullBatch: 1000,
 			MaxAckPending: 60_000, MaxSize: 8 << 10, Worker: "ingest", Flushers: 2, AckWait: 30 * time.Second,
 			MaxFuture: 5 * time.Minute, MaxAge: 30 * 24 * time.Hour, MaxMetrics: 64, MaxTags: 32, MaxTagLen: 128},
-		TLS: TLS{Dev: true},
-		Log: Log{Level: "info", Format: "text"},
+		Rules: Rules{Enabled: true, Shards: 1},
+		TLS:   TLS{Dev: true},
+		Log:   Log{Level: "info", Format: "text"},
 	}
 }
 
@@ -209,6 +223,9 @@ func keys(c *Config) []key {
 		{"ingest.max_metrics", &c.Ingest.MaxMetrics},
 		{"ingest.max_tags", &c.Ingest.MaxTags},
 		{"ingest.max_tag_len", &c.Ingest.MaxTagLen},
+		{"rules.enabled", &c.Rules.Enabled},
+		{"rules.shards", &c.Rules.Shards},
+		{"rules.key", &c.Rules.Key},
 		{"tls.dev", &c.TLS.Dev},
 		{"tls.ca", &c.TLS.CA},
 		{"log.level", &c.Log.Level},
@@ -267,6 +284,9 @@ func Flags(fs *pflag.FlagSet) {
 	fs.String("anchor.key", "", "anchoring key file that signs anchor entries (default data_dir/anchor.key)")
 	fs.String("ledger.rpc", d.Ledger.RPC, "CometBFT RPC address (clients: several, comma-separated, one per validator)")
 	fs.String("ledger.admin_key", "", "admin key file (default data_dir/admin.key)")
+	fs.Bool("rules.enabled", d.Rules.Enabled, "run the rules stage: ingest publishes verified readings for it, dev runs it")
+	fs.Int("rules.shards", d.Rules.Shards, "shards of devices among rules processes (the same on every ingest and rules process)")
+	fs.String("rules.key", "", "key file that signs commands to devices (default data_dir/rules.key)")
 	fs.Bool("tls.dev", d.TLS.Dev, "dev: generate a private CA and certificates under data_dir/tls and serve NATS with TLS")
 	fs.String("tls.ca", "", "CA certificate file clients trust (default data_dir/tls/ca.pem if it exists)")
 	fs.String("log.level", d.Log.Level, "log level: debug, info, warn or error")
@@ -427,7 +447,7 @@ func invalid(field, format string, args ...any) error {
 // accepts.
 func (c Config) Validate() error {
 	for _, check := range []func() error{
-		c.checkDataDir, c.ClickHouse.check, c.NATS.check, c.HTTP.check, c.Anchor.check, c.Ledger.check, c.Ingest.check, c.Log.check,
+		c.checkDataDir, c.ClickHouse.check, c.NATS.check, c.HTTP.check, c.Anchor.check, c.Ledger.check, c.Ingest.check, c.Rules.check, c.Log.check,
 	} {
 		if err := check(); err != nil {
 			return err
@@ -491,6 +511,21 @@ func (a Anchor) check() error {
 		return invalid("anchor.interval", "%s is too short; use at least 10ms (default 2s)", a.Interval)
 	}
 	return nil
+}
+
+func (r Rules) check() error {
+	if r.Shards < 1 || r.Shards > 256 {
+		return invalid("rules.shards", "%d: want 1 to 256, the same on every ingest and rules process", r.Shards)
+	}
+	return nil
+}
+
+// RulesKey is the rules stage's command key file: rules.key, or data_dir/rules.key.
+func (c Config) RulesKey() string {
+	if c.Rules.Key != "" {
+		return c.Rules.Key
+	}
+	return filepath.Join(c.DataDir, "rules.key")
 }
 
 // AnchorKey is the anchoring key file: anchor.key, or data_dir/anchor.key when it is not set.

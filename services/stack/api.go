@@ -31,6 +31,7 @@ type Backend struct {
 	// Optional views of the services running in this process.
 	IngestStats    func() any
 	AnchoringStats func() any
+	RulesStats     func() any
 	AuthStats      func() any
 	Checks         []Check // readiness checks besides ClickHouse and the ledger
 	Metrics        http.Handler
@@ -276,6 +277,9 @@ func (b *Backend) status(ctx context.Context) (api.Status, error) {
 	}
 	if b.AnchoringStats != nil {
 		st.Anchoring = b.AnchoringStats()
+	}
+	if b.RulesStats != nil {
+		st.Rules = b.RulesStats()
 	}
 	if b.AuthStats != nil {
 		st.Auth = b.AuthStats()

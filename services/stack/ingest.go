@@ -13,6 +13,7 @@ import (
 	"github.com/anchorline/anchorline/pipeline/chain"
 	"github.com/anchorline/anchorline/pipeline/consume"
 	"github.com/anchorline/anchorline/pipeline/ingest"
+	"github.com/anchorline/anchorline/pipeline/rules"
 	"github.com/anchorline/anchorline/pipeline/verify"
 	"github.com/anchorline/anchorline/pipeline/write"
 	"github.com/anchorline/anchorline/services/config"
@@ -34,7 +35,16 @@ func NewIngest(ctx context.Context, cfg config.Config, js jetstream.JetStream, c
 	if err := Topology(cfg).EnsureIngest(ctx, js); err != nil {
 		return nil, fmt.Errorf("ingest: streams: %w", err)
 	}
+	var feed *ingest.RulesFeed
+	fol := &follower{l: l, log: log}
+	if cfg.Rules.Enabled {
+		if err := Topology(cfg).EnsureVerified(ctx, js, cfg.Rules.Shards); err != nil {
+			return nil, fmt.Errorf("ingest: rules feed: %w", err)
+		}
+		feed = &ingest.RulesFeed{Shards: cfg.Rules.Shards, Height: func() uint64 { return uint64(max(fol.height.Load(), 0)) }}
+	}
 	keys := NewKeys(l)
+	fol.keys = keys
 	g := ingest.New(js, verify.New(keys, verify.Limits{MaxSize: cfg.Ingest.MaxSize, MaxFuture: cfg.Ingest.MaxFuture, MaxAge: cfg.Ingest.MaxAge,
 		MaxMetrics: cfg.Ingest.MaxMetrics, MaxTags: cfg.Ingest.MaxTags, MaxTagLen: cfg.Ingest.MaxTagLen}), write.New(ch, cfg.ClickHouse.Database), chain.NewReader(ch, cfg.ClickHouse.Database), ingest.Config{
 		BatchSize: cfg.Ingest.BatchSize,
@@ -46,8 +56,9 @@ func NewIngest(ctx context.Context, cfg config.Config, js jetstream.JetStream, c
 		Flushers:  cfg.Ingest.Flushers,
 		AckWait:   cfg.Ingest.AckWait,
 		ChainWait: cfg.Ingest.ChainWait,
+		Rules:     feed,
 	}, log)
-	return &Ingest{Ingest: g, keys: &follower{l: l, keys: keys, log: log}}, nil
+	return &Ingest{Ingest: g, keys: fol}, nil
 }
 
 // RefreshKeys applies the registry changes committed so far, now: the API calls it after a
@@ -63,4 +74,19 @@ func (g *Ingest) Run(ctx context.Context) error {
 	go func() { defer close(done); g.keys.follow(ctx, 250*time.Millisecond) }()
 	defer func() { cancel(); <-done }()
 	return g.Ingest.Run(ctx)
+}
+
+// NewRules builds the rules stage: its streams and consumers are created if missing.
+func NewRules(ctx context.Context, cfg config.Config, js jetstream.JetStream, ch driver.Conn, l *ledger.Client, log *slog.Logger) (*rules.Stage, error) {
+	if err := Topology(cfg).EnsureRules(ctx, js, cfg.Rules.Shards); err != nil {
+		return nil, fmt.Errorf("rules: streams: %w", err)
+	}
+	st := rulesStore{Reader: rules.NewReader(ch, cfg.ClickHouse.Database), Writer: write.New(ch, cfg.ClickHouse.Database)}
+	return rules.New(js, l, st, rules.Config{Shards: cfg.Rules.Shards}, log), nil
+}
+
+// rulesStore is the rules stage's ClickHouse: pipeline/rules reads, pipeline/write writes.
+type rulesStore struct {
+	*rules.Reader
+	*write.Writer
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/anchorline/anchorline/anchor/ledger"
@@ -61,6 +62,8 @@ type follower struct {
 	log   *slog.Logger
 	mu    sync.Mutex
 	since int64 // changes up to this height are applied
+	// height is since, for readers that must not wait for a refresh in progress.
+	height atomic.Int64
 	// applied, if set, is called with the keys each refresh applied (the auth service closes
 	// revoked devices' connections).
 	applied func(ctx context.Context, keys []verify.Key)
@@ -85,6 +88,7 @@ func (f *follower) refresh(ctx context.Context) error {
 	}
 	f.keys.Apply(ks)
 	f.since = height
+	f.height.Store(height)
 	if f.applied != nil {
 		f.applied(ctx, ks)
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/anchorline/anchorline/anchor/anchoring"
 	"github.com/anchorline/anchorline/anchor/ledger"
+	"github.com/anchorline/anchorline/pipeline/rules"
 	"github.com/anchorline/anchorline/schemas/clickhouse"
 	"github.com/anchorline/anchorline/services/api"
 	"github.com/anchorline/anchorline/services/auth"
@@ -28,6 +29,7 @@ import (
 type Roles struct {
 	Ingest    bool // an ingest worker
 	Anchoring bool // the anchor service
+	Rules     bool // a rules stage process (rules.enabled)
 }
 
 // Env is what the services connect to.
@@ -51,6 +53,7 @@ type Env struct {
 type Services struct {
 	Ingest    *Ingest            // nil unless Roles.Ingest
 	Anchoring *anchoring.Service // nil unless Roles.Anchoring
+	Rules     *rules.Stage       // nil unless Roles.Rules
 	Backend   *Backend
 	HTTPAddr  string // where the API listens (resolved, if http.addr had port 0)
 
@@ -144,6 +147,17 @@ func (s *Services) start(ctx context.Context, cfg config.Config, roles Roles, en
 		b.AnchoringStats = func() any { return a.Stats() }
 		b.Checks = append(b.Checks, Check{"anchoring", func(context.Context) error { return a.Ready() }})
 	}
+	if roles.Rules {
+		js, err := connect(auth.RoleRules)
+		if err != nil {
+			return err
+		}
+		if s.Rules, err = NewRules(ctx, cfg, js, ch, env.Ledger, s.log); err != nil {
+			return err
+		}
+		r := s.Rules
+		b.RulesStats = func() any { return r.Stats() }
+	}
 	var dupStore *store.Store
 	if roles.Ingest {
 		dupStore = st
@@ -179,6 +193,9 @@ func (s *Services) start(ctx context.Context, cfg config.Config, roles Roles, en
 	}
 	if s.Anchoring != nil {
 		s.goRun("anchoring", s.Anchoring.Run)
+	}
+	if s.Rules != nil {
+		s.goRun("rules", s.Rules.Run)
 	}
 	s.goRun("http", func(context.Context) error {
 		if err := hs.Serve(ln); !errors.Is(err, http.ErrServerClosed) {

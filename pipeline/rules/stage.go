@@ -1,0 +1,500 @@
+package rules
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/anchorline/anchorline/anchor/ledger"
+	"github.com/anchorline/anchorline/internal/retry"
+	"github.com/anchorline/anchorline/schemas/reading"
+	"github.com/anchorline/anchorline/schemas/rule"
+	"github.com/anchorline/anchorline/schemas/stream"
+)
+
+// Ledger answers the rules in force at a height; *ledger.Client is one.
+type Ledger interface {
+	Rules(ctx context.Context, height int64) ([]ledger.Rule, int64, error)
+}
+
+// Store is what the stage reads and writes in ClickHouse: *Reader reads, *write.Writer writes.
+type Store interface {
+	History(ctx context.Context, before map[string]uint64, n int) (map[string][]*rule.Sample, error)
+	LastReadings(ctx context.Context) (map[string]Last, error)
+	WriteEvents(ctx context.Context, evs []rule.Event) error
+}
+
+// Config tunes a stage.
+type Config struct {
+	Shards int // stream.Verified's shards (rules.shards); every process may serve every shard
+	// AbsentEvery is how often absence rules are checked (default 1s): an absence event comes
+	// at most this late.
+	AbsentEvery time.Duration
+	// Now is the stage's clock (default time.Now): events' time, absence.
+	Now func() time.Time
+}
+
+// Stats are a stage's counters since it started.
+type Stats struct {
+	Messages  uint64 `json:"messages"`  // Verified messages processed
+	Evaluated uint64 `json:"evaluated"` // readings evaluated (every rule in force that selects them)
+	Late      uint64 `json:"late"`      // readings that came after a later seq of their device, not evaluated
+	Events    uint64 `json:"events"`    // events stored and published
+	Rules     int    `json:"rules"`     // rules in force at the latest height seen
+}
+
+// Stage is the rules stage of one process.
+type Stage struct {
+	js    jetstream.JetStream
+	l     Ledger
+	store Store
+	cfg   Config
+	log   *slog.Logger
+
+	messages, evaluated, late, events atomic.Uint64
+	inForce                           atomic.Int64
+
+	mu       sync.Mutex
+	sets     map[int64]*ruleSet // by ledger height, the last few
+	compiled map[ruleKey]*rule.Compiled
+	// latency, if set, receives the time from each fired reading's receipt to its event's
+	// publication (the bench's percentiles).
+	latency func(time.Duration)
+}
+
+// New returns a stage; the streams and consumers must exist (consume.Topology.EnsureRules).
+func New(js jetstream.JetStream, l Ledger, store Store, cfg Config, log *slog.Logger) *Stage {
+	if cfg.Shards < 1 {
+		cfg.Shards = 1
+	}
+	if cfg.AbsentEvery <= 0 {
+		cfg.AbsentEvery = time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Stage{js: js, l: l, store: store, cfg: cfg, log: log, sets: map[int64]*ruleSet{}, compiled: map[ruleKey]*rule.Compiled{}}
+}
+
+// ObserveLatency sets f to receive, for every event of a reading, the time from the reading's
+// receipt by JetStream to the event's publication; call before Run.
+func (s *Stage) ObserveLatency(f func(time.Duration)) { s.latency = f }
+
+// Stats returns the counters.
+func (s *Stage) Stats() Stats {
+	return Stats{Messages: s.messages.Load(), Evaluated: s.evaluated.Load(), Late: s.late.Load(), Events: s.events.Load(), Rules: int(s.inForce.Load())}
+}
+
+type ruleKey struct {
+	id      string
+	version uint64
+}
+
+// inForce is a rule version in force, compiled, with the log index of its entry.
+type inForce struct {
+	c     *rule.Compiled
+	key   ruleKey
+	index uint64
+}
+
+// ruleSet is the rules in force at a height.
+type ruleSet struct {
+	height  int64
+	rules   []inForce
+	history int // readings of a device the windows of these rules need
+}
+
+// rulesAt returns the rules in force at height (0: the latest), cached by height.
+func (s *Stage) rulesAt(ctx context.Context, height int64) (*ruleSet, error) {
+	s.mu.Lock()
+	if rs, ok := s.sets[height]; ok && height > 0 {
+		s.mu.Unlock()
+		return rs, nil
+	}
+	s.mu.Unlock()
+	rules, h, err := s.l.Rules(ctx, height)
+	if err != nil {
+		return nil, fmt.Errorf("rules at height %d: %w", height, err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rs := &ruleSet{height: h, history: 1}
+	for _, r := range rules {
+		if !r.InForce() {
+			continue
+		}
+		k := ruleKey{r.Record.ID, r.Record.Version}
+		c, ok := s.compiled[k]
+		if !ok {
+			if c, err = rule.Compile(r.Rule); err != nil {
+				// The ledger compiled it when it accepted it; a rule this build cannot compile
+				// is one of a newer rule format.
+				s.log.Error("rules: a rule in force does not compile here; it is not evaluated", "rule", k.id, "version", k.version, "err", err)
+				continue
+			}
+			s.compiled[k] = c
+		}
+		rs.rules = append(rs.rules, inForce{c: c, key: k, index: r.Record.Index})
+		rs.history = max(rs.history, c.HistoryNeeded())
+	}
+	if height > 0 {
+		if len(s.sets) > 64 {
+			clear(s.sets)
+		}
+		s.sets[height] = rs
+	}
+	s.inForce.Store(int64(len(rs.rules)))
+	return rs, nil
+}
+
+// device is what a shard keeps of one device.
+type device struct {
+	lastSeq      uint64
+	seen         bool // a reading was evaluated (lastSeq is its seq)
+	history      []*rule.Sample
+	lastReceived int64 // Unix ms
+	lastTags     map[string]string
+	states       map[ruleKey]rule.State
+	absentFired  map[ruleKey]uint64 // seq+1 of the last reading an absence event fired after
+	warmFor      int                // the history length its stored readings were loaded for
+}
+
+// shard is the state of one shard: its devices.
+type shard struct {
+	n       int
+	devices map[string]*device
+}
+
+// Run serves every shard (each shard's messages go to whichever process the server pinned
+// them to) until ctx ends.
+func (s *Stage) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	errs := make([]error, s.cfg.Shards)
+	for i := range s.cfg.Shards {
+		wg.Go(func() { errs[i] = s.serve(ctx, i) })
+	}
+	wg.Wait()
+	if ctx.Err() != nil {
+		return nil
+	}
+	return errors.Join(errs...)
+}
+
+// serve processes shard i's messages, and checks its absence rules, until ctx ends.
+func (s *Stage) serve(ctx context.Context, i int) error {
+	c, err := s.js.Consumer(ctx, stream.Verified, stream.RulesConsumerPrefix+strconv.Itoa(i))
+	if err != nil {
+		return fmt.Errorf("rules: shard %d: %w", i, err)
+	}
+	sh := &shard{n: i, devices: map[string]*device{}}
+	if err := s.loadLast(ctx, sh); err != nil {
+		return err
+	}
+	it, err := c.Messages(jetstream.PullPriorityGroup(stream.RulesGroup), jetstream.PullMaxMessages(16))
+	if err != nil {
+		return fmt.Errorf("rules: shard %d: %w", i, err)
+	}
+	defer it.Stop()
+	msgs := make(chan jetstream.Msg)
+	go func() {
+		defer close(msgs)
+		for {
+			m, err := it.Next()
+			if err != nil {
+				if !errors.Is(err, jetstream.ErrMsgIteratorClosed) && ctx.Err() == nil {
+					s.log.Warn("rules: shard consumer stopped", "shard", i, "err", err)
+				}
+				return
+			}
+			select {
+			case msgs <- m:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	tick := time.NewTicker(s.cfg.AbsentEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case m, ok := <-msgs:
+			if !ok {
+				return nil
+			}
+			s.handle(ctx, sh, m)
+		case <-tick.C:
+			s.absence(ctx, sh)
+		}
+	}
+}
+
+// loadLast learns the shard's devices' last readings, so that a device that went quiet while
+// no process served the shard still fires absence rules.
+func (s *Stage) loadLast(ctx context.Context, sh *shard) error {
+	last, err := retry.Do(ctx, retry.Default(), s.store.LastReadings, func(err error, next time.Duration) {
+		s.log.Warn("rules: cannot read the devices' last readings, retrying", "shard", sh.n, "err", err, "in", next)
+	})
+	if err != nil {
+		return err
+	}
+	for dev, l := range last {
+		if stream.ShardOf(dev, s.cfg.Shards) == sh.n {
+			sh.devices[dev] = &device{lastSeq: l.Seq, seen: true, lastReceived: l.ReceivedMS, states: map[ruleKey]rule.State{}, absentFired: map[ruleKey]uint64{}}
+		}
+	}
+	return nil
+}
+
+// handle evaluates one message's readings, then stores and publishes its events, retrying
+// until they are durable, then acknowledges it. A message that does not decode is
+// acknowledged and logged: it cannot become readable later.
+func (s *Stage) handle(ctx context.Context, sh *shard, m jetstream.Msg) {
+	vb, err := stream.DecodeVerified(m.Data())
+	if err != nil {
+		s.log.Error("rules: message that is not a verified batch; dropped", "subject", m.Subject(), "err", err)
+		_ = m.Ack()
+		return
+	}
+	// Evaluation fails only before it changes the shard's state (the rules at the height, the
+	// history of new devices), so it is retried as a whole; its events, once decided, are
+	// emitted until they are durable.
+	var evs []rule.Event
+	var received []int64
+	for w := retry.Default().Start(); ; {
+		if evs, received, err = s.evaluate(ctx, sh, vb); err == nil {
+			break
+		}
+		s.log.Warn("rules: cannot evaluate; retrying", "shard", sh.n, "err", err)
+		_ = m.InProgress()
+		if w.Wait(ctx, err) != nil {
+			return // not acknowledged: redelivered
+		}
+	}
+	for w := retry.Default().Start(); ; {
+		if err = s.emit(ctx, evs); err == nil {
+			break
+		}
+		s.log.Warn("rules: cannot store or publish events; retrying", "shard", sh.n, "events", len(evs), "err", err)
+		_ = m.InProgress()
+		if w.Wait(ctx, err) != nil {
+			return // not acknowledged: redelivered, and evaluated again to the same event ids
+		}
+	}
+	if err := m.Ack(); err != nil {
+		s.log.Warn("rules: ack failed; the message will be evaluated again (its events keep their ids)", "err", err)
+	}
+	s.messages.Add(1)
+	s.events.Add(uint64(len(evs)))
+	if s.latency != nil {
+		now := s.cfg.Now().UnixMilli()
+		for _, r := range received {
+			s.latency(time.Duration(now-r) * time.Millisecond)
+		}
+	}
+}
+
+// evaluate runs the rules in force at the message's height on its readings, in seq order per
+// device, and returns the events and the receipt times of the readings that fired. An error
+// comes before any change to the shard's state.
+func (s *Stage) evaluate(ctx context.Context, sh *shard, vb *stream.VerifiedBatch) ([]rule.Event, []int64, error) {
+	rs, err := s.rulesAt(ctx, int64(vb.Height))
+	if err != nil {
+		return nil, nil, err
+	}
+	readings := slices.Clone(vb.Readings)
+	slices.SortStableFunc(readings, func(a, b stream.VerifiedReading) int {
+		return cmp.Or(cmp.Compare(a.Device, b.Device), cmp.Compare(a.Seq, b.Seq))
+	})
+	if err := s.warm(ctx, sh, rs, readings); err != nil {
+		return nil, nil, err
+	}
+	now := s.cfg.Now().UnixMilli()
+	var evs []rule.Event
+	var received []int64
+	for _, r := range readings {
+		d := sh.devices[r.Device]
+		if d.seen && r.Seq <= d.lastSeq {
+			s.late.Add(1)
+			continue
+		}
+		d.history = append(d.history, sampleOf(r))
+		if over := len(d.history) - rs.history; over > 0 {
+			d.history = slices.Delete(d.history, 0, over)
+		}
+		d.lastSeq, d.seen, d.lastReceived, d.lastTags = r.Seq, true, r.ReceivedMS, r.Tags
+		for _, f := range rs.rules {
+			if f.c.Rule.Absence() || !f.c.Rule.Selects(r.Device, r.Tags) {
+				continue
+			}
+			st, fired := f.c.Step(d.states[f.key], d.history)
+			d.states[f.key] = st
+			s.evaluated.Add(1)
+			if fired == nil {
+				continue
+			}
+			evs = append(evs, rule.Event{ID: rule.EventID(f.key.id, f.key.version, r.Device, r.Seq, rule.KindFire),
+				Rule: f.key.id, Version: f.key.version, RuleIndex: f.index, Height: uint64(rs.height), Device: r.Device, Kind: rule.KindFire,
+				Seq: r.Seq, ArmedAt: fired.ArmedAt, Seqs: fired.Used, Partial: fired.Partial, Time: now, Actions: actionKinds(f.c.Rule)})
+			received = append(received, r.ReceivedMS)
+		}
+	}
+	return evs, received, nil
+}
+
+// warm gives each device of readings that the shard does not hold yet (or holds without
+// enough history for rs's windows) its stored readings before the message's first of it, and
+// replays the rules on them without firing: after a restart or a takeover, a device's windows
+// and edges are as they were. What the replay cannot see (a hysteresis armed before the
+// history it reads) starts unarmed, so the next crossing fires (schemas/rule.md).
+func (s *Stage) warm(ctx context.Context, sh *shard, rs *ruleSet, readings []stream.VerifiedReading) error {
+	before := map[string]uint64{}
+	for _, r := range readings {
+		if d, ok := sh.devices[r.Device]; ok && (len(d.history) >= rs.history || d.warmFor >= rs.history) {
+			continue
+		}
+		if _, done := before[r.Device]; !done {
+			before[r.Device] = r.Seq
+		}
+	}
+	if len(before) == 0 {
+		return nil
+	}
+	hist, err := s.store.History(ctx, before, rs.history)
+	if err != nil {
+		return err
+	}
+	for dev := range before {
+		d, ok := sh.devices[dev]
+		if !ok {
+			d = &device{states: map[ruleKey]rule.State{}, absentFired: map[ruleKey]uint64{}}
+			sh.devices[dev] = d
+		}
+		// The readings before the message's first: a message redelivered after a crash is
+		// evaluated again from the state its readings found.
+		d.warmFor, d.history, d.seen, d.lastSeq = rs.history, hist[dev], false, 0
+		clear(d.states)
+		h := d.history
+		if len(h) == 0 {
+			continue
+		}
+		last := h[len(h)-1]
+		d.lastSeq, d.seen, d.lastTags = last.Seq, true, last.Tags
+		for i := range h {
+			for _, f := range rs.rules {
+				if !f.c.Rule.Absence() && f.c.Rule.Selects(dev, h[i].Tags) {
+					d.states[f.key], _ = f.c.Step(d.states[f.key], h[:i+1])
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// absence fires the absence rules in force (at the latest height) for the shard's devices
+// that sent nothing for their rule's time, once per quiet period: a device's next reading
+// re-arms them.
+func (s *Stage) absence(ctx context.Context, sh *shard) {
+	rs, err := s.rulesAt(ctx, 0)
+	if err != nil {
+		s.log.Warn("rules: cannot read the rules in force for absence checks", "err", err)
+		return
+	}
+	now := s.cfg.Now().UnixMilli()
+	var evs []rule.Event
+	var fired []*device
+	var keys []ruleKey
+	for _, f := range rs.rules {
+		if !f.c.Rule.Absence() {
+			continue
+		}
+		for dev, d := range sh.devices {
+			if !d.seen || d.absentFired[f.key] == d.lastSeq+1 || !f.c.Rule.Selects(dev, d.lastTags) || !f.c.AbsenceDue(d.lastReceived, now) {
+				continue
+			}
+			evs = append(evs, rule.Event{ID: rule.EventID(f.key.id, f.key.version, dev, d.lastSeq, rule.KindAbsent),
+				Rule: f.key.id, Version: f.key.version, RuleIndex: f.index, Height: uint64(rs.height), Device: dev, Kind: rule.KindAbsent,
+				Seq: d.lastSeq, Seqs: []uint64{d.lastSeq}, Time: now, LastSeen: d.lastReceived, Actions: actionKinds(f.c.Rule)})
+			fired, keys = append(fired, d), append(keys, f.key)
+		}
+	}
+	if len(evs) == 0 {
+		return
+	}
+	if err := s.emit(ctx, evs); err != nil {
+		s.log.Warn("rules: cannot store or publish absence events; the next check tries again", "events", len(evs), "err", err)
+		return
+	}
+	for i, d := range fired {
+		d.absentFired[keys[i]] = d.lastSeq + 1
+	}
+	s.events.Add(uint64(len(evs)))
+}
+
+// emit stores events in ClickHouse, then publishes each on its subject with its id as
+// Nats-Msg-Id (the Events stream drops a repeat), and waits until JetStream has them.
+func (s *Stage) emit(ctx context.Context, evs []rule.Event) error {
+	if len(evs) == 0 {
+		return nil
+	}
+	if err := s.store.WriteEvents(ctx, evs); err != nil {
+		return err
+	}
+	msgs := make([]*nats.Msg, len(evs))
+	for i, e := range evs {
+		data, err := json.Marshal(e)
+		if err != nil {
+			return err
+		}
+		m := nats.NewMsg(rule.Subject(e.Rule, e.Device))
+		m.Data = data
+		m.Header.Set(jetstream.MsgIDHeader, e.ID)
+		msgs[i] = m
+	}
+	acks := make([]jetstream.PubAckFuture, 0, len(msgs))
+	for _, m := range msgs {
+		f, err := s.js.PublishMsgAsync(m)
+		if err != nil {
+			return fmt.Errorf("publish %s: %w", m.Subject, err)
+		}
+		acks = append(acks, f)
+	}
+	for _, f := range acks {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return fmt.Errorf("publish %s: %w", f.Msg().Subject, err)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+func sampleOf(r stream.VerifiedReading) *rule.Sample {
+	ms := make([]reading.Metric, len(r.Metrics))
+	for i, m := range r.Metrics {
+		ms[i] = reading.Metric{Name: m.Name, Value: m.Value}
+	}
+	return &rule.Sample{Device: r.Device, Seq: r.Seq, TS: r.TS, Metrics: ms, Tags: r.Tags}
+}
+
+func actionKinds(r rule.Rule) []string {
+	out := make([]string, len(r.Actions))
+	for i, a := range r.Actions {
+		out[i] = a.Kind
+	}
+	return out
+}

@@ -1,0 +1,187 @@
+package stack
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/anchorline/anchorline/internal/await"
+	"github.com/anchorline/anchorline/internal/chserver"
+	"github.com/anchorline/anchorline/schemas/entry"
+	"github.com/anchorline/anchorline/schemas/reading"
+	"github.com/anchorline/anchorline/schemas/rule"
+	"github.com/anchorline/anchorline/services/auth"
+)
+
+// eventLog collects the events published on iot.events.>.
+type eventLog struct {
+	mu  sync.Mutex
+	evs []rule.Event
+}
+
+func (l *eventLog) of(ruleID, dev string) []rule.Event {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []rule.Event
+	for _, e := range l.evs {
+		if e.Rule == ruleID && e.Device == dev {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// TestRules runs the rules stage of dev on real servers: rules committed on the ledger, readings
+// published by devices; a threshold rule fires once per crossing, a window rule over the last
+// 10 readings fires when their average crosses, an absence rule fires once when a device goes
+// quiet, a rule's second version applies to the readings verified from its height on, and each
+// event is both published on iot.events.<rule>.<device> and stored once in `events`.
+func TestRules(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	chAddr, database, ch := chserver.NewDatabase(t)
+	cfg := devConfig(t, chAddr, database, t.TempDir())
+	d, err := StartDev(ctx, cfg, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg = d.Config()
+	defer func() {
+		if err := d.Stop(); err != nil {
+			t.Errorf("stop: %v", err)
+		}
+	}()
+	client := d.APIClient()
+	nc, err := nats.Connect(cfg.NATS.URL, d.NATSOptions(auth.RoleAdmin)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got eventLog
+	sub, err := nc.Subscribe(rule.SubjectPrefix+">", func(m *nats.Msg) {
+		var e rule.Event
+		if err := json.Unmarshal(m.Data, &e); err != nil {
+			t.Errorf("event %s: %v", m.Subject, err)
+			return
+		}
+		if m.Subject != rule.Subject(e.Rule, e.Device) {
+			t.Errorf("event of %s/%s on %s", e.Rule, e.Device, m.Subject)
+		}
+		got.mu.Lock()
+		got.evs = append(got.evs, e)
+		got.mu.Unlock()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+
+	put := func(r rule.Rule) uint64 {
+		t.Helper()
+		e, err := entry.NewRule(d.AdminKey, entry.OpPut, r, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		rc, err := d.Ledger.Submit(ctx, e)
+		if err != nil {
+			t.Fatalf("rule %s: %v", r.ID, err)
+		}
+		return uint64(rc.Height)
+	}
+	event := []rule.Action{{Kind: rule.ActionEvent}}
+	put(rule.Rule{ID: "hot", Version: 1, Devices: []string{"r-hot"}, When: "metrics.temp > 30.0", Actions: event})
+	put(rule.Rule{ID: "avg10", Version: 1, Devices: []string{"r-avg"}, When: "size == 10 && window.avg.temp > 25.0", Last: 10, Actions: event})
+	put(rule.Rule{ID: "quiet", Version: 1, Devices: []string{"r-quiet"}, AbsentMS: 1500, Actions: event})
+
+	devs := map[string]*testDevice{}
+	for _, id := range []string{"r-hot", "r-avg", "r-quiet"} {
+		devs[id] = newDevice(t, id, reading.Ed25519)
+		register(t, ctx, client, d.AdminKey, id, devs[id].Key.Public())
+	}
+	send := func(id string, temps ...float64) {
+		t.Helper()
+		dv := devs[id]
+		for _, v := range temps {
+			raw, err := dv.Next([]reading.Metric{{Name: "temp", Value: v}}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			publish(t, js, reading.Subject(id), reading.MsgID(id, dv.Seq), raw)
+		}
+	}
+	seqs := func(evs []rule.Event) []uint64 {
+		var out []uint64
+		for _, e := range evs {
+			out = append(out, e.Seq)
+		}
+		return out
+	}
+
+	// Threshold: crossings at seqs 2 and 5; 3 stays above (no second firing), 4 re-arms.
+	send("r-hot", 20, 31, 32, 20, 35)
+	// Window: ten readings at 20, then 35s; the average of the last ten passes 25 at the
+	// sixth... (4*20+6*35)/10 = 29 > 25, (5*20+5*35)/10 = 27.5 > 25, (6*20+4*35)/10 = 26 > 25,
+	// (7*20+3*35)/10 = 24.5: first above at seq 14.
+	var avg []float64
+	for i := range 20 {
+		avg = append(avg, map[bool]float64{true: 20, false: 35}[i < 10])
+	}
+	send("r-avg", avg...)
+	send("r-quiet", 1)
+	await.Until(t, ctx, "the threshold, window and absence events", func() (bool, string) {
+		h, w, q := got.of("hot", "r-hot"), got.of("avg10", "r-avg"), got.of("quiet", "r-quiet")
+		return len(h) >= 2 && len(w) >= 1 && len(q) >= 1, fmt.Sprintf("hot %v, avg10 %v, quiet %v", seqs(h), seqs(w), seqs(q))
+	})
+
+	// A second version of "hot" from its height on: readings verified after it are evaluated
+	// under it (40 is the new threshold), and its events say so.
+	h2 := put(rule.Rule{ID: "hot", Version: 2, Devices: []string{"r-hot"}, When: "metrics.temp > 40.0", Actions: event})
+	await.Until(t, ctx, "ingest to apply the registry at the new version's height", func() (bool, string) {
+		g := d.Services.Ingest
+		return g.keys.height.Load() >= int64(h2), fmt.Sprintf("ingest at %d, rule at %d", g.keys.height.Load(), h2)
+	})
+	send("r-hot", 20, 39, 20, 41)
+	await.Until(t, ctx, "the second version's event", func() (bool, string) {
+		return len(got.of("hot", "r-hot")) >= 3, fmt.Sprint(seqs(got.of("hot", "r-hot")))
+	})
+
+	hot := got.of("hot", "r-hot")
+	if fmt.Sprint(seqs(hot)) != "[2 5 9]" || hot[0].Version != 1 || hot[1].Version != 1 || hot[2].Version != 2 {
+		t.Fatalf("hot fired %v (versions %d %d %d), want [2 5 9] under versions 1 1 2", seqs(hot), hot[0].Version, hot[1].Version, hot[2].Version)
+	}
+	if hot[2].Height < h2 || hot[0].ArmedAt != 1 || !slices.Equal(hot[0].Seqs, []uint64{1, 2}) {
+		t.Fatalf("events of hot: %+v", hot)
+	}
+	if w := got.of("avg10", "r-avg"); len(w) != 1 || w[0].Seq != 14 || len(w[0].Seqs) != 11 || w[0].Seqs[0] != 4 {
+		t.Fatalf("avg10 fired %+v, want once at seq 14 using seqs 4..14", w)
+	}
+	q := got.of("quiet", "r-quiet")
+	if len(q) != 1 || q[0].Kind != rule.KindAbsent || q[0].Seq != 1 || q[0].Time-q[0].LastSeen < 1500 {
+		t.Fatalf("quiet fired %+v, want once after seq 1, 1.5 s after it was received", q)
+	}
+	for _, e := range append(append(hot, got.of("avg10", "r-avg")...), q...) {
+		if e.ID != rule.EventID(e.Rule, e.Version, e.Device, e.Seq, e.Kind) {
+			t.Fatalf("event %s does not have its id", e.ID)
+		}
+	}
+	// Stored once each, with what was published.
+	await.Until(t, ctx, "the events in ClickHouse", func() (bool, string) {
+		n := count(t, ctx, ch, "SELECT count() FROM "+database+".events FINAL")
+		return n == 5, fmt.Sprintf("%d rows", n)
+	})
+	var rows uint64
+	if err := ch.QueryRow(ctx, "SELECT count() FROM "+database+".events FINAL WHERE rule_id = 'hot' AND device_id = 'r-hot' AND seq = 9 AND version = 2 AND kind = 'fire' AND seqs = [8, 9]").Scan(&rows); err != nil || rows != 1 {
+		t.Fatalf("stored event of hot v2: %d rows, %v", rows, err)
+	}
+}
