@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"math"
@@ -21,25 +22,35 @@ import (
 	"github.com/anchorline/anchorline/schemas/lookup"
 	"github.com/anchorline/anchorline/schemas/reading"
 	"github.com/anchorline/anchorline/services/api"
+	"github.com/anchorline/anchorline/services/config"
 	"github.com/anchorline/anchorline/services/stack"
 	"github.com/anchorline/anchorline/services/store"
 )
 
 func proofCmd() *cobra.Command {
-	var device, out string
+	var device, out, event string
 	var seq, from, to uint64
 	var wait time.Duration
 	c := &cobra.Command{
-		Use:   "proof --device ID (--seq N | --from SEQ --to SEQ) [--out FILE] [--wait D]",
-		Short: "Fetch the proof bundle of one reading, or the range bundle of a device's readings from SEQ to SEQ, from the API",
+		Use:   "proof (--device ID (--seq N | --from SEQ --to SEQ) | --event ID) [--out FILE] [--wait D]",
+		Short: "Fetch the proof bundle of one reading, the range bundle of a device's readings from SEQ to SEQ, or the bundle of a rule event, from the API",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, _, err := load(cmd)
 			if err != nil {
 				return err
 			}
+			if event != "" {
+				if device != "" || cmd.Flags().Changed("seq") || cmd.Flags().Changed("from") || cmd.Flags().Changed("to") {
+					return badInput(errors.New("--event names an event alone: no --device, --seq, --from or --to"))
+				}
+				if id, err := hex.DecodeString(event); err != nil || len(id) != 16 {
+					return badInput(fmt.Errorf("--event %q: an event id is 32 hex characters", event))
+				}
+				return fetchProof(cmd, cfg, out, wait, "bundle of event "+event, func(ctx context.Context, c *api.Client) ([]byte, error) { return c.EventProof(ctx, event) })
+			}
 			if !reading.ValidDeviceID(device) {
-				return badInput(fmt.Errorf("--device %q: name the device (%s)", device, deviceIDRule))
+				return badInput(fmt.Errorf("--device %q: name the device (%s), or give --event ID", device, deviceIDRule))
 			}
 			ranged := cmd.Flags().Changed("from") || cmd.Flags().Changed("to")
 			switch {
@@ -50,41 +61,48 @@ func proofCmd() *cobra.Command {
 			case ranged && from > to:
 				return badInput(fmt.Errorf("--from %d is after --to %d: the range is from..to, both included", from, to))
 			}
-			client, err := apiClient(cfg)
-			if err != nil {
-				return err
-			}
 			what := fmt.Sprintf("proof bundle of %s seq %d", device, seq)
-			b, err := retry(cmd.Context(), wait, func(ctx context.Context) ([]byte, error) {
-				if ranged {
-					return client.RangeProof(ctx, device, from, to)
-				}
-				return client.Proof(ctx, device, seq)
-			}, lookup.ErrNotAnchored, lookup.ErrNotFound)
-			if err != nil {
-				return err
-			}
 			if ranged {
 				what = fmt.Sprintf("range bundle of %s seqs %d..%d", device, from, to)
 			}
-			if out == "" {
-				_, err := cmd.OutOrStdout().Write(b)
-				return err
-			}
-			if err := os.WriteFile(out, b, 0o644); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.ErrOrStderr(), "%s written to %s (%d bytes)\n", what, out, len(b))
-			return nil
+			return fetchProof(cmd, cfg, out, wait, what, func(ctx context.Context, c *api.Client) ([]byte, error) {
+				if ranged {
+					return c.RangeProof(ctx, device, from, to)
+				}
+				return c.Proof(ctx, device, seq)
+			})
 		},
 	}
 	c.Flags().StringVar(&device, "device", "", "device id")
 	c.Flags().Uint64Var(&seq, "seq", 0, "reading sequence number")
 	c.Flags().Uint64Var(&from, "from", 0, "range: first seq (with --to)")
 	c.Flags().Uint64Var(&to, "to", 0, "range: last seq, included (with --from)")
+	c.Flags().StringVar(&event, "event", "", "rule event id: fetch the event's bundle (the rule version in force, the readings used)")
 	c.Flags().StringVar(&out, "out", "", "file to write (default standard output)")
 	c.Flags().DurationVar(&wait, "wait", 0, "keep asking this long while the reading is not stored or not anchored yet")
 	return c
+}
+
+// fetchProof fetches a bundle with get, asking again for up to wait while what it proves is
+// not stored or not anchored yet, and writes it to out (standard output if empty).
+func fetchProof(cmd *cobra.Command, cfg config.Config, out string, wait time.Duration, what string, get func(context.Context, *api.Client) ([]byte, error)) error {
+	client, err := apiClient(cfg)
+	if err != nil {
+		return err
+	}
+	b, err := retry(cmd.Context(), wait, func(ctx context.Context) ([]byte, error) { return get(ctx, client) }, lookup.ErrNotAnchored, lookup.ErrNotFound)
+	if err != nil {
+		return err
+	}
+	if out == "" {
+		_, err := cmd.OutOrStdout().Write(b)
+		return err
+	}
+	if err := os.WriteFile(out, b, 0o644); err != nil {
+		return err
+	}
+	fmt.Fprintf(cmd.ErrOrStderr(), "%s written to %s (%d bytes)\n", what, out, len(b))
+	return nil
 }
 
 // retry calls f until it succeeds, fails with an error that is none of again, or wait passes.
@@ -114,7 +132,7 @@ func verifyCmd() *cobra.Command {
 	var trustPath string
 	c := &cobra.Command{
 		Use:   "verify FILE --trust TRUSTFILE",
-		Short: "Verify a proof bundle or a range bundle offline; exit 0 only if every step holds, 1 if one fails, 2 if a file is malformed",
+		Short: "Verify a proof bundle, a range bundle or an event bundle offline; exit 0 only if every step holds, 1 if one fails, 2 if a file is malformed",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if trustPath == "" {
@@ -127,6 +145,15 @@ func verifyCmd() *cobra.Command {
 			trust, err := readTrustFile(trustPath)
 			if err != nil {
 				return err
+			}
+			if proof.IsEvent(b) {
+				report, err := proof.VerifyEvent(b, trust)
+				report.Print(cmd.OutOrStdout())
+				if err != nil {
+					return fmt.Errorf("verification failed: %w", err) // exitFailed
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), "event verified: the rule version was in force and fires on these readings exactly as recorded")
+				return nil
 			}
 			if proof.IsRange(b) {
 				report, err := proof.VerifyRange(b, trust)

@@ -34,6 +34,7 @@ type fileKind string
 const (
 	kindBundle     fileKind = "proof bundle"
 	kindRange      fileKind = "range bundle"
+	kindEvent      fileKind = "event bundle"
 	kindCheckpoint fileKind = "checkpoint"
 	kindTrust      fileKind = "trust file"
 	kindKey        fileKind = "key file"
@@ -105,6 +106,8 @@ func kindOf(b []byte) fileKind {
 		return kindBundle
 	case format == bundle.RangeFormat:
 		return kindRange
+	case format == bundle.EventFormat:
+		return kindEvent
 	case format == bundle.CheckpointFormat:
 		return kindCheckpoint
 	case format == bundle.TrustFormat:
@@ -154,9 +157,15 @@ func readBundleFile(path string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if kindOf(b) == kindRange {
+	switch kindOf(b) {
+	case kindRange:
 		if _, err := bundle.ParseRange(b); err != nil && !errors.Is(err, bundle.ErrNotCanonical) {
 			return nil, badFile(kindRange, path, describeJSON(b, err))
+		}
+		return b, nil
+	case kindEvent:
+		if _, err := bundle.ParseEvent(b); err != nil && !errors.Is(err, bundle.ErrNotCanonical) {
+			return nil, badFile(kindEvent, path, describeJSON(b, err))
 		}
 		return b, nil
 	}

@@ -153,6 +153,11 @@ func (c *Client) RangeProof(ctx context.Context, device string, from, to uint64)
 	return c.do(ctx, http.MethodGet, fmt.Sprintf("/v1/devices/%s/proofs?from=%d&to=%d", url.PathEscape(device), from, to), "", nil)
 }
 
+// EventProof fetches the event bundle of a rule event (id: 32 hex characters).
+func (c *Client) EventProof(ctx context.Context, id string) ([]byte, error) {
+	return c.do(ctx, http.MethodGet, "/v1/events/"+url.PathEscape(id)+"/proof", "", nil)
+}
+
 // Trust fetches the trust file (chain id and validator set).
 func (c *Client) Trust(ctx context.Context) ([]byte, error) {
 	return c.do(ctx, http.MethodGet, "/v1/trust", "", nil)

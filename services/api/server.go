@@ -130,7 +130,9 @@ type Deps struct {
 	Proof   func(ctx context.Context, device string, seq uint64) ([]byte, error)
 	// RangeProof is the range bundle (anchorline.range/v1) of a device's readings with seqs
 	// in [from, to]; a range too large to answer at once is an error wrapping ErrBadRequest.
-	RangeProof  func(ctx context.Context, device string, from, to uint64) ([]byte, error)
+	RangeProof func(ctx context.Context, device string, from, to uint64) ([]byte, error)
+	// EventProof is the event bundle (anchorline.event/v1) of a rule event.
+	EventProof  func(ctx context.Context, id [16]byte) ([]byte, error)
 	Trust       func(ctx context.Context) ([]byte, error)
 	SubmitEvent func(ctx context.Context, entry []byte) (Inclusion, error)
 	Status      func(ctx context.Context) (Status, error)
@@ -167,6 +169,7 @@ func Handler(d Deps, log *slog.Logger) http.Handler {
 		{"GET", "/v1/readings/{device}/{seq}", s.authorized(s.reading)},
 		{"GET", "/v1/readings/{device}/{seq}/proof", s.authorized(s.proof)},
 		{"GET", "/v1/devices/{id}/proofs", s.authorized(s.rangeProof)},
+		{"GET", "/v1/events/{id}/proof", s.authorized(s.eventProof)},
 		{"GET", "/v1/batches/{id}", s.batch},
 		{"GET", "/v1/anchors/{id}", s.anchor},
 		{"GET", "/v1/devices/{id}", s.device},
@@ -467,6 +470,25 @@ func (s *server) rangeProof(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err, messages{
 			notFound:    fmt.Sprintf("no reading of device %q with a seq from %d to %d is stored: check the device id and the range", dev, from, to),
 			notAnchored: fmt.Sprintf("a reading of device %q in %d..%d is stored but not anchored yet: %v; retry in a few seconds, or end the range before it", dev, from, to, err),
+		})
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(b)
+}
+
+// eventProof answers GET /v1/events/{id}/proof: the event bundle of a rule event.
+func (s *server) eventProof(w http.ResponseWriter, r *http.Request) {
+	id, msg := pathID(r, "event")
+	if msg != "" {
+		s.refuse(w, r, http.StatusBadRequest, msg)
+		return
+	}
+	b, err := s.d.EventProof(r.Context(), id)
+	if err != nil {
+		s.fail(w, r, err, messages{
+			notFound:    fmt.Sprintf("no event %x is stored: an event id is the id of a message on iot.events.<rule>.<device> (or event_id in the events table)", id),
+			notAnchored: fmt.Sprintf("a reading event %x used is stored but not anchored yet: anchors are committed every anchor.interval; retry in a few seconds (anchorline proof --event ID --wait 30s)", id),
 		})
 		return
 	}

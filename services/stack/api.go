@@ -61,6 +61,9 @@ func (b *Backend) Deps() api.Deps {
 		RangeProof: func(ctx context.Context, dev string, from, to uint64) ([]byte, error) {
 			return classified(b.proofs().Range(ctx, dev, from, to))
 		},
+		EventProof: func(ctx context.Context, id [16]byte) ([]byte, error) {
+			return classified(b.proofs().Event(ctx, id))
+		},
 		Trust:       func(ctx context.Context) ([]byte, error) { return classified(b.trust(ctx)) },
 		SubmitEvent: func(ctx context.Context, e []byte) (api.Inclusion, error) { return classified(b.submit(ctx, e)) },
 		Status:      func(ctx context.Context) (api.Status, error) { return classified(b.status(ctx)) },

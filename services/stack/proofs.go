@@ -397,3 +397,70 @@ func (p *Proofs) chain(ctx context.Context) (string, error) {
 	p.mu.Unlock()
 	return id, nil
 }
+
+// Event is the event bundle (anchorline.event/v1) of a rule event: the event as stored, the
+// range bundle of the readings it used, and its rule version's proofs at the event's height
+// H (the rule's record and entry, its log inclusion, and the checkpoint whose header at H+1
+// commits them). A reading it used that is not anchored yet is an error wrapping
+// lookup.ErrNotAnchored (409).
+func (p *Proofs) Event(ctx context.Context, id [16]byte) ([]byte, error) {
+	ev, err := p.store.Event(ctx, id)
+	if err != nil {
+		return nil, lookupErr(err)
+	}
+	if len(ev.Seqs) == 0 {
+		return nil, fmt.Errorf("event %x lists no readings", id)
+	}
+	h := int64(ev.Height)
+	var rangeJSON []byte
+	var r ledger.Rule
+	var rp ledger.RuleProof
+	var ep ledger.EntryProof
+	var st ledger.State
+	var lb *types.LightBlock
+	var chain []*types.LightBlock
+	var chainID string
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() (err error) {
+		rangeJSON, err = p.Range(gctx, ev.Device, ev.Seqs[0], ev.Seqs[len(ev.Seqs)-1])
+		return err
+	})
+	g.Go(func() (err error) {
+		if r, rp, err = p.ledger.RuleAt(gctx, ev.Rule, h); err != nil {
+			return laterErr(fmt.Errorf("rule %s at height %d: %w", ev.Rule, h, err))
+		}
+		if r.Record.Version != ev.Version {
+			return fmt.Errorf("rule %s at height %d is version %d, the event says %d", ev.Rule, h, r.Record.Version, ev.Version)
+		}
+		if ep, err = p.ledger.EntryProof(gctx, r.Record.Index, h); err != nil {
+			return laterErr(fmt.Errorf("rule entry %d at height %d: %w", r.Record.Index, h, err))
+		}
+		return nil
+	})
+	g.Go(func() (err error) {
+		if st, err = p.ledger.State(gctx, h); err != nil {
+			return laterErr(fmt.Errorf("ledger state at %d: %w", h, err))
+		}
+		if lb, err = p.ledger.LightBlock(gctx, h+1); err != nil {
+			return laterErr(fmt.Errorf("light block %d: %w", h+1, err))
+		}
+		if chain, err = p.ledger.LightChain(gctx, h+1); err != nil {
+			return laterErr(fmt.Errorf("light chain to %d: %w", h+1, err))
+		}
+		return nil
+	})
+	g.Go(func() (err error) { chainID, err = p.chain(gctx); return err })
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	cp, err := proof.BuildCheckpoint(chainID, st.AppState(), lb, chain)
+	if err != nil {
+		return nil, err
+	}
+	b, err := proof.BuildEvent(ev, rangeJSON, proof.EventRule{Entry: rp.Entry, Record: rp.Record, RulesProof: rp.SMTProof, RulesRoot: rp.RulesRoot,
+		StateProof: rp.StateProof, LogIndex: ep.LogIndex, LogPath: ep.Path, Checkpoint: cp})
+	if err != nil {
+		return nil, fmt.Errorf("build the bundle of event %x: %w", id, err)
+	}
+	return b.Marshal()
+}

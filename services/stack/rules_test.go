@@ -1,10 +1,12 @@
 package stack
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -12,8 +14,10 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/anchorline/anchorline/anchor/proof"
 	"github.com/anchorline/anchorline/internal/await"
 	"github.com/anchorline/anchorline/internal/chserver"
+	"github.com/anchorline/anchorline/schemas/bundle"
 	"github.com/anchorline/anchorline/schemas/entry"
 	"github.com/anchorline/anchorline/schemas/reading"
 	"github.com/anchorline/anchorline/schemas/rule"
@@ -183,5 +187,69 @@ func TestRules(t *testing.T) {
 	var rows uint64
 	if err := ch.QueryRow(ctx, "SELECT count() FROM "+database+".events FINAL WHERE rule_id = 'hot' AND device_id = 'r-hot' AND seq = 9 AND version = 2 AND kind = 'fire' AND seqs = [8, 9]").Scan(&rows); err != nil || rows != 1 {
 		t.Fatalf("stored event of hot v2: %d rows, %v", rows, err)
+	}
+
+	// Event bundles: each verifies offline against the trust file, and fails at the step that
+	// checks what changed: a reading used, the rule's text, the event.
+	trust, err := client.Trust(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range []rule.Event{hot[0], hot[2], got.of("avg10", "r-avg")[0], q[0]} {
+		var b []byte
+		await.Until(t, ctx, "the event's readings anchored", func() (bool, string) {
+			var err error
+			b, err = client.EventProof(ctx, e.ID)
+			return err == nil, fmt.Sprint(err)
+		})
+		rep, err := proof.VerifyEvent(b, trust)
+		if err != nil {
+			var out strings.Builder
+			rep.Print(&out)
+			t.Fatalf("event %s/%s seq %d: %v\n%s", e.Rule, e.Device, e.Seq, err, out.String())
+		}
+		if e.ID != hot[0].ID {
+			continue
+		}
+		eb, err := bundle.ParseEvent(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tamper := func(name, wantStep string, change func(*bundle.Event)) {
+			t.Helper()
+			c := *eb
+			c.Readings = slices.Clone(eb.Readings)
+			c.Rule.Entry = slices.Clone(eb.Rule.Entry)
+			change(&c)
+			data, err := c.Marshal()
+			if err != nil {
+				t.Fatal(err)
+			}
+			rep, err := proof.VerifyEvent(data, trust)
+			last := rep.Steps[len(rep.Steps)-1]
+			if err == nil || last.Name != wantStep {
+				t.Fatalf("%s: verification %v, last step %s (%s), want a failure at %s", name, err, last.Name, last.Detail, wantStep)
+			}
+		}
+		tamper("a reading used", "readings", func(c *bundle.Event) {
+			at := bytes.LastIndex(c.Readings, []byte(`"raw":`))
+			i := at + bytes.IndexByte(c.Readings[at+len(`"raw":`):], '"') + len(`"raw":`) + 11
+			c.Readings[i] = map[bool]byte{true: 'a', false: 'b'}[c.Readings[i] != 'a']
+		})
+		tamper("the rule's text", "rule entry", func(c *bundle.Event) {
+			i := bytes.Index(c.Rule.Entry, []byte("30.0"))
+			c.Rule.Entry[i] = '2'
+		})
+		tamper("the event's arming seq", "decision", func(c *bundle.Event) { c.Event.ArmedAt = 2 })
+		tamper("the event's seq", "event id", func(c *bundle.Event) { c.Event.Seq = 3 })
+		tamper("the event's rule version", "event id", func(c *bundle.Event) { c.Event.Version = 2 })
+		// And any byte of the file.
+		for _, i := range []int{10, len(b) / 3, len(b) / 2, len(b) - 5} {
+			bad := slices.Clone(b)
+			bad[i] ^= 0x01
+			if _, err := proof.VerifyEvent(bad, trust); err == nil {
+				t.Fatalf("the bundle with byte %d changed verifies", i)
+			}
+		}
 	}
 }

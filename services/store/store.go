@@ -11,6 +11,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/anchorline/anchorline/schemas/lookup"
+	"github.com/anchorline/anchorline/schemas/rule"
 )
 
 // Store reads one database; it writes nothing (every ClickHouse write is pipeline/write's).
@@ -525,4 +526,28 @@ func (s *Store) Counts(ctx context.Context) (Counts, error) {
 		c.LastAnchor = &a
 	}
 	return c, rows.Err()
+}
+
+// Event returns a rule event by id (the `events` table folded by FINAL).
+func (s *Store) Event(ctx context.Context, id [16]byte) (rule.Event, error) {
+	rows, err := s.conn.Query(ctx, "SELECT rule_id, version, rule_index, height, device_id, kind, seq, armed_at, seqs, partial, time_ms, last_seen_ms, actions FROM "+
+		s.t("events")+" FINAL WHERE event_id = unhex(?) LIMIT 1", hex.EncodeToString(id[:]))
+	if err != nil {
+		return rule.Event{}, fmt.Errorf("event %x: %w", id, err)
+	}
+	defer rows.Close()
+	if !rows.Next() {
+		if err := rows.Err(); err != nil {
+			return rule.Event{}, fmt.Errorf("event %x: %w", id, err)
+		}
+		return rule.Event{}, fmt.Errorf("%w: event %x", lookup.ErrNotFound, id)
+	}
+	e := rule.Event{ID: hex.EncodeToString(id[:])}
+	var partial uint8
+	var at, lastSeen uint64
+	if err := rows.Scan(&e.Rule, &e.Version, &e.RuleIndex, &e.Height, &e.Device, &e.Kind, &e.Seq, &e.ArmedAt, &e.Seqs, &partial, &at, &lastSeen, &e.Actions); err != nil {
+		return rule.Event{}, fmt.Errorf("event %x: %w", id, err)
+	}
+	e.Partial, e.Time, e.LastSeen = partial == 1, int64(at), int64(lastSeen)
+	return e, nil
 }
