@@ -7,7 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"runtime"
+	"slices"
 	"strconv"
+	"sync"
 )
 
 // RangeFormat is the format of a range bundle: the proofs of a device's readings between two
@@ -395,13 +398,13 @@ func parseRangeSlow(data []byte) (*Range, error) {
 
 // parseRangeFast decodes a range in its canonical encoding, and nothing else. Everything
 // before the anchors goes through encoding/json and its re-encoding is compared; the anchors,
-// batches and readings are read by a scanner that accepts exactly the bytes encode writes, so
-// what it accepts is canonical by construction. A canonical range's first
-// ",\n  \"anchors\": [" is its top-level member (no string holds a newline, light blocks are
-// compact, nested members are indented deeper), so whatever the fast path refuses is not
-// canonical: it returns the error when the part before the anchors is refused, and ok false
-// when the scanner stops (then parseRangeSlow words the error: a reading's members are named
-// there).
+// batches and readings are read by a scanner that accepts exactly the bytes encode writes (on
+// every core where they are many bytes: array), so what it accepts is canonical by
+// construction. A canonical range's first ",\n  \"anchors\": [" is its top-level member (no
+// string holds a newline, light blocks are compact, nested members are indented deeper), so
+// whatever the fast path refuses is not canonical: it returns the error when the part before
+// the anchors is refused, and ok false when the scanner stops (then parseRangeSlow words the
+// error: a reading's members are named there).
 func parseRangeFast(data []byte) (*Range, bool, error) {
 	const anchors = ",\n  \"anchors\": ["
 	i := bytes.Index(data, []byte(anchors))
@@ -429,82 +432,171 @@ func parseRangeFast(data []byte) (*Range, bool, error) {
 	}
 	s := scanner{b: data, i: i, ok: true, arena: make([]byte, 0, (len(data)-i)/2)}
 	s.lit(anchors)
-	r.Anchors = []RangeAnchor{}
-	if !s.take(']') {
-		for s.ok {
-			var a RangeAnchor
-			s.lit("\n    {\n      \"id\": ")
-			a.ID = s.hex()
-			s.lit(",\n      \"batches\": ")
-			a.Batches = s.uint()
-			s.lit(",\n      \"root\": ")
-			a.Root = s.hex()
-			s.lit(",\n      \"proof\": ")
-			a.Proof = s.hexes()
-			s.lit(",\n      \"head\": ")
-			a.Head = s.uint()
-			s.lit(",\n      \"entry\": ")
-			a.Entry = s.hex()
-			s.lit(",\n      \"log_index\": ")
-			a.LogIndex = s.uint()
-			s.lit("\n    }")
-			r.Anchors = append(r.Anchors, a)
-			if !s.take(',') {
-				break
-			}
-		}
-		s.lit("\n  ]")
-	}
+	r.Anchors = array(&s, (*scanner).anchor)
 	s.lit(",\n  \"batches\": [")
-	r.Batches = []RangeBatch{}
-	if !s.take(']') {
-		for s.ok {
-			var b RangeBatch
-			s.lit("\n    {\n      \"id\": ")
-			b.ID = s.hex()
-			s.lit(",\n      \"size\": ")
-			b.Size = s.uint()
-			s.lit(",\n      \"root\": ")
-			b.Root = s.hex()
-			s.lit(",\n      \"anchor\": ")
-			b.Anchor = s.uint()
-			s.lit(",\n      \"batch_index\": ")
-			b.BatchIndex = s.uint()
-			s.lit(",\n      \"proof\": ")
-			b.Proof = s.hexes()
-			s.lit("\n    }")
-			r.Batches = append(r.Batches, b)
-			if !s.take(',') {
-				break
-			}
-		}
-		s.lit("\n  ]")
-	}
+	r.Batches = array(&s, (*scanner).batch)
 	s.lit(",\n  \"readings\": [")
-	if !s.take(']') {
-		for s.ok {
-			var rd RangeReading
-			s.lit("\n    {\n      \"seq\": ")
-			rd.Seq = s.uint()
-			s.lit(",\n      \"batch\": ")
-			rd.Batch = s.uint()
-			s.lit(",\n      \"leaf_index\": ")
-			rd.LeafIndex = s.uint()
-			s.lit(",\n      \"raw\": ")
-			rd.Raw = s.hex()
-			s.lit("\n    }")
-			r.Readings = append(r.Readings, rd)
-			if !s.take(',') {
-				break
-			}
-		}
-		s.lit("\n  ]")
-	}
+	r.Readings = array(&s, (*scanner).reading)
 	s.lit("\n}\n")
 	if !s.ok || s.i != len(data) {
 		return nil, false, nil
 	}
 	return &r, true, nil
+}
+
+// onEveryCoreFrom is the size of an array's items from which array reads them on every core.
+const onEveryCoreFrom = 64 << 10
+
+// array reads what encode writes of an array member after its '[': "]" when it is empty, else
+// its items, separated by ',', then "\n  ]". Decoding the hex of the batches' proofs and the
+// readings' raws is most of parsing a range, so when the items are many bytes they are read
+// on every core (itemsOnEveryCore), which accepts exactly what items accepts.
+func array[T any](s *scanner, item func(*scanner) T) []T {
+	if s.take(']') {
+		return []T{}
+	}
+	var out []T
+	if n, end := runtime.GOMAXPROCS(0), s.arrayEnd(); n > 1 && end-s.i > onEveryCoreFrom {
+		out = itemsOnEveryCore(s, end, n, item)
+	} else {
+		out = items(s, item)
+	}
+	s.lit("\n  ]")
+	return out
+}
+
+// items reads one item or more, separated by ','.
+func items[T any](s *scanner, item func(*scanner) T) []T {
+	var out []T
+	for s.ok {
+		out = append(out, item(s))
+		if !s.take(',') {
+			break
+		}
+	}
+	return out
+}
+
+// arrayEnd returns where the first "\n  ]" from s.i begins, or -1. When the items that begin
+// at s.i are canonical, it is where they end: a top-level member is indented by two spaces,
+// anything in an item by four or more, and no string holds a newline.
+func (s *scanner) arrayEnd() int {
+	for j := s.i; ; j++ {
+		k := bytes.IndexByte(s.b[j:], ']')
+		if k < 0 {
+			return -1
+		}
+		j += k
+		if j-3 >= s.i && string(s.b[j-3:j]) == "\n  " {
+			return j - 3
+		}
+	}
+}
+
+// itemSep is what encode writes between two items of an array member. In canonical items it
+// is nowhere else: a '{' after a newline and four spaces opens an item.
+const itemSep = ",\n    {"
+
+// itemsOnEveryCore reads the items in s.b[s.i:end] as items does, but on up to n goroutines:
+// it cuts them at the separators found nearest after n-1 evenly spaced points (fewer if there
+// are none) and reads each chunk with its own scanner, which must end exactly at its chunk's
+// end. So it accepts exactly what items accepts, up to end (chunks joined by the separators'
+// ',' are items separated by ','; canonical items are cut between two items), and leaves s at
+// end.
+func itemsOnEveryCore[T any](s *scanner, end, n int, item func(*scanner) T) []T {
+	cuts := cutPoints(s.b[:end], s.i, n)
+	parts := make([][]T, len(cuts)+1)
+	ok := make([]bool, len(parts))
+	var wg sync.WaitGroup
+	from := s.i
+	for k := range parts {
+		to := end
+		if k < len(cuts) {
+			to = cuts[k]
+		}
+		c := &scanner{b: s.b[:to], i: from, ok: true, arena: s.spare((to - from) / 2)}
+		wg.Go(func() {
+			parts[k] = items(c, item)
+			ok[k] = c.ok && c.i == to
+		})
+		from = to + 1 // past the separator's ','
+	}
+	wg.Wait()
+	s.i = end
+	s.ok = s.ok && !slices.Contains(ok, false)
+	return slices.Concat(parts...)
+}
+
+// cutPoints returns the positions of the ',' of up to n-1 separators in b[from:], in order,
+// each the first at or after (from + k*(len(b)-from)/n) and after the one before.
+func cutPoints(b []byte, from, n int) []int {
+	var cuts []int
+	at := from + 1
+	for k := 1; k < n; k++ {
+		at = max(at, from+k*(len(b)-from)/n)
+		j := bytes.Index(b[at:], []byte(itemSep))
+		if j < 0 {
+			break
+		}
+		cuts = append(cuts, at+j)
+		at += j + 1
+	}
+	return cuts
+}
+
+// anchor reads what encode writes of an anchor.
+func (s *scanner) anchor() RangeAnchor {
+	var a RangeAnchor
+	s.lit("\n    {\n      \"id\": ")
+	a.ID = s.hex()
+	s.lit(",\n      \"batches\": ")
+	a.Batches = s.uint()
+	s.lit(",\n      \"root\": ")
+	a.Root = s.hex()
+	s.lit(",\n      \"proof\": ")
+	a.Proof = s.hexes()
+	s.lit(",\n      \"head\": ")
+	a.Head = s.uint()
+	s.lit(",\n      \"entry\": ")
+	a.Entry = s.hex()
+	s.lit(",\n      \"log_index\": ")
+	a.LogIndex = s.uint()
+	s.lit("\n    }")
+	return a
+}
+
+// batch reads what encode writes of a batch.
+func (s *scanner) batch() RangeBatch {
+	var b RangeBatch
+	s.lit("\n    {\n      \"id\": ")
+	b.ID = s.hex()
+	s.lit(",\n      \"size\": ")
+	b.Size = s.uint()
+	s.lit(",\n      \"root\": ")
+	b.Root = s.hex()
+	s.lit(",\n      \"anchor\": ")
+	b.Anchor = s.uint()
+	s.lit(",\n      \"batch_index\": ")
+	b.BatchIndex = s.uint()
+	s.lit(",\n      \"proof\": ")
+	b.Proof = s.hexes()
+	s.lit("\n    }")
+	return b
+}
+
+// reading reads what encode writes of a reading.
+func (s *scanner) reading() RangeReading {
+	var rd RangeReading
+	s.lit("\n    {\n      \"seq\": ")
+	rd.Seq = s.uint()
+	s.lit(",\n      \"batch\": ")
+	rd.Batch = s.uint()
+	s.lit(",\n      \"leaf_index\": ")
+	rd.LeafIndex = s.uint()
+	s.lit(",\n      \"raw\": ")
+	rd.Raw = s.hex()
+	s.lit("\n    }")
+	return rd
 }
 
 // scanner reads the exact bytes encode writes; ok turns false at the first byte that is not.
@@ -596,6 +688,16 @@ func (s *scanner) hex() Hex {
 		return nil
 	}
 	return out
+}
+
+// spare hands out n bytes of s's arena, as the empty arena of another scanner.
+func (s *scanner) spare(n int) []byte {
+	if cap(s.arena)-len(s.arena) < n {
+		return make([]byte, 0, n)
+	}
+	at := len(s.arena)
+	s.arena = s.arena[:at+n]
+	return s.arena[at : at : at+n]
 }
 
 // FormatOf returns the format member of a JSON object (a bundle, range bundle, trust file or
