@@ -223,6 +223,17 @@ func (t Topology) EnsureRules(ctx context.Context, js jetstream.JetStream, shard
 	if err := ensureStream(ctx, js, t.stream(eventsStream)); err != nil {
 		return fmt.Errorf("stream %s: %w", stream.Events, err)
 	}
+	for _, c := range []jetstream.ConsumerConfig{
+		{Durable: stream.CommandsConsumer, AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second, MaxAckPending: 1, MaxDeliver: -1,
+			PriorityPolicy: jetstream.PriorityPolicyPinned, PriorityGroups: []string{stream.RulesGroup}, PinnedTTL: RulesPinnedTTL,
+			Description: "the rules stage's commands to devices (one process at a time)"},
+		{Durable: stream.WebhooksConsumer, AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second, MaxAckPending: 64, MaxDeliver: -1,
+			Description: "the rules stage's webhooks"},
+	} {
+		if err := ensureConsumer(ctx, js, stream.Events, c); err != nil {
+			return fmt.Errorf("consumer %s on %s: %w", c.Durable, stream.Events, err)
+		}
+	}
 	return nil
 }
 

@@ -58,3 +58,8 @@ type Event struct {
 	LastSeen  int64    `json:"last_seen_ms"` // absent: the stage's clock when it evaluated Seq
 	Actions   []string `json:"actions"`      // the kinds of the rule's actions
 }
+
+// Commander is the device id under which the rules stage signs commands (schemas/reading
+// "commands"): its device record on the ledger holds the rules stage's key (rules.key), so
+// the registry proves which key may command devices, from which height.
+const Commander = "rules"

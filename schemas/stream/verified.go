@@ -25,6 +25,11 @@ const (
 	// Events is the stream of rule events (rule.SubjectPrefix + ">"), deduplicated by their
 	// Nats-Msg-Id, the event id.
 	Events = "EVENTS"
+	// CommandsConsumer and WebhooksConsumer are the durable consumers on Events of the rules
+	// stage's actions: commands to devices (pinned to one process, priority group RulesGroup)
+	// and webhooks (shared).
+	CommandsConsumer = "commands"
+	WebhooksConsumer = "webhooks"
 )
 
 // MaxVerifiedChunk bounds the readings of one Verified message (about 100 bytes each, well

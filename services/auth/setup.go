@@ -104,8 +104,11 @@ func PermissionsOf(r Role) Permissions {
 	case RoleRules:
 		pub := jsTopology(stream.Verified, "*")
 		pub = append(pub, jsConsume(stream.Verified, "*")...)
-		pub = append(pub, jsTopology(stream.Events)...)
-		pub = append(pub, rule.SubjectPrefix+">")
+		pub = append(pub, jsTopology(stream.Events, stream.CommandsConsumer, stream.WebhooksConsumer)...)
+		pub = append(pub, jsConsume(stream.Events, stream.CommandsConsumer)...)
+		pub = append(pub, jsConsume(stream.Events, stream.WebhooksConsumer)...)
+		// Events; commands, stored as readings of the commander and sent to the devices.
+		pub = append(pub, rule.SubjectPrefix+">", reading.Subject(rule.Commander), reading.CommandsSubjectPrefix+">")
 		return Permissions{Publish: pub, Subscribe: []string{inbox}}
 	case RoleSimulator:
 		return Permissions{Publish: []string{stream.ReadingsSubjects}, Subscribe: []string{inbox}}

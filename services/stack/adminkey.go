@@ -1,6 +1,7 @@
 package stack
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -17,6 +18,8 @@ import (
 
 	"github.com/anchorline/anchorline/anchor/ledger"
 	"github.com/anchorline/anchorline/schemas/entry"
+	"github.com/anchorline/anchorline/schemas/reading"
+	"github.com/anchorline/anchorline/schemas/rule"
 )
 
 // ErrNoAdminKey means the admin key file does not exist: `anchorline dev` creates one under
@@ -41,6 +44,50 @@ func LoadOrCreateAdminKey(path string) (ed25519.PrivateKey, error) {
 // its genesis or an admin's anchor_key entry authorises it (AuthoriseAnchorKey).
 func LoadOrCreateAnchorKey(path string) (ed25519.PrivateKey, error) {
 	return loadOrCreateKey(path, "anchor key", errNoAnchorKey)
+}
+
+// ErrNoRulesKey: the rules stage's key file does not exist (dev creates it).
+var ErrNoRulesKey = errors.New("rules key not found")
+
+// LoadRulesKey reads the rules stage's key (rules.key), which signs commands as the commander.
+func LoadRulesKey(path string) (ed25519.PrivateKey, error) {
+	return loadKey(path, "rules key", ErrNoRulesKey, "`anchorline ledger keygen --out FILE` makes one; register its public key as the commander (anchorline device register --id rules --alg ed25519 --pubkey HEX) and set rules.key")
+}
+
+// LoadOrCreateRulesKey reads the rules stage's key at path, creating it (mode 0600) if missing.
+func LoadOrCreateRulesKey(path string) (ed25519.PrivateKey, error) {
+	return loadOrCreateKey(path, "rules key", ErrNoRulesKey)
+}
+
+// RegisterCommander makes sure the ledger's registry holds the commander (rule.Commander)
+// with key, active: if it does not, it registers it, signed by admin (revoking another key
+// first). `anchorline dev` does this for its rules key.
+func RegisterCommander(ctx context.Context, l *ledger.Client, admin ed25519.PrivateKey, key ed25519.PublicKey, log *slog.Logger) error {
+	p, err := l.Device(ctx, rule.Commander, 0)
+	switch {
+	case err == nil && p.Record.Status == entry.StatusActive && bytes.Equal(p.Record.Key, key):
+		return nil
+	case err == nil && p.Record.Status == entry.StatusActive:
+		rev, err := entry.NewRevoke(admin, rule.Commander, time.Now())
+		if err != nil {
+			return err
+		}
+		if _, err := l.Submit(ctx, rev); err != nil {
+			return fmt.Errorf("commander: revoke the old key: %w", err)
+		}
+	case err != nil && !errors.Is(err, ledger.ErrUnknownDevice):
+		return fmt.Errorf("commander: %w", err)
+	}
+	reg, err := entry.NewRegister(admin, rule.Commander, reading.PublicKey{Alg: reading.Ed25519, Key: key}, time.Now())
+	if err != nil {
+		return err
+	}
+	rc, err := l.Submit(ctx, reg)
+	if err != nil {
+		return fmt.Errorf("commander: register %s: %w", rule.Commander, err)
+	}
+	log.InfoContext(ctx, "registered the rules stage's commander", "device", rule.Commander, "key", hex.EncodeToString(key), "height", rc.Height)
+	return nil
 }
 
 // loadKey reads a hex Ed25519 seed file; a missing file is notFound.

@@ -176,6 +176,15 @@ func (d *Dev) start(ctx context.Context) error {
 	if err := AuthoriseAnchorKey(ctx, d.Ledger, d.AdminKey, reading.Ed25519Public(anchorKey), d.log); err != nil {
 		return err
 	}
+	if cfg.Rules.Enabled {
+		rulesKey, err := LoadOrCreateRulesKey(cfg.RulesKey())
+		if err != nil {
+			return err
+		}
+		if err := RegisterCommander(ctx, d.Ledger, d.AdminKey, reading.Ed25519Public(rulesKey), d.log); err != nil {
+			return err
+		}
+	}
 
 	// Devices connect through the callout, answered from the ledger's registry.
 	clientTLS, err := NATSTLS(cfg)

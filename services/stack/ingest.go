@@ -76,13 +76,19 @@ func (g *Ingest) Run(ctx context.Context) error {
 	return g.Ingest.Run(ctx)
 }
 
-// NewRules builds the rules stage: its streams and consumers are created if missing.
-func NewRules(ctx context.Context, cfg config.Config, js jetstream.JetStream, ch driver.Conn, l *ledger.Client, log *slog.Logger) (*rules.Stage, error) {
+// NewRules builds the rules stage and its action runner (signing commands and webhooks with
+// rules.key): their streams and consumers are created if missing.
+func NewRules(ctx context.Context, cfg config.Config, js jetstream.JetStream, ch driver.Conn, l *ledger.Client, log *slog.Logger) (*rules.Stage, *rules.Actions, error) {
+	key, err := LoadRulesKey(cfg.RulesKey())
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: rules.key: %w", config.ErrInvalid, err)
+	}
 	if err := Topology(cfg).EnsureRules(ctx, js, cfg.Rules.Shards); err != nil {
-		return nil, fmt.Errorf("rules: streams: %w", err)
+		return nil, nil, fmt.Errorf("rules: streams: %w", err)
 	}
 	st := rulesStore{Reader: rules.NewReader(ch, cfg.ClickHouse.Database), Writer: write.New(ch, cfg.ClickHouse.Database)}
-	return rules.New(js, l, st, rules.Config{Shards: cfg.Rules.Shards}, log), nil
+	stage := rules.New(js, l, st, rules.Config{Shards: cfg.Rules.Shards}, log)
+	return stage, rules.NewActions(js, stage, key), nil
 }
 
 // rulesStore is the rules stage's ClickHouse: pipeline/rules reads, pipeline/write writes.

@@ -3,11 +3,17 @@ package stack
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,9 +23,11 @@ import (
 	"github.com/anchorline/anchorline/anchor/proof"
 	"github.com/anchorline/anchorline/internal/await"
 	"github.com/anchorline/anchorline/internal/chserver"
+	"github.com/anchorline/anchorline/pipeline/rules"
 	"github.com/anchorline/anchorline/schemas/bundle"
 	"github.com/anchorline/anchorline/schemas/entry"
 	"github.com/anchorline/anchorline/schemas/reading"
+	"github.com/anchorline/anchorline/schemas/reading/connect"
 	"github.com/anchorline/anchorline/schemas/rule"
 	"github.com/anchorline/anchorline/services/auth"
 )
@@ -251,5 +259,186 @@ func TestRules(t *testing.T) {
 				t.Fatalf("the bundle with byte %d changed verifies", i)
 			}
 		}
+	}
+}
+
+// TestRuleActions runs a rule with all three actions on dev: the event; a command, which the
+// device receives on iot.commands.<device>, verifies with the SDK against the commander's key
+// on the ledger and acknowledges with a signed reading, both stored and anchored as readings
+// whose proofs verify; and a webhook, POSTed to a real HTTP server with a signature by the
+// commander's key.
+func TestRuleActions(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	chAddr, database, ch := chserver.NewDatabase(t)
+	cfg := devConfig(t, chAddr, database, t.TempDir())
+	d, err := StartDev(ctx, cfg, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg = d.Config()
+	defer func() {
+		if err := d.Stop(); err != nil {
+			t.Errorf("stop: %v", err)
+		}
+	}()
+	client := d.APIClient()
+
+	type hook struct {
+		body []byte
+		hdr  http.Header
+	}
+	hooks := make(chan hook, 16)
+	failFirst := atomic.Bool{}
+	failFirst.Store(true)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if failFirst.Swap(false) { // the first attempt fails: the webhook is retried
+			http.Error(w, "try again", http.StatusServiceUnavailable)
+			return
+		}
+		hooks <- hook{body, r.Header.Clone()}
+	}))
+	defer srv.Close()
+
+	valve := newDevice(t, "valve-1", reading.Ed25519)
+	register(t, ctx, client, d.AdminKey, valve.ID, valve.Key.Public())
+	commander, err := client.Device(ctx, rule.Commander)
+	if err != nil || commander.Status != "active" {
+		t.Fatalf("the commander %s on the ledger: %+v, %v", rule.Commander, commander, err)
+	}
+	cmdKeyBytes, err := hex.DecodeString(commander.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmdKey := reading.PublicKey{Alg: reading.Ed25519, Key: cmdKeyBytes}
+
+	// The device, connected as itself: it verifies each command and acknowledges it.
+	opts, err := connect.Options(valve.ID, valve.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dnc, err := nats.Connect(cfg.NATS.URL, append(opts, d.NATSTLS()...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dnc.Close()
+	djs, err := jetstream.New(dnc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	publishAs := func(raw []byte) {
+		t.Helper()
+		if _, err := djs.Publish(ctx, reading.Subject(valve.ID), raw); err != nil {
+			t.Errorf("device publish: %v", err)
+		}
+	}
+	commands := make(chan reading.Command, 4)
+	if _, err := dnc.Subscribe(reading.CommandsSubject(valve.ID), func(m *nats.Msg) {
+		c, err := reading.VerifyCommand(m.Data, rule.Commander, cmdKey, valve.ID)
+		if err != nil {
+			t.Errorf("command: %v", err)
+			return
+		}
+		mu.Lock()
+		ack, err := valve.Ack(c, reading.AckDone, "")
+		mu.Unlock()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		go publishAs(ack)
+		commands <- c
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := dnc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+
+	r := rule.Rule{ID: "valve", Version: 1, Devices: []string{valve.ID}, When: "metrics.pressure > 8.0",
+		Actions: []rule.Action{{Kind: rule.ActionEvent}, {Kind: rule.ActionCommand, Command: "close", Args: map[string]string{"valve": "1"}},
+			{Kind: rule.ActionWebhook, URL: srv.URL + "/hook"}}}
+	e, err := entry.NewRule(d.AdminKey, entry.OpPut, r, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Ledger.Submit(ctx, e); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []float64{5, 9} {
+		mu.Lock()
+		raw, err := valve.Next([]reading.Metric{{Name: "pressure", Value: p}}, nil)
+		mu.Unlock()
+		if err != nil {
+			t.Fatal(err)
+		}
+		publishAs(raw)
+	}
+
+	var c reading.Command
+	select {
+	case c = <-commands:
+	case <-ctx.Done():
+		t.Fatal("no command reached the device")
+	}
+	wantEvent := rule.EventID("valve", 1, valve.ID, 2, rule.KindFire)
+	if c.Name != "close" || c.Args["valve"] != "1" || c.Event != wantEvent {
+		t.Fatalf("command %+v, want close valve=1 for event %s", c, wantEvent)
+	}
+	select {
+	case h := <-hooks:
+		var ev rule.Event
+		if err := json.Unmarshal(h.body, &ev); err != nil || ev.ID != wantEvent || h.hdr.Get(rules.HeaderEvent) != wantEvent {
+			t.Fatalf("webhook body %s (%v), event header %q", h.body, err, h.hdr.Get(rules.HeaderEvent))
+		}
+		sig, err := hex.DecodeString(strings.TrimPrefix(h.hdr.Get(rules.HeaderSignature), "ed25519="))
+		if err != nil || h.hdr.Get(rules.HeaderKey) != commander.PublicKey || !ed25519.Verify(cmdKeyBytes, h.body, sig) {
+			t.Fatalf("webhook signature %q by %q does not verify with the commander's key %s", h.hdr.Get(rules.HeaderSignature), h.hdr.Get(rules.HeaderKey), commander.PublicKey)
+		}
+	case <-ctx.Done():
+		t.Fatal("no webhook came")
+	}
+
+	// The command and its acknowledgement are readings: stored, anchored, provable.
+	trust, err := client.Trust(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, who := range []struct {
+		dev string
+		seq uint64
+	}{{rule.Commander, c.Seq}, {valve.ID, 3}} {
+		var b []byte
+		await.Until(t, ctx, fmt.Sprintf("%s seq %d anchored", who.dev, who.seq), func() (bool, string) {
+			var err error
+			b, err = client.Proof(ctx, who.dev, who.seq)
+			return err == nil, fmt.Sprint(err)
+		})
+		if _, err := proof.Verify(b, trust); err != nil {
+			t.Fatalf("proof of %s seq %d: %v", who.dev, who.seq, err)
+		}
+		pb, err := bundle.Parse(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := reading.Decode(pb.Reading.Raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch who.dev {
+		case rule.Commander:
+			if reading.Leaf(pb.Reading.Raw) != c.Leaf {
+				t.Fatal("the stored command is not the one the device received")
+			}
+		default:
+			if m.Reading.Tags["ack"] != hex.EncodeToString(c.Leaf[:]) || m.Reading.Tags["status"] != reading.AckDone {
+				t.Fatalf("acknowledgement reading %+v", m.Reading)
+			}
+		}
+	}
+	if n := count(t, ctx, ch, "SELECT count() FROM "+database+".readings WHERE device_id = ?", rule.Commander); n != 1 {
+		t.Fatalf("%d command readings stored, want 1", n)
 	}
 }

@@ -54,6 +54,7 @@ type Services struct {
 	Ingest    *Ingest            // nil unless Roles.Ingest
 	Anchoring *anchoring.Service // nil unless Roles.Anchoring
 	Rules     *rules.Stage       // nil unless Roles.Rules
+	Actions   *rules.Actions     // the rules stage's commands and webhooks; nil unless Roles.Rules
 	Backend   *Backend
 	HTTPAddr  string // where the API listens (resolved, if http.addr had port 0)
 
@@ -152,11 +153,16 @@ func (s *Services) start(ctx context.Context, cfg config.Config, roles Roles, en
 		if err != nil {
 			return err
 		}
-		if s.Rules, err = NewRules(ctx, cfg, js, ch, env.Ledger, s.log); err != nil {
+		if s.Rules, s.Actions, err = NewRules(ctx, cfg, js, ch, env.Ledger, s.log); err != nil {
 			return err
 		}
-		r := s.Rules
-		b.RulesStats = func() any { return r.Stats() }
+		r, a := s.Rules, s.Actions
+		b.RulesStats = func() any {
+			return struct {
+				rules.Stats
+				Actions rules.ActionStats `json:"actions"`
+			}{r.Stats(), a.Stats()}
+		}
 	}
 	var dupStore *store.Store
 	if roles.Ingest {
@@ -196,6 +202,7 @@ func (s *Services) start(ctx context.Context, cfg config.Config, roles Roles, en
 	}
 	if s.Rules != nil {
 		s.goRun("rules", s.Rules.Run)
+		s.goRun("rule actions", s.Actions.Run)
 	}
 	s.goRun("http", func(context.Context) error {
 		if err := hs.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
