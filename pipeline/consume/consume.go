@@ -140,7 +140,7 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, want jetstream.St
 		maxMsgSize = -1 // the server stores "no limit" as -1
 	}
 	if have.Description == want.Description && slices.Equal(have.Subjects, want.Subjects) && have.Storage == want.Storage &&
-		have.Retention == want.Retention && have.MaxMsgSize == maxMsgSize && have.Duplicates == want.Duplicates {
+		have.Retention == want.Retention && have.MaxMsgSize == maxMsgSize && have.Duplicates == want.Duplicates && have.MaxAge == want.MaxAge {
 		return nil
 	}
 	_, err = js.UpdateStream(ctx, want)
@@ -245,6 +245,9 @@ var (
 		Storage:     jetstream.FileStorage,
 		Retention:   jetstream.WorkQueuePolicy,
 		Duplicates:  10 * time.Minute,
+		// An operator's safety limit, not retention: with no rules process running for a
+		// week, the oldest verified readings leave unevaluated (they stay stored and anchored).
+		MaxAge: 7 * 24 * time.Hour,
 	}
 	eventsStream = jetstream.StreamConfig{
 		Name:        stream.Events,
