@@ -18,7 +18,7 @@ var files embed.FS
 const reference = "anchorline"
 
 // Roles are the services that have a configuration file of their own, config/<role>.yaml,
-// sorted: anchor, api, auth, ingest.
+// sorted: anchor, api, auth, ingest, rules.
 func Roles() []string {
 	entries, err := fs.ReadDir(files, "config")
 	if err != nil {

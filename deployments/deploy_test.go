@@ -293,7 +293,7 @@ func portOf(addr string) int {
 
 func TestConfigFiles(t *testing.T) {
 	cleanEnv(t)
-	if got, want := deployments.Roles(), []string{"anchor", "api", "auth", "ingest"}; !slices.Equal(got, want) {
+	if got, want := deployments.Roles(), []string{"anchor", "api", "auth", "ingest", "rules"}; !slices.Equal(got, want) {
 		t.Errorf("Roles() = %v, want %v", got, want)
 	}
 	for _, role := range append(deployments.Roles(), "anchorline") {
