@@ -40,28 +40,8 @@ func (r *Reader) History(ctx context.Context, before map[string]uint64, n int) (
 		k := min(len(conds), 200)
 		q := "SELECT device_id, seq, any(raw) FROM " + r.db + ".reading_lookup WHERE " + strings.Join(conds[:k], " OR ") +
 			" GROUP BY device_id, seq ORDER BY device_id, seq DESC LIMIT ? BY device_id"
-		rows, err := r.conn.Query(ctx, q, append(append([]any{}, args[:2*k]...), uint64(n))...)
-		if err != nil {
+		if err := r.samples(ctx, q, append(append([]any{}, args[:2*k]...), uint64(n)), out); err != nil {
 			return nil, fmt.Errorf("rules: history of %d devices: %w", len(before), err)
-		}
-		for rows.Next() {
-			var dev, raw string
-			var seq uint64
-			if err := rows.Scan(&dev, &seq, &raw); err != nil {
-				rows.Close()
-				return nil, fmt.Errorf("rules: history: %w", err)
-			}
-			m, err := reading.Decode([]byte(raw))
-			if err != nil {
-				continue // stored readings were verified; one that does not decode is not a window's
-			}
-			s := rule.SampleOf(m.Reading)
-			out[dev] = append(out[dev], &s)
-		}
-		err = rows.Err()
-		rows.Close()
-		if err != nil {
-			return nil, fmt.Errorf("rules: history: %w", err)
 		}
 		conds, args = conds[k:], args[2*k:]
 	}
@@ -72,6 +52,51 @@ func (r *Reader) History(ctx context.Context, before map[string]uint64, n int) (
 		out[dev] = h
 	}
 	return out, nil
+}
+
+// Between returns each device's stored readings with spans[device][0] < seq <
+// spans[device][1], in ascending seq (a reading stored twice once).
+func (r *Reader) Between(ctx context.Context, spans map[string][2]uint64) (map[string][]*rule.Sample, error) {
+	out := map[string][]*rule.Sample{}
+	var conds []string
+	var args []any
+	for dev, sp := range spans {
+		conds = append(conds, "(device_id = ? AND seq > ? AND seq < ?)")
+		args = append(args, dev, sp[0], sp[1])
+	}
+	for len(conds) > 0 {
+		k := min(len(conds), 200)
+		q := "SELECT device_id, seq, any(raw) FROM " + r.db + ".reading_lookup WHERE " + strings.Join(conds[:k], " OR ") +
+			" GROUP BY device_id, seq ORDER BY device_id, seq"
+		if err := r.samples(ctx, q, args[:3*k], out); err != nil {
+			return nil, fmt.Errorf("rules: readings between: %w", err)
+		}
+		conds, args = conds[k:], args[3*k:]
+	}
+	return out, nil
+}
+
+// samples runs q and appends each row (device_id, seq, raw) to out as a sample.
+func (r *Reader) samples(ctx context.Context, q string, args []any, out map[string][]*rule.Sample) error {
+	rows, err := r.conn.Query(ctx, q, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var dev, raw string
+		var seq uint64
+		if err := rows.Scan(&dev, &seq, &raw); err != nil {
+			return err
+		}
+		m, err := reading.Decode([]byte(raw))
+		if err != nil {
+			continue // stored readings were verified; one that does not decode is not a window's
+		}
+		s := rule.SampleOf(m.Reading)
+		out[dev] = append(out[dev], &s)
+	}
+	return rows.Err()
 }
 
 // Last is a device's last stored reading: its seq and when it was received (Unix ms).

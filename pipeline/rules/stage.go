@@ -31,6 +31,9 @@ type Ledger interface {
 // Store is what the stage reads and writes in ClickHouse: *Reader reads, *write.Writer writes.
 type Store interface {
 	History(ctx context.Context, before map[string]uint64, n int) (map[string][]*rule.Sample, error)
+	// Between returns each device's stored readings with from < seq < to (spans[device] =
+	// {from, to}), in ascending seq, each once.
+	Between(ctx context.Context, spans map[string][2]uint64) (map[string][]*rule.Sample, error)
 	LastReadings(ctx context.Context) (map[string]Last, error)
 	WriteEvents(ctx context.Context, evs []rule.Event) error
 }
@@ -43,6 +46,10 @@ type Config struct {
 	AbsentEvery time.Duration
 	// Now is the stage's clock (default time.Now): events' time, absence.
 	Now func() time.Time
+	// GapWait is how long the stage waits for a device's missing seqs to be stored before it
+	// evaluates the readings after them (default 500ms): another ingest worker may be
+	// inserting them.
+	GapWait time.Duration
 }
 
 // Stats are a stage's counters since it started.
@@ -50,6 +57,7 @@ type Stats struct {
 	Messages  uint64 `json:"messages"`  // Verified messages processed
 	Evaluated uint64 `json:"evaluated"` // readings evaluated (every rule in force that selects them)
 	Late      uint64 `json:"late"`      // readings that came after a later seq of their device, not evaluated
+	Filled    uint64 `json:"filled"`    // stored readings evaluated ahead of their message, to keep a device's seq order
 	Events    uint64 `json:"events"`    // events stored and published
 	Rules     int    `json:"rules"`     // rules in force at the latest height seen
 }
@@ -62,8 +70,8 @@ type Stage struct {
 	cfg   Config
 	log   *slog.Logger
 
-	messages, evaluated, late, events atomic.Uint64
-	inForce                           atomic.Int64
+	messages, evaluated, late, filled, events atomic.Uint64
+	inForce                                   atomic.Int64
 
 	mu       sync.Mutex
 	sets     map[int64]*ruleSet // by ledger height, the last few
@@ -84,6 +92,9 @@ func New(js jetstream.JetStream, l Ledger, store Store, cfg Config, log *slog.Lo
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.GapWait <= 0 {
+		cfg.GapWait = 500 * time.Millisecond
+	}
 	return &Stage{js: js, l: l, store: store, cfg: cfg, log: log, sets: map[int64]*ruleSet{}, compiled: map[ruleKey]*rule.Compiled{}}
 }
 
@@ -93,7 +104,7 @@ func (s *Stage) ObserveLatency(f func(time.Duration)) { s.latency = f }
 
 // Stats returns the counters.
 func (s *Stage) Stats() Stats {
-	return Stats{Messages: s.messages.Load(), Evaluated: s.evaluated.Load(), Late: s.late.Load(), Events: s.events.Load(), Rules: int(s.inForce.Load())}
+	return Stats{Messages: s.messages.Load(), Evaluated: s.evaluated.Load(), Late: s.late.Load(), Filled: s.filled.Load(), Events: s.events.Load(), Rules: int(s.inForce.Load())}
 }
 
 type ruleKey struct {
@@ -321,6 +332,9 @@ func (s *Stage) evaluate(ctx context.Context, sh *shard, vb *stream.VerifiedBatc
 	if err := s.warm(ctx, sh, rs, readings); err != nil {
 		return nil, nil, err
 	}
+	if readings, err = s.fillGaps(ctx, sh, readings); err != nil {
+		return nil, nil, err
+	}
 	now := s.cfg.Now().UnixMilli()
 	var evs []rule.Event
 	var received []int64
@@ -334,7 +348,8 @@ func (s *Stage) evaluate(ctx context.Context, sh *shard, vb *stream.VerifiedBatc
 		if over := len(d.history) - rs.history; over > 0 {
 			d.history = slices.Delete(d.history, 0, over)
 		}
-		d.lastSeq, d.seen, d.lastReceived, d.lastTags = r.Seq, true, r.ReceivedMS, r.Tags
+		d.lastSeq, d.seen, d.lastTags = r.Seq, true, r.Tags
+		d.lastReceived = max(d.lastReceived, r.ReceivedMS)
 		for _, f := range rs.rules {
 			if f.c.Rule.Absence() || !f.c.Rule.Selects(r.Device, r.Tags) {
 				continue
@@ -348,10 +363,109 @@ func (s *Stage) evaluate(ctx context.Context, sh *shard, vb *stream.VerifiedBatc
 			evs = append(evs, rule.Event{ID: rule.EventID(f.key.id, f.key.version, r.Device, r.Seq, rule.KindFire),
 				Rule: f.key.id, Version: f.key.version, RuleIndex: f.index, Height: uint64(rs.height), Device: r.Device, Kind: rule.KindFire,
 				Seq: r.Seq, ArmedAt: fired.ArmedAt, Seqs: fired.Used, Partial: fired.Partial, Time: now, Actions: actionKinds(f.c.Rule)})
-			received = append(received, r.ReceivedMS)
+			if r.ReceivedMS > 0 {
+				received = append(received, r.ReceivedMS)
+			}
 		}
 	}
 	return evs, received, nil
+}
+
+// fillGaps adds to readings (sorted by device and seq) the stored readings of their devices
+// that lie between the last one the shard evaluated and the message's latest: with several
+// ingest workers, a device's readings may be stored in batches whose messages come out of
+// order, and the earlier one's are evaluated now, in order (when their own message comes they
+// are behind, and skipped). A seq no worker stored (a rejected reading) stays a gap.
+func (s *Stage) fillGaps(ctx context.Context, sh *shard, readings []stream.VerifiedReading) ([]stream.VerifiedReading, error) {
+	spans := map[string][2]uint64{}
+	next := map[string]uint64{}
+	for _, r := range readings {
+		d := sh.devices[r.Device]
+		want, ok := next[r.Device]
+		if !ok {
+			want = 1
+			if d.seen {
+				want = d.lastSeq + 1
+			}
+		}
+		if r.Seq > want {
+			sp, had := spans[r.Device]
+			if !had {
+				sp[0] = want - 1
+			}
+			sp[1] = r.Seq
+			spans[r.Device] = sp
+		}
+		next[r.Device] = max(want, r.Seq+1)
+	}
+	if len(spans) == 0 {
+		return readings, nil
+	}
+	have := map[string]map[uint64]bool{}
+	for _, r := range readings {
+		if have[r.Device] == nil {
+			have[r.Device] = map[uint64]bool{}
+		}
+		have[r.Device][r.Seq] = true
+	}
+	// A reading another worker is still inserting becomes visible within its insert: ask
+	// again for a while (GapWait) for the seqs still missing; a seq nobody stored stays a gap.
+	stored := map[string][]*rule.Sample{}
+	for deadline := s.cfg.Now().Add(s.cfg.GapWait); ; {
+		got, err := s.store.Between(ctx, spans)
+		if err != nil {
+			return nil, err
+		}
+		for dev, ss := range got {
+			for _, smp := range ss {
+				if !have[dev][smp.Seq] {
+					have[dev][smp.Seq] = true
+					stored[dev] = append(stored[dev], smp)
+				}
+			}
+		}
+		for dev, sp := range spans {
+			if complete(have[dev], sp) {
+				delete(spans, dev)
+			}
+		}
+		if len(spans) == 0 || !s.cfg.Now().Before(deadline) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	added := 0
+	for dev, ss := range stored {
+		for _, smp := range ss {
+			vr := stream.VerifiedReading{Device: dev, Seq: smp.Seq, TS: smp.TS, Tags: smp.Tags}
+			for _, m := range smp.Metrics {
+				vr.Metrics = append(vr.Metrics, stream.VerifiedMetric{Name: m.Name, Value: m.Value})
+			}
+			readings = append(readings, vr)
+			added++
+		}
+	}
+	if added > 0 {
+		slices.SortStableFunc(readings, func(a, b stream.VerifiedReading) int {
+			return cmp.Or(cmp.Compare(a.Device, b.Device), cmp.Compare(a.Seq, b.Seq))
+		})
+		s.filled.Add(uint64(added))
+	}
+	return readings, nil
+}
+
+// complete reports whether have holds every seq strictly between sp[0] and sp[1].
+func complete(have map[uint64]bool, sp [2]uint64) bool {
+	for q := sp[0] + 1; q < sp[1]; q++ {
+		if !have[q] {
+			return false
+		}
+	}
+	return true
 }
 
 // warm gives each device of readings that the shard does not hold yet (or holds without

@@ -22,6 +22,8 @@ import (
 	"github.com/anchorline/anchorline/pipeline/verify"
 	"github.com/anchorline/anchorline/schemas/entry"
 	"github.com/anchorline/anchorline/schemas/reading"
+	"github.com/anchorline/anchorline/schemas/rule"
+	"github.com/anchorline/anchorline/schemas/stream"
 	"github.com/anchorline/anchorline/services/api"
 	"github.com/anchorline/anchorline/services/auth"
 	"github.com/anchorline/anchorline/services/config"
@@ -310,7 +312,9 @@ func TestNATSRestart(t *testing.T) {
 
 // TestWorkerKilled kills an ingest process (SIGKILL) in the middle of its work: after a
 // restart every published reading is stored; the duplicates the crash caused are counted in
-// status, and readings_unique reads each reading once.
+// status, and readings_unique reads each reading once. A rule that fires on every tenth
+// reading of each device fires no second time on a reading stored twice: `events` and the
+// EVENTS stream hold each event once.
 func TestWorkerKilled(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -339,6 +343,19 @@ func TestWorkerKilled(t *testing.T) {
 		}
 		return cmd
 	}
+	tenth, err := entry.NewRule(d.AdminKey, entry.OpPut, rule.Rule{ID: "tenth", Version: 1, When: "seq % 10u == 0u",
+		Actions: []rule.Action{{Kind: rule.ActionEvent}}}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := d.Ledger.Submit(ctx, tenth)
+	if err != nil {
+		t.Fatal(err)
+	}
+	await.Until(t, ctx, "ingest to apply the registry at the rule's height", func() (bool, string) {
+		h := d.Services.Ingest.keys.height.Load()
+		return h >= rc.Height, fmt.Sprintf("%d of %d", h, rc.Height)
+	})
 	victim := worker()
 	l := &load{devs: devs, opts: d.NATSOptions(auth.RoleSimulator)}
 	done := make(chan error, 1)
@@ -386,6 +403,32 @@ func TestWorkerKilled(t *testing.T) {
 		t.Fatalf("status counts %d duplicates, the table has %d", st.Tables.Duplicates, rows-6000)
 	}
 	t.Logf("%d duplicate rows after the crash", rows-6000)
+
+	// Every verified reading evaluated (the VERIFIED work queue drained), each event once.
+	await.Until(t, ctx, "the rules stage through every verified reading", func() (bool, string) {
+		s, err := js.Stream(ctx, stream.Verified)
+		if err != nil {
+			return false, err.Error()
+		}
+		info, err := s.Info(ctx)
+		return err == nil && info.State.Msgs == 0, fmt.Sprintf("%+v %v", info.State, err)
+	})
+	evRows := count(t, ctx, ch, "SELECT count() FROM "+database+".events")
+	evUnique := count(t, ctx, ch, "SELECT uniqExact(event_id) FROM "+database+".events")
+	bad := count(t, ctx, ch, "SELECT count() FROM "+database+".events WHERE seq % 10 != 0 OR seqs[-1] != seq OR rule_id != 'tenth'")
+	es, err := js.Stream(ctx, stream.Events)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := es.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st2 := d.Services.Rules.Stats()
+	t.Logf("%d events of at most 600; rules stage: %+v", evUnique, st2)
+	if evRows != evUnique || info.State.Msgs != evUnique || bad != 0 || evUnique == 0 || evUnique > 600 {
+		t.Fatalf("events: %d rows, %d ids, %d on the stream, %d not a tenth reading's (want one row and one message per id, at most 600)", evRows, evUnique, info.State.Msgs, bad)
+	}
 }
 
 // TestRevocationTakesEffect: a revocation committed straight to the ledger (no API hook) stops
