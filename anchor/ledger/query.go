@@ -32,6 +32,9 @@ const (
 // each rule's version.
 type RulesRequest struct {
 	Height uint64 `json:"height"`
+	// RecordsOnly leaves the entries out: a follower that has the versions it knows asks
+	// for the records, then for the entries of new versions (/rule).
+	RecordsOnly bool `json:"records_only,omitempty"`
 }
 
 // Rules are the rule records at a height (retired ones included), sorted by id, each with
@@ -389,7 +392,7 @@ func (a *App) query(path string, data []byte) (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		return s.rulesAt(h)
+		return s.rulesAt(h, r.RecordsOnly)
 	case PathRule:
 		var r RuleRequest
 		if err := json.Unmarshal(data, &r); err != nil {

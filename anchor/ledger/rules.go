@@ -221,7 +221,7 @@ func (s *state) ruleState(v ruleVersion) (RuleState, error) {
 }
 
 // rulesAt lists every rule's record as of height.
-func (s *state) rulesAt(height uint64) (Rules, error) {
+func (s *state) rulesAt(height uint64, recordsOnly bool) (Rules, error) {
 	ids, err := s.ruleIDs()
 	if err != nil {
 		return Rules{}, err
@@ -233,6 +233,10 @@ func (s *state) rulesAt(height uint64) (Rules, error) {
 			return Rules{}, err
 		}
 		if !ok {
+			continue
+		}
+		if recordsOnly {
+			out.Rules = append(out.Rules, RuleState{Record: v.record})
 			continue
 		}
 		rs, err := s.ruleState(v)
@@ -312,6 +316,24 @@ func (c *Client) Rules(ctx context.Context, height int64) ([]Rule, int64, error)
 			return nil, 0, err
 		}
 		out = append(out, v)
+	}
+	return out, int64(r.Height), nil
+}
+
+// RuleRecords returns every rule's record as of height (0: the latest committed), without
+// the entries, sorted by id, and the height they are of.
+func (c *Client) RuleRecords(ctx context.Context, height int64) ([]entry.RuleRecord, int64, error) {
+	var r Rules
+	if err := c.query(ctx, PathRules, RulesRequest{Height: uint64(height), RecordsOnly: true}, &r); err != nil {
+		return nil, 0, err
+	}
+	out := make([]entry.RuleRecord, 0, len(r.Rules))
+	for _, rs := range r.Rules {
+		rec, err := entry.DecodeRuleRecord(rs.Record)
+		if err != nil {
+			return nil, 0, err
+		}
+		out = append(out, rec)
 	}
 	return out, int64(r.Height), nil
 }

@@ -193,6 +193,10 @@ type flush struct {
 	suspects []suspect // readings whose chain link is settled after the flush
 	b        *batch.Builder
 	first    time.Time
+	// turn is closed when the previous flush has published its verified readings (or given
+	// up), next when this one has: flushes run concurrently, but the rules stage gets a
+	// worker's batches in the order they were cut, so a device's readings come in seq order.
+	turn, next chan struct{}
 }
 
 // suspect is a reading of the flush whose chain link is to be settled: its message (msgs[i])
@@ -369,7 +373,13 @@ func (g *Ingest) chunk(ctx context.Context, msgs <-chan jetstream.Msg, chunks ch
 // assemble cuts verified readings into batches and hands each full or old enough batch to the
 // flushers. It returns when results is closed, after handing over what is left.
 func (g *Ingest) assemble(ctx context.Context, results <-chan checked, flushes chan<- *flush) {
-	newFlush := func() *flush { return &flush{b: batch.New(g.cfg.Worker, g.cfg.BatchSize)} }
+	turn := make(chan struct{})
+	close(turn)
+	newFlush := func() *flush {
+		f := &flush{b: batch.New(g.cfg.Worker, g.cfg.BatchSize), turn: turn, next: make(chan struct{})}
+		turn = f.next
+		return f
+	}
 	f := newFlush()
 	heads := chain.NewHeads()
 	tick := time.NewTicker(max(g.cfg.FlushAge/4, 5*time.Millisecond))
@@ -454,6 +464,19 @@ func (g *Ingest) add(f *flush, msg jetstream.Msg, res verify.Result, heads *chai
 // flush makes the flush durable (rejects, batch, batch record), retrying with backoff, then
 // acknowledges its messages. If ctx ends first nothing is acknowledged: JetStream redelivers.
 func (g *Ingest) flush(ctx context.Context, f *flush) {
+	var turnOnce sync.Once
+	closeTurn := func() { turnOnce.Do(func() { close(f.next) }) }
+	// However this flush ends (nothing to publish, an error, ctx done), the next one's turn
+	// comes once this one's has.
+	defer func() {
+		go func() {
+			select {
+			case <-f.turn:
+			case <-ctx.Done():
+			}
+			closeTurn()
+		}()
+	}()
 	var b *write.Batch
 	var rec stream.BatchRecord
 	if f.b.Len() > 0 {
@@ -493,8 +516,14 @@ func (g *Ingest) flush(ctx context.Context, f *flush) {
 			}
 		}
 		if err == nil && !verifiedDone {
+			select {
+			case <-f.turn:
+			case <-ctx.Done():
+				return
+			}
 			if err = publishAll(ctx, g.js, verified); err == nil {
 				verifiedDone = true
+				closeTurn()
 			}
 		}
 		if err == nil {

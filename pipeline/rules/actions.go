@@ -9,7 +9,9 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,6 +31,10 @@ const (
 	HeaderEvent     = "X-Anchorline-Event"
 	HeaderSignature = "X-Anchorline-Signature" // "ed25519=<hex signature of the body>"
 	HeaderKey       = "X-Anchorline-Key"       // the signing key, hex
+	// HeaderActions is on every message of the Events stream: the kinds of the rule's
+	// actions, comma-separated, so that an action runner skips the events it has nothing for
+	// without decoding them.
+	HeaderActions = "Anchorline-Actions"
 )
 
 // ActionStats are the action runners' counters.
@@ -68,8 +74,8 @@ func (a *Actions) Stats() ActionStats {
 // Run runs both consumers until ctx ends.
 func (a *Actions) Run(ctx context.Context) error {
 	errs := make(chan error, 2)
-	go func() { errs <- a.consume(ctx, stream.CommandsConsumer, true, a.command) }()
-	go func() { errs <- a.consume(ctx, stream.WebhooksConsumer, false, a.webhook) }()
+	go func() { errs <- a.consume(ctx, stream.CommandsConsumer, rule.ActionCommand, true, a.command) }()
+	go func() { errs <- a.consume(ctx, stream.WebhooksConsumer, rule.ActionWebhook, false, a.webhook) }()
 	err := errors.Join(<-errs, <-errs)
 	if ctx.Err() != nil {
 		return nil
@@ -79,7 +85,7 @@ func (a *Actions) Run(ctx context.Context) error {
 
 // consume hands each event of the durable consumer to do; do's error naks it for a later
 // attempt (backing off with the number of deliveries), so an action is retried until done.
-func (a *Actions) consume(ctx context.Context, durable string, pinned bool, do func(context.Context, rule.Event, rule.Rule) error) error {
+func (a *Actions) consume(ctx context.Context, durable, kind string, pinned bool, do func(context.Context, rule.Event, rule.Rule) error) error {
 	c, err := a.js.Consumer(ctx, stream.Events, durable)
 	if err != nil {
 		return fmt.Errorf("rules: actions: %w", err)
@@ -100,6 +106,10 @@ func (a *Actions) consume(ctx context.Context, durable string, pinned bool, do f
 				return nil
 			}
 			return fmt.Errorf("rules: actions %s: %w", durable, err)
+		}
+		if kinds := m.Headers().Get(HeaderActions); kinds != "" && !slices.Contains(strings.Split(kinds, ","), kind) {
+			_ = m.Ack()
+			continue
 		}
 		var ev rule.Event
 		if err := json.Unmarshal(m.Data(), &ev); err != nil {

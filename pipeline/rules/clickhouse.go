@@ -3,6 +3,8 @@ package rules
 import (
 	"context"
 	"fmt"
+	"math"
+	"slices"
 	"strings"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -26,30 +28,16 @@ func NewReader(conn driver.Conn, database string) *Reader { return &Reader{conn:
 // before[device], in ascending seq (a reading stored twice once). It reads reading_lookup,
 // whose small granules make a device's last readings a short read.
 func (r *Reader) History(ctx context.Context, before map[string]uint64, n int) (map[string][]*rule.Sample, error) {
-	out := make(map[string][]*rule.Sample, len(before))
-	if n <= 0 || len(before) == 0 {
-		return out, nil
-	}
-	var conds []string
-	var args []any
+	spans := make(map[string][2]uint64, len(before))
 	for dev, seq := range before {
-		conds = append(conds, "(device_id = ? AND seq < ?)")
-		args = append(args, dev, seq)
+		spans[dev] = [2]uint64{seq - min(seq, uint64(n)+1), seq}
 	}
-	for len(conds) > 0 {
-		k := min(len(conds), 200)
-		q := "SELECT device_id, seq, any(raw) FROM " + r.db + ".reading_lookup WHERE " + strings.Join(conds[:k], " OR ") +
-			" GROUP BY device_id, seq ORDER BY device_id, seq DESC LIMIT ? BY device_id"
-		if err := r.samples(ctx, q, append(append([]any{}, args[:2*k]...), uint64(n)), out); err != nil {
-			return nil, fmt.Errorf("rules: history of %d devices: %w", len(before), err)
-		}
-		conds, args = conds[k:], args[2*k:]
+	out, err := r.between(ctx, spans)
+	if err != nil {
+		return nil, fmt.Errorf("rules: history of %d devices: %w", len(before), err)
 	}
-	for dev, h := range out { // newest first from the query: ascending for the windows
-		for i, j := 0, len(h)-1; i < j; i, j = i+1, j-1 {
-			h[i], h[j] = h[j], h[i]
-		}
-		out[dev] = h
+	for dev, h := range out {
+		out[dev] = h[max(0, len(h)-n):]
 	}
 	return out, nil
 }
@@ -57,24 +45,54 @@ func (r *Reader) History(ctx context.Context, before map[string]uint64, n int) (
 // Between returns each device's stored readings with spans[device][0] < seq <
 // spans[device][1], in ascending seq (a reading stored twice once).
 func (r *Reader) Between(ctx context.Context, spans map[string][2]uint64) (map[string][]*rule.Sample, error) {
-	out := map[string][]*rule.Sample{}
-	var conds []string
-	var args []any
-	for dev, sp := range spans {
-		conds = append(conds, "(device_id = ? AND seq > ? AND seq < ?)")
-		args = append(args, dev, sp[0], sp[1])
-	}
-	for len(conds) > 0 {
-		k := min(len(conds), 200)
-		q := "SELECT device_id, seq, any(raw) FROM " + r.db + ".reading_lookup WHERE " + strings.Join(conds[:k], " OR ") +
-			" GROUP BY device_id, seq ORDER BY device_id, seq"
-		if err := r.samples(ctx, q, args[:3*k], out); err != nil {
-			return nil, fmt.Errorf("rules: readings between: %w", err)
-		}
-		conds, args = conds[k:], args[3*k:]
+	out, err := r.between(ctx, spans)
+	if err != nil {
+		return nil, fmt.Errorf("rules: readings between: %w", err)
 	}
 	return out, nil
 }
+
+// between asks for up to 200 devices at a time as `device_id IN (…) AND seq > lo AND seq <
+// hi` over the union of their spans, which ClickHouse 18.16 narrows to the devices' parts of
+// the primary key (an OR of one condition per device it would not), and keeps each device's
+// own span.
+func (r *Reader) between(ctx context.Context, spans map[string][2]uint64) (map[string][]*rule.Sample, error) {
+	out := map[string][]*rule.Sample{}
+	devs := make([]string, 0, len(spans))
+	for dev := range spans {
+		devs = append(devs, dev)
+	}
+	slices.Sort(devs)
+	for len(devs) > 0 {
+		k := min(len(devs), 200)
+		lo, hi := uint64(math.MaxUint64), uint64(0)
+		args := make([]any, 0, k+2)
+		for _, dev := range devs[:k] {
+			sp := spans[dev]
+			lo, hi = min(lo, sp[0]), max(hi, sp[1])
+			args = append(args, dev)
+		}
+		args = append(args, lo, hi)
+		q := "SELECT device_id, seq, any(raw) FROM " + r.db + ".reading_lookup WHERE device_id IN (" + placeholders(k) + ") AND seq > ? AND seq < ?" +
+			" GROUP BY device_id, seq ORDER BY device_id, seq"
+		got := map[string][]*rule.Sample{}
+		if err := r.samples(ctx, q, args, got); err != nil {
+			return nil, err
+		}
+		for dev, ss := range got {
+			sp := spans[dev]
+			for _, s := range ss {
+				if s.Seq > sp[0] && s.Seq < sp[1] {
+					out[dev] = append(out[dev], s)
+				}
+			}
+		}
+		devs = devs[k:]
+	}
+	return out, nil
+}
+
+func placeholders(n int) string { return strings.TrimSuffix(strings.Repeat("?,", n), ",") }
 
 // samples runs q and appends each row (device_id, seq, raw) to out as a sample.
 func (r *Reader) samples(ctx context.Context, q string, args []any, out map[string][]*rule.Sample) error {

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,14 +19,18 @@ import (
 
 	"github.com/anchorline/anchorline/anchor/ledger"
 	"github.com/anchorline/anchorline/internal/retry"
+	"github.com/anchorline/anchorline/schemas/entry"
 	"github.com/anchorline/anchorline/schemas/reading"
 	"github.com/anchorline/anchorline/schemas/rule"
 	"github.com/anchorline/anchorline/schemas/stream"
 )
 
-// Ledger answers the rules in force at a height; *ledger.Client is one.
+// Ledger answers the rules at a height; *ledger.Client is one.
 type Ledger interface {
-	Rules(ctx context.Context, height int64) ([]ledger.Rule, int64, error)
+	// RuleRecords are every rule's record at height (0: the latest) and the height.
+	RuleRecords(ctx context.Context, height int64) ([]entry.RuleRecord, int64, error)
+	// RuleAt is a rule's version at height, with its entry.
+	RuleAt(ctx context.Context, id string, height int64) (ledger.Rule, ledger.RuleProof, error)
 }
 
 // Store is what the stage reads and writes in ClickHouse: *Reader reads, *write.Writer writes.
@@ -60,6 +65,10 @@ type Stats struct {
 	Filled    uint64 `json:"filled"`    // stored readings evaluated ahead of their message, to keep a device's seq order
 	Events    uint64 `json:"events"`    // events stored and published
 	Rules     int    `json:"rules"`     // rules in force at the latest height seen
+	// Of the last 10,000 events of readings: how long after their readings were stored (the
+	// Verified message's JetStream time) they were published.
+	LatencyP50Ms float64 `json:"event_latency_p50_ms"`
+	LatencyP99Ms float64 `json:"event_latency_p99_ms"`
 }
 
 // Stage is the rules stage of one process.
@@ -72,14 +81,19 @@ type Stage struct {
 
 	messages, evaluated, late, filled, events atomic.Uint64
 	inForce                                   atomic.Int64
+	// seenHeight is the highest ledger height of a message evaluated: absence checks use the
+	// rules in force there (no ledger query every second).
+	seenHeight atomic.Int64
 
 	mu       sync.Mutex
 	sets     map[int64]*ruleSet // by ledger height, the last few
 	compiled map[ruleKey]*rule.Compiled
-	// latency, if set, receives the time from each fired reading's receipt to its event's
-	// publication (the bench's percentiles).
-	latency func(time.Duration)
+	latMu    sync.Mutex
+	lat      []float64 // the last latencyKeep event latencies, ms, a ring
+	latN     int
 }
+
+const latencyKeep = 10_000
 
 // New returns a stage; the streams and consumers must exist (consume.Topology.EnsureRules).
 func New(js jetstream.JetStream, l Ledger, store Store, cfg Config, log *slog.Logger) *Stage {
@@ -98,13 +112,30 @@ func New(js jetstream.JetStream, l Ledger, store Store, cfg Config, log *slog.Lo
 	return &Stage{js: js, l: l, store: store, cfg: cfg, log: log, sets: map[int64]*ruleSet{}, compiled: map[ruleKey]*rule.Compiled{}}
 }
 
-// ObserveLatency sets f to receive, for every event of a reading, the time from the reading's
-// receipt by JetStream to the event's publication; call before Run.
-func (s *Stage) ObserveLatency(f func(time.Duration)) { s.latency = f }
-
 // Stats returns the counters.
 func (s *Stage) Stats() Stats {
-	return Stats{Messages: s.messages.Load(), Evaluated: s.evaluated.Load(), Late: s.late.Load(), Filled: s.filled.Load(), Events: s.events.Load(), Rules: int(s.inForce.Load())}
+	st := Stats{Messages: s.messages.Load(), Evaluated: s.evaluated.Load(), Late: s.late.Load(), Filled: s.filled.Load(), Events: s.events.Load(), Rules: int(s.inForce.Load())}
+	s.latMu.Lock()
+	xs := slices.Clone(s.lat)
+	s.latMu.Unlock()
+	if len(xs) > 0 {
+		slices.Sort(xs)
+		at := func(p float64) float64 { return xs[min(len(xs)-1, int(p*float64(len(xs))))] }
+		st.LatencyP50Ms, st.LatencyP99Ms = at(0.50), at(0.99)
+	}
+	return st
+}
+
+// observe records one event's latency.
+func (s *Stage) observe(ms float64) {
+	s.latMu.Lock()
+	defer s.latMu.Unlock()
+	if len(s.lat) < latencyKeep {
+		s.lat = append(s.lat, ms)
+	} else {
+		s.lat[s.latN%latencyKeep] = ms
+	}
+	s.latN++
 }
 
 type ruleKey struct {
@@ -124,6 +155,22 @@ type ruleSet struct {
 	height  int64
 	rules   []inForce
 	history int // readings of a device the windows of these rules need
+	// byDevice lists, per device, the rules (indexes into rules) that name it; others are the
+	// rules that select by tags or select every device, which each reading is checked against.
+	byDevice map[string][]int
+	others   []int
+}
+
+// selecting returns the indexes of the rules that may select a reading of dev, in rule order
+// (Selects decides for the tag rules).
+func (rs *ruleSet) selecting(dev string) []int {
+	named := rs.byDevice[dev]
+	if len(rs.others) == 0 {
+		return named
+	}
+	out := slices.Concat(named, rs.others)
+	slices.Sort(out)
+	return out
 }
 
 // rulesAt returns the rules in force at height (0: the latest), cached by height.
@@ -134,30 +181,53 @@ func (s *Stage) rulesAt(ctx context.Context, height int64) (*ruleSet, error) {
 		return rs, nil
 	}
 	s.mu.Unlock()
-	rules, h, err := s.l.Rules(ctx, height)
+	records, h, err := s.l.RuleRecords(ctx, height)
 	if err != nil {
 		return nil, fmt.Errorf("rules at height %d: %w", height, err)
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	rs := &ruleSet{height: h, history: 1}
-	for _, r := range rules {
-		if !r.InForce() {
+	// The entries of versions this stage has not compiled yet (once per version).
+	for _, rec := range records {
+		k := ruleKey{rec.ID, rec.Version}
+		s.mu.Lock()
+		_, known := s.compiled[k]
+		s.mu.Unlock()
+		if rec.Status != entry.RuleActive || known {
 			continue
 		}
-		k := ruleKey{r.Record.ID, r.Record.Version}
-		c, ok := s.compiled[k]
-		if !ok {
-			if c, err = rule.Compile(r.Rule); err != nil {
-				// The ledger compiled it when it accepted it; a rule this build cannot compile
-				// is one of a newer rule format.
-				s.log.Error("rules: a rule in force does not compile here; it is not evaluated", "rule", k.id, "version", k.version, "err", err)
-				continue
-			}
-			s.compiled[k] = c
+		r, _, err := s.l.RuleAt(ctx, rec.ID, h)
+		if err != nil {
+			return nil, fmt.Errorf("rule %s at height %d: %w", rec.ID, h, err)
 		}
-		rs.rules = append(rs.rules, inForce{c: c, key: k, index: r.Record.Index})
+		c, err := rule.Compile(r.Rule)
+		if err != nil {
+			// The ledger compiled it when it accepted it; a rule this build cannot compile is
+			// one of a newer rule format.
+			s.log.Error("rules: a rule in force does not compile here; it is not evaluated", "rule", k.id, "version", k.version, "err", err)
+		}
+		s.mu.Lock()
+		s.compiled[k] = c // nil: not evaluated
+		s.mu.Unlock()
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rs := &ruleSet{height: h, history: 1, byDevice: map[string][]int{}}
+	for _, rec := range records {
+		k := ruleKey{rec.ID, rec.Version}
+		c := s.compiled[k]
+		if rec.Status != entry.RuleActive || c == nil {
+			continue
+		}
+		i := len(rs.rules)
+		rs.rules = append(rs.rules, inForce{c: c, key: k, index: rec.Index})
 		rs.history = max(rs.history, c.HistoryNeeded())
+		if len(c.Rule.Tags) > 0 || len(c.Rule.Devices) == 0 {
+			rs.others = append(rs.others, i)
+		}
+		if len(c.Rule.Tags) == 0 {
+			for _, d := range c.Rule.Devices {
+				rs.byDevice[d] = append(rs.byDevice[d], i)
+			}
+		}
 	}
 	if height > 0 {
 		if len(s.sets) > 64 {
@@ -283,9 +353,8 @@ func (s *Stage) handle(ctx context.Context, sh *shard, m jetstream.Msg) {
 	// history of new devices), so it is retried as a whole; its events, once decided, are
 	// emitted until they are durable.
 	var evs []rule.Event
-	var received []int64
 	for w := retry.Default().Start(); ; {
-		if evs, received, err = s.evaluate(ctx, sh, vb); err == nil {
+		if evs, err = s.evaluate(ctx, sh, vb); err == nil {
 			break
 		}
 		s.log.Warn("rules: cannot evaluate; retrying", "shard", sh.n, "err", err)
@@ -309,35 +378,35 @@ func (s *Stage) handle(ctx context.Context, sh *shard, m jetstream.Msg) {
 	}
 	s.messages.Add(1)
 	s.events.Add(uint64(len(evs)))
-	if s.latency != nil {
-		now := s.cfg.Now().UnixMilli()
-		for _, r := range received {
-			s.latency(time.Duration(now-r) * time.Millisecond)
+	if md, err := m.Metadata(); err == nil && len(evs) > 0 {
+		ms := float64(s.cfg.Now().Sub(md.Timestamp).Microseconds()) / 1000
+		for range evs {
+			s.observe(ms)
 		}
 	}
 }
 
 // evaluate runs the rules in force at the message's height on its readings, in seq order per
-// device, and returns the events and the receipt times of the readings that fired. An error
-// comes before any change to the shard's state.
-func (s *Stage) evaluate(ctx context.Context, sh *shard, vb *stream.VerifiedBatch) ([]rule.Event, []int64, error) {
+// device, and returns the events. An error comes before any change to the shard's state.
+func (s *Stage) evaluate(ctx context.Context, sh *shard, vb *stream.VerifiedBatch) ([]rule.Event, error) {
 	rs, err := s.rulesAt(ctx, int64(vb.Height))
 	if err != nil {
-		return nil, nil, err
+		return nil, err
+	}
+	for h := s.seenHeight.Load(); int64(vb.Height) > h && !s.seenHeight.CompareAndSwap(h, int64(vb.Height)); h = s.seenHeight.Load() {
 	}
 	readings := slices.Clone(vb.Readings)
 	slices.SortStableFunc(readings, func(a, b stream.VerifiedReading) int {
 		return cmp.Or(cmp.Compare(a.Device, b.Device), cmp.Compare(a.Seq, b.Seq))
 	})
 	if err := s.warm(ctx, sh, rs, readings); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	if readings, err = s.fillGaps(ctx, sh, readings); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	now := s.cfg.Now().UnixMilli()
 	var evs []rule.Event
-	var received []int64
 	for _, r := range readings {
 		d := sh.devices[r.Device]
 		if d.seen && r.Seq <= d.lastSeq {
@@ -350,7 +419,8 @@ func (s *Stage) evaluate(ctx context.Context, sh *shard, vb *stream.VerifiedBatc
 		}
 		d.lastSeq, d.seen, d.lastTags = r.Seq, true, r.Tags
 		d.lastReceived = max(d.lastReceived, r.ReceivedMS)
-		for _, f := range rs.rules {
+		for _, i := range rs.selecting(r.Device) {
+			f := &rs.rules[i]
 			if f.c.Rule.Absence() || !f.c.Rule.Selects(r.Device, r.Tags) {
 				continue
 			}
@@ -363,12 +433,9 @@ func (s *Stage) evaluate(ctx context.Context, sh *shard, vb *stream.VerifiedBatc
 			evs = append(evs, rule.Event{ID: rule.EventID(f.key.id, f.key.version, r.Device, r.Seq, rule.KindFire),
 				Rule: f.key.id, Version: f.key.version, RuleIndex: f.index, Height: uint64(rs.height), Device: r.Device, Kind: rule.KindFire,
 				Seq: r.Seq, ArmedAt: fired.ArmedAt, Seqs: fired.Used, Partial: fired.Partial, Time: now, Actions: actionKinds(f.c.Rule)})
-			if r.ReceivedMS > 0 {
-				received = append(received, r.ReceivedMS)
-			}
 		}
 	}
-	return evs, received, nil
+	return evs, nil
 }
 
 // fillGaps adds to readings (sorted by device and seq) the stored readings of their devices
@@ -521,7 +588,7 @@ func (s *Stage) warm(ctx context.Context, sh *shard, rs *ruleSet, readings []str
 // that sent nothing for their rule's time, once per quiet period: a device's next reading
 // re-arms them.
 func (s *Stage) absence(ctx context.Context, sh *shard) {
-	rs, err := s.rulesAt(ctx, 0)
+	rs, err := s.rulesAt(ctx, s.seenHeight.Load())
 	if err != nil {
 		s.log.Warn("rules: cannot read the rules in force for absence checks", "err", err)
 		return
@@ -575,6 +642,7 @@ func (s *Stage) emit(ctx context.Context, evs []rule.Event) error {
 		m := nats.NewMsg(rule.Subject(e.Rule, e.Device))
 		m.Data = data
 		m.Header.Set(jetstream.MsgIDHeader, e.ID)
+		m.Header.Set(HeaderActions, strings.Join(e.Actions, ","))
 		msgs[i] = m
 	}
 	acks := make([]jetstream.PubAckFuture, 0, len(msgs))

@@ -31,10 +31,6 @@ const (
 	varSize    = "size"
 )
 
-// costLimit bounds one evaluation (CEL's runtime cost units), so that a rule cannot stall the
-// stage: comparisons and aggregates of a few metrics cost tens.
-const costLimit = 10_000
-
 // env is the CEL environment of Format.
 func env() (*cel.Env, error) {
 	return cel.NewEnv(
@@ -71,6 +67,7 @@ type Compiled struct {
 	// window reports whether a condition reads window or size, so that the stage computes the
 	// aggregates only for rules that use them.
 	window bool
+	aggs   aggMask // the window aggregates the conditions read
 }
 
 // Compile validates r and compiles its conditions. A condition that does not compile, or is
@@ -95,6 +92,7 @@ func Compile(r Rule) (*Compiled, error) {
 			return nil, err
 		}
 	}
+	c.aggs = maskOf(r.When, r.Clear)
 	c.window = strings.Contains(r.When, varWindow) || strings.Contains(r.Clear, varWindow) ||
 		strings.Contains(r.When, varSize) || strings.Contains(r.Clear, varSize)
 	return c, nil
@@ -113,7 +111,10 @@ func program(e *cel.Env, field, src string) (cel.Program, error) {
 	if ast.OutputType() != cel.BoolType {
 		return nil, &CompileError{Field: field, Line: 1, Column: 1, Msg: fmt.Sprintf("the condition is of type %s, want bool", ast.OutputType())}
 	}
-	p, err := e.Program(ast, cel.CostLimit(costLimit))
+	// No runtime cost tracking: it doubles an evaluation's time, and what a condition can
+	// iterate is bounded already (its length, MaxExprLen; a reading's metrics and tags, which
+	// ingest limits; a window's aggregates, one map per metric).
+	p, err := e.Program(ast)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", ErrInvalid, field, err)
 	}
@@ -122,9 +123,8 @@ func program(e *cel.Env, field, src string) (cel.Program, error) {
 
 // activation binds the variables of one evaluation without a map.
 type activation struct {
-	s      *Sample
-	agg    *Aggregates
-	noTags map[string]string
+	s   *Sample
+	agg *Aggregates
 }
 
 func (a *activation) ResolveName(name string) (any, bool) {
@@ -136,14 +136,11 @@ func (a *activation) ResolveName(name string) (any, bool) {
 	case varTS:
 		return int64(a.s.TS), true
 	case varMetrics:
-		return a.s.metricMap(), true
+		return a.s.metricsValue(), true
 	case varTags:
-		if a.s.Tags == nil {
-			return a.noTags, true
-		}
-		return a.s.Tags, true
+		return a.s.tagsValue(), true
 	case varWindow:
-		return a.agg.byName(), true
+		return a.agg.value(), true
 	case varSize:
 		return int64(a.agg.Size), true
 	}
@@ -155,7 +152,7 @@ func (a *activation) Parent() interpreter.Activation { return nil }
 // eval runs p; an evaluation error (a metric the reading does not carry, a cost above the
 // limit) counts as false, here and in every verifier, so the decision stays deterministic.
 func eval(p cel.Program, s *Sample, agg *Aggregates) bool {
-	out, _, err := p.Eval(&activation{s: s, agg: agg, noTags: map[string]string{}})
+	out, _, err := p.Eval(&activation{s: s, agg: agg})
 	if err != nil {
 		return false
 	}

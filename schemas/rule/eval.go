@@ -3,6 +3,10 @@ package rule
 import (
 	"fmt"
 	"slices"
+	"strings"
+
+	"github.com/google/cel-go/common/types"
+	"github.com/google/cel-go/common/types/ref"
 
 	"github.com/anchorline/anchorline/schemas/reading"
 )
@@ -15,7 +19,12 @@ type Sample struct {
 	Metrics []reading.Metric
 	Tags    map[string]string
 
-	metrics map[string]float64 // built once, on first use
+	// Built once, on first use: the CEL values of metrics and tags, and the aggregates of
+	// the windows ending at this reading (by window shape), which every rule with that shape
+	// shares. A Sample is one reading in one device's history, so a window of a given shape
+	// ending at it is always the same readings.
+	metricsVal, tagsVal ref.Val
+	aggs                map[[3]uint64]*Aggregates
 }
 
 // SampleOf is r as a Sample.
@@ -23,69 +32,142 @@ func SampleOf(r reading.Reading) Sample {
 	return Sample{Device: r.Device, Seq: r.Seq, TS: r.TS, Metrics: r.Metrics, Tags: r.Tags}
 }
 
-func (s *Sample) metricMap() map[string]float64 {
-	if s.metrics == nil {
-		s.metrics = make(map[string]float64, len(s.Metrics))
-		for _, m := range s.Metrics {
-			s.metrics[m.Name] = m.Value
+func (s *Sample) metricsValue() ref.Val {
+	if s.metricsVal == nil {
+		m := make(map[ref.Val]ref.Val, len(s.Metrics))
+		for _, x := range s.Metrics {
+			m[types.String(x.Name)] = types.Double(x.Value)
 		}
+		s.metricsVal = types.NewRefValMap(types.DefaultTypeAdapter, m)
 	}
-	return s.metrics
+	return s.metricsVal
+}
+
+func (s *Sample) tagsValue() ref.Val {
+	if s.tagsVal == nil {
+		tags := s.Tags
+		if tags == nil {
+			tags = map[string]string{}
+		}
+		s.tagsVal = types.NewStringStringMap(types.DefaultTypeAdapter, tags)
+	}
+	return s.tagsVal
 }
 
 // Aggregates are a window's per-metric count, min, max, sum, avg and rate.
 type Aggregates struct {
 	Size   int
-	agg    map[string]map[string]float64
 	window []*Sample
+	accs   []acc   // per metric, in order of first appearance
+	done   bool    // accs computed
+	val    ref.Val // the CEL value of the aggregates a rule reads, built on first use
+	mask   aggMask
 }
 
-// aggregate computes the aggregates of window (ascending seq, current reading last). Sums
-// add in seq order and every operation is one IEEE 754 double operation, so every platform
-// gets the same bits.
-func aggregate(window []*Sample) *Aggregates {
-	a := &Aggregates{Size: len(window), window: window}
-	return a
+// acc accumulates one metric over a window.
+type acc struct {
+	name          string
+	n             float64
+	lo, hi, sum   float64
+	firstV, lastV float64
+	firstT, lastT uint64
 }
 
-func (a *Aggregates) byName() map[string]map[string]float64 {
-	if a.agg != nil {
-		return a.agg
+// aggMask says which aggregates a rule reads (window.count, window.avg, ...): only those are
+// made into CEL values.
+type aggMask uint8
+
+// aggNames are the aggregates, in mask bit order.
+var aggNames = [...]string{"count", "min", "max", "sum", "avg", "rate"}
+
+const allAggs = aggMask(1)<<len(aggNames) - 1
+
+// maskOf is the aggregates conditions read: every one if they index window by a computed key.
+func maskOf(conds ...string) aggMask {
+	var m aggMask
+	for _, c := range conds {
+		if strings.Contains(c, varWindow+"[") {
+			return allAggs
+		}
+		for i, name := range aggNames {
+			if strings.Contains(c, varWindow+"."+name) {
+				m |= 1 << i
+			}
+		}
 	}
-	count, lo, hi, sum, avg, rate := map[string]float64{}, map[string]float64{}, map[string]float64{}, map[string]float64{}, map[string]float64{}, map[string]float64{}
-	type ends struct {
-		firstV, lastV float64
-		firstT, lastT uint64
+	return m
+}
+
+// aggregate returns the aggregates of window (ascending seq, current reading last), computed
+// on first use. Sums add in seq order and every operation is one IEEE 754 double operation, so
+// every platform gets the same bits.
+func aggregate(window []*Sample, mask aggMask) *Aggregates {
+	return &Aggregates{Size: len(window), window: window, mask: mask}
+}
+
+func (a *Aggregates) compute() {
+	if a.done {
+		return
 	}
-	span := map[string]ends{}
+	a.done = true
 	for _, s := range a.window {
 		for _, m := range s.Metrics {
-			n, seen := count[m.Name]
-			count[m.Name] = n + 1
-			if !seen {
-				lo[m.Name], hi[m.Name], sum[m.Name] = m.Value, m.Value, m.Value
-				span[m.Name] = ends{m.Value, m.Value, s.TS, s.TS}
+			i := 0
+			for i < len(a.accs) && a.accs[i].name != m.Name {
+				i++
+			}
+			if i == len(a.accs) {
+				a.accs = append(a.accs, acc{name: m.Name, n: 1, lo: m.Value, hi: m.Value, sum: m.Value, firstV: m.Value, lastV: m.Value, firstT: s.TS, lastT: s.TS})
 				continue
 			}
-			lo[m.Name] = min(lo[m.Name], m.Value)
-			hi[m.Name] = max(hi[m.Name], m.Value)
-			sum[m.Name] += m.Value
-			e := span[m.Name]
-			e.lastV, e.lastT = m.Value, s.TS
-			span[m.Name] = e
+			x := &a.accs[i]
+			x.n++
+			x.lo, x.hi = min(x.lo, m.Value), max(x.hi, m.Value)
+			x.sum += m.Value
+			x.lastV, x.lastT = m.Value, s.TS
 		}
 	}
-	for name, n := range count {
-		avg[name] = sum[name] / n
-		e := span[name]
-		if e.lastT > e.firstT {
-			rate[name] = (e.lastV - e.firstV) / (float64(e.lastT-e.firstT) / 1000)
-		} else {
-			rate[name] = 0
+}
+
+// of is aggregate i (aggNames) of x.
+func (x *acc) of(i int) float64 {
+	switch aggNames[i] {
+	case "count":
+		return x.n
+	case "min":
+		return x.lo
+	case "max":
+		return x.hi
+	case "sum":
+		return x.sum
+	case "avg":
+		return x.sum / x.n
+	default: // rate
+		if x.lastT > x.firstT {
+			return (x.lastV - x.firstV) / (float64(x.lastT-x.firstT) / 1000)
 		}
+		return 0
 	}
-	a.agg = map[string]map[string]float64{"count": count, "min": lo, "max": hi, "sum": sum, "avg": avg, "rate": rate}
-	return a.agg
+}
+
+// value is the CEL value of the aggregates the mask names, built on first use.
+func (a *Aggregates) value() ref.Val {
+	if a.val == nil {
+		a.compute()
+		outer := map[ref.Val]ref.Val{}
+		for i, name := range aggNames {
+			if a.mask&(1<<i) == 0 {
+				continue
+			}
+			inner := make(map[ref.Val]ref.Val, len(a.accs))
+			for j := range a.accs {
+				inner[types.String(a.accs[j].name)] = types.Double(a.accs[j].of(i))
+			}
+			outer[types.String(name)] = types.NewRefValMap(types.DefaultTypeAdapter, inner)
+		}
+		a.val = types.NewRefValMap(types.DefaultTypeAdapter, outer)
+	}
+	return a.val
 }
 
 // Window returns the part of history (a device's readings in ascending seq, the current one
@@ -120,13 +202,20 @@ func (c *Compiled) HistoryNeeded() int {
 // cond and rearm are c's conditions on the current reading of history.
 func (c *Compiled) test(history []*Sample) (cond, rearm bool) {
 	w := c.Window(history)
+	s := history[len(history)-1]
 	var agg *Aggregates
 	if c.window {
-		agg = aggregate(w)
+		shape := [3]uint64{c.Rule.Last, c.Rule.SpanMS, uint64(c.aggs)}
+		if agg = s.aggs[shape]; agg == nil || agg.Size != len(w) {
+			agg = aggregate(w, c.aggs)
+			if s.aggs == nil {
+				s.aggs = map[[3]uint64]*Aggregates{}
+			}
+			s.aggs[shape] = agg
+		}
 	} else {
 		agg = &Aggregates{Size: len(w)}
 	}
-	s := history[len(history)-1]
 	cond = eval(c.when, s, agg)
 	if c.clear == nil {
 		return cond, !cond
@@ -167,7 +256,8 @@ func (c *Compiled) Step(st State, history []*Sample) (State, *Firing) {
 	cur := history[len(history)-1]
 	cond, rearm := c.test(history)
 	arm := func() State {
-		used := make([]uint64, 0, len(c.Window(history)))
+		// st.Used is this state's own (a firing takes it, and its state starts without one).
+		used := st.Used[:0]
 		for _, s := range c.Window(history) {
 			used = append(used, s.Seq)
 		}

@@ -82,7 +82,7 @@ anchor.interval come from the configuration.`,
 	c.Flags().StringVar(&out, "out", "", "write the result as JSON to this file")
 	c.Flags().StringVar(&opts.ProfileDir, "profile", "", "folder where each ingest worker writes a CPU profile (go tool pprof)")
 	c.Flags().StringVar(&opts.Telegraf, "telegraf", "", "also measure this telegraf executable (with inputs.nats_consumer, parsers.json_v2, outputs.sql) on the plain reference's messages")
-	c.AddCommand(benchLedgerCmd(), benchProofsCmd())
+	c.AddCommand(benchLedgerCmd(), benchProofsCmd(), benchRulesCmd())
 	return c
 }
 
@@ -130,6 +130,56 @@ ratios between runs, since machine speed drifts.`,
 	c.Flags().DurationVar(&opts.Duration, "duration", bench.DefaultProofDuration, "how long each measured phase runs")
 	c.Flags().IntVar(&opts.Cold, "cold", bench.DefaultProofCold, "proofs asked one after another of the fresh API process")
 	c.Flags().StringVar(&opts.ProfileDir, "profile", "", "folder where the API process writes a CPU profile (api.pprof; go tool pprof)")
+	c.Flags().StringVar(&out, "out", "", "write the result as JSON to this file")
+	return c
+}
+
+// benchRulesCmd is `bench rules`: what the rules stage costs ingest, and how soon its events come.
+func benchRulesCmd() *cobra.Command {
+	opts := bench.RuleOptions{}
+	var out string
+	c := &cobra.Command{
+		Use:   "rules [--readings N] [--devices N] [--rules N] [--workers N] [--out FILE]",
+		Short: "Measure the rules stage: ingest readings/s with and without --rules rules in the same run, and event latency",
+		Long: `bench rules starts the bench stack (embedded NATS and ledger; the ClickHouse at clickhouse.addr,
+or an embedded one, in a fresh database dropped afterwards), registers --devices devices and
+runs three drains of --readings chained readings through --workers ingest processes: without
+the rules stage, with it (--rules rules in force, each selecting a tenth of the devices: a
+third thresholds, a third averages over the last 10 readings, a third thresholds with
+hysteresis; ingest publishes the verified readings and one ` + "`anchorline rules`" + ` process
+evaluates them), and without it again. Before the drain with rules, a live phase publishes
+--rate readings/s for --live-duration with the rules stage running: the events' latency after
+their readings were stored (p50, p99, from the rules process) is measured there, at a load the
+pipeline keeps up with. It prints the drop of the middle drain against the mean of the other
+two, how long after the drain the rules stage had evaluated everything, its CPU, and the
+latencies. Compare within a run: machine speed drifts.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, log, err := load(cmd)
+			if err != nil {
+				return err
+			}
+			if opts.Binary, err = os.Executable(); err != nil {
+				return err
+			}
+			opts.Progress = cmd.ErrOrStderr()
+			res, err := bench.RunRules(cmd.Context(), cfg, opts, log)
+			if err != nil && !errors.Is(err, bench.ErrCheck) {
+				return err
+			}
+			if err := report(cmd, res, out); err != nil {
+				return err
+			}
+			return err
+		},
+	}
+	c.Flags().IntVar(&opts.Readings, "readings", bench.DefaultRulesReadings, "readings per drain")
+	c.Flags().IntVar(&opts.Devices, "devices", bench.DefaultRulesDevices, "devices (at least 10)")
+	c.Flags().IntVar(&opts.Rules, "rules", bench.DefaultRulesCount, "rules in force in the drain with rules")
+	c.Flags().IntVar(&opts.Workers, "workers", 1, "ingest processes")
+	c.Flags().Float64Var(&opts.LiveRate, "rate", bench.DefaultRulesLiveRate, "readings/s of the live phase, where event latency is measured (0: none)")
+	c.Flags().DurationVar(&opts.LiveDuration, "live-duration", 10*time.Second, "how long the live phase publishes")
+	c.Flags().StringVar(&opts.ProfileDir, "profile", "", "folder where the rules process writes a CPU profile (rules.pprof; go tool pprof)")
 	c.Flags().StringVar(&out, "out", "", "write the result as JSON to this file")
 	return c
 }

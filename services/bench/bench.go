@@ -234,6 +234,9 @@ type runner struct {
 	js      jetstream.JetStream
 	node    *node.Node
 	setup   auth.Setup // the broker's accounts and service seeds
+	// rulesFeed makes the workers publish verified readings for a rules stage (bench rules);
+	// otherwise they run with rules.enabled false, as the reference drains always did.
+	rulesFeed bool
 }
 
 // natsOptions are a role's connect options on the bench's broker.
@@ -735,7 +738,8 @@ func (r *runner) startWorkers(ctx context.Context, abort context.CancelCauseFunc
 			fmt.Sprintf("ANCHORLINE_INGEST_PULL_BATCH=%d", ic.PullBatch),
 			fmt.Sprintf("ANCHORLINE_INGEST_MAX_ACK_PENDING=%d", ic.MaxAckPending),
 			fmt.Sprintf("ANCHORLINE_CLICKHOUSE_USERNAME=%s", r.cfg.ClickHouse.Username),
-			fmt.Sprintf("ANCHORLINE_CLICKHOUSE_PASSWORD=%s", r.cfg.ClickHouse.Password))
+			fmt.Sprintf("ANCHORLINE_CLICKHOUSE_PASSWORD=%s", r.cfg.ClickHouse.Password),
+			fmt.Sprintf("ANCHORLINE_RULES_ENABLED=%t", r.rulesFeed))
 		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 		cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGINT) }
 		cmd.WaitDelay = 15 * time.Second
@@ -818,7 +822,13 @@ type storedWatch struct {
 
 // watchStored starts following BATCHES from its first record until they count n readings.
 func (r *runner) watchStored(ctx context.Context, n int) (*storedWatch, error) {
-	cons, err := r.js.OrderedConsumer(ctx, stream.Batches, jetstream.OrderedConsumerConfig{})
+	return r.watchStoredFrom(ctx, n, jetstream.DeliverAllPolicy)
+}
+
+// watchStoredFrom is watchStored counting the batch records BATCHES gets from policy on
+// (DeliverNewPolicy: from now, for a drain after others).
+func (r *runner) watchStoredFrom(ctx context.Context, n int, policy jetstream.DeliverPolicy) (*storedWatch, error) {
+	cons, err := r.js.OrderedConsumer(ctx, stream.Batches, jetstream.OrderedConsumerConfig{DeliverPolicy: policy})
 	if err != nil {
 		return nil, fmt.Errorf("bench: watch %s: %w", stream.Batches, err)
 	}

@@ -1,0 +1,441 @@
+package bench
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	voi "github.com/oasisprotocol/curve25519-voi/primitives/ed25519"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/anchorline/anchorline/schemas/entry"
+	"github.com/anchorline/anchorline/schemas/reading"
+	"github.com/anchorline/anchorline/schemas/rule"
+	"github.com/anchorline/anchorline/schemas/stream"
+	"github.com/anchorline/anchorline/services/auth"
+	"github.com/anchorline/anchorline/services/config"
+	"github.com/anchorline/anchorline/services/stack"
+)
+
+// Defaults of `bench rules`.
+const (
+	DefaultRulesReadings = 200_000
+	DefaultRulesDevices  = 1000
+	DefaultRulesCount    = 100
+	DefaultRulesLiveRate = 5000
+)
+
+// RuleOptions describe a `bench rules` run.
+type RuleOptions struct {
+	Readings int // per drain
+	Devices  int
+	Rules    int // rules in force in the drain with rules, each selecting a tenth of the devices
+	Workers  int
+	// LiveRate readings/s are published for LiveDuration with the rules stage running, below
+	// what the pipeline drains: the events' latency after storage at a steady load.
+	LiveRate     float64
+	LiveDuration time.Duration
+	Binary       string
+	Progress     io.Writer
+	// ProfileDir, if set, is where the rules process writes a CPU profile (rules.pprof).
+	ProfileDir string
+}
+
+// RuleResult is what `bench rules` measured; the JSON names are the contract of --out.
+type RuleResult struct {
+	Readings int `json:"readings"`
+	Devices  int `json:"devices"`
+	Rules    int `json:"rules"`
+	Workers  int `json:"workers"`
+	Cores    int `json:"cores"`
+	// Ingest drains of the same size, alternating: without the rules stage (before and
+	// after), with it (ingest publishing verified readings, one rules process evaluating the
+	// rules), in the same run.
+	WithoutPerSec      []float64 `json:"without_rules_per_sec"`
+	WithPerSec         float64   `json:"with_rules_per_sec"`
+	Drop               float64   `json:"drop"` // 1 - with / mean(without)
+	RulesCaughtUpMs    float64   `json:"rules_caught_up_ms"`
+	Events             uint64    `json:"events"`
+	Evaluations        uint64    `json:"evaluations"`
+	Late               uint64    `json:"late"`
+	LiveRate           float64   `json:"live_rate"`
+	LiveEvents         uint64    `json:"live_events"`
+	EventLatencyP50Ms  float64   `json:"event_latency_p50_ms"` // at the live rate
+	EventLatencyP99Ms  float64   `json:"event_latency_p99_ms"`
+	DrainLatencyP99Ms  float64   `json:"drain_event_latency_p99_ms"` // in the drain with rules (saturated)
+	RulesCPUPer1k      float64   `json:"rules_cpu_seconds_per_1k"`
+	IngestCPUPer1kWith float64   `json:"ingest_cpu_seconds_per_1k_with_rules"`
+}
+
+// Print writes the human summary.
+func (r RuleResult) Print(w io.Writer) {
+	fmt.Fprintf(w, "\n== anchorline bench rules: %d readings per drain from %d devices, %d ingest worker(s), %d cores\n", r.Readings, r.Devices, r.Workers, r.Cores)
+	for i, v := range r.WithoutPerSec {
+		fmt.Fprintf(w, "without rules (%d) %8.0f readings/s\n", i+1, v)
+	}
+	fmt.Fprintf(w, "with %d rules    %8.0f readings/s   drop %.1f%% against the mean without (target: at most 10%%)\n", r.Rules, r.WithPerSec, 100*r.Drop)
+	fmt.Fprintf(w, "rules stage      %d events from %d rule evaluations, caught up %.0f ms after the drain, %d readings out of order; %.3f CPU-s per 1,000 readings\n",
+		r.Events, r.Evaluations, r.RulesCaughtUpMs, r.Late, r.RulesCPUPer1k)
+	fmt.Fprintf(w, "event latency    p50 %.1f ms, p99 %.1f ms after the reading was stored, %d events at %.0f readings/s (target: p99 under 500 ms)\n",
+		r.EventLatencyP50Ms, r.EventLatencyP99Ms, r.LiveEvents, r.LiveRate)
+	fmt.Fprintf(w, "                 p99 %.0f ms in the drain with rules, where ingest outruns the stage on these cores\n", r.DrainLatencyP99Ms)
+}
+
+// benchRules are the rules of the drain with rules: rule i selects the devices d with
+// d % 10 == i % 10 (a tenth of the fleet), by device list; a third are thresholds, a third
+// windows of the last 10 readings, a third thresholds with hysteresis, at thresholds spread
+// over the readings' values (temp cycles 20.0 to 29.9 per device), so events fire all along.
+func benchRules(n, devices int) []rule.Rule {
+	out := make([]rule.Rule, n)
+	for i := range out {
+		var devs []string
+		for d := i % 10; d < devices; d += 10 {
+			devs = append(devs, devID(d))
+		}
+		slices.Sort(devs)
+		at := 20.5 + float64(i%9)
+		r := rule.Rule{ID: fmt.Sprintf("bench-%03d", i), Version: 1, Devices: devs, Actions: []rule.Action{{Kind: rule.ActionEvent}}}
+		switch i % 3 {
+		case 0:
+			r.When = fmt.Sprintf("metrics.temp > %.1f", at)
+		case 1:
+			r.When, r.Last = fmt.Sprintf("size == 10 && window.avg.temp > %.1f", at), 10
+		default:
+			r.When, r.Clear = fmt.Sprintf("metrics.temp > %.1f", at), fmt.Sprintf("metrics.temp < %.1f", at-1)
+		}
+		out[i] = r
+	}
+	return out
+}
+
+// RunRules runs `bench rules`: three ingest drains of --readings each, the first and the
+// last without the rules stage, the middle one with --rules rules in force and one
+// `anchorline rules` process; the drop in readings/s, the events' latency after storage and
+// what the rules stage cost.
+func RunRules(ctx context.Context, cfg config.Config, opts RuleOptions, log *slog.Logger) (RuleResult, error) {
+	res := RuleResult{Readings: opts.Readings, Devices: opts.Devices, Rules: opts.Rules, Workers: opts.Workers, Cores: runtime.NumCPU()}
+	if opts.Readings <= 0 || opts.Devices < 10 || opts.Workers <= 0 || opts.Rules <= 0 {
+		return res, fmt.Errorf("bench rules: --readings, --workers and --rules must be positive, --devices at least 10")
+	}
+	r := &runner{cfg: cfg, opts: Options{Workers: opts.Workers, Binary: opts.Binary, Devices: opts.Devices, ProfileDir: opts.ProfileDir}, log: log, out: opts.Progress}
+	if r.out == nil {
+		r.out = io.Discard
+	}
+	var err error
+	if r.dir, err = os.MkdirTemp("", "anchorline-bench-rules-"); err != nil {
+		return res, err
+	}
+	defer os.RemoveAll(r.dir)
+	cleanup, err := r.setUp(ctx)
+	defer cleanup()
+	if err != nil {
+		return res, err
+	}
+	keys, err := r.register(ctx)
+	if err != nil {
+		return res, err
+	}
+	live := int(opts.LiveRate*opts.LiveDuration.Seconds()) / opts.Devices * opts.Devices
+	r.say("signing 3 x %d readings and %d for the live phase", opts.Readings, live)
+	all, err := signCycling(keys, 3*opts.Readings+live)
+	if err != nil {
+		return res, err
+	}
+	res.LiveRate = opts.LiveRate
+	drain := func(name string, set []signed) (float64, []*worker, error) {
+		r.say("drain %s: %d readings", name, len(set))
+		if err := publishAll(ctx, r.js, set); err != nil {
+			return 0, nil, err
+		}
+		if err := r.settle(ctx); err != nil {
+			return 0, nil, err
+		}
+		stored, err := r.watchStoredFrom(ctx, len(set), jetstream.DeliverNewPolicy)
+		if err != nil {
+			return 0, nil, err
+		}
+		defer stored.stop()
+		wctx, abort := context.WithCancelCause(ctx)
+		ws, err := r.startWorkers(wctx, abort)
+		if err != nil {
+			stopWorkers(ws)
+			return 0, nil, err
+		}
+		t := time.Now()
+		if err := stored.wait(wctx); err != nil {
+			stopWorkers(ws)
+			return 0, nil, cause(wctx, err)
+		}
+		rate := float64(len(set)) / time.Since(t).Seconds()
+		r.say("drain %s: %.0f readings/s", name, rate)
+		return rate, ws, nil
+	}
+	n := opts.Readings / opts.Devices * opts.Devices
+	// Sets in seq order per device (whole rounds of the devices): each phase's readings
+	// follow the previous one's.
+	without1, ws, err := drain("without rules", all[:n])
+	stopWorkers(ws)
+	if err != nil {
+		return res, err
+	}
+	res.WithoutPerSec = append(res.WithoutPerSec, without1)
+
+	rp, err := r.startRules(ctx, opts.Rules)
+	if err != nil {
+		return res, err
+	}
+	defer rp.stop()
+	r.rulesFeed = true
+	if live > 0 {
+		if err := r.livePhase(ctx, all[n:n+live], opts.LiveRate); err != nil {
+			return res, err
+		}
+		st, err := rp.status(ctx)
+		if err != nil {
+			return res, err
+		}
+		res.LiveEvents, res.EventLatencyP50Ms, res.EventLatencyP99Ms = st.Events, st.LatencyP50Ms, st.LatencyP99Ms
+	}
+	all = all[live:]
+	cpu0, err := cpuSeconds(rp.cmd.Process.Pid)
+	if err != nil {
+		return res, err
+	}
+	with, ws, err := drain(fmt.Sprintf("with %d rules", opts.Rules), all[n:2*n])
+	if err != nil {
+		stopWorkers(ws)
+		return res, err
+	}
+	res.WithPerSec = with
+	ingestCPU := 0.0
+	for _, w := range ws {
+		c, err := cpuSeconds(w.cmd.Process.Pid)
+		if err == nil {
+			ingestCPU += c
+		}
+	}
+	res.IngestCPUPer1kWith = ingestCPU / float64(n) * 1000
+	t := time.Now()
+	if err := poll(ctx, 20*time.Millisecond, func() (bool, error) {
+		s, err := r.js.Stream(ctx, stream.Verified)
+		if err != nil {
+			return false, err
+		}
+		info, err := s.Info(ctx)
+		return err == nil && info.State.Msgs == 0, err
+	}); err != nil {
+		stopWorkers(ws)
+		return res, err
+	}
+	res.RulesCaughtUpMs = float64(time.Since(t).Microseconds()) / 1000
+	stopWorkers(ws)
+	cpu1, err := cpuSeconds(rp.cmd.Process.Pid)
+	if err != nil {
+		return res, err
+	}
+	res.RulesCPUPer1k = (cpu1 - cpu0) / float64(n) * 1000
+	st, err := rp.status(ctx)
+	if err != nil {
+		return res, err
+	}
+	res.Events, res.Evaluations, res.Late = st.Events-res.LiveEvents, st.Evaluated, st.Late
+	res.DrainLatencyP99Ms = st.LatencyP99Ms
+	if res.Events == 0 {
+		return res, fmt.Errorf("%w: the rules fired no event", ErrCheck)
+	}
+
+	r.rulesFeed = false
+	without2, ws, err := drain("without rules", all[2*n:3*n])
+	stopWorkers(ws)
+	if err != nil {
+		return res, err
+	}
+	res.WithoutPerSec = append(res.WithoutPerSec, without2)
+	res.Drop = 1 - res.WithPerSec/((without1+without2)/2)
+	return res, nil
+}
+
+// livePhase publishes set at rate readings/s (in steps of 10 ms) with a worker running and
+// waits until it is stored and the rules stage has evaluated it.
+func (r *runner) livePhase(ctx context.Context, set []signed, rate float64) error {
+	r.say("live: %d readings at %.0f/s with the rules stage", len(set), rate)
+	stored, err := r.watchStoredFrom(ctx, len(set), jetstream.DeliverNewPolicy)
+	if err != nil {
+		return err
+	}
+	defer stored.stop()
+	wctx, abort := context.WithCancelCause(ctx)
+	ws, err := r.startWorkers(wctx, abort)
+	defer stopWorkers(ws)
+	if err != nil {
+		return err
+	}
+	step := max(int(rate/100), 1)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for i := 0; i < len(set); i += step {
+		select {
+		case <-tick.C:
+		case <-wctx.Done():
+			return cause(wctx, wctx.Err())
+		}
+		if err := publishAll(wctx, r.js, set[i:min(i+step, len(set))]); err != nil {
+			return err
+		}
+	}
+	if err := stored.wait(wctx); err != nil {
+		return cause(wctx, err)
+	}
+	return poll(ctx, 20*time.Millisecond, func() (bool, error) {
+		s, err := r.js.Stream(ctx, stream.Verified)
+		if err != nil {
+			return false, err
+		}
+		info, err := s.Info(ctx)
+		return err == nil && info.State.Msgs == 0, err
+	})
+}
+
+// signCycling is sign with temp cycling over 20.0..29.9 along each device's seqs.
+func signCycling(keys []ed25519.PrivateKey, n int) ([]signed, error) {
+	out := make([]signed, n)
+	g := errgroup.Group{}
+	workers := runtime.GOMAXPROCS(0)
+	for w := range workers {
+		g.Go(func() error {
+			for d := w; d < len(keys); d += workers {
+				dev := reading.Device{ID: devID(d), Key: reading.NewEd25519Key(keys[d])}
+				for i := d; i < n; i += len(keys) {
+					temp := 20 + float64((dev.Seq+uint64(d))%100)/10
+					raw, err := dev.Next([]reading.Metric{{Name: "temp", Value: temp}, {Name: "hum", Value: 40}}, nil)
+					if err != nil {
+						return err
+					}
+					m, err := reading.Decode(raw)
+					if err != nil {
+						return err
+					}
+					out[i] = signed{dev: dev.ID, seq: dev.Seq, raw: raw, key: voi.PublicKey(reading.Ed25519Public(keys[d])), sigm: m.SigStructure(), sig: m.Signature()}
+				}
+			}
+			return nil
+		})
+	}
+	return out, g.Wait()
+}
+
+// rulesProcess is the `anchorline rules` process of the drain with rules.
+type rulesProcess struct {
+	cmd  *exec.Cmd
+	base string
+	once sync.Once
+}
+
+// startRules commits n rules, registers the commander and starts `anchorline rules`.
+func (r *runner) startRules(ctx context.Context, n int) (*rulesProcess, error) {
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	admin := ed25519.NewKeyFromSeed(make([]byte, 32))
+	keyFile := filepath.Join(r.dir, "rules.key")
+	key, err := stack.LoadOrCreateRulesKey(keyFile)
+	if err != nil {
+		return nil, err
+	}
+	if err := stack.RegisterCommander(ctx, r.node.Client(), admin, reading.Ed25519Public(key), quiet); err != nil {
+		return nil, err
+	}
+	r.say("committing %d rules, each selecting a tenth of the %d devices", n, r.opts.Devices)
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(16)
+	for _, rl := range benchRules(n, r.opts.Devices) {
+		g.Go(func() error {
+			e, err := entry.NewRule(admin, entry.OpPut, rl, time.Now())
+			if err != nil {
+				return err
+			}
+			_, err = r.node.Client().Submit(gctx, e)
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, fmt.Errorf("bench rules: commit the rules: %w", err)
+	}
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.CommandContext(ctx, r.opts.Binary, "rules", "--nats.url", r.natsURL, "--nats.credentials", r.setup.File(auth.RoleRules),
+		"--clickhouse.addr", r.cfg.ClickHouse.Addr, "--clickhouse.database", r.db, "--ledger.rpc", r.rpcAddr,
+		"--http.addr", addr, "--rules.key", keyFile, "--log.level", "warn")
+	if r.opts.ProfileDir != "" {
+		cmd.Args = append(cmd.Args, "--cpuprofile", filepath.Join(r.opts.ProfileDir, "rules.pprof"))
+	}
+	cmd.Env = append(os.Environ(), fmt.Sprintf("ANCHORLINE_CLICKHOUSE_USERNAME=%s", r.cfg.ClickHouse.Username),
+		fmt.Sprintf("ANCHORLINE_CLICKHOUSE_PASSWORD=%s", r.cfg.ClickHouse.Password))
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGINT) }
+	cmd.WaitDelay = 15 * time.Second
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start the rules process: %w", err)
+	}
+	p := &rulesProcess{cmd: cmd, base: "http://" + addr}
+	if err := poll(ctx, 100*time.Millisecond, func() (bool, error) {
+		st, err := p.status(ctx)
+		return err == nil && st.Rules == n, nil
+	}); err != nil {
+		p.stop()
+		return nil, err
+	}
+	return p, nil
+}
+
+// rulesStatus is the part of /v1/status the bench reads.
+type rulesStatus struct {
+	Rules        int     `json:"rules"`
+	Events       uint64  `json:"events"`
+	Evaluated    uint64  `json:"evaluated"`
+	Late         uint64  `json:"late"`
+	LatencyP50Ms float64 `json:"event_latency_p50_ms"`
+	LatencyP99Ms float64 `json:"event_latency_p99_ms"`
+}
+
+func (p *rulesProcess) status(ctx context.Context) (rulesStatus, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.base+"/v1/status", nil)
+	if err != nil {
+		return rulesStatus{}, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return rulesStatus{}, err
+	}
+	defer resp.Body.Close()
+	var st struct {
+		Rules rulesStatus `json:"rules"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		return rulesStatus{}, err
+	}
+	return st.Rules, nil
+}
+
+func (p *rulesProcess) stop() {
+	p.once.Do(func() {
+		_ = p.cmd.Process.Signal(syscall.SIGINT)
+		_ = p.cmd.Wait()
+	})
+}
+
+// WriteJSON writes r to path.
+func (r RuleResult) WriteJSON(path string) error { return writeJSON(path, r) }
