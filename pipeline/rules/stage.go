@@ -282,20 +282,38 @@ func (s *Stage) serve(ctx context.Context, i int) error {
 	if err := s.loadLast(ctx, sh); err != nil {
 		return err
 	}
+	tick := time.NewTicker(s.cfg.AbsentEvery)
+	defer tick.Stop()
+	// A consumer iterator that stops (the server restarted, the pin moved) is made again,
+	// with backoff, for as long as ctx lasts.
+	for w := retry.Default().Start(); ; {
+		msgs, stop, err := s.pull(ctx, c, i)
+		if err == nil {
+			err = s.drain(ctx, sh, msgs, tick.C)
+			stop()
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		s.log.Warn("rules: shard consumer stopped; consuming again", "shard", i, "err", err)
+		if w.Wait(ctx, err) != nil {
+			return nil
+		}
+	}
+}
+
+// pull starts pulling shard i's messages into a channel, closed when the iterator stops.
+func (s *Stage) pull(ctx context.Context, c jetstream.Consumer, i int) (<-chan jetstream.Msg, func(), error) {
 	it, err := c.Messages(jetstream.PullPriorityGroup(stream.RulesGroup), jetstream.PullMaxMessages(16))
 	if err != nil {
-		return fmt.Errorf("rules: shard %d: %w", i, err)
+		return nil, nil, fmt.Errorf("rules: shard %d: %w", i, err)
 	}
-	defer it.Stop()
 	msgs := make(chan jetstream.Msg)
 	go func() {
 		defer close(msgs)
 		for {
 			m, err := it.Next()
 			if err != nil {
-				if !errors.Is(err, jetstream.ErrMsgIteratorClosed) && ctx.Err() == nil {
-					s.log.Warn("rules: shard consumer stopped", "shard", i, "err", err)
-				}
 				return
 			}
 			select {
@@ -305,18 +323,21 @@ func (s *Stage) serve(ctx context.Context, i int) error {
 			}
 		}
 	}()
-	tick := time.NewTicker(s.cfg.AbsentEvery)
-	defer tick.Stop()
+	return msgs, it.Stop, nil
+}
+
+// drain handles msgs and the absence ticks until msgs closes (an error) or ctx ends (nil).
+func (s *Stage) drain(ctx context.Context, sh *shard, msgs <-chan jetstream.Msg, tick <-chan time.Time) error {
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case m, ok := <-msgs:
 			if !ok {
-				return nil
+				return errors.New("the message iterator stopped")
 			}
 			s.handle(ctx, sh, m)
-		case <-tick.C:
+		case <-tick:
 			s.absence(ctx, sh)
 		}
 	}

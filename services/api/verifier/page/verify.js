@@ -82,7 +82,8 @@
     const lines = r.lines && r.lines.length ? r.lines : r.steps.map(line);
     for (const l of lines) {
       const li = document.createElement("li");
-      const ok = l.startsWith("✓"), note = l.startsWith("!");
+      const mark = l.trimStart(); // an event bundle's range report is indented under its step
+      const ok = mark.startsWith("✓"), note = mark.startsWith("!");
       li.className = ok ? "ok" : note ? "note" : "fail";
       const said = document.createElement("span");
       said.className = "visually-hidden";
@@ -93,7 +94,8 @@
       steps.append(li);
     }
     if (r.ok) {
-      finish("ok", r.range ? "✓ range verified: every step holds" : "✓ bundle verified: every step holds");
+      finish("ok", r.event ? "✓ event verified: the rule version was in force and fires on these readings as recorded"
+        : r.range ? "✓ range verified: every step holds" : "✓ bundle verified: every step holds");
     } else {
       const failed = r.steps.find((s) => !s.ok);
       finish("fail", failed ? `✗ verification failed at step “${failed.name}”: ${r.error}` : `✗ verification failed: ${r.error}`);

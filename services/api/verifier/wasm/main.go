@@ -19,7 +19,8 @@ import (
 //
 // verify(bundle, trust) takes each file as a Uint8Array of its exact bytes (or a string, taken
 // as UTF-8) and returns {ok, steps: [{name, ok, detail}], lines, range, error}: the report of
-// proof.Verify, or of proof.VerifyRange for a range bundle (range true), its steps, and lines,
+// proof.Verify, of proof.VerifyRange for a range bundle (range true) or of proof.VerifyEvent
+// for an event bundle (event true), its steps, and lines,
 // exactly what `anchorline verify` prints of it (for a range, the completeness lines too); ok
 // is true only if every step held. sha256(bytes)
 // returns the lower-case hex SHA-256 of a Uint8Array or string, for pages served where the
@@ -36,6 +37,13 @@ func main() {
 		t, err := bytesOf(args[1], "trust file")
 		if err != nil {
 			return result(proof.Report{}, err)
+		}
+		if proof.IsEvent(b) {
+			r, err := proof.VerifyEvent(b, t)
+			out := result(proof.Report{Steps: r.Steps}, err)
+			out["lines"] = printed(r.Print)
+			out["event"] = true
+			return out
 		}
 		if proof.IsRange(b) {
 			r, err := proof.VerifyRange(b, t)
