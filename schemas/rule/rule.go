@@ -171,7 +171,7 @@ func (a Action) validate() error {
 	return nil
 }
 
-// WindowOf reports how many of a device's latest readings, or how much device time, r's
+// window reports how many of a device's latest readings, or how much device time, r's
 // window spans; a rule without a window sees the current reading alone.
 func (r *Rule) window() (last uint64, span uint64) {
 	if r.Last == 0 && r.SpanMS == 0 {

@@ -7,8 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -19,6 +17,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/anchorline/anchorline/internal/chserver"
+	"github.com/anchorline/anchorline/internal/testlog"
 	"github.com/anchorline/anchorline/schemas/lookup"
 	"github.com/anchorline/anchorline/schemas/reading"
 	"github.com/anchorline/anchorline/services/api"
@@ -55,7 +54,7 @@ func startCLIStack(ctx context.Context, t *testing.T) *cliStack {
 	cfg.NATS.URL, cfg.HTTP.Addr, cfg.Ledger.RPC = "nats://127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0" // any free port
 	cfg.Ledger.AdminKey = filepath.Join(cfg.DataDir, "admin.key")
 	cfg.Anchor.Interval = 300 * time.Millisecond
-	d, err := stack.StartDev(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	d, err := stack.StartDev(ctx, cfg, testlog.New(t)) // its log shows with a failure
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -123,6 +123,9 @@ type Ledger struct {
 type Rules struct {
 	// Enabled makes ingest publish verified readings for the rules stage and `dev` run it.
 	Enabled bool
+	// Embedded makes `dev` run the rules stage in its own process (with Enabled); false
+	// leaves it to `anchorline rules` processes.
+	Embedded bool
 	// Shards splits the devices among rules processes (by a hash of the device id): each shard
 	// is served by one process at a time, any process may serve any shard.
 	Shards int
@@ -167,7 +170,7 @@ func Default() Config {
 		Ingest: Ingest{BatchSize: 10_000, FlushAge: 200 * time.Millisecond, PullBatch: 1000,
 			MaxAckPending: 60_000, MaxSize: 8 << 10, Worker: "ingest", Flushers: 2, AckWait: 30 * time.Second,
 			MaxFuture: 5 * time.Minute, MaxAge: 30 * 24 * time.Hour, MaxMetrics: 64, MaxTags: 32, MaxTagLen: 128},
-		Rules: Rules{Enabled: true, Shards: 1},
+		Rules: Rules{Enabled: true, Embedded: true, Shards: 1},
 		TLS:   TLS{Dev: true},
 		Log:   Log{Level: "info", Format: "text"},
 	}
@@ -224,6 +227,7 @@ func keys(c *Config) []key {
 		{"ingest.max_tags", &c.Ingest.MaxTags},
 		{"ingest.max_tag_len", &c.Ingest.MaxTagLen},
 		{"rules.enabled", &c.Rules.Enabled},
+		{"rules.embedded", &c.Rules.Embedded},
 		{"rules.shards", &c.Rules.Shards},
 		{"rules.key", &c.Rules.Key},
 		{"tls.dev", &c.TLS.Dev},
@@ -285,6 +289,7 @@ func Flags(fs *pflag.FlagSet) {
 	fs.String("ledger.rpc", d.Ledger.RPC, "CometBFT RPC address (clients: several, comma-separated, one per validator)")
 	fs.String("ledger.admin_key", "", "admin key file (default data_dir/admin.key)")
 	fs.Bool("rules.enabled", d.Rules.Enabled, "run the rules stage: ingest publishes verified readings for it, dev runs it")
+	fs.Bool("rules.embedded", d.Rules.Embedded, "dev: run the rules stage in this process (false: anchorline rules processes do)")
 	fs.Int("rules.shards", d.Rules.Shards, "shards of devices among rules processes (the same on every ingest and rules process)")
 	fs.String("rules.key", "", "key file that signs commands to devices (default data_dir/rules.key)")
 	fs.Bool("tls.dev", d.TLS.Dev, "dev: generate a private CA and certificates under data_dir/tls and serve NATS with TLS")

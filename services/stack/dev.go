@@ -200,7 +200,7 @@ func (d *Dev) start(ctx context.Context) error {
 	go func() { defer close(authDone); _ = d.Auth.Run(authCtx) }()
 	d.stops = append(d.stops, func() error { stopAuth(); <-authDone; d.Auth.Close(); return nil })
 
-	d.Services, err = StartServices(ctx, cfg, d.log, Roles{Ingest: true, Anchoring: true, Rules: cfg.Rules.Enabled},
+	d.Services, err = StartServices(ctx, cfg, d.log, Roles{Ingest: true, Anchoring: true, Rules: cfg.Rules.Enabled && cfg.Rules.Embedded},
 		Env{NATSURL: ns.ClientURL(), Ledger: d.Ledger, Migrate: true, Name: "anchorline-dev",
 			AfterDeviceEvent: []func(context.Context) error{d.Auth.Refresh}, AuthStats: d.Auth.Stats})
 	return err
