@@ -161,16 +161,10 @@ type ruleSet struct {
 	others   []int
 }
 
-// selecting returns the indexes of the rules that may select a reading of dev, in rule order
-// (Selects decides for the tag rules).
-func (rs *ruleSet) selecting(dev string) []int {
-	named := rs.byDevice[dev]
-	if len(rs.others) == 0 {
-		return named
-	}
-	out := slices.Concat(named, rs.others)
-	slices.Sort(out)
-	return out
+// selecting returns the indexes of the rules that name dev (they select its readings) and of
+// those that may select them (Selects decides, by tags), each in rule order.
+func (rs *ruleSet) selecting(dev string) (named, others []int) {
+	return rs.byDevice[dev], rs.others
 }
 
 // rulesAt returns the rules in force at height (0: the latest), cached by height.
@@ -440,9 +434,11 @@ func (s *Stage) evaluate(ctx context.Context, sh *shard, vb *stream.VerifiedBatc
 		}
 		d.lastSeq, d.seen, d.lastTags = r.Seq, true, r.Tags
 		d.lastReceived = max(d.lastReceived, r.ReceivedMS)
-		for _, i := range rs.selecting(r.Device) {
+		named, others := rs.selecting(r.Device)
+		for _, i := range mergeSorted(named, others) {
 			f := &rs.rules[i]
-			if f.c.Rule.Absence() || !f.c.Rule.Selects(r.Device, r.Tags) {
+			// A rule that names the device selects it; the others decide by tags.
+			if f.c.Rule.Absence() || len(others) > 0 && !slices.Contains(named, i) && !f.c.Rule.Selects(r.Device, r.Tags) {
 				continue
 			}
 			st, fired := f.c.Step(d.states[f.key], d.history)
@@ -544,6 +540,32 @@ func (s *Stage) fillGaps(ctx context.Context, sh *shard, readings []stream.Verif
 		s.filled.Add(uint64(added))
 	}
 	return readings, nil
+}
+
+// mergeSorted is the union of two ascending index lists, ascending (a itself when b is empty).
+func mergeSorted(a, b []int) []int {
+	if len(b) == 0 {
+		return a
+	}
+	if len(a) == 0 {
+		return b
+	}
+	out := make([]int, 0, len(a)+len(b))
+	i, j := 0, 0
+	for i < len(a) || j < len(b) {
+		switch {
+		case j == len(b) || i < len(a) && a[i] < b[j]:
+			out = append(out, a[i])
+			i++
+		case i == len(a) || b[j] < a[i]:
+			out = append(out, b[j])
+			j++
+		default:
+			out = append(out, a[i])
+			i, j = i+1, j+1
+		}
+	}
+	return out
 }
 
 // complete reports whether have holds every seq strictly between sp[0] and sp[1].
