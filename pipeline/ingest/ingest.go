@@ -461,7 +461,8 @@ func (g *Ingest) add(f *flush, msg jetstream.Msg, res verify.Result, heads *chai
 	f.msgs = append(f.msgs, msg)
 }
 
-// flush makes the flush durable (rejects, batch, batch record), retrying with backoff, then
+// flush makes the flush durable (rejects, batch, batch record and, feeding the rules stage,
+// the batch's verified readings, after the previous flush's), retrying with backoff, then
 // acknowledges its messages. If ctx ends first nothing is acknowledged: JetStream redelivers.
 func (g *Ingest) flush(ctx context.Context, f *flush) {
 	var turnOnce sync.Once
