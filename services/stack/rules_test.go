@@ -119,17 +119,23 @@ func TestRules(t *testing.T) {
 	put(rule.Rule{ID: "hot", Version: 1, Devices: []string{"r-hot"}, When: "metrics.temp > 30.0", Actions: event})
 	put(rule.Rule{ID: "avg10", Version: 1, Devices: []string{"r-avg"}, When: "size == 10 && window.avg.temp > 25.0", Last: 10, Actions: event})
 	put(rule.Rule{ID: "quiet", Version: 1, Devices: []string{"r-quiet"}, AbsentMS: 1500, Actions: event})
+	// By tag: the readings of any device that carry site=a, here r-tag's and not r-hot's.
+	put(rule.Rule{ID: "tagged", Version: 1, Tags: map[string]string{"site": "a"}, When: "metrics.temp > 30.0", Actions: event})
 
 	devs := map[string]*testDevice{}
-	for _, id := range []string{"r-hot", "r-avg", "r-quiet"} {
+	for _, id := range []string{"r-hot", "r-avg", "r-quiet", "r-tag"} {
 		devs[id] = newDevice(t, id, reading.Ed25519)
 		register(t, ctx, client, d.AdminKey, id, devs[id].Key.Public())
 	}
 	send := func(id string, temps ...float64) {
 		t.Helper()
 		dv := devs[id]
+		var tags map[string]string
+		if id == "r-tag" {
+			tags = map[string]string{"site": "a"}
+		}
 		for _, v := range temps {
-			raw, err := dv.Next([]reading.Metric{{Name: "temp", Value: v}}, nil)
+			raw, err := dv.Next([]reading.Metric{{Name: "temp", Value: v}}, tags)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -155,9 +161,10 @@ func TestRules(t *testing.T) {
 	}
 	send("r-avg", avg...)
 	send("r-quiet", 1)
+	send("r-tag", 20, 31)
 	await.Until(t, ctx, "the threshold, window and absence events", func() (bool, string) {
-		h, w, q := got.of("hot", "r-hot"), got.of("avg10", "r-avg"), got.of("quiet", "r-quiet")
-		return len(h) >= 2 && len(w) >= 1 && len(q) >= 1, fmt.Sprintf("hot %v, avg10 %v, quiet %v", seqs(h), seqs(w), seqs(q))
+		h, w, q, g := got.of("hot", "r-hot"), got.of("avg10", "r-avg"), got.of("quiet", "r-quiet"), got.of("tagged", "r-tag")
+		return len(h) >= 2 && len(w) >= 1 && len(q) >= 1 && len(g) >= 1, fmt.Sprintf("hot %v, avg10 %v, quiet %v, tagged %v", seqs(h), seqs(w), seqs(q), seqs(g))
 	})
 
 	// A second version of "hot" from its height on: readings verified after it are evaluated
@@ -182,6 +189,12 @@ func TestRules(t *testing.T) {
 	if w := got.of("avg10", "r-avg"); len(w) != 1 || w[0].Seq != 14 || len(w[0].Seqs) != 11 || w[0].Seqs[0] != 4 {
 		t.Fatalf("avg10 fired %+v, want once at seq 14 using seqs 4..14", w)
 	}
+	if g := got.of("tagged", "r-tag"); len(g) != 1 || g[0].Seq != 2 {
+		t.Fatalf("tagged fired %+v for r-tag, want once at seq 2", g)
+	}
+	if g := got.of("tagged", "r-hot"); len(g) != 0 {
+		t.Fatalf("tagged fired %d times for r-hot, whose readings carry no tags", len(g))
+	}
 	q := got.of("quiet", "r-quiet")
 	if len(q) != 1 || q[0].Kind != rule.KindAbsent || q[0].Seq != 1 || q[0].Time-q[0].LastSeen < 1500 {
 		t.Fatalf("quiet fired %+v, want once after seq 1, 1.5 s after it was received", q)
@@ -194,7 +207,7 @@ func TestRules(t *testing.T) {
 	// Stored once each, with what was published.
 	await.Until(t, ctx, "the events in ClickHouse", func() (bool, string) {
 		n := count(t, ctx, ch, "SELECT count() FROM "+database+".events FINAL")
-		return n == 5, fmt.Sprintf("%d rows", n)
+		return n == 6, fmt.Sprintf("%d rows", n)
 	})
 	var rows uint64
 	if err := ch.QueryRow(ctx, "SELECT count() FROM "+database+".events FINAL WHERE rule_id = 'hot' AND device_id = 'r-hot' AND seq = 9 AND version = 2 AND kind = 'fire' AND seqs = [8, 9]").Scan(&rows); err != nil || rows != 1 {
