@@ -661,34 +661,56 @@ func (s *scanner) hexes() []Hex {
 	return out
 }
 
-// hex reads a quoted string of lower-case hex digits, of even length.
+// hex reads a quoted string of lower-case hex digits, of even length, in one pass: the
+// closing quote found first (a string holds no quote), then each pair decoded by table.
 func (s *scanner) hex() Hex {
 	if !s.take('"') {
 		s.ok = false
 		return nil
 	}
-	start := s.i
-	for s.i < len(s.b) && (s.b[s.i] >= '0' && s.b[s.i] <= '9' || s.b[s.i] >= 'a' && s.b[s.i] <= 'f') {
-		s.i++
-	}
-	digits := s.b[start:s.i]
-	if !s.take('"') || len(digits)%2 != 0 {
+	end := bytes.IndexByte(s.b[s.i:], '"')
+	if end < 0 || end%2 != 0 {
 		s.ok = false
 		return nil
 	}
-	n := len(digits) / 2
+	digits := s.b[s.i : s.i+end]
+	n := end / 2
 	if cap(s.arena)-len(s.arena) < n {
 		s.arena = make([]byte, 0, max(n, 4096))
 	}
 	at := len(s.arena)
-	s.arena = s.arena[:at+n]
 	out := s.arena[at : at+n : at+n]
-	if _, err := hex.Decode(out, digits); err != nil {
-		s.ok = false
-		return nil
+	for i := range n {
+		hi, lo := lowerHex[digits[2*i]], lowerHex[digits[2*i+1]]
+		if hi|lo == notHex {
+			s.ok = false
+			return nil
+		}
+		out[i] = hi<<4 | lo
 	}
+	s.arena = s.arena[:at+n]
+	s.i += end + 1
 	return out
 }
+
+// notHex marks a byte that is not a lower-case hex digit in lowerHex; its low nibble bits make
+// any OR with it notHex's too, so one test covers both digits of a pair.
+const notHex = 0xff
+
+// lowerHex maps '0'-'9' and 'a'-'f' to their values and every other byte (upper-case digits
+// included: the canonical encoding is lower-case) to notHex. Immutable.
+var lowerHex = func() (t [256]byte) {
+	for i := range t {
+		t[i] = notHex
+	}
+	for c := byte('0'); c <= '9'; c++ {
+		t[c] = c - '0'
+	}
+	for c := byte('a'); c <= 'f'; c++ {
+		t[c] = c - 'a' + 10
+	}
+	return t
+}()
 
 // spare hands out n bytes of s's arena, as the empty arena of another scanner.
 func (s *scanner) spare(n int) []byte {
