@@ -161,8 +161,9 @@ type ruleSet struct {
 	others   []int
 }
 
-// selecting returns the indexes of the rules that name dev (they select its readings) and of
-// those that may select them (Selects decides, by tags), each in rule order.
+// selecting returns the indexes of the rules that may select a reading of dev: those that
+// name it (and so select it), then the others (Selects decides, by tags). The two are
+// disjoint: a rule with tags or without devices is only among the others.
 func (rs *ruleSet) selecting(dev string) (named, others []int) {
 	return rs.byDevice[dev], rs.others
 }
@@ -435,10 +436,9 @@ func (s *Stage) evaluate(ctx context.Context, sh *shard, vb *stream.VerifiedBatc
 		d.lastSeq, d.seen, d.lastTags = r.Seq, true, r.Tags
 		d.lastReceived = max(d.lastReceived, r.ReceivedMS)
 		named, others := rs.selecting(r.Device)
-		for _, i := range mergeSorted(named, others) {
+		for k, i := range slices.Concat(named, others) {
 			f := &rs.rules[i]
-			// A rule that names the device selects it; the others decide by tags.
-			if f.c.Rule.Absence() || len(others) > 0 && !slices.Contains(named, i) && !f.c.Rule.Selects(r.Device, r.Tags) {
+			if f.c.Rule.Absence() || k >= len(named) && !f.c.Rule.Selects(r.Device, r.Tags) {
 				continue
 			}
 			st, fired := f.c.Step(d.states[f.key], d.history)
@@ -540,32 +540,6 @@ func (s *Stage) fillGaps(ctx context.Context, sh *shard, readings []stream.Verif
 		s.filled.Add(uint64(added))
 	}
 	return readings, nil
-}
-
-// mergeSorted is the union of two ascending index lists, ascending (a itself when b is empty).
-func mergeSorted(a, b []int) []int {
-	if len(b) == 0 {
-		return a
-	}
-	if len(a) == 0 {
-		return b
-	}
-	out := make([]int, 0, len(a)+len(b))
-	i, j := 0, 0
-	for i < len(a) || j < len(b) {
-		switch {
-		case j == len(b) || i < len(a) && a[i] < b[j]:
-			out = append(out, a[i])
-			i++
-		case i == len(a) || b[j] < a[i]:
-			out = append(out, b[j])
-			j++
-		default:
-			out = append(out, a[i])
-			i, j = i+1, j+1
-		}
-	}
-	return out
 }
 
 // complete reports whether have holds every seq strictly between sp[0] and sp[1].

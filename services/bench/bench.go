@@ -283,7 +283,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options, log *slog.Logger)
 	}
 	liveN := int(opts.LiveRate * opts.LiveDuration.Seconds())
 	r.say("signing %d readings (%d for the drain, %d for the live mode)", opts.Readings+liveN, opts.Readings, liveN)
-	all, err := sign(keys, opts.Readings+liveN)
+	all, err := sign(keys, opts.Readings+liveN, nil)
 	if err != nil {
 		return res, fmt.Errorf("bench: sign: %w", err)
 	}
@@ -566,8 +566,12 @@ func (r *runner) register(ctx context.Context) ([]ed25519.PrivateKey, error) {
 
 func devID(i int) string { return fmt.Sprintf("bench-%05d", i) }
 
-// sign makes n chained readings, round-robin over the devices, on every core.
-func sign(keys []ed25519.PrivateKey, n int) ([]signed, error) {
+// sign makes n chained readings, round-robin over the devices, on every core; temp is the
+// temperature of the reading of device d with index i (nil: 20 + (i % 100) / 10).
+func sign(keys []ed25519.PrivateKey, n int, temp func(d, i int, seq uint64) float64) ([]signed, error) {
+	if temp == nil {
+		temp = func(_, i int, _ uint64) float64 { return 20 + float64(i%100)/10 }
+	}
 	out := make([]signed, n)
 	var errOnce sync.Once
 	var firstErr error
@@ -581,7 +585,7 @@ func sign(keys []ed25519.PrivateKey, n int) ([]signed, error) {
 			for d := w; d < len(keys); d += workers {
 				dev := reading.Device{ID: devID(d), Key: reading.NewEd25519Key(keys[d])}
 				for i := d; i < n; i += len(keys) {
-					raw, err := dev.Next([]reading.Metric{{Name: "temp", Value: 20 + float64(i%100)/10}, {Name: "hum", Value: 40}}, nil)
+					raw, err := dev.Next([]reading.Metric{{Name: "temp", Value: temp(d, i, dev.Seq)}, {Name: "hum", Value: 40}}, nil)
 					if err != nil {
 						fail(err)
 						return

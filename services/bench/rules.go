@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	voi "github.com/oasisprotocol/curve25519-voi/primitives/ed25519"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/anchorline/anchorline/schemas/entry"
@@ -150,7 +149,8 @@ func RunRules(ctx context.Context, cfg config.Config, opts RuleOptions, log *slo
 	}
 	live := int(opts.LiveRate*opts.LiveDuration.Seconds()) / opts.Devices * opts.Devices
 	r.say("signing 3 x %d readings and %d for the live phase", opts.Readings, live)
-	all, err := signCycling(keys, 3*opts.Readings+live)
+	// temp cycles over 20.0..29.9 along each device's seqs, so the rules fire all along.
+	all, err := sign(keys, 3*opts.Readings+live, func(d, _ int, seq uint64) float64 { return 20 + float64((seq+uint64(d))%100)/10 })
 	if err != nil {
 		return res, err
 	}
@@ -229,14 +229,7 @@ func RunRules(ctx context.Context, cfg config.Config, opts RuleOptions, log *slo
 	}
 	res.IngestCPUPer1kWith = ingestCPU / float64(n) * 1000
 	t := time.Now()
-	if err := poll(ctx, 20*time.Millisecond, func() (bool, error) {
-		s, err := r.js.Stream(ctx, stream.Verified)
-		if err != nil {
-			return false, err
-		}
-		info, err := s.Info(ctx)
-		return err == nil && info.State.Msgs == 0, err
-	}); err != nil {
+	if err := r.verifiedDrained(ctx); err != nil {
 		stopWorkers(ws)
 		return res, err
 	}
@@ -299,6 +292,12 @@ func (r *runner) livePhase(ctx context.Context, set []signed, rate float64) erro
 	if err := stored.wait(wctx); err != nil {
 		return cause(wctx, err)
 	}
+	return r.verifiedDrained(ctx)
+}
+
+// verifiedDrained waits until the rules stage has taken every verified reading (VERIFIED, a
+// work queue, is empty).
+func (r *runner) verifiedDrained(ctx context.Context) error {
 	return poll(ctx, 20*time.Millisecond, func() (bool, error) {
 		s, err := r.js.Stream(ctx, stream.Verified)
 		if err != nil {
@@ -307,34 +306,6 @@ func (r *runner) livePhase(ctx context.Context, set []signed, rate float64) erro
 		info, err := s.Info(ctx)
 		return err == nil && info.State.Msgs == 0, err
 	})
-}
-
-// signCycling is sign with temp cycling over 20.0..29.9 along each device's seqs.
-func signCycling(keys []ed25519.PrivateKey, n int) ([]signed, error) {
-	out := make([]signed, n)
-	g := errgroup.Group{}
-	workers := runtime.GOMAXPROCS(0)
-	for w := range workers {
-		g.Go(func() error {
-			for d := w; d < len(keys); d += workers {
-				dev := reading.Device{ID: devID(d), Key: reading.NewEd25519Key(keys[d])}
-				for i := d; i < n; i += len(keys) {
-					temp := 20 + float64((dev.Seq+uint64(d))%100)/10
-					raw, err := dev.Next([]reading.Metric{{Name: "temp", Value: temp}, {Name: "hum", Value: 40}}, nil)
-					if err != nil {
-						return err
-					}
-					m, err := reading.Decode(raw)
-					if err != nil {
-						return err
-					}
-					out[i] = signed{dev: dev.ID, seq: dev.Seq, raw: raw, key: voi.PublicKey(reading.Ed25519Public(keys[d])), sigm: m.SigStructure(), sig: m.Signature()}
-				}
-			}
-			return nil
-		})
-	}
-	return out, g.Wait()
 }
 
 // rulesProcess is the `anchorline rules` process of the drain with rules.
