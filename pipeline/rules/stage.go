@@ -423,6 +423,7 @@ func (s *Stage) evaluate(ctx context.Context, sh *shard, vb *stream.VerifiedBatc
 	}
 	now := s.cfg.Now().UnixMilli()
 	var evs []rule.Event
+	var evaluated uint64
 	for _, r := range readings {
 		d := sh.devices[r.Device]
 		if d.seen && r.Seq <= d.lastSeq {
@@ -436,23 +437,34 @@ func (s *Stage) evaluate(ctx context.Context, sh *shard, vb *stream.VerifiedBatc
 		d.lastSeq, d.seen, d.lastTags = r.Seq, true, r.Tags
 		d.lastReceived = max(d.lastReceived, r.ReceivedMS)
 		named, others := rs.selecting(r.Device)
-		for k, i := range slices.Concat(named, others) {
-			f := &rs.rules[i]
-			if f.c.Rule.Absence() || k >= len(named) && !f.c.Rule.Selects(r.Device, r.Tags) {
-				continue
+		for _, i := range named {
+			evs = s.step(rs, &rs.rules[i], d, r, now, evs, &evaluated)
+		}
+		for _, i := range others {
+			if f := &rs.rules[i]; f.c.Rule.Selects(r.Device, r.Tags) {
+				evs = s.step(rs, f, d, r, now, evs, &evaluated)
 			}
-			st, fired := f.c.Step(d.states[f.key], d.history)
-			d.states[f.key] = st
-			s.evaluated.Add(1)
-			if fired == nil {
-				continue
-			}
-			evs = append(evs, rule.Event{ID: rule.EventID(f.key.id, f.key.version, r.Device, r.Seq, rule.KindFire),
-				Rule: f.key.id, Version: f.key.version, RuleIndex: f.index, Height: uint64(rs.height), Device: r.Device, Kind: rule.KindFire,
-				Seq: r.Seq, ArmedAt: fired.ArmedAt, Seqs: fired.Used, Partial: fired.Partial, Time: now, Actions: actionKinds(f.c.Rule)})
 		}
 	}
+	s.evaluated.Add(evaluated)
 	return evs, nil
+}
+
+// step evaluates rule f on d's latest reading r, counts it in evaluated, and appends its
+// event, if it fires, to evs.
+func (s *Stage) step(rs *ruleSet, f *inForce, d *device, r stream.VerifiedReading, now int64, evs []rule.Event, evaluated *uint64) []rule.Event {
+	if f.c.Rule.Absence() {
+		return evs
+	}
+	*evaluated++
+	st, fired := f.c.Step(d.states[f.key], d.history)
+	d.states[f.key] = st
+	if fired == nil {
+		return evs
+	}
+	return append(evs, rule.Event{ID: rule.EventID(f.key.id, f.key.version, r.Device, r.Seq, rule.KindFire),
+		Rule: f.key.id, Version: f.key.version, RuleIndex: f.index, Height: uint64(rs.height), Device: r.Device, Kind: rule.KindFire,
+		Seq: r.Seq, ArmedAt: fired.ArmedAt, Seqs: fired.Used, Partial: fired.Partial, Time: now, Actions: actionKinds(f.c.Rule)})
 }
 
 // fillGaps adds to readings (sorted by device and seq) the stored readings of their devices

@@ -64,6 +64,10 @@ type Compiled struct {
 	Rule  Rule
 	when  cel.Program
 	clear cel.Program // nil: !when
+	// The conditions' native forms (native.go), nil where CEL evaluates them.
+	whenN, clearN condition
+	// none is the aggregates of rules that read neither window nor size: never read.
+	none *Aggregates
 	// window reports whether a condition reads window or size, so that the stage computes the
 	// aggregates only for rules that use them.
 	window bool
@@ -76,7 +80,7 @@ func Compile(r Rule) (*Compiled, error) {
 	if err := r.Validate(); err != nil {
 		return nil, err
 	}
-	c := &Compiled{Rule: r}
+	c := &Compiled{Rule: r, none: &Aggregates{Size: 1}}
 	if r.Absence() {
 		return c, nil
 	}
@@ -84,11 +88,11 @@ func Compile(r Rule) (*Compiled, error) {
 	if err != nil {
 		return nil, fmt.Errorf("rule: CEL environment: %w", err)
 	}
-	if c.when, err = program(e, "when", r.When); err != nil {
+	if c.when, c.whenN, err = program(e, "when", r.When); err != nil {
 		return nil, err
 	}
 	if r.Clear != "" {
-		if c.clear, err = program(e, "clear", r.Clear); err != nil {
+		if c.clear, c.clearN, err = program(e, "clear", r.Clear); err != nil {
 			return nil, err
 		}
 	}
@@ -98,27 +102,28 @@ func Compile(r Rule) (*Compiled, error) {
 	return c, nil
 }
 
-func program(e *cel.Env, field, src string) (cel.Program, error) {
+// program compiles a condition, and its native form if it has one.
+func program(e *cel.Env, field, src string) (cel.Program, condition, error) {
 	ast, iss := e.Compile(src)
 	if iss != nil && iss.Err() != nil {
 		errs := iss.Errors()
 		if len(errs) == 0 {
-			return nil, fmt.Errorf("%w: %s: %w", ErrInvalid, field, iss.Err())
+			return nil, nil, fmt.Errorf("%w: %s: %w", ErrInvalid, field, iss.Err())
 		}
 		first := errs[0]
-		return nil, &CompileError{Field: field, Line: first.Location.Line(), Column: first.Location.Column() + 1, Msg: first.Message}
+		return nil, nil, &CompileError{Field: field, Line: first.Location.Line(), Column: first.Location.Column() + 1, Msg: first.Message}
 	}
 	if ast.OutputType() != cel.BoolType {
-		return nil, &CompileError{Field: field, Line: 1, Column: 1, Msg: fmt.Sprintf("the condition is of type %s, want bool", ast.OutputType())}
+		return nil, nil, &CompileError{Field: field, Line: 1, Column: 1, Msg: fmt.Sprintf("the condition is of type %s, want bool", ast.OutputType())}
 	}
 	// No runtime cost tracking: it doubles an evaluation's time, and what a condition can
 	// iterate is bounded already (its length, MaxExprLen; a reading's metrics and tags, which
 	// ingest limits; a window's aggregates, one map per metric).
 	p, err := e.Program(ast)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %w", ErrInvalid, field, err)
+		return nil, nil, fmt.Errorf("%w: %s: %w", ErrInvalid, field, err)
 	}
-	return p, nil
+	return p, nativeOf(ast), nil
 }
 
 // activation binds the variables of one evaluation without a map.
@@ -151,7 +156,10 @@ func (a *activation) Parent() interpreter.Activation { return nil }
 
 // eval runs p; an evaluation error (a metric the reading does not carry, a cost above the
 // limit) counts as false, here and in every verifier, so the decision stays deterministic.
-func eval(p cel.Program, s *Sample, agg *Aggregates) bool {
+func eval(p cel.Program, n condition, s *Sample, agg *Aggregates) bool {
+	if n != nil {
+		return n(s, agg) == triTrue
+	}
 	out, _, err := p.Eval(&activation{s: s, agg: agg})
 	if err != nil {
 		return false

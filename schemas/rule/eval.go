@@ -131,16 +131,16 @@ func (a *Aggregates) compute() {
 
 // of is aggregate i (aggNames) of x.
 func (x *acc) of(i int) float64 {
-	switch aggNames[i] {
-	case "count":
+	switch i {
+	case 0: // count
 		return x.n
-	case "min":
+	case 1: // min
 		return x.lo
-	case "max":
+	case 2: // max
 		return x.hi
-	case "sum":
+	case 3: // sum
 		return x.sum
-	case "avg":
+	case 4: // avg
 		return x.sum / x.n
 	default: // rate
 		if x.lastT > x.firstT {
@@ -201,10 +201,10 @@ func (c *Compiled) HistoryNeeded() int {
 
 // cond and rearm are c's conditions on the current reading of history.
 func (c *Compiled) test(history []*Sample) (cond, rearm bool) {
-	w := c.Window(history)
 	s := history[len(history)-1]
 	var agg *Aggregates
 	if c.window {
+		w := c.Window(history)
 		shape := [3]uint64{c.Rule.Last, c.Rule.SpanMS, uint64(c.aggs)}
 		if agg = s.aggs[shape]; agg == nil || agg.Size != len(w) {
 			agg = aggregate(w, c.aggs)
@@ -214,13 +214,13 @@ func (c *Compiled) test(history []*Sample) (cond, rearm bool) {
 			s.aggs[shape] = agg
 		}
 	} else {
-		agg = &Aggregates{Size: len(w)}
+		agg = c.none
 	}
-	cond = eval(c.when, s, agg)
+	cond = eval(c.when, c.whenN, s, agg)
 	if c.clear == nil {
 		return cond, !cond
 	}
-	return cond, eval(c.clear, s, agg)
+	return cond, eval(c.clear, c.clearN, s, agg)
 }
 
 // MaxBetween bounds the readings an event lists between its arming and its firing (rules
