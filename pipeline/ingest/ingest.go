@@ -633,7 +633,7 @@ func verifiedMsgs(b *write.Batch, feed *RulesFeed) ([]*nats.Msg, error) {
 		}
 		sh := stream.ShardOf(r.Device, shards)
 		byShard[sh] = append(byShard[sh], stream.VerifiedReading{Device: r.Device, Seq: r.Seq, TS: r.TS,
-			ReceivedMS: r.ReceivedAt.UnixMilli(), Leaf: r.Leaf[:], Metrics: ms, Tags: r.Tags})
+			ReceivedMS: r.ReceivedAt.UnixMilli(), Metrics: ms, Tags: r.Tags})
 	}
 	id := hex.EncodeToString(b.ID[:])
 	var out []*nats.Msg

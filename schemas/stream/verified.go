@@ -63,13 +63,13 @@ type VerifiedBatch struct {
 
 // VerifiedReading is what the rules stage needs of a verified reading.
 type VerifiedReading struct {
-	Device     string            `cbor:"1,keyasint"`
-	Seq        uint64            `cbor:"2,keyasint"`
-	TS         uint64            `cbor:"3,keyasint"` // device time, Unix ms
-	ReceivedMS int64             `cbor:"4,keyasint"` // when JetStream received it, Unix ms
-	Leaf       []byte            `cbor:"5,keyasint"` // 32 bytes
-	Metrics    []VerifiedMetric  `cbor:"6,keyasint"`
-	Tags       map[string]string `cbor:"7,keyasint,omitempty"`
+	Device     string `cbor:"1,keyasint"`
+	Seq        uint64 `cbor:"2,keyasint"`
+	TS         uint64 `cbor:"3,keyasint"` // device time, Unix ms
+	ReceivedMS int64  `cbor:"4,keyasint"` // when JetStream received it, Unix ms
+	// Key 5 held the reading's leaf, which the stage does not read; a message with it decodes.
+	Metrics []VerifiedMetric  `cbor:"6,keyasint"`
+	Tags    map[string]string `cbor:"7,keyasint,omitempty"`
 }
 
 // VerifiedMetric is a metric as [name, value].
