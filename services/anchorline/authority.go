@@ -154,22 +154,11 @@ func changeAnchorKey(cmd *cobra.Command, op, h string, wait time.Duration) error
 	if err != nil {
 		return err
 	}
-	cfg, l, err := ledgerClient(cmd)
+	l, admin, err := adminLedger(cmd)
 	if err != nil {
 		return err
-	}
-	admin, err := stack.LoadAdminKey(cfg.Ledger.AdminKey)
-	if err != nil {
-		return badInput(err)
 	}
 	ctx := cmd.Context()
-	auth, err := l.Authority(ctx)
-	if err != nil {
-		return err
-	}
-	if err := checkAdmin(cfg, auth.Admins, reading.Ed25519Public(admin)); err != nil {
-		return err
-	}
 	e, err := entry.NewAnchorKey(admin, op, key, time.Now())
 	if err != nil {
 		return err
@@ -185,6 +174,27 @@ func changeAnchorKey(cmd *cobra.Command, op, h string, wait time.Duration) error
 		fmt.Fprintf(cmd.OutOrStdout(), "withdrew anchoring key %x at ledger height %d, log index %d\n", []byte(key), rc.Height, rc.LogIndex)
 	}
 	return nil
+}
+
+// adminLedger is a client of the ledger at ledger.rpc and the key of ledger.admin_key, which
+// must be one of the ledger's admins: what a command that commits an admin-signed entry opens.
+func adminLedger(cmd *cobra.Command) (*ledger.Client, ed25519.PrivateKey, error) {
+	cfg, l, err := ledgerClient(cmd)
+	if err != nil {
+		return nil, nil, err
+	}
+	admin, err := stack.LoadAdminKey(cfg.Ledger.AdminKey)
+	if err != nil {
+		return nil, nil, badInput(err)
+	}
+	auth, err := l.Authority(cmd.Context())
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := checkAdmin(cfg, auth.Admins, reading.Ed25519Public(admin)); err != nil {
+		return nil, nil, err
+	}
+	return l, admin, nil
 }
 
 // checkAdmin is the bad-input error for a ledger.admin_key that is not one of admins (hex).

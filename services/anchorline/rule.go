@@ -15,7 +15,6 @@ import (
 	"github.com/anchorline/anchorline/schemas/entry"
 	"github.com/anchorline/anchorline/schemas/reading"
 	"github.com/anchorline/anchorline/schemas/rule"
-	"github.com/anchorline/anchorline/services/stack"
 )
 
 func ruleCmd() *cobra.Command {
@@ -78,22 +77,11 @@ func ruleRetireCmd() *cobra.Command {
 // submitRule commits a rule entry (op) for r signed by ledger.admin_key; a zero r.Version is
 // the rule's next version on the ledger.
 func submitRule(cmd *cobra.Command, op string, r rule.Rule, wait time.Duration) error {
-	cfg, l, err := ledgerClient(cmd)
+	l, admin, err := adminLedger(cmd)
 	if err != nil {
 		return err
-	}
-	admin, err := stack.LoadAdminKey(cfg.Ledger.AdminKey)
-	if err != nil {
-		return badInput(err)
 	}
 	ctx := cmd.Context()
-	auth, err := l.Authority(ctx)
-	if err != nil {
-		return err
-	}
-	if err := checkAdmin(cfg, auth.Admins, reading.Ed25519Public(admin)); err != nil {
-		return err
-	}
 	rules, _, err := l.Rules(ctx, 0)
 	if err != nil {
 		return err
