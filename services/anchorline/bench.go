@@ -143,16 +143,17 @@ func benchRulesCmd() *cobra.Command {
 		Short: "Measure the rules stage: ingest readings/s with and without --rules rules in the same run, and event latency",
 		Long: `bench rules starts the bench stack (embedded NATS and ledger; the ClickHouse at clickhouse.addr,
 or an embedded one, in a fresh database dropped afterwards), registers --devices devices and
-runs three drains of --readings chained readings through --workers ingest processes: without
-the rules stage, with it (--rules rules in force, each selecting a tenth of the devices: a
-third thresholds, a third averages over the last 10 readings, a third thresholds with
-hysteresis; ingest publishes the verified readings and one ` + "`anchorline rules`" + ` process
-evaluates them), and without it again. Before the drain with rules, a live phase publishes
---rate readings/s for --live-duration with the rules stage running: the events' latency after
-their readings were stored (p50, p99, from the rules process) is measured there, at a load the
-pipeline keeps up with. It prints the drop of the middle drain against the mean of the other
-two, how long after the drain the rules stage had evaluated everything, its CPU, and the
-latencies. Compare within a run: machine speed drifts.`,
+runs 2 x --rounds + 1 drains of --readings chained readings through --workers ingest processes,
+alternating: without the rules stage, with it (--rules rules in force, each selecting a tenth
+of the devices: a third thresholds, a third averages over the last 10 readings, a third
+thresholds with hysteresis; ingest publishes the verified readings and one ` + "`anchorline rules`" + `
+process evaluates them), without it, ... After the first drain, a live phase publishes --rate
+readings/s for --live-duration with the rules stage running: the events' latency after their
+readings were stored (p50, p99, from the rules process) is measured there, at a load the
+pipeline keeps up with. It prints each drain's readings/s and the CPU each process spent on it
+per 1,000 readings, the drop of the median drain with rules against the median without, how
+long after a drain the rules stage had evaluated everything, and the latencies. Compare
+within a run: machine speed drifts.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, log, err := load(cmd)
@@ -175,8 +176,9 @@ latencies. Compare within a run: machine speed drifts.`,
 	}
 	c.Flags().IntVar(&opts.Readings, "readings", bench.DefaultRulesReadings, "readings per drain")
 	c.Flags().IntVar(&opts.Devices, "devices", bench.DefaultRulesDevices, "devices (at least 10)")
-	c.Flags().IntVar(&opts.Rules, "rules", bench.DefaultRulesCount, "rules in force in the drain with rules")
+	c.Flags().IntVar(&opts.Rules, "rules", bench.DefaultRulesCount, "rules in force in the drains with rules")
 	c.Flags().IntVar(&opts.Workers, "workers", 1, "ingest processes")
+	c.Flags().IntVar(&opts.Rounds, "rounds", 2, "drains with rules, each between two without")
 	c.Flags().Float64Var(&opts.LiveRate, "rate", bench.DefaultRulesLiveRate, "readings/s of the live phase, where event latency is measured (0: none)")
 	c.Flags().DurationVar(&opts.LiveDuration, "live-duration", 10*time.Second, "how long the live phase publishes")
 	c.Flags().StringVar(&opts.ProfileDir, "profile", "", "folder where the rules process writes a CPU profile (rules.pprof; go tool pprof)")

@@ -41,8 +41,11 @@ const (
 type RuleOptions struct {
 	Readings int // per drain
 	Devices  int
-	Rules    int // rules in force in the drain with rules, each selecting a tenth of the devices
+	Rules    int // rules in force in the drains with rules, each selecting a tenth of the devices
 	Workers  int
+	// Rounds is the drains with rules; each comes between two drains without (2*Rounds+1
+	// drains in all, alternating).
+	Rounds int
 	// LiveRate readings/s are published for LiveDuration with the rules stage running, below
 	// what the pipeline drains: the events' latency after storage at a steady load.
 	LiveRate     float64
@@ -53,6 +56,19 @@ type RuleOptions struct {
 	ProfileDir string
 }
 
+// RuleDrain is one drain of `bench rules`: its rate and the CPU each process spent on it.
+type RuleDrain struct {
+	Rules  bool    `json:"rules"` // ingest fed the rules stage, which evaluated the rules in force
+	PerSec float64 `json:"per_sec"`
+	// CPU-s per 1,000 readings of the drain: the ingest workers, the ClickHouse server (when
+	// the bench started it), the bench process (embedded NATS and ledger, publishing nothing
+	// while the drain runs) and the rules process (until it had evaluated the drain's readings).
+	IngestCPUPer1k     float64 `json:"ingest_cpu_seconds_per_1k"`
+	ClickHouseCPUPer1k float64 `json:"clickhouse_cpu_seconds_per_1k"`
+	BenchCPUPer1k      float64 `json:"nats_and_ledger_cpu_seconds_per_1k"`
+	RulesCPUPer1k      float64 `json:"rules_cpu_seconds_per_1k"`
+}
+
 // RuleResult is what `bench rules` measured; the JSON names are the contract of --out.
 type RuleResult struct {
 	Readings int `json:"readings"`
@@ -60,37 +76,41 @@ type RuleResult struct {
 	Rules    int `json:"rules"`
 	Workers  int `json:"workers"`
 	Cores    int `json:"cores"`
-	// Ingest drains of the same size, alternating: without the rules stage (before and
-	// after), with it (ingest publishing verified readings, one rules process evaluating the
-	// rules), in the same run.
-	WithoutPerSec      []float64 `json:"without_rules_per_sec"`
-	WithPerSec         float64   `json:"with_rules_per_sec"`
-	Drop               float64   `json:"drop"` // 1 - with / mean(without)
-	RulesCaughtUpMs    float64   `json:"rules_caught_up_ms"`
-	Events             uint64    `json:"events"`
-	Evaluations        uint64    `json:"evaluations"`
-	Late               uint64    `json:"late"`
-	LiveRate           float64   `json:"live_rate"`
-	LiveEvents         uint64    `json:"live_events"`
-	EventLatencyP50Ms  float64   `json:"event_latency_p50_ms"` // at the live rate
-	EventLatencyP99Ms  float64   `json:"event_latency_p99_ms"`
-	DrainLatencyP99Ms  float64   `json:"drain_event_latency_p99_ms"` // in the drain with rules (saturated)
-	RulesCPUPer1k      float64   `json:"rules_cpu_seconds_per_1k"`
-	IngestCPUPer1kWith float64   `json:"ingest_cpu_seconds_per_1k_with_rules"`
+	// Ingest drains of the same size in the same run, alternating: without the rules stage,
+	// with it (ingest publishing verified readings, one rules process evaluating the rules),
+	// without, ... The medians are compared.
+	Drains            []RuleDrain `json:"drains"`
+	WithoutMedian     float64     `json:"without_rules_per_sec"`
+	WithMedian        float64     `json:"with_rules_per_sec"`
+	Drop              float64     `json:"drop"`               // 1 - median with / median without
+	RulesCaughtUpMs   float64     `json:"rules_caught_up_ms"` // the longest, after a drain with rules
+	Events            uint64      `json:"events"`
+	Evaluations       uint64      `json:"evaluations"`
+	Late              uint64      `json:"late"`
+	LiveRate          float64     `json:"live_rate"`
+	LiveEvents        uint64      `json:"live_events"`
+	EventLatencyP50Ms float64     `json:"event_latency_p50_ms"` // at the live rate
+	EventLatencyP99Ms float64     `json:"event_latency_p99_ms"`
+	DrainLatencyP99Ms float64     `json:"drain_event_latency_p99_ms"` // in the drains with rules (saturated)
 }
 
 // Print writes the human summary.
 func (r RuleResult) Print(w io.Writer) {
 	fmt.Fprintf(w, "\n== anchorline bench rules: %d readings per drain from %d devices, %d ingest worker(s), %d cores\n", r.Readings, r.Devices, r.Workers, r.Cores)
-	for i, v := range r.WithoutPerSec {
-		fmt.Fprintf(w, "without rules (%d) %8.0f readings/s\n", i+1, v)
+	fmt.Fprintf(w, "drain              readings/s   CPU-s per 1,000 readings: ingest  ClickHouse  NATS+ledger  rules\n")
+	for i, d := range r.Drains {
+		name := "without rules"
+		if d.Rules {
+			name = fmt.Sprintf("with %d rules", r.Rules)
+		}
+		fmt.Fprintf(w, "%d %-16s %8.0f   %32.3f  %10.3f  %11.3f  %5.3f\n", i+1, name, d.PerSec, d.IngestCPUPer1k, d.ClickHouseCPUPer1k, d.BenchCPUPer1k, d.RulesCPUPer1k)
 	}
-	fmt.Fprintf(w, "with %d rules    %8.0f readings/s   drop %.1f%% against the mean without (target: at most 10%%)\n", r.Rules, r.WithPerSec, 100*r.Drop)
-	fmt.Fprintf(w, "rules stage      %d events from %d rule evaluations, caught up %.0f ms after the drain, %d readings out of order; %.3f CPU-s per 1,000 readings\n",
-		r.Events, r.Evaluations, r.RulesCaughtUpMs, r.Late, r.RulesCPUPer1k)
+	fmt.Fprintf(w, "median without %8.0f readings/s, with %8.0f: drop %.1f%% (target: at most 10%%)\n", r.WithoutMedian, r.WithMedian, 100*r.Drop)
+	fmt.Fprintf(w, "rules stage      %d events from %d rule evaluations, caught up at most %.0f ms after a drain, %d readings out of order\n",
+		r.Events, r.Evaluations, r.RulesCaughtUpMs, r.Late)
 	fmt.Fprintf(w, "event latency    p50 %.1f ms, p99 %.1f ms after the reading was stored, %d events at %.0f readings/s (target: p99 under 500 ms)\n",
 		r.EventLatencyP50Ms, r.EventLatencyP99Ms, r.LiveEvents, r.LiveRate)
-	fmt.Fprintf(w, "                 p99 %.0f ms in the drain with rules, where ingest outruns the stage on these cores\n", r.DrainLatencyP99Ms)
+	fmt.Fprintf(w, "                 p99 %.0f ms in the drains with rules, where ingest outruns the stage on these cores\n", r.DrainLatencyP99Ms)
 }
 
 // benchRules are the rules of the drain with rules: rule i selects the devices d with
@@ -120,14 +140,14 @@ func benchRules(n, devices int) []rule.Rule {
 	return out
 }
 
-// RunRules runs `bench rules`: three ingest drains of --readings each, the first and the
-// last without the rules stage, the middle one with --rules rules in force and one
-// `anchorline rules` process; the drop in readings/s, the events' latency after storage and
-// what the rules stage cost.
+// RunRules runs `bench rules`: 2*Rounds+1 ingest drains of --readings each, alternating
+// without the rules stage and with --rules rules in force and one `anchorline rules` process
+// (after a live phase at --rate); the drop of the median with against the median without, the
+// CPU of every process per drain, the events' latency after storage.
 func RunRules(ctx context.Context, cfg config.Config, opts RuleOptions, log *slog.Logger) (RuleResult, error) {
 	res := RuleResult{Readings: opts.Readings, Devices: opts.Devices, Rules: opts.Rules, Workers: opts.Workers, Cores: runtime.NumCPU()}
-	if opts.Readings <= 0 || opts.Devices < 10 || opts.Workers <= 0 || opts.Rules <= 0 {
-		return res, fmt.Errorf("bench rules: --readings, --workers and --rules must be positive, --devices at least 10")
+	if opts.Readings <= 0 || opts.Devices < 10 || opts.Workers <= 0 || opts.Rules <= 0 || opts.Rounds <= 0 {
+		return res, fmt.Errorf("bench rules: --readings, --workers, --rules and --rounds must be positive, --devices at least 10")
 	}
 	r := &runner{cfg: cfg, opts: Options{Workers: opts.Workers, Binary: opts.Binary, Devices: opts.Devices, ProfileDir: opts.ProfileDir}, log: log, out: opts.Progress}
 	if r.out == nil {
@@ -147,99 +167,61 @@ func RunRules(ctx context.Context, cfg config.Config, opts RuleOptions, log *slo
 	if err != nil {
 		return res, err
 	}
+	drains := 2*opts.Rounds + 1
+	n := opts.Readings / opts.Devices * opts.Devices
 	live := int(opts.LiveRate*opts.LiveDuration.Seconds()) / opts.Devices * opts.Devices
-	r.say("signing 3 x %d readings and %d for the live phase", opts.Readings, live)
+	r.say("signing %d x %d readings and %d for the live phase", drains, n, live)
 	// temp cycles over 20.0..29.9 along each device's seqs, so the rules fire all along.
-	all, err := sign(keys, 3*opts.Readings+live, func(d, _ int, seq uint64) float64 { return 20 + float64((seq+uint64(d))%100)/10 })
+	all, err := sign(keys, drains*n+live, func(d, _ int, seq uint64) float64 { return 20 + float64((seq+uint64(d))%100)/10 })
 	if err != nil {
 		return res, err
 	}
 	res.LiveRate = opts.LiveRate
-	drain := func(name string, set []signed) (float64, []*worker, error) {
-		r.say("drain %s: %d readings", name, len(set))
-		if err := publishAll(ctx, r.js, set); err != nil {
-			return 0, nil, err
-		}
-		if err := r.settle(ctx); err != nil {
-			return 0, nil, err
-		}
-		stored, err := r.watchStoredFrom(ctx, len(set), jetstream.DeliverNewPolicy)
-		if err != nil {
-			return 0, nil, err
-		}
-		defer stored.stop()
-		wctx, abort := context.WithCancelCause(ctx)
-		ws, err := r.startWorkers(wctx, abort)
-		if err != nil {
-			stopWorkers(ws)
-			return 0, nil, err
-		}
-		t := time.Now()
-		if err := stored.wait(wctx); err != nil {
-			stopWorkers(ws)
-			return 0, nil, cause(wctx, err)
-		}
-		rate := float64(len(set)) / time.Since(t).Seconds()
-		r.say("drain %s: %.0f readings/s", name, rate)
-		return rate, ws, nil
-	}
-	n := opts.Readings / opts.Devices * opts.Devices
 	// Sets in seq order per device (whole rounds of the devices): each phase's readings
-	// follow the previous one's.
-	without1, ws, err := drain("without rules", all[:n])
-	stopWorkers(ws)
-	if err != nil {
-		return res, err
+	// follow the previous one's; the live phase comes after the first drain.
+	sets := make([][]signed, drains)
+	sets[0], all = all[:n], all[n:]
+	liveSet, all := all[:live], all[live:]
+	for i := 1; i < drains; i++ {
+		sets[i], all = all[:n], all[n:]
 	}
-	res.WithoutPerSec = append(res.WithoutPerSec, without1)
 
-	rp, err := r.startRules(ctx, opts.Rules)
-	if err != nil {
-		return res, err
-	}
-	defer rp.stop()
-	r.rulesFeed = true
-	if live > 0 {
-		if err := r.livePhase(ctx, all[n:n+live], opts.LiveRate); err != nil {
-			return res, err
+	var rp *rulesProcess
+	defer func() {
+		if rp != nil {
+			rp.stop()
 		}
-		st, err := rp.status(ctx)
+	}()
+	for i, set := range sets {
+		with := i%2 == 1
+		if with && rp == nil {
+			if rp, err = r.startRules(ctx, opts.Rules); err != nil {
+				return res, err
+			}
+			r.rulesFeed = true
+			if live > 0 {
+				if err := r.livePhase(ctx, liveSet, opts.LiveRate); err != nil {
+					return res, err
+				}
+				st, err := rp.status(ctx)
+				if err != nil {
+					return res, err
+				}
+				res.LiveEvents, res.EventLatencyP50Ms, res.EventLatencyP99Ms = st.Events, st.LatencyP50Ms, st.LatencyP99Ms
+			}
+		}
+		r.rulesFeed = with
+		name := "without rules"
+		if with {
+			name = fmt.Sprintf("with %d rules", opts.Rules)
+		}
+		d, caughtUp, err := r.rulesDrain(ctx, name, set, rp, with)
 		if err != nil {
 			return res, err
 		}
-		res.LiveEvents, res.EventLatencyP50Ms, res.EventLatencyP99Ms = st.Events, st.LatencyP50Ms, st.LatencyP99Ms
+		res.Drains = append(res.Drains, d)
+		res.RulesCaughtUpMs = max(res.RulesCaughtUpMs, caughtUp)
 	}
-	all = all[live:]
-	cpu0, err := cpuSeconds(rp.cmd.Process.Pid)
-	if err != nil {
-		return res, err
-	}
-	with, ws, err := drain(fmt.Sprintf("with %d rules", opts.Rules), all[n:2*n])
-	if err != nil {
-		stopWorkers(ws)
-		return res, err
-	}
-	res.WithPerSec = with
-	ingestCPU := 0.0
-	for _, w := range ws {
-		c, err := cpuSeconds(w.cmd.Process.Pid)
-		if err == nil {
-			ingestCPU += c
-		}
-	}
-	res.IngestCPUPer1kWith = ingestCPU / float64(n) * 1000
-	t := time.Now()
-	if err := r.verifiedDrained(ctx); err != nil {
-		stopWorkers(ws)
-		return res, err
-	}
-	res.RulesCaughtUpMs = float64(time.Since(t).Microseconds()) / 1000
-	stopWorkers(ws)
-	cpu1, err := cpuSeconds(rp.cmd.Process.Pid)
-	if err != nil {
-		return res, err
-	}
-	res.RulesCPUPer1k = (cpu1 - cpu0) / float64(n) * 1000
 	st, err := rp.status(ctx)
 	if err != nil {
 		return res, err
@@ -249,16 +231,96 @@ func RunRules(ctx context.Context, cfg config.Config, opts RuleOptions, log *slo
 	if res.Events == 0 {
 		return res, fmt.Errorf("%w: the rules fired no event", ErrCheck)
 	}
-
-	r.rulesFeed = false
-	without2, ws, err := drain("without rules", all[2*n:3*n])
-	stopWorkers(ws)
-	if err != nil {
-		return res, err
+	var without, with []float64
+	for _, d := range res.Drains {
+		if d.Rules {
+			with = append(with, d.PerSec)
+		} else {
+			without = append(without, d.PerSec)
+		}
 	}
-	res.WithoutPerSec = append(res.WithoutPerSec, without2)
-	res.Drop = 1 - res.WithPerSec/((without1+without2)/2)
+	res.WithoutMedian, res.WithMedian = median(without), median(with)
+	res.Drop = 1 - res.WithMedian/res.WithoutMedian
 	return res, nil
+}
+
+// rulesDrain drains set through fresh ingest workers (feeding the rules stage if with) and
+// measures its rate and every process's CPU; with rules, it waits until the rules stage has
+// evaluated the set too and says how long after the drain that was (ms).
+func (r *runner) rulesDrain(ctx context.Context, name string, set []signed, rp *rulesProcess, with bool) (RuleDrain, float64, error) {
+	d := RuleDrain{Rules: with}
+	r.say("drain %s: %d readings", name, len(set))
+	if err := publishAll(ctx, r.js, set); err != nil {
+		return d, 0, err
+	}
+	if err := r.settle(ctx); err != nil {
+		return d, 0, err
+	}
+	stored, err := r.watchStoredFrom(ctx, len(set), jetstream.DeliverNewPolicy)
+	if err != nil {
+		return d, 0, err
+	}
+	defer stored.stop()
+	rulesCPU := func() float64 {
+		if rp == nil {
+			return 0
+		}
+		c, _ := cpuSeconds(rp.cmd.Process.Pid)
+		return c
+	}
+	cpu0, err := snapshotCPU(r.chPid)
+	if err != nil {
+		return d, 0, err
+	}
+	rules0 := rulesCPU()
+	wctx, abort := context.WithCancelCause(ctx)
+	ws, err := r.startWorkers(wctx, abort)
+	defer stopWorkers(ws)
+	if err != nil {
+		return d, 0, err
+	}
+	t := time.Now()
+	if err := stored.wait(wctx); err != nil {
+		return d, 0, cause(wctx, err)
+	}
+	d.PerSec = float64(len(set)) / time.Since(t).Seconds()
+	cpu1, err := snapshotCPU(r.chPid)
+	if err != nil {
+		return d, 0, err
+	}
+	ingest := 0.0
+	for _, w := range ws {
+		if c, err := cpuSeconds(w.cmd.Process.Pid); err == nil {
+			ingest += c
+		}
+	}
+	per1k := func(cpu float64) float64 { return cpu / float64(len(set)) * 1000 }
+	used := cpu1.since(cpu0)
+	d.IngestCPUPer1k, d.ClickHouseCPUPer1k, d.BenchCPUPer1k = per1k(ingest), per1k(used.clickhouse), per1k(used.self)
+	r.say("drain %s: %.0f readings/s", name, d.PerSec)
+	var caughtUp float64
+	if with {
+		t := time.Now()
+		if err := r.verifiedDrained(ctx); err != nil {
+			return d, 0, err
+		}
+		caughtUp = float64(time.Since(t).Microseconds()) / 1000
+	}
+	d.RulesCPUPer1k = per1k(rulesCPU() - rules0)
+	return d, caughtUp, nil
+}
+
+// median is the median of xs (the mean of the middle two of an even count).
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 // livePhase publishes set at rate readings/s (in steps of 10 ms) with a worker running and
