@@ -73,6 +73,8 @@ func TestBrowser(t *testing.T) {
 		{"v2", filepath.Join(testdata, "bundle-v2.json"), filepath.Join(testdata, "trust-v2.json"), ""},
 		{"light chain", filepath.Join(testdata, "lightchain.json"), filepath.Join(testdata, "lightchain-trust.json"), ""},
 		{"range", filepath.Join(testdata, "range.json"), filepath.Join(testdata, "range-trust.json"), ""},
+		{"event", filepath.Join(testdata, "event.json"), filepath.Join(testdata, "event-trust.json"), ""},
+		{"event reading byte", write(t, tampered, "event-sig.json", flipLast(t, read(t, filepath.Join(testdata, "event.json")), `"raw": "`)), filepath.Join(testdata, "event-trust.json"), "readings"},
 		{"range signature byte", write(t, tampered, "range-sig.json", flipLast(t, read(t, filepath.Join(testdata, "range.json")), `"raw": "`)), filepath.Join(testdata, "range-trust.json"), "reading signature"},
 		{"signature byte", write(t, tampered, "sig.json", flipLast(t, read(t, filepath.Join(testdata, "bundle.json")), `"raw": "`)), filepath.Join(testdata, "trust.json"), "reading signature"},
 		{"batch path byte", write(t, tampered, "path.json", flipFirst(t, read(t, filepath.Join(testdata, "bundle.json")), `"path": [`+"\n      \"")), filepath.Join(testdata, "trust.json"), "batch"},
@@ -127,7 +129,8 @@ func TestBrowser(t *testing.T) {
 	}
 }
 
-// goReport is what proof.Verify (proof.VerifyRange for a range bundle) says of the files, the
+// goReport is what proof.Verify (proof.VerifyRange for a range bundle, proof.VerifyEvent for an
+// event bundle) says of the files, the
 // lines its report's Print writes (those `anchorline verify` prints); it checks that the case is
 // what it claims.
 func goReport(t *testing.T, bundle, trust []byte, failAt string) []string {
@@ -135,12 +138,18 @@ func goReport(t *testing.T, bundle, trust []byte, failAt string) []string {
 	var b strings.Builder
 	var steps []proof.Step
 	var err error
-	if proof.IsRange(bundle) {
+	switch {
+	case proof.IsEvent(bundle):
+		var r proof.EventReport
+		r, err = proof.VerifyEvent(bundle, trust)
+		steps = r.Steps
+		r.Print(&b)
+	case proof.IsRange(bundle):
 		var r proof.RangeReport
 		r, err = proof.VerifyRange(bundle, trust)
 		steps = r.Steps
 		r.Print(&b)
-	} else {
+	default:
 		var r proof.Report
 		r, err = proof.Verify(bundle, trust)
 		steps = r.Steps
@@ -188,22 +197,32 @@ func checkResult(t *testing.T, ctx context.Context, console *consoleLog, want []
 	if err != nil {
 		t.Fatal(err)
 	}
+	// An event bundle's report holds its range's, indented under its "readings" step.
+	var top []string
+	for _, l := range lines {
+		if !strings.HasPrefix(l, " ") {
+			top = append(top, l)
+		}
+	}
 	if failAt == "" {
 		for _, l := range lines {
-			if !strings.HasPrefix(l, "✓ ") {
+			if !strings.HasPrefix(strings.TrimLeft(l, " "), "✓ ") {
 				t.Errorf("step %q is not shown passing", l)
 			}
 		}
 		wantVerdict := "✓ bundle verified: every step holds"
-		if strings.Contains(want[0], bundle.RangeFormat) {
+		switch {
+		case strings.Contains(want[0], bundle.RangeFormat):
 			wantVerdict = "✓ range verified: every step holds"
+		case strings.Contains(want[0], bundle.EventFormat):
+			wantVerdict = "✓ event verified: the rule version was in force and fires on these readings as recorded"
 		}
 		if class.Value != "ok" || verdict != wantVerdict {
 			t.Errorf("verdict %q (class %q), want %q", verdict, class.Value, wantVerdict)
 		}
 		return
 	}
-	if last := lines[len(lines)-1]; !strings.HasPrefix(last, "✗ "+failAt+" ") {
+	if last := top[len(top)-1]; !strings.HasPrefix(last, "✗ "+failAt+" ") {
 		t.Errorf("the last step shown is %q, want step %q failing", last, failAt)
 	}
 	if class.Value != "fail" || !strings.Contains(verdict, "verification failed at step “"+failAt+"”") {
