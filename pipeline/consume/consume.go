@@ -224,10 +224,10 @@ func (t Topology) EnsureRules(ctx context.Context, js jetstream.JetStream, shard
 		return fmt.Errorf("stream %s: %w", stream.Events, err)
 	}
 	for _, c := range []jetstream.ConsumerConfig{
-		{Durable: stream.CommandsConsumer, AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second, MaxAckPending: 1, MaxDeliver: -1,
+		{Durable: stream.CommandsConsumer, FilterSubject: stream.ActionFilter(rule.ActionCommand), AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second, MaxAckPending: 1, MaxDeliver: -1,
 			PriorityPolicy: jetstream.PriorityPolicyPinned, PriorityGroups: []string{stream.RulesGroup}, PinnedTTL: RulesPinnedTTL,
 			Description: "the rules stage's commands to devices (one process at a time)"},
-		{Durable: stream.WebhooksConsumer, AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second, MaxAckPending: 64, MaxDeliver: -1,
+		{Durable: stream.WebhooksConsumer, FilterSubject: stream.ActionFilter(rule.ActionWebhook), AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second, MaxAckPending: 64, MaxDeliver: -1,
 			Description: "the rules stage's webhooks"},
 	} {
 		if err := ensureConsumer(ctx, js, stream.Events, c); err != nil {
@@ -252,7 +252,7 @@ var (
 	eventsStream = jetstream.StreamConfig{
 		Name:        stream.Events,
 		Description: "rule events (schemas/rule.md)",
-		Subjects:    []string{rule.SubjectPrefix + ">"},
+		Subjects:    []string{rule.SubjectPrefix + ">", stream.ActionsSubjects},
 		Storage:     jetstream.FileStorage,
 		Retention:   jetstream.LimitsPolicy,
 		Duplicates:  10 * time.Minute,

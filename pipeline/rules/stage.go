@@ -662,17 +662,31 @@ func (s *Stage) emit(ctx context.Context, evs []rule.Event) error {
 	if err := s.store.WriteEvents(ctx, evs); err != nil {
 		return err
 	}
-	msgs := make([]*nats.Msg, len(evs))
-	for i, e := range evs {
+	msgs := make([]*nats.Msg, 0, len(evs))
+	for _, e := range evs {
 		data, err := json.Marshal(e)
 		if err != nil {
 			return err
 		}
+		actions := strings.Join(e.Actions, ",")
 		m := nats.NewMsg(rule.Subject(e.Rule, e.Device))
 		m.Data = data
 		m.Header.Set(jetstream.MsgIDHeader, e.ID)
-		m.Header.Set(HeaderActions, strings.Join(e.Actions, ","))
-		msgs[i] = m
+		m.Header.Set(HeaderActions, actions)
+		msgs = append(msgs, m)
+		// Once more for each kind of action the event has besides itself, on the subject its
+		// runner consumes (stream.ActionsSubjects).
+		kinds := slices.Compact(slices.Sorted(slices.Values(e.Actions)))
+		for _, kind := range kinds {
+			if kind == rule.ActionEvent {
+				continue
+			}
+			a := nats.NewMsg(stream.ActionSubject(kind, e.Rule, e.Device))
+			a.Data = data
+			a.Header.Set(jetstream.MsgIDHeader, e.ID+"/"+kind)
+			a.Header.Set(HeaderActions, actions)
+			msgs = append(msgs, a)
+		}
 	}
 	acks := make([]jetstream.PubAckFuture, 0, len(msgs))
 	for _, m := range msgs {

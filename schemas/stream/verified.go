@@ -30,7 +30,21 @@ const (
 	// and webhooks (shared).
 	CommandsConsumer = "commands"
 	WebhooksConsumer = "webhooks"
+	// ActionsSubjects are the Events stream's other subjects: an event whose rule has a
+	// command or webhook action is published once more on ActionSubject for each such kind,
+	// which its consumer filters on, so that the action runners receive only the events they
+	// act on (most rules only record their events).
+	ActionsSubjects = "anchorline.actions.>"
 )
+
+// ActionSubject is the subject of an event (of rule, for device) that has an action of kind:
+// anchorline.actions.<kind>.<rule>.<device>.
+func ActionSubject(kind, rule, device string) string {
+	return "anchorline.actions." + kind + "." + rule + "." + device
+}
+
+// ActionFilter is the subject filter of the consumer of actions of kind.
+func ActionFilter(kind string) string { return "anchorline.actions." + kind + ".>" }
 
 // MaxVerifiedChunk bounds the readings of one Verified message (about 100 bytes each, well
 // under NATS's default 1 MiB payload).

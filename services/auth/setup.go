@@ -108,7 +108,7 @@ func PermissionsOf(r Role) Permissions {
 		pub = append(pub, jsConsume(stream.Events, stream.CommandsConsumer)...)
 		pub = append(pub, jsConsume(stream.Events, stream.WebhooksConsumer)...)
 		// Events; commands, stored as readings of the commander and sent to the devices.
-		pub = append(pub, rule.SubjectPrefix+">", reading.Subject(rule.Commander), reading.CommandsSubjectPrefix+">")
+		pub = append(pub, rule.SubjectPrefix+">", stream.ActionsSubjects, reading.Subject(rule.Commander), reading.CommandsSubjectPrefix+">")
 		return Permissions{Publish: pub, Subscribe: []string{inbox}}
 	case RoleSimulator:
 		return Permissions{Publish: []string{stream.ReadingsSubjects}, Subscribe: []string{inbox}}
