@@ -154,7 +154,8 @@ func ensureConsumer(ctx context.Context, js jetstream.JetStream, streamName stri
 	if err == nil {
 		have := c.CachedInfo().Config
 		if have.Description == want.Description && have.AckPolicy == want.AckPolicy && have.AckWait == want.AckWait &&
-			have.MaxAckPending == want.MaxAckPending && have.MaxDeliver == want.MaxDeliver && have.MaxRequestBatch == want.MaxRequestBatch {
+			have.MaxAckPending == want.MaxAckPending && have.MaxDeliver == want.MaxDeliver && have.MaxRequestBatch == want.MaxRequestBatch &&
+			have.FilterSubject == want.FilterSubject {
 			return nil
 		}
 	} else if !errors.Is(err, jetstream.ErrConsumerNotFound) {
@@ -187,6 +188,12 @@ func PublishBatch(ctx context.Context, js jetstream.JetStream, r stream.BatchRec
 // before another process of the shard takes over.
 const RulesPinnedTTL = 10 * time.Second
 
+// RulesMaxAckPending is how many Verified messages of a shard its process may hold
+// unacknowledged: the stage acknowledges several together, once their events are durable
+// (pipeline/rules). They are delivered in order, and again in order to the process that takes
+// the shard over.
+const RulesMaxAckPending = 32
+
 // EnsureVerified creates or updates the Verified stream (a work queue) with one durable
 // consumer per shard, filtered to its subject and pinned to one process at a time (priority
 // group stream.RulesGroup). Ingest calls it before it publishes verified readings, so that none
@@ -204,7 +211,7 @@ func (t Topology) EnsureVerified(ctx context.Context, js jetstream.JetStream, sh
 	}
 	for i := range shards {
 		c := jetstream.ConsumerConfig{Durable: stream.RulesConsumerPrefix + strconv.Itoa(i), FilterSubject: stream.VerifiedSubject(i),
-			AckPolicy: jetstream.AckExplicitPolicy, AckWait: 10 * time.Second, MaxAckPending: 1, MaxDeliver: -1,
+			AckPolicy: jetstream.AckExplicitPolicy, AckWait: 10 * time.Second, MaxAckPending: RulesMaxAckPending, MaxDeliver: -1,
 			PriorityPolicy: jetstream.PriorityPolicyPinned, PriorityGroups: []string{stream.RulesGroup}, PinnedTTL: RulesPinnedTTL,
 			Description: fmt.Sprintf("the rules processes of shard %d of %d", i, shards)}
 		if err := ensureConsumer(ctx, js, stream.Verified, c); err != nil {

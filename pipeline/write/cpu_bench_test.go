@@ -19,6 +19,7 @@ import (
 	"github.com/anchorline/anchorline/internal/chserver"
 	"github.com/anchorline/anchorline/pipeline/write"
 	"github.com/anchorline/anchorline/schemas/reading"
+	"github.com/anchorline/anchorline/schemas/rule"
 )
 
 var cpuDrop = flag.String("write.drop", "", "tables to drop before BenchmarkServerCPU (experiments)")
@@ -186,3 +187,40 @@ func waitMerges(b *testing.B, ctx context.Context, conn driver.Conn, db string) 
 		return idle >= 20, fmt.Sprintf("%d merges running", running)
 	})
 }
+
+// BenchmarkEventsCPU writes 20,000 rule events as the rules stage does in a drain of 200,000
+// readings of `anchorline bench rules` (inserts of -write.events-per-insert events) and reports
+// the ClickHouse server's CPU per event, for the inserts and the merges they leave behind.
+//
+//	go test -run '^$' -bench BenchmarkEventsCPU -benchtime 1x ./pipeline/write/
+func BenchmarkEventsCPU(b *testing.B) {
+	ctx := context.Background()
+	const total = 20_000
+	for range b.N {
+		b.StopTimer()
+		_, db, conn := chserver.NewDatabase(b)
+		w := write.New(conn, db)
+		evs := make([]rule.Event, total)
+		for i := range evs {
+			dev := fmt.Sprintf("bench-%05d", i%1000)
+			r := fmt.Sprintf("bench-%03d", i%100)
+			evs[i] = rule.Event{ID: rule.EventID(r, 1, dev, uint64(i), rule.KindFire), Rule: r, Version: 1, RuleIndex: uint64(i % 100), Height: 40,
+				Device: dev, Kind: rule.KindFire, Seq: uint64(i), ArmedAt: uint64(i - 1), Seqs: []uint64{uint64(i - 1), uint64(i)}, Time: time.Now().UnixMilli(), Actions: []string{rule.ActionEvent}}
+		}
+		before := sumCPU(childCPU(b))
+		b.StartTimer()
+		for i := 0; i < total; i += *eventsPerInsert {
+			if err := w.WriteEvents(ctx, evs[i:min(i+*eventsPerInsert, total)]); err != nil {
+				b.Fatal(err)
+			}
+		}
+		afterInsert := sumCPU(childCPU(b))
+		waitMerges(b, ctx, conn, db)
+		b.StopTimer()
+		after := sumCPU(childCPU(b))
+		b.ReportMetric(float64((afterInsert-before).Microseconds())/total, "insert-cpu-us/event")
+		b.ReportMetric(float64((after-afterInsert).Microseconds())/total, "merge-cpu-us/event")
+	}
+}
+
+var eventsPerInsert = flag.Int("write.events-per-insert", 200, "events per insert in BenchmarkEventsCPU")

@@ -24,7 +24,14 @@ type Sample struct {
 	// shares. A Sample is one reading in one device's history, so a window of a given shape
 	// ending at it is always the same readings.
 	metricsVal, tagsVal ref.Val
-	aggs                map[[3]uint64]*Aggregates
+	aggs                []shaped
+}
+
+// shaped is the aggregates of the window of one shape (last, span, aggregates read) ending at
+// a Sample.
+type shaped struct {
+	shape [3]uint64
+	agg   *Aggregates
 }
 
 // SampleOf is r as a Sample.
@@ -206,12 +213,16 @@ func (c *Compiled) test(history []*Sample) (cond, rearm bool) {
 	if c.window {
 		w := c.Window(history)
 		shape := [3]uint64{c.Rule.Last, c.Rule.SpanMS, uint64(c.aggs)}
-		if agg = s.aggs[shape]; agg == nil || agg.Size != len(w) {
+		i := slices.IndexFunc(s.aggs, func(x shaped) bool { return x.shape == shape })
+		switch {
+		case i < 0:
 			agg = aggregate(w, c.aggs)
-			if s.aggs == nil {
-				s.aggs = map[[3]uint64]*Aggregates{}
-			}
-			s.aggs[shape] = agg
+			s.aggs = append(s.aggs, shaped{shape, agg})
+		case s.aggs[i].agg.Size != len(w):
+			agg = aggregate(w, c.aggs)
+			s.aggs[i].agg = agg
+		default:
+			agg = s.aggs[i].agg
 		}
 	} else {
 		agg = c.none
