@@ -569,6 +569,11 @@ func devID(i int) string { return fmt.Sprintf("bench-%05d", i) }
 // sign makes n chained readings, round-robin over the devices, on every core; temp is the
 // temperature of the reading of device d with index i (nil: 20 + (i % 100) / 10).
 func sign(keys []ed25519.PrivateKey, n int, temp func(d, i int, seq uint64) float64) ([]signed, error) {
+	return signFrom(keys, 0, n, temp)
+}
+
+// signFrom is sign for the devices first, first+1, ... whose keys are keys.
+func signFrom(keys []ed25519.PrivateKey, first, n int, temp func(d, i int, seq uint64) float64) ([]signed, error) {
 	if temp == nil {
 		temp = func(_, i int, _ uint64) float64 { return 20 + float64(i%100)/10 }
 	}
@@ -583,7 +588,7 @@ func sign(keys []ed25519.PrivateKey, n int, temp func(d, i int, seq uint64) floa
 		go func() {
 			defer wg.Done()
 			for d := w; d < len(keys); d += workers {
-				dev := reading.Device{ID: devID(d), Key: reading.NewEd25519Key(keys[d])}
+				dev := reading.Device{ID: devID(first + d), Key: reading.NewEd25519Key(keys[d])}
 				for i := d; i < n; i += len(keys) {
 					raw, err := dev.Next([]reading.Metric{{Name: "temp", Value: temp(d, i, dev.Seq)}, {Name: "hum", Value: 40}}, nil)
 					if err != nil {

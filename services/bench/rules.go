@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -67,6 +68,31 @@ type RuleDrain struct {
 	ClickHouseCPUPer1k float64 `json:"clickhouse_cpu_seconds_per_1k"`
 	BenchCPUPer1k      float64 `json:"nats_and_ledger_cpu_seconds_per_1k"`
 	RulesCPUPer1k      float64 `json:"rules_cpu_seconds_per_1k"`
+	// ClickHouse's work during the drain: the server's counters (system.events) of queries,
+	// inserts, rows inserted, read and merged.
+	ClickHouse map[string]uint64 `json:"clickhouse_events"`
+}
+
+// chCounters are the system.events counters a drain reports.
+var chCounters = []string{"SelectQuery", "InsertQuery", "InsertedRows", "SelectedRows", "MergedRows"}
+
+// chEvents reads chCounters.
+func (r *runner) chEvents(ctx context.Context) (map[string]uint64, error) {
+	rows, err := r.ch.Query(ctx, "SELECT event, value FROM system.events WHERE event IN ('"+strings.Join(chCounters, "','")+"')")
+	if err != nil {
+		return nil, fmt.Errorf("bench: system.events: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]uint64{}
+	for rows.Next() {
+		var name string
+		var v uint64
+		if err := rows.Scan(&name, &v); err != nil {
+			return nil, err
+		}
+		out[name] = v
+	}
+	return out, rows.Err()
 }
 
 // RuleResult is what `bench rules` measured; the JSON names are the contract of --out.
@@ -96,7 +122,7 @@ type RuleResult struct {
 
 // Print writes the human summary.
 func (r RuleResult) Print(w io.Writer) {
-	fmt.Fprintf(w, "\n== anchorline bench rules: %d readings per drain from %d devices, %d ingest worker(s), %d cores\n", r.Readings, r.Devices, r.Workers, r.Cores)
+	fmt.Fprintf(w, "\n== anchorline bench rules: %d readings per drain from %d devices (another %d for the drains without rules), %d ingest worker(s), %d cores\n", r.Readings, r.Devices, r.Devices, r.Workers, r.Cores)
 	fmt.Fprintf(w, "drain              readings/s   CPU-s per 1,000 readings: ingest  ClickHouse  NATS+ledger  rules\n")
 	for i, d := range r.Drains {
 		name := "without rules"
@@ -104,6 +130,11 @@ func (r RuleResult) Print(w io.Writer) {
 			name = fmt.Sprintf("with %d rules", r.Rules)
 		}
 		fmt.Fprintf(w, "%d %-16s %8.0f   %32.3f  %10.3f  %11.3f  %5.3f\n", i+1, name, d.PerSec, d.IngestCPUPer1k, d.ClickHouseCPUPer1k, d.BenchCPUPer1k, d.RulesCPUPer1k)
+	}
+	for i, d := range r.Drains {
+		c := d.ClickHouse
+		fmt.Fprintf(w, "ClickHouse in drain %d: %d selects, %d inserts, %d rows inserted, %d read, %d merged\n", i+1,
+			c["SelectQuery"], c["InsertQuery"], c["InsertedRows"], c["SelectedRows"], c["MergedRows"])
 	}
 	fmt.Fprintf(w, "median without %8.0f readings/s, with %8.0f: drop %.1f%% (target: at most 10%%)\n", r.WithoutMedian, r.WithMedian, 100*r.Drop)
 	fmt.Fprintf(w, "rules stage      %d events from %d rule evaluations, caught up at most %.0f ms after a drain, %d readings out of order\n",
@@ -149,7 +180,12 @@ func RunRules(ctx context.Context, cfg config.Config, opts RuleOptions, log *slo
 	if opts.Readings <= 0 || opts.Devices < 10 || opts.Workers <= 0 || opts.Rules <= 0 || opts.Rounds <= 0 {
 		return res, fmt.Errorf("bench rules: --readings, --workers, --rules and --rounds must be positive, --devices at least 10")
 	}
-	r := &runner{cfg: cfg, opts: Options{Workers: opts.Workers, Binary: opts.Binary, Devices: opts.Devices, ProfileDir: opts.ProfileDir}, log: log, out: opts.Progress}
+	// Twice the devices: the drains with rules (and the live phase) publish for the first
+	// half, those without for the second. A drain with rules then continues each device's
+	// readings where the previous one left them, as a rules stage always fed sees them: were
+	// the halves the same, the stage would first evaluate the drain without's readings of each
+	// device, read back from ClickHouse to keep its seq order.
+	r := &runner{cfg: cfg, opts: Options{Workers: opts.Workers, Binary: opts.Binary, Devices: 2 * opts.Devices, ProfileDir: opts.ProfileDir}, log: log, out: opts.Progress}
 	if r.out == nil {
 		r.out = io.Discard
 	}
@@ -172,18 +208,26 @@ func RunRules(ctx context.Context, cfg config.Config, opts RuleOptions, log *slo
 	live := int(opts.LiveRate*opts.LiveDuration.Seconds()) / opts.Devices * opts.Devices
 	r.say("signing %d x %d readings and %d for the live phase", drains, n, live)
 	// temp cycles over 20.0..29.9 along each device's seqs, so the rules fire all along.
-	all, err := sign(keys, drains*n+live, func(d, _ int, seq uint64) float64 { return 20 + float64((seq+uint64(d))%100)/10 })
+	temp := func(d, _ int, seq uint64) float64 { return 20 + float64((seq+uint64(d))%100)/10 }
+	withSet, err := sign(keys[:opts.Devices], live+opts.Rounds*n, temp)
+	if err != nil {
+		return res, err
+	}
+	withoutSet, err := signFrom(keys[opts.Devices:], opts.Devices, (opts.Rounds+1)*n, temp)
 	if err != nil {
 		return res, err
 	}
 	res.LiveRate = opts.LiveRate
-	// Sets in seq order per device (whole rounds of the devices): each phase's readings
-	// follow the previous one's; the live phase comes after the first drain.
+	// Sets in seq order per device (whole rounds of the devices): each drain's readings follow
+	// the previous one's of the same half.
+	liveSet, withSet := withSet[:live], withSet[live:]
 	sets := make([][]signed, drains)
-	sets[0], all = all[:n], all[n:]
-	liveSet, all := all[:live], all[live:]
-	for i := 1; i < drains; i++ {
-		sets[i], all = all[:n], all[n:]
+	for i := range sets {
+		if i%2 == 1 {
+			sets[i], withSet = withSet[:n], withSet[n:]
+		} else {
+			sets[i], withoutSet = withoutSet[:n], withoutSet[n:]
+		}
 	}
 
 	var rp *rulesProcess
@@ -253,6 +297,9 @@ func (r *runner) rulesDrain(ctx context.Context, name string, set []signed, rp *
 	if err := publishAll(ctx, r.js, set); err != nil {
 		return d, 0, err
 	}
+	if err := r.compact(ctx); err != nil {
+		return d, 0, err
+	}
 	if err := r.settle(ctx); err != nil {
 		return d, 0, err
 	}
@@ -273,6 +320,10 @@ func (r *runner) rulesDrain(ctx context.Context, name string, set []signed, rp *
 		return d, 0, err
 	}
 	rules0 := rulesCPU()
+	ev0, err := r.chEvents(ctx)
+	if err != nil {
+		return d, 0, err
+	}
 	wctx, abort := context.WithCancelCause(ctx)
 	ws, err := r.startWorkers(wctx, abort)
 	defer stopWorkers(ws)
@@ -307,7 +358,46 @@ func (r *runner) rulesDrain(ctx context.Context, name string, set []signed, rp *
 		caughtUp = float64(time.Since(t).Microseconds()) / 1000
 	}
 	d.RulesCPUPer1k = per1k(rulesCPU() - rules0)
+	ev1, err := r.chEvents(ctx)
+	if err != nil {
+		return d, 0, err
+	}
+	d.ClickHouse = map[string]uint64{}
+	for _, k := range chCounters {
+		d.ClickHouse[k] = ev1[k] - ev0[k]
+	}
 	return d, caughtUp, nil
+}
+
+// compact merges every table of the bench's database into one part per partition (OPTIMIZE
+// ... FINAL), before a drain: each drain then starts from the same state of the tables.
+// Without it, the merges a drain triggers grow with what earlier drains left unmerged (rows
+// merged per drain rose from 1.5 to 11 million over five drains), and the later drains are
+// slower whatever they run.
+func (r *runner) compact(ctx context.Context) error {
+	rows, err := r.ch.Query(ctx, "SELECT name FROM system.tables WHERE database = ? AND engine LIKE '%MergeTree'", r.db)
+	if err != nil {
+		return fmt.Errorf("bench: tables: %w", err)
+	}
+	var tables []string
+	for rows.Next() {
+		var t string
+		if err := rows.Scan(&t); err != nil {
+			rows.Close()
+			return err
+		}
+		tables = append(tables, t)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, t := range tables {
+		if err := r.ch.Exec(ctx, "OPTIMIZE TABLE "+r.db+".`"+t+"` FINAL"); err != nil {
+			return fmt.Errorf("bench: optimize %s: %w", t, err)
+		}
+	}
+	return nil
 }
 
 // median is the median of xs (the mean of the middle two of an even count).
@@ -389,10 +479,11 @@ func (r *runner) startRules(ctx context.Context, n int) (*rulesProcess, error) {
 	if err := stack.RegisterCommander(ctx, r.node.Client(), admin, reading.Ed25519Public(key), quiet); err != nil {
 		return nil, err
 	}
-	r.say("committing %d rules, each selecting a tenth of the %d devices", n, r.opts.Devices)
+	devices := r.opts.Devices / 2 // those of the drains with rules (RunRules)
+	r.say("committing %d rules, each selecting a tenth of the %d devices", n, devices)
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(16)
-	for _, rl := range benchRules(n, r.opts.Devices) {
+	for _, rl := range benchRules(n, devices) {
 		g.Go(func() error {
 			e, err := entry.NewRule(admin, entry.OpPut, rl, time.Now())
 			if err != nil {
