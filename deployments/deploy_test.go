@@ -76,7 +76,7 @@ const (
 
 // serviceRoles are the subcommands that run a long-lived service (or migrate) from the
 // configuration; a container running one of them has its configuration checked.
-func serviceRoles() []string { return []string{"ingest", "anchor", "api", "auth", "migrate"} }
+func serviceRoles() []string { return []string{"ingest", "anchor", "rules", "api", "auth", "migrate"} }
 
 // invocation is one run of the binary a layout makes: where, and its arguments.
 type invocation struct {
@@ -650,7 +650,9 @@ func dependencies(role string) (nats, ledger, clickhouse bool) {
 
 // servesHTTP reports whether a role's process serves http.addr (/healthz, /readyz, /metrics,
 // and the API's): auth serves it only inside dev, migrate not at all.
-func servesHTTP(role string) bool { return role == "ingest" || role == "anchor" || role == "api" }
+func servesHTTP(role string) bool {
+	return role == "ingest" || role == "anchor" || role == "rules" || role == "api"
+}
 
 // checkClientTLS checks how a service's configuration reaches the servers it names (server
 // finds them by host:port): tls.ca is a file mounted into its container; with it the client
@@ -1377,7 +1379,7 @@ func checkComposeRuns(t *testing.T, p *types.Project, runs map[string]*composeRu
 			errs = append(errs, e...)
 			servers[net.JoinHostPort(name, strconv.Itoa(portOf(cfg.HTTP.Addr)))] = srv
 		}
-		if role == "ingest" || role == "anchor" || role == "api" {
+		if role == "ingest" || role == "anchor" || role == "rules" || role == "api" {
 			if d, ok := r.svc.DependsOn["migrate"]; !ok || d.Condition != types.ServiceConditionCompletedSuccessfully {
 				fail("%s does not wait for migrate to complete", name)
 			}
@@ -1395,6 +1397,13 @@ func checkComposeRuns(t *testing.T, p *types.Project, runs map[string]*composeRu
 			anchors = append(anchors, name)
 			if !underVolume(r.svc, cfg.NATS.Credentials) || !underVolume(r.svc, cfg.Anchor.Key) {
 				fail("%s: nats.credentials %s or anchor.key %s is in no volume it mounts", name, cfg.NATS.Credentials, cfg.Anchor.Key)
+			}
+		case "rules":
+			if !underVolume(r.svc, cfg.NATS.Credentials) || !underVolume(r.svc, cfg.RulesKey()) {
+				fail("%s: nats.credentials %s or rules.key %s is in no volume it mounts", name, cfg.NATS.Credentials, cfg.RulesKey())
+			}
+			if d, ok := r.svc.DependsOn["rules-init"]; !ok || d.Condition != types.ServiceConditionCompletedSuccessfully {
+				fail("%s does not wait for rules-init (rules commander) to complete", name)
 			}
 		case "auth":
 			mounted := false
@@ -1975,7 +1984,7 @@ func TestCompose(t *testing.T) {
 			"ledger-1: ledger init --rpc-tls-cert, --rpc-tls-key: rpc.tls_cert_file /etc/anchorline/tls/ledger.pem or rpc.tls_key_file /etc/anchorline/tls/ledger-key.pem is not a file mounted"},
 		{"certificate for other hosts", "--name clickhouse --hosts clickhouse-1,clickhouse-2", "--name clickhouse --hosts clickhouse-1",
 			"clickhouse-2:9440: its certificate does not verify against tls.ca /etc/anchorline/tls/ca.pem: x509: certificate is valid for clickhouse-1, not clickhouse-2"},
-		{"published without localhost", "--name http --hosts ingest-1,ingest-2,anchor-1,anchor-2,api-1,localhost,127.0.0.1", "--name http --hosts ingest-1,ingest-2,anchor-1,anchor-2,api-1",
+		{"published without localhost", "--name http --hosts ingest-1,ingest-2,anchor-1,anchor-2,rules-1,rules-2,api-1,localhost,127.0.0.1", "--name http --hosts ingest-1,ingest-2,anchor-1,anchor-2,rules-1,rules-2,api-1",
 			"api-1 publishes api-1:8080, whose certificate is not for localhost"},
 		{"Prometheus without the CA", "      - {type: volume, source: tls, target: /etc/prometheus/tls, read_only: true, volume: {subpath: ca}}\n", "",
 			`prometheus.yml job anchorline-ingest scrapes ingest-1:8081: tls_config ca_file "/etc/prometheus/tls/ca.pem" is not a file Prometheus has`},
@@ -2852,6 +2861,12 @@ func (c *cluster) checkServiceConfig(where string, w workload, ctr corev1.Contai
 		if w.replicas != 2 {
 			fail("%d anchoring services, want 2 (one active by the lease, one standing by)", w.replicas)
 		}
+	case "rules":
+		inSecret("nats.credentials", cfg.NATS.Credentials)
+		inSecret("rules.key", cfg.RulesKey())
+		if w.replicas != 2 {
+			fail("%d rules processes, want 2 (one serving the shard, one standing by)", w.replicas)
+		}
 	case "auth":
 		for _, f := range []string{"issuer.nk", "auth.nk", "system.nk"} {
 			inSecret("nats.auth_dir", path.Join(cfg.AuthDir(), f))
@@ -3376,13 +3391,13 @@ func checkKubernetes(t *testing.T, keys map[string]bool, img imageFacts, files m
 	invs, e := c.checkServices(keys, img, t.TempDir())
 	errs = append(errs, e...)
 	errs = append(errs, c.checkMonitoring(t, adapter)...)
-	for _, d := range []string{"ingest", "anchor", "api", "auth"} {
+	for _, d := range []string{"ingest", "anchor", "rules", "api", "auth"} {
 		if c.deploys[d] == nil {
 			errs = append(errs, fmt.Errorf("no Deployment %s", d))
 		}
 	}
-	if c.workload("migrate") == nil || c.services["api"] == nil {
-		errs = append(errs, errors.New("no Job migrate or no Service api"))
+	if c.workload("migrate") == nil || c.workload("rules-commander") == nil || c.services["api"] == nil {
+		errs = append(errs, errors.New("no Job migrate, no Job rules-commander or no Service api"))
 	}
 	return invs, errs
 }
@@ -3515,7 +3530,7 @@ func TestCommands(t *testing.T) {
 			t.Error(err)
 		}
 	}
-	for _, want := range []string{"ingest", "anchor", "api", "auth", "auth init", "migrate", "ledger", "ledger init", "tls init"} {
+	for _, want := range []string{"ingest", "anchor", "rules", "rules commander", "api", "auth", "auth init", "migrate", "ledger", "ledger init", "tls init"} {
 		if !seen[want] {
 			t.Errorf("no layout runs anchorline %s", want)
 		}

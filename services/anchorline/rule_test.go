@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -9,6 +10,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/anchorline/anchorline/schemas/entry"
+	"github.com/anchorline/anchorline/schemas/rule"
 )
 
 // TestRuleCommands runs rule put, list, show and retire against a dev stack: a rule whose
@@ -75,6 +79,24 @@ func TestRuleCommands(t *testing.T) {
 	}
 	must("retired", "rule", "list", "--all")
 	must("put rule hot version 4", "rule", "put", hot)
+
+	// rules commander: a new key file becomes the commander's key (dev registered its own);
+	// run again, it changes nothing.
+	keyFile := filepath.Join(dir, "rules.key")
+	out = must("commander rules holds key", "rules", "commander", "--rules.key", keyFile)
+	p, err := st.dev.Ledger.Device(ctx, rule.Commander, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Record.Status != entry.StatusActive || !strings.Contains(out, hex.EncodeToString(p.Record.Key)) {
+		t.Fatalf("the commander's record is %s with key %x; rules commander said %q", p.Record.Status, p.Record.Key, out)
+	}
+	if again := must("commander rules holds key", "rules", "commander", "--rules.key", keyFile); again != out {
+		t.Fatalf("rules commander again: %q, first %q", again, out)
+	}
+	if q, err := st.dev.Ledger.Device(ctx, rule.Commander, 0); err != nil || q.Record.Height != p.Record.Height {
+		t.Fatalf("a second rules commander changed the record (height %d, was %d): %v", q.Record.Height, p.Record.Height, err)
+	}
 }
 
 // heightOf is the ledger height in a "... at ledger height H, ..." line.

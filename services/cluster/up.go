@@ -36,7 +36,7 @@ import (
 
 // Options describe a cluster on one host (Up). Zero counts take the defaults of the issue's
 // topology: 3 NATS nodes, 4 validators, 2 ClickHouse replicas, 2 ingest workers, 2 anchoring
-// services (one active, one standby), 1 API.
+// services (one active, one standby), 2 rules processes (one serving, one standing by), 1 API.
 type Options struct {
 	Dir        string // everything the cluster keeps: stores, homes, keys, logs, cluster.json
 	Binary     string // the anchorline executable the services and validators run from
@@ -45,7 +45,7 @@ type Options struct {
 	Log        *slog.Logger
 
 	// How many of each part.
-	NATSNodes, Validators, Replicas, Ingest, Anchor int
+	NATSNodes, Validators, Replicas, Ingest, Anchor, Rules int
 }
 
 func (o *Options) defaults() {
@@ -59,6 +59,7 @@ func (o *Options) defaults() {
 	def(&o.Replicas, 2)
 	def(&o.Ingest, 2)
 	def(&o.Anchor, 2)
+	def(&o.Rules, 2)
 	if o.Database == "" {
 		o.Database = "anchorline"
 	}
@@ -102,6 +103,7 @@ type Info struct {
 	AuthDir            string   `json:"auth_dir"`  // nats.auth_dir: the roles' seeds and auth.conf
 	AdminKey           string   `json:"admin_key"` // ledger.admin_key: registers devices
 	AnchorKey          string   `json:"anchor_key"`
+	RulesKey           string   `json:"rules_key"`     // rules.key: signs commands as the commander, registered on the ledger
 	ClientConfig       string   `json:"client_config"` // a configuration file for client commands (--config)
 	// ClickHouseClient is a clickhouse-client configuration that trusts the cluster's CA:
 	// clickhouse-client --config-file FILE --secure --host 127.0.0.1 --port PORT.
@@ -112,7 +114,7 @@ type Info struct {
 // Process is one process of the cluster.
 type Process struct {
 	Name      string            `json:"name"`
-	Role      string            `json:"role"` // nats, validator, zookeeper, clickhouse, auth, ingest, anchor, api, supervisor
+	Role      string            `json:"role"` // nats, validator, zookeeper, clickhouse, auth, ingest, anchor, rules, api, supervisor
 	PID       int               `json:"pid"`
 	StartTime uint64            `json:"start_time"` // /proc/PID/stat starttime: tells the process from a later one with its pid
 	Listen    map[string]string `json:"listen,omitempty"`
@@ -196,7 +198,7 @@ func (c *Cluster) up(ctx context.Context) error {
 	}
 	c.info = Info{Dir: o.Dir, Supervisor: self, ClickHouseDatabase: o.Database, ClickHouseCluster: ClickHouseCluster, ChainID: ChainID,
 		AuthDir: filepath.Join(o.Dir, "auth"), AdminKey: filepath.Join(o.Dir, "admin.key"), AnchorKey: filepath.Join(o.Dir, "anchor.key"),
-		TrustFile: filepath.Join(o.Dir, "trust.json"), ClientConfig: filepath.Join(o.Dir, "client.yaml"),
+		RulesKey: filepath.Join(o.Dir, "rules.key"), TrustFile: filepath.Join(o.Dir, "trust.json"), ClientConfig: filepath.Join(o.Dir, "client.yaml"),
 		ClickHouseClient: filepath.Join(o.Dir, "clickhouse-client.xml")}
 	if err := c.startControl(); err != nil {
 		return err
@@ -248,6 +250,18 @@ func (c *Cluster) up(ctx context.Context) error {
 	}
 	if err := c.startValidators(ctx, reading.Ed25519Public(admin), reading.Ed25519Public(anchorKey), logs); err != nil {
 		return err
+	}
+	// The rules stage's key, registered as the commander (as `anchorline rules commander` does).
+	rulesKey, err := stack.LoadOrCreateRulesKey(c.info.RulesKey)
+	if err != nil {
+		return err
+	}
+	f, err := ledger.NewFailover(c.info.LedgerRPC, c.tls, c.log)
+	if err != nil {
+		return err
+	}
+	if err := stack.RegisterCommander(ctx, ledger.NewClient(f, c.log), admin, reading.Ed25519Public(rulesKey), c.log); err != nil {
+		return fmt.Errorf("cluster: %w", err)
 	}
 
 	// ClickHouse: a shard of replicas sharing a ZooKeeper; the schema replicated ON CLUSTER.
@@ -378,6 +392,10 @@ func (c *Cluster) startServices(ctx context.Context, logs string) error {
 	}
 	for i := range o.Anchor {
 		svcs = append(svcs, service{name: "anchor-" + strconv.Itoa(i+1), command: "anchor", role: auth.RoleAnchoring})
+	}
+	for i := range o.Rules {
+		svcs = append(svcs, service{name: "rules-" + strconv.Itoa(i+1), command: "rules", role: auth.RoleRules,
+			conf: map[string]map[string]any{"rules": {"key": c.info.RulesKey}}})
 	}
 	svcs = append(svcs, service{name: "api-1", command: "api"})
 	for i, s := range svcs {

@@ -9,8 +9,8 @@
 # the pods' names under their headless Services (nats-N.nats, ledger-N.ledger,
 # clickhouse-N.clickhouse) and the API's Service, and localhost for `kubectl port-forward`; a
 # network of four validators reached at ledger-N.ledger (ledger init), each serving its RPC
-# over https with the certificate ledger.yaml mounts at /etc/anchorline/tls; and a random
-# ClickHouse password. Keep DIR safe and out of version control: it holds every private key of
+# over https with the certificate ledger.yaml mounts at /etc/anchorline/tls; the rules stage's
+# command key; and a random ClickHouse password. Keep DIR safe and out of version control: it holds every private key of
 # the deployment, the CA's (DIR/tls/ca-key.pem, in no Secret) too. deployments/deploy_test.go
 # runs it.
 set -eu
@@ -27,6 +27,7 @@ mkdir "$dir"
 "$anchorline" ledger init --validators 4 --chain-id anchorline \
   --hosts ledger-0.ledger,ledger-1.ledger,ledger-2.ledger,ledger-3.ledger --out "$dir/ledger" \
   --rpc-tls-cert /etc/anchorline/tls/ledger.pem --rpc-tls-key /etc/anchorline/tls/ledger-key.pem
+"$anchorline" ledger keygen --out "$dir/rules.key" >/dev/null   # the rules stage's command key (the rules-commander Job registers it)
 od -An -N24 -tx1 /dev/urandom | tr -d ' \n' > "$dir/clickhouse-password"
 cp "$here/kustomization.yaml" "$dir/kustomization.yaml"
 echo "wrote $dir: kubectl apply -f $here/../namespace.yaml && kubectl apply -k $dir"
