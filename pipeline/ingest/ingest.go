@@ -193,6 +193,10 @@ type flush struct {
 	suspects []suspect // readings whose chain link is settled after the flush
 	b        *batch.Builder
 	first    time.Time
+	// The lowest and highest Readings stream sequence of msgs (seqUnknown if one had no
+	// metadata): the batch record carries them for retention.
+	seqMin, seqMax uint64
+	seqUnknown     bool
 	// turn is closed when the previous flush has published its verified readings (or given
 	// up), next when this one has: flushes run concurrently, but the rules stage gets a
 	// worker's batches in the order they were cut, so a device's readings come in seq order.
@@ -432,8 +436,13 @@ func (g *Ingest) add(f *flush, msg jetstream.Msg, res verify.Result, heads *chai
 		if md.NumDelivered > 1 {
 			g.redelivered.Add(1)
 		}
+		if sq := md.Sequence.Stream; f.seqMin == 0 || sq < f.seqMin {
+			f.seqMin = sq
+		}
+		f.seqMax = max(f.seqMax, md.Sequence.Stream)
 	} else {
 		received = time.Now()
+		f.seqUnknown = true
 	}
 	if res.Err != nil {
 		rej, ok := errors.AsType[*verify.Rejection](res.Err)
@@ -485,6 +494,9 @@ func (g *Ingest) flush(ctx context.Context, f *flush) {
 		if b, rec, err = f.b.Flush(time.Now()); err != nil {
 			g.log.Error("ingest: cannot close batch", "err", err)
 			return
+		}
+		if !f.seqUnknown {
+			rec.StreamSeqMin, rec.StreamSeqMax = f.seqMin, f.seqMax
 		}
 	}
 	var verified []*nats.Msg

@@ -43,6 +43,12 @@ type BatchRecord struct {
 	TSMax   uint64 `json:"ts_max"`     // the latest device time in the batch, Unix ms
 	Created int64  `json:"created_ms"` // when the batch was closed, Unix ms
 	Worker  string `json:"worker"`     // the ingest worker that wrote it
+	// StreamSeqMin and StreamSeqMax are the lowest and highest Readings stream sequence of
+	// the messages of the flush that wrote the batch (its readings and the rejects stored with
+	// them); 0 in records of workers older than the field. Retention purges Readings below the
+	// lowest StreamSeqMin of the batches not anchored yet (consume.ReadingsLowWater).
+	StreamSeqMin uint64 `json:"stream_seq_min,omitempty"`
+	StreamSeqMax uint64 `json:"stream_seq_max,omitempty"`
 }
 
 // NewID returns a time-ordered 16-byte id, as batches and anchors have: 6 bytes of t's Unix

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -418,11 +419,15 @@ func testServices(t *testing.T, b *broker) {
 			}
 		}
 	}
+	// Retention: anchoring reads the ingest consumer's ack floor, but takes none of its messages.
 	sctx, scancel = short()
-	if _, err := ajs.Consumer(sctx, stream.Readings, stream.IngestConsumer); err == nil {
-		t.Fatal("anchoring read the ingest consumer")
+	if _, err := ajs.Consumer(sctx, stream.Readings, stream.IngestConsumer); err != nil {
+		t.Fatalf("anchoring cannot read the ingest consumer's ack floor: %v", err)
 	}
 	scancel()
+	if slices.ContainsFunc(PermissionsOf(RoleAnchoring).Publish, func(s string) bool { return strings.HasPrefix(s, "$JS.API.CONSUMER.MSG.NEXT."+stream.Readings) }) {
+		t.Fatal("anchoring may pull readings")
+	}
 	sctx, scancel = short()
 	if err := consume.PublishBatch(sctx, ajs, stream.BatchRecord{ID: "01", Root: "00", Size: 1}); err == nil {
 		t.Fatal("anchoring published a batch record")

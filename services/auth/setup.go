@@ -96,6 +96,10 @@ func PermissionsOf(r Role) Permissions {
 	case RoleAnchoring:
 		pub := jsTopology(stream.Batches, stream.AnchorConsumer)
 		pub = append(pub, jsConsume(stream.Batches, stream.AnchorConsumer)...)
+		// Retention (anchor.purge_readings): the ingest consumer's ack floor, the records not
+		// anchored yet, and the purge of Readings below the low-water mark.
+		pub = append(pub, "$JS.API.STREAM.INFO."+stream.Readings, "$JS.API.CONSUMER.INFO."+stream.Readings+"."+stream.IngestConsumer,
+			"$JS.API.STREAM.MSG.GET."+stream.Batches, "$JS.API.STREAM.PURGE."+stream.Readings)
 		pub = append(pub, jsKV(stream.AnchoringBucket)...)
 		// Resolved intents are purged (no delete markers): their stream lists only live ones.
 		pub = append(pub, jsKV(stream.AnchorIntentsBucket)...)

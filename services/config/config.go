@@ -103,6 +103,10 @@ type Anchor struct {
 	// ledger accepts anchors only from keys its genesis or an admin entry authorised.
 	// Default: data_dir/anchor.key (created by `dev` on first start, and authorised by it).
 	Key string
+	// PurgeReadings: the anchoring service removes from the Readings stream, every few
+	// seconds, the messages that are stored and, if readings, anchored (consume.PurgeAnchored);
+	// false keeps every message until the stream's own limits remove it.
+	PurgeReadings bool
 }
 
 // Ledger is the CometBFT ledger.
@@ -165,7 +169,7 @@ func Default() Config {
 		ClickHouse: ClickHouse{Addr: "127.0.0.1:9000", Database: "anchorline", Username: "default", StartupTimeout: time.Minute},
 		NATS:       NATS{URL: "nats://127.0.0.1:4222", Replicas: 1},
 		HTTP:       HTTP{Addr: "127.0.0.1:8080"},
-		Anchor:     Anchor{Interval: 2 * time.Second},
+		Anchor:     Anchor{Interval: 2 * time.Second, PurgeReadings: true},
 		Ledger:     Ledger{ChainID: "anchorline-dev", RPC: "127.0.0.1:26657", TimeoutCommit: 100 * time.Millisecond},
 		Ingest: Ingest{BatchSize: 10_000, FlushAge: 200 * time.Millisecond, PullBatch: 1000,
 			MaxAckPending: 60_000, MaxSize: 8 << 10, Worker: "ingest", Flushers: 2, AckWait: 30 * time.Second,
@@ -207,6 +211,7 @@ func keys(c *Config) []key {
 		{"http.token", &c.HTTP.Token},
 		{"anchor.interval", &c.Anchor.Interval},
 		{"anchor.key", &c.Anchor.Key},
+		{"anchor.purge_readings", &c.Anchor.PurgeReadings},
 		{"ledger.chain_id", &c.Ledger.ChainID},
 		{"ledger.rpc", &c.Ledger.RPC},
 		{"ledger.admin_key", &c.Ledger.AdminKey},
@@ -285,6 +290,7 @@ func Flags(fs *pflag.FlagSet) {
 	fs.String("http.tokens", "", "API: file of client tokens (audience and SHA-256 per line); readings and proofs then need one")
 	fs.String("http.token", "", "client commands: file holding the API token to send")
 	fs.Duration("anchor.interval", d.Anchor.Interval, "time between anchors")
+	fs.Bool("anchor.purge_readings", d.Anchor.PurgeReadings, "remove from the READINGS stream the messages stored and anchored (false: keep them)")
 	fs.String("anchor.key", "", "anchoring key file that signs anchor entries (default data_dir/anchor.key)")
 	fs.String("ledger.rpc", d.Ledger.RPC, "CometBFT RPC address (clients: several, comma-separated, one per validator)")
 	fs.String("ledger.admin_key", "", "admin key file (default data_dir/admin.key)")

@@ -3,6 +3,7 @@ package stack
 import (
 	"context"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"github.com/anchorline/anchorline/anchor/anchoring"
 	"github.com/anchorline/anchorline/anchor/ledger"
 	"github.com/anchorline/anchorline/anchor/merkle"
+	"github.com/anchorline/anchorline/pipeline/consume"
 	"github.com/anchorline/anchorline/pipeline/write"
 	"github.com/anchorline/anchorline/schemas/stream"
 	"github.com/anchorline/anchorline/services/config"
@@ -128,4 +130,40 @@ func NewAnchoring(ctx context.Context, cfg config.Config, js jetstream.JetStream
 		Consumer: stream.AnchorConsumer,
 		Interval: cfg.Anchor.Interval,
 	}, log)
+}
+
+// PurgeEvery is how often an anchoring process removes from the Readings stream what is
+// stored and anchored (anchor.purge_readings).
+const PurgeEvery = 5 * time.Second
+
+// purgeReadings removes, every PurgeEvery until ctx ends, the Readings messages below the
+// low-water mark of anchored readings (consume.PurgeAnchored). A round that fails is logged
+// and the next one tries again: nothing is removed that is not known to be stored and
+// anchored. Every anchoring process may run it; the mark is the servers' state, so they agree.
+func purgeReadings(ctx context.Context, js jetstream.JetStream, log *slog.Logger) error {
+	tick := time.NewTicker(PurgeEvery)
+	defer tick.Stop()
+	var warned bool
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+		low, n, err := consume.PurgeAnchored(ctx, js)
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case errors.Is(err, consume.ErrLowWaterUnknown):
+			if !warned {
+				log.Warn("retention: readings kept in the stream until the batches older workers recorded are anchored", "err", err)
+				warned = true
+			}
+		case err != nil:
+			log.Warn("retention: cannot purge the readings stream; trying again", "err", err, "in", PurgeEvery)
+		case n > 0:
+			warned = false
+			log.Debug("retention: readings stored and anchored removed from the stream", "stream", stream.Readings, "below", low, "messages", n)
+		}
+	}
 }

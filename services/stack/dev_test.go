@@ -32,6 +32,7 @@ import (
 	"github.com/anchorline/anchorline/schemas/entry"
 	"github.com/anchorline/anchorline/schemas/lookup"
 	"github.com/anchorline/anchorline/schemas/reading"
+	"github.com/anchorline/anchorline/schemas/stream"
 	"github.com/anchorline/anchorline/services/api"
 	"github.com/anchorline/anchorline/services/auth"
 	"github.com/anchorline/anchorline/services/config"
@@ -396,6 +397,19 @@ func TestEndToEnd(t *testing.T) {
 		// The anchors row is written after its batch_anchors rows.
 		unrecorded := count(t, ctx, ch, "SELECT count() FROM (SELECT DISTINCT anchor_id FROM "+database+".batch_anchors) WHERE anchor_id NOT IN (SELECT anchor_id FROM "+database+".anchors)")
 		return sized == uint64(len(good)) && a == b && unrecorded == 0, fmt.Sprintf("%d of %d batches anchored, covering %d readings; %d anchors not recorded yet", a, b, sized, unrecorded)
+	})
+	// Stored and anchored, the readings leave the stream (anchor.purge_readings): every message,
+	// rejects included, the anchoring service's retention rounds remove with its own credentials.
+	rs, err := js.Stream(ctx, stream.Readings)
+	if err != nil {
+		t.Fatal(err)
+	}
+	await.Until(t, ctx, "READINGS purged of what is stored and anchored", func() (bool, string) {
+		info, err := rs.Info(ctx)
+		if err != nil {
+			return false, err.Error()
+		}
+		return info.State.Msgs == 0 && info.State.LastSeq > 0, fmt.Sprintf("%d messages, seqs %d to %d", info.State.Msgs, info.State.FirstSeq, info.State.LastSeq)
 	})
 	// Metric rows (written before each batch row) and the rollups the materialized views fill.
 	if n := count(t, ctx, ch, "SELECT count() FROM "+database+".metrics"); n != 2*uint64(len(good)) {

@@ -118,7 +118,7 @@ func (s *Services) start(ctx context.Context, cfg config.Config, roles Roles, en
 		s.onStop(func() error { return nc.Drain() })
 		return js, nil
 	}
-	var ingestJS jetstream.JetStream
+	var ingestJS, anchoringJS jetstream.JetStream
 	b := &Backend{Store: st, Ledger: env.Ledger, AfterDeviceEvent: env.AfterDeviceEvent}
 	if env.AuthStats != nil {
 		b.AuthStats = func() any { return env.AuthStats() }
@@ -141,6 +141,7 @@ func (s *Services) start(ctx context.Context, cfg config.Config, roles Roles, en
 		if err != nil {
 			return err
 		}
+		anchoringJS = js
 		if s.Anchoring, err = NewAnchoring(ctx, cfg, js, ch, env.Ledger, s.log); err != nil {
 			return err
 		}
@@ -199,6 +200,10 @@ func (s *Services) start(ctx context.Context, cfg config.Config, roles Roles, en
 	}
 	if s.Anchoring != nil {
 		s.goRun("anchoring", s.Anchoring.Run)
+		if cfg.Anchor.PurgeReadings {
+			js := anchoringJS
+			s.goRun("retention", func(ctx context.Context) error { return purgeReadings(ctx, js, s.log) })
+		}
 	}
 	if s.Rules != nil {
 		s.goRun("rules", s.Rules.Run)
