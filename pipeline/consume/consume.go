@@ -30,6 +30,10 @@ type Topology struct {
 	Replicas      int
 	MaxAckPending int
 	AckWait       time.Duration
+	// ReadingsMaxAge is the Readings stream's MaxAge (0: none). Readings leave the stream once
+	// stored and anchored (PurgeAnchored); this is only a safety limit for the disk, which also
+	// drops what ingest has not stored if it is down for longer.
+	ReadingsMaxAge time.Duration
 }
 
 // EnsureStreams creates or updates both streams (file storage, one replica) and both durable
@@ -55,7 +59,9 @@ func (t Topology) EnsureIngest(ctx context.Context, js jetstream.JetStream) erro
 	if t.MaxAckPending <= 0 {
 		return fmt.Errorf("ingest.max_ack_pending %d: must be positive", t.MaxAckPending)
 	}
-	if err := ensureStream(ctx, js, t.stream(readingsStream)); err != nil {
+	rs := t.stream(readingsStream)
+	rs.MaxAge = t.ReadingsMaxAge
+	if err := ensureStream(ctx, js, rs); err != nil {
 		return fmt.Errorf("stream %s: %w", stream.Readings, err)
 	}
 	if err := ensureStream(ctx, js, t.stream(batchesStream)); err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -108,5 +109,24 @@ func TestRetention(t *testing.T) {
 	info, err := s.Info(ctx)
 	if err != nil || info.State.Msgs != 1 {
 		t.Fatalf("the stream holds %d messages (%v), want the one still unanchored", info.State.Msgs, err)
+	}
+}
+
+// TestReadingsMaxAge: nats.readings_max_age becomes the Readings stream's MaxAge, and goes
+// again when it is set back to 0.
+func TestReadingsMaxAge(t *testing.T) {
+	ctx := t.Context()
+	js := natstest.Start(t)
+	for _, age := range []time.Duration{2 * time.Hour, 0} {
+		if err := (Topology{Replicas: 1, MaxAckPending: 10, ReadingsMaxAge: age}).EnsureIngest(ctx, js); err != nil {
+			t.Fatal(err)
+		}
+		s, err := js.Stream(ctx, stream.Readings)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := s.CachedInfo().Config.MaxAge; got != age {
+			t.Fatalf("MaxAge %s, want %s", got, age)
+		}
 	}
 }

@@ -80,6 +80,10 @@ type NATS struct {
 	// Replicas is how many copies JetStream keeps of each stream and bucket Anchorline makes
 	// (1 on one server, 3 on a cluster); an existing stream with another number is an error.
 	Replicas int
+	// ReadingsMaxAge is an operator's safety limit on the READINGS stream's disk (0: none):
+	// readings leave it once stored and anchored (anchor.purge_readings), but a message older
+	// than this is removed even if ingest has not stored it.
+	ReadingsMaxAge time.Duration
 }
 
 // HTTP is the API.
@@ -204,6 +208,7 @@ func keys(c *Config) []key {
 		{"nats.credentials", &c.NATS.Credentials},
 		{"nats.auth_dir", &c.NATS.AuthDir},
 		{"nats.replicas", &c.NATS.Replicas},
+		{"nats.readings_max_age", &c.NATS.ReadingsMaxAge},
 		{"http.addr", &c.HTTP.Addr},
 		{"http.tls_cert", &c.HTTP.TLSCert},
 		{"http.tls_key", &c.HTTP.TLSKey},
@@ -283,6 +288,7 @@ func Flags(fs *pflag.FlagSet) {
 	fs.String("nats.url", d.NATS.URL, "NATS server URL")
 	fs.String("nats.credentials", "", "nkey seed file this command connects to NATS with (default: its role's under nats.auth_dir, if there)")
 	fs.Int("nats.replicas", d.NATS.Replicas, "copies of each stream JetStream keeps (1 on one server, 3 on a cluster)")
+	fs.Duration("nats.readings_max_age", d.NATS.ReadingsMaxAge, "safety limit: READINGS drops messages older than this even if not stored (0: none; readings leave it once stored and anchored)")
 	fs.String("nats.auth_dir", "", "broker identity setup: service seeds, callout issuer, auth.conf (default data_dir/nats-auth)")
 	fs.String("http.addr", d.HTTP.Addr, "HTTP API address")
 	fs.String("http.tls_cert", "", "PEM certificate the API serves HTTPS with (with http.tls_key)")
@@ -500,6 +506,9 @@ func (n NATS) check() error {
 		if err != nil || p.Host == "" || !slices.Contains([]string{"nats", "tls", "ws", "wss"}, p.Scheme) {
 			return invalid("nats.url", "%q is not a URL like nats://127.0.0.1:4222 (nats, tls, ws or wss; several separated by commas)", n.URL)
 		}
+	}
+	if n.ReadingsMaxAge < 0 || n.ReadingsMaxAge > 0 && n.ReadingsMaxAge < time.Hour {
+		return invalid("nats.readings_max_age", "%s: want 0 (no limit) or at least 1h: the stream drops what is older even if ingest has not stored it, so a short limit loses readings after an outage", n.ReadingsMaxAge)
 	}
 	if n.Replicas < 1 || n.Replicas > 5 {
 		return invalid("nats.replicas", "%d: want 1 (one server) to 5; JetStream clusters keep 3 copies as a rule", n.Replicas)

@@ -104,6 +104,7 @@ func TestValidateRejects(t *testing.T) {
 		{func(c *Config) { c.NATS.URL = "http://127.0.0.1:4222" }, `nats.url: "http://127.0.0.1:4222" is not a URL like nats://127.0.0.1:4222 (nats, tls, ws or wss`},
 		{func(c *Config) { c.NATS.URL = "nats://a:4222,b:4222" }, `nats.url: "nats://a:4222,b:4222" is not a URL`},
 		{func(c *Config) { c.NATS.Replicas = 0 }, "nats.replicas: 0: want 1 (one server) to 5"},
+		{func(c *Config) { c.NATS.ReadingsMaxAge = 10 * time.Minute }, "nats.readings_max_age: 10m0s: want 0 (no limit) or at least 1h"},
 		{func(c *Config) { c.HTTP.TLSCert = "cert.pem" }, "http.tls_cert: http.tls_cert and http.tls_key go together"},
 		{func(c *Config) { c.HTTP.Addr = "localhost" }, `http.addr: "localhost" is not host:port`},
 		{func(c *Config) { c.Anchor.Interval = 0 }, "anchor.interval: 0s is too short; use at least 10ms"},

@@ -27,7 +27,8 @@ type Ingest struct {
 
 // Topology is how the services make their streams and consumers, from the configuration.
 func Topology(cfg config.Config) consume.Topology {
-	return consume.Topology{Replicas: cfg.NATS.Replicas, MaxAckPending: cfg.Ingest.MaxAckPending, AckWait: cfg.Ingest.AckWait}
+	return consume.Topology{Replicas: cfg.NATS.Replicas, MaxAckPending: cfg.Ingest.MaxAckPending, AckWait: cfg.Ingest.AckWait,
+		ReadingsMaxAge: cfg.NATS.ReadingsMaxAge}
 }
 
 // NewIngest builds an ingest worker: streams and consumers are created if missing.
