@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/anchorline/anchorline/schemas/lookup"
@@ -148,7 +149,10 @@ func (s *Store) readingsOf(ctx context.Context, table string, keys []ReadingKey,
 		}
 		fmt.Fprintf(&in, "('%s', %d)", k.Device, k.Seq)
 	}
-	rows, err := s.conn.Query(ctx, "SELECT "+lookupCols+" FROM "+s.t(table)+
+	// One thread: the query reads a granule or two per key, and on 18.16 each further thread
+	// (a stream per core by default) adds to the server's fixed cost of a query.
+	qctx := clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"max_threads": 1}))
+	rows, err := s.conn.Query(qctx, "SELECT "+lookupCols+" FROM "+s.t(table)+
 		" WHERE (device_id, seq) IN ("+in.String()+") ORDER BY device_id, seq, batch_id")
 	if err != nil {
 		return fmt.Errorf("readings (%d keys): %w", len(keys), err)
