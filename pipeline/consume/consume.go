@@ -195,10 +195,13 @@ func PublishBatch(ctx context.Context, js jetstream.JetStream, r stream.BatchRec
 const RulesPinnedTTL = 10 * time.Second
 
 // RulesMaxAckPending is how many Verified messages of a shard its process may hold
-// unacknowledged: the stage acknowledges several together, once their events are durable
-// (pipeline/rules). They are delivered in order, and again in order to the process that takes
-// the shard over.
-const RulesMaxAckPending = 32
+// unacknowledged: one. A process that takes a shard over gets the one its predecessor left
+// before any later message, so it evaluates a device's readings in seq order; with more, it
+// would get later messages first (a redelivery waits for the ack wait) and evaluate the
+// earlier readings only as history, without their events (TestRulesProcessKilled). Ingest
+// makes the messages large instead (stream.MaxVerifiedChunk), so that a ClickHouse insert
+// stores the events of many readings.
+const RulesMaxAckPending = 1
 
 // EnsureVerified creates or updates the Verified stream (a work queue) with one durable
 // consumer per shard, filtered to its subject and pinned to one process at a time (priority

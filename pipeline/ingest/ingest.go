@@ -652,10 +652,17 @@ func verifiedMsgs(b *write.Batch, feed *RulesFeed) ([]*nats.Msg, error) {
 	for sh, rs := range byShard {
 		for c := 0; len(rs) > 0; c++ {
 			n := min(len(rs), stream.MaxVerifiedChunk)
-			vb := stream.VerifiedBatch{Batch: b.ID[:], Height: height, Readings: rs[:n]}
-			data, err := vb.Encode()
-			if err != nil {
-				return nil, err
+			var data []byte
+			for {
+				vb := stream.VerifiedBatch{Batch: b.ID[:], Height: height, Readings: rs[:n]}
+				var err error
+				if data, err = vb.Encode(); err != nil {
+					return nil, err
+				}
+				if len(data) <= stream.MaxVerifiedBytes || n == 1 {
+					break
+				}
+				n /= 2 // readings with many metrics or tags: fewer to a message
 			}
 			m := nats.NewMsg(stream.VerifiedSubject(sh))
 			m.Data = data

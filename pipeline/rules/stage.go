@@ -340,15 +340,16 @@ func (s *Stage) pull(ctx context.Context, c jetstream.Consumer, i int) (<-chan j
 	return msgs, it.Stop, nil
 }
 
-// How messages are taken together: up to pullAhead are fetched ahead; the events of up to
-// maxPending messages (or maxPendingEvents events) are stored in one ClickHouse insert and
-// published before those messages are acknowledged, as soon as no further message is waiting
-// or the first has waited maxPendingDelay. A ClickHouse insert costs the server about the
-// same for 20 rows as for 2,000 (BenchmarkEventsCPU in pipeline/write), so at a high rate
-// the events of many messages share one; at a low rate each message's go at once.
+// How messages are taken together: the events of up to maxPending messages (or
+// maxPendingEvents events) are stored in one ClickHouse insert and published before those
+// messages are acknowledged, as soon as no further message is waiting or the first has
+// waited maxPendingDelay. A ClickHouse insert costs the server about the same for 20 rows as
+// for 2,000 (BenchmarkEventsCPU in pipeline/write). The shard's consumer holds one message
+// unacknowledged (consume.RulesMaxAckPending, for order across takeovers), so a batch is one
+// message today, and ingest makes messages large.
 const (
 	pullAhead        = 16
-	maxPending       = 16 // below the consumer's MaxAckPending (consume.RulesMaxAckPending)
+	maxPending       = 16 // at most the consumer's MaxAckPending (consume.RulesMaxAckPending)
 	maxPendingEvents = 10_000
 	maxPendingDelay  = 200 * time.Millisecond
 )

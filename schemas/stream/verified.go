@@ -46,9 +46,13 @@ func ActionSubject(kind, rule, device string) string {
 // ActionFilter is the subject filter of the consumer of actions of kind.
 func ActionFilter(kind string) string { return "anchorline.actions." + kind + ".>" }
 
-// MaxVerifiedChunk bounds the readings of one Verified message (about 100 bytes each, well
-// under NATS's default 1 MiB payload).
-const MaxVerifiedChunk = 2000
+// MaxVerifiedChunk bounds the readings of one Verified message, and MaxVerifiedBytes its
+// encoding (a chunk over it is split): well under NATS's default 1 MiB payload. Large
+// messages let the rules stage store the events of many readings in one ClickHouse insert.
+const (
+	MaxVerifiedChunk = 10_000
+	MaxVerifiedBytes = 512 << 10
+)
 
 // VerifiedSubject is the subject of a shard's verified readings.
 func VerifiedSubject(shard int) string { return "anchorline.verified." + strconv.Itoa(shard) }
