@@ -133,6 +133,7 @@ func BenchmarkServerCPU(b *testing.B) {
 		b.ReportMetric(float64((afterInsert-before).Microseconds())/n, "insert-cpu-us/reading")
 		b.ReportMetric(float64((after-afterInsert).Microseconds())/n, "merge-cpu-us/reading")
 		b.ReportMetric(n/inserted.Seconds(), "readings/s")
+		b.ReportMetric(float64(diskBytes(b, ctx, conn, db))/n, "disk-bytes/reading")
 
 		// The flat row of a plain connector, in the same database and run: one MergeTree
 		// table of device, seq, ts, two metrics and a 128-hex-character field.
@@ -167,6 +168,32 @@ func BenchmarkServerCPU(b *testing.B) {
 		b.ReportMetric(float64((afterInsert-before).Microseconds())/n, "flat-insert-cpu-us/reading")
 		b.ReportMetric(float64((after-afterInsert).Microseconds())/n, "flat-merge-cpu-us/reading")
 	}
+}
+
+// diskBytes is what the database's active parts take on disk, logging it per table: with
+// benchBatches' readings (250 random bytes of raw each, which do not compress), the disk a
+// reading costs in ClickHouse with every table and view of the schema.
+func diskBytes(b *testing.B, ctx context.Context, conn driver.Conn, db string) uint64 {
+	b.Helper()
+	rows, err := conn.Query(ctx, "SELECT table, sum(bytes_on_disk), sum(rows) FROM system.parts WHERE database = ? AND active GROUP BY table ORDER BY table", db)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer rows.Close()
+	var total uint64
+	for rows.Next() {
+		var table string
+		var bytes, n uint64
+		if err := rows.Scan(&table, &bytes, &n); err != nil {
+			b.Fatal(err)
+		}
+		b.Logf("%-28s %12d bytes on disk, %10d rows", table, bytes, n)
+		total += bytes
+	}
+	if err := rows.Err(); err != nil {
+		b.Fatal(err)
+	}
+	return total
 }
 
 // waitMerges waits until no merge has run for 20 polls in a row (2 s): the merges of parts the
