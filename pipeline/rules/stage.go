@@ -315,14 +315,13 @@ func (s *Stage) serve(ctx context.Context, i int) error {
 	}
 }
 
-// pull starts pulling shard i's messages into a channel, closed when the iterator stops. The
-// channel holds what the iterator fetched ahead, so that drain sees whether more is waiting.
+// pull starts pulling shard i's messages into a channel, closed when the iterator stops.
 func (s *Stage) pull(ctx context.Context, c jetstream.Consumer, i int) (<-chan jetstream.Msg, func(), error) {
-	it, err := c.Messages(jetstream.PullPriorityGroup(stream.RulesGroup), jetstream.PullMaxMessages(pullAhead))
+	it, err := c.Messages(jetstream.PullPriorityGroup(stream.RulesGroup), jetstream.PullMaxMessages(16))
 	if err != nil {
 		return nil, nil, fmt.Errorf("rules: shard %d: %w", i, err)
 	}
-	msgs := make(chan jetstream.Msg, pullAhead)
+	msgs := make(chan jetstream.Msg)
 	go func() {
 		defer close(msgs)
 		for {
@@ -340,54 +339,20 @@ func (s *Stage) pull(ctx context.Context, c jetstream.Consumer, i int) (<-chan j
 	return msgs, it.Stop, nil
 }
 
-// How messages are taken together: the events of up to maxPending messages (or
-// maxPendingEvents events) are stored in one ClickHouse insert and published before those
-// messages are acknowledged, as soon as no further message is waiting or the first has
-// waited maxPendingDelay. A ClickHouse insert costs the server about the same for 20 rows as
-// for 2,000 (BenchmarkEventsCPU in pipeline/write). The shard's consumer holds one message
-// unacknowledged (consume.RulesMaxAckPending, for order across takeovers), so a batch is one
-// message today, and ingest makes messages large.
-const (
-	pullAhead        = 16
-	maxPending       = 16 // at most the consumer's MaxAckPending (consume.RulesMaxAckPending)
-	maxPendingEvents = 10_000
-	maxPendingDelay  = 200 * time.Millisecond
-)
-
-// pending are messages evaluated whose events are not durable yet.
-type pending struct {
-	msgs  []jetstream.Msg
-	evs   []rule.Event
-	per   []int // events of each message
-	first time.Time
-}
-
 // drain handles msgs and the absence ticks until msgs closes (an error) or ctx ends (nil).
-// Messages not acknowledged when it returns are delivered again, and evaluated to the same
-// events.
+// The shard's consumer holds one message unacknowledged (consume.RulesMaxAckPending, for
+// order across takeovers), so messages are handled one at a time; ingest makes them large
+// (stream.MaxVerifiedChunk), so that one ClickHouse insert stores the events of many readings.
 func (s *Stage) drain(ctx context.Context, sh *shard, msgs <-chan jetstream.Msg, tick <-chan time.Time) error {
-	var p pending
 	for {
-		var due <-chan time.Time
-		if len(p.msgs) > 0 {
-			if len(msgs) == 0 || len(p.msgs) >= maxPending || len(p.evs) >= maxPendingEvents || time.Since(p.first) >= maxPendingDelay {
-				if !s.settle(ctx, sh, &p) {
-					return nil // ctx ended: the messages are delivered again
-				}
-				continue
-			}
-			due = time.After(maxPendingDelay - time.Since(p.first))
-		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case m, ok := <-msgs:
 			if !ok {
-				s.settle(ctx, sh, &p)
 				return errors.New("the message iterator stopped")
 			}
-			s.handle(ctx, sh, m, &p)
-		case <-due:
+			s.handle(ctx, sh, m)
 		case <-tick:
 			s.absence(ctx, sh)
 		}
@@ -411,9 +376,11 @@ func (s *Stage) loadLast(ctx context.Context, sh *shard) error {
 	return nil
 }
 
-// handle evaluates one message's readings and adds it and its events to p. A message that
-// does not decode is acknowledged and logged: it cannot become readable later.
-func (s *Stage) handle(ctx context.Context, sh *shard, m jetstream.Msg, p *pending) {
+// handle evaluates one message's readings, then stores and publishes its events, retrying
+// until they are durable, then acknowledges it. If ctx ends first nothing is acknowledged:
+// the message is delivered again and evaluated to the same event ids. A message that does not
+// decode is acknowledged and logged: it cannot become readable later.
+func (s *Stage) handle(ctx context.Context, sh *shard, m jetstream.Msg) {
 	vb, err := stream.DecodeVerified(m.Data())
 	if err != nil {
 		s.log.Error("rules: message that is not a verified batch; dropped", "subject", m.Subject(), "err", err)
@@ -422,7 +389,7 @@ func (s *Stage) handle(ctx context.Context, sh *shard, m jetstream.Msg, p *pendi
 	}
 	// Evaluation fails only before it changes the shard's state (the rules at the height, the
 	// history of new devices), so it is retried as a whole; its events, once decided, are
-	// emitted until they are durable (settle).
+	// emitted until they are durable.
 	var evs []rule.Event
 	for w := retry.Default().Start(); ; {
 		if evs, err = s.evaluate(ctx, sh, vb); err == nil {
@@ -430,55 +397,31 @@ func (s *Stage) handle(ctx context.Context, sh *shard, m jetstream.Msg, p *pendi
 		}
 		s.log.Warn("rules: cannot evaluate; retrying", "shard", sh.n, "err", err)
 		_ = m.InProgress()
-		for _, pm := range p.msgs {
-			_ = pm.InProgress()
-		}
 		if w.Wait(ctx, err) != nil {
-			return // not acknowledged: redelivered
+			return
 		}
-	}
-	if len(p.msgs) == 0 {
-		p.first = time.Now()
-	}
-	p.msgs, p.evs, p.per = append(p.msgs, m), append(p.evs, evs...), append(p.per, len(evs))
-}
-
-// settle stores and publishes p's events, retrying until they are durable, then acknowledges
-// p's messages and empties p. If ctx ends first nothing is acknowledged (the messages are
-// delivered again and evaluated to the same event ids) and it reports false.
-func (s *Stage) settle(ctx context.Context, sh *shard, p *pending) bool {
-	if len(p.msgs) == 0 {
-		return true
 	}
 	for w := retry.Default().Start(); ; {
-		err := s.emit(ctx, p.evs)
-		if err == nil {
+		if err = s.emit(ctx, evs); err == nil {
 			break
 		}
-		s.log.Warn("rules: cannot store or publish events; retrying", "shard", sh.n, "events", len(p.evs), "err", err)
-		for _, m := range p.msgs {
-			_ = m.InProgress()
-		}
+		s.log.Warn("rules: cannot store or publish events; retrying", "shard", sh.n, "events", len(evs), "err", err)
+		_ = m.InProgress()
 		if w.Wait(ctx, err) != nil {
-			return false
+			return
 		}
 	}
-	now := s.cfg.Now()
-	for i, m := range p.msgs {
-		if err := m.Ack(); err != nil {
-			s.log.Warn("rules: ack failed; the message will be evaluated again (its events keep their ids)", "err", err)
-		}
-		if md, err := m.Metadata(); err == nil && p.per[i] > 0 {
-			ms := float64(now.Sub(md.Timestamp).Microseconds()) / 1000
-			for range p.per[i] {
-				s.observe(ms)
-			}
+	if err := m.Ack(); err != nil {
+		s.log.Warn("rules: ack failed; the message will be evaluated again (its events keep their ids)", "err", err)
+	}
+	s.messages.Add(1)
+	s.events.Add(uint64(len(evs)))
+	if md, err := m.Metadata(); err == nil && len(evs) > 0 {
+		ms := float64(s.cfg.Now().Sub(md.Timestamp).Microseconds()) / 1000
+		for range evs {
+			s.observe(ms)
 		}
 	}
-	s.messages.Add(uint64(len(p.msgs)))
-	s.events.Add(uint64(len(p.evs)))
-	*p = pending{msgs: p.msgs[:0], evs: p.evs[:0], per: p.per[:0]}
-	return true
 }
 
 // evaluate runs the rules in force at the message's height on its readings, in seq order per

@@ -154,7 +154,7 @@ func changeAnchorKey(cmd *cobra.Command, op, h string, wait time.Duration) error
 	if err != nil {
 		return err
 	}
-	l, admin, err := adminLedger(cmd)
+	_, l, admin, err := adminLedger(cmd)
 	if err != nil {
 		return err
 	}
@@ -176,25 +176,26 @@ func changeAnchorKey(cmd *cobra.Command, op, h string, wait time.Duration) error
 	return nil
 }
 
-// adminLedger is a client of the ledger at ledger.rpc and the key of ledger.admin_key, which
-// must be one of the ledger's admins: what a command that commits an admin-signed entry opens.
-func adminLedger(cmd *cobra.Command) (*ledger.Client, ed25519.PrivateKey, error) {
+// adminLedger is the configuration, a client of the ledger at ledger.rpc and the key of
+// ledger.admin_key, which must be one of the ledger's admins: what a command that commits an
+// admin-signed entry opens.
+func adminLedger(cmd *cobra.Command) (config.Config, *ledger.Client, ed25519.PrivateKey, error) {
 	cfg, l, err := ledgerClient(cmd)
 	if err != nil {
-		return nil, nil, err
+		return cfg, nil, nil, err
 	}
 	admin, err := stack.LoadAdminKey(cfg.Ledger.AdminKey)
 	if err != nil {
-		return nil, nil, badInput(err)
+		return cfg, nil, nil, badInput(err)
 	}
 	auth, err := l.Authority(cmd.Context())
 	if err != nil {
-		return nil, nil, err
+		return cfg, nil, nil, err
 	}
 	if err := checkAdmin(cfg, auth.Admins, reading.Ed25519Public(admin)); err != nil {
-		return nil, nil, err
+		return cfg, nil, nil, err
 	}
-	return l, admin, nil
+	return cfg, l, admin, nil
 }
 
 // checkAdmin is the bad-input error for a ledger.admin_key that is not one of admins (hex).

@@ -77,7 +77,7 @@ func ruleRetireCmd() *cobra.Command {
 // submitRule commits a rule entry (op) for r signed by ledger.admin_key; a zero r.Version is
 // the rule's next version on the ledger.
 func submitRule(cmd *cobra.Command, op string, r rule.Rule, wait time.Duration) error {
-	l, admin, err := adminLedger(cmd)
+	_, l, admin, err := adminLedger(cmd)
 	if err != nil {
 		return err
 	}

@@ -172,11 +172,7 @@ commands against that record. Nothing changes if the commander holds the key alr
 deployment may run it on every start; give every rules process the same key file.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			l, admin, err := adminLedger(cmd)
-			if err != nil {
-				return err
-			}
-			cfg, _, err := load(cmd)
+			cfg, l, admin, err := adminLedger(cmd)
 			if err != nil {
 				return err
 			}
