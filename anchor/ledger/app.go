@@ -235,11 +235,16 @@ func (a *App) hashWith(ctx context.Context, st *staged, height uint64) (merkle.H
 		}
 		regRoot = st.reg.root
 	}
-	rulesRoot, err := a.s.commitRules(ctx, st, height)
-	if err != nil {
-		return merkle.Hash{}, err
+	var kr keptRoots
+	if a.s.version == merkle.AppHashV2 {
+		for k, kd := range a.s.kinds {
+			var err error
+			if kr[k], st.from[k], err = kd.commit(ctx, st.kept[k], height); err != nil {
+				return merkle.Hash{}, err
+			}
+		}
 	}
-	c, err := a.s.hashOf(height, st.log.Size(), st.log.Root(), regRoot, rulesRoot)
+	c, err := a.s.hashOf(st.log.Size(), st.log.Root(), regRoot, kr)
 	return c.appHash, err
 }
 
@@ -270,12 +275,8 @@ func (a *App) Commit(context.Context, *abci.RequestCommit) (*abci.ResponseCommit
 	if len(st.entries) > 0 {
 		set(dbKey(prefSize, u64(height)), u64(st.log.Size()))
 	}
-	for id, v := range st.rules {
-		set(ruleKey(id, height), v.record)
-		set(dbKey(prefRuleLatest, []byte(id)), append(u64(height), v.record...))
-	}
-	if st.rulesFrom != a.s.rulesFrom {
-		set(keyRulesFrom, u64(st.rulesFrom))
+	for k, kd := range a.s.kinds {
+		kd.persist(set, st.kept[k], height, st.from[k])
 	}
 	for d, v := range st.records {
 		set(devKey(d, height), v.record)
@@ -303,7 +304,9 @@ func (a *App) Commit(context.Context, *abci.RequestCommit) (*abci.ResponseCommit
 	a.s.log = st.log
 	a.s.height = height
 	a.s.auth = st.auth
-	a.s.rulesFrom = st.rulesFrom
+	for k, kd := range a.s.kinds {
+		kd.from = st.from[k]
+	}
 	a.staged = nil
 	return &abci.ResponseCommit{}, nil
 }

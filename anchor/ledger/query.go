@@ -230,7 +230,7 @@ func (a *App) query(path string, data []byte) (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		size, logRoot, regRoot, rulesRoot, err := s.roots(h)
+		size, logRoot, regRoot, kr, err := s.roots(h)
 		if err != nil {
 			return nil, err
 		}
@@ -245,7 +245,7 @@ func (a *App) query(path string, data []byte) (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		c, err := s.hashOf(h, size, logRoot, regRoot, rulesRoot)
+		c, err := s.hashOf(size, logRoot, regRoot, kr)
 		if err != nil {
 			return nil, err
 		}

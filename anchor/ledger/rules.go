@@ -3,115 +3,39 @@ package ledger
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"fmt"
 
 	"github.com/anchorline/anchorline/anchor/merkle"
-	"github.com/anchorline/anchorline/anchor/smt"
 	"github.com/anchorline/anchorline/schemas/entry"
 	"github.com/anchorline/anchorline/schemas/rule"
 )
 
-// Keys of the rules state (schemas/ledger.md "rule records"): like a device's, a rule's
-// record by height and its latest one, and the rules' sparse Merkle tree, whose root is the
-// state root's "rules" sub-root from keyRulesFrom on.
-var (
-	prefRule       = []byte("u/")              // u/<rule id> 0x00 <height BE> = record bytes
-	prefRuleLatest = []byte("U/")              // U/<rule id> = height BE || its latest record
-	prefRulesSMT   = []byte("S/")              // the rules' sparse Merkle tree (anchor/smt)
-	keyRulesFrom   = []byte("meta/rules_from") // height of the first block with a rule entry
-)
-
 // ruleVersion is a rule's record as of a height.
 type ruleVersion struct {
-	height uint64
-	record []byte
-	leaf   merkle.Hash
-	rec    entry.RuleRecord
+	kept
+	rec entry.RuleRecord
 }
 
-func newRuleVersion(record []byte, rec entry.RuleRecord) ruleVersion {
-	return ruleVersion{height: rec.Height, record: record, leaf: merkle.LeafHash(record), rec: rec}
-}
-
-func ruleKey(id string, height uint64) []byte {
-	return dbKey(prefRule, []byte(id), []byte{0}, u64(height))
-}
-
-// latestRule returns a rule's committed record.
-func (s *state) latestRule(id string) (ruleVersion, bool, error) {
-	v, err := s.db.Get(dbKey(prefRuleLatest, []byte(id)))
-	if err != nil || v == nil {
-		return ruleVersion{}, false, err
-	}
-	if len(v) < 8 {
-		return ruleVersion{}, false, fmt.Errorf("ledger db: latest record of rule %s is truncated", id)
-	}
-	rec, err := entry.DecodeRuleRecord(v[8:])
+func ruleVersionOf(k kept) (ruleVersion, error) {
+	rec, err := entry.DecodeRuleRecord(k.record)
 	if err != nil {
-		return ruleVersion{}, false, fmt.Errorf("ledger db: rule %s: %w", id, err)
+		return ruleVersion{}, fmt.Errorf("ledger db: rule record: %w", err)
 	}
-	return newRuleVersion(v[8:], rec), true, nil
+	return ruleVersion{kept: k, rec: rec}, nil
 }
 
 // ruleAt returns a rule's record as of height.
 func (s *state) ruleAt(id string, height uint64) (ruleVersion, bool, error) {
-	if height >= s.height {
-		return s.latestRule(id)
-	}
-	it, err := s.db.ReverseIterator(ruleKey(id, 0), ruleKey(id, height+1))
-	if err != nil {
+	k, ok, err := s.kinds[kindRules].at(id, height, s.height)
+	if err != nil || !ok {
 		return ruleVersion{}, false, err
 	}
-	defer it.Close()
-	if !it.Valid() {
-		return ruleVersion{}, false, it.Error()
-	}
-	rec, err := entry.DecodeRuleRecord(it.Value())
-	if err != nil {
-		return ruleVersion{}, false, fmt.Errorf("ledger db: rule %s at %d: %w", id, height, err)
-	}
-	return newRuleVersion(bytes.Clone(it.Value()), rec), true, nil
+	v, err := ruleVersionOf(k)
+	return v, err == nil, err
 }
 
-// ruleIDs returns the ids of every rule ever committed, sorted.
-func (s *state) ruleIDs() ([]string, error) {
-	it, err := s.db.Iterator(prefRuleLatest, prefixEnd(prefRuleLatest))
-	if err != nil {
-		return nil, err
-	}
-	defer it.Close()
-	var out []string
-	for ; it.Valid(); it.Next() {
-		out = append(out, string(it.Key()[len(prefRuleLatest):]))
-	}
-	return out, it.Error()
-}
-
-// rulesFrom is the height from which the state root commits the rules sub-root (0: not yet).
-func (s *state) loadRulesFrom() error {
-	b, err := s.db.Get(keyRulesFrom)
-	if err != nil {
-		return err
-	}
-	switch len(b) {
-	case 0:
-	case 8:
-		s.rulesFrom = binary.BigEndian.Uint64(b)
-	default:
-		return fmt.Errorf("ledger db: %s is %d bytes", keyRulesFrom, len(b))
-	}
-	return nil
-}
-
-// hasRules reports whether the state root at height commits a rules sub-root.
-func (s *state) hasRules(height uint64) bool { return s.rulesFrom > 0 && height >= s.rulesFrom }
-
-// rulesRoot is the rules sub-root at height (only for heights where hasRules).
-func (s *state) rulesRoot(height uint64) (merkle.Hash, error) {
-	r, err := s.rules.Root(height)
-	return merkle.Hash(r), err
-}
+// latestRule returns a rule's committed record.
+func (s *state) latestRule(id string) (ruleVersion, bool, error) { return s.ruleAt(id, s.height) }
 
 // checkRule validates a rule entry against the committed state plus the block's earlier
 // changes (st, nil for CheckTx).
@@ -125,8 +49,11 @@ func (s *state) checkRule(dec entry.Entry, st *staged) error {
 		return err
 	}
 	if st != nil {
-		if v, ok := st.rules[e.Rule.ID]; ok {
-			cur, known = v, true
+		if k, ok := st.kept[kindRules][e.Rule.ID]; ok {
+			if cur, err = ruleVersionOf(k); err != nil {
+				return err
+			}
+			known = true
 		}
 	}
 	next := uint64(1)
@@ -161,54 +88,8 @@ func stageRule(st *staged, dec entry.Entry, e []byte, index, height uint64) erro
 	if err != nil {
 		return err
 	}
-	st.rules[rec.ID] = newRuleVersion(b, rec)
+	st.kept[kindRules][rec.ID] = newKept(height, b)
 	return nil
-}
-
-// commitRules gives the rules tree its version for height, with the block's changes: from
-// the first block with a rule entry on, every block (so that every height from then on has a
-// root). A block replayed after a crash between FinalizeBlock and Commit finds its version.
-func (s *state) commitRules(ctx context.Context, st *staged, height uint64) (*merkle.Hash, error) {
-	from := s.rulesFrom
-	if from == 0 && len(st.rules) > 0 {
-		from = height
-	}
-	st.rulesFrom = from
-	if from == 0 || s.version != merkle.AppHashV2 {
-		return nil, nil
-	}
-	var root smt.Hash
-	var err error
-	if s.rules.Latest() >= height {
-		root, err = s.rules.Root(height)
-	} else {
-		changes := make([]smt.Change, 0, len(st.rules))
-		for id, v := range st.rules {
-			changes = append(changes, smt.Change{Key: smt.KeyOf(id), Value: smt.Hash(v.leaf)})
-		}
-		root, err = s.rules.Commit(ctx, height, changes)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("ledger: rules at %d: %w", height, err)
-	}
-	h := merkle.Hash(root)
-	return &h, nil
-}
-
-// ruleProof is a rule record's membership proof in the rules tree at height.
-func (s *state) ruleProof(id string, v ruleVersion, height uint64) ([]byte, merkle.Hash, error) {
-	root, err := s.rules.Root(height)
-	if err != nil {
-		return nil, merkle.Hash{}, err
-	}
-	p, val, err := s.rules.Prove(height, smt.KeyOf(id))
-	if err != nil {
-		return nil, merkle.Hash{}, err
-	}
-	if !bytes.Equal(val, v.leaf[:]) {
-		return nil, merkle.Hash{}, fmt.Errorf("ledger db: rule %s at %d: the tree holds leaf %x, the record hashes to %s", id, height, val, v.leaf)
-	}
-	return p.Encode(), merkle.Hash(root), nil
 }
 
 // ruleState is a rule record with its entry.
@@ -222,7 +103,7 @@ func (s *state) ruleState(v ruleVersion) (RuleState, error) {
 
 // rulesAt lists every rule's record as of height.
 func (s *state) rulesAt(height uint64, recordsOnly bool) (Rules, error) {
-	ids, err := s.ruleIDs()
+	ids, err := s.kinds[kindRules].keys("")
 	if err != nil {
 		return Rules{}, err
 	}
@@ -254,14 +135,14 @@ func (s *state) proveRule(id string, height uint64) (RuleProof, error) {
 	if err != nil {
 		return RuleProof{}, err
 	}
-	if !ok || !s.hasRules(height) {
+	if !ok || !s.kinds[kindRules].has(height) {
 		return RuleProof{}, notFound("rule %s is not on the ledger at height %d", id, height)
 	}
 	rs, err := s.ruleState(v)
 	if err != nil {
 		return RuleProof{}, err
 	}
-	p, root, err := s.ruleProof(id, v, height)
+	p, root, err := s.kinds[kindRules].prove(id, v.kept, height)
 	if err != nil {
 		return RuleProof{}, err
 	}

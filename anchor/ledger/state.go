@@ -104,10 +104,9 @@ type state struct {
 	version uint64          // the chain's app hash version
 	reg     *registry       // v1 only: the registry tree at height
 	smt     *smt.Tree       // v2 only: the registry, a version per height
-	rules   *smt.Tree       // v2 only: the rules' records, a version per height from rulesFrom
-	// rulesFrom is the first block with a rule entry, from which the state root commits the
-	// rules sub-root (0: none yet).
-	rulesFrom uint64
+	// kinds are the keyed kinds of state besides the registry (rules, owners, consent), v2
+	// only: each a version per height from the first block that changes it.
+	kinds [numKinds]*keyed
 }
 
 func loadState(db dbm.DB) (*state, error) {
@@ -135,11 +134,10 @@ func loadState(db dbm.DB) (*state, error) {
 	if s.smt, err = smt.Open(smt.DBStore{DB: db}, smt.DefaultConfig(prefSMT)); err != nil {
 		return nil, fmt.Errorf("ledger db: %w", err)
 	}
-	if s.rules, err = smt.Open(smt.DBStore{DB: db}, smt.DefaultConfig(prefRulesSMT)); err != nil {
-		return nil, fmt.Errorf("ledger db: rules: %w", err)
-	}
-	if err := s.loadRulesFrom(); err != nil {
-		return nil, err
+	for k := range numKinds {
+		if s.kinds[k], err = openKeyed(db, k); err != nil {
+			return nil, err
+		}
 	}
 	if err := migrate(db); err != nil {
 		return nil, err
@@ -504,9 +502,13 @@ func (s *state) registryProof(dev string, v version, height uint64) (regProof, e
 	return regProof{path: []merkle.Hash{}, root: merkle.Hash(root), smt: p.Encode()}, nil
 }
 
-// roots returns the log size and root, the registry root and (from rulesFrom on) the rules
-// root as of height.
-func (s *state) roots(height uint64) (size uint64, logRoot, regRoot merkle.Hash, rulesRoot *merkle.Hash, err error) {
+// keptRoots are the keyed kinds' sub-roots at a height, nil for a kind the state root does
+// not commit at that height.
+type keptRoots [numKinds]*merkle.Hash
+
+// roots returns the log size and root, the registry root and the keyed kinds' roots as of
+// height.
+func (s *state) roots(height uint64) (size uint64, logRoot, regRoot merkle.Hash, kr keptRoots, err error) {
 	if size, err = s.logSizeAt(height); err != nil {
 		return
 	}
@@ -516,12 +518,17 @@ func (s *state) roots(height uint64) (size uint64, logRoot, regRoot merkle.Hash,
 	if regRoot, err = s.registryRoot(height); err != nil {
 		return
 	}
-	if s.hasRules(height) {
-		var r merkle.Hash
-		if r, err = s.rulesRoot(height); err != nil {
-			return
+	if s.version != merkle.AppHashV2 {
+		return
+	}
+	for k, kd := range s.kinds {
+		if kd.has(height) {
+			var r merkle.Hash
+			if r, err = kd.root(height); err != nil {
+				return
+			}
+			kr[k] = &r
 		}
-		rulesRoot = &r
 	}
 	return
 }
@@ -532,32 +539,32 @@ type committed struct {
 	logSize      uint64
 	logRoot      merkle.Hash
 	registryRoot merkle.Hash
-	rulesRoot    *merkle.Hash     // v2, from the first block with a rule entry on
-	subRoots     []merkle.SubRoot // v2 only, sorted by name
+	subRoots     []merkle.SubRoot // v2 only
 	stateRoot    merkle.Hash      // v2 only
 	appHash      merkle.Hash
 }
 
-// subRoots are the named sub-roots a v2 state root commits at a height, sorted by name: the
-// registry's, and the rules' (rulesRoot non-nil) from the first block with a rule entry on. A
-// later sub-root (owners, consent) joins the same way, from a height recorded in state, so
-// that every earlier height keeps its state root.
-func subRoots(regRoot merkle.Hash, rulesRoot *merkle.Hash) []merkle.SubRoot {
+// subRoots are the named sub-roots a v2 state root commits at a height: the registry's, and
+// each keyed kind's from the first block that changes it on, so that every earlier height
+// keeps its state root.
+func (s *state) subRoots(regRoot merkle.Hash, kr keptRoots) []merkle.SubRoot {
 	out := []merkle.SubRoot{{Name: merkle.SubRootRegistry, Root: regRoot}}
-	if rulesRoot != nil {
-		out = append(out, merkle.SubRoot{Name: merkle.SubRootRules, Root: *rulesRoot})
+	for k, r := range kr {
+		if r != nil {
+			out = append(out, merkle.SubRoot{Name: s.kinds[k].name, Root: *r})
+		}
 	}
 	return out
 }
 
 // hashOf is the app hash, of height's version, over the given roots.
-func (s *state) hashOf(height, size uint64, logRoot, regRoot merkle.Hash, rulesRoot *merkle.Hash) (committed, error) {
-	c := committed{version: s.version, logSize: size, logRoot: logRoot, registryRoot: regRoot, rulesRoot: rulesRoot}
+func (s *state) hashOf(size uint64, logRoot, regRoot merkle.Hash, kr keptRoots) (committed, error) {
+	c := committed{version: s.version, logSize: size, logRoot: logRoot, registryRoot: regRoot}
 	if c.version == merkle.AppHashV1 {
 		c.appHash = merkle.AppHash(size, logRoot, regRoot)
 		return c, nil
 	}
-	c.subRoots = subRoots(regRoot, rulesRoot)
+	c.subRoots = s.subRoots(regRoot, kr)
 	var err error
 	if c.stateRoot, err = merkle.StateRoot(c.subRoots); err != nil {
 		return committed{}, err
@@ -568,11 +575,11 @@ func (s *state) hashOf(height, size uint64, logRoot, regRoot merkle.Hash, rulesR
 
 // committedAt is what the app hash after block height commits.
 func (s *state) committedAt(height uint64) (committed, error) {
-	size, logRoot, regRoot, rulesRoot, err := s.roots(height)
+	size, logRoot, regRoot, kr, err := s.roots(height)
 	if err != nil {
 		return committed{}, err
 	}
-	return s.hashOf(height, size, logRoot, regRoot, rulesRoot)
+	return s.hashOf(size, logRoot, regRoot, kr)
 }
 
 func (s *state) appHash() (merkle.Hash, error) {
@@ -617,14 +624,18 @@ type staged struct {
 	anchors map[string]bool
 	auth    *authority                      // the committed authority with the block's changes
 	updates map[string]abci.ValidatorUpdate // by validator address: the last update wins
-	rules   map[string]ruleVersion          // rule records the block changes, by rule id
-	// rulesFrom is state.rulesFrom after the block, computed by FinalizeBlock.
-	rulesFrom uint64
+	// kept are the keyed records the block changes, by kind and key; from is each kind's
+	// from height after the block, computed by FinalizeBlock.
+	kept [numKinds]map[string]kept
+	from [numKinds]uint64
 }
 
 func newStaged(s *state) *staged {
-	return &staged{records: map[string]version{}, anchors: map[string]bool{}, auth: s.auth.clone(), updates: map[string]abci.ValidatorUpdate{},
-		rules: map[string]ruleVersion{}}
+	st := &staged{records: map[string]version{}, anchors: map[string]bool{}, auth: s.auth.clone(), updates: map[string]abci.ValidatorUpdate{}}
+	for k := range st.kept {
+		st.kept[k] = map[string]kept{}
+	}
+	return st
 }
 
 // logNode is a complete subtree of the log tree.

@@ -24,6 +24,14 @@ const SubRootRegistry = "registry"
 // root from the first block with a rule entry on.
 const SubRootRules = "rules"
 
+// SubRootOwners and SubRootConsent are the names of the owner bindings' and the consent
+// records' sub-roots (schemas/ledger.md "owner records", "consent records"), each in the state
+// root from the first block with an entry of its kind on.
+const (
+	SubRootOwners  = "owners"
+	SubRootConsent = "consent"
+)
+
 // appHashV2Domain prefixes the second version of the ledger app hash.
 const appHashV2Domain = "anchorline/ledger/v2"
 
