@@ -27,10 +27,10 @@ const (
 
 // keyedLayout is where a kind keeps its state in the database.
 type keyedLayout struct {
-	name   string // the sub-root's name (merkle.SubRoot*)
-	pref   []byte // <pref><key> 0x00 <height BE> = the record from that height on
-	latest []byte // <latest><key> = height BE || the latest record
-	tree   []byte // the sparse Merkle tree (anchor/smt)
+	name    string // the sub-root's name (merkle.SubRoot*)
+	pref    []byte // <pref><key> 0x00 <height BE> = the record from that height on
+	latest  []byte // <latest><key> = height BE || the latest record
+	tree    []byte // the sparse Merkle tree (anchor/smt)
 	fromKey []byte // height BE of the first block with a change of this kind
 }
 
