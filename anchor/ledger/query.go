@@ -403,6 +403,30 @@ func (a *App) query(path string, data []byte) (any, error) {
 			return nil, err
 		}
 		return s.proveRule(r.ID, h)
+	case PathOwner, PathConsent:
+		var r KeyedRequest
+		if err := json.Unmarshal(data, &r); err != nil {
+			return nil, err
+		}
+		h, err := a.at(r.Height)
+		if err != nil {
+			return nil, err
+		}
+		k := kindOwners
+		if path == PathConsent {
+			k = kindConsent
+		}
+		return s.proveKept(k, r.Key, h)
+	case PathConsents:
+		var r ConsentsRequest
+		if err := json.Unmarshal(data, &r); err != nil {
+			return nil, err
+		}
+		h, err := a.at(r.Height)
+		if err != nil {
+			return nil, err
+		}
+		return s.consentsAt(h, r.Dev)
 	}
 	return nil, &queryError{CodeBadRequest, fmt.Sprintf("unknown query path %q", path)}
 }

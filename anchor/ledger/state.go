@@ -710,6 +710,13 @@ func (s *state) check(e []byte, st *staged, height uint64) (entry.Entry, error) 
 			return dec, &txError{CodeUnauthorised, fmt.Sprintf("rule %s: key %x is not an admin of this ledger", dec.Rule.Rule.ID, []byte(dec.Admin()))}
 		}
 		return dec, s.checkRule(dec, st)
+	case dec.Owner != nil:
+		if !auth.isAdmin(dec.Admin()) {
+			return dec, &txError{CodeUnauthorised, fmt.Sprintf("owner of %s: key %x is not an admin of this ledger", dec.Owner.Dev, []byte(dec.Admin()))}
+		}
+		return dec, s.checkOwner(dec, st)
+	case dec.Consent != nil:
+		return dec, s.checkConsent(dec, st)
 	}
 	if !auth.isAdmin(dec.Admin()) {
 		return dec, &txError{CodeUnauthorised, fmt.Sprintf("%s of %s: key %x is not an admin of this ledger", dec.Type, dec.Device(), []byte(dec.Admin()))}
@@ -743,6 +750,10 @@ func (s *state) stage(st *staged, dec entry.Entry, e []byte, height uint64) erro
 		}
 	case dec.Rule != nil:
 		return stageRule(st, dec, e, s.logSize()+uint64(len(st.entries))-1, height)
+	case dec.Owner != nil:
+		return stageOwner(st, dec.Owner, e, s.logSize()+uint64(len(st.entries))-1, height)
+	case dec.Consent != nil:
+		return stageConsent(st, dec.Consent, e, s.logSize()+uint64(len(st.entries))-1, height)
 	case dec.Register != nil:
 		r := dec.Register
 		rec := entry.Record{Dev: r.Dev, Alg: reading.Alg(r.Alg), Key: r.Key, Status: entry.StatusActive, Height: height}

@@ -86,21 +86,28 @@ type Entry struct {
 	Validator *Validator
 	Admins    *Admins
 	Rule      *Rule
+	Owner     *Owner
+	Consent   *Consent
 }
 
-// Device returns the device id of a device event, "" for an anchor.
+// Device returns the device id of a device event, an owner or a consent entry, "" for the
+// others.
 func (e Entry) Device() string {
 	switch {
 	case e.Register != nil:
 		return e.Register.Dev
 	case e.Revoke != nil:
 		return e.Revoke.Dev
+	case e.Owner != nil:
+		return e.Owner.Dev
+	case e.Consent != nil:
+		return e.Consent.Dev
 	}
 	return ""
 }
 
-// Admin returns the admin key of an entry signed by one admin (device events, anchor_key, rule),
-// nil for the others.
+// Admin returns the admin key of an entry signed by one admin (device events, anchor_key, rule,
+// owner), nil for the others.
 func (e Entry) Admin() ed25519.PublicKey {
 	switch {
 	case e.Register != nil:
@@ -111,6 +118,8 @@ func (e Entry) Admin() ed25519.PublicKey {
 		return e.AnchorKey.Admin
 	case e.Rule != nil:
 		return e.Rule.Admin
+	case e.Owner != nil:
+		return e.Owner.Admin
 	}
 	return nil
 }
@@ -333,6 +342,10 @@ func Decode(b []byte) (Entry, error) {
 		return decodeAuthority(head.Type, b)
 	case TypeRule:
 		return decodeRule(b)
+	case TypeOwner:
+		return decodeOwner(b)
+	case TypeConsent:
+		return decodeConsent(b)
 	default:
 		return Entry{}, fmt.Errorf("%w: unknown type %q", ErrMalformed, head.Type)
 	}

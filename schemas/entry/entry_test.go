@@ -262,6 +262,25 @@ func TestGolden(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Owners and consent (identity management): appended likewise; the owner's key is
+	// Ed25519, whose signatures are deterministic.
+	owner := reading.NewEd25519Key(adminKey(30))
+	bind, err := NewOwner(admin, owner, OpBind, "dev-1", t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	grant, err := NewConsent(owner, OpGrant, "dev-1", "research", t0.Add(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ownerRec, err := OwnerRecord{Dev: "dev-1", Alg: "ed25519", Key: owner.Public().Key, Status: OwnerBound, Time: uint64(t0.UnixMilli()), Entry: leaf[:], Index: 8, Height: 43}.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	consentRec, err := ConsentRecord{Dev: "dev-1", Audience: "research", Status: ConsentGranted, Alg: "ed25519", Key: owner.Public().Key, Time: uint64(t0.UnixMilli()) + 1000, Entry: leaf[:], Index: 9, Height: 44}.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
 	got := []golden{
 		{"anchor", hex.EncodeToString(anc)},
 		{"register", hex.EncodeToString(reg)},
@@ -274,6 +293,10 @@ func TestGolden(t *testing.T) {
 		{"rule_put", hex.EncodeToString(put)},
 		{"rule_retire", hex.EncodeToString(retire)},
 		{"rule_record", hex.EncodeToString(ruleRec)},
+		{"owner_bind", hex.EncodeToString(bind)},
+		{"consent_grant", hex.EncodeToString(grant)},
+		{"owner_record", hex.EncodeToString(ownerRec)},
+		{"consent_record", hex.EncodeToString(consentRec)},
 	}
 	path := filepath.Join("testdata", "entries.json")
 	if *update {
@@ -301,15 +324,20 @@ func TestGolden(t *testing.T) {
 			t.Errorf("%s: got %s\nwant %s", got[i].Name, got[i].Bytes, want[i].Bytes)
 		}
 		raw, _ := hex.DecodeString(want[i].Bytes)
-		if want[i].Name == "record" {
-			if _, err := DecodeRecord(raw); err != nil {
-				t.Errorf("golden record: %v", err)
-			}
-		} else if want[i].Name == "rule_record" {
-			if _, err := DecodeRuleRecord(raw); err != nil {
-				t.Errorf("golden rule record: %v", err)
-			}
-		} else if _, err := Decode(raw); err != nil {
+		var err error
+		switch want[i].Name {
+		case "record":
+			_, err = DecodeRecord(raw)
+		case "rule_record":
+			_, err = DecodeRuleRecord(raw)
+		case "owner_record":
+			_, err = DecodeOwnerRecord(raw)
+		case "consent_record":
+			_, err = DecodeConsentRecord(raw)
+		default:
+			_, err = Decode(raw)
+		}
+		if err != nil {
 			t.Errorf("golden %s: %v", want[i].Name, err)
 		}
 	}

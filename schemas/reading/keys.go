@@ -5,10 +5,12 @@ import (
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/big"
 	"os"
 	"strings"
 )
@@ -95,6 +97,45 @@ func parseP256(key []byte) (*ecdsa.PublicKey, error) {
 // String is the hex form used on the command line and in bundles.
 func (k PublicKey) String() string { return hex.EncodeToString(k.Key) }
 
+// Verify checks a signature made by PrivateKey.Sign over msg. An ES256 signature must carry s
+// in its low form (at most n/2, as Sign makes it), so that a signed message has exactly one
+// valid encoding: ledger entries are identified by their bytes.
+func (k PublicKey) Verify(msg, sig []byte) error { return k.verify(msg, sig, true) }
+
+func (k PublicKey) verify(msg, sig []byte, lowS bool) error {
+	switch k.Alg {
+	case Ed25519:
+		if len(sig) != ed25519.SignatureSize {
+			return fmt.Errorf("%w: ed25519 signature is %d bytes, want 64", ErrBadSignature, len(sig))
+		}
+		if len(k.Key) != ed25519.PublicKeySize || !ed25519.Verify(ed25519.PublicKey(k.Key), msg, sig) {
+			return ErrBadSignature
+		}
+		return nil
+	case ES256:
+		key, err := parseP256(k.Key)
+		if err != nil {
+			return fmt.Errorf("%w: %w", ErrBadSignature, err)
+		}
+		if len(sig) != 64 {
+			return fmt.Errorf("%w: es256 signature is %d bytes, want 64", ErrBadSignature, len(sig))
+		}
+		r, s := new(big.Int).SetBytes(sig[:32]), new(big.Int).SetBytes(sig[32:])
+		if lowS && s.Cmp(halfOrderP256) > 0 {
+			return fmt.Errorf("%w: es256 signature's s is not in its low form", ErrBadSignature)
+		}
+		h := sha256.Sum256(msg)
+		if !ecdsa.Verify(key, h[:], r, s) {
+			return ErrBadSignature
+		}
+		return nil
+	}
+	return fmt.Errorf("%w: %q", ErrUnsupportedAlg, k.Alg)
+}
+
+// halfOrderP256 is n/2 for P-256's group order n.
+var halfOrderP256 = new(big.Int).Rsh(elliptic.P256().Params().N, 1)
+
 // PrivateKey is a device's signing key.
 type PrivateKey struct {
 	alg Alg
@@ -140,6 +181,29 @@ func (k PrivateKey) Public() PublicKey {
 		return PublicKey{Alg: ES256, Key: raw}
 	}
 	return PublicKey{}
+}
+
+// Sign signs msg: Ed25519, or ES256 (ECDSA P-256 over SHA-256(msg), r || s of 32 bytes each
+// as in COSE, s in its low form).
+func (k PrivateKey) Sign(msg []byte) ([]byte, error) {
+	switch k.alg {
+	case Ed25519:
+		return ed25519.Sign(k.ed, msg), nil
+	case ES256:
+		h := sha256.Sum256(msg)
+		r, s, err := ecdsa.Sign(rand.Reader, k.ec, h[:])
+		if err != nil {
+			return nil, fmt.Errorf("reading: es256 sign: %w", err)
+		}
+		if s.Cmp(halfOrderP256) > 0 {
+			s.Sub(elliptic.P256().Params().N, s)
+		}
+		sig := make([]byte, 64)
+		r.FillBytes(sig[:32])
+		s.FillBytes(sig[32:])
+		return sig, nil
+	}
+	return nil, fmt.Errorf("%w: %q", ErrUnsupportedAlg, k.alg)
 }
 
 // bytes is the private key as stored in key files: the Ed25519 seed (32 bytes) or the P-256
