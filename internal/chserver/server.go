@@ -23,6 +23,7 @@ import (
 
 	"github.com/anchorline/anchorline/internal/procnet"
 	"github.com/anchorline/anchorline/internal/retry"
+	schema "github.com/anchorline/anchorline/schemas/clickhouse"
 )
 
 // ErrNotInstalled means no clickhouse-server binary was found.
@@ -264,6 +265,8 @@ func startServer(ctx context.Context, dir, addr string, t *tlsFiles, r *ReplicaO
 				return nil, err
 			}
 			replication = r.config(host, interserver)
+		} else if t == nil {
+			replication = strings.NewReplacer("{{host}}", xmlText(host), "{{tcp}}", strconv.Itoa(port)).Replace(localCluster)
 		}
 		s, err := start(ctx, bin, dir, host, port, httpPort, t, r, replication, log)
 		if errors.Is(err, errPortTaken) && attempt < 5 {
@@ -277,6 +280,14 @@ func startServer(ctx context.Context, dir, addr string, t *tlsFiles, r *ReplicaO
 		return s, nil
 	}
 }
+
+// localCluster defines schema.LocalCluster on a server without TLS or replicas: itself.
+const localCluster = `    <remote_servers>
+        <` + schema.LocalCluster + `>
+            <shard><replica><host>{{host}}</host><port>{{tcp}}</port></replica></shard>
+        </` + schema.LocalCluster + `>
+    </remote_servers>
+`
 
 // plainListeners are the native and HTTP ports of a server without TLS.
 const plainListeners = `    <tcp_port>{{tcp}}</tcp_port>

@@ -8,19 +8,25 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
-	"github.com/anchorline/anchorline/schemas/clickhouse"
+	schema "github.com/anchorline/anchorline/schemas/clickhouse"
 )
 
 // EnvAddr names the environment variable that tells tests where ClickHouse listens. RunTests
 // sets it after starting a private server; set it yourself to test against a server you run.
 const EnvAddr = "ANCHORLINE_TEST_CLICKHOUSE"
+
+// EnvDir names the environment variable that tells tests the directory of the server of
+// RunTests (its users.d takes users, AddUsers).
+const EnvDir = "ANCHORLINE_TEST_CLICKHOUSE_DIR"
 
 // RunTests runs a test binary's tests with one private ClickHouse server for all of them
 // (unless EnvAddr already names one): func TestMain(m *testing.M) { os.Exit(chserver.RunTests(m)) }
@@ -41,6 +47,7 @@ func RunTests(m *testing.M) int {
 	}
 	defer srv.Stop()
 	os.Setenv(EnvAddr, srv.Addr)
+	os.Setenv(EnvDir, dir)
 	return m.Run()
 }
 
@@ -69,7 +76,7 @@ func NewDatabase(t testing.TB) (addr, database string, conn driver.Conn) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if _, err := clickhouse.Migrate(ctx, conn, database); err != nil {
+	if _, err := schema.Migrate(ctx, conn, database); err != nil {
 		t.Fatalf("migrate %s: %v", database, err)
 	}
 	t.Cleanup(func() {
@@ -77,4 +84,32 @@ func NewDatabase(t testing.TB) (addr, database string, conn driver.Conn) {
 		conn.Close()
 	})
 	return addr, database, conn
+}
+
+// AddUsers writes a users configuration file (users.d/<name>.xml) into the test server of
+// RunTests, removed when the test ends. The server reloads its users by itself within a few
+// seconds: wait for the user with a connection that retries.
+func AddUsers(t testing.TB, name, xml string) {
+	t.Helper()
+	dir := os.Getenv(EnvDir)
+	if dir == "" {
+		t.Fatalf("no test ClickHouse directory: call chserver.RunTests from TestMain, which starts a private server (%s names a server whose users this test cannot change)", EnvAddr)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "users.d"), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, "users.d", name+".xml")
+	if err := os.WriteFile(p, []byte(xml), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.Remove(p) })
+}
+
+// OpenAs connects to the server at addr as user with password.
+func OpenAs(addr, database, user, password string) (driver.Conn, error) {
+	return clickhouse.Open(&clickhouse.Options{
+		Addr:        []string{addr},
+		Auth:        clickhouse.Auth{Database: database, Username: user, Password: password},
+		DialTimeout: 2 * time.Second,
+	})
 }

@@ -27,6 +27,13 @@ type Migration struct {
 
 var validDB = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,62}$`)
 
+// LocalCluster is the cluster of one server (itself, as its default user) that a server
+// without replicas defines for consent (services/access): the audiences' Distributed tables
+// read the consented views through it, so the query on the far side runs as the cluster's
+// user, and an analyst who may read only the audience's database still gets the rows.
+// Anchorline's embedded server defines it; an external one must, to enforce consent.
+const LocalCluster = "anchorline_local"
+
 // Migrations returns the embedded migrations in version order.
 func Migrations() ([]Migration, error) {
 	entries, err := fs.ReadDir(migrations, "migrations")

@@ -29,15 +29,16 @@ import (
 
 func deviceCmd() *cobra.Command {
 	c := &cobra.Command{Use: "device", Short: "Device keys, registration and publishing"}
-	c.AddCommand(keygenCmd(), registerCmd(), revokeCmd(), publishCmd(), simulateCmd())
+	c.AddCommand(keygenCmd("device"), registerCmd(), revokeCmd(), publishCmd(), simulateCmd())
 	return c
 }
 
-func keygenCmd() *cobra.Command {
+// keygenCmd makes a device's or an owner's key (what): both are key files of reading.KeyFile.
+func keygenCmd(what string) *cobra.Command {
 	var id, alg, out string
 	c := &cobra.Command{
 		Use:   "keygen --id ID [--alg ed25519|es256] --out KEYFILE",
-		Short: "Make a device key and write it to a key file (mode 0600)",
+		Short: "Make " + map[string]string{"device": "a device", "owner": "an owner's"}[what] + " key and write it to a key file (mode 0600)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			a, err := reading.ParseAlg(alg)
@@ -63,11 +64,11 @@ func keygenCmd() *cobra.Command {
 			} else if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "device %s (%s) public key %s written to %s\n", f.ID, f.Alg, f.PublicKey, out)
+			fmt.Fprintf(cmd.OutOrStdout(), "%s %s (%s) public key %s written to %s\n", what, f.ID, f.Alg, f.PublicKey, out)
 			return nil
 		},
 	}
-	c.Flags().StringVar(&id, "id", "", "device id ("+deviceIDRule+")")
+	c.Flags().StringVar(&id, "id", "", what+" id ("+deviceIDRule+")")
 	c.Flags().StringVar(&alg, "alg", "ed25519", "ed25519 or es256")
 	c.Flags().StringVar(&out, "out", "", "key file to write")
 	return c

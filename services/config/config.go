@@ -15,6 +15,8 @@ import (
 
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
+
+	"github.com/anchorline/anchorline/schemas/clickhouse"
 )
 
 // Config is everything a service or client command reads. Each field is set by one key (listed
@@ -65,6 +67,22 @@ type ClickHouse struct {
 	// StartupTimeout is how long a command retries an unreachable ClickHouse before it exits
 	// with an error saying so.
 	StartupTimeout time.Duration
+	// ConsentCluster is the cluster (a remote_servers entry) that the audiences' tables read
+	// the consented rows through (services/access): its replicas' user must be able to read
+	// the database. Empty: Cluster, or without one the embedded server's own
+	// (clickhouse.LocalCluster, which an external server must define to enforce consent).
+	ConsentCluster string
+}
+
+// ConsentThrough is the cluster the audiences' tables read through (ConsentCluster's rule).
+func (c ClickHouse) ConsentThrough() string {
+	switch {
+	case c.ConsentCluster != "":
+		return c.ConsentCluster
+	case c.Cluster != "":
+		return c.Cluster
+	}
+	return clickhouse.LocalCluster
 }
 
 // NATS is the message bus.
@@ -204,6 +222,7 @@ func keys(c *Config) []key {
 		{"clickhouse.embedded", &c.ClickHouse.Embedded},
 		{"clickhouse.secure", &c.ClickHouse.Secure},
 		{"clickhouse.startup_timeout", &c.ClickHouse.StartupTimeout},
+		{"clickhouse.consent_cluster", &c.ClickHouse.ConsentCluster},
 		{"nats.url", &c.NATS.URL},
 		{"nats.credentials", &c.NATS.Credentials},
 		{"nats.auth_dir", &c.NATS.AuthDir},
@@ -285,6 +304,7 @@ func Flags(fs *pflag.FlagSet) {
 	fs.Bool("clickhouse.embedded", d.ClickHouse.Embedded, "dev: start a private clickhouse-server under data_dir")
 	fs.Bool("clickhouse.secure", d.ClickHouse.Secure, "connect to ClickHouse with TLS (its secure native port), trusting tls.ca")
 	fs.Duration("clickhouse.startup_timeout", d.ClickHouse.StartupTimeout, "how long to retry an unreachable ClickHouse before giving up")
+	fs.String("clickhouse.consent_cluster", d.ClickHouse.ConsentCluster, "cluster (remote_servers entry) the audiences' consented tables read through (default: clickhouse.cluster, else anchorline_local)")
 	fs.String("nats.url", d.NATS.URL, "NATS server URL")
 	fs.String("nats.credentials", "", "nkey seed file this command connects to NATS with (default: its role's under nats.auth_dir, if there)")
 	fs.Int("nats.replicas", d.NATS.Replicas, "copies of each stream JetStream keeps (1 on one server, 3 on a cluster)")
@@ -496,6 +516,8 @@ func (c ClickHouse) check() error {
 		return invalid("clickhouse.username", "must not be empty (ClickHouse's own user is default)")
 	case c.StartupTimeout <= 0:
 		return invalid("clickhouse.startup_timeout", "%s must be positive (default 1m)", c.StartupTimeout)
+	case c.ConsentCluster != "" && !validIdent(c.ConsentCluster):
+		return invalid("clickhouse.consent_cluster", "%q must be letters, digits and underscores (the name of a remote_servers entry)", c.ConsentCluster)
 	}
 	return nil
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/anchorline/anchorline/anchor/ledger"
 	"github.com/anchorline/anchorline/pipeline/rules"
 	"github.com/anchorline/anchorline/schemas/clickhouse"
+	"github.com/anchorline/anchorline/services/access"
 	"github.com/anchorline/anchorline/services/api"
 	"github.com/anchorline/anchorline/services/auth"
 	"github.com/anchorline/anchorline/services/config"
@@ -203,6 +204,11 @@ func (s *Services) start(ctx context.Context, cfg config.Config, roles Roles, en
 		if cfg.Anchor.PurgeReadings {
 			js := anchoringJS
 			s.goRun("retention", func(ctx context.Context) error { return purgeReadings(ctx, js, s.log) })
+		}
+		if env.Ledger != nil {
+			sy := access.New(ch, env.Ledger, access.Config{Schema: clickhouse.Schema{Database: cfg.ClickHouse.Database, Cluster: cfg.ClickHouse.Cluster},
+				Through: cfg.ClickHouse.ConsentThrough()}, s.log)
+			s.goRun("consent", sy.Run)
 		}
 	}
 	if s.Rules != nil {
