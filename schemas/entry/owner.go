@@ -33,6 +33,10 @@ const (
 // device's readings.
 const AudienceCollect = "collect"
 
+// AudienceOperator is the reserved audience of the operator's own tokens (the HTTP API's
+// http.tokens): it reads every device, so no consent entry names it.
+const AudienceOperator = "operator"
+
 // audiencePattern is what an audience is: it names a ClickHouse database and user, so lower
 // case, digits and '_', starting with a letter.
 var audiencePattern = regexp.MustCompile(`^[a-z][a-z0-9_]{0,31}$`)
@@ -154,6 +158,9 @@ func (e Consent) check() error {
 	}
 	if !ValidAudience(e.Audience) {
 		return fmt.Errorf("%w: audience %q must match %s", ErrMalformed, e.Audience, audiencePattern)
+	}
+	if e.Audience == AudienceOperator {
+		return fmt.Errorf("%w: audience %q is the operator's, which reads every device: no consent applies to it", ErrMalformed, e.Audience)
 	}
 	return checkOwnerKey(e.Alg, e.Key)
 }

@@ -61,6 +61,8 @@ func (e *StatusError) Unwrap() error {
 		return lookup.ErrNotAnchored
 	case http.StatusUnauthorized:
 		return ErrUnauthorized
+	case http.StatusForbidden:
+		return ErrNoConsent
 	case http.StatusBadRequest, http.StatusRequestEntityTooLarge, http.StatusUnsupportedMediaType, http.StatusUnprocessableEntity:
 		return ErrRejected
 	}

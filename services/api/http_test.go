@@ -402,11 +402,13 @@ func TestHTTPErrors(t *testing.T) {
 
 // TestTokens: with http.tokens set, raw readings and proofs need a listed token (401 with
 // WWW-Authenticate otherwise, for a missing, malformed or unknown one), the other endpoints stay
-// public, and a token removed from the file stops working without a restart.
+// public, an operator's token reads every device while another audience reads only the devices
+// whose owners consent (403 otherwise, until a grant; again after a withdrawal), and a token
+// removed from the file stops working without a restart.
 func TestTokens(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
-	token, line, err := api.NewToken("auditors")
+	token, line, err := api.NewToken(entry.AudienceOperator)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -443,12 +445,49 @@ func TestTokens(t *testing.T) {
 	if _, err := c.Proof(ctx, "tok-1", 1); !errors.Is(err, api.ErrUnauthorized) {
 		t.Fatalf("proof without a token: %v, want ErrUnauthorized", err)
 	}
-	for _, tok := range []string{token, other} {
-		c.Token = tok
-		if _, err := c.Proof(ctx, "tok-1", 1); !errors.Is(err, lookup.ErrNotAnchored) {
-			t.Fatalf("proof with a listed token: %v, want ErrNotAnchored (the interval is an hour)", err)
+	c.Token = token
+	if _, err := c.Proof(ctx, "tok-1", 1); !errors.Is(err, lookup.ErrNotAnchored) {
+		t.Fatalf("proof with the operator's token: %v, want ErrNotAnchored (the interval is an hour)", err)
+	}
+	// The analysts read tok-1 only while its owner's consent is in force.
+	c.Token = other
+	analysts := func(want error) {
+		t.Helper()
+		await.Until(t, ctx, fmt.Sprintf("the analysts' proof of tok-1 answers %v", want), func() (bool, string) {
+			_, err := c.Proof(ctx, "tok-1", 1)
+			return errors.Is(err, want), fmt.Sprint(err)
+		})
+		if _, err := c.RangeProof(ctx, "tok-1", 1, 1); !errors.Is(err, want) {
+			t.Fatalf("the analysts' range proof of tok-1: %v, want %v", err, want)
 		}
 	}
+	analysts(api.ErrNoConsent)
+	owner, err := reading.GenerateKey(reading.Ed25519)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	for _, e := range []func() ([]byte, error){
+		func() ([]byte, error) { return entry.NewOwner(s.dev.AdminKey, owner, entry.OpBind, "tok-1", now) },
+		func() ([]byte, error) { return entry.NewConsent(owner, entry.OpGrant, "tok-1", "analysts", now) },
+	} {
+		b, err := e()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.dev.Ledger.Submit(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	analysts(lookup.ErrNotAnchored)
+	withdraw, err := entry.NewConsent(owner, entry.OpWithdraw, "tok-1", "analysts", now.Add(time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.dev.Ledger.Submit(ctx, withdraw); err != nil {
+		t.Fatal(err)
+	}
+	analysts(api.ErrNoConsent)
 	// The analysts' token goes from the file: refused within about a second.
 	if err := os.WriteFile(tokens, []byte(line+"\n"), 0o600); err != nil {
 		t.Fatal(err)

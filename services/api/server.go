@@ -141,6 +141,10 @@ type Deps struct {
 	// Tokens, if set, are the clients that may read raw readings and proofs (Authorization:
 	// Bearer <token>); without it those endpoints are open, as the others always are.
 	Tokens *Tokens
+	// Consent, if set with Tokens, says whether a token's audience may read a device's raw
+	// readings and proofs (the ledger's consent in force; audience entry.AudienceOperator reads
+	// every device) and the ledger height the answer is of. A refusal is a 403.
+	Consent func(ctx context.Context, audience, device string) (bool, uint64, error)
 }
 
 // errorBody is the JSON shape of every error answer. RequestID is set on a 5xx: the server
@@ -220,6 +224,29 @@ type server struct {
 
 type requestIDKey struct{}
 
+// audienceKey holds the audience of the request's token (authorized).
+type audienceKey struct{}
+
+// consented lets a request on dev's raw readings or proofs through when its token's audience
+// may read dev (Deps.Consent), or when the server has no tokens; otherwise it answers 403 (or
+// 503 when the ledger cannot say) and returns false.
+func (s *server) consented(w http.ResponseWriter, r *http.Request, dev string) bool {
+	aud, ok := r.Context().Value(audienceKey{}).(string)
+	if !ok || s.d.Consent == nil {
+		return true
+	}
+	in, height, err := s.d.Consent(r.Context(), aud, dev)
+	if err != nil {
+		s.failServer(w, r, slog.LevelWarn, http.StatusServiceUnavailable, "the ledger's consent state cannot be read now", err)
+		return false
+	}
+	if !in {
+		s.refuse(w, r, http.StatusForbidden, fmt.Sprintf("audience %q has no consent in force for device %q at ledger height %d: the device's owner grants it (anchorline consent grant %s %s)", aud, dev, height, dev, aud))
+		return false
+	}
+	return true
+}
+
 var validRequestID = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
 
 // withRequestID gives every request an id, in its context and in the answer's header.
@@ -282,7 +309,7 @@ func (s *server) authorized(h http.HandlerFunc) http.HandlerFunc {
 			}
 			if known {
 				s.log.DebugContext(r.Context(), "api request authorized", "request_id", requestID(r.Context()), "audience", aud, "path", r.URL.Path)
-				h(w, r)
+				h(w, r.WithContext(context.WithValue(r.Context(), audienceKey{}, aud)))
 				return
 			}
 			msg = "the token is not one the API's tokens file (http.tokens) lists: ask the operator for one (`anchorline api token`)"
@@ -409,7 +436,7 @@ func (s *server) healthz(w http.ResponseWriter, _ *http.Request) {
 
 func (s *server) reading(w http.ResponseWriter, r *http.Request) {
 	dev, seq, ok := s.deviceSeq(w, r)
-	if !ok {
+	if !ok || !s.consented(w, r, dev) {
 		return
 	}
 	v, err := s.d.Reading(r.Context(), dev, seq)
@@ -422,7 +449,7 @@ func (s *server) reading(w http.ResponseWriter, r *http.Request) {
 
 func (s *server) proof(w http.ResponseWriter, r *http.Request) {
 	dev, seq, ok := s.deviceSeq(w, r)
-	if !ok {
+	if !ok || !s.consented(w, r, dev) {
 		return
 	}
 	b, err := s.d.Proof(r.Context(), dev, seq)
@@ -444,6 +471,9 @@ func (s *server) rangeProof(w http.ResponseWriter, r *http.Request) {
 	dev, msg := pathDevice(r, "id")
 	if msg != "" {
 		s.refuse(w, r, http.StatusBadRequest, msg)
+		return
+	}
+	if !s.consented(w, r, dev) {
 		return
 	}
 	var bounds [2]uint64
@@ -490,6 +520,18 @@ func (s *server) eventProof(w http.ResponseWriter, r *http.Request) {
 			notFound:    fmt.Sprintf("no event %x is stored: an event id is the id of a message on iot.events.<rule>.<device> (or event_id in the events table)", id),
 			notAnchored: fmt.Sprintf("a reading event %x used is stored but not anchored yet: anchors are committed every anchor.interval; retry in a few seconds (anchorline proof --event ID --wait 30s)", id),
 		})
+		return
+	}
+	var ev struct {
+		Event struct {
+			Device string `json:"device"`
+		} `json:"event"`
+	}
+	if err := json.Unmarshal(b, &ev); err != nil {
+		s.failServer(w, r, slog.LevelError, http.StatusInternalServerError, "the event bundle could not be read back", err)
+		return
+	}
+	if !s.consented(w, r, ev.Event.Device) {
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")

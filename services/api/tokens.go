@@ -21,6 +21,10 @@ import (
 // that the server's tokens file (http.tokens) lists.
 var ErrUnauthorized = errors.New("api: a valid token is required")
 
+// ErrNoConsent is what the Client returns for a 403: the token's audience has no consent in
+// force for the device (schemas/ledger.md "consent").
+var ErrNoConsent = errors.New("api: no consent in force for the token's audience")
+
 // audienceRE is what an audience name may be: an analyst group or a purpose.
 var audienceRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
 

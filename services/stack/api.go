@@ -19,6 +19,7 @@ import (
 	"github.com/anchorline/anchorline/anchor/ledger"
 	"github.com/anchorline/anchorline/anchor/proof"
 	"github.com/anchorline/anchorline/schemas/lookup"
+	"github.com/anchorline/anchorline/services/access"
 	"github.com/anchorline/anchorline/services/api"
 	"github.com/anchorline/anchorline/services/config"
 	"github.com/anchorline/anchorline/services/store"
@@ -43,11 +44,22 @@ type Backend struct {
 	// Proofs builds the proof bundles; NewProofs(Store, Ledger) if nil.
 	Proofs     *Proofs
 	proofsOnce sync.Once
+	// Grants, if set, is the ledger's consent that tokens' audiences read raw readings and
+	// proofs under (api.Deps.Consent).
+	Grants *access.Grants
 }
 
 // Deps returns the API server's dependencies. Every error they return is classified by
 // unreachable on its way out.
 func (b *Backend) Deps() api.Deps {
+	d := b.deps()
+	if b.Grants != nil {
+		d.Consent = b.Grants.Allowed
+	}
+	return d
+}
+
+func (b *Backend) deps() api.Deps {
 	return api.Deps{
 		Reading: func(ctx context.Context, dev string, seq uint64) (any, error) {
 			return classified(b.reading(ctx, dev, seq))

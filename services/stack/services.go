@@ -121,6 +121,9 @@ func (s *Services) start(ctx context.Context, cfg config.Config, roles Roles, en
 	}
 	var ingestJS, anchoringJS jetstream.JetStream
 	b := &Backend{Store: st, Ledger: env.Ledger, AfterDeviceEvent: env.AfterDeviceEvent}
+	if env.Ledger != nil {
+		b.Grants = access.NewGrants(env.Ledger, time.Second)
+	}
 	if env.AuthStats != nil {
 		b.AuthStats = func() any { return env.AuthStats() }
 	}
