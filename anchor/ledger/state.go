@@ -756,7 +756,7 @@ func (s *state) stage(st *staged, dec entry.Entry, e []byte, height uint64) erro
 		return stageConsent(st, dec.Consent, e, s.logSize()+uint64(len(st.entries))-1, height)
 	case dec.Register != nil:
 		r := dec.Register
-		rec := entry.Record{Dev: r.Dev, Alg: reading.Alg(r.Alg), Key: r.Key, Status: entry.StatusActive, Height: height}
+		rec := entry.Record{Dev: r.Dev, Alg: reading.Alg(r.Alg), Key: r.Key, Status: entry.StatusActive, Height: height, OptIn: r.OptIn}
 		b, err := rec.Encode()
 		if err != nil {
 			return err

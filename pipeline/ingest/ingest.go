@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/anchorline/anchorline/internal/retry"
+	"github.com/anchorline/anchorline/anchor/merkle"
 	"github.com/anchorline/anchorline/pipeline/batch"
 	"github.com/anchorline/anchorline/pipeline/chain"
 	"github.com/anchorline/anchorline/pipeline/consume"
@@ -453,8 +454,12 @@ func (g *Ingest) add(f *flush, msg jetstream.Msg, res verify.Result, heads *chai
 			_ = msg.NakWithDelay(time.Second)
 			return
 		}
-		f.rejects = append(f.rejects, write.Reject{ReceivedAt: received, Subject: msg.Subject(), Device: rej.Device,
-			Reason: rej.Reason, Detail: rej.Detail, Raw: msg.Data()})
+		rj := write.Reject{ReceivedAt: received, Subject: msg.Subject(), Device: rej.Device, Reason: rej.Reason, Detail: rej.Detail, Raw: msg.Data()}
+		if rej.Reason == verify.NoConsent {
+			// Privacy wins over keeping the reject whole: the leaf shows a reading came.
+			rj.Raw, rj.Leaf = nil, merkle.LeafHash(msg.Data())
+		}
+		f.rejects = append(f.rejects, rj)
 	} else {
 		r := res.Msg.Reading
 		wr := write.Reading{Device: r.Device, Seq: r.Seq, TS: r.TS, ReceivedAt: received, Raw: msg.Data(),

@@ -16,6 +16,8 @@ type Key struct {
 	Key     reading.PublicKey
 	Revoked bool
 	Height  uint64 // ledger block of the record's last change
+	// OptIn: the device's readings are stored only with its owner's consent to collection.
+	OptIn bool
 }
 
 type cached struct {

@@ -32,6 +32,9 @@ const (
 	UnknownDevice   Reason = "unknown_device"   // the device is not registered on the ledger
 	RevokedDevice   Reason = "revoked_device"   // the device's key was revoked
 	BadSignature    Reason = "bad_signature"    // the signature does not verify under the registered key
+	// NoConsent: the device was registered to need its owner's consent to collection and none
+	// is in force; the reject row keeps the reading's leaf but not its bytes.
+	NoConsent Reason = "no_consent"
 )
 
 // Limits are what a fleet's operator bounds; zero values take the defaults of DefaultLimits.
@@ -43,6 +46,9 @@ type Limits struct {
 	MaxTags    int              // tags per reading
 	MaxTagLen  int              // bytes of a tag key or value
 	Now        func() time.Time // the clock device time is compared with; time.Now if nil
+	// Collect says whether an opt-in device's owner consents to collection now, and the
+	// ledger height of the answer; nil refuses every opt-in device's readings.
+	Collect func(ctx context.Context, device string) (bool, uint64, error)
 }
 
 // DefaultLimits are the limits of a default configuration.
@@ -250,6 +256,17 @@ func (v *Verifier) prepare(ctx context.Context, subject string, raw []byte, msg 
 	}
 	if reg.Key.Alg != msg.Alg {
 		return pending{}, &Rejection{BadSignature, fmt.Sprintf("signed with %s, the registered key is %s", msg.Alg, reg.Key.Alg), dev}
+	}
+	if reg.OptIn {
+		in, height := false, uint64(0)
+		if v.lim.Collect != nil {
+			if in, height, err = v.lim.Collect(ctx, dev); err != nil {
+				return pending{}, fmt.Errorf("consent of %s: %w", dev, err)
+			}
+		}
+		if !in {
+			return pending{}, &Rejection{NoConsent, fmt.Sprintf("device %s needs its owner's consent to collection (audience collect), none in force at ledger height %d: the reading's bytes are not stored, only its leaf", dev, height), dev}
+		}
 	}
 	return pending{msg: msg, key: key, raw: raw}, nil
 }

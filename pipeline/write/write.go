@@ -45,6 +45,7 @@ type Reject struct {
 	Reason     verify.Reason
 	Detail     string
 	Raw        []byte
+	Leaf       [32]byte // set for a reading whose bytes are not kept (no_consent); zero otherwise
 }
 
 // Writer writes to one database.
@@ -122,11 +123,11 @@ func (w *Writer) WriteRejects(ctx context.Context, rs []Reject) error {
 		return nil
 	}
 	n := len(rs)
-	at, subj, dev, reason, detail, raw := make([]time.Time, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	at, subj, dev, reason, detail, raw, leaf := make([]time.Time, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 	for i, r := range rs {
-		at[i], subj[i], dev[i], reason[i], detail[i], raw[i] = r.ReceivedAt, r.Subject, r.Device, string(r.Reason), r.Detail, string(r.Raw)
+		at[i], subj[i], dev[i], reason[i], detail[i], raw[i], leaf[i] = r.ReceivedAt, r.Subject, r.Device, string(r.Reason), r.Detail, string(r.Raw), string(r.Leaf[:])
 	}
-	return w.columns(ctx, "rejected (received_at, subject, device_id, reason, detail, raw)", at, subj, dev, reason, detail, raw)
+	return w.columns(ctx, "rejected (received_at, subject, device_id, reason, detail, raw, leaf)", at, subj, dev, reason, detail, raw, leaf)
 }
 
 // columns inserts one block, column by column.

@@ -364,17 +364,24 @@ func cascadeSource(ctx context.Context, conn driver.Conn, database string) (stri
 // interrupted).
 var dropColumn = regexp.MustCompile(`^ALTER TABLE ([A-Za-z0-9_]+)\.([A-Za-z0-9_]+) DROP COLUMN ([A-Za-z0-9_]+)$`)
 
-// columnGone reports whether st drops a column that the table does not have.
+// addColumn is a migration statement that adds a column (18.16 has no ADD COLUMN IF NOT
+// EXISTS): Migrate skips it when the column is there already (a migration interrupted).
+var addColumn = regexp.MustCompile(`^ALTER TABLE ([A-Za-z0-9_]+)\.([A-Za-z0-9_]+) ADD COLUMN ([A-Za-z0-9_]+) `)
+
+// columnGone reports whether st drops a column that the table does not have, or adds one
+// that it has: either way there is nothing left to do.
 func columnGone(ctx context.Context, conn driver.Conn, st string) (bool, error) {
-	m := dropColumn.FindStringSubmatch(st)
+	m, adds := dropColumn.FindStringSubmatch(st), false
 	if m == nil {
-		return false, nil
+		if m, adds = addColumn.FindStringSubmatch(st), true; m == nil {
+			return false, nil
+		}
 	}
 	var n uint64
 	if err := conn.QueryRow(ctx, "SELECT count() FROM system.columns WHERE database = ? AND table = ? AND name = ?", m[1], m[2], m[3]).Scan(&n); err != nil {
 		return false, err
 	}
-	return n == 0, nil
+	return (n == 0) != adds, nil
 }
 
 func appliedVersions(ctx context.Context, conn driver.Conn, database string) (map[uint32]bool, error) {

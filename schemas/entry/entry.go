@@ -65,6 +65,9 @@ type Register struct {
 	Time  uint64 `cbor:"time"`
 	Admin []byte `cbor:"admin"`
 	Sig   []byte `cbor:"sig,omitempty"`
+	// OptIn, if true, means nothing of the device is stored without its owner's consent to
+	// collection (entry.AudienceCollect); absent (false) in every entry of earlier releases.
+	OptIn bool `cbor:"opt_in,omitempty"`
 }
 
 // Revoke marks a device's key revoked from the block that includes it on.
@@ -223,11 +226,21 @@ func NewSignedAnchor(key ed25519.PrivateKey, id [16]byte, root [32]byte, batches
 
 // NewRegister encodes a register event for dev's public key, signed by admin.
 func NewRegister(admin ed25519.PrivateKey, dev string, pub reading.PublicKey, t time.Time) ([]byte, error) {
+	return newRegister(admin, dev, pub, t, false)
+}
+
+// NewRegisterOptIn is NewRegister for a device whose readings are stored only while its
+// owner's consent to collection (AudienceCollect) is in force.
+func NewRegisterOptIn(admin ed25519.PrivateKey, dev string, pub reading.PublicKey, t time.Time) ([]byte, error) {
+	return newRegister(admin, dev, pub, t, true)
+}
+
+func newRegister(admin ed25519.PrivateKey, dev string, pub reading.PublicKey, t time.Time, optIn bool) ([]byte, error) {
 	if _, err := reading.ParsePublicKey(pub.Alg, pub.Key); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
 	r := Register{Type: TypeRegister, Dev: dev, Alg: string(pub.Alg), Key: pub.Key, Time: uint64(t.UnixMilli()),
-		Admin: reading.Ed25519Public(admin)}
+		Admin: reading.Ed25519Public(admin), OptIn: optIn}
 	if err := r.check(); err != nil {
 		return nil, err
 	}
@@ -397,6 +410,9 @@ type Record struct {
 	Key    []byte      `cbor:"key"`
 	Status Status      `cbor:"status"`
 	Height uint64      `cbor:"height"` // block of the last change
+	// OptIn: the device was registered to need its owner's consent to collection (absent in
+	// the records of devices registered without it, so their leaves stay as they were).
+	OptIn bool `cbor:"opt_in,omitempty"`
 }
 
 // PublicKey returns the record's key in the reading package's form.

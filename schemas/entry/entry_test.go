@@ -281,6 +281,14 @@ func TestGolden(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	optIn, err := NewRegisterOptIn(admin, "dev-2", devicePub(2), t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	optRec, err := Record{Dev: "dev-2", Alg: reading.Ed25519, Key: devicePub(2).Key, Status: StatusActive, Height: 45, OptIn: true}.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
 	got := []golden{
 		{"anchor", hex.EncodeToString(anc)},
 		{"register", hex.EncodeToString(reg)},
@@ -297,6 +305,8 @@ func TestGolden(t *testing.T) {
 		{"consent_grant", hex.EncodeToString(grant)},
 		{"owner_record", hex.EncodeToString(ownerRec)},
 		{"consent_record", hex.EncodeToString(consentRec)},
+		{"register_opt_in", hex.EncodeToString(optIn)},
+		{"record_opt_in", hex.EncodeToString(optRec)},
 	}
 	path := filepath.Join("testdata", "entries.json")
 	if *update {
@@ -326,7 +336,7 @@ func TestGolden(t *testing.T) {
 		raw, _ := hex.DecodeString(want[i].Bytes)
 		var err error
 		switch want[i].Name {
-		case "record":
+		case "record", "record_opt_in":
 			_, err = DecodeRecord(raw)
 		case "rule_record":
 			_, err = DecodeRuleRecord(raw)

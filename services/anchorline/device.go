@@ -76,6 +76,7 @@ func keygenCmd(what string) *cobra.Command {
 
 func registerCmd() *cobra.Command {
 	var id, alg, pubHex string
+	var optIn bool
 	c := &cobra.Command{
 		Use:   "register (KEYFILE | --id ID --alg ed25519|es256 --pubkey HEX)",
 		Short: "Put a device's public key on the ledger (signed with the admin key)",
@@ -108,17 +109,29 @@ func registerCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			inc, err := registerDevice(cmd.Context(), client, admin, id, pub)
+			register := entry.NewRegister
+			if optIn {
+				register = entry.NewRegisterOptIn
+			}
+			ev, err := register(admin, id, pub, time.Now())
+			if err != nil {
+				return badInput(err)
+			}
+			inc, err := client.SubmitDeviceEvent(cmd.Context(), ev)
 			if err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "registered %s (%s) at ledger height %d, log index %d\n", id, pub.Alg, inc.Height, inc.LogIndex)
+			if optIn {
+				fmt.Fprintf(cmd.OutOrStdout(), "nothing of %s is stored until its owner consents to collection: anchorline owner bind %s --key OWNER.key, then anchorline consent grant %s %s --key OWNER.key\n", id, id, id, entry.AudienceCollect)
+			}
 			return nil
 		},
 	}
 	c.Flags().StringVar(&id, "id", "", "device id, for a key made elsewhere")
 	c.Flags().StringVar(&alg, "alg", "ed25519", "ed25519 or es256, with --pubkey")
 	c.Flags().StringVar(&pubHex, "pubkey", "", "public key in hex (ed25519: 32 bytes; es256: SEC1 65 or 33 bytes)")
+	c.Flags().BoolVar(&optIn, "require-consent", false, "store nothing of the device until its owner consents to collection (readings before are rejected as no_consent, keeping only their leaf)")
 	return c
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/anchorline/anchorline/anchor/merkle"
 	"github.com/anchorline/anchorline/internal/await"
 	"github.com/anchorline/anchorline/internal/chserver"
 	"github.com/anchorline/anchorline/schemas/entry"
@@ -203,4 +204,42 @@ func TestConsent(t *testing.T) {
 	if got := count(t, ctx, ch, "SELECT uniqExact(device_id) FROM "+database+".readings"); got != 3 {
 		t.Fatalf("the operator sees %d devices, want 3", got)
 	}
+
+	// A device registered to need consent to collection: its readings before the owner's
+	// grant are rejected as no_consent, keeping the leaf and not the bytes; after it, stored.
+	opt := newDevice(t, "cs-opt", reading.ES256)
+	reg, err := entry.NewRegisterOptIn(d.AdminKey, opt.ID, opt.Key.Public(), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.SubmitDeviceEvent(ctx, reg); err != nil {
+		t.Fatal(err)
+	}
+	var leaves []string
+	for range 3 {
+		raw := opt.next(t)
+		leaf := merkle.LeafHash(raw)
+		leaves = append(leaves, string(leaf[:]))
+		publish(t, js, reading.Subject(opt.ID), reading.MsgID(opt.ID, opt.Seq), raw)
+	}
+	await.Until(t, ctx, "3 no_consent rejects of cs-opt", func() (bool, string) {
+		n := count(t, ctx, ch, "SELECT count() FROM "+database+".rejected WHERE device_id = 'cs-opt' AND reason = 'no_consent'")
+		return n == 3, fmt.Sprintf("%d", n)
+	})
+	if n := count(t, ctx, ch, "SELECT count() FROM "+database+".rejected WHERE device_id = 'cs-opt' AND raw = '' AND leaf IN (?, ?, ?)", leaves[0], leaves[1], leaves[2]); n != 3 {
+		t.Fatalf("%d of the 3 no_consent rejects keep the leaf without the bytes", n)
+	}
+	carol, err := reading.GenerateKey(reading.Ed25519)
+	if err != nil {
+		t.Fatal(err)
+	}
+	submit(entry.NewOwner(d.AdminKey, carol, entry.OpBind, opt.ID, next()))
+	submit(entry.NewConsent(carol, entry.OpGrant, opt.ID, entry.AudienceCollect, next()))
+	// The grant reaches ingest within a second (access.Grants): publish until one is stored.
+	await.Until(t, ctx, "cs-opt's readings stored after the grant", func() (bool, string) {
+		raw := opt.next(t)
+		publish(t, js, reading.Subject(opt.ID), reading.MsgID(opt.ID, opt.Seq), raw)
+		n := count(t, ctx, ch, "SELECT count() FROM "+database+".readings WHERE device_id = 'cs-opt'")
+		return n > 0, fmt.Sprintf("%d stored", n)
+	})
 }

@@ -16,6 +16,8 @@ import (
 	"github.com/anchorline/anchorline/pipeline/rules"
 	"github.com/anchorline/anchorline/pipeline/verify"
 	"github.com/anchorline/anchorline/pipeline/write"
+	"github.com/anchorline/anchorline/schemas/entry"
+	"github.com/anchorline/anchorline/services/access"
 	"github.com/anchorline/anchorline/services/config"
 )
 
@@ -46,8 +48,12 @@ func NewIngest(ctx context.Context, cfg config.Config, js jetstream.JetStream, c
 	}
 	keys := NewKeys(l)
 	fol.keys = keys
+	grants := access.NewGrants(l, time.Second)
+	collect := func(ctx context.Context, dev string) (bool, uint64, error) {
+		return grants.Allowed(ctx, entry.AudienceCollect, dev)
+	}
 	g := ingest.New(js, verify.New(keys, verify.Limits{MaxSize: cfg.Ingest.MaxSize, MaxFuture: cfg.Ingest.MaxFuture, MaxAge: cfg.Ingest.MaxAge,
-		MaxMetrics: cfg.Ingest.MaxMetrics, MaxTags: cfg.Ingest.MaxTags, MaxTagLen: cfg.Ingest.MaxTagLen}), write.New(ch, cfg.ClickHouse.Database), chain.NewReader(ch, cfg.ClickHouse.Database), ingest.Config{
+		MaxMetrics: cfg.Ingest.MaxMetrics, MaxTags: cfg.Ingest.MaxTags, MaxTagLen: cfg.Ingest.MaxTagLen, Collect: collect}), write.New(ch, cfg.ClickHouse.Database), chain.NewReader(ch, cfg.ClickHouse.Database), ingest.Config{
 		BatchSize: cfg.Ingest.BatchSize,
 		FlushAge:  cfg.Ingest.FlushAge,
 		PullBatch: cfg.Ingest.PullBatch,

@@ -52,7 +52,7 @@ func keyOf(r entry.Record) (verify.Key, error) {
 	if err != nil {
 		return verify.Key{}, err
 	}
-	return verify.Key{Device: r.Dev, Key: pk, Revoked: r.Status == entry.StatusRevoked, Height: r.Height}, nil
+	return verify.Key{Device: r.Dev, Key: pk, Revoked: r.Status == entry.StatusRevoked, Height: r.Height, OptIn: r.OptIn}, nil
 }
 
 // follower applies the registry changes of new blocks to a key cache.
