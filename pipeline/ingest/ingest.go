@@ -15,8 +15,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/anchorline/anchorline/internal/retry"
 	"github.com/anchorline/anchorline/anchor/merkle"
+	"github.com/anchorline/anchorline/internal/retry"
 	"github.com/anchorline/anchorline/pipeline/batch"
 	"github.com/anchorline/anchorline/pipeline/chain"
 	"github.com/anchorline/anchorline/pipeline/consume"
