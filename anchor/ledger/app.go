@@ -278,6 +278,9 @@ func (a *App) Commit(context.Context, *abci.RequestCommit) (*abci.ResponseCommit
 	for k, kd := range a.s.kinds {
 		kd.persist(set, st.kept[k], height, st.from[k])
 	}
+	for _, x := range st.erasures {
+		set(dbKey(prefErase, u64(x.index)), []byte(x.dev))
+	}
 	for d, v := range st.records {
 		set(devKey(d, height), v.record)
 		set(dbKey(prefLatest, []byte(d)), append(u64(height), v.record...))

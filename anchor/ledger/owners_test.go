@@ -174,3 +174,36 @@ func TestOwnersNeedAppHashV2(t *testing.T) {
 	wantCodes(t, c.block(m(entry.NewRegister(admin, "dev-1", reading.PublicKey{Alg: reading.Ed25519, Key: pub(key(7))}, t0))), CodeOK)
 	wantCodes(t, c.block(m(entry.NewOwner(admin, ownerKey(t, reading.Ed25519), entry.OpBind, "dev-1", t0))), CodeConflict)
 }
+
+// TestEraseEntries: an erasure is signed by the device's owner, or by an admin with a reason;
+// /erasures lists the committed ones in log order.
+func TestEraseEntries(t *testing.T) {
+	admin, stranger := key(1), key(2)
+	alice := ownerKey(t, reading.ES256)
+	c := newChain(t, fmt.Sprintf(`{"admins": ["%x"], "app_hash_version": 2}`, pub(admin)), key(9))
+	m := must(t)
+	wantCodes(t, c.block(m(entry.NewRegister(admin, "dev-1", reading.PublicKey{Alg: reading.Ed25519, Key: pub(key(7))}, t0)),
+		m(entry.NewOwner(admin, alice, entry.OpBind, "dev-1", t0))), CodeOK, CodeOK)
+	byOwner := m(entry.NewEraseByOwner(alice, "dev-1", entry.EraseBySeq, 3, 9, "", t0))
+	byAdmin := m(entry.NewEraseByAdmin(admin, "dev-1", entry.EraseByTS, 0, 1000, "court order 17", t0))
+	noReason := m(entry.NewEraseByOwner(reading.NewEd25519Key(admin), "dev-1", entry.EraseBySeq, 1, 1, "", t0))
+	wantCodes(t, c.block(
+		m(entry.NewEraseByOwner(reading.NewEd25519Key(stranger), "dev-1", entry.EraseBySeq, 1, 2, "", t0)),
+		noReason,
+		m(entry.NewEraseByAdmin(admin, "dev-9", entry.EraseBySeq, 1, 2, "typo", t0)),
+		byOwner, byAdmin,
+	), CodeUnauthorised, CodeUnauthorised, CodeConflict, CodeOK, CodeOK)
+	var es Erasures
+	c.query(PathErasures, ErasuresRequest{From: 0, Max: 10}, &es)
+	if len(es.Erasures) != 2 || !bytes.Equal(es.Erasures[0].Entry, byOwner) || !bytes.Equal(es.Erasures[1].Entry, byAdmin) || es.Erasures[0].Height != 2 {
+		t.Fatalf("erasures: %+v", es)
+	}
+	c.query(PathErasures, ErasuresRequest{From: es.Erasures[1].Index, Max: 10}, &es)
+	if len(es.Erasures) != 1 {
+		t.Fatalf("erasures from the second's index: %d", len(es.Erasures))
+	}
+	e, err := entry.EraseOf(byOwner)
+	if err != nil || !e.Covers("dev-1", 3, 0) || e.Covers("dev-1", 10, 0) || e.Covers("dev-2", 5, 0) {
+		t.Fatalf("erase entry %+v %v", e, err)
+	}
+}

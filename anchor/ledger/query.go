@@ -417,6 +417,12 @@ func (a *App) query(path string, data []byte) (any, error) {
 			k = kindConsent
 		}
 		return s.proveKept(k, r.Key, h)
+	case PathErasures:
+		var r ErasuresRequest
+		if err := json.Unmarshal(data, &r); err != nil {
+			return nil, err
+		}
+		return s.erasuresFrom(r.From, r.Max)
 	case PathConsents:
 		var r ConsentsRequest
 		if err := json.Unmarshal(data, &r); err != nil {

@@ -628,6 +628,14 @@ type staged struct {
 	// from height after the block, computed by FinalizeBlock.
 	kept [numKinds]map[string]kept
 	from [numKinds]uint64
+	// erasures are the block's erase entries (their index, prefErase).
+	erasures []erasureAt
+}
+
+// erasureAt is an erase entry's log index and device.
+type erasureAt struct {
+	index uint64
+	dev   string
 }
 
 func newStaged(s *state) *staged {
@@ -717,6 +725,8 @@ func (s *state) check(e []byte, st *staged, height uint64) (entry.Entry, error) 
 		return dec, s.checkOwner(dec, st)
 	case dec.Consent != nil:
 		return dec, s.checkConsent(dec, st)
+	case dec.Erase != nil:
+		return dec, s.checkErase(dec, st, auth)
 	}
 	if !auth.isAdmin(dec.Admin()) {
 		return dec, &txError{CodeUnauthorised, fmt.Sprintf("%s of %s: key %x is not an admin of this ledger", dec.Type, dec.Device(), []byte(dec.Admin()))}
@@ -754,6 +764,8 @@ func (s *state) stage(st *staged, dec entry.Entry, e []byte, height uint64) erro
 		return stageOwner(st, dec.Owner, e, s.logSize()+uint64(len(st.entries))-1, height)
 	case dec.Consent != nil:
 		return stageConsent(st, dec.Consent, e, s.logSize()+uint64(len(st.entries))-1, height)
+	case dec.Erase != nil:
+		st.erasures = append(st.erasures, erasureAt{s.logSize() + uint64(len(st.entries)) - 1, dec.Erase.Dev})
 	case dec.Register != nil:
 		r := dec.Register
 		rec := entry.Record{Dev: r.Dev, Alg: reading.Alg(r.Alg), Key: r.Key, Status: entry.StatusActive, Height: height, OptIn: r.OptIn}

@@ -91,10 +91,11 @@ type Entry struct {
 	Rule      *Rule
 	Owner     *Owner
 	Consent   *Consent
+	Erase     *Erase
 }
 
-// Device returns the device id of a device event, an owner or a consent entry, "" for the
-// others.
+// Device returns the device id of a device event, an owner, consent or erase entry, "" for
+// the others.
 func (e Entry) Device() string {
 	switch {
 	case e.Register != nil:
@@ -105,6 +106,8 @@ func (e Entry) Device() string {
 		return e.Owner.Dev
 	case e.Consent != nil:
 		return e.Consent.Dev
+	case e.Erase != nil:
+		return e.Erase.Dev
 	}
 	return ""
 }
@@ -359,6 +362,8 @@ func Decode(b []byte) (Entry, error) {
 		return decodeOwner(b)
 	case TypeConsent:
 		return decodeConsent(b)
+	case TypeErase:
+		return decodeErase(b)
 	default:
 		return Entry{}, fmt.Errorf("%w: unknown type %q", ErrMalformed, head.Type)
 	}

@@ -289,6 +289,14 @@ func TestGolden(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	eraseOwner, err := NewEraseByOwner(owner, "dev-1", EraseBySeq, 3, 9, "", t0.Add(2*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	eraseAdmin, err := NewEraseByAdmin(admin, "dev-1", EraseByTS, 1700000000000, 1700000060000, "court order 17", t0.Add(3*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
 	got := []golden{
 		{"anchor", hex.EncodeToString(anc)},
 		{"register", hex.EncodeToString(reg)},
@@ -307,6 +315,8 @@ func TestGolden(t *testing.T) {
 		{"consent_record", hex.EncodeToString(consentRec)},
 		{"register_opt_in", hex.EncodeToString(optIn)},
 		{"record_opt_in", hex.EncodeToString(optRec)},
+		{"erase_by_owner", hex.EncodeToString(eraseOwner)},
+		{"erase_by_admin", hex.EncodeToString(eraseAdmin)},
 	}
 	path := filepath.Join("testdata", "entries.json")
 	if *update {

@@ -172,7 +172,7 @@ func checkOwnerSig(alg string, key []byte, unsigned any, sig []byte) error {
 		return fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
 	if err := (reading.PublicKey{Alg: reading.Alg(alg), Key: key}).Verify(msg, sig); err != nil {
-		return fmt.Errorf("%w: the owner's: %w", ErrBadSignature, err)
+		return fmt.Errorf("%w: by key %x: %w", ErrBadSignature, key, err)
 	}
 	return nil
 }
