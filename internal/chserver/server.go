@@ -88,6 +88,11 @@ const configXML = `<?xml version="1.0"?>
     <mark_cache_size>268435456</mark_cache_size>
     <uncompressed_cache_size>268435456</uncompressed_cache_size>
     <mlock_executable>false</mlock_executable>
+    <!-- Parts replaced by a merge or a mutation leave the disk after 5 s rather than 8 min,
+         so that an erasure's bytes are gone soon after it (services/erasure). -->
+    <merge_tree>
+        <old_parts_lifetime>5</old_parts_lifetime>
+    </merge_tree>
 {{replication}}</yandex>
 `
 

@@ -22,6 +22,7 @@ import (
 	"github.com/anchorline/anchorline/services/api"
 	"github.com/anchorline/anchorline/services/auth"
 	"github.com/anchorline/anchorline/services/config"
+	"github.com/anchorline/anchorline/services/erasure"
 	"github.com/anchorline/anchorline/services/store"
 )
 
@@ -212,6 +213,8 @@ func (s *Services) start(ctx context.Context, cfg config.Config, roles Roles, en
 			sy := access.New(ch, env.Ledger, access.Config{Schema: clickhouse.Schema{Database: cfg.ClickHouse.Database, Cluster: cfg.ClickHouse.Cluster},
 				Through: cfg.ClickHouse.ConsentThrough()}, s.log)
 			s.goRun("consent", sy.Run)
+			er := erasure.New(ch, anchoringJS, env.Ledger, erasure.Config{Schema: clickhouse.Schema{Database: cfg.ClickHouse.Database, Cluster: cfg.ClickHouse.Cluster}}, s.log)
+			s.goRun("erasure", er.Run)
 		}
 	}
 	if s.Rules != nil {

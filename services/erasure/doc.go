@@ -1,0 +1,7 @@
+// Package erasure carries out the ledger's erase entries (schemas/ledger.md "erase"): it
+// removes the raw bytes and metric values of a device's readings in a range from ClickHouse
+// (readings keep their leaf, batch and position, so every Merkle tree and proof stays), rebuilds
+// the rollups of the hours concerned, deletes the rule events that quote those readings, clears
+// the device's reject rows and deletes the messages still in the Readings stream, then records
+// the erasure in the `erasures` table.
+package erasure

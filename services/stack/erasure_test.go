@@ -1,0 +1,196 @@
+package stack
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/anchorline/anchorline/internal/await"
+	"github.com/anchorline/anchorline/internal/chserver"
+	"github.com/anchorline/anchorline/schemas/entry"
+	"github.com/anchorline/anchorline/schemas/reading"
+	"github.com/anchorline/anchorline/services/auth"
+)
+
+// filesHolding lists the files under dir whose bytes contain one of the four 16-byte quarters
+// of b (a 64-byte signature): compression (LZ4 in ClickHouse's parts) keeps incompressible
+// bytes as they are, but may cut them where a few of them repeat earlier ones.
+func filesHolding(t *testing.T, dir string, b []byte) []string {
+	t.Helper()
+	var out []string
+	for i := 0; i+16 <= len(b); i += 16 {
+		for _, f := range filesHoldingExactly(t, dir, b[i:i+16]) {
+			if !slices.Contains(out, f) {
+				out = append(out, f)
+			}
+		}
+	}
+	return out
+}
+
+func filesHoldingExactly(t *testing.T, dir string, b []byte) []string {
+	t.Helper()
+	var out []string
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if os.IsNotExist(err) {
+				return nil // a part removed while walking
+			}
+			return err
+		}
+		if d.IsDir() {
+			return nil
+		}
+		data, err := os.ReadFile(p)
+		if os.IsNotExist(err) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if bytes.Contains(data, b) {
+			out = append(out, p)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestErasure runs an owner's erasure end to end on real servers: the readings in the range
+// lose their bytes and metric values in ClickHouse while their leaves, batches and positions
+// stay; the rollups are rebuilt from what is left; the device's reject rows lose their bytes;
+// its messages in the Readings stream are deleted; the erasure is recorded. Then, after merges
+// and the server's old-parts lifetime, no file of the database's parts and no file of the
+// stream holds an erased reading's signature, while readings outside the range keep theirs.
+func TestErasure(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	chAddr, database, ch := chserver.NewDatabase(t)
+	cfg := devConfig(t, chAddr, database, t.TempDir())
+	cfg.Anchor.PurgeReadings = false // the stream keeps the readings: erasure must delete them
+	d, err := StartDev(ctx, cfg, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg = d.Config()
+	defer func() {
+		if err := d.Stop(); err != nil {
+			t.Errorf("stop: %v", err)
+		}
+	}()
+	client := d.APIClient()
+	nc, err := nats.Connect(cfg.NATS.URL, d.NATSOptions(auth.RoleAdmin)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	dv := newDevice(t, "er-1", reading.Ed25519)
+	other := newDevice(t, "er-2", reading.Ed25519)
+	register(t, ctx, client, d.AdminKey, dv.ID, dv.Key.Public())
+	register(t, ctx, client, d.AdminKey, other.ID, other.Key.Public())
+	raws := map[uint64][]byte{}
+	for range 30 {
+		raw := dv.next(t)
+		raws[dv.Seq] = raw
+		publish(t, js, reading.Subject(dv.ID), reading.MsgID(dv.ID, dv.Seq), raw)
+		publish(t, js, reading.Subject(other.ID), reading.MsgID(other.ID, other.Seq+1), other.next(t))
+	}
+	// A reject of er-1 (its signature broken), stored with its bytes.
+	bad := dv.next(t)
+	bad[len(bad)-1] ^= 1
+	publish(t, js, reading.Subject(dv.ID), reading.MsgID(dv.ID, dv.Seq), bad)
+	await.Until(t, ctx, "60 readings and 1 reject stored", func() (bool, string) {
+		n := count(t, ctx, ch, "SELECT count() FROM "+database+".readings")
+		r := count(t, ctx, ch, "SELECT count() FROM "+database+".rejected WHERE device_id = 'er-1' AND raw != ''")
+		return n == 60 && r == 1, fmt.Sprintf("%d readings, %d rejects", n, r)
+	})
+	leavesBefore := count(t, ctx, ch, "SELECT sum(cityHash64(leaf)) FROM "+database+".readings WHERE device_id = 'er-1'")
+	sig := func(seq uint64) []byte { r := raws[seq]; return r[len(r)-64:] } // the Ed25519 signature ends the message
+	chDir := filepath.Join(os.Getenv(chserver.EnvDir), "data", "data", database)
+	natsDir := filepath.Join(cfg.DataDir, "nats")
+	// The checks below can fail: before the erasure both stores hold the bytes.
+	if len(filesHolding(t, chDir, sig(15))) == 0 || len(filesHolding(t, natsDir, sig(15))) == 0 {
+		t.Fatalf("before the erasure, no file holds reading 15's signature (ClickHouse %v, NATS %v)", filesHolding(t, chDir, sig(15)), filesHolding(t, natsDir, sig(15)))
+	}
+
+	alice, err := reading.GenerateKey(reading.ES256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range []func() ([]byte, error){
+		func() ([]byte, error) { return entry.NewOwner(d.AdminKey, alice, entry.OpBind, dv.ID, time.Now()) },
+		func() ([]byte, error) { return entry.NewEraseByOwner(alice, dv.ID, entry.EraseBySeq, 10, 20, "", time.Now()) },
+	} {
+		b, err := e()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := d.Ledger.Submit(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	committed := time.Now()
+	await.Until(t, ctx, "the erasure carried out", func() (bool, string) {
+		n := count(t, ctx, ch, "SELECT count() FROM "+database+".erasures WHERE device_id = 'er-1' AND readings = 11")
+		return n == 1, fmt.Sprintf("%d rows", n)
+	})
+	t.Logf("erasure carried out %s after its block", time.Since(committed).Round(time.Millisecond))
+
+	q := func(query string) uint64 { t.Helper(); return count(t, ctx, ch, fmt.Sprintf(query, database)) }
+	for what, got := range map[string][2]uint64{
+		"readings of er-1":                 {q("SELECT count() FROM %s.readings WHERE device_id = 'er-1'"), 30},
+		"erased readings without bytes":    {q("SELECT count() FROM %s.readings WHERE device_id = 'er-1' AND raw = '' AND erased_by > 0 AND seq BETWEEN 10 AND 20"), 11},
+		"readings of er-1 keeping bytes":   {q("SELECT count() FROM %s.readings WHERE device_id = 'er-1' AND raw != '' AND erased_by = 0"), 19},
+		"er-1's leaves unchanged":          {q("SELECT sum(cityHash64(leaf)) FROM %s.readings WHERE device_id = 'er-1'"), leavesBefore},
+		"lookup copies without bytes":      {q("SELECT count() FROM %s.reading_lookup WHERE device_id = 'er-1' AND seq BETWEEN 10 AND 20 AND raw != ''"), 0},
+		"metric values of erased readings": {q("SELECT count() FROM %s.metrics WHERE device_id = 'er-1' AND seq BETWEEN 10 AND 20"), 0},
+		"metric values of er-1 left":       {q("SELECT count() FROM %s.metrics WHERE device_id = 'er-1'"), 38},
+		"minute rollup counts":             {q("SELECT countMerge(count) FROM %s.metrics_1m WHERE device_id = 'er-1'"), 38},
+		"hour rollup counts":               {q("SELECT countMerge(count) FROM %s.metrics_1h WHERE device_id = 'er-1'"), 38},
+		"er-2's hour rollup counts":        {q("SELECT countMerge(count) FROM %s.metrics_1h WHERE device_id = 'er-2'"), 60},
+		"er-1's rejects with bytes":        {q("SELECT count() FROM %s.rejected WHERE device_id = 'er-1' AND raw != ''"), 0},
+	} {
+		if got[0] != got[1] {
+			t.Errorf("%s: %d, want %d", what, got[0], got[1])
+		}
+	}
+
+	// On disk: merge every part, wait until the replaced parts are gone, then look.
+	for _, table := range []string{"readings", "reading_lookup", "rejected", "metrics"} {
+		if err := ch.Exec(ctx, fmt.Sprintf("OPTIMIZE TABLE %s.`%s` FINAL", database, table)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	await.Until(t, ctx, "the replaced parts removed", func() (bool, string) {
+		n := q("SELECT count() FROM system.parts WHERE database = '%s' AND NOT active")
+		return n == 0, fmt.Sprintf("%d inactive parts", n)
+	})
+	for seq := uint64(10); seq <= 20; seq++ {
+		if f := filesHolding(t, chDir, sig(seq)); len(f) > 0 {
+			t.Errorf("after the erasure, ClickHouse files hold reading %d's signature: %v", seq, f)
+		}
+		if f := filesHolding(t, natsDir, sig(seq)); len(f) > 0 {
+			t.Errorf("after the erasure, NATS files hold reading %d's signature: %v", seq, f)
+		}
+	}
+	if len(filesHolding(t, chDir, sig(25))) == 0 || len(filesHolding(t, natsDir, sig(25))) == 0 {
+		t.Error("reading 25, outside the range, lost its bytes")
+	}
+}
