@@ -136,7 +136,9 @@ func TestErasure(t *testing.T) {
 	}
 	for _, e := range []func() ([]byte, error){
 		func() ([]byte, error) { return entry.NewOwner(d.AdminKey, alice, entry.OpBind, dv.ID, time.Now()) },
-		func() ([]byte, error) { return entry.NewEraseByOwner(alice, dv.ID, entry.EraseBySeq, 10, 20, "", time.Now()) },
+		func() ([]byte, error) {
+			return entry.NewEraseByOwner(alice, dv.ID, entry.EraseBySeq, 10, 20, "", time.Now())
+		},
 	} {
 		b, err := e()
 		if err != nil {
