@@ -286,6 +286,9 @@ func statusCmd() *cobra.Command {
 					t.Readings, t.Rejected, t.Batches, t.UnanchoredBatches, t.Anchors)
 				fmt.Fprintf(w, "integrity:    %d duplicate readings (at-least-once; see readings_unique), %d chain breaks (table anomalies)\n", t.Duplicates, t.Anomalies)
 			}
+			if e := st.Erasures; e != nil {
+				fmt.Fprintf(w, "erasures:     %d carried out (%d readings), %d pending\n", e.Done, e.Readings, e.Pending)
+			}
 			if l := st.Lag; l != nil {
 				fmt.Fprintf(w, "lag:          %d readings waiting in READINGS, %d in flight (not yet acknowledged)\n", l.Pending, l.AckPending)
 			}

@@ -90,7 +90,7 @@ func TestAudit(t *testing.T) {
 
 	// A worker killed between a batch's rows and its record leaves rows without a record whose
 	// readings were stored again in an anchored batch: copies, not findings.
-	exec("INSERT INTO " + database + ".readings SELECT device_id, seq, ts, time, toDateTime('2020-01-01 00:00:00'), raw, leaf, toFixedString('interrupted-wri!', 16), leaf_index FROM " + database + ".readings WHERE device_id = 'au-a' AND seq = 3")
+	exec("INSERT INTO " + database + ".readings SELECT device_id, seq, ts, time, toDateTime('2020-01-01 00:00:00'), raw, leaf, toFixedString('interrupted-wri!', 16), leaf_index, erased_by FROM " + database + ".readings WHERE device_id = 'au-a' AND seq = 3")
 	out, err = run("audit", "--trust", trustFile)
 	if err != nil || !strings.Contains(out, "1 rows without a batch record are copies of audited readings") || !strings.Contains(out, "modified 0, missing 0, inserted 0, unanchored 0") {
 		t.Fatalf("audit with an interrupted write's copy: %v\n%s", err, out)
@@ -102,10 +102,10 @@ func TestAudit(t *testing.T) {
 	r := database + ".readings"
 	exec("ALTER TABLE " + r + " UPDATE raw = concat(raw, 'x') WHERE device_id = 'au-a' AND seq = 2")
 	exec("ALTER TABLE " + r + " DELETE WHERE device_id = 'au-b' AND seq = 3")
-	exec("INSERT INTO " + r + " SELECT device_id, 99, ts, time, received_at, raw, leaf, batch_id, 1000 FROM " + r + " WHERE device_id = 'au-a' AND seq = 1")
-	exec("INSERT INTO " + r + " SELECT device_id, 98, ts, time, toDateTime('2020-01-01 00:00:00'), raw, leaf, toFixedString('forged-batch-id!', 16), 0 FROM " + r + " WHERE device_id = 'au-b' AND seq = 1")
+	exec("INSERT INTO " + r + " SELECT device_id, 99, ts, time, received_at, raw, leaf, batch_id, 1000, 0 FROM " + r + " WHERE device_id = 'au-a' AND seq = 1")
+	exec("INSERT INTO " + r + " SELECT device_id, 98, ts, time, toDateTime('2020-01-01 00:00:00'), raw, leaf, toFixedString('forged-batch-id!', 16), 0, 0 FROM " + r + " WHERE device_id = 'au-b' AND seq = 1")
 	exec("INSERT INTO " + database + ".batches SELECT toFixedString('unanchored-batch', 16), root, 1, toDateTime('2020-01-01 00:00:00'), 'w', ts_min, ts_max FROM " + database + ".batches LIMIT 1")
-	exec("INSERT INTO " + r + " SELECT device_id, 97, ts, time, received_at, raw, leaf, toFixedString('unanchored-batch', 16), 0 FROM " + r + " WHERE device_id = 'au-b' AND seq = 2")
+	exec("INSERT INTO " + r + " SELECT device_id, 97, ts, time, received_at, raw, leaf, toFixedString('unanchored-batch', 16), 0, 0 FROM " + r + " WHERE device_id = 'au-b' AND seq = 2")
 	for count("SELECT count() FROM system.mutations WHERE database = '"+database+"' AND NOT is_done") > 0 {
 		select {
 		case <-ctx.Done():

@@ -49,7 +49,7 @@ func newRoot() *cobra.Command {
 	}
 	root.AddCommand(
 		devCmd(), migrateCmd(), ingestCmd(), anchorCmd(), rulesCmd(), authCmd(), ledgerCmd(), apiCmd(),
-		deviceCmd(), ruleCmd(), ownerCmd(), consentCmd(), proofCmd(), verifyCmd(), auditCmd(), trustCmd(), statusCmd(), benchCmd(), clusterCmd(), tlsCmd(),
+		deviceCmd(), ruleCmd(), ownerCmd(), consentCmd(), eraseCmd(), proofCmd(), verifyCmd(), auditCmd(), trustCmd(), statusCmd(), benchCmd(), clusterCmd(), tlsCmd(),
 	)
 	root.AddCommand(logCmd())
 	root.SetFlagErrorFunc(flagError) // subcommands ask their parents

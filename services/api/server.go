@@ -43,7 +43,16 @@ type Status struct {
 	Anchoring  any         `json:"anchoring,omitempty"`
 	Rules      any         `json:"rules,omitempty"` // the rules stage's counts, if it runs in this process
 	Auth       any         `json:"auth,omitempty"`  // the auth callout service's counts, if it runs in this process
+	// Erasures: the ledger's erase entries carried out in ClickHouse, and those pending.
+	Erasures *Erasures `json:"erasures,omitempty"`
 	Ready      string      `json:"ready"`           // "ok" or the reason it is not
+}
+
+// Erasures is how far ClickHouse is with the ledger's erase entries (services/erasure).
+type Erasures struct {
+	Done     uint64 `json:"done"`
+	Pending  uint64 `json:"pending"`
+	Readings uint64 `json:"readings"` // readings erased
 }
 
 // Tables counts rows in ClickHouse.

@@ -289,3 +289,34 @@ func (e *Eraser) eraseStream(ctx context.Context, er *entry.Erase) error {
 		}
 	}
 }
+
+// Progress is how far ClickHouse is with the ledger's erase entries.
+type Progress struct {
+	Done     uint64 `json:"done"`     // erase entries carried out
+	Pending  uint64 `json:"pending"`  // committed on the ledger, not carried out yet
+	Readings uint64 `json:"readings"` // readings erased
+}
+
+// ProgressOf compares the ledger's erase entries with those carried out (the readings each
+// erased, by log index: store.ErasuresDone).
+func ProgressOf(ctx context.Context, done map[uint64]uint64, l *ledger.Client) (Progress, error) {
+	p := Progress{Done: uint64(len(done))}
+	for _, n := range done {
+		p.Readings += n
+	}
+	for from := uint64(0); ; {
+		es, err := l.Erasures(ctx, from, 1000)
+		if err != nil {
+			return p, err
+		}
+		for _, x := range es.Erasures {
+			if _, ok := done[x.Index]; !ok {
+				p.Pending++
+			}
+			from = x.Index + 1
+		}
+		if len(es.Erasures) < 1000 {
+			return p, nil
+		}
+	}
+}

@@ -21,6 +21,7 @@ import (
 	"github.com/anchorline/anchorline/schemas/lookup"
 	"github.com/anchorline/anchorline/services/access"
 	"github.com/anchorline/anchorline/services/api"
+	"github.com/anchorline/anchorline/services/erasure"
 	"github.com/anchorline/anchorline/services/config"
 	"github.com/anchorline/anchorline/services/store"
 )
@@ -283,6 +284,15 @@ func (b *Backend) status(ctx context.Context) (api.Status, error) {
 			st.Lag = &l
 		}
 	}
+	done, err := b.Store.ErasuresDone(ctx)
+	if err != nil {
+		return st, fmt.Errorf("clickhouse: %w", err)
+	}
+	p, err := erasure.ProgressOf(ctx, done, b.Ledger)
+	if err != nil {
+		return st, fmt.Errorf("ledger: %w", err)
+	}
+	st.Erasures = &api.Erasures{Done: p.Done, Pending: p.Pending, Readings: p.Readings}
 	if c.LastAnchor != nil {
 		v := anchorInfo(*c.LastAnchor, nil).AnchorInfo
 		st.LastAnchor = &v

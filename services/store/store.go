@@ -15,7 +15,8 @@ import (
 	"github.com/anchorline/anchorline/schemas/rule"
 )
 
-// Store reads one database; it writes nothing (every ClickHouse write is pipeline/write's).
+// Store reads one database; it writes nothing (the readings' writes are pipeline/write's;
+// services/access and services/erasure write what consent and erasure change).
 // Binary keys (batch and anchor ids) are passed to queries as hex and compared with unhex(?):
 // binary bytes do not survive parameter quoting.
 type Store struct {
@@ -25,6 +26,25 @@ type Store struct {
 
 // New returns a store over database.
 func New(conn driver.Conn, database string) *Store { return &Store{conn: conn, db: database} }
+
+// ErasuresDone returns the erase entries carried out (the erasures table, services/erasure):
+// the readings each erased, by log index.
+func (s *Store) ErasuresDone(ctx context.Context) (map[uint64]uint64, error) {
+	rows, err := s.conn.Query(ctx, "SELECT entry_index, readings FROM "+s.db+".erasures FINAL")
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[uint64]uint64{}
+	for rows.Next() {
+		var i, n uint64
+		if err := rows.Scan(&i, &n); err != nil {
+			return nil, err
+		}
+		out[i] = n
+	}
+	return out, rows.Err()
+}
 
 // Ping checks that ClickHouse answers.
 func (s *Store) Ping(ctx context.Context) error { return s.conn.Ping(ctx) }
