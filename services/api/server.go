@@ -45,7 +45,7 @@ type Status struct {
 	Auth       any         `json:"auth,omitempty"`  // the auth callout service's counts, if it runs in this process
 	// Erasures: the ledger's erase entries carried out in ClickHouse, and those pending.
 	Erasures *Erasures `json:"erasures,omitempty"`
-	Ready      string      `json:"ready"`           // "ok" or the reason it is not
+	Ready    string    `json:"ready"` // "ok" or the reason it is not
 }
 
 // Erasures is how far ClickHouse is with the ledger's erase entries (services/erasure).

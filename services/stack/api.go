@@ -21,8 +21,8 @@ import (
 	"github.com/anchorline/anchorline/schemas/lookup"
 	"github.com/anchorline/anchorline/services/access"
 	"github.com/anchorline/anchorline/services/api"
-	"github.com/anchorline/anchorline/services/erasure"
 	"github.com/anchorline/anchorline/services/config"
+	"github.com/anchorline/anchorline/services/erasure"
 	"github.com/anchorline/anchorline/services/store"
 )
 
