@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"time"
 
@@ -25,10 +26,12 @@ type Batch struct {
 type Reading struct {
 	Device    string
 	Seq       uint64
+	TS        uint64 // device time, Unix ms
 	Raw       []byte
 	Leaf      merkle.Hash // as stored
 	BatchID   [16]byte
 	LeafIndex uint32
+	ErasedBy  uint64 // the log index of the erase entry its bytes were removed under, 0 if none
 }
 
 // Anchor is an anchor as stored: where its entry is in the ledger's log.
@@ -159,8 +162,24 @@ type Report struct {
 	Interrupted int
 	Findings    []Finding
 	Unmatched   []string // anchors whose batch records do not rebuild their ledger root
+	// Erased counts, by the log index of the erase entry, the readings whose bytes were
+	// removed under an entry of the log that covers them: their stored leaves rebuild the
+	// anchored roots. Not findings; bytes gone without such an entry are.
+	Erased map[uint64]int
 
-	checked map[[16]byte]bool // batches already compared with their anchor
+	checked map[[16]byte]bool       // batches already compared with their anchor
+	erases  map[uint64]*entry.Erase // the log's erase entries, by log index
+}
+
+// leafOf is the leaf a row stands for: its stored leaf if its bytes were erased under an
+// erase entry of the log that covers it, else the hash of its bytes.
+func (r *Report) leafOf(row Reading) (merkle.Hash, bool) {
+	if len(row.Raw) == 0 && row.ErasedBy > 0 {
+		if e, ok := r.erases[row.ErasedBy]; ok && e.Covers(row.Device, row.Seq, row.TS) {
+			return row.Leaf, true
+		}
+	}
+	return merkle.ReadingLeaf(row.Raw), false
 }
 
 // OK reports whether nothing was found.
@@ -186,6 +205,9 @@ func (r Report) Print(w io.Writer) {
 		fmt.Fprintf(w, "ledger log: %d entries, as the ledger node served them (give --trust to check them against signed headers)\n", r.Entries)
 	}
 	fmt.Fprintf(w, "modified %d, missing %d, inserted %d, unanchored %d\n", count[Modified], count[Missing], count[Inserted], count[Unanchored])
+	for _, i := range slices.Sorted(maps.Keys(r.Erased)) {
+		fmt.Fprintf(w, "erased     %d readings under the erase entry at log index %d (their leaves, not their bytes, match the anchors: not findings)\n", r.Erased[i], i)
+	}
 	for _, u := range r.Unmatched {
 		fmt.Fprintf(w, "anchor     %s\n", u)
 	}
@@ -226,10 +248,18 @@ func (rep *Report) readLog(ctx context.Context, led Ledger, q Query) (map[[16]by
 			}
 			from++
 			leaves.append(merkle.EntryLeaf(le.Entry))
-			if e, err := entry.Decode(le.Entry); err == nil && e.Anchor != nil {
+			e, err := entry.Decode(le.Entry)
+			switch {
+			case err != nil:
+			case e.Anchor != nil:
 				var id [16]byte
 				copy(id[:], e.Anchor.ID)
 				out[id] = logAnchor{index: le.Index, anchor: e.Anchor}
+			case e.Erase != nil:
+				if rep.erases == nil {
+					rep.erases = map[uint64]*entry.Erase{}
+				}
+				rep.erases[le.Index] = e.Erase
 			}
 		}
 		rep.Entries = from
@@ -298,16 +328,17 @@ func (rep *Report) checkBatch(q Query, truth Batch, rows []Reading) {
 			complete = false
 			continue
 		}
-		leaves[i] = merkle.ReadingLeaf(rs[0].Raw)
+		leaves[i], _ = rep.leafOf(rs[0])
 		for _, r := range rs[1:] {
-			if merkle.ReadingLeaf(r.Raw) != leaves[i] {
+			if l, _ := rep.leafOf(r); l != leaves[i] {
 				agree = false
 			}
 		}
 	}
 	if complete && agree {
 		if root, err := merkle.Root(leaves); err == nil && root == truth.Root {
-			return // every row is what was anchored
+			rep.countErased(rows) // every row is what was anchored
+			return
 		}
 	}
 	// Something differs. The stored leaf column tells which rows, if it still rebuilds the root
@@ -321,8 +352,12 @@ func (rep *Report) checkBatch(q Query, truth Batch, rows []Reading) {
 			continue
 		}
 		for _, r := range rs {
+			leaf, _ := rep.leafOf(r)
 			switch {
-			case merkle.ReadingLeaf(r.Raw) != r.Leaf:
+			case leaf != r.Leaf && len(r.Raw) == 0:
+				rep.add(q, Finding{Kind: Modified, Device: r.Device, Seq: r.Seq, Batch: truth.ID, LeafIndex: r.LeafIndex,
+					Detail: fmt.Sprintf("raw bytes removed without an erase entry of the log covering the reading (erased_by %d)", r.ErasedBy)})
+			case leaf != r.Leaf:
 				rep.add(q, Finding{Kind: Modified, Device: r.Device, Seq: r.Seq, Batch: truth.ID, LeafIndex: r.LeafIndex,
 					Detail: "raw bytes do not hash to the leaf"})
 			case leafColumnTrue && r.Leaf != stored[i]:
@@ -331,7 +366,22 @@ func (rep *Report) checkBatch(q Query, truth Batch, rows []Reading) {
 			case !leafColumnTrue && complete:
 				rep.add(q, Finding{Kind: Modified, Device: r.Device, Seq: r.Seq, Batch: truth.ID, LeafIndex: r.LeafIndex,
 					Detail: "the batch's rows do not rebuild its anchored root (rows rewritten with their leaves; which ones cannot be told)"})
+			default:
+				rep.countErased([]Reading{r}) // this row is what was anchored
 			}
+		}
+	}
+}
+
+// countErased counts the rows of a batch that checked out whose bytes were erased under an
+// entry covering them.
+func (rep *Report) countErased(rows []Reading) {
+	for _, r := range rows {
+		if _, erased := rep.leafOf(r); erased {
+			if rep.Erased == nil {
+				rep.Erased = map[uint64]int{}
+			}
+			rep.Erased[r.ErasedBy]++
 		}
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/anchorline/anchorline/anchor/merkle"
+	"github.com/anchorline/anchorline/schemas/entry"
 )
 
 // Run audits the batches in q's range. It reads the store in windows of about q.Window
@@ -378,7 +379,8 @@ func (au *auditor) anchor(id [16]byte, la logAnchor) (*anchored, error) {
 // outcome is what an item adds to the report.
 type outcome struct {
 	findings []Finding
-	counts   bool // false for an unseen batch without the queried device's readings
+	counts   bool           // false for an unseen batch without the queried device's readings
+	erased   map[uint64]int // Report.Erased of the batch
 }
 
 // check reads the rows of items a window at a time and checks them (finish): the rows of a
@@ -456,7 +458,7 @@ func (au *auditor) finish() error {
 				if twice[it.id] {
 					rs = slices.Clone(rs)
 				}
-				out[i] = it.outcome(au.q, rs)
+				out[i] = it.outcome(au.q, rs, au.rep.erases)
 			}
 		})
 	}
@@ -470,13 +472,19 @@ func (au *auditor) finish() error {
 			au.rep.Readings += int(it.truth.Size)
 		}
 		au.rep.Findings = append(au.rep.Findings, out[i].findings...)
+		for e, n := range out[i].erased {
+			if au.rep.Erased == nil {
+				au.rep.Erased = map[uint64]int{}
+			}
+			au.rep.Erased[e] += n
+		}
 	}
 	return nil
 }
 
-// outcome checks one batch's rows.
-func (it item) outcome(q Query, rows []Reading) outcome {
-	var r Report
+// outcome checks one batch's rows; erases are the log's erase entries (Report.erases).
+func (it item) outcome(q Query, rows []Reading, erases map[uint64]*entry.Erase) outcome {
+	r := Report{erases: erases}
 	switch {
 	case it.fixed != nil:
 		r.add(q, *it.fixed)
@@ -484,8 +492,9 @@ func (it item) outcome(q Query, rows []Reading) outcome {
 	case it.unseen && q.Device != "" && !slices.ContainsFunc(rows, func(r Reading) bool { return r.Device == q.Device }):
 		return outcome{}
 	}
-	if it.every == "" && intact(it.truth, rows) {
-		return outcome{counts: true}
+	if it.every == "" && r.intact(it.truth, rows) {
+		r.countErased(rows)
+		return outcome{counts: true, erased: r.Erased}
 	}
 	// The store returns a batch's rows in any order; the findings follow leaf index order.
 	slices.SortStableFunc(rows, func(a, b Reading) int { return cmp.Compare(a.LeafIndex, b.LeafIndex) })
@@ -496,13 +505,13 @@ func (it item) outcome(q Query, rows []Reading) outcome {
 	} else {
 		r.checkBatch(q, it.truth, rows)
 	}
-	return outcome{findings: r.Findings, counts: true}
+	return outcome{findings: r.Findings, counts: true, erased: r.Erased}
 }
 
 // intact reports whether rows are one row per position of the anchored batch whose raw bytes
 // rebuild its root: checkBatch finds nothing then. It is the common case, checked without
 // grouping the rows by position.
-func intact(truth Batch, rows []Reading) bool {
+func (rep *Report) intact(truth Batch, rows []Reading) bool {
 	if len(rows) == 0 || len(rows) != int(truth.Size) {
 		return false
 	}
@@ -513,7 +522,7 @@ func intact(truth Batch, rows []Reading) bool {
 			return false
 		}
 		set[r.LeafIndex] = true
-		leaves[r.LeafIndex] = merkle.ReadingLeaf(r.Raw)
+		leaves[r.LeafIndex], _ = rep.leafOf(r)
 	}
 	root, err := merkle.Root(leaves)
 	return err == nil && root == truth.Root

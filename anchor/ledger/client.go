@@ -14,6 +14,7 @@ import (
 	coretypes "github.com/cometbft/cometbft/rpc/core/types"
 	"github.com/cometbft/cometbft/types"
 
+	"github.com/anchorline/anchorline/anchor/audit"
 	"github.com/anchorline/anchorline/anchor/merkle"
 	"github.com/anchorline/anchorline/internal/retry"
 	"github.com/anchorline/anchorline/schemas/entry"
@@ -373,4 +374,20 @@ func (c *Client) Signers(ctx context.Context) (signed, validators int, height in
 		}
 	}
 	return signed, vals.Size(), h, nil
+}
+
+// AuditLog reads the ledger's log for anchor/audit (audit.Ledger), 1,000 entries a query.
+type AuditLog struct{ Client *Client }
+
+// Entries returns the committed entries from position from on and the log's size.
+func (l AuditLog) Entries(ctx context.Context, from uint64) ([]audit.LogEntry, uint64, error) {
+	es, err := l.Client.Entries(ctx, from, 1000)
+	if err != nil {
+		return nil, 0, err
+	}
+	out := make([]audit.LogEntry, len(es.Entries))
+	for i, e := range es.Entries {
+		out[i] = audit.LogEntry{Index: e.Index, Entry: e.Entry}
+	}
+	return out, es.LogSize, nil
 }

@@ -397,7 +397,7 @@ and bounds the readings' device time.`,
 			if err := (clickhouse.Schema{Database: cfg.ClickHouse.Database, Cluster: cfg.ClickHouse.Cluster}).Sync(cmd.Context(), ch); err != nil {
 				return exitError{exitIncomplete, fmt.Errorf("audit could not run: %w", err)}
 			}
-			rep, err := audit.Run(cmd.Context(), store.New(ch, cfg.ClickHouse.Database).Audit(), ledgerEntries{led}, q)
+			rep, err := audit.Run(cmd.Context(), store.New(ch, cfg.ClickHouse.Database).Audit(), ledger.AuditLog{Client: led}, q)
 			if err != nil {
 				return exitError{exitIncomplete, fmt.Errorf("audit could not finish: %w", err)}
 			}
@@ -482,19 +482,4 @@ func signedHead(ctx context.Context, led *ledger.Client, trustJSON []byte) (*aud
 		return nil, err
 	}
 	return &audit.Head{Height: h - 1, LogSize: st.LogSize, LogRoot: st.LogRoot, LightBlocks: len(chain)}, nil
-}
-
-// ledgerEntries reads log entries from the ledger node.
-type ledgerEntries struct{ c *ledger.Client }
-
-func (l ledgerEntries) Entries(ctx context.Context, from uint64) ([]audit.LogEntry, uint64, error) {
-	es, err := l.c.Entries(ctx, from, 1000)
-	if err != nil {
-		return nil, 0, err
-	}
-	out := make([]audit.LogEntry, len(es.Entries))
-	for i, e := range es.Entries {
-		out[i] = audit.LogEntry{Index: e.Index, Entry: e.Entry}
-	}
-	return out, es.LogSize, nil
 }

@@ -5,20 +5,25 @@ import (
 	"context"
 	"fmt"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/anchorline/anchorline/anchor/audit"
+	"github.com/anchorline/anchorline/anchor/ledger"
 	"github.com/anchorline/anchorline/internal/await"
 	"github.com/anchorline/anchorline/internal/chserver"
 	"github.com/anchorline/anchorline/schemas/entry"
 	"github.com/anchorline/anchorline/schemas/reading"
 	"github.com/anchorline/anchorline/services/auth"
+	"github.com/anchorline/anchorline/services/store"
 )
 
 // filesHolding lists the files under dir whose bytes contain one of the four 16-byte quarters
@@ -194,5 +199,96 @@ func TestErasure(t *testing.T) {
 	}
 	if len(filesHolding(t, chDir, sig(25))) == 0 || len(filesHolding(t, natsDir, sig(25))) == 0 {
 		t.Error("reading 25, outside the range, lost its bytes")
+	}
+}
+
+// TestErasureAudit: the audit reports readings erased under an erase entry as erased, not as
+// findings, and still finds bytes removed without one, or under an entry that does not cover
+// the reading.
+func TestErasureAudit(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	chAddr, database, ch := chserver.NewDatabase(t)
+	cfg := devConfig(t, chAddr, database, t.TempDir())
+	cfg.Anchor.Interval = 200 * time.Millisecond
+	d, err := StartDev(ctx, cfg, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg = d.Config()
+	defer func() {
+		if err := d.Stop(); err != nil {
+			t.Errorf("stop: %v", err)
+		}
+	}()
+	nc, err := nats.Connect(cfg.NATS.URL, d.NATSOptions(auth.RoleAdmin)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dv := newDevice(t, "ea-1", reading.Ed25519)
+	register(t, ctx, d.APIClient(), d.AdminKey, dv.ID, dv.Key.Public())
+	for range 10 {
+		raw := dv.next(t)
+		publish(t, js, reading.Subject(dv.ID), reading.MsgID(dv.ID, dv.Seq), raw)
+	}
+	await.Until(t, ctx, "10 readings anchored", func() (bool, string) {
+		n := count(t, ctx, ch, "SELECT count() FROM "+database+".readings r ANY INNER JOIN "+database+".batch_anchors b USING batch_id")
+		return n == 10, fmt.Sprintf("%d", n)
+	})
+	run := func() audit.Report {
+		t.Helper()
+		rep, err := audit.Run(ctx, store.New(ch, database).Audit(), ledger.AuditLog{Client: d.Ledger}, audit.Query{To: math.MaxUint64, Grace: time.Minute, Now: time.Now()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rep
+	}
+	if rep := run(); !rep.OK() || len(rep.Erased) != 0 {
+		t.Fatalf("before: %+v", rep)
+	}
+	e, err := entry.NewEraseByAdmin(d.AdminKey, dv.ID, entry.EraseBySeq, 2, 4, "test", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := d.Ledger.Submit(ctx, e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	await.Until(t, ctx, "the erasure carried out", func() (bool, string) {
+		n := count(t, ctx, ch, "SELECT count() FROM "+database+".erasures")
+		return n == 1, fmt.Sprintf("%d", n)
+	})
+	rep := run()
+	if !rep.OK() || rep.Erased[rc.LogIndex] != 3 || len(rep.Erased) != 1 {
+		t.Fatalf("after the erasure: erased %v, findings %+v", rep.Erased, rep.Findings)
+	}
+	// Bytes removed without an entry (seq 6), and under an entry that does not cover the
+	// reading (seq 7 claims the entry of seqs 2..4): both findings.
+	for _, q := range []string{
+		fmt.Sprintf("ALTER TABLE %s.readings UPDATE raw = '' WHERE device_id = 'ea-1' AND seq = 6", database),
+		fmt.Sprintf("ALTER TABLE %s.readings UPDATE raw = '', erased_by = %d WHERE device_id = 'ea-1' AND seq = 7", database, rc.LogIndex),
+	} {
+		if err := ch.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	await.Until(t, ctx, "mutations done", func() (bool, string) {
+		n := count(t, ctx, ch, "SELECT count() FROM system.mutations WHERE database = ? AND NOT is_done", database)
+		return n == 0, fmt.Sprintf("%d", n)
+	})
+	rep = run()
+	var seqs []uint64
+	for _, f := range rep.Findings {
+		if f.Kind == audit.Modified && strings.Contains(f.Detail, "without an erase entry") {
+			seqs = append(seqs, f.Seq)
+		}
+	}
+	if slices.Sort(seqs); !slices.Equal(seqs, []uint64{6, 7}) || rep.Erased[rc.LogIndex] != 3 {
+		t.Fatalf("after the tampering: findings %+v, erased %v", rep.Findings, rep.Erased)
 	}
 }

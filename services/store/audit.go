@@ -41,7 +41,7 @@ func (a Audit) Batches(ctx context.Context, from, to uint64, device string) ([]a
 	return out, rows.Err()
 }
 
-const auditReadingCols = "device_id, seq, raw, leaf, batch_id, leaf_index"
+const auditReadingCols = "device_id, seq, ts, raw, leaf, batch_id, leaf_index, erased_by"
 
 // idList is ids as the elements of an IN list. Ids go as hex: binary bytes do not survive
 // quoting.
@@ -69,7 +69,7 @@ func scanAuditReadings(rows scanner, each func(audit.Reading)) error {
 	var leaf, batch []byte
 	for rows.Next() {
 		var r audit.Reading
-		if err := rows.Scan(&r.Device, &r.Seq, &r.Raw, &leaf, &batch, &r.LeafIndex); err != nil {
+		if err := rows.Scan(&r.Device, &r.Seq, &r.TS, &r.Raw, &leaf, &batch, &r.LeafIndex, &r.ErasedBy); err != nil {
 			return err
 		}
 		copy(r.Leaf[:], leaf)

@@ -60,15 +60,15 @@ func TestAuditWindows(t *testing.T) {
 		// beyond the batch and a second row at a position.
 		"ALTER TABLE " + r + " UPDATE raw = concat(raw, 'x') WHERE batch_id = " + batch(0) + " AND leaf_index = 5",
 		"ALTER TABLE " + r + " DELETE WHERE batch_id = " + batch(1) + " AND leaf_index = 3",
-		"INSERT INTO " + r + " SELECT device_id, 9999, ts, time, received_at, raw, leaf, batch_id, 5000 FROM " + r + " WHERE batch_id = " + batch(2) + " AND leaf_index = 0",
-		"INSERT INTO " + r + " SELECT device_id, 9998, ts, time, received_at, concat(raw, 'y'), SHA256(concat(unhex('00'), raw, 'y')), batch_id, 7 FROM " + r + " WHERE batch_id = " + batch(2) + " AND leaf_index = 1",
+		"INSERT INTO " + r + " SELECT device_id, 9999, ts, time, received_at, raw, leaf, batch_id, 5000, 0 FROM " + r + " WHERE batch_id = " + batch(2) + " AND leaf_index = 0",
+		"INSERT INTO " + r + " SELECT device_id, 9998, ts, time, received_at, concat(raw, 'y'), SHA256(concat(unhex('00'), raw, 'y')), batch_id, 7, 0 FROM " + r + " WHERE batch_id = " + batch(2) + " AND leaf_index = 1",
 		// A row in a batch nobody recorded, and a copy of an anchored reading left by an
 		// interrupted write.
-		"INSERT INTO " + r + " SELECT device_id, 9997, ts, time, " + old + ", raw, leaf, toFixedString('forged-batch-id!', 16), 0 FROM " + r + " WHERE batch_id = " + batch(4) + " AND leaf_index = 0",
-		"INSERT INTO " + r + " SELECT device_id, seq, ts, time, " + old + ", raw, leaf, toFixedString('interrupted-wri!', 16), leaf_index FROM " + r + " WHERE batch_id = " + batch(4) + " AND leaf_index = 1",
+		"INSERT INTO " + r + " SELECT device_id, 9997, ts, time, " + old + ", raw, leaf, toFixedString('forged-batch-id!', 16), 0, 0 FROM " + r + " WHERE batch_id = " + batch(4) + " AND leaf_index = 0",
+		"INSERT INTO " + r + " SELECT device_id, seq, ts, time, " + old + ", raw, leaf, toFixedString('interrupted-wri!', 16), leaf_index, 0 FROM " + r + " WHERE batch_id = " + batch(4) + " AND leaf_index = 1",
 		// A batch recorded and never anchored.
 		"INSERT INTO " + db + ".batches SELECT toFixedString('unanchored-batch', 16), root, 1, " + old + ", 'w', ts_min, ts_max FROM " + db + ".batches WHERE batch_id = " + batch(4),
-		"INSERT INTO " + r + " SELECT device_id, 9996, ts, time, received_at, raw, leaf, toFixedString('unanchored-batch', 16), 0 FROM " + r + " WHERE batch_id = " + batch(4) + " AND leaf_index = 2",
+		"INSERT INTO " + r + " SELECT device_id, 9996, ts, time, received_at, raw, leaf, toFixedString('unanchored-batch', 16), 0, 0 FROM " + r + " WHERE batch_id = " + batch(4) + " AND leaf_index = 2",
 		// Anchor 2 (batches 6-8) loses its record; anchor 3 (batches 9-11) everything stored.
 		"ALTER TABLE " + db + ".anchors DELETE WHERE anchor_id IN (" + anchor(2) + ", " + anchor(3) + ")",
 		"ALTER TABLE " + db + ".batch_anchors DELETE WHERE anchor_id = " + anchor(3),
