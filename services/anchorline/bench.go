@@ -82,7 +82,7 @@ anchor.interval come from the configuration.`,
 	c.Flags().StringVar(&out, "out", "", "write the result as JSON to this file")
 	c.Flags().StringVar(&opts.ProfileDir, "profile", "", "folder where each ingest worker writes a CPU profile (go tool pprof)")
 	c.Flags().StringVar(&opts.Telegraf, "telegraf", "", "also measure this telegraf executable (with inputs.nats_consumer, parsers.json_v2, outputs.sql) on the plain reference's messages")
-	c.AddCommand(benchLedgerCmd(), benchProofsCmd(), benchRulesCmd())
+	c.AddCommand(benchLedgerCmd(), benchProofsCmd(), benchRulesCmd(), benchOwnersCmd())
 	return c
 }
 
@@ -130,6 +130,44 @@ ratios between runs, since machine speed drifts.`,
 	c.Flags().DurationVar(&opts.Duration, "duration", bench.DefaultProofDuration, "how long each measured phase runs")
 	c.Flags().IntVar(&opts.Cold, "cold", bench.DefaultProofCold, "proofs asked one after another of the fresh API process")
 	c.Flags().StringVar(&opts.ProfileDir, "profile", "", "folder where the API process writes a CPU profile (api.pprof; go tool pprof)")
+	c.Flags().StringVar(&out, "out", "", "write the result as JSON to this file")
+	return c
+}
+
+// benchOwnersCmd is `bench owners`: how soon consent and erasure take effect in ClickHouse.
+func benchOwnersCmd() *cobra.Command {
+	opts := bench.OwnerOptions{}
+	var out string
+	c := &cobra.Command{
+		Use:   "owners [--devices N] [--readings N] [--rounds N] [--out FILE]",
+		Short: "Measure how soon consent and erasure entries take effect in ClickHouse after their block",
+		Long: `bench owners starts the bench stack (embedded NATS and ledger; the ClickHouse at clickhouse.addr,
+or an embedded one, in a fresh database dropped afterwards), registers --devices devices, stores
+--readings readings through one ingest process, binds 2 x --rounds devices to owners and runs the
+consent syncer and the eraser as the anchoring role does. Each round grants one device's consent
+to an audience and waits until the audience's readings table holds exactly its rows, withdraws it
+and waits until they are gone, and erases the first half of another device's readings and waits
+until the erasure is recorded: each timed from the entry's commit.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, log, err := load(cmd)
+			if err != nil {
+				return err
+			}
+			if opts.Binary, err = os.Executable(); err != nil {
+				return err
+			}
+			opts.Progress = cmd.ErrOrStderr()
+			res, err := bench.RunOwners(cmd.Context(), cfg, opts, log)
+			if err != nil {
+				return err
+			}
+			return report(cmd, res, out)
+		},
+	}
+	c.Flags().IntVar(&opts.Devices, "devices", bench.DefaultOwnersDevices, "devices registered")
+	c.Flags().IntVar(&opts.Readings, "readings", bench.DefaultOwnersReadings, "readings stored before the rounds")
+	c.Flags().IntVar(&opts.Rounds, "rounds", bench.DefaultOwnersRounds, "grants, withdrawals and erasures measured")
 	c.Flags().StringVar(&out, "out", "", "write the result as JSON to this file")
 	return c
 }
