@@ -25,6 +25,12 @@ type AnchorBatch struct {
 // Parts are what Build assembles; the services layer fetches them from ClickHouse and the ledger.
 type Parts struct {
 	Raw         []byte // the reading, as received
+	// Erasure is set for a reading whose bytes were erased (Raw empty): Leaf and TS are its
+	// row's leaf and device time, and the parts' ledger members are of a state whose log holds
+	// the erase entry (at Erasure.LogIndex) as well as the anchor entry.
+	Erasure *Erasure
+	Leaf    merkle.Hash
+	TS      uint64
 	Device      string
 	Seq         uint64
 	BatchID     [16]byte
@@ -71,6 +77,13 @@ type Parts struct {
 	// LightChain leads from earlier validator sets to LightBlock's (ledger.Client.LightChain):
 	// older light blocks, oldest first; empty while the set never changed.
 	LightChain []*types.LightBlock
+}
+
+// Erasure is an erase entry and its inclusion path in the log of the parts' ledger state.
+type Erasure struct {
+	Entry    []byte
+	LogIndex uint64
+	LogPath  []merkle.Hash
 }
 
 // ErrInconsistent means the parts do not fit together (stored data and ledger disagree).
@@ -179,8 +192,15 @@ func (s *Shared) Height() int64 { return s.p.LightBlock.Height }
 // ledger members of p are not read: they are s's.
 func (s *Shared) Build(p Parts, batch *merkle.Tree) (*bundle.Bundle, error) {
 	size := batch.Size()
+	want := merkle.ReadingLeaf(p.Raw)
+	if p.Erasure != nil {
+		want = p.Leaf
+		if err := merkle.VerifyInclusion(p.Erasure.LogIndex, s.p.LogSize, merkle.EntryLeaf(p.Erasure.Entry), p.Erasure.LogPath, s.p.LogRoot); err != nil {
+			return nil, fmt.Errorf("%w: the erase entry is not entry %d of the log of %d: %w", ErrInconsistent, p.Erasure.LogIndex, s.p.LogSize, err)
+		}
+	}
 	leaf, err := batch.Leaf(p.LeafIndex)
-	if err != nil || leaf != merkle.ReadingLeaf(p.Raw) {
+	if err != nil || leaf != want {
 		return nil, fmt.Errorf("%w: the reading is not leaf %d of its batch", ErrInconsistent, p.LeafIndex)
 	}
 	batchRoot := batch.Root()
@@ -222,6 +242,10 @@ func (s *Shared) Build(p Parts, batch *merkle.Tree) (*bundle.Bundle, error) {
 		Anchor:  bundle.Anchor{ID: bytes.Clone(l.AnchorID[:]), Batches: s.anchor.Size(), BatchIndex: p.BatchIndex, Path: hexes(anchorPath), Root: bytes.Clone(s.anchorRoot[:])},
 		Ledger: bundle.Ledger{ChainID: l.ChainID, Height: l.LightBlock.Height, Entry: l.Entry, LogIndex: l.LogIndex, LogSize: l.LogSize,
 			LogPath: hexes(l.LogPath), LogRoot: bytes.Clone(l.LogRoot[:]), RegistryRoot: bytes.Clone(l.RegistryRoot[:]), LightBlock: s.lightBlock, LightChain: s.lightChain},
+	}
+	if p.Erasure != nil {
+		b.Reading = bundle.Reading{Device: p.Device, Seq: p.Seq, Leaf: bytes.Clone(p.Leaf[:]), TS: p.TS}
+		b.Erasure = &bundle.Erasure{Entry: p.Erasure.Entry, LogIndex: p.Erasure.LogIndex, LogPath: hexes(p.Erasure.LogPath)}
 	}
 	if s.state.Version == merkle.AppHashV2 {
 		st := s.state

@@ -51,11 +51,17 @@ type verifier struct {
 	err error
 }
 
+// errSkip, returned by a step's function, leaves the step out of the report: it does not apply.
+var errSkip = errors.New("step does not apply")
+
 func (v *verifier) step(name string, f func() (string, error)) bool {
 	if v.err != nil {
 		return false
 	}
 	detail, err := f()
+	if errors.Is(err, errSkip) {
+		return true
+	}
 	if err != nil {
 		v.r.Steps = append(v.r.Steps, Step{Name: name, Detail: err.Error()})
 		v.err = fmt.Errorf("%w: %s: %w", ErrVerify, name, err)
@@ -124,7 +130,43 @@ func Verify(bundleJSON, trustJSON []byte) (Report, error) {
 	})
 	var msg *reading.Message
 	var pub reading.PublicKey
+	var readingLeaf merkle.Hash
+	var erased *entry.Erase
+	if b != nil && b.Erasure != nil {
+		// An erased reading: its leaf stands for the bytes, and the erase entry that removed
+		// them must be in the same log as the anchor entry and cover the reading.
+		v.step("erased reading", func() (string, error) {
+			var err error
+			if readingLeaf, err = hash(b.Reading.Leaf, "reading.leaf"); err != nil {
+				return "", err
+			}
+			if b.Device.ID != b.Reading.Device {
+				return "", fmt.Errorf("device record is for %s, the reading is from %s", b.Device.ID, b.Reading.Device)
+			}
+			if erased, err = entry.EraseOf(b.Erasure.Entry); err != nil {
+				return "", fmt.Errorf("erasure.entry: %w", err)
+			}
+			if !erased.Covers(b.Reading.Device, b.Reading.Seq, b.Reading.TS) {
+				return "", fmt.Errorf("the erase entry (%s, %s %d..%d) does not cover %s seq %d (device time %d)", erased.Dev, erased.By, erased.From, erased.To, b.Reading.Device, b.Reading.Seq, b.Reading.TS)
+			}
+			logRoot, err := hash(b.Ledger.LogRoot, "ledger.log_root")
+			if err != nil {
+				return "", err
+			}
+			p, err := path(b.Erasure.LogPath, "erasure.log_path")
+			if err != nil {
+				return "", err
+			}
+			if err := merkle.VerifyInclusion(b.Erasure.LogIndex, b.Ledger.LogSize, merkle.EntryLeaf(b.Erasure.Entry), p, logRoot); err != nil {
+				return "", fmt.Errorf("erasure: %w", err)
+			}
+			return fmt.Sprintf("%s seq %d: leaf %s; its bytes were erased under log entry %d of %d (%s %d..%d)", b.Reading.Device, b.Reading.Seq, short(readingLeaf[:]), b.Erasure.LogIndex, b.Ledger.LogSize, erased.By, erased.From, erased.To), nil
+		})
+	}
 	v.step("reading signature", func() (string, error) {
+		if erased != nil || (b != nil && b.Erasure != nil) {
+			return "", errSkip // erased: nothing signed is left to check
+		}
 		var err error
 		if msg, err = reading.Decode(b.Reading.Raw); err != nil {
 			return "", err
@@ -145,6 +187,7 @@ func Verify(bundleJSON, trustJSON []byte) (Report, error) {
 		if err := msg.Verify(pub); err != nil {
 			return "", err
 		}
+		readingLeaf = merkle.ReadingLeaf(b.Reading.Raw)
 		return fmt.Sprintf("%s seq %d, %s signature under key %s", msg.Reading.Device, msg.Reading.Seq, alg, short(pub.Key)), nil
 	})
 	var regRoot merkle.Hash
@@ -157,7 +200,9 @@ func Verify(bundleJSON, trustJSON []byte) (Report, error) {
 			string(rec.Status) != b.Device.Status || rec.Height != b.Device.Height {
 			return "", errors.New("the record's bytes do not say what the device fields say")
 		}
-		if rec.Status != entry.StatusActive {
+		// An erased reading's bundle is of a state after its erasure, when the device may
+		// have been revoked since: the record shows the device and key, nothing is signed.
+		if rec.Status != entry.StatusActive && erased == nil {
 			return "", fmt.Errorf("device %s is %s (since height %d)", rec.Dev, rec.Status, rec.Height)
 		}
 		if regRoot, err = hash(b.Ledger.RegistryRoot, "ledger.registry_root"); err != nil {
@@ -192,7 +237,7 @@ func Verify(bundleJSON, trustJSON []byte) (Report, error) {
 		if len(b.Batch.ID) != 16 {
 			return "", fmt.Errorf("batch.id is %d bytes, want 16", len(b.Batch.ID))
 		}
-		if err := merkle.VerifyInclusion(b.Batch.LeafIndex, b.Batch.Size, merkle.ReadingLeaf(b.Reading.Raw), p, batchRoot); err != nil {
+		if err := merkle.VerifyInclusion(b.Batch.LeafIndex, b.Batch.Size, readingLeaf, p, batchRoot); err != nil {
 			return "", err
 		}
 		return fmt.Sprintf("leaf %d of %d in batch %s, root %s", b.Batch.LeafIndex, b.Batch.Size, hex.EncodeToString(b.Batch.ID), short(batchRoot[:])), nil

@@ -55,13 +55,44 @@ type Bundle struct {
 	Batch   Batch   `json:"batch"`
 	Anchor  Anchor  `json:"anchor"`
 	Ledger  Ledger  `json:"ledger"`
+	// Erasure is set, last, for a reading whose bytes were erased (schemas/proof.md "Erased
+	// readings"): the erase entry and its place in the same log as the anchor entry. Absent
+	// otherwise, so every other bundle keeps its bytes.
+	Erasure *Erasure `json:"erasure,omitempty"`
 }
 
-// Reading is the reading as the device sent it.
+// Reading is the reading as the device sent it: Raw; or, for an erased reading (Bundle.Erasure
+// set), its leaf and the device time its row recorded in place of Raw.
 type Reading struct {
 	Device string `json:"device"`
 	Seq    uint64 `json:"seq"`
-	Raw    Hex    `json:"raw"`
+	Raw    Hex    `json:"raw,omitempty"`
+	Leaf   Hex    `json:"leaf,omitempty"`
+	TS     uint64 `json:"ts,omitempty"`
+}
+
+// Erasure is the erase entry under which a reading's bytes were removed, with its inclusion
+// path in the log of ledger.log_size.
+type Erasure struct {
+	Entry    Hex    `json:"entry"`
+	LogIndex uint64 `json:"log_index"`
+	LogPath  []Hex  `json:"log_path"`
+}
+
+// ErrErasedBundle marks a bundle whose reading members do not fit its erasure member: raw
+// without erasure, or leaf (and ts) with it.
+var ErrErasedBundle = errors.New("bundle: an erased reading has leaf and erasure in place of raw")
+
+// checkErased checks that the reading carries raw, or (with an erasure) a 32-byte leaf.
+func (b *Bundle) checkErased() error {
+	r := b.Reading
+	switch {
+	case b.Erasure == nil && (len(r.Raw) == 0 || r.Leaf != nil || r.TS != 0):
+		return fmt.Errorf("%w: %w: a bundle without erasure has reading.raw and no reading.leaf or reading.ts", ErrFormat, ErrErasedBundle)
+	case b.Erasure != nil && (r.Raw != nil || len(r.Leaf) != 32):
+		return fmt.Errorf("%w: %w: a bundle with erasure has reading.leaf (32 bytes) and no reading.raw", ErrFormat, ErrErasedBundle)
+	}
+	return nil
 }
 
 // Device is the device's registry record in the state the header commits, with its proof: in
@@ -267,7 +298,15 @@ func (b *Bundle) Marshal() ([]byte, error) {
 	if err := b.checkVersion(); err != nil {
 		return nil, err
 	}
+	if err := b.checkErased(); err != nil {
+		return nil, err
+	}
 	c := *b
+	if c.Erasure != nil {
+		e := *c.Erasure
+		e.LogPath = nonNil(e.LogPath)
+		c.Erasure = &e
+	}
 	if c.Ledger.StateProof != nil {
 		sp := *c.Ledger.StateProof
 		sp.Path = nonNil(sp.Path)

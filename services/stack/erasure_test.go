@@ -3,6 +3,7 @@ package stack
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"fmt"
 	"io/fs"
 	"math"
@@ -18,8 +19,10 @@ import (
 
 	"github.com/anchorline/anchorline/anchor/audit"
 	"github.com/anchorline/anchorline/anchor/ledger"
+	"github.com/anchorline/anchorline/anchor/proof"
 	"github.com/anchorline/anchorline/internal/await"
 	"github.com/anchorline/anchorline/internal/chserver"
+	"github.com/anchorline/anchorline/schemas/bundle"
 	"github.com/anchorline/anchorline/schemas/entry"
 	"github.com/anchorline/anchorline/schemas/reading"
 	"github.com/anchorline/anchorline/services/auth"
@@ -159,6 +162,50 @@ func TestErasure(t *testing.T) {
 		return n == 1, fmt.Sprintf("%d rows", n)
 	})
 	t.Logf("erasure carried out %s after its block", time.Since(committed).Round(time.Millisecond))
+
+	// The proof of an erased reading shows its leaf anchored and the entry that erased it.
+	trust, err := client.Trust(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var erasedProof []byte
+	await.Until(t, ctx, "the proof of erased seq 15", func() (bool, string) {
+		erasedProof, err = client.Proof(ctx, dv.ID, 15)
+		return err == nil, fmt.Sprint(err)
+	})
+	rep, err := proof.Verify(erasedProof, trust)
+	if err != nil || !slices.ContainsFunc(rep.Steps, func(s proof.Step) bool { return s.Name == "erased reading" && s.OK }) ||
+		slices.ContainsFunc(rep.Steps, func(s proof.Step) bool { return s.Name == "reading signature" }) {
+		var b strings.Builder
+		rep.Print(&b)
+		t.Fatalf("the erased reading's proof: %v\n%s", err, b.String())
+	}
+	if bytes.Contains(erasedProof, []byte(hex.EncodeToString(sig(15)))) {
+		t.Fatal("the erased reading's proof holds its signature")
+	}
+	for what, change := range map[string]func(*bundle.Bundle){
+		"a seq the entry does not cover": func(b *bundle.Bundle) { b.Reading.Seq = 25 },
+		"a changed erase entry":          func(b *bundle.Bundle) { b.Erasure.Entry[len(b.Erasure.Entry)-1] ^= 1 },
+		"another leaf":                   func(b *bundle.Bundle) { b.Reading.Leaf[0] ^= 1 },
+	} {
+		b, err := bundle.Parse(erasedProof)
+		if err != nil {
+			t.Fatal(err)
+		}
+		change(b)
+		tampered, err := b.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := proof.Verify(tampered, trust); err == nil {
+			t.Errorf("the erased reading's proof with %s verifies", what)
+		}
+	}
+	if b, err := client.Proof(ctx, dv.ID, 25); err != nil {
+		t.Fatal(err)
+	} else if _, err := proof.Verify(b, trust); err != nil {
+		t.Fatalf("the proof of seq 25, not erased: %v", err)
+	}
 
 	q := func(query string) uint64 { t.Helper(); return count(t, ctx, ch, fmt.Sprintf(query, database)) }
 	for what, got := range map[string][2]uint64{

@@ -117,6 +117,9 @@ func (p *Proofs) Proof(ctx context.Context, dev string, seq uint64) ([]byte, err
 	if err != nil {
 		return nil, err
 	}
+	if len(r.Raw) == 0 {
+		return p.erased(ctx, r)
+	}
 	parts, shared, b, err := p.parts(ctx, r)
 	if err != nil {
 		return nil, err
@@ -152,6 +155,10 @@ func (p *Proofs) Range(ctx context.Context, dev string, from, to uint64) ([]byte
 		r, err := p.anchoredOf(ctx, rows[i:j])
 		if err != nil {
 			return nil, fmt.Errorf("%s seq %d: %w", dev, rows[i].Seq, err)
+		}
+		if len(r.Raw) == 0 {
+			return nil, fmt.Errorf("%w: %s seq %d was erased: range bundles of erased readings are not built yet; ask the ranges on either side, and that reading's own proof (GET /v1/readings/%s/%d/proof)",
+				api.ErrBadRequest, dev, r.Seq, dev, r.Seq)
 		}
 		if len(parts) == MaxRangeReadings || more && j == len(rows) {
 			return nil, fmt.Errorf("%w: %s holds more than %d readings from seq %d to %d: ask for a shorter range, up to seq %d at most",
@@ -308,12 +315,71 @@ func (p *Proofs) anchor(ctx context.Context, id [16]byte) (*proof.Shared, error)
 	return v.(*proof.Shared), nil
 }
 
+// erased is the proof bundle of a reading whose bytes were erased (schemas/proof.md "Erased
+// readings"): its leaf and the erase entry, with the anchor entry's and the erase entry's log
+// proofs, the device record and the light block, all of the state after the block that
+// included the erase entry (or the anchor, if that came later). Nothing of it is cached: erased readings are asked for rarely.
+func (p *Proofs) erased(ctx context.Context, r store.ReadingRow) ([]byte, error) {
+	e, err := p.store.ErasedOf(ctx, r.Device, r.Seq, r.BatchID)
+	if err != nil {
+		return nil, err
+	}
+	if e.ErasedBy == 0 {
+		return nil, fmt.Errorf("%s seq %d: the stored reading has no bytes and names no erase entry: a finding for the audit, not a proof", r.Device, r.Seq)
+	}
+	es, err := p.ledger.Erasures(ctx, e.ErasedBy, 1)
+	if err != nil {
+		return nil, laterErr(fmt.Errorf("erase entry %d: %w", e.ErasedBy, err))
+	}
+	if len(es.Erasures) == 0 || es.Erasures[0].Index != e.ErasedBy {
+		return nil, fmt.Errorf("%s seq %d names erase entry %d, which the ledger's log does not hold", r.Device, r.Seq, e.ErasedBy)
+	}
+	b, err := p.batch(ctx, r.BatchID)
+	if err != nil {
+		return nil, err
+	}
+	a, err := p.store.Anchor(ctx, b.anchorID)
+	if err != nil {
+		return nil, laterErr(fmt.Errorf("anchor %x: %w", b.anchorID, err))
+	}
+	// The state after whichever came last, the erasure or the anchor.
+	h := max(int64(es.Erasures[0].Height), int64(a.Height))
+	shared, err := p.loadAnchorAt(ctx, b.anchorID, h)
+	if err != nil {
+		return nil, err
+	}
+	ep, err := p.ledger.EntryProof(ctx, e.ErasedBy, h)
+	if err != nil {
+		return nil, laterErr(fmt.Errorf("erase entry %d at height %d: %w", e.ErasedBy, h, err))
+	}
+	dp, err := p.ledger.Device(ctx, r.Device, h)
+	if err != nil {
+		return nil, laterErr(fmt.Errorf("device %s at height %d: %w", r.Device, h, err))
+	}
+	parts := proof.Parts{Device: r.Device, Seq: r.Seq, BatchID: r.BatchID, LeafIndex: uint64(r.LeafIndex), BatchIndex: uint64(b.batchIndex),
+		Record: dp.RecordBytes, RegistryIndex: dp.Index, RegistrySize: dp.Size, RegistryPath: dp.Path, SMTProof: dp.SMTProof,
+		Erasure: &proof.Erasure{Entry: ep.Entry, LogIndex: ep.LogIndex, LogPath: ep.Path}, Leaf: e.Leaf, TS: e.TS}
+	bundle, err := shared.Build(parts, b.tree)
+	if err != nil {
+		return nil, fmt.Errorf("build proof of erased %s seq %d: %w", r.Device, r.Seq, err)
+	}
+	return bundle.Marshal()
+}
+
 func (p *Proofs) loadAnchor(ctx context.Context, id [16]byte) (*proof.Shared, error) {
+	return p.loadAnchorAt(ctx, id, 0)
+}
+
+// loadAnchorAt is an anchor's shared part of the state after block h (0: the block that
+// included the anchor, as every proof but an erased reading's has it).
+func (p *Proofs) loadAnchorAt(ctx context.Context, id [16]byte, h int64) (*proof.Shared, error) {
 	a, err := p.store.Anchor(ctx, id)
 	if err != nil {
 		return nil, laterErr(fmt.Errorf("anchor %x: %w", id, err))
 	}
-	h := int64(a.Height)
+	if h == 0 {
+		h = int64(a.Height)
+	}
 	// The rest at once: a first proof of the anchor waits for the slowest lookup, not all.
 	var rows []store.BatchRow
 	var ep ledger.EntryProof

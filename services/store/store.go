@@ -2,6 +2,8 @@ package store
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"encoding/hex"
 	"fmt"
 	"regexp"
@@ -26,6 +28,29 @@ type Store struct {
 
 // New returns a store over database.
 func New(conn driver.Conn, database string) *Store { return &Store{conn: conn, db: database} }
+
+// Erased is what a reading's row keeps once its bytes are erased.
+type Erased struct {
+	TS       uint64   // device time
+	Leaf     [32]byte // its leaf in the batch
+	ErasedBy uint64   // the log index of the erase entry (0: not erased)
+}
+
+// ErasedOf returns what the row of a device's reading in a batch keeps after erasure.
+func (s *Store) ErasedOf(ctx context.Context, dev string, seq uint64, batch [16]byte) (Erased, error) {
+	var e Erased
+	var leaf string
+	err := s.conn.QueryRow(ctx, "SELECT ts, leaf, erased_by FROM "+s.t("readings")+" WHERE device_id = ? AND seq = ? AND batch_id = unhex(?) LIMIT 1",
+		dev, seq, hex.EncodeToString(batch[:])).Scan(&e.TS, &leaf, &e.ErasedBy)
+	if errors.Is(err, sql.ErrNoRows) {
+		return e, fmt.Errorf("%w: no row of %s seq %d in batch %x", lookup.ErrNotFound, dev, seq, batch)
+	}
+	if err != nil {
+		return e, err
+	}
+	copy(e.Leaf[:], leaf)
+	return e, nil
+}
 
 // ErasuresDone returns the erase entries carried out (the erasures table, services/erasure):
 // the readings each erased, by log index.
