@@ -24,13 +24,13 @@ type AnchorBatch struct {
 
 // Parts are what Build assembles; the services layer fetches them from ClickHouse and the ledger.
 type Parts struct {
-	Raw         []byte // the reading, as received
+	Raw []byte // the reading, as received
 	// Erasure is set for a reading whose bytes were erased (Raw empty): Leaf and TS are its
 	// row's leaf and device time, and the parts' ledger members are of a state whose log holds
 	// the erase entry (at Erasure.LogIndex) as well as the anchor entry.
-	Erasure *Erasure
-	Leaf    merkle.Hash
-	TS      uint64
+	Erasure     *Erasure
+	Leaf        merkle.Hash
+	TS          uint64
 	Device      string
 	Seq         uint64
 	BatchID     [16]byte

@@ -117,7 +117,9 @@ func RunOwners(ctx context.Context, cfg config.Config, opts OwnerOptions, log *s
 	sctx, stop := context.WithCancel(ctx)
 	defer stop()
 	l := r.node.Client()
-	go func() { _ = access.New(r.ch, l, access.Config{Schema: schema, Through: clickhouse.LocalCluster}, quiet).Run(sctx) }()
+	go func() {
+		_ = access.New(r.ch, l, access.Config{Schema: schema, Through: clickhouse.LocalCluster}, quiet).Run(sctx)
+	}()
 	go func() { _ = erasure.New(r.ch, r.js, l, erasure.Config{Schema: schema}, quiet).Run(sctx) }()
 
 	admin := ed25519.NewKeyFromSeed(make([]byte, 32)) // registerMany's
