@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime"
+	"sync"
 	"time"
 
 	chgo "github.com/ClickHouse/clickhouse-go/v2"
@@ -115,12 +116,14 @@ func RunOwners(ctx context.Context, cfg config.Config, opts OwnerOptions, log *s
 	}()
 	quiet := slog.New(slog.DiscardHandler)
 	sctx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer wg.Wait()
 	defer stop()
 	l := r.node.Client()
-	go func() {
+	wg.Go(func() {
 		_ = access.New(r.ch, l, access.Config{Schema: schema, Through: clickhouse.LocalCluster}, quiet).Run(sctx)
-	}()
-	go func() { _ = erasure.New(r.ch, r.js, l, erasure.Config{Schema: schema}, quiet).Run(sctx) }()
+	})
+	wg.Go(func() { _ = erasure.New(r.ch, r.js, l, erasure.Config{Schema: schema}, quiet).Run(sctx) })
 
 	admin := ed25519.NewKeyFromSeed(make([]byte, 32)) // registerMany's
 	owners := make([]reading.PrivateKey, 2*opts.Rounds)
