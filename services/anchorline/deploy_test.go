@@ -66,8 +66,15 @@ func startProc(t *testing.T, ctx context.Context, env []string, bin string, args
 		p.mu.Unlock()
 	}()
 	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			_ = cmd.Process.Kill()
+		_ = cmd.Process.Kill() // an error if it has exited already: nothing to do
+		if t.Failed() {
+			// What the process logged last says why a request to it failed.
+			p.mu.Lock()
+			logs := p.logs[max(0, len(p.logs)-20):]
+			p.mu.Unlock()
+			for _, l := range logs {
+				t.Logf("%s: %v", strings.Join(args, " "), l)
+			}
 		}
 	})
 	return p
