@@ -20,6 +20,24 @@ type Batch struct {
 	Root      merkle.Hash
 	Size      uint32
 	CreatedAt time.Time
+	TSMax     uint64 // the latest device time of its readings, Unix ms
+}
+
+// Expiry is what retention dropped of the readings (services/retention), as the store
+// records it: every reading of device time before Before, and the positions (by batch) of
+// readings dropped from batches that hold later ones. A position with no row is expired,
+// not missing, when its batch's TSMax is before Before or Positions lists it.
+type Expiry struct {
+	Before    time.Time
+	Positions map[[16]byte]map[uint32]bool
+}
+
+// expired reports whether position i of batch b left by retention.
+func (e Expiry) expired(b Batch, i uint32) bool {
+	if !e.Before.IsZero() && b.TSMax < uint64(e.Before.UnixMilli()) {
+		return true
+	}
+	return e.Positions[b.ID][i]
 }
 
 // Reading is a stored reading row.
@@ -66,6 +84,8 @@ type Source interface {
 	// Copies returns, for each of rs that has one, the batch of another stored row with the
 	// same device, seq and leaf in a batch that has a record.
 	Copies(ctx context.Context, rs []Reading) (map[int][16]byte, error)
+	// Expired returns what retention dropped of the readings (zero: nothing).
+	Expired(ctx context.Context) (Expiry, error)
 }
 
 // MaxIDs is the most ids the audit passes to one call of a Source.
@@ -166,9 +186,13 @@ type Report struct {
 	// removed under an entry of the log that covers them: their stored leaves rebuild the
 	// anchored roots. Not findings; bytes gone without such an entry are.
 	Erased map[uint64]int
+	// Expired counts the anchored positions with no row that retention dropped (Expiry):
+	// not findings.
+	Expired int
 
 	checked map[[16]byte]bool       // batches already compared with their anchor
 	erases  map[uint64]*entry.Erase // the log's erase entries, by log index
+	expiry  Expiry
 }
 
 // leafOf is the leaf a row stands for: its stored leaf if its bytes were erased under an
@@ -205,6 +229,9 @@ func (r Report) Print(w io.Writer) {
 		fmt.Fprintf(w, "ledger log: %d entries, as the ledger node served them (give --trust to check them against signed headers)\n", r.Entries)
 	}
 	fmt.Fprintf(w, "modified %d, missing %d, inserted %d, unanchored %d\n", count[Modified], count[Missing], count[Inserted], count[Unanchored])
+	if r.Expired > 0 {
+		fmt.Fprintf(w, "expired    %d anchored readings dropped by retention (clickhouse.retention.readings; not findings)\n", r.Expired)
+	}
 	for _, i := range slices.Sorted(maps.Keys(r.Erased)) {
 		fmt.Fprintf(w, "erased     %d readings under the erase entry at log index %d (their leaves, not their bytes, match the anchors: not findings)\n", r.Erased[i], i)
 	}
@@ -346,6 +373,10 @@ func (rep *Report) checkBatch(q Query, truth Batch, rows []Reading) {
 	stored := make([]merkle.Hash, truth.Size)
 	leafColumnTrue := complete && pickLeaves(at, stored, truth.Root, 256)
 	for i, rs := range at {
+		if len(rs) == 0 && rep.expiry.expired(truth, uint32(i)) {
+			rep.Expired++
+			continue
+		}
 		if len(rs) == 0 {
 			rep.add(q, Finding{Kind: Missing, Batch: truth.ID, LeafIndex: uint32(i),
 				Detail: "no row at this position of the anchored batch (until it is back, the batch's other rows are checked only against their own leaves)"})

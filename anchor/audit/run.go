@@ -26,6 +26,9 @@ func Run(ctx context.Context, src Source, led Ledger, q Query) (Report, error) {
 	if err != nil || len(rep.Unmatched) > 0 {
 		return rep, err
 	}
+	if rep.expiry, err = src.Expired(ctx); err != nil {
+		return rep, err
+	}
 	batches, err := src.Batches(ctx, q.From, q.To, q.Device)
 	if err != nil {
 		return rep, err
@@ -381,6 +384,7 @@ type outcome struct {
 	findings []Finding
 	counts   bool           // false for an unseen batch without the queried device's readings
 	erased   map[uint64]int // Report.Erased of the batch
+	expired  int            // Report.Expired of the batch
 }
 
 // check reads the rows of items a window at a time and checks them (finish): the rows of a
@@ -458,7 +462,7 @@ func (au *auditor) finish() error {
 				if twice[it.id] {
 					rs = slices.Clone(rs)
 				}
-				out[i] = it.outcome(au.q, rs, au.rep.erases)
+				out[i] = it.outcome(au.q, rs, au.rep.erases, au.rep.expiry)
 			}
 		})
 	}
@@ -472,6 +476,7 @@ func (au *auditor) finish() error {
 			au.rep.Readings += int(it.truth.Size)
 		}
 		au.rep.Findings = append(au.rep.Findings, out[i].findings...)
+		au.rep.Expired += out[i].expired
 		for e, n := range out[i].erased {
 			if au.rep.Erased == nil {
 				au.rep.Erased = map[uint64]int{}
@@ -482,9 +487,10 @@ func (au *auditor) finish() error {
 	return nil
 }
 
-// outcome checks one batch's rows; erases are the log's erase entries (Report.erases).
-func (it item) outcome(q Query, rows []Reading, erases map[uint64]*entry.Erase) outcome {
-	r := Report{erases: erases}
+// outcome checks one batch's rows; erases are the log's erase entries (Report.erases), expiry
+// what retention dropped.
+func (it item) outcome(q Query, rows []Reading, erases map[uint64]*entry.Erase, expiry Expiry) outcome {
+	r := Report{erases: erases, expiry: expiry}
 	switch {
 	case it.fixed != nil:
 		r.add(q, *it.fixed)
@@ -505,7 +511,7 @@ func (it item) outcome(q Query, rows []Reading, erases map[uint64]*entry.Erase) 
 	} else {
 		r.checkBatch(q, it.truth, rows)
 	}
-	return outcome{findings: r.Findings, counts: true, erased: r.Erased}
+	return outcome{findings: r.Findings, counts: true, erased: r.Erased, expired: r.Expired}
 }
 
 // intact reports whether rows are one row per position of the anchored batch whose raw bytes

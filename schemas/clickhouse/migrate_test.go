@@ -48,7 +48,7 @@ func TestMigrateIsIdempotent(t *testing.T) {
 		tables = append(tables, s)
 	}
 	sort.Strings(tables)
-	want := "anchors anomalies batch_anchors batch_leaves batch_leaves_mv batches consent_state device_heads device_heads_mv erasures events metrics metrics_1h metrics_1h_mv metrics_1m metrics_1m_mv metrics_unique reading_lookup reading_lookup_mv readings readings_unique rejected schema_migrations"
+	want := "anchors anomalies batch_anchors batch_leaves batch_leaves_mv batches consent_state device_heads device_heads_mv erasures events expired expired_positions metrics metrics_1h metrics_1h_mv metrics_1m metrics_1m_mv metrics_unique reading_lookup reading_lookup_mv readings readings_unique rejected schema_migrations"
 	if got := strings.Join(tables, " "); got != want {
 		t.Fatalf("tables:\n got %s\nwant %s", got, want)
 	}

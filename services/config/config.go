@@ -72,6 +72,22 @@ type ClickHouse struct {
 	// the database. Empty: Cluster, or without one the embedded server's own
 	// (clickhouse.LocalCluster, which an external server must define to enforce consent).
 	ConsentCluster string
+	// Retention is how long each table keeps its rows (0: forever): the anchoring role drops
+	// a table's monthly partition once all of it is older (services/retention).
+	Retention Retention
+}
+
+// Retention is how long the analysts' tables keep rows, by the time of their partition key
+// (device time for readings and metrics, the period for the rollups, reception for rejects,
+// the decision for events); 0 keeps them forever. Batch records, anchors and the batches'
+// leaves (batch_leaves) are kept: every proof and audit of what remains needs them.
+type Retention struct {
+	Readings time.Duration // readings and reading_lookup (the raw bytes and the proofs' copy)
+	Metrics  time.Duration
+	Rollups  time.Duration // metrics_1m and metrics_1h
+	Rejected time.Duration
+	Events   time.Duration
+	Every    time.Duration // how often the partitions are looked at
 }
 
 // ConsentThrough is the cluster the audiences' tables read through (ConsentCluster's rule).
@@ -188,7 +204,8 @@ type Log struct {
 func Default() Config {
 	return Config{
 		DataDir:    ".anchorline",
-		ClickHouse: ClickHouse{Addr: "127.0.0.1:9000", Database: "anchorline", Username: "default", StartupTimeout: time.Minute},
+		ClickHouse: ClickHouse{Addr: "127.0.0.1:9000", Database: "anchorline", Username: "default", StartupTimeout: time.Minute,
+			Retention: Retention{Every: time.Hour}},
 		NATS:       NATS{URL: "nats://127.0.0.1:4222", Replicas: 1},
 		HTTP:       HTTP{Addr: "127.0.0.1:8080"},
 		Anchor:     Anchor{Interval: 2 * time.Second, PurgeReadings: true},
@@ -223,6 +240,12 @@ func keys(c *Config) []key {
 		{"clickhouse.secure", &c.ClickHouse.Secure},
 		{"clickhouse.startup_timeout", &c.ClickHouse.StartupTimeout},
 		{"clickhouse.consent_cluster", &c.ClickHouse.ConsentCluster},
+		{"clickhouse.retention.readings", &c.ClickHouse.Retention.Readings},
+		{"clickhouse.retention.metrics", &c.ClickHouse.Retention.Metrics},
+		{"clickhouse.retention.rollups", &c.ClickHouse.Retention.Rollups},
+		{"clickhouse.retention.rejected", &c.ClickHouse.Retention.Rejected},
+		{"clickhouse.retention.events", &c.ClickHouse.Retention.Events},
+		{"clickhouse.retention.every", &c.ClickHouse.Retention.Every},
 		{"nats.url", &c.NATS.URL},
 		{"nats.credentials", &c.NATS.Credentials},
 		{"nats.auth_dir", &c.NATS.AuthDir},
@@ -305,6 +328,12 @@ func Flags(fs *pflag.FlagSet) {
 	fs.Bool("clickhouse.secure", d.ClickHouse.Secure, "connect to ClickHouse with TLS (its secure native port), trusting tls.ca")
 	fs.Duration("clickhouse.startup_timeout", d.ClickHouse.StartupTimeout, "how long to retry an unreachable ClickHouse before giving up")
 	fs.String("clickhouse.consent_cluster", d.ClickHouse.ConsentCluster, "cluster (remote_servers entry) the audiences' consented tables read through (default: clickhouse.cluster, else anchorline_local)")
+	fs.Duration("clickhouse.retention.readings", 0, "how long readings (and reading_lookup) keep rows, by device time; whole months are dropped (0: forever)")
+	fs.Duration("clickhouse.retention.metrics", 0, "how long metrics keep rows, by device time (0: forever)")
+	fs.Duration("clickhouse.retention.rollups", 0, "how long metrics_1m and metrics_1h keep rows, by period (0: forever)")
+	fs.Duration("clickhouse.retention.rejected", 0, "how long rejected keeps rows, by reception (0: forever)")
+	fs.Duration("clickhouse.retention.events", 0, "how long events keep rows (0: forever)")
+	fs.Duration("clickhouse.retention.every", d.ClickHouse.Retention.Every, "how often the anchoring role drops the partitions past their retention")
 	fs.String("nats.url", d.NATS.URL, "NATS server URL")
 	fs.String("nats.credentials", "", "nkey seed file this command connects to NATS with (default: its role's under nats.auth_dir, if there)")
 	fs.Int("nats.replicas", d.NATS.Replicas, "copies of each stream JetStream keeps (1 on one server, 3 on a cluster)")
@@ -518,6 +547,16 @@ func (c ClickHouse) check() error {
 		return invalid("clickhouse.startup_timeout", "%s must be positive (default 1m)", c.StartupTimeout)
 	case c.ConsentCluster != "" && !validIdent(c.ConsentCluster):
 		return invalid("clickhouse.consent_cluster", "%q must be letters, digits and underscores (the name of a remote_servers entry)", c.ConsentCluster)
+	case c.Retention.Every <= 0:
+		return invalid("clickhouse.retention.every", "%s must be positive (default 1h)", c.Retention.Every)
+	}
+	for _, r := range []struct {
+		key string
+		d   time.Duration
+	}{{"readings", c.Retention.Readings}, {"metrics", c.Retention.Metrics}, {"rollups", c.Retention.Rollups}, {"rejected", c.Retention.Rejected}, {"events", c.Retention.Events}} {
+		if r.d != 0 && r.d < 24*time.Hour {
+			return invalid("clickhouse.retention."+r.key, "%s: give 0 (keep forever) or at least 24h; rows leave by whole months", r.d)
+		}
 	}
 	return nil
 }

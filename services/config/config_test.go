@@ -272,17 +272,18 @@ func TestDeploymentConfigs(t *testing.T) {
 		t.Fatal(err)
 	}
 	var c Config
+	lines := strings.Split(string(b), "\n")
 	for _, k := range keys(&c) {
-		section, name, ok := strings.Cut(k.name, ".")
-		if !ok {
-			name, section = section, ""
+		// Each part of the dotted key in turn, after the line of the part before it.
+		at, found := 0, true
+		for _, part := range strings.Split(k.name, ".") {
+			i := slices.IndexFunc(lines[at:], func(l string) bool { return strings.HasPrefix(strings.TrimSpace(l), part+":") })
+			if i < 0 {
+				found = false
+				break
+			}
+			at += i
 		}
-		lines := strings.Split(string(b), "\n")
-		at := slices.IndexFunc(lines, func(l string) bool { return strings.HasPrefix(l, section+":") })
-		if section == "" {
-			at = 0
-		}
-		found := at >= 0 && slices.ContainsFunc(lines[at:], func(l string) bool { return strings.HasPrefix(strings.TrimSpace(l), name+":") })
 		if !found {
 			t.Errorf("deployments/config/anchorline.yaml does not document %s", k.name)
 		}

@@ -23,6 +23,7 @@ import (
 	"github.com/anchorline/anchorline/services/auth"
 	"github.com/anchorline/anchorline/services/config"
 	"github.com/anchorline/anchorline/services/erasure"
+	"github.com/anchorline/anchorline/services/retention"
 	"github.com/anchorline/anchorline/services/store"
 )
 
@@ -215,6 +216,10 @@ func (s *Services) start(ctx context.Context, cfg config.Config, roles Roles, en
 			s.goRun("consent", sy.Run)
 			er := erasure.New(ch, anchoringJS, env.Ledger, erasure.Config{Schema: clickhouse.Schema{Database: cfg.ClickHouse.Database, Cluster: cfg.ClickHouse.Cluster}}, s.log)
 			s.goRun("erasure", er.Run)
+		}
+		if rt := cfg.ClickHouse.Retention; rt.Readings > 0 || rt.Metrics > 0 || rt.Rollups > 0 || rt.Rejected > 0 || rt.Events > 0 {
+			rr := retention.New(ch, retention.Config{Schema: clickhouse.Schema{Database: cfg.ClickHouse.Database, Cluster: cfg.ClickHouse.Cluster}, Retention: rt}, s.log)
+			s.goRun("retention of tables", rr.Run)
 		}
 	}
 	if s.Rules != nil {

@@ -19,7 +19,7 @@ func (s *Store) Audit() Audit { return Audit{s} }
 // Batches returns the batch records whose device times overlap [from, to] (Unix ms), holding
 // readings of device if it is set.
 func (a Audit) Batches(ctx context.Context, from, to uint64, device string) ([]audit.Batch, error) {
-	q := "SELECT batch_id, root, size, created_at, worker FROM " + a.s.t("batches") + " FINAL WHERE ts_max >= ? AND ts_min <= ?"
+	q := "SELECT batch_id, root, size, created_at, worker, ts_max FROM " + a.s.t("batches") + " FINAL WHERE ts_max >= ? AND ts_min <= ?"
 	args := []any{from, to}
 	if device != "" {
 		q += " AND batch_id IN (SELECT batch_id FROM " + a.s.t("readings") + " WHERE device_id = ? AND ts >= ? AND ts <= ?)"
@@ -32,16 +32,62 @@ func (a Audit) Batches(ctx context.Context, from, to uint64, device string) ([]a
 	defer rows.Close()
 	var out []audit.Batch
 	for rows.Next() {
-		b, err := scanBatch(rows)
+		b, err := scanAuditBatch(rows)
 		if err != nil {
 			return nil, fmt.Errorf("audit: batches: %w", err)
 		}
-		out = append(out, audit.Batch{ID: b.ID, Root: b.Root, Size: b.Size, CreatedAt: b.CreatedAt})
+		out = append(out, b)
 	}
 	return out, rows.Err()
 }
 
 const auditReadingCols = "device_id, seq, ts, raw, leaf, batch_id, leaf_index, erased_by"
+
+// scanAuditBatch scans batch_id, root, size, created_at, worker, ts_max.
+func scanAuditBatch(sc interface{ Scan(...any) error }) (audit.Batch, error) {
+	var id, root, worker string
+	var b audit.Batch
+	if err := sc.Scan(&id, &root, &b.Size, &b.CreatedAt, &worker, &b.TSMax); err != nil {
+		return b, err
+	}
+	copy(b.ID[:], id)
+	copy(b.Root[:], root)
+	return b, nil
+}
+
+// Expired returns what retention dropped of the readings: the end of the latest month
+// dropped, and the positions recorded of readings dropped from batches holding later ones.
+func (a Audit) Expired(ctx context.Context) (audit.Expiry, error) {
+	e := audit.Expiry{Positions: map[[16]byte]map[uint32]bool{}}
+	var before time.Time
+	var n uint64
+	if err := a.s.conn.QueryRow(ctx, "SELECT max(before), count() FROM "+a.s.t("expired")+" WHERE table_name = 'readings'").Scan(&before, &n); err != nil {
+		return e, fmt.Errorf("audit: expired: %w", err)
+	}
+	if n == 0 {
+		return e, nil
+	}
+	e.Before = before
+	rows, err := a.s.conn.Query(ctx, "SELECT batch_id, leaf_index FROM "+a.s.t("expired_positions"))
+	if err != nil {
+		return e, fmt.Errorf("audit: expired positions: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		var i uint32
+		if err := rows.Scan(&id, &i); err != nil {
+			return e, fmt.Errorf("audit: expired positions: %w", err)
+		}
+		var b [16]byte
+		copy(b[:], id)
+		if e.Positions[b] == nil {
+			e.Positions[b] = map[uint32]bool{}
+		}
+		e.Positions[b][i] = true
+	}
+	return e, rows.Err()
+}
 
 // idList is ids as the elements of an IN list. Ids go as hex: binary bytes do not survive
 // quoting.
@@ -179,18 +225,18 @@ func (a Audit) AnchorBatches(ctx context.Context, ids [][16]byte) (map[[16]byte]
 		return nil, nil, fmt.Errorf("audit: batches of %d anchors: %w", len(ids), err)
 	}
 	rows.Close()
-	brows, err := a.s.conn.Query(ctx, "SELECT batch_id, root, size, created_at, worker FROM "+a.s.t("batches")+" FINAL WHERE batch_id IN (SELECT batch_id FROM "+
+	brows, err := a.s.conn.Query(ctx, "SELECT batch_id, root, size, created_at, worker, ts_max FROM "+a.s.t("batches")+" FINAL WHERE batch_id IN (SELECT batch_id FROM "+
 		a.s.t("batch_anchors")+" WHERE anchor_id IN ("+in+"))")
 	if err != nil {
 		return nil, nil, fmt.Errorf("audit: batch records of %d anchors: %w", len(ids), err)
 	}
 	defer brows.Close()
 	for brows.Next() {
-		b, err := scanBatch(brows)
+		b, err := scanAuditBatch(brows)
 		if err != nil {
 			return nil, nil, fmt.Errorf("audit: batch records of %d anchors: %w", len(ids), err)
 		}
-		recs[b.ID] = audit.Batch{ID: b.ID, Root: b.Root, Size: b.Size, CreatedAt: b.CreatedAt}
+		recs[b.ID] = b
 	}
 	return lists, recs, brows.Err()
 }
