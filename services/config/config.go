@@ -203,13 +203,13 @@ type Log struct {
 // Default is the configuration when nothing is set: a single machine on loopback.
 func Default() Config {
 	return Config{
-		DataDir:    ".anchorline",
+		DataDir: ".anchorline",
 		ClickHouse: ClickHouse{Addr: "127.0.0.1:9000", Database: "anchorline", Username: "default", StartupTimeout: time.Minute,
 			Retention: Retention{Every: time.Hour}},
-		NATS:       NATS{URL: "nats://127.0.0.1:4222", Replicas: 1},
-		HTTP:       HTTP{Addr: "127.0.0.1:8080"},
-		Anchor:     Anchor{Interval: 2 * time.Second, PurgeReadings: true},
-		Ledger:     Ledger{ChainID: "anchorline-dev", RPC: "127.0.0.1:26657", TimeoutCommit: 100 * time.Millisecond},
+		NATS:   NATS{URL: "nats://127.0.0.1:4222", Replicas: 1},
+		HTTP:   HTTP{Addr: "127.0.0.1:8080"},
+		Anchor: Anchor{Interval: 2 * time.Second, PurgeReadings: true},
+		Ledger: Ledger{ChainID: "anchorline-dev", RPC: "127.0.0.1:26657", TimeoutCommit: 100 * time.Millisecond},
 		Ingest: Ingest{BatchSize: 10_000, FlushAge: 200 * time.Millisecond, PullBatch: 1000,
 			MaxAckPending: 60_000, MaxSize: 8 << 10, Worker: "ingest", Flushers: 2, AckWait: 30 * time.Second,
 			MaxFuture: 5 * time.Minute, MaxAge: 30 * 24 * time.Hour, MaxMetrics: 64, MaxTags: 32, MaxTagLen: 128},
