@@ -11,8 +11,6 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/anchorline/anchorline/anchor/merkle"
 	"github.com/anchorline/anchorline/internal/await"
@@ -20,7 +18,6 @@ import (
 	"github.com/anchorline/anchorline/schemas/entry"
 	"github.com/anchorline/anchorline/schemas/reading"
 	"github.com/anchorline/anchorline/services/access"
-	"github.com/anchorline/anchorline/services/auth"
 )
 
 // analyst connects to ClickHouse as a new analyst of audience (a users.d file made by
@@ -80,26 +77,8 @@ func TestConsent(t *testing.T) {
 		}
 	})
 	cfg := devConfig(t, chAddr, database, t.TempDir())
-	d, err := StartDev(ctx, cfg, testLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg = d.Config()
-	defer func() {
-		if err := d.Stop(); err != nil {
-			t.Errorf("stop: %v", err)
-		}
-	}()
+	d, cfg, js := startTestDev(t, ctx, cfg)
 	client := d.APIClient()
-	nc, err := nats.Connect(cfg.NATS.URL, d.NATSOptions(auth.RoleAdmin)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
 
 	// Three devices with 20 readings each, stored before anyone consents.
 	var devs []*testDevice

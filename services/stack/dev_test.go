@@ -590,3 +590,29 @@ func checkProofCache(t *testing.T, ctx context.Context, p *Proofs, client *api.C
 		t.Fatalf("proof of a reading never sent: %v, want ErrNotFound", err)
 	}
 }
+
+// startTestDev starts dev with cfg for a test, stopped when the test ends, and returns it
+// with the configuration it resolved and a JetStream client of the admin role.
+func startTestDev(t *testing.T, ctx context.Context, cfg config.Config) (*Dev, config.Config, jetstream.JetStream) {
+	t.Helper()
+	d, err := StartDev(ctx, cfg, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := d.Stop(); err != nil {
+			t.Errorf("stop: %v", err)
+		}
+	})
+	cfg = d.Config()
+	nc, err := nats.Connect(cfg.NATS.URL, d.NATSOptions(auth.RoleAdmin)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d, cfg, js
+}

@@ -14,9 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/anchorline/anchorline/anchor/audit"
 	"github.com/anchorline/anchorline/anchor/ledger"
 	"github.com/anchorline/anchorline/anchor/proof"
@@ -25,7 +22,6 @@ import (
 	"github.com/anchorline/anchorline/schemas/bundle"
 	"github.com/anchorline/anchorline/schemas/entry"
 	"github.com/anchorline/anchorline/schemas/reading"
-	"github.com/anchorline/anchorline/services/auth"
 	"github.com/anchorline/anchorline/services/store"
 )
 
@@ -88,26 +84,8 @@ func TestErasure(t *testing.T) {
 	chAddr, database, ch := chserver.NewDatabase(t)
 	cfg := devConfig(t, chAddr, database, t.TempDir())
 	cfg.Anchor.PurgeReadings = false // the stream keeps the readings: erasure must delete them
-	d, err := StartDev(ctx, cfg, testLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg = d.Config()
-	defer func() {
-		if err := d.Stop(); err != nil {
-			t.Errorf("stop: %v", err)
-		}
-	}()
+	d, cfg, js := startTestDev(t, ctx, cfg)
 	client := d.APIClient()
-	nc, err := nats.Connect(cfg.NATS.URL, d.NATSOptions(auth.RoleAdmin)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
 
 	dv := newDevice(t, "er-1", reading.Ed25519)
 	other := newDevice(t, "er-2", reading.Ed25519)
@@ -258,25 +236,7 @@ func TestErasureAudit(t *testing.T) {
 	chAddr, database, ch := chserver.NewDatabase(t)
 	cfg := devConfig(t, chAddr, database, t.TempDir())
 	cfg.Anchor.Interval = 200 * time.Millisecond
-	d, err := StartDev(ctx, cfg, testLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg = d.Config()
-	defer func() {
-		if err := d.Stop(); err != nil {
-			t.Errorf("stop: %v", err)
-		}
-	}()
-	nc, err := nats.Connect(cfg.NATS.URL, d.NATSOptions(auth.RoleAdmin)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	d, cfg, js := startTestDev(t, ctx, cfg)
 	dv := newDevice(t, "ea-1", reading.Ed25519)
 	register(t, ctx, d.APIClient(), d.AdminKey, dv.ID, dv.Key.Public())
 	for range 10 {

@@ -7,16 +7,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/anchorline/anchorline/anchor/audit"
 	"github.com/anchorline/anchorline/anchor/ledger"
 	"github.com/anchorline/anchorline/anchor/proof"
 	"github.com/anchorline/anchorline/internal/await"
 	"github.com/anchorline/anchorline/internal/chserver"
 	"github.com/anchorline/anchorline/schemas/reading"
-	"github.com/anchorline/anchorline/services/auth"
 	"github.com/anchorline/anchorline/services/store"
 )
 
@@ -34,26 +30,8 @@ func TestTableRetention(t *testing.T) {
 	cfg.Anchor.Interval = 200 * time.Millisecond
 	cfg.ClickHouse.Retention.Readings = 40 * 24 * time.Hour
 	cfg.ClickHouse.Retention.Every = 300 * time.Millisecond
-	d, err := StartDev(ctx, cfg, testLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg = d.Config()
-	defer func() {
-		if err := d.Stop(); err != nil {
-			t.Errorf("stop: %v", err)
-		}
-	}()
+	d, cfg, js := startTestDev(t, ctx, cfg)
 	client := d.APIClient()
-	nc, err := nats.Connect(cfg.NATS.URL, d.NATSOptions(auth.RoleAdmin)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
 	old := func() time.Time { return time.Now().Add(-90 * 24 * time.Hour) }
 	whole, mixed := newDevice(t, "rt-old", reading.Ed25519), newDevice(t, "rt-mixed", reading.Ed25519)
 	for _, dv := range []*testDevice{whole, mixed} {
