@@ -85,6 +85,16 @@ func (s *cliStack) must(t *testing.T, want string, args ...string) string {
 	return out
 }
 
+// fails runs the CLI and fails the test unless the command exits with code and its error
+// holds want.
+func (s *cliStack) fails(t *testing.T, code int, want string, args ...string) {
+	t.Helper()
+	out, err := s.run(args...)
+	if exitCode(err) != code || err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("anchorline %s: exit %d, %v\n%s\nwant exit %d and %q", strings.Join(args, " "), exitCode(err), err, out, code, want)
+	}
+}
+
 // TestCommands drives the CLI as a device maker and an auditor would, against a running dev
 // stack: keys, both forms of registration, publish, proof, trust export, verify, revoke, status.
 func TestCommands(t *testing.T) {

@@ -22,13 +22,7 @@ func TestOwnerCommands(t *testing.T) {
 	st := startCLIStack(ctx, t)
 	dir := t.TempDir()
 	must := func(want string, args ...string) string { t.Helper(); return st.must(t, want, args...) }
-	fails := func(code int, want string, args ...string) {
-		t.Helper()
-		out, err := st.run(args...)
-		if exitCode(err) != code || !strings.Contains(err.Error(), want) {
-			t.Fatalf("anchorline %s: exit %d, %v\n%s\nwant exit %d and %q", strings.Join(args, " "), exitCode(err), err, out, code, want)
-		}
-	}
+	fails := func(code int, want string, args ...string) { t.Helper(); st.fails(t, code, want, args...) }
 	devKey, alice, bob := filepath.Join(dir, "dev.key"), filepath.Join(dir, "alice.key"), filepath.Join(dir, "bob.key")
 	must("written to", "device", "keygen", "--id", "own-1", "--out", devKey)
 	must("registered own-1", "device", "register", devKey)
