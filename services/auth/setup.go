@@ -100,9 +100,11 @@ func PermissionsOf(r Role) Permissions {
 		// anchored yet, and the purge of Readings below the low-water mark.
 		pub = append(pub, "$JS.API.STREAM.INFO."+stream.Readings, "$JS.API.CONSUMER.INFO."+stream.Readings+"."+stream.IngestConsumer,
 			"$JS.API.STREAM.MSG.GET."+stream.Batches, "$JS.API.STREAM.PURGE."+stream.Readings)
-		// Erasure (services/erasure): an erased device's messages still in Readings, found
-		// one by one and deleted with their bytes overwritten.
-		pub = append(pub, "$JS.API.STREAM.MSG.GET."+stream.Readings, "$JS.API.STREAM.MSG.DELETE."+stream.Readings)
+		// Erasure (services/erasure): an erased device's messages still in Readings, and its
+		// events quoting erased readings in Events, found one by one and deleted with their
+		// bytes overwritten.
+		pub = append(pub, "$JS.API.STREAM.MSG.GET."+stream.Readings, "$JS.API.STREAM.MSG.DELETE."+stream.Readings,
+			"$JS.API.STREAM.INFO."+stream.Events, "$JS.API.STREAM.MSG.GET."+stream.Events, "$JS.API.STREAM.MSG.DELETE."+stream.Events)
 		pub = append(pub, jsKV(stream.AnchoringBucket)...)
 		// Resolved intents are purged (no delete markers): their stream lists only live ones.
 		pub = append(pub, jsKV(stream.AnchorIntentsBucket)...)

@@ -2,9 +2,11 @@ package erasure
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -15,6 +17,7 @@ import (
 	"github.com/anchorline/anchorline/schemas/clickhouse"
 	"github.com/anchorline/anchorline/schemas/entry"
 	"github.com/anchorline/anchorline/schemas/reading"
+	"github.com/anchorline/anchorline/schemas/rule"
 	"github.com/anchorline/anchorline/schemas/stream"
 )
 
@@ -182,6 +185,11 @@ func (e *Eraser) erase(ctx context.Context, x ledger.Erasure, er *entry.Erase) (
 		if err := e.eraseStream(ctx, er); err != nil {
 			return 0, err
 		}
+		if n > 0 {
+			if err := e.eraseEvents(ctx, er.Dev, seqMin, seqMax); err != nil {
+				return 0, err
+			}
+		}
 	}
 	signer := "admin"
 	if o, _, err := e.ledger.Owner(ctx, er.Dev, int64(x.Height)); err == nil && o.Bound() && string(o.Key) == string(er.Key) {
@@ -288,6 +296,39 @@ func (e *Eraser) eraseStream(ctx context.Context, er *entry.Erase) error {
 			return fmt.Errorf("stream %s: delete message %d: %w", stream.Readings, seq, err)
 		}
 	}
+}
+
+// eraseEvents deletes from the Events stream, bytes overwritten, the rule events (and their
+// copies on the action subjects) of dev that quote a reading with a seq in lo..hi.
+func (e *Eraser) eraseEvents(ctx context.Context, dev string, lo, hi uint64) error {
+	s, err := e.js.Stream(ctx, stream.Events)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil // no rules stage ever ran
+	}
+	if err != nil {
+		return fmt.Errorf("stream %s: %w", stream.Events, err)
+	}
+	in := func(q uint64) bool { return lo <= q && q <= hi }
+	for _, subj := range []string{rule.SubjectPrefix + "*." + dev, stream.ActionSubject("*", "*", dev)} {
+		for seq := uint64(1); ; seq++ {
+			m, err := s.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subj))
+			if errors.Is(err, jetstream.ErrMsgNotFound) {
+				break
+			}
+			if err != nil {
+				return fmt.Errorf("stream %s: find %s's events: %w", stream.Events, dev, err)
+			}
+			seq = m.Sequence
+			var ev rule.Event
+			if json.Unmarshal(m.Data, &ev) != nil || ev.Device != dev || !(in(ev.Seq) || slices.ContainsFunc(ev.Seqs, in)) {
+				continue
+			}
+			if err := s.SecureDeleteMsg(ctx, seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+				return fmt.Errorf("stream %s: delete message %d: %w", stream.Events, seq, err)
+			}
+		}
+	}
+	return nil
 }
 
 // Progress is how far ClickHouse is with the ledger's erase entries.

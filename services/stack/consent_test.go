@@ -77,7 +77,7 @@ func TestConsent(t *testing.T) {
 		}
 	})
 	cfg := devConfig(t, chAddr, database, t.TempDir())
-	d, cfg, js := startTestDev(t, ctx, cfg)
+	d, _, js := startTestDev(t, ctx, cfg)
 	client := d.APIClient()
 
 	// Three devices with 20 readings each, stored before anyone consents.

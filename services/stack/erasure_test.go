@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/hex"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io/fs"
 	"math"
@@ -14,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/anchorline/anchorline/anchor/audit"
 	"github.com/anchorline/anchorline/anchor/ledger"
 	"github.com/anchorline/anchorline/anchor/proof"
@@ -22,6 +26,8 @@ import (
 	"github.com/anchorline/anchorline/schemas/bundle"
 	"github.com/anchorline/anchorline/schemas/entry"
 	"github.com/anchorline/anchorline/schemas/reading"
+	"github.com/anchorline/anchorline/schemas/rule"
+	"github.com/anchorline/anchorline/schemas/stream"
 	"github.com/anchorline/anchorline/services/store"
 )
 
@@ -116,6 +122,13 @@ func TestErasure(t *testing.T) {
 		t.Fatalf("before the erasure, no file holds reading 15's signature (ClickHouse %v, NATS %v)", filesHolding(t, chDir, sig(15)), filesHolding(t, natsDir, sig(15)))
 	}
 
+	// Two rule events of er-1 in the Events stream: one quotes an erased reading, one not.
+	for i, seqs := range [][]uint64{{11, 12}, {25}} {
+		ev, _ := json.Marshal(rule.Event{ID: fmt.Sprintf("ev%d", i), Rule: "hot", Version: 1, Device: dv.ID, Kind: "fire", Seq: seqs[len(seqs)-1], Seqs: seqs, Actions: []string{"event"}})
+		if _, err := js.Publish(ctx, rule.SubjectPrefix+"hot."+dv.ID, ev); err != nil {
+			t.Fatalf("publish an event: %v", err)
+		}
+	}
 	alice, err := reading.GenerateKey(reading.ES256)
 	if err != nil {
 		t.Fatal(err)
@@ -140,6 +153,18 @@ func TestErasure(t *testing.T) {
 		return n == 1, fmt.Sprintf("%d rows", n)
 	})
 	t.Logf("erasure carried out %s after its block", time.Since(committed).Round(time.Millisecond))
+
+	events, err := js.Stream(ctx, stream.Events)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := events.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(rule.SubjectPrefix+"hot."+dv.ID))
+	if err != nil || !bytes.Contains(m.Data, []byte(`"seqs":[25]`)) {
+		t.Fatalf("the first event of er-1 left in Events: %v %s", err, m.Data)
+	}
+	if _, err := events.GetMsg(ctx, m.Sequence+1, jetstream.WithGetMsgSubject(rule.SubjectPrefix+"hot."+dv.ID)); !errors.Is(err, jetstream.ErrMsgNotFound) {
+		t.Fatalf("more events of er-1 left in Events: %v", err)
+	}
 
 	// The proof of an erased reading shows its leaf anchored and the entry that erased it.
 	trust, err := client.Trust(ctx)
