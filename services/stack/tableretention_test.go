@@ -12,11 +12,13 @@ import (
 	"github.com/anchorline/anchorline/anchor/proof"
 	"github.com/anchorline/anchorline/internal/await"
 	"github.com/anchorline/anchorline/internal/chserver"
+	"github.com/anchorline/anchorline/schemas/clickhouse"
 	"github.com/anchorline/anchorline/schemas/reading"
+	"github.com/anchorline/anchorline/services/retention"
 	"github.com/anchorline/anchorline/services/store"
 )
 
-// TestTableRetention: with clickhouse.retention.readings, the anchoring role drops the monthly
+// TestTableRetention: with clickhouse.retention.readings, the retention runner drops the monthly
 // partitions of readings whose whole month is past it; the audit reports the anchored readings
 // that left, in a batch of their own or in a batch that also holds recent readings, as expired
 // and not missing, and still finds a recent reading deleted; the proofs of the readings left
@@ -28,8 +30,6 @@ func TestTableRetention(t *testing.T) {
 	cfg := devConfig(t, chAddr, database, t.TempDir())
 	cfg.Ingest.MaxAge = 0 // readings of three months ago are accepted
 	cfg.Anchor.Interval = 200 * time.Millisecond
-	cfg.ClickHouse.Retention.Readings = 40 * 24 * time.Hour
-	cfg.ClickHouse.Retention.Every = 300 * time.Millisecond
 	d, cfg, js := startTestDev(t, ctx, cfg)
 	client := d.APIClient()
 	old := func() time.Time { return time.Now().Add(-90 * 24 * time.Hour) }
@@ -37,8 +37,7 @@ func TestTableRetention(t *testing.T) {
 	for _, dv := range []*testDevice{whole, mixed} {
 		register(t, ctx, client, d.AdminKey, dv.ID, dv.Key.Public())
 	}
-	// A batch of old readings only (retention may drop them as soon as the batch has its
-	// record); then a batch of old and recent ones.
+	// A batch of old readings only; then a batch of old and recent ones.
 	whole.Now = old
 	for range 5 {
 		raw := whole.next(t)
@@ -56,16 +55,26 @@ func TestTableRetention(t *testing.T) {
 		raw := mixed.next(t)
 		publish(t, js, reading.Subject(mixed.ID), reading.MsgID(mixed.ID, mixed.Seq), raw)
 	}
-	// Retention may drop the old partition before or after the second batch is anchored:
-	// wait for what is left.
-	await.Until(t, ctx, "the old readings dropped, the recent ones anchored", func() (bool, string) {
-		left := count(t, ctx, ch, "SELECT count() FROM "+database+".readings")
-		pos := count(t, ctx, ch, "SELECT count() FROM "+database+".expired_positions")
-		recent := count(t, ctx, ch, "SELECT count() FROM "+database+".readings WHERE device_id = 'rt-mixed' AND seq > 5 AND batch_id IN (SELECT batch_id FROM "+database+".batch_anchors)")
-		// pos is 5 when the old and recent readings of rt-mixed share a batch (as a flush of
-		// them all at once makes them), 0 if a flush split them.
-		return left == 5 && (pos == 5 || pos == 0) && recent == 5, fmt.Sprintf("%d readings left, %d positions recorded, %d anchored", left, pos, recent)
+	await.Until(t, ctx, "15 readings anchored", func() (bool, string) {
+		n := count(t, ctx, ch, "SELECT count() FROM "+database+".readings WHERE batch_id IN (SELECT batch_id FROM "+database+".batch_anchors)")
+		return n == 15, fmt.Sprint(n)
 	})
+	// One step of the retention runner the anchoring role runs every clickhouse.retention.every
+	// (run here once everything is written: a flush writing into a month while it is dropped
+	// is a known gap, see the README).
+	rt := cfg.ClickHouse.Retention
+	rt.Readings = 40 * 24 * time.Hour
+	dropped, err := retention.New(ch, retention.Config{Schema: clickhouse.Schema{Database: database}, Retention: rt}, testLogger(t)).Step(ctx)
+	if err != nil || len(dropped) != 2 {
+		t.Fatalf("retention step: dropped %v, %v", dropped, err)
+	}
+	left := count(t, ctx, ch, "SELECT count() FROM "+database+".readings")
+	pos := count(t, ctx, ch, "SELECT count() FROM "+database+".expired_positions")
+	// pos is 5 when the old and recent readings of rt-mixed share a batch (as a flush of them
+	// all at once makes them), 0 if a flush split them.
+	if left != 5 || (pos != 5 && pos != 0) {
+		t.Fatalf("after retention: %d readings left, %d positions recorded", left, pos)
+	}
 	run := func() audit.Report {
 		t.Helper()
 		rep, err := audit.Run(ctx, store.New(ch, database).Audit(), ledger.AuditLog{Client: d.Ledger}, audit.Query{To: math.MaxUint64, Grace: time.Minute, Now: time.Now()})
@@ -81,10 +90,11 @@ func TestTableRetention(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := client.Proof(ctx, mixed.ID, 8)
-	if err != nil {
-		t.Fatal(err)
-	}
+	var b []byte
+	await.Until(t, ctx, "the proof of rt-mixed seq 8", func() (bool, string) {
+		b, err = client.Proof(ctx, mixed.ID, 8)
+		return err == nil, fmt.Sprint(err)
+	})
 	if _, err := proof.Verify(b, trust); err != nil {
 		t.Fatalf("the proof of a reading left in a batch that lost others: %v", err)
 	}
