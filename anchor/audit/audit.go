@@ -24,20 +24,31 @@ type Batch struct {
 }
 
 // Expiry is what retention dropped of the readings (services/retention), as the store
-// records it: every reading of device time before Before, and the positions (by batch) of
-// readings dropped from batches that hold later ones. A position with no row is expired,
-// not missing, when its batch's TSMax is before Before or Positions lists it.
+// records it: the monthly partitions of readings dropped (Months, YYYYMM of device time) and
+// the end of the latest (Before), and the positions (by batch) recorded of readings dropped
+// from batches that hold later ones. A position with no row is expired, not missing, when
+// the month of its device time is one of Months (for a batch whose positions' months the store
+// recorded, Source.LeafMonths); for a batch without them (stored before the store recorded
+// them), when its TSMax is before Before; and, either way, when Positions lists it.
 type Expiry struct {
+	Months    map[uint32]bool
 	Before    time.Time
 	Positions map[[16]byte]map[uint32]bool
 }
 
-// expired reports whether position i of batch b left by retention.
-func (e Expiry) expired(b Batch, i uint32) bool {
-	if !e.Before.IsZero() && b.TSMax < uint64(e.Before.UnixMilli()) {
+// dropped reports whether retention dropped any readings.
+func (e Expiry) dropped() bool { return len(e.Months) > 0 || !e.Before.IsZero() }
+
+// expired reports whether position i of batch b left by retention; months are the months of
+// b's positions, nil if not recorded.
+func (e Expiry) expired(b Batch, months []uint32, i uint32) bool {
+	switch {
+	case e.Positions[b.ID][i]:
 		return true
+	case months != nil:
+		return int(i) < len(months) && e.Months[months[i]]
 	}
-	return e.Positions[b.ID][i]
+	return !e.Before.IsZero() && b.TSMax < uint64(e.Before.UnixMilli())
 }
 
 // Reading is a stored reading row.
@@ -86,6 +97,12 @@ type Source interface {
 	Copies(ctx context.Context, rs []Reading) (map[int][16]byte, error)
 	// Expired returns what retention dropped of the readings (zero: nothing).
 	Expired(ctx context.Context) (Expiry, error)
+	// LeafMonths returns, for each of the batches whose positions' device months are
+	// recorded where retention does not drop them, the month (YYYYMM, as Expiry.Months) of
+	// each of its positions in leaf index order; a batch without such a record is not in the
+	// map. The audit asks only about batches lacking a row at some position, and only once
+	// retention has dropped readings.
+	LeafMonths(ctx context.Context, ids [][16]byte) (map[[16]byte][]uint32, error)
 }
 
 // MaxIDs is the most ids the audit passes to one call of a Source.
@@ -193,6 +210,7 @@ type Report struct {
 	checked map[[16]byte]bool       // batches already compared with their anchor
 	erases  map[uint64]*entry.Erase // the log's erase entries, by log index
 	expiry  Expiry
+	months  []uint32 // of the positions of the batch checkBatch checks, nil if not recorded
 }
 
 // leafOf is the leaf a row stands for: its stored leaf if its bytes were erased under an
@@ -373,7 +391,7 @@ func (rep *Report) checkBatch(q Query, truth Batch, rows []Reading) {
 	stored := make([]merkle.Hash, truth.Size)
 	leafColumnTrue := complete && pickLeaves(at, stored, truth.Root, 256)
 	for i, rs := range at {
-		if len(rs) == 0 && rep.expiry.expired(truth, uint32(i)) {
+		if len(rs) == 0 && rep.expiry.expired(truth, rep.months, uint32(i)) {
 			rep.Expired++
 			continue
 		}

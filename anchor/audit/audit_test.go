@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/anchorline/anchorline/anchor/merkle"
 )
@@ -76,6 +77,41 @@ func TestCheckBatch(t *testing.T) {
 				t.Fatalf("findings %v, want %v\n%+v", got, tc.want, rep.Findings)
 			}
 		})
+	}
+}
+
+// A position without a row is expired when retention dropped its month (its batch's months
+// recorded), else when its batch is older than every month dropped or its position was
+// recorded; otherwise it is missing.
+func TestExpiredPositions(t *testing.T) {
+	jan := time.Date(2026, 2, 1, 0, 0, 0, 0, time.UTC) // the end of January
+	for _, tc := range []struct {
+		name   string
+		expiry Expiry
+		months []uint32
+		tsMax  uint64
+		want   []string // the findings
+		n      int      // expired
+	}{
+		{"month dropped, position's month recorded", Expiry{Months: map[uint32]bool{202601: true}, Before: jan}, []uint32{202601, 202601, 202603, 202603}, uint64(jan.UnixMilli()) + 1, []string{"missing 0"}, 1},
+		{"months recorded, batch older than the months dropped", Expiry{Months: map[uint32]bool{202601: true}, Before: jan}, []uint32{202512, 202512, 202512, 202512}, 0, []string{"missing 0", "missing 0"}, 0},
+		{"months not recorded, batch older", Expiry{Months: map[uint32]bool{202601: true}, Before: jan}, nil, 0, nil, 2},
+		{"months not recorded, position recorded", Expiry{Months: map[uint32]bool{202601: true}, Before: jan, Positions: map[[16]byte]map[uint32]bool{{1}: {2: true}}}, nil, uint64(jan.UnixMilli()), []string{"missing 0"}, 1},
+		{"months of another batch size", Expiry{Months: map[uint32]bool{202601: true}, Before: jan}, []uint32{202601}, uint64(jan.UnixMilli()), []string{"missing 0", "missing 0"}, 0},
+		{"nothing dropped", Expiry{}, []uint32{202601, 202601, 202603, 202603}, 0, []string{"missing 0", "missing 0"}, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			truth, rows := batchOf(t, 4)
+			truth.TSMax = tc.tsMax
+			rows = slices.Delete(rows, 1, 3) // positions 1 (January) and 2 (March)
+			out := item{id: truth.ID, size: truth.Size, truth: truth}.outcome(Query{}, rows, nil, tc.expiry, tc.months)
+			if got := kinds(out.findings); !slices.Equal(got, tc.want) || out.expired != tc.n {
+				t.Fatalf("findings %v, expired %d; want %v, %d", got, out.expired, tc.want, tc.n)
+			}
+		})
+	}
+	if !lacksRow(3, []Reading{{LeafIndex: 0}, {LeafIndex: 0}, {LeafIndex: 2}}) || lacksRow(2, []Reading{{LeafIndex: 1}, {LeafIndex: 0}, {LeafIndex: 1}}) {
+		t.Fatal("lacksRow: a position stored twice hides a missing one, or is counted as missing")
 	}
 }
 

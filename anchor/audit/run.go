@@ -404,12 +404,14 @@ func (au *auditor) check(ctx context.Context, items []item) error {
 	return nil
 }
 
-// window is a window of items and, once done is closed, their rows.
+// window is a window of items and, once done is closed, their rows and the months of the
+// positions of those lacking a row somewhere (Source.LeafMonths).
 type window struct {
-	items []item
-	done  chan struct{}
-	rows  map[[16]byte][]Reading
-	err   error
+	items  []item
+	done   chan struct{}
+	rows   map[[16]byte][]Reading
+	months map[[16]byte][]uint32
+	err    error
 }
 
 // fetch starts reading the rows of a window's items.
@@ -427,9 +429,47 @@ func (au *auditor) fetch(ctx context.Context, items []item) *window {
 	}
 	go func() {
 		defer close(w.done)
-		w.rows, w.err = au.src.Readings(ctx, ids)
+		if w.rows, w.err = au.src.Readings(ctx, ids); w.err == nil {
+			w.months, w.err = au.months(ctx, items, w.rows)
+		}
 	}()
 	return w
+}
+
+// months reads the months of the positions of those of the items' batches that lack a row at
+// a position, once retention has dropped readings: only their positions may have expired, and
+// a batch's months, unlike its rows, are never dropped. Nothing is read otherwise.
+func (au *auditor) months(ctx context.Context, items []item, rows map[[16]byte][]Reading) (map[[16]byte][]uint32, error) {
+	if !au.rep.expiry.dropped() {
+		return nil, nil
+	}
+	var lacking [][16]byte
+	asked := map[[16]byte]bool{}
+	for _, it := range items {
+		if it.fixed == nil && it.every == "" && !asked[it.id] && lacksRow(it.truth.Size, rows[it.id]) {
+			asked[it.id] = true
+			lacking = append(lacking, it.id)
+		}
+	}
+	if len(lacking) == 0 {
+		return nil, nil
+	}
+	return au.src.LeafMonths(ctx, lacking)
+}
+
+// lacksRow reports whether some position of a batch of size positions has none of rows.
+func lacksRow(size uint32, rows []Reading) bool {
+	if len(rows) < int(size) {
+		return true
+	}
+	have, n := make([]bool, size), uint32(0)
+	for _, r := range rows {
+		if r.LeafIndex < size && !have[r.LeafIndex] {
+			have[r.LeafIndex] = true
+			n++
+		}
+	}
+	return n < size
 }
 
 // finish checks the window read ahead, if any, on every core and adds the findings of its
@@ -462,7 +502,7 @@ func (au *auditor) finish() error {
 				if twice[it.id] {
 					rs = slices.Clone(rs)
 				}
-				out[i] = it.outcome(au.q, rs, au.rep.erases, au.rep.expiry)
+				out[i] = it.outcome(au.q, rs, au.rep.erases, au.rep.expiry, w.months[it.id])
 			}
 		})
 	}
@@ -488,9 +528,13 @@ func (au *auditor) finish() error {
 }
 
 // outcome checks one batch's rows; erases are the log's erase entries (Report.erases), expiry
-// what retention dropped.
-func (it item) outcome(q Query, rows []Reading, erases map[uint64]*entry.Erase, expiry Expiry) outcome {
-	r := Report{erases: erases, expiry: expiry}
+// what retention dropped, months those of the batch's positions (nil if not read, or not one
+// per position of the anchored batch).
+func (it item) outcome(q Query, rows []Reading, erases map[uint64]*entry.Erase, expiry Expiry, months []uint32) outcome {
+	if len(months) != int(it.truth.Size) {
+		months = nil
+	}
+	r := Report{erases: erases, expiry: expiry, months: months}
 	switch {
 	case it.fixed != nil:
 		r.add(q, *it.fixed)

@@ -127,8 +127,8 @@ func TestCluster(t *testing.T) {
 		}
 	}
 
-	// A reading and its metric written on replica 1: the rows, the minute and hour rollups and
-	// the device head arrive on replica 2.
+	// A reading and its metric written on replica 1: the rows, the minute and hour rollups, the
+	// device head and the batch's leaves and device times arrive on replica 2.
 	for _, q := range []string{
 		"INSERT INTO clustered.readings (device_id, seq, ts, time, received_at, raw, leaf, batch_id, leaf_index) SELECT 'd1', 1, 1700000000000, toDateTime(1700000000), now(), 'raw', toFixedString('l', 32), toFixedString('b', 16), 0",
 		"INSERT INTO clustered.metrics (device_id, seq, ts, time, metric, value) SELECT 'd1', 1, 1700000000000, toDateTime(1700000000), 'temp', 21.5",
@@ -143,6 +143,7 @@ func TestCluster(t *testing.T) {
 		"SELECT toUInt64(countMerge(count)) FROM clustered.metrics_1m",
 		"SELECT toUInt64(countMerge(count)) FROM clustered.metrics_1h",
 		"SELECT count() FROM clustered.device_heads",
+		"SELECT count() FROM clustered.batch_leaves WHERE times = [toDateTime(1700000000)] AND length(leaves) = 32",
 		"SELECT count() FROM clustered.readings_all",
 		"SELECT toUInt64(countMerge(count)) FROM clustered.metrics_1h_all",
 	} {

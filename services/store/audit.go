@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/hex"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -55,28 +56,47 @@ func scanAuditBatch(sc interface{ Scan(...any) error }) (audit.Batch, error) {
 	return b, nil
 }
 
-// Expired returns what retention dropped of the readings: the end of the latest month
-// dropped, and the positions recorded of readings dropped from batches holding later ones.
+// Expired returns what retention dropped of the readings: the months (partitions) dropped and
+// the end of the latest, and the positions recorded of readings dropped from batches holding
+// later ones.
 func (a Audit) Expired(ctx context.Context) (audit.Expiry, error) {
-	e := audit.Expiry{Positions: map[[16]byte]map[uint32]bool{}}
-	var before time.Time
-	var n uint64
-	if err := a.s.conn.QueryRow(ctx, "SELECT max(before), count() FROM "+a.s.t("expired")+" WHERE table_name = 'readings'").Scan(&before, &n); err != nil {
-		return e, fmt.Errorf("audit: expired: %w", err)
-	}
-	if n == 0 {
-		return e, nil
-	}
-	e.Before = before
-	rows, err := a.s.conn.Query(ctx, "SELECT batch_id, leaf_index FROM "+a.s.t("expired_positions"))
+	e := audit.Expiry{Months: map[uint32]bool{}, Positions: map[[16]byte]map[uint32]bool{}}
+	rows, err := a.s.conn.Query(ctx, "SELECT partition, before FROM "+a.s.t("expired")+" WHERE table_name = 'readings'")
 	if err != nil {
-		return e, fmt.Errorf("audit: expired positions: %w", err)
+		return e, fmt.Errorf("audit: expired: %w", err)
 	}
 	defer rows.Close()
 	for rows.Next() {
+		var p string
+		var before time.Time
+		if err := rows.Scan(&p, &before); err != nil {
+			return e, fmt.Errorf("audit: expired: %w", err)
+		}
+		m, err := strconv.ParseUint(p, 10, 32)
+		if err != nil {
+			return e, fmt.Errorf("audit: expired: partition %q of readings is not a month YYYYMM", p)
+		}
+		e.Months[uint32(m)] = true
+		if before.After(e.Before) {
+			e.Before = before
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return e, fmt.Errorf("audit: expired: %w", err)
+	}
+	rows.Close()
+	if len(e.Months) == 0 {
+		return e, nil
+	}
+	prows, err := a.s.conn.Query(ctx, "SELECT batch_id, leaf_index FROM "+a.s.t("expired_positions"))
+	if err != nil {
+		return e, fmt.Errorf("audit: expired positions: %w", err)
+	}
+	defer prows.Close()
+	for prows.Next() {
 		var id string
 		var i uint32
-		if err := rows.Scan(&id, &i); err != nil {
+		if err := prows.Scan(&id, &i); err != nil {
 			return e, fmt.Errorf("audit: expired positions: %w", err)
 		}
 		var b [16]byte
@@ -86,7 +106,38 @@ func (a Audit) Expired(ctx context.Context) (audit.Expiry, error) {
 		}
 		e.Positions[b][i] = true
 	}
-	return e, rows.Err()
+	return e, prows.Err()
+}
+
+// LeafMonths returns, for each of the batches whose batch_leaves row records its positions'
+// device times (every batch stored since migration 0013), the month of each position in leaf
+// index order, toYYYYMM as readings is partitioned (on the server, in its time zone, as the
+// partitions are made). One query of batch_leaves' primary key that reads neither the leaves
+// nor readings; a batch with two rows (not merged yet) gives the first whole one.
+func (a Audit) LeafMonths(ctx context.Context, ids [][16]byte) (map[[16]byte][]uint32, error) {
+	out := make(map[[16]byte][]uint32, len(ids))
+	if len(ids) == 0 {
+		return out, nil
+	}
+	rows, err := a.s.conn.Query(ctx, "SELECT batch_id, n, distinct_indexes, max_index, arrayMap(t -> toYYYYMM(t), times) FROM "+a.s.t("batch_leaves")+
+		" WHERE batch_id IN ("+idList(ids)+") AND notEmpty(times)")
+	if err != nil {
+		return nil, fmt.Errorf("audit: device months of %d batches: %w", len(ids), err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id [16]byte
+		var n, distinct, maxIndex uint32
+		var months []uint32
+		if err := rows.Scan(&id, &n, &distinct, &maxIndex, &months); err != nil {
+			return nil, fmt.Errorf("audit: device months of %d batches: %w", len(ids), err)
+		}
+		if _, ok := out[id]; ok || n == 0 || n != distinct || maxIndex != n-1 || len(months) != int(n) {
+			continue
+		}
+		out[id] = months
+	}
+	return out, rows.Err()
 }
 
 // idList is ids as the elements of an IN list. Ids go as hex: binary bytes do not survive

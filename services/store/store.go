@@ -297,30 +297,33 @@ func (s *Store) BatchLeaves(ctx context.Context, id [16]byte) ([][32]byte, error
 	return s.scanLeaves(ctx, id)
 }
 
-// leavesRow reads a batch's leaves from batch_leaves: nil without an error if it has no row, or
-// one that is not exactly one leaf per index (a reading stored twice in one insert).
+// leavesRow reads a batch's leaves from batch_leaves: nil without an error if it has no row
+// that holds exactly one whole leaf per index (a reading stored twice in one insert; or a row
+// of the view before migration 0013, which cut a leaf's trailing zero bytes). A batch may have
+// two rows until ReplacingMergeTree merges them (a retried insert, or 0013's repair of a cut
+// row): any whole one serves.
 func (s *Store) leavesRow(ctx context.Context, id [16]byte) ([][32]byte, error) {
-	rows, err := s.conn.Query(ctx, "SELECT n, distinct_indexes, max_index, leaves FROM "+s.t("batch_leaves")+" WHERE batch_id = unhex(?) LIMIT 1", hex.EncodeToString(id[:]))
+	rows, err := s.conn.Query(ctx, "SELECT n, distinct_indexes, max_index, leaves FROM "+s.t("batch_leaves")+" WHERE batch_id = unhex(?) LIMIT 16", hex.EncodeToString(id[:]))
 	if err != nil {
 		return nil, fmt.Errorf("batch %x leaves: %w", id, err)
 	}
 	defer rows.Close()
-	if !rows.Next() {
-		return nil, rows.Err()
+	for rows.Next() {
+		var n, distinct, maxIndex uint32
+		var leaves string
+		if err := rows.Scan(&n, &distinct, &maxIndex, &leaves); err != nil {
+			return nil, fmt.Errorf("batch %x leaves: %w", id, err)
+		}
+		if n == 0 || n != distinct || maxIndex != n-1 || len(leaves) != 32*int(n) {
+			continue
+		}
+		out := make([][32]byte, n)
+		for i := range out {
+			copy(out[i][:], leaves[32*i:])
+		}
+		return out, nil
 	}
-	var n, distinct, maxIndex uint32
-	var leaves string
-	if err := rows.Scan(&n, &distinct, &maxIndex, &leaves); err != nil {
-		return nil, fmt.Errorf("batch %x leaves: %w", id, err)
-	}
-	if n == 0 || n != distinct || maxIndex != n-1 || len(leaves) != 32*int(n) {
-		return nil, nil
-	}
-	out := make([][32]byte, n)
-	for i := range out {
-		copy(out[i][:], leaves[32*i:])
-	}
-	return out, nil
+	return nil, rows.Err()
 }
 
 // scanLeaves reads a batch's leaves from its rows of readings.
