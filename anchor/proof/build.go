@@ -84,6 +84,12 @@ type Erasure struct {
 	Entry    []byte
 	LogIndex uint64
 	LogPath  []merkle.Hash
+	// Head is for BuildRange, whose parts of an erased reading are of its anchor's state
+	// (LogPath unused): the full parts of an erased reading's single bundle (Build) in a
+	// state whose log holds this entry. BuildRange proves a range's erase entries in the
+	// head of its last anchors when that state's log holds them all, else in a head of its
+	// own, made from the Head of the newest entry.
+	Head *Parts
 }
 
 // ErrInconsistent means the parts do not fit together (stored data and ledger disagree).
@@ -100,6 +106,11 @@ func hexes(hs []merkle.Hash) []bundle.Hex {
 // Build assembles a bundle: it computes the batch and anchor paths and roots itself and checks
 // that the parts fit together before anyone relies on the result.
 func Build(p Parts) (*bundle.Bundle, error) {
+	return build(p, true)
+}
+
+// build is Build; erasureInLog as for Shared.build.
+func build(p Parts, erasureInLog bool) (*bundle.Bundle, error) {
 	s := p.Shared
 	if s == nil {
 		var err error
@@ -114,7 +125,7 @@ func Build(p Parts) (*bundle.Bundle, error) {
 			tree.Append(l)
 		}
 	}
-	return s.Build(p, tree)
+	return s.build(p, tree, erasureInLog)
 }
 
 // Shared is the part of a proof that every reading of one anchor shares: the anchor's tree, its
@@ -191,10 +202,18 @@ func (s *Shared) Height() int64 { return s.p.LightBlock.Height }
 // and its batch's tree (the leaves in leaf_index order; read, not changed). The anchor and
 // ledger members of p are not read: they are s's.
 func (s *Shared) Build(p Parts, batch *merkle.Tree) (*bundle.Bundle, error) {
+	return s.build(p, batch, true)
+}
+
+// build is Build; with erasureInLog false, an erased reading's erase entry is not looked for in
+// s's log (BuildRange proves it in a head of its own).
+func (s *Shared) build(p Parts, batch *merkle.Tree, erasureInLog bool) (*bundle.Bundle, error) {
 	size := batch.Size()
 	want := merkle.ReadingLeaf(p.Raw)
 	if p.Erasure != nil {
 		want = p.Leaf
+	}
+	if p.Erasure != nil && erasureInLog {
 		if err := merkle.VerifyInclusion(p.Erasure.LogIndex, s.p.LogSize, merkle.EntryLeaf(p.Erasure.Entry), p.Erasure.LogPath, s.p.LogRoot); err != nil {
 			return nil, fmt.Errorf("%w: the erase entry is not entry %d of the log of %d: %w", ErrInconsistent, p.Erasure.LogIndex, s.p.LogSize, err)
 		}

@@ -68,6 +68,7 @@ func BuildRange(device string, from, to uint64, parts []Parts, prove LogProver) 
 		batches map[[16]byte]*batchGroup
 	}
 	anchors := map[[16]byte]*anchorGroup{}
+	erasures := map[uint64]*rangeErasure{} // by log index
 	for k, i := range order {
 		p := &parts[i]
 		if p.Device != device {
@@ -84,7 +85,7 @@ func BuildRange(device string, from, to uint64, parts []Parts, prove LogProver) 
 		}
 		ag := anchors[p.AnchorID]
 		if ag == nil {
-			b, err := Build(*p)
+			b, err := build(*p, false)
 			if err != nil {
 				return nil, fmt.Errorf("reading seq %d: %w", p.Seq, err)
 			}
@@ -103,8 +104,15 @@ func BuildRange(device string, from, to uint64, parts []Parts, prove LogProver) 
 		} else if p.BatchIndex != bg.first.BatchIndex || !sameHashes(p.BatchLeaves, bg.first.BatchLeaves) {
 			return nil, fmt.Errorf("%w: reading seq %d and seq %d are in batch %x but disagree on its index or leaves", ErrInconsistent, bg.first.Seq, p.Seq, p.BatchID)
 		}
-		if p.LeafIndex >= uint64(len(p.BatchLeaves)) || p.BatchLeaves[p.LeafIndex] != merkle.ReadingLeaf(p.Raw) {
+		if p.LeafIndex >= uint64(len(p.BatchLeaves)) || p.BatchLeaves[p.LeafIndex] != p.leaf() {
 			return nil, fmt.Errorf("%w: reading seq %d is not leaf %d of its batch", ErrInconsistent, p.Seq, p.LeafIndex)
+		}
+		if e := p.Erasure; e != nil {
+			if x, ok := erasures[e.LogIndex]; ok && !bytes.Equal(x.Entry, e.Entry) {
+				return nil, fmt.Errorf("%w: readings seq %d and seq %d name different erase entries at log index %d", ErrInconsistent, x.seq, p.Seq, e.LogIndex)
+			} else if !ok {
+				erasures[e.LogIndex] = &rangeErasure{Erasure: e, seq: p.Seq}
+			}
 		}
 		bg.members = append(bg.members, k)
 	}
@@ -165,7 +173,12 @@ func BuildRange(device string, from, to uint64, parts []Parts, prove LogProver) 
 				Anchor: uint64(ai), BatchIndex: p.BatchIndex, Proof: hexes(proof)})
 			for _, k := range bg.members {
 				q := &parts[order[k]]
-				r.Readings[k] = bundle.RangeReading{Seq: q.Seq, Batch: bi, LeafIndex: q.LeafIndex, Raw: q.Raw}
+				if q.Erasure != nil {
+					r.Readings[k] = bundle.RangeReading{Seq: q.Seq, Batch: bi, LeafIndex: q.LeafIndex, Leaf: bytes.Clone(q.Leaf[:]), TS: q.TS,
+						Erase: &erasures[q.Erasure.LogIndex].at}
+				} else {
+					r.Readings[k] = bundle.RangeReading{Seq: q.Seq, Batch: bi, LeafIndex: q.LeafIndex, Raw: q.Raw}
+				}
 			}
 		}
 		aproof, aroot, err := merkle.MultiProof(aleaves, bidx)
@@ -184,9 +197,21 @@ func BuildRange(device string, from, to uint64, parts []Parts, prove LogProver) 
 	for i, ag := range groups {
 		firsts[i], singles[i] = ag.first, ag.b
 	}
+	es := slices.SortedFunc(maps.Values(erasures), func(a, b *rangeErasure) int { return cmp.Compare(a.LogIndex, b.LogIndex) })
+	for i, e := range es {
+		e.at = uint64(i) // the readings' Erase points here
+		r.Erasures = append(r.Erasures, bundle.RangeErasure{Entry: e.Entry, LogIndex: e.LogIndex})
+	}
 	heads, err := rangeHeads(r, firsts, singles, prove)
 	if err != nil {
 		return nil, err
+	}
+	if len(es) > 0 && r.Erasures[0].Head == erasureHead {
+		p, err := erasuresHead(device, r, es, prove)
+		if err != nil {
+			return nil, err
+		}
+		heads = append(heads, p)
 	}
 	chain, err := unionChain(heads, r.Heads[len(r.Heads)-1].Height)
 	if err != nil {
@@ -212,25 +237,41 @@ func rangeHeads(r *bundle.Range, firsts []*Parts, singles []*bundle.Bundle, prov
 		}
 		last := hi - 1
 		p, b := firsts[last], singles[last]
+		hi64 := uint64(len(r.Heads))
+		// The range's erase entries join the last head when its log holds them all.
+		withErasures := hi == len(firsts) && len(r.Erasures) > 0 && r.Erasures[len(r.Erasures)-1].LogIndex < p.LogSize
 		var proof []merkle.Hash
 		var err error
-		if hi-lo == 1 {
+		if hi-lo == 1 && !withErasures {
 			proof, err = merkle.MultiProofFromInclusion(p.LogIndex, p.LogSize, p.LogPath)
 		} else {
-			idx := make([]uint64, hi-lo)
-			leaves := make([]merkle.Hash, hi-lo)
-			for j := range idx {
-				idx[j], leaves[j] = firsts[lo+j].LogIndex, merkle.EntryLeaf(firsts[lo+j].Entry)
+			var idx []uint64
+			var leaves []merkle.Hash
+			for j := lo; j < hi; j++ {
+				idx, leaves = append(idx, firsts[j].LogIndex), append(leaves, merkle.EntryLeaf(firsts[j].Entry))
 			}
-			if proof, err = prove(idx, p.LogSize); err == nil {
-				err = merkle.VerifyMultiProof(p.LogSize, idx, leaves, proof, p.LogRoot)
+			if withErasures {
+				for j := range r.Erasures {
+					e := &r.Erasures[j]
+					e.Head = hi64
+					idx, leaves = append(idx, e.LogIndex), append(leaves, merkle.EntryLeaf(e.Entry))
+				}
+				idx, leaves, err = inLogOrder(idx, leaves)
+			}
+			switch {
+			case err != nil:
+			case prove == nil:
+				err = errors.New("a head of several entries needs a log prover")
+			default:
+				if proof, err = prove(idx, p.LogSize); err == nil {
+					err = merkle.VerifyMultiProof(p.LogSize, idx, leaves, proof, p.LogRoot)
+				}
 			}
 		}
 		if err != nil {
 			return nil, fmt.Errorf("%w: log proof of anchors %d to %d in the log of %d entries: %w", ErrInconsistent, lo, last, p.LogSize, err)
 		}
 		l := b.Ledger
-		hi64 := uint64(len(r.Heads))
 		r.Heads = append(r.Heads, bundle.RangeHead{Device: b.Device, Height: l.Height, LogSize: l.LogSize, LogRoot: l.LogRoot, LogProof: hexes(proof),
 			RegistryRoot: l.RegistryRoot, AppHashVersion: l.AppHashVersion, StateRoot: l.StateRoot, StateProof: l.StateProof, LightBlock: l.LightBlock})
 		for j := lo; j < hi; j++ {
@@ -239,7 +280,99 @@ func rangeHeads(r *bundle.Range, firsts []*Parts, singles []*bundle.Bundle, prov
 		heads = append(heads, p)
 		lo = hi
 	}
+	for j := range r.Erasures {
+		if r.Erasures[j].LogIndex >= heads[len(heads)-1].LogSize {
+			for j := range r.Erasures {
+				r.Erasures[j].Head = erasureHead
+			}
+			break
+		}
+	}
 	return heads, nil
+}
+
+// erasureHead marks the erasures of a range that no head of its anchors proves, for
+// erasuresHead.
+const erasureHead = ^uint64(0)
+
+// rangeErasure is an erase entry of a range's readings: at is its index in Range.Erasures,
+// seq that of the first reading found erased under it.
+type rangeErasure struct {
+	*Erasure
+	seq, at uint64
+}
+
+// leaf is the reading's leaf: its row's, once erased.
+func (p *Parts) leaf() merkle.Hash {
+	if p.Erasure != nil {
+		return p.Leaf
+	}
+	return merkle.ReadingLeaf(p.Raw)
+}
+
+// inLogOrder sorts the entries' log indices with their leaves and refuses an index twice.
+func inLogOrder(idx []uint64, leaves []merkle.Hash) ([]uint64, []merkle.Hash, error) {
+	order := make([]int, len(idx))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(a, b int) int { return cmp.Compare(idx[a], idx[b]) })
+	si, sl := make([]uint64, len(idx)), make([]merkle.Hash, len(idx))
+	for j, i := range order {
+		si[j], sl[j] = idx[i], leaves[i]
+		if j > 0 && si[j] == si[j-1] {
+			return nil, nil, fmt.Errorf("log index %d is both an anchor and an erase entry", si[j])
+		}
+	}
+	return si, sl, nil
+}
+
+// erasuresHead appends to r the head that proves its erase entries (es, in log order) when no
+// head of its anchors does: the state of the newest entry's Head parts, the device's record
+// there (possibly revoked since) and one multiproof of every entry in its log. It returns
+// those parts, for the light chain.
+func erasuresHead(device string, r *bundle.Range, es []*rangeErasure, prove LogProver) (*Parts, error) {
+	newest := es[len(es)-1]
+	p := newest.Head
+	if p == nil || p.Erasure == nil || p.Erasure.LogIndex != newest.LogIndex || !bytes.Equal(p.Erasure.Entry, newest.Entry) {
+		return nil, fmt.Errorf("%w: erase entry %d is after the range's last anchor and has no parts of a state that holds it", ErrInconsistent, newest.LogIndex)
+	}
+	b, err := Build(*p)
+	if err != nil {
+		return nil, fmt.Errorf("the state of erase entry %d: %w", newest.LogIndex, err)
+	}
+	if b.Device.ID != device {
+		return nil, fmt.Errorf("%w: the record in the state of erase entry %d is of device %q", ErrInconsistent, newest.LogIndex, b.Device.ID)
+	}
+	l := b.Ledger
+	if top := r.Heads[len(r.Heads)-1].Height; l.Height <= top {
+		return nil, fmt.Errorf("%w: the state of erase entry %d (height %d) is not after the range's last head (height %d)", ErrInconsistent, newest.LogIndex, l.Height, top)
+	}
+	var proof []merkle.Hash
+	if len(es) == 1 {
+		proof, err = merkle.MultiProofFromInclusion(p.Erasure.LogIndex, p.LogSize, p.Erasure.LogPath)
+	} else if prove == nil {
+		err = errors.New("a head of several entries needs a log prover")
+	} else {
+		idx := make([]uint64, len(es))
+		leaves := make([]merkle.Hash, len(es))
+		for j, e := range es {
+			idx[j], leaves[j] = e.LogIndex, merkle.EntryLeaf(e.Entry)
+		}
+		if proof, err = prove(idx, p.LogSize); err == nil {
+			err = merkle.VerifyMultiProof(p.LogSize, idx, leaves, proof, p.LogRoot)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: log proof of erase entries %d to %d in the log of %d entries: %w", ErrInconsistent, es[0].LogIndex, newest.LogIndex, p.LogSize, err)
+	}
+	hi := uint64(len(r.Heads))
+	r.Heads = append(r.Heads, bundle.RangeHead{Device: b.Device, Height: l.Height, LogSize: l.LogSize, LogRoot: l.LogRoot, LogProof: hexes(proof),
+		RegistryRoot: l.RegistryRoot, AppHashVersion: l.AppHashVersion, StateRoot: l.StateRoot, StateProof: l.StateProof, LightBlock: l.LightBlock})
+	for j := range r.Erasures {
+		r.Erasures[j].Head = hi
+	}
+	return p, nil
 }
 
 // unionChain is the union of the heads' light chains, oldest first, each height once: every
@@ -361,6 +494,7 @@ type RangeReport struct {
 	Heads    int // ledger states the anchors are proven in
 	Ed25519  int // readings signed with Ed25519
 	ES256    int // readings signed with ES256
+	Erased   int // readings whose bytes were erased, proven by their leaf and erase entry
 	Chained  int // consecutive pairs of readings the later's prev links
 	// Complete is set when every step holds and every seq in [From, To] either has its
 	// reading in the range or lies between two readings that prev links: no reading of the
@@ -432,8 +566,12 @@ func VerifyRange(rangeJSON, trustJSON []byte) (RangeReport, error) {
 		rv.r = r
 		rep.Device, rep.From, rep.To = r.Device, r.From, r.To
 		rep.Readings, rep.Batches, rep.Anchors, rep.Heads = len(r.Readings), len(r.Batches), len(r.Anchors), len(r.Heads)
-		return fmt.Sprintf("%s, canonical encoding (%d bytes): %s seqs %d..%d, %d readings in %d batches of %d anchors, proven in %s",
-			r.Format, len(rangeJSON), r.Device, r.From, r.To, len(r.Readings), len(r.Batches), len(r.Anchors), counted(len(r.Heads), "head")), nil
+		erased := ""
+		if len(r.Erasures) > 0 {
+			erased = fmt.Sprintf(" and %s", eraseEntries(len(r.Erasures)))
+		}
+		return fmt.Sprintf("%s, canonical encoding (%d bytes): %s seqs %d..%d, %d readings in %d batches of %d anchors%s, proven in %s",
+			r.Format, len(rangeJSON), r.Device, r.From, r.To, len(r.Readings), len(r.Batches), len(r.Anchors), erased, counted(len(r.Heads), "head")), nil
 	})
 	v.step("trust", func() (string, error) {
 		t, err := bundle.ParseTrust(trustJSON)
@@ -451,6 +589,9 @@ func VerifyRange(rangeJSON, trustJSON []byte) (RangeReport, error) {
 		return fmt.Sprintf("chain %s, %d validators, set %X%s", rv.chainID, rv.trusted.Size(), rv.trusted.Hash(), at), nil
 	})
 	v.step("reading signature", rv.signatures)
+	if v.err == nil && len(rv.r.Erasures) > 0 {
+		v.step("erased reading", rv.erasedReadings)
+	}
 	v.step("device record", rv.records)
 	v.step("batch", rv.batches)
 	v.step("anchor", rv.anchors)
@@ -541,6 +682,10 @@ func (rv *rangeVerifier) signatures() (string, error) {
 		if err != nil {
 			return "", fmt.Errorf("reading seq %d (%s): %w", r.Readings[i].Seq, rv.headName(int(rv.headOf(i))), err)
 		}
+		if r.Readings[i].Erased() {
+			rv.rep.Erased++
+			continue
+		}
 		k := rv.keys[rv.headOf(i)].pub
 		keys[string(k.Key)] = true
 		if k.Alg == reading.Ed25519 {
@@ -549,8 +694,45 @@ func (rv *rangeVerifier) signatures() (string, error) {
 			rv.rep.ES256++
 		}
 	}
-	return fmt.Sprintf("%d readings of %s, seqs %d to %d (Ed25519 ×%d, ES256 ×%d) under %d device key(s)",
-		n, r.Device, r.Readings[0].Seq, r.Readings[n-1].Seq, rv.rep.Ed25519, rv.rep.ES256, len(keys)), nil
+	erased := ""
+	if rv.rep.Erased > 0 {
+		erased = fmt.Sprintf(", erased ×%d: nothing signed left to check", rv.rep.Erased)
+	}
+	return fmt.Sprintf("%d readings of %s, seqs %d to %d (Ed25519 ×%d, ES256 ×%d%s) under %d device key(s)",
+		n, r.Device, r.Readings[0].Seq, r.Readings[n-1].Seq, rv.rep.Ed25519, rv.rep.ES256, erased, len(keys)), nil
+}
+
+// erasedReadings checks, as Verify's "erased reading" step, every erased reading against its
+// erase entry: the entry decodes as an erase entry (its signatures verified as the ledger
+// did) and covers the reading's device and seq (or device time); the entry's place in its
+// head's log is checked by the ledger log step.
+func (rv *rangeVerifier) erasedReadings() (string, error) {
+	r := rv.r
+	es := make([]*entry.Erase, len(r.Erasures))
+	for i, x := range r.Erasures {
+		e, err := entry.EraseOf(x.Entry)
+		if err != nil {
+			return "", fmt.Errorf("erasures[%d] (log index %d): %w", i, x.LogIndex, err)
+		}
+		es[i] = e
+	}
+	for i := range r.Readings {
+		rd := &r.Readings[i]
+		if !rd.Erased() {
+			continue
+		}
+		e := es[*rd.Erase]
+		if !e.Covers(r.Device, rd.Seq, rd.TS) {
+			return "", fmt.Errorf("reading seq %d: the erase entry at log index %d (%s, %s %d..%d) does not cover %s seq %d (device time %d)",
+				rd.Seq, r.Erasures[*rd.Erase].LogIndex, e.Dev, e.By, e.From, e.To, r.Device, rd.Seq, rd.TS)
+		}
+	}
+	idx := make([]uint64, len(r.Erasures))
+	for i, x := range r.Erasures {
+		idx[i] = x.LogIndex
+	}
+	return fmt.Sprintf("%d readings of %s proven by their leaves, erased under %s (log indices %s), each covering its readings",
+		rv.rep.Erased, r.Device, eraseEntries(len(es)), joinHeights(idx)), nil
 }
 
 // verifyChunk checks readings [lo, hi), setting errs[i] for each that fails.
@@ -566,6 +748,10 @@ func (rv *rangeVerifier) verifyChunk(lo, hi int, errs []error) {
 	var batched []int
 	for i := lo; i < hi; i++ {
 		rd := &r.Readings[i]
+		if rd.Erased() {
+			rv.leaves[i] = merkle.Hash(rd.Leaf) // 32 bytes: the bundle step checked
+			continue
+		}
 		rv.leaves[i] = merkle.ReadingLeaf(rd.Raw)
 		m := &rv.msgs[i]
 		if err := reading.DecodeInto(m, rd.Raw); err != nil {
@@ -614,7 +800,9 @@ func (rv *rangeVerifier) records() (string, error) {
 		if rec.Dev != d.ID || string(rec.Alg) != d.Alg || !bytes.Equal(rec.Key, d.PublicKey) || string(rec.Status) != d.Status || rec.Height != d.Height {
 			return "", fmt.Errorf("%s: the record's bytes do not say what the device fields say", rv.headName(i))
 		}
-		if rec.Status != entry.StatusActive {
+		// A head that proves only erase entries is of a state after them, when the device
+		// may have been revoked; a head of anchors needs the key in force.
+		if lo, hi := rv.headAnchors(i); rec.Status != entry.StatusActive && lo < hi {
 			return "", fmt.Errorf("%s: device %s is %s (since height %d)", rv.headName(i), rec.Dev, rec.Status, rec.Height)
 		}
 		root, err := hash(hd.RegistryRoot, "registry_root")
@@ -639,8 +827,12 @@ func (rv *rangeVerifier) records() (string, error) {
 		since[rec.Height] = true
 	}
 	heights := slices.Sorted(maps.Keys(since))
-	return fmt.Sprintf("%s active in the state of %s (records since height %s), each record proven in its head's registry (sparse Merkle tree ×%d, sorted tree ×%d)",
-		r.Device, counted(len(r.Heads), "head"), joinHeights(heights), v2, len(r.Heads)-v2), nil
+	active := "active in the state of " + counted(len(r.Heads), "head")
+	if lo, hi := rv.headAnchors(len(r.Heads) - 1); lo == hi && r.Heads[len(r.Heads)-1].Device.Status != string(entry.StatusActive) {
+		active = fmt.Sprintf("active in the state of %s, %s in the state after its erasures", counted(len(r.Heads)-1, "head"), r.Heads[len(r.Heads)-1].Device.Status)
+	}
+	return fmt.Sprintf("%s %s (records since height %s), each record proven in its head's registry (sparse Merkle tree ×%d, sorted tree ×%d)",
+		r.Device, active, joinHeights(heights), v2, len(r.Heads)-v2), nil
 }
 
 // onEveryCore calls f(i) for every i in [0, n), on up to GOMAXPROCS goroutines taking the
@@ -656,6 +848,14 @@ func onEveryCore(n int, f func(i int)) {
 		})
 	}
 	wg.Wait()
+}
+
+// eraseEntries is "1 erase entry", "2 erase entries".
+func eraseEntries(n int) string {
+	if n == 1 {
+		return "1 erase entry"
+	}
+	return fmt.Sprintf("%d erase entries", n)
 }
 
 // counted is "1 head", "2 heads".
@@ -818,21 +1018,48 @@ func (rv *rangeVerifier) logs() (string, error) {
 			return "", fmt.Errorf("%s: %w", rv.headName(hi), err)
 		}
 		lo, end := rv.headAnchors(hi)
-		idx := make([]uint64, end-lo)
-		leaves := make([]merkle.Hash, end-lo)
-		for j := range idx {
-			a := &r.Anchors[lo+j]
-			idx[j], leaves[j] = a.LogIndex, merkle.EntryLeaf(a.Entry)
+		var idx []uint64
+		var leaves []merkle.Hash
+		for j := lo; j < end; j++ {
+			a := &r.Anchors[j]
+			idx, leaves = append(idx, a.LogIndex), append(leaves, merkle.EntryLeaf(a.Entry))
+		}
+		what := fmt.Sprintf("the entries of anchors %d to %d", lo, end-1)
+		if e0, e1 := rv.headErasures(hi); e0 < e1 {
+			for j := e0; j < e1; j++ {
+				idx, leaves = append(idx, r.Erasures[j].LogIndex), append(leaves, merkle.EntryLeaf(r.Erasures[j].Entry))
+			}
+			if idx, leaves, err = inLogOrder(idx, leaves); err != nil {
+				return "", fmt.Errorf("%s: %w", rv.headName(hi), err)
+			}
+			what = fmt.Sprintf("the entries of erasures %d to %d", e0, e1-1)
+			if lo < end {
+				what = fmt.Sprintf("the entries of anchors %d to %d and erasures %d to %d", lo, end-1, e0, e1-1)
+			}
 		}
 		if err := merkle.VerifyMultiProof(h.LogSize, idx, leaves, p, root); err != nil {
-			return "", fmt.Errorf("%s, the entries of anchors %d to %d: %w", rv.headName(hi), lo, end-1, err)
+			return "", fmt.Errorf("%s, %s: %w", rv.headName(hi), what, err)
 		}
 		rv.logRoots[hi] = root
 		hashes += len(p)
 	}
-	first, last := r.Anchors[0], r.Anchors[len(r.Anchors)-1]
-	return fmt.Sprintf("%d entries in the log of %s, log indices %d to %d (log sizes %d to %d), %d proof hashes",
-		len(r.Anchors), counted(len(r.Heads), "head"), first.LogIndex, last.LogIndex, r.Heads[0].LogSize, r.Heads[len(r.Heads)-1].LogSize, hashes), nil
+	first, last := r.Anchors[0].LogIndex, r.Anchors[len(r.Anchors)-1].LogIndex
+	erasures := ""
+	if n := len(r.Erasures); n > 0 {
+		first, last = min(first, r.Erasures[0].LogIndex), max(last, r.Erasures[n-1].LogIndex)
+		erasures = fmt.Sprintf(" (%s, %s)", counted(len(r.Anchors), "anchor"), eraseEntries(n))
+	}
+	return fmt.Sprintf("%d entries%s in the log of %s, log indices %d to %d (log sizes %d to %d), %d proof hashes",
+		len(r.Anchors)+len(r.Erasures), erasures, counted(len(r.Heads), "head"), first, last, r.Heads[0].LogSize, r.Heads[len(r.Heads)-1].LogSize, hashes), nil
+}
+
+// headErasures is the erasures head i proves: [lo, hi), contiguous since erasures are in head
+// order.
+func (rv *rangeVerifier) headErasures(i int) (lo, hi int) {
+	es := rv.r.Erasures
+	lo, _ = slices.BinarySearchFunc(es, uint64(i), func(e bundle.RangeErasure, h uint64) int { return cmp.Compare(e.Head, h) })
+	hi, _ = slices.BinarySearchFunc(es, uint64(i+1), func(e bundle.RangeErasure, h uint64) int { return cmp.Compare(e.Head, h) })
+	return lo, hi
 }
 
 // appHashes checks that each head's header commits its log and registry.
@@ -959,7 +1186,9 @@ func (rv *rangeVerifier) completeness() {
 			continue
 		}
 		reason := fmt.Sprintf("seq %d's prev is not seq %d's leaf: readings may be missing between", b, a)
-		if prev == nil {
+		if rds[i].Erased() {
+			reason = fmt.Sprintf("seq %d was erased, and its prev with its bytes: readings may be missing between seq %d and it", b, a)
+		} else if prev == nil {
 			reason = fmt.Sprintf("seq %d has no prev (its device does not chain its readings): readings may be missing between seq %d and it", b, a)
 		}
 		rep.Gaps = append(rep.Gaps, Gap{From: a + 1, To: b - 1, Reason: reason})

@@ -17,10 +17,9 @@ import (
 // seqs in one file (schemas/proof.md, "Range bundles").
 const RangeFormat = "anchorline.range/v1"
 
-// ErrErased refuses a range reading that carries leaf and erase instead of raw: the room
-// schemas/proof.md reserves for erased readings (DESIGN 2.4), which this version does not
-// verify.
-var ErrErased = errors.New("bundle: erased readings need a verifier that knows erase entries")
+// ErrErased marks a range whose erased readings (DESIGN 2.4: leaf, ts and erase in place of
+// raw) or erasures do not fit together (schemas/proof.md "Erased readings in a range").
+var ErrErased = errors.New("bundle: an erased reading has leaf and erase in place of raw, and its erase entry in erasures")
 
 // Range proves a device's readings with seqs in [From, To]: what the readings share is there
 // once. Each reading refers to its batch, each batch to its anchor, each anchor to the head
@@ -40,6 +39,16 @@ type Range struct {
 	Anchors    []RangeAnchor     `json:"anchors"`  // in log order
 	Batches    []RangeBatch      `json:"batches"`  // in (anchor, batch_index) order
 	Readings   []RangeReading    `json:"readings"` // in seq order
+	// Erasures are the erase entries of the range's erased readings, in log order, each
+	// proven in the log of a head; absent when no reading of the range is erased.
+	Erasures []RangeErasure `json:"erasures,omitempty"`
+}
+
+// RangeErasure is an erase entry under which readings of the range lost their bytes.
+type RangeErasure struct {
+	Entry    Hex    `json:"entry"`
+	LogIndex uint64 `json:"log_index"`
+	Head     uint64 `json:"head"` // index into Range.Heads: the state whose log proves the entry
 }
 
 // RangeHead is a ledger state that proves the entries of the anchors that refer to it: a
@@ -52,7 +61,7 @@ type RangeHead struct {
 	LogSize uint64 `json:"log_size"`
 	LogRoot Hex    `json:"log_root"`
 	// LogProof is the multiproof (anchor/merkle.MultiProof) of the entry leaves of this
-	// head's anchors, in log order, in the log of LogSize entries.
+	// head's anchors and erasures, in log order, in the log of LogSize entries.
 	LogProof       []Hex           `json:"log_proof"`
 	RegistryRoot   Hex             `json:"registry_root"`
 	AppHashVersion uint64          `json:"app_hash_version,omitempty"`
@@ -107,13 +116,17 @@ type RangeReading struct {
 	Seq       uint64 `json:"seq"`
 	Batch     uint64 `json:"batch"` // index into Range.Batches
 	LeafIndex uint64 `json:"leaf_index"`
-	Raw       Hex    `json:"raw"`
-	// Leaf and Erase are reserved for erased readings (DESIGN 2.4): such a reading will carry
-	// its leaf and the erase entry with its log proof instead of raw. This version refuses
-	// them (ErrErased).
-	Leaf  Hex             `json:"leaf,omitempty"`
-	Erase json.RawMessage `json:"erase,omitempty"`
+	Raw       Hex    `json:"raw,omitempty"`
+	// An erased reading (DESIGN 2.4) has, in place of Raw, its leaf as stored, its device
+	// time as its row recorded (omitted when 0) and Erase, the index in Range.Erasures of
+	// the entry it was erased under.
+	Leaf  Hex     `json:"leaf,omitempty"`
+	TS    uint64  `json:"ts,omitempty"`
+	Erase *uint64 `json:"erase,omitempty"`
 }
+
+// Erased reports whether the reading's bytes were erased.
+func (rd *RangeReading) Erased() bool { return rd.Erase != nil }
 
 // check checks the range's shape: every count and reference in bounds, the orders the format
 // fixes, nothing that no reading needs, and no erased reading.
@@ -150,9 +163,25 @@ func (r *Range) check() error {
 			}
 		}
 	}
+	for i := range r.Erasures {
+		e := &r.Erasures[i]
+		if e.Head >= uint64(len(r.Heads)) {
+			return fmt.Errorf("%w: erasures[%d]: head %d, the range has %d", ErrErased, i, e.Head, len(r.Heads))
+		}
+		usedHead[e.Head] = true
+		if i > 0 {
+			p := &r.Erasures[i-1]
+			if e.LogIndex <= p.LogIndex {
+				return fmt.Errorf("%w: erasures[%d]: log_index %d after %d: erasures are in log order, each once", ErrErased, i, e.LogIndex, p.LogIndex)
+			}
+			if e.Head < p.Head {
+				return fmt.Errorf("%w: erasures[%d]: head %d after head %d: an erasure later in the log is proven in the same head or a later one", ErrErased, i, e.Head, p.Head)
+			}
+		}
+	}
 	for i, used := range usedHead {
 		if !used {
-			return fmt.Errorf("%w: heads[%d] proves no anchor of the range", ErrFormat, i)
+			return fmt.Errorf("%w: heads[%d] proves no anchor or erasure of the range", ErrFormat, i)
 		}
 	}
 	usedAnchor := make([]bool, len(r.Anchors))
@@ -174,12 +203,19 @@ func (r *Range) check() error {
 		}
 	}
 	usedBatch := make([]bool, len(r.Batches))
+	usedErasure := make([]bool, len(r.Erasures))
 	for i := range r.Readings {
 		rd := &r.Readings[i]
-		if rd.Leaf != nil || rd.Erase != nil {
-			return fmt.Errorf("%w: readings[%d] (seq %d) has leaf or erase", ErrErased, i, rd.Seq)
-		}
-		if len(rd.Raw) == 0 {
+		switch {
+		case rd.Erased() && (rd.Raw != nil || len(rd.Leaf) != 32):
+			return fmt.Errorf("%w: readings[%d] (seq %d) has erase: it needs leaf (32 bytes) and no raw", ErrErased, i, rd.Seq)
+		case rd.Erased() && *rd.Erase >= uint64(len(r.Erasures)):
+			return fmt.Errorf("%w: readings[%d] (seq %d): erase %d, the range has %d erasures", ErrErased, i, rd.Seq, *rd.Erase, len(r.Erasures))
+		case rd.Erased():
+			usedErasure[*rd.Erase] = true
+		case rd.Leaf != nil || rd.TS != 0:
+			return fmt.Errorf("%w: readings[%d] (seq %d) has leaf or ts but no erase", ErrErased, i, rd.Seq)
+		case len(rd.Raw) == 0:
 			return fmt.Errorf("%w: readings[%d] (seq %d) has no raw", ErrFormat, i, rd.Seq)
 		}
 		if rd.Seq < r.From || rd.Seq > r.To {
@@ -196,6 +232,11 @@ func (r *Range) check() error {
 	for i, used := range usedBatch {
 		if !used {
 			return fmt.Errorf("%w: batches[%d] holds no reading of the range", ErrFormat, i)
+		}
+	}
+	for i, used := range usedErasure {
+		if !used {
+			return fmt.Errorf("%w: erasures[%d] erased no reading of the range", ErrErased, i)
 		}
 	}
 	return nil
@@ -250,7 +291,7 @@ func (r *Range) encode() ([]byte, error) {
 		}
 		c.Heads[i] = h
 	}
-	c.Anchors, c.Batches, c.Readings = []RangeAnchor{}, []RangeBatch{}, []RangeReading{}
+	c.Anchors, c.Batches, c.Readings, c.Erasures = []RangeAnchor{}, []RangeBatch{}, []RangeReading{}, nil
 	head, err := json.MarshalIndent(&c, "", "  ")
 	if err != nil {
 		return nil, err
@@ -328,17 +369,45 @@ func (r *Range) encode() ([]byte, error) {
 		out = strconv.AppendUint(out, rd.Batch, 10)
 		out = append(out, ",\n      \"leaf_index\": "...)
 		out = strconv.AppendUint(out, rd.LeafIndex, 10)
-		out = append(out, ",\n      \"raw\": "...)
-		out = appendHex(out, rd.Raw)
-		if rd.Leaf != nil || rd.Erase != nil {
-			return nil, fmt.Errorf("%w: readings[%d] (seq %d) has leaf or erase", ErrErased, i, rd.Seq)
+		if len(rd.Raw) > 0 { // the members encoding/json writes, omitempty
+			out = append(out, ",\n      \"raw\": "...)
+			out = appendHex(out, rd.Raw)
+		}
+		if len(rd.Leaf) > 0 {
+			out = append(out, ",\n      \"leaf\": "...)
+			out = appendHex(out, rd.Leaf)
+		}
+		if rd.TS != 0 {
+			out = append(out, ",\n      \"ts\": "...)
+			out = strconv.AppendUint(out, rd.TS, 10)
+		}
+		if rd.Erased() {
+			out = append(out, ",\n      \"erase\": "...)
+			out = strconv.AppendUint(out, *rd.Erase, 10)
 		}
 		out = append(out, "\n    }"...)
 	}
 	if len(r.Readings) > 0 {
 		out = append(out, "\n  "...)
 	}
-	out = append(out, "]\n}\n"...)
+	out = append(out, "]"...)
+	if len(r.Erasures) > 0 {
+		out = append(out, ",\n  \"erasures\": ["...)
+		for i, e := range r.Erasures {
+			if i > 0 {
+				out = append(out, ',')
+			}
+			out = append(out, "\n    {\n      \"entry\": "...)
+			out = appendHex(out, e.Entry)
+			out = append(out, ",\n      \"log_index\": "...)
+			out = strconv.AppendUint(out, e.LogIndex, 10)
+			out = append(out, ",\n      \"head\": "...)
+			out = strconv.AppendUint(out, e.Head, 10)
+			out = append(out, "\n    }"...)
+		}
+		out = append(out, "\n  ]"...)
+	}
+	out = append(out, "\n}\n"...)
 	return out, nil
 }
 
@@ -437,6 +506,11 @@ func parseRangeFast(data []byte) (*Range, bool, error) {
 	r.Batches = array(&s, (*scanner).batch)
 	s.lit(",\n  \"readings\": [")
 	r.Readings = array(&s, (*scanner).reading)
+	if s.try(",\n  \"erasures\": [") {
+		if r.Erasures = array(&s, (*scanner).erasure); len(r.Erasures) == 0 {
+			s.ok = false // an empty list is omitted
+		}
+	}
 	s.lit("\n}\n")
 	if !s.ok || s.i != len(data) {
 		return nil, false, nil
@@ -593,10 +667,37 @@ func (s *scanner) reading() RangeReading {
 	rd.Batch = s.uint()
 	s.lit(",\n      \"leaf_index\": ")
 	rd.LeafIndex = s.uint()
-	s.lit(",\n      \"raw\": ")
-	rd.Raw = s.hex()
+	if s.try(",\n      \"raw\": ") {
+		rd.Raw = s.hex()
+		s.lit("\n    }")
+		return rd
+	}
+	// An erased reading: leaf, ts unless 0, erase.
+	s.lit(",\n      \"leaf\": ")
+	rd.Leaf = s.hex()
+	if s.try(",\n      \"ts\": ") {
+		if rd.TS = s.uint(); rd.TS == 0 {
+			s.ok = false // 0 is omitted
+		}
+	}
+	s.lit(",\n      \"erase\": ")
+	e := s.uint()
+	rd.Erase = &e
 	s.lit("\n    }")
 	return rd
+}
+
+// erasure reads what encode writes of an erasure.
+func (s *scanner) erasure() RangeErasure {
+	var e RangeErasure
+	s.lit("\n    {\n      \"entry\": ")
+	e.Entry = s.hex()
+	s.lit(",\n      \"log_index\": ")
+	e.LogIndex = s.uint()
+	s.lit(",\n      \"head\": ")
+	e.Head = s.uint()
+	s.lit("\n    }")
+	return e
 }
 
 // scanner reads the exact bytes encode writes; ok turns false at the first byte that is not.
@@ -613,6 +714,15 @@ func (s *scanner) lit(l string) {
 		return
 	}
 	s.ok = false
+}
+
+// try consumes l if it is next, and reports whether it was; ok stays as it was otherwise.
+func (s *scanner) try(l string) bool {
+	if s.ok && len(s.b)-s.i >= len(l) && string(s.b[s.i:s.i+len(l)]) == l {
+		s.i += len(l)
+		return true
+	}
+	return false
 }
 
 // take consumes c if it is next.

@@ -40,9 +40,18 @@ func bigRange() *Range {
 				Anchor: uint64(a), BatchIndex: uint64(2 * b), Proof: proof})
 		}
 	}
+	r.Erasures = []RangeErasure{{Entry: pattern(90, 0, 7), LogIndex: 2, Head: 0}, {Entry: pattern(90, 1, 7), LogIndex: 100, Head: 1}}
 	for i := range readings {
-		r.Readings = append(r.Readings, RangeReading{Seq: uint64(3*i + 1), Batch: uint64(i % len(r.Batches)),
-			LeafIndex: uint64(i / len(r.Batches)), Raw: pattern(40+i%7, i, 6)})
+		rd := RangeReading{Seq: uint64(3*i + 1), Batch: uint64(i % len(r.Batches)), LeafIndex: uint64(i / len(r.Batches))}
+		if i%10 == 9 { // erased, every tenth: half with a device time
+			rd.Leaf, rd.Erase = pattern(32, i, 8), ptr(uint64(i%20/10))
+			if i%20 == 9 {
+				rd.TS = uint64(1_700_000_000_000 + i)
+			}
+		} else {
+			rd.Raw = pattern(40+i%7, i, 6)
+		}
+		r.Readings = append(r.Readings, rd)
 	}
 	return r
 }

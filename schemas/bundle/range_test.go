@@ -11,8 +11,11 @@ import (
 
 func h(n int, b byte) Hex { return bytes.Repeat([]byte{b}, n) }
 
+func ptr(v uint64) *uint64 { return &v }
+
 // sampleRange is a well-formed range (its proofs are made up: only the shape matters here):
-// a v2 head proving two anchors, a v1 head proving one.
+// a v2 head proving two anchors and an erasure, a v1 head proving one anchor and an erasure,
+// two erased readings (one with a device time, one without).
 func sampleRange() *Range {
 	dev := Device{ID: "dev-1", Alg: "ed25519", PublicKey: h(32, 1), Status: "active", Height: 1, Record: h(40, 2), RegistryProof: h(70, 3)}
 	v1dev := Device{ID: "dev-1", Alg: "ed25519", PublicKey: h(32, 1), Status: "active", Height: 1, Record: h(40, 2), RegistryIndex: 2, RegistrySize: 3}
@@ -39,7 +42,13 @@ func sampleRange() *Range {
 			{Seq: 10, Batch: 1, LeafIndex: 0, Raw: h(1, 28)},
 			{Seq: 11, Batch: 0, LeafIndex: 6, Raw: h(30, 29)},
 			{Seq: 12, Batch: 2, LeafIndex: 0, Raw: h(5, 36)},
+			{Seq: 13, Batch: 0, LeafIndex: 3, Leaf: h(32, 40), TS: 1_700_000_000_123, Erase: ptr(0)},
+			{Seq: 14, Batch: 3, LeafIndex: 5, Leaf: h(32, 41), Erase: ptr(1)},
 			{Seq: math.MaxUint64, Batch: 3, LeafIndex: math.MaxUint64 - 1, Raw: h(3, 30)},
+		},
+		Erasures: []RangeErasure{
+			{Entry: h(80, 42), LogIndex: 2, Head: 0},
+			{Entry: h(80, 43), LogIndex: 4, Head: 1},
 		},
 	}
 }
@@ -159,15 +168,22 @@ func TestRangeShape(t *testing.T) {
 		"anchor unused":    {func(r *Range) { r.Batches[2].Anchor = 0; r.Batches[2].BatchIndex = 3 }, ErrFormat, "anchors[1] holds no batch"},
 		"anchor order":     {func(r *Range) { r.Anchors[2].LogIndex = 3 }, ErrFormat, "log order"},
 		"head reference":   {func(r *Range) { r.Anchors[2].Head = 2 }, ErrFormat, "head 2, the range has 2"},
-		"head unused":      {func(r *Range) { r.Anchors[2].Head = 0 }, ErrFormat, "heads[1] proves no anchor"},
+		"head unused":      {func(r *Range) { r.Anchors[2].Head = 0; r.Erasures[1].Head = 0 }, ErrFormat, "heads[1] proves no anchor or erasure"},
 		"head order":       {func(r *Range) { r.Heads[1].Height = 5 }, ErrFormat, "height order"},
 		"anchor heads":     {func(r *Range) { r.Anchors[0].Head = 1; r.Anchors[2].Head = 0 }, ErrFormat, "same head or a later one"},
 		"no heads":         {func(r *Range) { r.Heads = nil }, ErrFormat, "at least one"},
 		"mixed versions":   {func(r *Range) { r.Heads[1].Device.RegistryProof = h(3, 1) }, ErrFormat, "registry_proof"},
 		"v2 without proof": {func(r *Range) { r.Heads[0].StateProof = nil }, ErrFormat, "needs"},
 		"no raw":           {func(r *Range) { r.Readings[1].Raw = nil }, ErrFormat, "has no raw"},
-		"erased leaf":      {func(r *Range) { r.Readings[1].Leaf = h(32, 1) }, ErrErased, "erase entries"},
-		"erased erase":     {func(r *Range) { r.Readings[1].Erase = json.RawMessage(`{}`) }, ErrErased, "seq 10"},
+		"leaf, no erase":   {func(r *Range) { r.Readings[1].Leaf = h(32, 1) }, ErrErased, "seq 10) has leaf or ts but no erase"},
+		"ts, no erase":     {func(r *Range) { r.Readings[1].TS = 5 }, ErrErased, "has leaf or ts but no erase"},
+		"erased with raw":  {func(r *Range) { r.Readings[4].Raw = h(3, 1) }, ErrErased, "seq 13) has erase: it needs leaf (32 bytes) and no raw"},
+		"erased leaf size": {func(r *Range) { r.Readings[5].Leaf = h(31, 1) }, ErrErased, "leaf (32 bytes)"},
+		"erase reference":  {func(r *Range) { r.Readings[5].Erase = ptr(2) }, ErrErased, "erase 2, the range has 2 erasures"},
+		"erasure unused":   {func(r *Range) { r.Readings[5].Erase = ptr(0) }, ErrErased, "erasures[1] erased no reading"},
+		"erasure order":    {func(r *Range) { r.Erasures[1].LogIndex = 2 }, ErrErased, "erasures are in log order"},
+		"erasure head":     {func(r *Range) { r.Erasures[1].Head = 2 }, ErrErased, "head 2, the range has 2"},
+		"erasure heads":    {func(r *Range) { r.Erasures[0].Head = 1; r.Erasures[1].Head = 0 }, ErrErased, "same head or a later one"},
 		"light block JSON": {func(r *Range) { r.Heads[0].LightBlock = json.RawMessage(`{`) }, ErrFormat, "light_block"},
 		"light chain JSON": {func(r *Range) { r.LightChain[0] = json.RawMessage(`x`) }, ErrFormat, "light_chain[0]"},
 	} {
@@ -180,7 +196,7 @@ func TestRangeShape(t *testing.T) {
 			}
 		})
 	}
-	// ParseRange refuses the reserved members of erased readings by name.
+	// ParseRange refuses an erased reading's members on a reading that names no erasure.
 	good, err := sampleRange().Marshal()
 	if err != nil {
 		t.Fatal(err)

@@ -33,10 +33,14 @@ type Erase struct {
 }
 
 // Covers reports whether a reading of the entry's device with seq and device time ts is in
-// the entry's range.
+// the entry's range. A device-time range covers no reading without a time (ts 0): a bundle
+// that leaves an erased reading's time out cannot claim it for such a range.
 func (e Erase) Covers(dev string, seq, ts uint64) bool {
 	v := seq
 	if e.By == EraseByTS {
+		if ts == 0 {
+			return false
+		}
 		v = ts
 	}
 	return dev == e.Dev && e.From <= v && v <= e.To

@@ -147,6 +147,9 @@ func (p *Proofs) Range(ctx context.Context, dev string, from, to uint64) ([]byte
 		return nil, err
 	}
 	var parts []proof.Parts
+	var erased map[store.ErasedKey]store.Erased // read once, at the first erased reading
+	erasures := map[uint64]*proof.Erasure{}     // by log index
+	var newest *proof.Parts                     // an erased reading of the newest erase entry
 	for i := 0; i < len(rows); {
 		j := i + 1
 		for j < len(rows) && rows[j].Seq == rows[i].Seq {
@@ -155,10 +158,6 @@ func (p *Proofs) Range(ctx context.Context, dev string, from, to uint64) ([]byte
 		r, err := p.anchoredOf(ctx, rows[i:j])
 		if err != nil {
 			return nil, fmt.Errorf("%s seq %d: %w", dev, rows[i].Seq, err)
-		}
-		if len(r.Raw) == 0 {
-			return nil, fmt.Errorf("%w: %s seq %d was erased: range bundles of erased readings are not built yet; ask the ranges on either side, and that reading's own proof (GET /v1/readings/%s/%d/proof)",
-				api.ErrBadRequest, dev, r.Seq, dev, r.Seq)
 		}
 		if len(parts) == MaxRangeReadings || more && j == len(rows) {
 			return nil, fmt.Errorf("%w: %s holds more than %d readings from seq %d to %d: ask for a shorter range, up to seq %d at most",
@@ -172,8 +171,45 @@ func (p *Proofs) Range(ctx context.Context, dev string, from, to uint64) ([]byte
 		full.Raw, full.Device, full.Seq, full.BatchID, full.LeafIndex, full.BatchIndex = pp.Raw, pp.Device, pp.Seq, pp.BatchID, pp.LeafIndex, pp.BatchIndex
 		full.Record, full.RegistryIndex, full.RegistrySize, full.RegistryPath, full.SMTProof = pp.Record, pp.RegistryIndex, pp.RegistrySize, pp.RegistryPath, pp.SMTProof
 		full.BatchLeaves, full.BatchTree, full.Shared = b.tree.Leaves(), b.tree, shared
+		if len(r.Raw) == 0 {
+			if erased == nil {
+				if erased, err = p.store.ErasedInRange(ctx, dev, from, to); err != nil {
+					return nil, laterErr(err)
+				}
+			}
+			e, ok := erased[store.ErasedKey{Seq: r.Seq, Batch: r.BatchID}]
+			if !ok {
+				return nil, fmt.Errorf("%s seq %d: the stored reading has no bytes and names no erase entry: a finding for the audit, not a proof", dev, r.Seq)
+			}
+			x := erasures[e.ErasedBy]
+			if x == nil {
+				es, err := p.ledger.Erasures(ctx, e.ErasedBy, 1)
+				if err != nil {
+					return nil, laterErr(fmt.Errorf("erase entry %d: %w", e.ErasedBy, err))
+				}
+				if len(es.Erasures) == 0 || es.Erasures[0].Index != e.ErasedBy {
+					return nil, fmt.Errorf("%s seq %d names erase entry %d, which the ledger's log does not hold", dev, r.Seq, e.ErasedBy)
+				}
+				x = &proof.Erasure{Entry: es.Erasures[0].Entry, LogIndex: e.ErasedBy}
+				erasures[e.ErasedBy] = x
+			}
+			full.Raw, full.Leaf, full.TS, full.Erasure = nil, e.Leaf, e.TS, x
+			if newest == nil || e.ErasedBy > newest.Erasure.LogIndex {
+				newest = &full
+			}
+		}
 		parts = append(parts, full)
 		i = j
+	}
+	if newest != nil {
+		// The newest erase entry's state, for the head that proves the range's erase entries
+		// when the state of its last anchor does not hold them (BuildRange decides).
+		r := store.ReadingRow{Device: dev, Seq: newest.Seq, BatchID: newest.BatchID, LeafIndex: uint32(newest.LeafIndex)}
+		head, err := p.erasedParts(ctx, r)
+		if err != nil {
+			return nil, err
+		}
+		erasures[head.Erasure.LogIndex].Head = &head
 	}
 	if len(parts) == 0 {
 		return nil, fmt.Errorf("%w: no reading of %s from seq %d to %d", lookup.ErrNotFound, dev, from, to)
@@ -320,50 +356,62 @@ func (p *Proofs) anchor(ctx context.Context, id [16]byte) (*proof.Shared, error)
 // proofs, the device record and the light block, all of the state after the block that
 // included the erase entry (or the anchor, if that came later). Nothing of it is cached: erased readings are asked for rarely.
 func (p *Proofs) erased(ctx context.Context, r store.ReadingRow) ([]byte, error) {
-	e, err := p.store.ErasedOf(ctx, r.Device, r.Seq, r.BatchID)
+	parts, err := p.erasedParts(ctx, r)
 	if err != nil {
 		return nil, err
 	}
+	bundle, err := proof.Build(parts)
+	if err != nil {
+		return nil, fmt.Errorf("build proof of erased %s seq %d: %w", r.Device, r.Seq, err)
+	}
+	return bundle.Marshal()
+}
+
+// erasedParts are the full parts of an erased reading's bundle (erased): of the state after
+// its erase entry or its anchor, whichever came last.
+func (p *Proofs) erasedParts(ctx context.Context, r store.ReadingRow) (proof.Parts, error) {
+	e, err := p.store.ErasedOf(ctx, r.Device, r.Seq, r.BatchID)
+	if err != nil {
+		return proof.Parts{}, err
+	}
 	if e.ErasedBy == 0 {
-		return nil, fmt.Errorf("%s seq %d: the stored reading has no bytes and names no erase entry: a finding for the audit, not a proof", r.Device, r.Seq)
+		return proof.Parts{}, fmt.Errorf("%s seq %d: the stored reading has no bytes and names no erase entry: a finding for the audit, not a proof", r.Device, r.Seq)
 	}
 	es, err := p.ledger.Erasures(ctx, e.ErasedBy, 1)
 	if err != nil {
-		return nil, laterErr(fmt.Errorf("erase entry %d: %w", e.ErasedBy, err))
+		return proof.Parts{}, laterErr(fmt.Errorf("erase entry %d: %w", e.ErasedBy, err))
 	}
 	if len(es.Erasures) == 0 || es.Erasures[0].Index != e.ErasedBy {
-		return nil, fmt.Errorf("%s seq %d names erase entry %d, which the ledger's log does not hold", r.Device, r.Seq, e.ErasedBy)
+		return proof.Parts{}, fmt.Errorf("%s seq %d names erase entry %d, which the ledger's log does not hold", r.Device, r.Seq, e.ErasedBy)
 	}
 	b, err := p.batch(ctx, r.BatchID)
 	if err != nil {
-		return nil, err
+		return proof.Parts{}, err
 	}
 	a, err := p.store.Anchor(ctx, b.anchorID)
 	if err != nil {
-		return nil, laterErr(fmt.Errorf("anchor %x: %w", b.anchorID, err))
+		return proof.Parts{}, laterErr(fmt.Errorf("anchor %x: %w", b.anchorID, err))
 	}
 	// The state after whichever came last, the erasure or the anchor.
 	h := max(int64(es.Erasures[0].Height), int64(a.Height))
 	shared, err := p.loadAnchorAt(ctx, b.anchorID, h)
 	if err != nil {
-		return nil, err
+		return proof.Parts{}, err
 	}
 	ep, err := p.ledger.EntryProof(ctx, e.ErasedBy, h)
 	if err != nil {
-		return nil, laterErr(fmt.Errorf("erase entry %d at height %d: %w", e.ErasedBy, h, err))
+		return proof.Parts{}, laterErr(fmt.Errorf("erase entry %d at height %d: %w", e.ErasedBy, h, err))
 	}
 	dp, err := p.ledger.Device(ctx, r.Device, h)
 	if err != nil {
-		return nil, laterErr(fmt.Errorf("device %s at height %d: %w", r.Device, h, err))
+		return proof.Parts{}, laterErr(fmt.Errorf("device %s at height %d: %w", r.Device, h, err))
 	}
-	parts := proof.Parts{Device: r.Device, Seq: r.Seq, BatchID: r.BatchID, LeafIndex: uint64(r.LeafIndex), BatchIndex: uint64(b.batchIndex),
-		Record: dp.RecordBytes, RegistryIndex: dp.Index, RegistrySize: dp.Size, RegistryPath: dp.Path, SMTProof: dp.SMTProof,
-		Erasure: &proof.Erasure{Entry: ep.Entry, LogIndex: ep.LogIndex, LogPath: ep.Path}, Leaf: e.Leaf, TS: e.TS}
-	bundle, err := shared.Build(parts, b.tree)
-	if err != nil {
-		return nil, fmt.Errorf("build proof of erased %s seq %d: %w", r.Device, r.Seq, err)
-	}
-	return bundle.Marshal()
+	full := shared.Parts()
+	full.Device, full.Seq, full.BatchID, full.LeafIndex, full.BatchIndex = r.Device, r.Seq, r.BatchID, uint64(r.LeafIndex), uint64(b.batchIndex)
+	full.Record, full.RegistryIndex, full.RegistrySize, full.RegistryPath, full.SMTProof = dp.RecordBytes, dp.Index, dp.Size, dp.Path, dp.SMTProof
+	full.Erasure, full.Leaf, full.TS = &proof.Erasure{Entry: ep.Entry, LogIndex: ep.LogIndex, LogPath: ep.Path}, e.Leaf, e.TS
+	full.BatchLeaves, full.BatchTree, full.Shared = b.tree.Leaves(), b.tree, shared
+	return full, nil
 }
 
 func (p *Proofs) loadAnchor(ctx context.Context, id [16]byte) (*proof.Shared, error) {

@@ -52,6 +52,36 @@ func (s *Store) ErasedOf(ctx context.Context, dev string, seq uint64, batch [16]
 	return e, nil
 }
 
+// ErasedKey names one stored row of a reading: its device's seq in a batch.
+type ErasedKey struct {
+	Seq   uint64
+	Batch [16]byte
+}
+
+// ErasedInRange returns what the erased rows of a device's readings with seqs in [from, to]
+// keep (one query, by readings' primary key).
+func (s *Store) ErasedInRange(ctx context.Context, dev string, from, to uint64) (map[ErasedKey]Erased, error) {
+	rows, err := s.conn.Query(ctx, "SELECT seq, batch_id, ts, leaf, erased_by FROM "+s.t("readings")+
+		" WHERE device_id = ? AND seq >= ? AND seq <= ? AND erased_by != 0", dev, from, to)
+	if err != nil {
+		return nil, fmt.Errorf("erased readings of %s from %d to %d: %w", dev, from, to, err)
+	}
+	defer rows.Close()
+	out := map[ErasedKey]Erased{}
+	for rows.Next() {
+		var k ErasedKey
+		var e Erased
+		var batch, leaf string
+		if err := rows.Scan(&k.Seq, &batch, &e.TS, &leaf, &e.ErasedBy); err != nil {
+			return nil, fmt.Errorf("erased readings of %s from %d to %d: %w", dev, from, to, err)
+		}
+		copy(k.Batch[:], batch)
+		copy(e.Leaf[:], leaf)
+		out[k] = e
+	}
+	return out, rows.Err()
+}
+
 // ErasuresDone returns the erase entries carried out (the erasures table, services/erasure):
 // the readings each erased, by log index.
 func (s *Store) ErasuresDone(ctx context.Context) (map[uint64]uint64, error) {
