@@ -74,6 +74,8 @@ func TestBrowser(t *testing.T) {
 		{"light chain", filepath.Join(testdata, "lightchain.json"), filepath.Join(testdata, "lightchain-trust.json"), ""},
 		{"range", filepath.Join(testdata, "range.json"), filepath.Join(testdata, "range-trust.json"), ""},
 		{"event", filepath.Join(testdata, "event.json"), filepath.Join(testdata, "event-trust.json"), ""},
+		{"range with erased readings", filepath.Join(testdata, "range-erased.json"), filepath.Join(testdata, "range-erased-trust.json"), ""},
+		{"erased leaf byte", write(t, tampered, "range-leaf.json", flipLast(t, read(t, filepath.Join(testdata, "range-erased.json")), `"leaf": "`)), filepath.Join(testdata, "range-erased-trust.json"), "batch"},
 		{"event reading byte", write(t, tampered, "event-sig.json", flipLast(t, read(t, filepath.Join(testdata, "event.json")), `"raw": "`)), filepath.Join(testdata, "event-trust.json"), "readings"},
 		{"range signature byte", write(t, tampered, "range-sig.json", flipLast(t, read(t, filepath.Join(testdata, "range.json")), `"raw": "`)), filepath.Join(testdata, "range-trust.json"), "reading signature"},
 		{"signature byte", write(t, tampered, "sig.json", flipLast(t, read(t, filepath.Join(testdata, "bundle.json")), `"raw": "`)), filepath.Join(testdata, "trust.json"), "reading signature"},
