@@ -280,12 +280,9 @@ func rangeHeads(r *bundle.Range, firsts []*Parts, singles []*bundle.Bundle, prov
 		heads = append(heads, p)
 		lo = hi
 	}
-	for j := range r.Erasures {
-		if r.Erasures[j].LogIndex >= heads[len(heads)-1].LogSize {
-			for j := range r.Erasures {
-				r.Erasures[j].Head = erasureHead
-			}
-			break
+	if n := len(r.Erasures); n > 0 && r.Erasures[n-1].LogIndex >= heads[len(heads)-1].LogSize {
+		for j := range r.Erasures {
+			r.Erasures[j].Head = erasureHead
 		}
 	}
 	return heads, nil
