@@ -145,6 +145,10 @@ type Anchor struct {
 	// seconds, the messages that are stored and, if readings, anchored (consume.PurgeAnchored);
 	// false keeps every message until the stream's own limits remove it.
 	PurgeReadings bool
+	// ErasureSweep is how often the anchoring role applies the erase entries it carried out
+	// again, to what was stored in their ranges since (services/erasure Sweep): a reading
+	// stored after its erasure keeps its bytes about this long.
+	ErasureSweep time.Duration
 }
 
 // Ledger is the CometBFT ledger.
@@ -208,7 +212,7 @@ func Default() Config {
 			Retention: Retention{Every: time.Hour}},
 		NATS:   NATS{URL: "nats://127.0.0.1:4222", Replicas: 1},
 		HTTP:   HTTP{Addr: "127.0.0.1:8080"},
-		Anchor: Anchor{Interval: 2 * time.Second, PurgeReadings: true},
+		Anchor: Anchor{Interval: 2 * time.Second, PurgeReadings: true, ErasureSweep: time.Minute},
 		Ledger: Ledger{ChainID: "anchorline-dev", RPC: "127.0.0.1:26657", TimeoutCommit: 100 * time.Millisecond},
 		Ingest: Ingest{BatchSize: 10_000, FlushAge: 200 * time.Millisecond, PullBatch: 1000,
 			MaxAckPending: 60_000, MaxSize: 8 << 10, Worker: "ingest", Flushers: 2, AckWait: 30 * time.Second,
@@ -259,6 +263,7 @@ func keys(c *Config) []key {
 		{"anchor.interval", &c.Anchor.Interval},
 		{"anchor.key", &c.Anchor.Key},
 		{"anchor.purge_readings", &c.Anchor.PurgeReadings},
+		{"anchor.erasure_sweep", &c.Anchor.ErasureSweep},
 		{"ledger.chain_id", &c.Ledger.ChainID},
 		{"ledger.rpc", &c.Ledger.RPC},
 		{"ledger.admin_key", &c.Ledger.AdminKey},
@@ -347,6 +352,7 @@ func Flags(fs *pflag.FlagSet) {
 	fs.Duration("anchor.interval", d.Anchor.Interval, "time between anchors")
 	fs.Bool("anchor.purge_readings", d.Anchor.PurgeReadings, "remove from the READINGS stream the messages stored and anchored (false: keep them)")
 	fs.String("anchor.key", "", "anchoring key file that signs anchor entries (default data_dir/anchor.key)")
+	fs.Duration("anchor.erasure_sweep", d.Anchor.ErasureSweep, "how often the erase entries carried out are applied again to readings stored in their ranges since")
 	fs.String("ledger.rpc", d.Ledger.RPC, "CometBFT RPC address (clients: several, comma-separated, one per validator)")
 	fs.String("ledger.admin_key", "", "admin key file (default data_dir/admin.key)")
 	fs.Bool("rules.enabled", d.Rules.Enabled, "run the rules stage: ingest publishes verified readings for it, dev runs it")
@@ -590,6 +596,9 @@ func (h HTTP) check() error {
 func (a Anchor) check() error {
 	if a.Interval < 10*time.Millisecond {
 		return invalid("anchor.interval", "%s is too short; use at least 10ms (default 2s)", a.Interval)
+	}
+	if a.ErasureSweep < 10*time.Millisecond {
+		return invalid("anchor.erasure_sweep", "%s is too short; use at least 10ms (default 1m)", a.ErasureSweep)
 	}
 	return nil
 }

@@ -6,10 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"math"
 	"slices"
 	"strings"
 	"time"
 
+	chgo "github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -25,9 +28,14 @@ import (
 type Config struct {
 	Schema clickhouse.Schema // the analysts' database (ON CLUSTER on a cluster)
 	Every  time.Duration     // between two looks at the ledger; 0: one second
+	// Sweep is between two sweeps (Eraser.Sweep): every entry carried out is applied again to
+	// what was stored since in its range (a flush in flight at the erasure, a late
+	// redelivery, a range reaching into the future). 0: DefaultSweep.
+	Sweep time.Duration
 }
 
-// Eraser carries out the ledger's erase entries, in log order, each once.
+// Eraser carries out the ledger's erase entries, in log order, each once, and keeps applying
+// those carried out to what is stored later in their ranges (Sweep).
 type Eraser struct {
 	ch     driver.Conn
 	js     jetstream.JetStream // nil: the stream is not touched (no NATS in this process)
@@ -36,6 +44,7 @@ type Eraser struct {
 	log    *slog.Logger
 	done   uint64 // entries with a lower log index are carried out (done+1 is the next to look from)
 	loaded bool
+	seen   *marks // how far the last sweep looked; nil: no sweep yet, the next looks at everything
 }
 
 // New returns an Eraser; Run does the work.
@@ -43,15 +52,31 @@ func New(ch driver.Conn, js jetstream.JetStream, l *ledger.Client, cfg Config, l
 	if cfg.Every <= 0 {
 		cfg.Every = time.Second
 	}
+	if cfg.Sweep <= 0 {
+		cfg.Sweep = DefaultSweep
+	}
 	return &Eraser{ch: ch, js: js, ledger: l, cfg: cfg, log: log}
 }
 
-// Run carries out new erase entries every cfg.Every until ctx ends; a failed one is retried
-// with backoff (up to 30 s), never skipped.
+// Run carries out new erase entries every cfg.Every and sweeps every cfg.Sweep (the first
+// sweep at once) until ctx ends; a failure is retried with backoff (up to 30 s), nothing is
+// skipped.
 func (e *Eraser) Run(ctx context.Context) error {
 	wait := e.cfg.Every
+	var sweepAt time.Time // the next sweep is due then
 	for {
 		n, err := e.Step(ctx)
+		if !time.Now().Before(sweepAt) {
+			sw, serr := e.Sweep(ctx)
+			switch {
+			case serr != nil:
+				err = errors.Join(err, serr)
+			case sw.More:
+				sweepAt = time.Time{} // it stopped at its bound: on with it after the next step
+			default:
+				sweepAt = time.Now().Add(e.cfg.Sweep)
+			}
+		}
 		switch {
 		case ctx.Err() != nil:
 			return nil
@@ -121,10 +146,16 @@ func (e *Eraser) exec(ctx context.Context, st string) error {
 	if err != nil {
 		return err
 	}
-	if err := e.ch.Exec(ctx, q); err != nil {
+	if err := e.ch.Exec(big(ctx), q); err != nil {
 		return fmt.Errorf("%.100s: %w", q, err)
 	}
 	return nil
+}
+
+// big is ctx for a statement that may name thousands of rows (a sweep's): 18.16 refuses more
+// than 256 KiB of query text or 50,000 elements of syntax tree by default.
+func big(ctx context.Context) context.Context {
+	return chgo.Context(ctx, chgo.WithSettings(chgo.Settings{"max_query_size": 16 << 20, "max_ast_elements": 1 << 20, "max_expanded_ast_elements": 1 << 20}))
 }
 
 // erase carries out one erase entry (idempotently: a crash halfway repeats it) and returns
@@ -163,10 +194,10 @@ func (e *Eraser) erase(ctx context.Context, x ledger.Erasure, er *entry.Erase) (
 		stmts = append(stmts, fmt.Sprintf("ALTER TABLE %s.events DELETE WHERE device_id = '%s' AND (seq BETWEEN %d AND %d OR arrayExists(s -> s BETWEEN %d AND %d, seqs))", db, er.Dev, seqMin, seqMax, seqMin, seqMax))
 	}
 	if len(hours) > 0 {
-		in := "(" + strings.Join(hours, ", ") + ")"
+		byDev := map[string][]uint32{er.Dev: hours}
 		stmts = append(stmts,
-			fmt.Sprintf("ALTER TABLE %s.metrics_1m DELETE WHERE device_id = '%s' AND toStartOfHour(period) IN %s", db, er.Dev, in),
-			fmt.Sprintf("ALTER TABLE %s.metrics_1h DELETE WHERE device_id = '%s' AND period IN %s", db, er.Dev, in))
+			fmt.Sprintf("ALTER TABLE %s.metrics_1m DELETE WHERE %s", db, inHours("period", "toStartOfHour(period)", byDev)),
+			fmt.Sprintf("ALTER TABLE %s.metrics_1h DELETE WHERE %s", db, inHours("period", "period", byDev)))
 	}
 	for _, st := range stmts {
 		if err := e.exec(ctx, st); err != nil {
@@ -177,16 +208,18 @@ func (e *Eraser) erase(ctx context.Context, x ledger.Erasure, er *entry.Erase) (
 		return 0, err
 	}
 	if len(hours) > 0 {
-		if err := e.rebuildRollups(ctx, er.Dev, hours); err != nil {
+		if err := e.rebuildRollups(ctx, map[string][]uint32{er.Dev: hours}, ""); err != nil {
 			return 0, err
 		}
 	}
 	if e.js != nil {
-		if err := e.eraseStream(ctx, er); err != nil {
+		if err := e.eraseStream(ctx, er.Dev, er.Covers); err != nil {
 			return 0, err
 		}
 		if n > 0 {
-			if err := e.eraseEvents(ctx, er.Dev, seqMin, seqMax); err != nil {
+			in := func(q uint64) bool { return seqMin <= q && q <= seqMax }
+			quotes := func(ev rule.Event) bool { return in(ev.Seq) || slices.ContainsFunc(ev.Seqs, in) }
+			if _, err := e.eraseEvents(ctx, er.Dev, 1, quotes); err != nil {
 				return 0, err
 			}
 		}
@@ -205,23 +238,42 @@ func (e *Eraser) erase(ctx context.Context, x ledger.Erasure, er *entry.Erase) (
 	return n, nil
 }
 
-// hours are the hours (as ClickHouse DateTime literals) whose rollups of the device hold
-// values of the readings erased.
-func (e *Eraser) hours(ctx context.Context, cond string) ([]string, error) {
-	rows, err := e.ch.Query(ctx, fmt.Sprintf("SELECT DISTINCT toUInt32(toStartOfHour(time)) FROM %s.metrics WHERE %s", e.cfg.Schema.Database, cond))
+// hours are the hours (Unix seconds) whose rollups of the device hold values of the readings
+// erased: the hours of the readings, whose rows stay, so that an erasure repeated after a
+// failure past the metrics' deletion still rebuilds them.
+func (e *Eraser) hours(ctx context.Context, cond string) ([]uint32, error) {
+	rows, err := e.ch.Query(ctx, fmt.Sprintf("SELECT DISTINCT toUInt32(toStartOfHour(time)) FROM %s.readings WHERE %s", e.cfg.Schema.Database, cond))
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var out []string
+	var out []uint32
 	for rows.Next() {
 		var h uint32
 		if err := rows.Scan(&h); err != nil {
 			return nil, err
 		}
-		out = append(out, fmt.Sprintf("toDateTime(%d)", h))
+		out = append(out, h)
 	}
 	return out, rows.Err()
+}
+
+// inHours is the condition that a row's device and its DateTime col fall in one of the
+// device's hours (Unix seconds; hourOf is the row's hour, col or an expression of it): the
+// devices and the hours' span for the key and the parts' time ranges to narrow what is read,
+// then the pairs, one set lookup per row however many devices and hours.
+func inHours(col, hourOf string, hours map[string][]uint32) string {
+	lo, hi := uint32(math.MaxUint32), uint32(0)
+	var devs, pairs []string
+	for _, dev := range slices.Sorted(maps.Keys(hours)) {
+		devs = append(devs, dev)
+		for _, h := range hours[dev] {
+			lo, hi = min(lo, h), max(hi, h)
+			pairs = append(pairs, fmt.Sprintf("('%s', %d)", dev, h))
+		}
+	}
+	return fmt.Sprintf("device_id IN ('%s') AND %s BETWEEN toDateTime(%d) AND toDateTime(%d) AND (device_id, toUInt32(%s)) IN (%s)",
+		strings.Join(devs, "', '"), col, lo, uint64(hi)+3599, hourOf, strings.Join(pairs, ", "))
 }
 
 // waitMutations waits until the database has no mutation left to do (18.16 has no
@@ -243,53 +295,57 @@ func (e *Eraser) waitMutations(ctx context.Context) error {
 	}
 }
 
-// rebuildRollups recomputes the device's minute and hour rollups of hours from the metric
-// values left. On 18.16 an insert into metrics_1m does not trigger metrics_1h_mv (which reads
-// FROM metrics_1m_mv), so both are inserted; on a release whose cascade hangs on the table
-// (metrics_1h_mv reads FROM metrics_1m) the minute insert makes the hour rows.
-func (e *Eraser) rebuildRollups(ctx context.Context, dev string, hours []string) error {
+// rebuildRollups recomputes the minute and hour rollups of each device's hours (Unix seconds)
+// from the metric values there but those matching drop (a condition; "" drops none), in one
+// insert per table. On 18.16 an insert into metrics_1m does not trigger metrics_1h_mv (which
+// reads FROM metrics_1m_mv), so both are inserted; on a release whose cascade hangs on the
+// table (metrics_1h_mv reads FROM metrics_1m) the minute insert makes the hour rows.
+func (e *Eraser) rebuildRollups(ctx context.Context, hours map[string][]uint32, drop string) error {
 	db := e.cfg.Schema.Database
 	var def string
 	if err := e.ch.QueryRow(ctx, "SELECT create_table_query FROM system.tables WHERE database = ? AND name = 'metrics_1h_mv'", db).Scan(&def); err != nil {
 		return fmt.Errorf("metrics_1h_mv: %w", err)
 	}
+	where := inHours("time", "toStartOfHour(time)", hours)
+	if drop != "" {
+		where += " AND NOT (" + drop + ")"
+	}
 	states := "countState() AS count, minState(value) AS min, maxState(value) AS max, sumState(value) AS sum, avgState(value) AS avg, quantilesState(0.5, 0.9, 0.99)(value) AS quantiles"
-	where := fmt.Sprintf("device_id = '%s' AND toStartOfHour(time) IN (%s)", dev, strings.Join(hours, ", "))
 	stmts := []string{fmt.Sprintf("INSERT INTO %s.metrics_1m SELECT device_id, metric, toStartOfMinute(time) AS period, %s FROM %s.metrics WHERE %s GROUP BY device_id, metric, period", db, states, db, where)}
 	if strings.Contains(def, db+".metrics_1m_mv") {
 		stmts = append(stmts, fmt.Sprintf("INSERT INTO %s.metrics_1h SELECT device_id, metric, toStartOfHour(time) AS period, %s FROM %s.metrics WHERE %s GROUP BY device_id, metric, period", db, states, db, where))
 	}
 	for _, st := range stmts {
-		if err := e.ch.Exec(ctx, st); err != nil {
+		if err := e.ch.Exec(big(ctx), st); err != nil {
 			return fmt.Errorf("rebuild the rollups: %w", err)
 		}
 	}
 	return nil
 }
 
-// eraseStream deletes the device's messages in Readings that the entry covers, overwriting
-// their bytes on disk (SecureDeleteMsg). Stored and anchored readings leave the stream anyway
-// (anchor.purge_readings); this covers the rest.
-func (e *Eraser) eraseStream(ctx context.Context, er *entry.Erase) error {
+// eraseStream deletes the device's messages in Readings whose reading covers says is erased
+// (covers(device, seq, ts)), overwriting their bytes on disk (SecureDeleteMsg). Stored and
+// anchored readings leave the stream anyway (anchor.purge_readings); this covers the rest.
+func (e *Eraser) eraseStream(ctx context.Context, dev string, covers func(dev string, seq, ts uint64) bool) error {
 	s, err := e.js.Stream(ctx, stream.Readings)
 	if err != nil {
 		return fmt.Errorf("stream %s: %w", stream.Readings, err)
 	}
-	subj := reading.Subject(er.Dev)
+	subj := reading.Subject(dev)
 	for seq := uint64(1); ; seq++ {
 		m, err := s.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subj))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			return nil
 		}
 		if err != nil {
-			return fmt.Errorf("stream %s: find %s's messages: %w", stream.Readings, er.Dev, err)
+			return fmt.Errorf("stream %s: find %s's messages: %w", stream.Readings, dev, err)
 		}
 		seq = m.Sequence
 		msg, derr := reading.Decode(m.Data)
 		if derr != nil {
 			continue // not a reading: nothing of the range, and ingest rejected it with its bytes
 		}
-		if !er.Covers(msg.Reading.Device, msg.Reading.Seq, msg.Reading.TS) {
+		if !covers(msg.Reading.Device, msg.Reading.Seq, msg.Reading.TS) {
 			continue
 		}
 		if err := s.SecureDeleteMsg(ctx, seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
@@ -298,37 +354,39 @@ func (e *Eraser) eraseStream(ctx context.Context, er *entry.Erase) error {
 	}
 }
 
-// eraseEvents deletes from the Events stream, bytes overwritten, the rule events (and their
-// copies on the action subjects) of dev that quote a reading with a seq in lo..hi.
-func (e *Eraser) eraseEvents(ctx context.Context, dev string, lo, hi uint64) error {
+// eraseEvents deletes from the Events stream, bytes overwritten, the rule events of dev (and
+// their copies on the action subjects) from stream sequence from on that quotes says quote
+// an erased reading, and returns how many it deleted.
+func (e *Eraser) eraseEvents(ctx context.Context, dev string, from uint64, quotes func(rule.Event) bool) (int, error) {
 	s, err := e.js.Stream(ctx, stream.Events)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		return nil // no rules stage ever ran
+		return 0, nil // no rules stage ever ran
 	}
 	if err != nil {
-		return fmt.Errorf("stream %s: %w", stream.Events, err)
+		return 0, fmt.Errorf("stream %s: %w", stream.Events, err)
 	}
-	in := func(q uint64) bool { return lo <= q && q <= hi }
+	n := 0
 	for _, subj := range []string{rule.SubjectPrefix + "*." + dev, stream.ActionSubject("*", "*", dev)} {
-		for seq := uint64(1); ; seq++ {
+		for seq := max(from, 1); ; seq++ {
 			m, err := s.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subj))
 			if errors.Is(err, jetstream.ErrMsgNotFound) {
 				break
 			}
 			if err != nil {
-				return fmt.Errorf("stream %s: find %s's events: %w", stream.Events, dev, err)
+				return n, fmt.Errorf("stream %s: find %s's events: %w", stream.Events, dev, err)
 			}
 			seq = m.Sequence
 			var ev rule.Event
-			if json.Unmarshal(m.Data, &ev) != nil || ev.Device != dev || !(in(ev.Seq) || slices.ContainsFunc(ev.Seqs, in)) {
+			if json.Unmarshal(m.Data, &ev) != nil || ev.Device != dev || !quotes(ev) {
 				continue
 			}
 			if err := s.SecureDeleteMsg(ctx, seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
-				return fmt.Errorf("stream %s: delete message %d: %w", stream.Events, seq, err)
+				return n, fmt.Errorf("stream %s: delete message %d: %w", stream.Events, seq, err)
 			}
+			n++
 		}
 	}
-	return nil
+	return n, nil
 }
 
 // Progress is how far ClickHouse is with the ledger's erase entries.

@@ -324,3 +324,173 @@ func TestErasureAudit(t *testing.T) {
 		t.Fatalf("after the tampering: findings %+v, erased %v", rep.Findings, rep.Erased)
 	}
 }
+
+// TestErasureLateReadings: an erase entry keeps applying after it was carried out. Its seq
+// range reaches past the device's last reading; the readings published after it was carried
+// out that fall in it (new seqs, and a redelivered copy of an erased one) end erased like the
+// others: no bytes in readings or reading_lookup, erased_by naming the entry, no metric values
+// or rollup counts, no message left in READINGS; erasures counts them, the audit reports them
+// erased under the entry and the proof of one is the erased-reading bundle. The device's
+// readings before the range and another device's readings of the same seqs keep their bytes.
+func TestErasureLateReadings(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	chAddr, database, ch := chserver.NewDatabase(t)
+	cfg := devConfig(t, chAddr, database, t.TempDir())
+	cfg.Anchor.PurgeReadings = false // the stream keeps the readings: the sweep must delete them
+	cfg.Anchor.Interval = 200 * time.Millisecond
+	cfg.Anchor.ErasureSweep = 200 * time.Millisecond
+	d, cfg, js := startTestDev(t, ctx, cfg)
+	client := d.APIClient()
+
+	dv := newDevice(t, "late-1", reading.Ed25519)
+	other := newDevice(t, "late-2", reading.Ed25519)
+	register(t, ctx, client, d.AdminKey, dv.ID, dv.Key.Public())
+	register(t, ctx, client, d.AdminKey, other.ID, other.Key.Public())
+	raws := map[uint64][]byte{}
+	send := func(n int) {
+		for range n {
+			raw := dv.next(t)
+			raws[dv.Seq] = raw
+			publish(t, js, reading.Subject(dv.ID), reading.MsgID(dv.ID, dv.Seq), raw)
+			publish(t, js, reading.Subject(other.ID), reading.MsgID(other.ID, other.Seq+1), other.next(t))
+		}
+	}
+	q := func(query string) uint64 { t.Helper(); return count(t, ctx, ch, fmt.Sprintf(query, database)) }
+	send(4)
+	await.Until(t, ctx, "8 readings stored", func() (bool, string) {
+		n := q("SELECT count() FROM %s.readings")
+		return n == 8, fmt.Sprintf("%d readings", n)
+	})
+	e, err := entry.NewEraseByAdmin(d.AdminKey, dv.ID, entry.EraseBySeq, 3, 1_000_000, "court order 17", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := d.Ledger.Submit(ctx, e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	await.Until(t, ctx, "the erasure carried out", func() (bool, string) {
+		n := count(t, ctx, ch, "SELECT count() FROM "+database+".erasures WHERE entry_index = ? AND readings = 2", rc.LogIndex)
+		return n > 0, fmt.Sprintf("%d rows", n)
+	})
+
+	// After it: late-1's seqs 5 to 9 (in the range), a redelivered copy of its erased seq 4
+	// (under another message id, as after JetStream's duplicate window), late-2's seqs 5 to 9.
+	send(5)
+	publish(t, js, reading.Subject(dv.ID), reading.MsgID(dv.ID, 4)+"-again", raws[4])
+	// Two rule events of late-1 in the Events stream: one quotes readings stored after the
+	// erasure, in its range, the other a reading before it.
+	for i, seqs := range [][]uint64{{6, 7}, {1}} {
+		ev, _ := json.Marshal(rule.Event{ID: fmt.Sprintf("late%d", i), Rule: "hot", Version: 1, Device: dv.ID, Kind: "fire", Seq: seqs[len(seqs)-1], Seqs: seqs, Actions: []string{"event"}})
+		if _, err := js.Publish(ctx, rule.SubjectPrefix+"hot."+dv.ID, ev); err != nil {
+			t.Fatalf("publish an event: %v", err)
+		}
+	}
+	// The sweep records the entry last, once it removed everything else.
+	await.Until(t, ctx, "the readings stored after the erasure erased and recorded", func() (bool, string) {
+		all := q("SELECT count() FROM %s.readings WHERE device_id = 'late-1'")
+		erased := count(t, ctx, ch, "SELECT count() FROM "+database+".readings WHERE device_id = 'late-1' AND seq >= 3 AND raw = '' AND erased_by = ?", rc.LogIndex)
+		late := count(t, ctx, ch, "SELECT sum(late) FROM "+database+".erasures FINAL WHERE entry_index = ?", rc.LogIndex)
+		return all == 10 && erased == 8 && late == 6, fmt.Sprintf("%d readings of late-1, %d of them erased, %d recorded as stored after the erasure", all, erased, late)
+	})
+	for what, got := range map[string][2]uint64{
+		"late-1's readings before the range with bytes":  {q("SELECT count() FROM %s.readings WHERE device_id = 'late-1' AND seq < 3 AND raw != '' AND erased_by = 0"), 2},
+		"late-2's readings with bytes":                   {q("SELECT count() FROM %s.readings WHERE device_id = 'late-2' AND raw != '' AND erased_by = 0"), 9},
+		"late-1's lookup copies in the range with bytes": {q("SELECT count() FROM %s.reading_lookup WHERE device_id = 'late-1' AND seq >= 3 AND raw != ''"), 0},
+		"late-1's lookup copies before it with bytes":    {q("SELECT count() FROM %s.reading_lookup WHERE device_id = 'late-1' AND seq < 3 AND raw != ''"), 2},
+		"late-2's lookup copies with bytes":              {q("SELECT count() FROM %s.reading_lookup WHERE device_id = 'late-2' AND raw != ''"), 9},
+		"late-1's metric values in the range":            {q("SELECT count() FROM %s.metrics WHERE device_id = 'late-1' AND seq >= 3"), 0},
+		"late-1's minute rollup counts":                  {q("SELECT countMerge(count) FROM %s.metrics_1m WHERE device_id = 'late-1'"), 4},
+		"late-1's hour rollup counts":                    {q("SELECT countMerge(count) FROM %s.metrics_1h WHERE device_id = 'late-1'"), 4},
+		"late-2's hour rollup counts":                    {q("SELECT countMerge(count) FROM %s.metrics_1h WHERE device_id = 'late-2'"), 18},
+		"the entry's readings":                           {count(t, ctx, ch, "SELECT readings FROM "+database+".erasures FINAL WHERE entry_index = ?", rc.LogIndex), 8},
+		"the entry's readings stored after it":           {count(t, ctx, ch, "SELECT late FROM "+database+".erasures FINAL WHERE entry_index = ?", rc.LogIndex), 6},
+	} {
+		if got[0] != got[1] {
+			t.Errorf("%s: %d, want %d", what, got[0], got[1])
+		}
+	}
+	if done, err := store.New(ch, database).ErasuresDone(ctx); err != nil || done[rc.LogIndex] != 8 {
+		t.Errorf("ErasuresDone: %v, %v; want 8 readings under log index %d", done, err, rc.LogIndex)
+	}
+
+	events, err := js.Stream(ctx, stream.Events)
+	if err != nil {
+		t.Fatal(err)
+	}
+	await.Until(t, ctx, "only the event quoting late-1's seq 1 left in Events", func() (bool, string) {
+		var left []string
+		for seq := uint64(1); ; seq++ {
+			m, err := events.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(rule.SubjectPrefix+"hot."+dv.ID))
+			if errors.Is(err, jetstream.ErrMsgNotFound) {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			seq = m.Sequence
+			left = append(left, string(m.Data))
+		}
+		return len(left) == 1 && strings.Contains(left[0], `"seqs":[1]`), fmt.Sprint(left)
+	})
+
+	// READINGS keeps late-2's messages and none of late-1 in the range.
+	readings, err := js.Stream(ctx, stream.Readings)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for dev, want := range map[string][]uint64{dv.ID: {1, 2}, other.ID: {1, 2, 3, 4, 5, 6, 7, 8, 9}} {
+		var seqs []uint64
+		for seq := uint64(1); ; seq++ {
+			m, err := readings.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(reading.Subject(dev)))
+			if errors.Is(err, jetstream.ErrMsgNotFound) {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			seq = m.Sequence
+			msg, err := reading.Decode(m.Data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			seqs = append(seqs, msg.Reading.Seq)
+		}
+		if !slices.Equal(seqs, want) {
+			t.Errorf("READINGS holds %s's seqs %v, want %v", dev, seqs, want)
+		}
+	}
+
+	// Anchored, the late erased readings are erased under the entry for the audit, and the
+	// proof of one is the erased-reading bundle.
+	await.Until(t, ctx, "the 19 rows anchored", func() (bool, string) {
+		n := count(t, ctx, ch, "SELECT count() FROM "+database+".readings r ANY INNER JOIN "+database+".batch_anchors b USING batch_id")
+		return n == 19, fmt.Sprintf("%d rows anchored", n)
+	})
+	rep, err := audit.Run(ctx, store.New(ch, database).Audit(), ledger.AuditLog{Client: d.Ledger}, audit.Query{To: math.MaxUint64, Grace: time.Minute, Now: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.OK() || rep.Erased[rc.LogIndex] != 8 || len(rep.Erased) != 1 {
+		t.Errorf("audit: erased %v, findings %+v; want 8 erased under log index %d", rep.Erased, rep.Findings, rc.LogIndex)
+	}
+	trust, err := client.Trust(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := client.Proof(ctx, dv.ID, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pr, err := proof.Verify(b, trust)
+	if err != nil || !slices.ContainsFunc(pr.Steps, func(s proof.Step) bool { return s.Name == "erased reading" && s.OK }) ||
+		slices.ContainsFunc(pr.Steps, func(s proof.Step) bool { return s.Name == "reading signature" }) {
+		var w strings.Builder
+		pr.Print(&w)
+		t.Errorf("the proof of seq 7, stored after the erasure: %v\n%s", err, w.String())
+	}
+	if bytes.Contains(b, []byte(hex.EncodeToString(raws[7][len(raws[7])-64:]))) {
+		t.Error("the proof of seq 7 holds its signature")
+	}
+}

@@ -214,7 +214,8 @@ func (s *Services) start(ctx context.Context, cfg config.Config, roles Roles, en
 			sy := access.New(ch, env.Ledger, access.Config{Schema: clickhouse.Schema{Database: cfg.ClickHouse.Database, Cluster: cfg.ClickHouse.Cluster},
 				Through: cfg.ClickHouse.ConsentThrough()}, s.log)
 			s.goRun("consent", sy.Run)
-			er := erasure.New(ch, anchoringJS, env.Ledger, erasure.Config{Schema: clickhouse.Schema{Database: cfg.ClickHouse.Database, Cluster: cfg.ClickHouse.Cluster}}, s.log)
+			er := erasure.New(ch, anchoringJS, env.Ledger, erasure.Config{Schema: clickhouse.Schema{Database: cfg.ClickHouse.Database, Cluster: cfg.ClickHouse.Cluster},
+				Sweep: cfg.Anchor.ErasureSweep}, s.log)
 			s.goRun("erasure", er.Run)
 		}
 		if rt := cfg.ClickHouse.Retention; rt.Readings > 0 || rt.Metrics > 0 || rt.Rollups > 0 || rt.Rejected > 0 || rt.Events > 0 {
