@@ -59,8 +59,9 @@ func buildAnchorline(t *testing.T, ctx context.Context) string {
 // replica for 20 s, one after another. During each fault a reading published after it began
 // is anchored and its proof verifies. At the end every acknowledged reading is stored (the
 // distinct readings equal the acknowledged ones), every batch is anchored and the audit finds
-// nothing. It reports, per fault, readings lost, duplicates, the longest gap between anchors and
-// the time to recover.
+// nothing; then one device's first readings are erased on the ClickHouse cluster
+// (checkErasure). It reports, per fault, readings lost, duplicates, the longest gap between
+// anchors and the time to recover.
 func TestClusterSurvivesFaults(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
@@ -306,6 +307,7 @@ func TestClusterSurvivesFaults(t *testing.T) {
 	})
 	t.Logf("audit: %s", firstLine(auditOut))
 	checkEvents(t, ctx, ch, client, trust, p)
+	checkErasure(t, ctx, bin, info, schema, ch, ch2, client, trust, p.devices[0].ID)
 
 	// The report: per fault, lost (0: checked above), duplicates stored while it lasted, the
 	// longest gap between anchors, and the time until a reading published after it was proven
