@@ -245,6 +245,8 @@ func (t Topology) EnsureRules(ctx context.Context, js jetstream.JetStream, shard
 			Description: "the rules stage's commands to devices (one process at a time)"},
 		{Durable: stream.WebhooksConsumer, FilterSubject: stream.ActionFilter(rule.ActionWebhook), AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second, MaxAckPending: 64, MaxDeliver: -1,
 			Description: "the rules stage's webhooks"},
+		{Durable: stream.EventsStoreConsumer, FilterSubject: rule.SubjectPrefix + ">", AckPolicy: jetstream.AckExplicitPolicy, AckWait: time.Minute, MaxAckPending: 4 * stream.EventsPerInsert, MaxDeliver: -1,
+			Description: "the rules stage's events, stored in ClickHouse many per insert"},
 	} {
 		if err := ensureConsumer(ctx, js, stream.Events, c); err != nil {
 			return fmt.Errorf("consumer %s on %s: %w", c.Durable, stream.Events, err)

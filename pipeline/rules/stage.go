@@ -274,10 +274,11 @@ type shard struct {
 // them to) until ctx ends.
 func (s *Stage) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	errs := make([]error, s.cfg.Shards)
+	errs := make([]error, s.cfg.Shards+1)
 	for i := range s.cfg.Shards {
 		wg.Go(func() { errs[i] = s.serve(ctx, i) })
 	}
+	wg.Go(func() { errs[s.cfg.Shards] = s.storeEvents(ctx) })
 	wg.Wait()
 	if ctx.Err() != nil {
 		return nil
@@ -342,7 +343,7 @@ func (s *Stage) pull(ctx context.Context, c jetstream.Consumer, i int) (<-chan j
 // drain handles msgs and the absence ticks until msgs closes (an error) or ctx ends (nil).
 // The shard's consumer holds one message unacknowledged (consume.RulesMaxAckPending, for
 // order across takeovers), so messages are handled one at a time; ingest makes them large
-// (stream.MaxVerifiedChunk), so that one ClickHouse insert stores the events of many readings.
+// (stream.MaxVerifiedChunk). Their events are stored in ClickHouse apart (storeEvents).
 func (s *Stage) drain(ctx context.Context, sh *shard, msgs <-chan jetstream.Msg, tick <-chan time.Time) error {
 	for {
 		select {
@@ -683,9 +684,6 @@ func (s *Stage) emit(ctx context.Context, evs []rule.Event) error {
 	if len(evs) == 0 {
 		return nil
 	}
-	if err := s.store.WriteEvents(ctx, evs); err != nil {
-		return err
-	}
 	msgs := make([]*nats.Msg, 0, len(evs))
 	for _, e := range evs {
 		data, err := json.Marshal(e)
@@ -746,4 +744,65 @@ func actionKinds(r rule.Rule) []string {
 		out[i] = a.Kind
 	}
 	return out
+}
+
+// storeEvents stores the events published on the Events stream in ClickHouse, up to
+// stream.EventsPerInsert per insert, through the shared durable consumer
+// stream.EventsStoreConsumer, acknowledging each event once its insert is done: an event is
+// durable once published (the stage acknowledges its readings then), and stored at least once
+// (the events table folds an event stored twice: ReplacingMergeTree by its id).
+func (s *Stage) storeEvents(ctx context.Context) error {
+	for w := retry.Default().Start(); ; {
+		err := s.storeEventsOnce(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		s.log.Warn("rules: storing events in ClickHouse stopped; again", "err", err)
+		if w.Wait(ctx, err) != nil {
+			return nil
+		}
+	}
+}
+
+func (s *Stage) storeEventsOnce(ctx context.Context) error {
+	c, err := s.js.Consumer(ctx, stream.Events, stream.EventsStoreConsumer)
+	if err != nil {
+		return fmt.Errorf("rules: events store consumer: %w", err)
+	}
+	for ctx.Err() == nil {
+		batch, err := c.Fetch(stream.EventsPerInsert, jetstream.FetchMaxWait(500*time.Millisecond))
+		if err != nil {
+			return fmt.Errorf("rules: fetch events: %w", err)
+		}
+		var msgs []jetstream.Msg
+		var evs []rule.Event
+		for m := range batch.Messages() {
+			var ev rule.Event
+			if err := json.Unmarshal(m.Data(), &ev); err != nil {
+				s.log.Error("rules: an event that does not decode; not stored", "subject", m.Subject(), "err", err)
+				_ = m.Ack()
+				continue
+			}
+			msgs, evs = append(msgs, m), append(evs, ev)
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
+			s.log.Debug("rules: fetch of events ended", "err", err)
+		}
+		if len(evs) == 0 {
+			continue
+		}
+		for w := retry.Default().Start(); ; {
+			if err = s.store.WriteEvents(ctx, evs); err == nil {
+				break
+			}
+			s.log.Warn("rules: cannot store events; retrying", "events", len(evs), "err", err)
+			if w.Wait(ctx, err) != nil {
+				return nil
+			}
+		}
+		for _, m := range msgs {
+			_ = m.Ack()
+		}
+	}
+	return nil
 }

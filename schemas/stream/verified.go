@@ -30,6 +30,11 @@ const (
 	// and webhooks (shared).
 	CommandsConsumer = "commands"
 	WebhooksConsumer = "webhooks"
+	// EventsStoreConsumer is the durable consumer on Events (rule.SubjectPrefix only) through
+	// which the rules processes store the events in ClickHouse, many per insert (shared).
+	EventsStoreConsumer = "events-store"
+	// EventsPerInsert is the most events the rules stage stores in one ClickHouse insert.
+	EventsPerInsert = 20_000
 	// ActionsSubjects are the Events stream's other subjects: an event whose rule has a
 	// command or webhook action is published once more on ActionSubject for each such kind,
 	// which its consumer filters on, so that the action runners receive only the events they
@@ -47,8 +52,7 @@ func ActionSubject(kind, rule, device string) string {
 func ActionFilter(kind string) string { return "anchorline.actions." + kind + ".>" }
 
 // MaxVerifiedChunk bounds the readings of one Verified message, and MaxVerifiedBytes its
-// encoding (a chunk over it is split): well under NATS's default 1 MiB payload. Large
-// messages let the rules stage store the events of many readings in one ClickHouse insert.
+// encoding (a chunk over it is split): well under NATS's default 1 MiB payload.
 const (
 	MaxVerifiedChunk = 10_000
 	MaxVerifiedBytes = 512 << 10

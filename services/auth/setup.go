@@ -113,9 +113,10 @@ func PermissionsOf(r Role) Permissions {
 	case RoleRules:
 		pub := jsTopology(stream.Verified, "*")
 		pub = append(pub, jsConsume(stream.Verified, "*")...)
-		pub = append(pub, jsTopology(stream.Events, stream.CommandsConsumer, stream.WebhooksConsumer)...)
+		pub = append(pub, jsTopology(stream.Events, stream.CommandsConsumer, stream.WebhooksConsumer, stream.EventsStoreConsumer)...)
 		pub = append(pub, jsConsume(stream.Events, stream.CommandsConsumer)...)
 		pub = append(pub, jsConsume(stream.Events, stream.WebhooksConsumer)...)
+		pub = append(pub, jsConsume(stream.Events, stream.EventsStoreConsumer)...)
 		// Events; commands, stored as readings of the commander and sent to the devices.
 		pub = append(pub, rule.SubjectPrefix+">", stream.ActionsSubjects, reading.Subject(rule.Commander), reading.CommandsSubjectPrefix+">")
 		return Permissions{Publish: pub, Subscribe: []string{inbox}}

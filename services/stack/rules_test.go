@@ -533,8 +533,13 @@ func TestRulesProcessKilled(t *testing.T) {
 		info, err := s.Info(ctx)
 		return err == nil && stored == 3000 && info.State.Msgs == 0, fmt.Sprintf("%d stored, VERIFIED %+v %v", stored, info.State, err)
 	})
+	// The events are stored in ClickHouse from the Events stream, many per insert, soon after.
+	var ids uint64
+	await.Until(t, ctx, "every event stored", func() (bool, string) {
+		ids = count(t, ctx, ch, "SELECT uniqExact(event_id) FROM "+database+".events")
+		return ids >= 300, fmt.Sprintf("%d event ids stored", ids)
+	})
 	rows := count(t, ctx, ch, "SELECT count() FROM "+database+".events")
-	ids := count(t, ctx, ch, "SELECT uniqExact(event_id) FROM "+database+".events")
 	bad := count(t, ctx, ch, "SELECT count() FROM "+database+".events WHERE seq % 10 != 0 OR seqs != [toUInt64(seq - 1), seq]")
 	es, err := js.Stream(ctx, stream.Events)
 	if err != nil {
