@@ -14,7 +14,6 @@ import (
 	"github.com/anchorline/anchorline/internal/await"
 	"github.com/anchorline/anchorline/internal/chserver"
 	"github.com/anchorline/anchorline/schemas/bundle"
-	"github.com/anchorline/anchorline/schemas/entry"
 	"github.com/anchorline/anchorline/schemas/reading"
 )
 
@@ -48,13 +47,7 @@ func TestErasureRange(t *testing.T) {
 	}
 	erase := func(from, to uint64, entries uint64) {
 		t.Helper()
-		e, err := entry.NewEraseByAdmin(d.AdminKey, dv.ID, entry.EraseBySeq, from, to, "test", time.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := d.Ledger.Submit(ctx, e); err != nil {
-			t.Fatal(err)
-		}
+		submitErase(t, ctx, d, dv.ID, from, to, "test")
 		await.Until(t, ctx, "the erasure carried out", func() (bool, string) {
 			n := count(t, ctx, ch, "SELECT count(DISTINCT entry_index) FROM "+database+".erasures")
 			return n == entries, fmt.Sprintf("%d erase entries carried out", n)

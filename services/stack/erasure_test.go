@@ -283,27 +283,20 @@ func TestErasureAudit(t *testing.T) {
 	if rep := run(); !rep.OK() || len(rep.Erased) != 0 {
 		t.Fatalf("before: %+v", rep)
 	}
-	e, err := entry.NewEraseByAdmin(d.AdminKey, dv.ID, entry.EraseBySeq, 2, 4, "test", time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	rc, err := d.Ledger.Submit(ctx, e)
-	if err != nil {
-		t.Fatal(err)
-	}
+	index := submitErase(t, ctx, d, dv.ID, 2, 4, "test")
 	await.Until(t, ctx, "the erasure carried out", func() (bool, string) {
 		n := count(t, ctx, ch, "SELECT count() FROM "+database+".erasures")
 		return n == 1, fmt.Sprintf("%d", n)
 	})
 	rep := run()
-	if !rep.OK() || rep.Erased[rc.LogIndex] != 3 || len(rep.Erased) != 1 {
+	if !rep.OK() || rep.Erased[index] != 3 || len(rep.Erased) != 1 {
 		t.Fatalf("after the erasure: erased %v, findings %+v", rep.Erased, rep.Findings)
 	}
 	// Bytes removed without an entry (seq 6), and under an entry that does not cover the
 	// reading (seq 7 claims the entry of seqs 2..4): both findings.
 	for _, q := range []string{
 		fmt.Sprintf("ALTER TABLE %s.readings UPDATE raw = '' WHERE device_id = 'ea-1' AND seq = 6", database),
-		fmt.Sprintf("ALTER TABLE %s.readings UPDATE raw = '', erased_by = %d WHERE device_id = 'ea-1' AND seq = 7", database, rc.LogIndex),
+		fmt.Sprintf("ALTER TABLE %s.readings UPDATE raw = '', erased_by = %d WHERE device_id = 'ea-1' AND seq = 7", database, index),
 	} {
 		if err := ch.Exec(ctx, q); err != nil {
 			t.Fatal(err)
@@ -320,7 +313,7 @@ func TestErasureAudit(t *testing.T) {
 			seqs = append(seqs, f.Seq)
 		}
 	}
-	if slices.Sort(seqs); !slices.Equal(seqs, []uint64{6, 7}) || rep.Erased[rc.LogIndex] != 3 {
+	if slices.Sort(seqs); !slices.Equal(seqs, []uint64{6, 7}) || rep.Erased[index] != 3 {
 		t.Fatalf("after the tampering: findings %+v, erased %v", rep.Findings, rep.Erased)
 	}
 }
@@ -362,16 +355,9 @@ func TestErasureLateReadings(t *testing.T) {
 		n := q("SELECT count() FROM %s.readings")
 		return n == 8, fmt.Sprintf("%d readings", n)
 	})
-	e, err := entry.NewEraseByAdmin(d.AdminKey, dv.ID, entry.EraseBySeq, 3, 1_000_000, "court order 17", time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	rc, err := d.Ledger.Submit(ctx, e)
-	if err != nil {
-		t.Fatal(err)
-	}
+	index := submitErase(t, ctx, d, dv.ID, 3, 1_000_000, "court order 17")
 	await.Until(t, ctx, "the erasure carried out", func() (bool, string) {
-		n := count(t, ctx, ch, "SELECT count() FROM "+database+".erasures WHERE entry_index = ? AND readings = 2", rc.LogIndex)
+		n := count(t, ctx, ch, "SELECT count() FROM "+database+".erasures WHERE entry_index = ? AND readings = 2", index)
 		return n > 0, fmt.Sprintf("%d rows", n)
 	})
 
@@ -390,8 +376,8 @@ func TestErasureLateReadings(t *testing.T) {
 	// The sweep records the entry last, once it removed everything else.
 	await.Until(t, ctx, "the readings stored after the erasure erased and recorded", func() (bool, string) {
 		all := q("SELECT count() FROM %s.readings WHERE device_id = 'late-1'")
-		erased := count(t, ctx, ch, "SELECT count() FROM "+database+".readings WHERE device_id = 'late-1' AND seq >= 3 AND raw = '' AND erased_by = ?", rc.LogIndex)
-		late := count(t, ctx, ch, "SELECT sum(late) FROM "+database+".erasures FINAL WHERE entry_index = ?", rc.LogIndex)
+		erased := count(t, ctx, ch, "SELECT count() FROM "+database+".readings WHERE device_id = 'late-1' AND seq >= 3 AND raw = '' AND erased_by = ?", index)
+		late := count(t, ctx, ch, "SELECT sum(late) FROM "+database+".erasures FINAL WHERE entry_index = ?", index)
 		return all == 10 && erased == 8 && late == 6, fmt.Sprintf("%d readings of late-1, %d of them erased, %d recorded as stored after the erasure", all, erased, late)
 	})
 	for what, got := range map[string][2]uint64{
@@ -404,15 +390,15 @@ func TestErasureLateReadings(t *testing.T) {
 		"late-1's minute rollup counts":                  {q("SELECT countMerge(count) FROM %s.metrics_1m WHERE device_id = 'late-1'"), 4},
 		"late-1's hour rollup counts":                    {q("SELECT countMerge(count) FROM %s.metrics_1h WHERE device_id = 'late-1'"), 4},
 		"late-2's hour rollup counts":                    {q("SELECT countMerge(count) FROM %s.metrics_1h WHERE device_id = 'late-2'"), 18},
-		"the entry's readings":                           {count(t, ctx, ch, "SELECT readings FROM "+database+".erasures FINAL WHERE entry_index = ?", rc.LogIndex), 8},
-		"the entry's readings stored after it":           {count(t, ctx, ch, "SELECT late FROM "+database+".erasures FINAL WHERE entry_index = ?", rc.LogIndex), 6},
+		"the entry's readings":                           {count(t, ctx, ch, "SELECT readings FROM "+database+".erasures FINAL WHERE entry_index = ?", index), 8},
+		"the entry's readings stored after it":           {count(t, ctx, ch, "SELECT late FROM "+database+".erasures FINAL WHERE entry_index = ?", index), 6},
 	} {
 		if got[0] != got[1] {
 			t.Errorf("%s: %d, want %d", what, got[0], got[1])
 		}
 	}
-	if done, err := store.New(ch, database).ErasuresDone(ctx); err != nil || done[rc.LogIndex] != 8 {
-		t.Errorf("ErasuresDone: %v, %v; want 8 readings under log index %d", done, err, rc.LogIndex)
+	if done, err := store.New(ch, database).ErasuresDone(ctx); err != nil || done[index] != 8 {
+		t.Errorf("ErasuresDone: %v, %v; want 8 readings under log index %d", done, err, index)
 	}
 
 	events, err := js.Stream(ctx, stream.Events)
@@ -472,8 +458,8 @@ func TestErasureLateReadings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !rep.OK() || rep.Erased[rc.LogIndex] != 8 || len(rep.Erased) != 1 {
-		t.Errorf("audit: erased %v, findings %+v; want 8 erased under log index %d", rep.Erased, rep.Findings, rc.LogIndex)
+	if !rep.OK() || rep.Erased[index] != 8 || len(rep.Erased) != 1 {
+		t.Errorf("audit: erased %v, findings %+v; want 8 erased under log index %d", rep.Erased, rep.Findings, index)
 	}
 	trust, err := client.Trust(ctx)
 	if err != nil {
@@ -493,4 +479,19 @@ func TestErasureLateReadings(t *testing.T) {
 	if bytes.Contains(b, []byte(hex.EncodeToString(raws[7][len(raws[7])-64:]))) {
 		t.Error("the proof of seq 7 holds its signature")
 	}
+}
+
+// submitErase commits an admin-signed erase entry of dev's seqs from..to, with reason, and
+// returns its log index.
+func submitErase(t *testing.T, ctx context.Context, d *Dev, dev string, from, to uint64, reason string) uint64 {
+	t.Helper()
+	e, err := entry.NewEraseByAdmin(d.AdminKey, dev, entry.EraseBySeq, from, to, reason, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := d.Ledger.Submit(ctx, e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rc.LogIndex
 }

@@ -149,7 +149,9 @@ func (p *Proofs) Range(ctx context.Context, dev string, from, to uint64) ([]byte
 	var parts []proof.Parts
 	var erased map[store.ErasedKey]store.Erased // read once, at the first erased reading
 	erasures := map[uint64]*proof.Erasure{}     // by log index
-	var newest *proof.Parts                     // an erased reading of the newest erase entry
+	var newestEntry ledger.Erasure              // the newest erase entry, and a reading it erased
+	var newestRow store.ReadingRow
+	var newestErased store.Erased
 	for i := 0; i < len(rows); {
 		j := i + 1
 		for j < len(rows) && rows[j].Seq == rows[i].Seq {
@@ -183,33 +185,29 @@ func (p *Proofs) Range(ctx context.Context, dev string, from, to uint64) ([]byte
 			}
 			x := erasures[e.ErasedBy]
 			if x == nil {
-				es, err := p.ledger.Erasures(ctx, e.ErasedBy, 1)
+				le, err := p.eraseEntry(ctx, dev, r.Seq, e.ErasedBy)
 				if err != nil {
-					return nil, laterErr(fmt.Errorf("erase entry %d: %w", e.ErasedBy, err))
+					return nil, err
 				}
-				if len(es.Erasures) == 0 || es.Erasures[0].Index != e.ErasedBy {
-					return nil, fmt.Errorf("%s seq %d names erase entry %d, which the ledger's log does not hold", dev, r.Seq, e.ErasedBy)
-				}
-				x = &proof.Erasure{Entry: es.Erasures[0].Entry, LogIndex: e.ErasedBy}
+				x = &proof.Erasure{Entry: le.Entry, LogIndex: le.Index}
 				erasures[e.ErasedBy] = x
+				if le.Index > newestEntry.Index {
+					newestEntry, newestRow, newestErased = le, r, e
+				}
 			}
 			full.Raw, full.Leaf, full.TS, full.Erasure = nil, e.Leaf, e.TS, x
-			if newest == nil || e.ErasedBy > newest.Erasure.LogIndex {
-				newest = &full
-			}
 		}
 		parts = append(parts, full)
 		i = j
 	}
-	if newest != nil {
+	if len(erasures) > 0 {
 		// The newest erase entry's state, for the head that proves the range's erase entries
 		// when the state of its last anchor does not hold them (BuildRange decides).
-		r := store.ReadingRow{Device: dev, Seq: newest.Seq, BatchID: newest.BatchID, LeafIndex: uint32(newest.LeafIndex)}
-		head, err := p.erasedParts(ctx, r)
+		head, err := p.erasedParts(ctx, newestRow, newestErased, newestEntry)
 		if err != nil {
 			return nil, err
 		}
-		erasures[head.Erasure.LogIndex].Head = &head
+		erasures[newestEntry.Index].Head = &head
 	}
 	if len(parts) == 0 {
 		return nil, fmt.Errorf("%w: no reading of %s from seq %d to %d", lookup.ErrNotFound, dev, from, to)
@@ -356,7 +354,18 @@ func (p *Proofs) anchor(ctx context.Context, id [16]byte) (*proof.Shared, error)
 // proofs, the device record and the light block, all of the state after the block that
 // included the erase entry (or the anchor, if that came later). Nothing of it is cached: erased readings are asked for rarely.
 func (p *Proofs) erased(ctx context.Context, r store.ReadingRow) ([]byte, error) {
-	parts, err := p.erasedParts(ctx, r)
+	e, err := p.store.ErasedOf(ctx, r.Device, r.Seq, r.BatchID)
+	if err != nil {
+		return nil, err
+	}
+	if e.ErasedBy == 0 {
+		return nil, fmt.Errorf("%s seq %d: the stored reading has no bytes and names no erase entry: a finding for the audit, not a proof", r.Device, r.Seq)
+	}
+	x, err := p.eraseEntry(ctx, r.Device, r.Seq, e.ErasedBy)
+	if err != nil {
+		return nil, err
+	}
+	parts, err := p.erasedParts(ctx, r, e, x)
 	if err != nil {
 		return nil, err
 	}
@@ -367,23 +376,22 @@ func (p *Proofs) erased(ctx context.Context, r store.ReadingRow) ([]byte, error)
 	return bundle.Marshal()
 }
 
-// erasedParts are the full parts of an erased reading's bundle (erased): of the state after
-// its erase entry or its anchor, whichever came last.
-func (p *Proofs) erasedParts(ctx context.Context, r store.ReadingRow) (proof.Parts, error) {
-	e, err := p.store.ErasedOf(ctx, r.Device, r.Seq, r.BatchID)
+// eraseEntry is the erase entry at log index idx, which the row of dev's reading seq names.
+func (p *Proofs) eraseEntry(ctx context.Context, dev string, seq, idx uint64) (ledger.Erasure, error) {
+	es, err := p.ledger.Erasures(ctx, idx, 1)
 	if err != nil {
-		return proof.Parts{}, err
+		return ledger.Erasure{}, laterErr(fmt.Errorf("erase entry %d: %w", idx, err))
 	}
-	if e.ErasedBy == 0 {
-		return proof.Parts{}, fmt.Errorf("%s seq %d: the stored reading has no bytes and names no erase entry: a finding for the audit, not a proof", r.Device, r.Seq)
+	if len(es.Erasures) == 0 || es.Erasures[0].Index != idx {
+		return ledger.Erasure{}, fmt.Errorf("%s seq %d names erase entry %d, which the ledger's log does not hold", dev, seq, idx)
 	}
-	es, err := p.ledger.Erasures(ctx, e.ErasedBy, 1)
-	if err != nil {
-		return proof.Parts{}, laterErr(fmt.Errorf("erase entry %d: %w", e.ErasedBy, err))
-	}
-	if len(es.Erasures) == 0 || es.Erasures[0].Index != e.ErasedBy {
-		return proof.Parts{}, fmt.Errorf("%s seq %d names erase entry %d, which the ledger's log does not hold", r.Device, r.Seq, e.ErasedBy)
-	}
+	return es.Erasures[0], nil
+}
+
+// erasedParts are the full parts of the bundle of an erased reading (erased: what its row r
+// keeps, e; the erase entry it names, x): of the state after x or the reading's anchor,
+// whichever came last.
+func (p *Proofs) erasedParts(ctx context.Context, r store.ReadingRow, e store.Erased, x ledger.Erasure) (proof.Parts, error) {
 	b, err := p.batch(ctx, r.BatchID)
 	if err != nil {
 		return proof.Parts{}, err
@@ -393,7 +401,7 @@ func (p *Proofs) erasedParts(ctx context.Context, r store.ReadingRow) (proof.Par
 		return proof.Parts{}, laterErr(fmt.Errorf("anchor %x: %w", b.anchorID, err))
 	}
 	// The state after whichever came last, the erasure or the anchor.
-	h := max(int64(es.Erasures[0].Height), int64(a.Height))
+	h := max(int64(x.Height), int64(a.Height))
 	shared, err := p.loadAnchorAt(ctx, b.anchorID, h)
 	if err != nil {
 		return proof.Parts{}, err
