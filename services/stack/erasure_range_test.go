@@ -14,7 +14,9 @@ import (
 	"github.com/anchorline/anchorline/internal/await"
 	"github.com/anchorline/anchorline/internal/chserver"
 	"github.com/anchorline/anchorline/schemas/bundle"
+	"github.com/anchorline/anchorline/schemas/lookup"
 	"github.com/anchorline/anchorline/schemas/reading"
+	"github.com/anchorline/anchorline/services/store"
 )
 
 // TestErasureRange: the API's range bundle of a device's readings holds its erased readings
@@ -115,5 +117,19 @@ func TestErasureRange(t *testing.T) {
 	}
 	if srep, err := proof.Verify(single, trust); err != nil || !slices.ContainsFunc(srep.Steps, func(s proof.Step) bool { return s.Name == "erased reading" && s.OK }) {
 		t.Fatalf("the single proof of erased seq 5: %v", err)
+	}
+
+	// An anchor whose batch records are written but whose own row is not yet (the anchoring
+	// service writes them in that order): a proof is "not anchored yet" (409, ask again), not
+	// an inconsistency (500). Here the anchor's row is deleted to stand for that moment.
+	if err := ch.Exec(ctx, "ALTER TABLE "+database+".anchors DELETE WHERE 1"); err != nil {
+		t.Fatal(err)
+	}
+	await.Until(t, ctx, "the anchors' rows gone", func() (bool, string) {
+		n := count(t, ctx, ch, "SELECT count() FROM "+database+".anchors")
+		return n == 0, fmt.Sprintf("%d rows", n)
+	})
+	if _, err := NewProofs(store.New(ch, database), d.Ledger).Proof(ctx, dv.ID, 1); !errors.Is(err, lookup.ErrNotAnchored) {
+		t.Fatalf("the proof of a reading whose anchor is being recorded: %v, want lookup.ErrNotAnchored", err)
 	}
 }

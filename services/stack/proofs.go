@@ -396,9 +396,9 @@ func (p *Proofs) erasedParts(ctx context.Context, r store.ReadingRow, e store.Er
 	if err != nil {
 		return proof.Parts{}, err
 	}
-	a, err := p.store.Anchor(ctx, b.anchorID)
+	a, err := p.anchorRow(ctx, b.anchorID)
 	if err != nil {
-		return proof.Parts{}, laterErr(fmt.Errorf("anchor %x: %w", b.anchorID, err))
+		return proof.Parts{}, err
 	}
 	// The state after whichever came last, the erasure or the anchor.
 	h := max(int64(x.Height), int64(a.Height))
@@ -427,11 +427,26 @@ func (p *Proofs) loadAnchor(ctx context.Context, id [16]byte) (*proof.Shared, er
 }
 
 // loadAnchorAt is an anchor's shared part of the state after block h (0: the block that
+// anchorRow is the stored row of an anchor that a batch's anchor record names. The anchoring
+// service writes a committed anchor's batch records before its own row (pipeline/write
+// WriteAnchor), and retries until both are written: an anchor a batch names but `anchors` does
+// not hold yet is being recorded, lookup.ErrNotAnchored (409: ask again), not an inconsistency.
+func (p *Proofs) anchorRow(ctx context.Context, id [16]byte) (store.AnchorRow, error) {
+	a, err := p.store.Anchor(ctx, id)
+	if errors.Is(err, lookup.ErrNotFound) {
+		return a, fmt.Errorf("%w: anchor %x is being recorded (its batches are, its own row is not yet)", lookup.ErrNotAnchored, id)
+	}
+	if err != nil {
+		return a, laterErr(fmt.Errorf("anchor %x: %w", id, err))
+	}
+	return a, nil
+}
+
 // included the anchor, as every proof but an erased reading's has it).
 func (p *Proofs) loadAnchorAt(ctx context.Context, id [16]byte, h int64) (*proof.Shared, error) {
-	a, err := p.store.Anchor(ctx, id)
+	a, err := p.anchorRow(ctx, id)
 	if err != nil {
-		return nil, laterErr(fmt.Errorf("anchor %x: %w", id, err))
+		return nil, err
 	}
 	if h == 0 {
 		h = int64(a.Height)
